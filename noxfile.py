@@ -1,0 +1,30 @@
+"""Checks, one nox session each: ``nox -s tests``, ``nox -s lint``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The whole test suite (unit, property, websocket end to end, virtual time)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff (including the ASYNC rules for trio) and mypy --strict on omni/."""
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", "omni", "admin_api", "tests", "benchmarks", "noxfile.py")
+    session.run("mypy", "omni")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The relay benchmark (prints JSON; not a pass/fail check)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/relay.py", *session.posargs)

@@ -1,0 +1,330 @@
+"""The hub: the actors of one Omni server and the registry through which edges reach them.
+
+Rules:
+
+* :func:`open_hub` owns every actor: group and queue actors under one supervisor, conversation
+  actors under another. Leaving the block cancels them all.
+* Edges (the websocket gateway, the admin API) talk to actors only through the hub's methods,
+  which validate ids and translate them into actor messages. A refusal is a
+  :class:`~omni.domain.conversation.Rejected` with a stable code.
+* The registry (``conversations``, ``sessions``) holds addresses, not state: each conversation's
+  state lives in its actor and in the store.
+* The live configuration is one immutable :class:`~omni.domain.model.Directory`;
+  :meth:`Hub.apply_directory` swaps it and brings the roster and the groups in line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from omni.actors.conversation import Apply, AttachVisitor, ConversationActor, Effects
+from omni.actors.group import Dispatch, GroupMessage, make_group
+from omni.actors.peer import Peer, encode
+from omni.actors.queue import VisitorLink
+from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor, open_supervisor
+from omni.clock import Clock
+from omni.domain import conversation as domain
+from omni.domain.conversation import Context, Rejected, Status
+from omni.domain.model import Directory, hash_token
+from omni.domain.routing import Roster
+from omni.entropy import Entropy, SystemEntropy
+from omni.store import Store
+
+if TYPE_CHECKING:
+    from omni.actors.operator import OperatorSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server-wide limits and delays (seconds, bytes)."""
+
+    #: Largest accepted websocket frame; larger ones get ``frame_too_large``.
+    max_frame_bytes: int = 64 * 1024
+    #: How long a disconnected operator keeps their conversations before they are requeued.
+    operator_grace: float = 120.0
+    #: Frames buffered for one client before it is considered too slow and disconnected.
+    outbound_buffer: int = 1024
+    #: How long an edge waits for an actor's answer.
+    ask_timeout: float = 10.0
+    #: Mailbox size of each conversation actor.
+    conversation_mailbox: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_frame_bytes < 1024:
+            raise ValueError("max_frame_bytes must be at least 1024")
+        if self.operator_grace < 0:
+            raise ValueError("operator_grace must not be negative")
+        if self.outbound_buffer < 16:
+            raise ValueError("outbound_buffer must be at least 16")
+
+
+@dataclass
+class Counters:
+    """Plain counters the metrics exporter reads at scrape time (nothing to do per message)."""
+
+    messages_relayed: int = 0
+    connections: dict[str, int] = field(default_factory=lambda: {"visitor": 0, "operator": 0})
+
+
+@dataclass
+class ConversationEntry:
+    conversation_id: str
+    link: VisitorLink
+    status: Status
+    group_id: int | None
+    ref: ActorRef[Any] = field(init=False)
+
+
+class Hub:
+    def __init__(
+        self,
+        directory: Directory,
+        store: Store,
+        clock: Clock,
+        entropy: Entropy,
+        settings: Settings,
+        groups_supervisor: Supervisor,
+        conversations_supervisor: Supervisor,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.entropy = entropy
+        self.settings = settings
+        self.groups_supervisor = groups_supervisor
+        self.conversations_supervisor = conversations_supervisor
+        self.roster = Roster()
+        self.sessions: dict[int, OperatorSession] = {}
+        self.conversations: dict[str, ConversationEntry] = {}
+        self.queue_lengths: dict[int, int] = {}
+        self.metrics = Counters()
+        #: Presence an operator had when their connection dropped, restored if they come back.
+        self.remembered_presence: dict[int, Any] = {}
+        self._groups: dict[int, ActorRef[GroupMessage]] = {}
+        self._queues: dict[int, ActorRef[Any]] = {}
+        self._contexts: dict[int, Context] = {}
+        self.directory = directory
+        self.apply_directory(directory)
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def apply_directory(self, directory: Directory) -> None:
+        """Make ``directory`` the live configuration: no restart, nothing queued is dropped."""
+        self.directory = directory
+        self._contexts.clear()
+        for group_id in directory.groups:
+            if group_id not in self._groups:
+                self._groups[group_id], self._queues[group_id] = make_group(self, group_id)
+                self.queue_lengths[group_id] = 0
+        for operator in directory.operators.values():
+            self.roster.configure(operator.id, operator.name, operator.groups, operator.capacity)
+            self.poke_groups(operator.id)
+
+    def context(self, service_id: int) -> Context:
+        ctx = self._contexts.get(service_id)
+        if ctx is None:
+            ctx = Context(
+                service=self.directory.services[service_id],
+                operator_grace=self.settings.operator_grace,
+                group_names={g.id: g.name for g in self.directory.groups.values()},
+            )
+            self._contexts[service_id] = ctx
+        return ctx
+
+    def group(self, group_id: int) -> ActorRef[GroupMessage]:
+        return self._groups[group_id]
+
+    def poke_groups(self, operator_id: int) -> None:
+        """Tell the operator's groups to dispatch (a slot freed or the operator became available)."""
+        if operator_id not in self.roster:
+            return
+        for group_id in self.roster.get(operator_id).groups:
+            group = self._groups.get(group_id)
+            if group is None:
+                continue
+            try:
+                group.send_nowait(Dispatch())
+            except MailboxFull:
+                pass  # a group dispatches after every message it handles: a full mailbox will
+
+    # -- conversations --------------------------------------------------------------------------
+
+    async def start_conversation(
+        self, service_id: int, visitor: dict[str, Any], peer: Peer
+    ) -> str:
+        service = self.directory.services.get(service_id)
+        if service is None:
+            raise Rejected("unknown_service", f"there is no chat service {service_id}")
+        if not str(visitor.get("name", "")).strip():
+            raise Rejected("invalid_frame", "visitor.name is required")
+        now = self.clock.now()
+        schedule = self.directory.schedules.get(service.schedule_id or "")
+        year = now.astimezone(ZoneInfo(schedule.timezone)).year if schedule else now.year
+        ticket = f"{year}-{await self.store.next_ticket(year):06d}"
+        token = self.entropy.token()
+        conv, effects = domain.open_conversation(
+            conversation_id=self.entropy.identifier(),
+            ticket=ticket,
+            token_hash=hash_token(token),
+            service=service,
+            visitor=visitor,
+            group_id=self.directory.route(service, now),
+            now=now,
+        )
+        peer.deliver(
+            encode(
+                {
+                    "type": "started",
+                    "conversation_id": conv.id,
+                    "ticket": ticket,
+                    "token": token,
+                    "service": {"id": service.id, "name": service.name, "avatar": service.avatar.as_wire()},
+                }
+            )
+        )
+        entry = self._spawn(conv, initial=conv, peer=peer)
+        # Sent before anything else can reach the new mailbox, so it is the first thing handled.
+        entry.ref.send_nowait(Effects(effects))
+        return conv.id
+
+    def _spawn(self, conv: domain.Conversation, *, initial: domain.Conversation | None, peer: Peer | None) -> ConversationEntry:
+        entry = ConversationEntry(conv.id, VisitorLink(conv.id, peer), conv.status, conv.group_id)
+        first = [initial]
+
+        def factory() -> ConversationActor:
+            # The first incarnation takes the state it was created with; restarts reload it.
+            state, first[0] = first[0], None
+            return ConversationActor(self, entry, state)
+
+        entry.ref = self.conversations_supervisor.spawn(
+            f"conversation:{conv.id}", factory, mailbox_size=self.settings.conversation_mailbox
+        )
+        self.conversations[conv.id] = entry
+        return entry
+
+    async def resume_conversation(self, token: str, last_seq: int, peer: Peer) -> str:
+        conversation_id = await self.store.find_by_token_hash(hash_token(token))
+        if conversation_id is None:
+            raise Rejected("invalid_token", "no conversation has this token")
+        entry = self.conversations.get(conversation_id)
+        if entry is None:
+            return await self._replay_finished(conversation_id, last_seq, peer)
+        await entry.ref.ask(AttachVisitor(peer, last_seq), timeout=self.settings.ask_timeout)
+        return conversation_id
+
+    async def _replay_finished(self, conversation_id: str, last_seq: int, peer: Peer) -> str:
+        """A finished conversation has no actor: replay its end from the store and stop there."""
+        conv = await self.store.load_conversation(conversation_id)
+        if conv is None:
+            raise Rejected("invalid_token", "no conversation has this token")
+        if not 0 <= last_seq <= conv.last_seq:
+            raise Rejected("invalid_seq", f"last_seq must be between 0 and {conv.last_seq}")
+        peer.deliver(
+            encode(
+                {
+                    "type": "resumed",
+                    "conversation_id": conv.id,
+                    "ticket": conv.ticket,
+                    "status": conv.status.value,
+                    "last_seq": conv.last_seq,
+                }
+            )
+        )
+        for event in await self.store.events_after(conversation_id, last_seq):
+            if event.audience != "operator":
+                peer.deliver(
+                    encode({"type": event.kind, "conversation_id": conversation_id, "seq": event.seq, **event.data})
+                )
+        return conversation_id
+
+    def entry(self, conversation_id: str, missing: str = "unknown_conversation") -> ConversationEntry:
+        entry = self.conversations.get(conversation_id)
+        if entry is None:
+            raise Rejected(missing, f"conversation {conversation_id} is not open")
+        return entry
+
+    async def send_event(
+        self,
+        conversation_id: str,
+        event: domain.Event,
+        origin: Peer,
+        missing: str = "unknown_conversation",
+    ) -> None:
+        """Deliver a participant's event; refusals reach ``origin`` as error frames.
+
+        ``missing`` is the error code when no open conversation has that id (for a visitor, whose
+        conversation id came from the server, that means it has ended)."""
+        entry = self.entry(conversation_id, missing)
+        try:
+            await entry.ref.send(Apply(event, origin))
+        except ActorStopped:
+            raise Rejected("conversation_closed", f"conversation {conversation_id} has ended") from None
+
+    def forget(self, conversation_id: str) -> None:
+        self.conversations.pop(conversation_id, None)
+
+    def on_conversation_given_up(self, name: str, error: BaseException) -> None:
+        conversation_id = name.partition(":")[2]
+        entry = self.conversations.pop(conversation_id, None)
+        if entry is not None and entry.link.peer is not None:
+            entry.link.peer.close("internal_error", "this conversation failed")
+
+    # -- operators ------------------------------------------------------------------------------
+
+    async def login(self, token: str, peer: Peer) -> OperatorSession:
+        from omni.actors.operator import OperatorSession
+
+        operator = self.directory.operator_by_token(token)
+        if operator is None:
+            raise Rejected("invalid_login", "unknown or inactive operator token")
+        previous = self.sessions.get(operator.id)
+        session = OperatorSession(self, operator, peer)
+        if previous is not None:
+            previous.replaced = True
+            previous.peer.close("session_replaced", "you signed in on another connection")
+        await session.open(previous is not None)
+        return session
+
+    # -- inspection -----------------------------------------------------------------------------
+
+    def conversations_by_status(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in Status if s not in domain.TERMINAL_STATUSES}
+        for entry in self.conversations.values():
+            counts[entry.status.value] = counts.get(entry.status.value, 0) + 1
+        return counts
+
+
+@asynccontextmanager
+async def open_hub(
+    directory: Directory,
+    store: Store,
+    clock: Clock,
+    *,
+    entropy: Entropy | None = None,
+    settings: Settings | None = None,
+) -> AsyncIterator[Hub]:
+    hub_ref: list[Hub] = []
+
+    def given_up(name: str, error: BaseException) -> None:
+        hub_ref[0].on_conversation_given_up(name, error)
+
+    async with open_supervisor("groups") as groups, open_supervisor(
+        "conversations", on_give_up=given_up
+    ) as conversations:
+        hub = Hub(
+            directory,
+            store,
+            clock,
+            entropy or SystemEntropy(),
+            settings or Settings(),
+            groups,
+            conversations,
+        )
+        hub_ref.append(hub)
+        yield hub

@@ -1,0 +1,146 @@
+"""OperatorSession: one connected operator console.
+
+Rules:
+
+* One session per operator: signing in again replaces the older connection without touching the
+  operator's conversations.
+* A fresh sign-in starts ``paused``: nothing is offered until the operator says ``available``.
+  An operator who comes back within the grace period gets the status they had and their
+  conversations back; each conversation cancels its grace timer.
+* When the connection drops, the operator goes ``offline``: offers not yet accepted go straight
+  back to the head of their queue, and each active conversation starts its grace timer.
+* The session is driven by the connection's own task (the gateway's); it is not a mailbox actor,
+  because it has no state to protect beyond its connection.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from omni.actors.conversation import Apply, Summary, SyncOperator
+from omni.actors.peer import Peer, encode
+from omni.domain import conversation as domain
+from omni.domain.conversation import Rejected
+from omni.domain.model import Operator
+from omni.domain.routing import Presence
+
+if TYPE_CHECKING:
+    from omni.actors.hub import Hub
+
+
+class OperatorSession:
+    def __init__(self, hub: Hub, operator: Operator, peer: Peer) -> None:
+        self.hub = hub
+        self.operator = operator
+        self.peer = peer
+        self.replaced = False
+
+    @property
+    def id(self) -> int:
+        return self.operator.id
+
+    async def open(self, takeover: bool) -> None:
+        hub, op = self.hub, self.operator
+        hub.sessions[op.id] = self
+        state = hub.roster.configure(op.id, op.name, op.groups, op.capacity)
+        if not takeover:
+            returning = bool(state.load)
+            presence = hub.remembered_presence.pop(op.id, Presence.PAUSED) if returning else Presence.PAUSED
+            hub.remembered_presence.pop(op.id, None)
+            hub.roster.set_presence(op.id, presence, hub.clock.monotonic())
+            for conversation_id in list(state.load):
+                entry = hub.conversations.get(conversation_id)
+                if entry is not None:
+                    await entry.ref.send(Apply(domain.OperatorReturned(op.id)))
+        summaries: list[dict[str, Any]] = []
+        for conversation_id in sorted(state.load):
+            entry = hub.conversations.get(conversation_id)
+            if entry is None:
+                continue
+            summary = await entry.ref.ask(Summary(), timeout=hub.settings.ask_timeout)
+            if summary["status"] == domain.Status.ACTIVE.value:
+                summaries.append(summary)
+        self.peer.deliver(
+            encode(
+                {
+                    "type": "welcome",
+                    "operator": {
+                        "id": op.id,
+                        "name": op.name,
+                        "capacity": op.capacity,
+                        "status": state.presence.value,
+                    },
+                    "groups": [
+                        {"id": g, "name": hub.directory.groups[g].name}
+                        for g in op.groups
+                        if g in hub.directory.groups
+                    ],
+                    "conversations": summaries,
+                }
+            )
+        )
+        hub.poke_groups(op.id)
+
+    async def close(self) -> None:
+        """The connection ended."""
+        hub = self.hub
+        if self.replaced or hub.sessions.get(self.id) is not self:
+            return
+        del hub.sessions[self.id]
+        state = hub.roster.get(self.id)
+        hub.remembered_presence[self.id] = state.presence
+        hub.roster.set_presence(self.id, Presence.OFFLINE, hub.clock.monotonic())
+        for conversation_id in list(state.load):
+            entry = hub.conversations.get(conversation_id)
+            if entry is not None:
+                await entry.ref.send(Apply(domain.OperatorLeft(self.id)))
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def set_status(self, status: str) -> None:
+        presence = Presence(status)
+        self.hub.roster.set_presence(self.id, presence, self.hub.clock.monotonic())
+        self.peer.deliver(encode({"type": "status", "status": presence.value}))
+        if presence is Presence.AVAILABLE:
+            self.hub.poke_groups(self.id)
+
+    async def accept(self, conversation_id: str) -> None:
+        await self._send(conversation_id, domain.Accept(self.id, self.operator.name))
+
+    async def message(self, conversation_id: str, client_id: str, text: str) -> None:
+        await self._send(conversation_id, domain.OperatorMessage(self.id, client_id, text))
+
+    async def typing(self, conversation_id: str) -> None:
+        await self._send(conversation_id, domain.OperatorTyping(self.id))
+
+    async def end(self, conversation_id: str) -> None:
+        await self._send(conversation_id, domain.OperatorEnd(self.id))
+
+    async def transfer(
+        self, conversation_id: str, group_id: int | None, operator_id: int | None
+    ) -> None:
+        directory = self.hub.directory
+        if (group_id is None) == (operator_id is None):
+            raise Rejected("invalid_frame", "transfer needs exactly one of group_id and operator_id")
+        if group_id is not None:
+            group = directory.groups.get(group_id)
+            if group is None:
+                raise Rejected("unknown_group", f"there is no group {group_id}")
+            await self._send(conversation_id, domain.TransferToGroup(self.id, group.id, group.name))
+            return
+        assert operator_id is not None
+        target = directory.operators.get(operator_id)
+        if target is None or not target.active:
+            raise Rejected("unknown_operator", f"there is no operator {operator_id}")
+        await self._send(conversation_id, domain.TransferToOperator(self.id, target.id, target.name))
+
+    async def resume(self, conversation_id: str) -> None:
+        await self._send(conversation_id, domain.ResumeByOperator(self.id, self.operator.name))
+
+    async def sync(self, conversation_id: str, last_seq: int) -> None:
+        entry = self.hub.entry(conversation_id)
+        await entry.ref.send(SyncOperator(self.id, self.peer, last_seq))
+
+    async def _send(self, conversation_id: str, event: domain.Event) -> None:
+        await self.hub.send_event(conversation_id, event, self.peer)
+

@@ -1,0 +1,350 @@
+"""A small supervised-actor runtime on trio.
+
+Rules of this module:
+
+* An actor owns a bounded mailbox and handles one message at a time; its state is its own.
+  ``send`` waits for room (backpressure); ``send_nowait`` raises :class:`MailboxFull` instead;
+  ``ask`` sends and waits, up to a timeout, for the handler's return value.
+* An actor's expected refusals (the exception types in ``Actor.expected_errors``) are answered to
+  the asker, or handed to ``Actor.on_rejected``; they never crash the actor.
+* Any other exception crashes the actor. Its supervisor builds a new incarnation from the same
+  factory (which reloads state from the store) on the *same* mailbox, so every reference stays
+  valid and the messages behind the failing one are still handled. Siblings are not touched
+  (one-for-one). More than ``max_restarts`` crashes within ``window`` seconds and the supervisor
+  gives up on that child only: pending asks fail with :class:`ActorCrashed` and later sends with
+  :class:`ActorStopped`.
+* Timers (``call_later``) run in the incarnation's own nursery, on trio's clock: they die with
+  the incarnation that set them, and ``MockClock`` drives them.
+* No task outlives its owner: an actor lives in its supervisor's nursery, a supervisor in the
+  nursery of whoever opened it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import trio
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+
+
+class ActorStopped(Exception):
+    """The actor has stopped (or was given up on) and takes no more messages."""
+
+
+class MailboxFull(Exception):
+    """``send_nowait`` found the mailbox full."""
+
+
+class ActorCrashed(Exception):
+    """The actor crashed while handling this ask (or was given up on before handling it)."""
+
+
+class AskTimeout(TimeoutError):
+    """No answer within the ask's timeout."""
+
+
+class _Reply:
+    """A one-shot answer slot for ``ask``."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def set(self, value: Any) -> None:
+        if not self._done.is_set():
+            self._value = value
+            self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._done.is_set():
+            self._error = error
+            self._done.set()
+
+    async def wait(self) -> Any:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStatistics:
+    name: str
+    mailbox_used: int
+    mailbox_size: int
+    handled: int
+    restarts: int
+    stopped: bool
+
+
+class ActorRef(Generic[M]):
+    """The address of an actor: what others hold to talk to it."""
+
+    __slots__ = ("_child", "name")
+
+    def __init__(self, child: _Child) -> None:
+        self._child = child
+        self.name = child.name
+
+    async def send(self, message: M) -> None:
+        try:
+            await self._child.tx.send((message, None))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ActorStopped(self.name) from None
+
+    def send_nowait(self, message: M) -> None:
+        try:
+            self._child.tx.send_nowait((message, None))
+        except trio.WouldBlock:
+            raise MailboxFull(self.name) from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ActorStopped(self.name) from None
+
+    async def ask(self, message: M, timeout: float = 5.0) -> Any:
+        reply = _Reply()
+        with trio.move_on_after(timeout) as scope:
+            try:
+                await self._child.tx.send((message, reply))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise ActorStopped(self.name) from None
+            return await reply.wait()
+        assert scope.cancelled_caught
+        raise AskTimeout(f"{self.name} did not answer within {timeout} s")
+
+    def close(self) -> None:
+        """Stop taking messages; the actor stops once it has handled those already sent."""
+        self._child.tx.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._child.stopped
+
+    def statistics(self) -> ActorStatistics:
+        child = self._child
+        stats = child.tx.statistics()
+        return ActorStatistics(
+            name=child.name,
+            mailbox_used=stats.current_buffer_used,
+            mailbox_size=int(stats.max_buffer_size),
+            handled=child.handled,
+            restarts=child.restarts,
+            stopped=child.stopped,
+        )
+
+
+class Actor(Generic[M]):
+    """Base class: subclasses implement :meth:`handle` and, if they keep state, :meth:`started`."""
+
+    #: Exception types that refuse one message without crashing the actor.
+    expected_errors: ClassVar[tuple[type[Exception], ...]] = ()
+
+    _ref: ActorRef[M]
+    _nursery: trio.Nursery
+
+    @property
+    def ref(self) -> ActorRef[M]:
+        return self._ref
+
+    async def started(self) -> None:
+        """Called at the start of each incarnation, before the first message."""
+
+    async def handle(self, message: M) -> Any:
+        raise NotImplementedError
+
+    def on_rejected(self, message: M, error: Exception) -> None:
+        """A message sent without ``ask`` was refused with one of ``expected_errors``."""
+        log.info("%s refused %r: %s", self._ref.name, message, error)
+
+    def on_crash(self, error: BaseException) -> None:
+        """Best-effort cleanup of the dying incarnation (e.g. close its connections)."""
+
+    def call_later(self, seconds: float, message: M) -> trio.CancelScope:
+        """Deliver ``message`` to this actor after ``seconds`` (trio's clock); cancel the scope
+        to disarm it."""
+        scope = trio.CancelScope()
+
+        async def timer() -> None:
+            with scope:
+                await trio.sleep(seconds)
+                try:
+                    await self._ref.send(message)
+                except ActorStopped:
+                    pass
+
+        self._nursery.start_soon(timer)
+        return scope
+
+    def stop(self) -> None:
+        """Stop after the messages already in the mailbox."""
+        self._ref.close()
+
+
+class _Child:
+    __slots__ = ("factory", "handled", "name", "restarts", "rx", "stopped", "tx")
+
+    def __init__(self, name: str, factory: Callable[[], Actor[Any]], mailbox_size: int) -> None:
+        self.name = name
+        self.factory = factory
+        self.tx, self.rx = trio.open_memory_channel[tuple[Any, _Reply | None]](mailbox_size)
+        self.handled = 0
+        self.restarts = 0
+        self.stopped = False
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorStatistics:
+    name: str
+    children: int
+    restarts: int
+    given_up: int
+
+
+class Supervisor:
+    """Owns child actors in its nursery and restarts them one-for-one."""
+
+    def __init__(
+        self,
+        name: str,
+        nursery: trio.Nursery,
+        *,
+        max_restarts: int = 5,
+        window: float = 60.0,
+        on_give_up: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._nursery = nursery
+        self.max_restarts = max_restarts
+        self.window = window
+        self._on_give_up = on_give_up
+        self._children: dict[str, _Child] = {}
+        self._restarts = 0
+        self._given_up = 0
+
+    def spawn(
+        self, name: str, factory: Callable[[], Actor[M]], *, mailbox_size: int = 256
+    ) -> ActorRef[M]:
+        """Start a child now; messages sent before it has started wait in its mailbox."""
+        if name in self._children:
+            raise ValueError(f"{self.name}: a child named {name!r} is running")
+        child = _Child(name, factory, mailbox_size)
+        self._children[name] = child
+        ref: ActorRef[M] = ActorRef(child)
+        self._nursery.start_soon(self._supervise, child, ref, name=f"actor:{name}")
+        return ref
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._children
+
+    def statistics(self) -> SupervisorStatistics:
+        return SupervisorStatistics(self.name, len(self._children), self._restarts, self._given_up)
+
+    async def _supervise(self, child: _Child, ref: ActorRef[Any]) -> None:
+        crashes: deque[float] = deque()
+        try:
+            while True:
+                try:
+                    await self._incarnation(child, ref)
+                    return  # mailbox closed and drained: a normal stop
+                except Exception as exc:
+                    error = _unwrap(exc)
+                    now = trio.current_time()
+                    while crashes and crashes[0] <= now - self.window:
+                        crashes.popleft()
+                    crashes.append(now)
+                    if len(crashes) > self.max_restarts:
+                        log.error("%s: giving up on %s after %d crashes", self.name, child.name, len(crashes), exc_info=error)
+                        self._given_up += 1
+                        self._give_up(child, error)
+                        return
+                    log.warning("%s: restarting %s after a crash", self.name, child.name, exc_info=error)
+                    child.restarts += 1
+                    self._restarts += 1
+        finally:
+            child.stopped = True
+            self._children.pop(child.name, None)
+
+    async def _incarnation(self, child: _Child, ref: ActorRef[Any]) -> None:
+        actor = child.factory()
+        actor._ref = ref
+        try:
+            async with trio.open_nursery() as nursery:
+                actor._nursery = nursery
+                await actor.started()
+                await self._loop(actor, child)
+                nursery.cancel_scope.cancel()  # timers die with the incarnation
+        except Exception as exc:
+            try:
+                actor.on_crash(_unwrap(exc))
+            except Exception:
+                log.exception("%s: on_crash of %s failed", self.name, child.name)
+            raise
+
+    @staticmethod
+    async def _loop(actor: Actor[Any], child: _Child) -> None:
+        expected = actor.expected_errors
+        async for message, reply in child.rx:
+            try:
+                result = await actor.handle(message)
+            except expected as error:
+                if reply is not None:
+                    reply.fail(error)
+                else:
+                    actor.on_rejected(message, error)
+            except BaseException:
+                if reply is not None:
+                    reply.fail(ActorCrashed(child.name))
+                raise
+            else:
+                if reply is not None:
+                    reply.set(result)
+            child.handled += 1
+
+    def _give_up(self, child: _Child, error: BaseException) -> None:
+        child.tx.close()
+        while True:
+            try:
+                _, reply = child.rx.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if reply is not None:
+                reply.fail(ActorCrashed(child.name))
+        child.rx.close()
+        if self._on_give_up is not None:
+            self._on_give_up(child.name, error)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) exception groups, else the group itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@asynccontextmanager
+async def open_supervisor(
+    name: str,
+    *,
+    max_restarts: int = 5,
+    window: float = 60.0,
+    on_give_up: Callable[[str, BaseException], None] | None = None,
+) -> AsyncIterator[Supervisor]:
+    """A supervisor whose children are cancelled when the block exits."""
+    async with trio.open_nursery() as nursery:
+        supervisor = Supervisor(
+            name, nursery, max_restarts=max_restarts, window=window, on_give_up=on_give_up
+        )
+        try:
+            yield supervisor
+        finally:
+            nursery.cancel_scope.cancel()

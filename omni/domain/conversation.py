@@ -1,0 +1,766 @@
+"""The conversation state machine (DESIGN §3), sans-IO.
+
+Rules of this module — everything that affects a conversation's lifecycle lives here:
+
+* :data:`TRANSITIONS` is the whole lifecycle as data: for each event type, the statuses in which
+  it is allowed and the status it leads to. :func:`handle` consults it first; an event from a
+  visitor or operator in any other status is :class:`Rejected` with code ``invalid_state``.
+  Internal events (offers, timers, presence changes) that arrive late — after the status they
+  were meant for has passed — are ignored instead, because such races are normal.
+* :func:`handle` checks everything before it changes anything: a rejected event leaves the
+  conversation exactly as it was. It then mutates the conversation in place (a conversation is
+  owned by one actor; copying it on every message would be waste) and returns the effects the
+  caller must carry out, in order.
+* Every event a participant sees as history is an :class:`Emit` with the next ``seq``; ``seq``
+  is strictly increasing per conversation. Ephemeral signals (typing, offers, acks) carry none.
+* A ``client_id`` already seen from the same author produces the same :class:`Ack` again and
+  nothing else: sends are idempotent.
+* Nothing is accepted after ``closed`` or ``abandoned``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from omni.domain.model import Service, SurveyQuestion
+
+#: Longest message text accepted, in characters.
+MAX_TEXT = 8000
+
+
+class Status(str, Enum):
+    QUEUED = "queued"
+    OFFERED = "offered"
+    ACTIVE = "active"
+    OUT_OF_HOURS = "out_of_hours"
+    ENDED = "ended"  # waiting for the survey
+    CLOSED = "closed"
+    ABANDONED = "abandoned"
+
+
+OPEN_STATUSES = frozenset({Status.QUEUED, Status.OFFERED, Status.ACTIVE, Status.ENDED})
+TERMINAL_STATUSES = frozenset({Status.CLOSED, Status.ABANDONED})
+
+Party = Literal["visitor", "operator"]
+Audience = Literal["both", "visitor", "operator"]
+
+
+class Rejected(Exception):
+    """An event refused by the rules; ``code`` is the stable protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- the conversation -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Conversation:
+    id: str
+    ticket: str
+    service_id: int
+    token_hash: str
+    visitor: dict[str, Any]
+    status: Status
+    group_id: int | None
+    created_at: str
+    operator_id: int | None = None
+    operator_name: str | None = None
+    offered_to: int | None = None
+    last_seq: int = 0
+    #: (author key, client_id) -> seq of the stored message; makes sends idempotent.
+    client_ids: dict[tuple[str, str], int] = field(default_factory=dict)
+    ended_by: str | None = None
+    #: True while the operator is disconnected and the grace timer runs.
+    grace_pending: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ticket": self.ticket,
+            "service_id": self.service_id,
+            "visitor": self.visitor,
+            "status": self.status.value,
+            "group_id": self.group_id,
+            "last_seq": self.last_seq,
+        }
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorMessage:
+    client_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorMessage:
+    operator_id: int
+    client_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorTyping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorTyping:
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfferExpired:
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    operator_id: int
+    operator_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferToGroup:
+    operator_id: int
+    group_id: int
+    group_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferToOperator:
+    """The target's capacity is reserved by the caller before this event is handled."""
+
+    operator_id: int
+    target_id: int
+    target_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorLeft:
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorReturned:
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class GraceExpired:
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorEnd:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorEnd:
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyAnswered:
+    answers: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SurveySkipped:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyExpired:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeByOperator:
+    """An operator's active contact on an out-of-hours conversation (F4); capacity reserved by
+    the caller."""
+
+    operator_id: int
+    operator_name: str
+
+
+Event = (
+    VisitorMessage
+    | OperatorMessage
+    | VisitorTyping
+    | OperatorTyping
+    | Offer
+    | OfferExpired
+    | Accept
+    | TransferToGroup
+    | TransferToOperator
+    | OperatorLeft
+    | OperatorReturned
+    | GraceExpired
+    | VisitorEnd
+    | OperatorEnd
+    | SurveyAnswered
+    | SurveySkipped
+    | SurveyExpired
+    | ResumeByOperator
+)
+
+# --- effects ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Store this event with its ``seq``, then deliver it to ``audience``."""
+
+    seq: int
+    kind: str
+    audience: Audience
+    data: dict[str, Any]
+    #: The operator who receives it (the conversation's operator when it was emitted).
+    operator_id: int | None = None
+    #: For messages: (author key, client_id), kept so a restarted actor still knows the send.
+    client_key: tuple[str, str] | None = None
+    #: For messages: the party who sent it. It gets an :class:`Ack` live instead of an echo;
+    #: a replay after a reconnect includes the message.
+    sender: Party | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    to: Party
+    client_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """An ephemeral frame (no seq, not stored) for one party; ``operator_id`` names which
+    operator when ``to`` is the operator side and it is not the current one (offers)."""
+
+    to: Party
+    kind: str
+    data: dict[str, Any]
+    operator_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnterQueue:
+    group_id: int
+    head: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveQueue:
+    group_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Free the operator's slot held by this conversation."""
+
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaveSurvey:
+    answers: dict[str, Any] | None  # None: skipped or timed out
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """The conversation record (status, group, operator) changed and must be stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayHistory:
+    """Send the newly assigned operator the history they have not seen (seq < ``before``)."""
+
+    operator_id: int
+    before: int
+
+
+Effect = (
+    Emit
+    | Ack
+    | Signal
+    | EnterQueue
+    | LeaveQueue
+    | Release
+    | StartTimer
+    | CancelTimer
+    | SaveSurvey
+    | Persist
+    | ReplayHistory
+)
+
+# --- the lifecycle as data ---------------------------------------------------------------------
+
+Q, O, A, OOH, E, C, AB = (
+    Status.QUEUED,
+    Status.OFFERED,
+    Status.ACTIVE,
+    Status.OUT_OF_HOURS,
+    Status.ENDED,
+    Status.CLOSED,
+    Status.ABANDONED,
+)
+
+#: event type -> {status in which it is allowed: status it leads to}. Events that end in
+#: ``ended`` go on to ``closed`` at once when the service has no survey.
+TRANSITIONS: dict[type, dict[Status, Status]] = {
+    VisitorMessage: {Q: Q, O: O, A: A, OOH: OOH},
+    OperatorMessage: {A: A},
+    VisitorTyping: {A: A},
+    OperatorTyping: {A: A},
+    Offer: {Q: O},
+    OfferExpired: {O: Q},
+    Accept: {O: A},
+    TransferToGroup: {A: Q},
+    TransferToOperator: {A: A},
+    OperatorLeft: {O: Q, A: A},
+    OperatorReturned: {A: A},
+    GraceExpired: {A: Q},
+    VisitorEnd: {Q: AB, O: AB, A: E},
+    OperatorEnd: {A: E},
+    SurveyAnswered: {E: C},
+    SurveySkipped: {E: C},
+    SurveyExpired: {E: C},
+    ResumeByOperator: {OOH: A},
+}
+
+#: Events produced by the system itself (routing, timers, presence): late ones are dropped.
+INTERNAL_EVENTS: frozenset[type] = frozenset(
+    {Offer, OfferExpired, OperatorLeft, OperatorReturned, GraceExpired, SurveyExpired}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the rules need from the configuration."""
+
+    service: Service
+    operator_grace: float
+    group_names: Mapping[int, str] = field(default_factory=dict)
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def open_conversation(
+    *,
+    conversation_id: str,
+    ticket: str,
+    token_hash: str,
+    service: Service,
+    visitor: dict[str, Any],
+    group_id: int | None,
+    now: datetime,
+) -> tuple[Conversation, list[Effect]]:
+    """A new conversation: queued in ``group_id``, or out of hours when it is None."""
+    conv = Conversation(
+        id=conversation_id,
+        ticket=ticket,
+        service_id=service.id,
+        token_hash=token_hash,
+        visitor=visitor,
+        status=Status.QUEUED if group_id is not None else Status.OUT_OF_HOURS,
+        group_id=group_id,
+        created_at=iso(now),
+    )
+    effects: list[Effect] = [Persist()]
+    if group_id is None:
+        effects.append(_emit(conv, "out_of_hours", "visitor", {"message": service.out_of_hours_message}))
+    else:
+        effects.append(EnterQueue(group_id, head=False))
+    return conv, effects
+
+
+def handle(
+    conv: Conversation, event: Event, now: datetime, ctx: Context
+) -> tuple[Conversation, list[Effect]]:
+    """Apply ``event``; raises :class:`Rejected` (changing nothing) when the rules refuse it."""
+    allowed = TRANSITIONS[type(event)]
+    target = allowed.get(conv.status)
+    if target is None:
+        if isinstance(event, Offer):
+            # Routing raced with the visitor leaving: give the reserved slot back.
+            return conv, [Release(event.operator_id)]
+        if type(event) in INTERNAL_EVENTS:
+            return conv, []
+        raise Rejected(
+            "invalid_state",
+            f"{_event_name(event)} is not allowed while the conversation is {conv.status.value}",
+        )
+    return conv, _HANDLERS[type(event)](conv, event, now, ctx, target)
+
+
+def validate_text(text: str) -> None:
+    if not text.strip():
+        raise Rejected("invalid_frame", "message text is empty")
+    if len(text) > MAX_TEXT:
+        raise Rejected("message_too_long", f"message text is longer than {MAX_TEXT} characters")
+
+
+def validate_answers(
+    questions: tuple[SurveyQuestion, ...], answers: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The accepted answers, or :class:`Rejected` with code ``invalid_survey``."""
+    known = {q.id: q for q in questions}
+    unknown = sorted(set(answers) - set(known))
+    if unknown:
+        raise Rejected("invalid_survey", f"unknown survey question(s): {', '.join(unknown)}")
+    accepted: dict[str, Any] = {}
+    for q in questions:
+        value = answers.get(q.id)
+        if value is None:
+            if q.required:
+                raise Rejected("invalid_survey", f"question {q.id!r} needs an answer")
+            continue
+        if q.kind == "rating":
+            if type(value) is not int or not q.minimum <= value <= q.maximum:
+                raise Rejected(
+                    "invalid_survey",
+                    f"{q.id!r} must be a whole number from {q.minimum} to {q.maximum}",
+                )
+        elif not isinstance(value, str) or len(value) > q.max_length:
+            raise Rejected(
+                "invalid_survey", f"{q.id!r} must be text of at most {q.max_length} characters"
+            )
+        accepted[q.id] = value
+    return accepted
+
+
+# --- handlers (called only with an allowed status; they may assume it) --------------------------
+
+
+def _event_name(event: Event) -> str:
+    return type(event).__name__
+
+
+def _emit(conv: Conversation, kind: str, audience: Audience, data: dict[str, Any]) -> Emit:
+    conv.last_seq += 1
+    return Emit(conv.last_seq, kind, audience, data, conv.operator_id)
+
+
+def _check_operator(conv: Conversation, operator_id: int) -> None:
+    if conv.operator_id != operator_id:
+        raise Rejected("not_your_conversation", f"conversation {conv.id} is not yours")
+
+
+def _message(
+    conv: Conversation, key: tuple[str, str], party: Party, author: dict[str, Any], text: str, now: datetime
+) -> list[Effect]:
+    seen = conv.client_ids.get(key)
+    if seen is not None:
+        return [Ack(party, key[1], seen)]
+    validate_text(text)
+    conv.last_seq += 1
+    emit = Emit(
+        conv.last_seq,
+        "message",
+        "both",
+        {"id": f"{conv.id}-{conv.last_seq}", "author": author, "text": text, "at": iso(now)},
+        conv.operator_id,
+        key,
+        party,
+    )
+    conv.client_ids[key] = emit.seq
+    return [emit, Ack(party, key[1], emit.seq)]
+
+
+def _visitor_message(conv: Conversation, ev: VisitorMessage, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    author = {"kind": "visitor", "name": conv.visitor.get("name", "")}
+    return _message(conv, ("v", ev.client_id), "visitor", author, ev.text, now)
+
+
+def _operator_message(conv: Conversation, ev: OperatorMessage, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    _check_operator(conv, ev.operator_id)
+    author = {"kind": "operator", "name": conv.operator_name, "id": ev.operator_id}
+    return _message(conv, (f"o{ev.operator_id}", ev.client_id), "operator", author, ev.text, now)
+
+
+def _visitor_typing(conv: Conversation, ev: VisitorTyping, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    return [Signal("operator", "typing", {"author": {"kind": "visitor"}})]
+
+
+def _operator_typing(conv: Conversation, ev: OperatorTyping, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    _check_operator(conv, ev.operator_id)
+    return [Signal("visitor", "typing", {"author": {"kind": "operator", "name": conv.operator_name}})]
+
+
+def _offer(conv: Conversation, ev: Offer, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    conv.status, conv.offered_to = to, ev.operator_id
+    waited = (now - datetime.fromisoformat(conv.created_at)).total_seconds()
+    offer = {
+        "conversation": {
+            "id": conv.id,
+            "ticket": conv.ticket,
+            "service_id": conv.service_id,
+            "group_id": conv.group_id,
+            "visitor": conv.visitor,
+            "waited": round(max(waited, 0.0), 3),
+        },
+        "timeout": ctx.service.timers.offer_timeout,
+    }
+    return [
+        Persist(),
+        Signal("operator", "offer", offer, operator_id=ev.operator_id),
+        StartTimer("offer", ctx.service.timers.offer_timeout),
+    ]
+
+
+def _requeue(conv: Conversation, operator_id: int, withdraw_offer: bool) -> list[Effect]:
+    assert conv.group_id is not None
+    conv.status, conv.offered_to = Status.QUEUED, None
+    effects: list[Effect] = [Release(operator_id), Persist(), EnterQueue(conv.group_id, head=True)]
+    if withdraw_offer:
+        effects.insert(0, Signal("operator", "offer_withdrawn", {}, operator_id=operator_id))
+    return effects
+
+
+def _offer_expired(conv: Conversation, ev: OfferExpired, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    if conv.offered_to != ev.operator_id:
+        return []
+    return _requeue(conv, ev.operator_id, withdraw_offer=True)
+
+
+def _accept(conv: Conversation, ev: Accept, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    if conv.offered_to != ev.operator_id:
+        raise Rejected("not_offered", f"conversation {conv.id} is not offered to you")
+    conv.status, conv.offered_to = to, None
+    conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
+    greeting = (
+        ctx.service.greeting.replace("{operator}", ev.operator_name)
+        .replace("{visitor}", str(conv.visitor.get("name", "")))
+    )
+    assigned = _assigned(conv, ctx)
+    effects: list[Effect] = [
+        CancelTimer("offer"),
+        Persist(),
+        ReplayHistory(ev.operator_id, before=assigned.seq),
+        assigned,
+    ]
+    if greeting:
+        author = {"kind": "operator", "name": ev.operator_name, "id": ev.operator_id}
+        effects.append(
+            _emit(
+                conv,
+                "message",
+                "both",
+                {"id": f"{conv.id}-{conv.last_seq + 1}", "author": author, "text": greeting, "at": iso(now)},
+            )
+        )
+    return effects
+
+
+def _assigned(conv: Conversation, ctx: Context) -> Emit:
+    return _emit(
+        conv,
+        "assigned",
+        "both",
+        {
+            "operator": {"id": conv.operator_id, "name": conv.operator_name},
+            "avatar": ctx.service.avatar.as_wire(),
+            "conversation": {
+                "id": conv.id,
+                "ticket": conv.ticket,
+                "service_id": conv.service_id,
+                "group_id": conv.group_id,
+                "visitor": conv.visitor,
+            },
+        },
+    )
+
+
+def _transfer_to_group(conv: Conversation, ev: TransferToGroup, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    _check_operator(conv, ev.operator_id)
+    previous = conv.operator_id
+    assert previous is not None
+    # Emitted first, so that it still reaches the operator who made the transfer.
+    transferred = _emit(
+        conv,
+        "transferred",
+        "both",
+        {"to": {"kind": "group", "id": ev.group_id, "name": ev.group_name}, "reason": "transfer"},
+    )
+    conv.status, conv.group_id = to, ev.group_id
+    conv.operator_id = conv.operator_name = None
+    conv.grace_pending = False
+    # A transferred visitor has already waited: they go to the head of the new queue.
+    return [transferred, CancelTimer("grace"), Release(previous), Persist(), EnterQueue(ev.group_id, head=True)]
+
+
+def _transfer_to_operator(conv: Conversation, ev: TransferToOperator, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    _check_operator(conv, ev.operator_id)
+    if ev.target_id == ev.operator_id:
+        raise Rejected("invalid_transfer", "cannot transfer a conversation to yourself")
+    transferred = _emit(
+        conv,
+        "transferred",
+        "both",
+        {"to": {"kind": "operator", "id": ev.target_id, "name": ev.target_name}, "reason": "transfer"},
+    )
+    conv.operator_id, conv.operator_name = ev.target_id, ev.target_name
+    conv.grace_pending = False
+    assigned = _assigned(conv, ctx)
+    return [
+        transferred,
+        CancelTimer("grace"),
+        Release(ev.operator_id),
+        Persist(),
+        ReplayHistory(ev.target_id, before=assigned.seq),
+        assigned,
+    ]
+
+
+def _operator_left(conv: Conversation, ev: OperatorLeft, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    if conv.status is Status.OFFERED:
+        if conv.offered_to != ev.operator_id:
+            return []
+        return [CancelTimer("offer"), *_requeue(conv, ev.operator_id, withdraw_offer=False)]
+    if conv.operator_id != ev.operator_id or conv.grace_pending:
+        return []
+    conv.grace_pending = True
+    return [StartTimer("grace", ctx.operator_grace)]
+
+
+def _operator_returned(conv: Conversation, ev: OperatorReturned, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    if conv.operator_id != ev.operator_id or not conv.grace_pending:
+        return []
+    conv.grace_pending = False
+    return [CancelTimer("grace")]
+
+
+def _grace_expired(conv: Conversation, ev: GraceExpired, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    if conv.operator_id != ev.operator_id or not conv.grace_pending:
+        return []
+    assert conv.group_id is not None
+    conv.operator_id = conv.operator_name = None
+    conv.grace_pending = False
+    conv.status = to
+    transferred = _emit(
+        conv,
+        "transferred",
+        "both",
+        {
+            "to": {"kind": "group", "id": conv.group_id, "name": ctx.group_names.get(conv.group_id, "")},
+            "reason": "operator_disconnected",
+        },
+    )
+    return [transferred, Release(ev.operator_id), Persist(), EnterQueue(conv.group_id, head=True)]
+
+
+def _end(conv: Conversation, by: Party, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    conv.ended_by = by
+    if to is Status.ABANDONED:
+        effects: list[Effect] = []
+        if conv.status is Status.OFFERED and conv.offered_to is not None:
+            effects += [
+                CancelTimer("offer"),
+                Signal("operator", "offer_withdrawn", {}, operator_id=conv.offered_to),
+                Release(conv.offered_to),
+            ]
+        assert conv.group_id is not None
+        if conv.status is Status.QUEUED:
+            effects.append(LeaveQueue(conv.group_id))
+        conv.status, conv.offered_to = to, None
+        effects += [
+            Persist(),
+            _emit(conv, "ended", "visitor", {"by": by}),
+            _emit(conv, "closed", "visitor", {"message": ctx.service.closing_message}),
+        ]
+        return effects
+    operator_id = conv.operator_id
+    assert operator_id is not None
+    conv.status, conv.grace_pending = to, False
+    effects = [CancelTimer("grace"), Release(operator_id), _emit(conv, "ended", "both", {"by": by})]
+    questions = ctx.service.survey_questions()
+    if questions:
+        effects += [
+            Persist(),
+            _emit(conv, "survey", "visitor", {"questions": [q.as_wire() for q in questions]}),
+            StartTimer("survey", ctx.service.timers.survey_timeout),
+        ]
+        return effects
+    return effects + _close(conv, ctx)
+
+
+def _close(conv: Conversation, ctx: Context) -> list[Effect]:
+    conv.status = Status.CLOSED
+    return [Persist(), _emit(conv, "closed", "both", {"message": ctx.service.closing_message})]
+
+
+def _visitor_end(conv: Conversation, ev: VisitorEnd, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    return _end(conv, "visitor", now, ctx, to)
+
+
+def _operator_end(conv: Conversation, ev: OperatorEnd, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    _check_operator(conv, ev.operator_id)
+    return _end(conv, "operator", now, ctx, to)
+
+
+def _survey_answered(conv: Conversation, ev: SurveyAnswered, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    answers = validate_answers(ctx.service.survey_questions(), ev.answers)
+    return [CancelTimer("survey"), SaveSurvey(answers), *_close(conv, ctx)]
+
+
+def _survey_skipped(conv: Conversation, ev: SurveySkipped | SurveyExpired, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    return [CancelTimer("survey"), SaveSurvey(None), *_close(conv, ctx)]
+
+
+def _resume_by_operator(conv: Conversation, ev: ResumeByOperator, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+    conv.status = to
+    conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
+    assigned = _assigned(conv, ctx)
+    return [Persist(), ReplayHistory(ev.operator_id, before=assigned.seq), assigned]
+
+
+_HANDLERS: dict[type, Any] = {
+    VisitorMessage: _visitor_message,
+    OperatorMessage: _operator_message,
+    VisitorTyping: _visitor_typing,
+    OperatorTyping: _operator_typing,
+    Offer: _offer,
+    OfferExpired: _offer_expired,
+    Accept: _accept,
+    TransferToGroup: _transfer_to_group,
+    TransferToOperator: _transfer_to_operator,
+    OperatorLeft: _operator_left,
+    OperatorReturned: _operator_returned,
+    GraceExpired: _grace_expired,
+    VisitorEnd: _visitor_end,
+    OperatorEnd: _operator_end,
+    SurveyAnswered: _survey_answered,
+    SurveySkipped: _survey_skipped,
+    SurveyExpired: _survey_skipped,
+    ResumeByOperator: _resume_by_operator,
+}
+assert set(_HANDLERS) == set(TRANSITIONS), "every event of the table has a handler"

@@ -1,0 +1,158 @@
+"""Routing: who is waiting, who can take a conversation, and who gets the next one.
+
+Rules of this module:
+
+* An operator's *load* is the set of conversations offered to or held by them; it never exceeds
+  their capacity (:meth:`Roster.reserve` refuses).
+* Only ``available`` operators with free capacity are offered anything; ``paused`` and
+  ``offline`` operators keep what they hold but get nothing new.
+* The next conversation goes to the eligible operator who has been idle longest: the one whose
+  last offer (or whose return to ``available``) is oldest. Ties go to the lowest operator id, so
+  routing is deterministic.
+* Operators belong to several groups but have one capacity, so the roster is shared by every
+  group. Its methods are synchronous: under trio's cooperative scheduling a pick and a reserve
+  made without an ``await`` between them cannot race with another group's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Presence(str, Enum):
+    AVAILABLE = "available"
+    PAUSED = "paused"
+    OFFLINE = "offline"
+
+
+@dataclass
+class OperatorState:
+    id: int
+    name: str
+    groups: frozenset[int]
+    capacity: int
+    presence: Presence = Presence.OFFLINE
+    #: Monotonic time (seconds) since which the operator has been waiting for work.
+    idle_since: float = 0.0
+    load: set[str] = field(default_factory=set)
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.load)
+
+    def eligible(self, group_id: int) -> bool:
+        return self.presence is Presence.AVAILABLE and self.free > 0 and group_id in self.groups
+
+
+class CapacityExceeded(Exception):
+    pass
+
+
+class Roster:
+    """Presence, status and load of every operator, shared by all groups."""
+
+    def __init__(self) -> None:
+        self._operators: dict[int, OperatorState] = {}
+
+    def __contains__(self, operator_id: int) -> bool:
+        return operator_id in self._operators
+
+    def __iter__(self) -> Iterator[OperatorState]:
+        return iter(self._operators.values())
+
+    def get(self, operator_id: int) -> OperatorState:
+        return self._operators[operator_id]
+
+    def configure(
+        self, operator_id: int, name: str, groups: Iterable[int], capacity: int
+    ) -> OperatorState:
+        """Add an operator or update its configuration, keeping presence and load."""
+        state = self._operators.get(operator_id)
+        if state is None:
+            state = OperatorState(operator_id, name, frozenset(groups), capacity)
+            self._operators[operator_id] = state
+        else:
+            state.name, state.groups, state.capacity = name, frozenset(groups), capacity
+        return state
+
+    def set_presence(self, operator_id: int, presence: Presence, now: float) -> None:
+        state = self._operators[operator_id]
+        if presence is Presence.AVAILABLE and state.presence is not Presence.AVAILABLE:
+            state.idle_since = now
+        state.presence = presence
+
+    def pick(self, group_id: int) -> OperatorState | None:
+        """The operator who should get the next conversation of ``group_id``, if any."""
+        best: OperatorState | None = None
+        for state in self._operators.values():
+            if state.eligible(group_id) and (
+                best is None or (state.idle_since, state.id) < (best.idle_since, best.id)
+            ):
+                best = state
+        return best
+
+    def has_candidate(self, group_id: int) -> bool:
+        return any(state.eligible(group_id) for state in self._operators.values())
+
+    def reserve(self, operator_id: int, conversation_id: str, now: float) -> None:
+        """Count ``conversation_id`` against the operator's capacity (an offer or a transfer)."""
+        state = self._operators[operator_id]
+        if conversation_id in state.load:
+            return
+        if state.free <= 0:
+            raise CapacityExceeded(f"operator {operator_id} is at capacity {state.capacity}")
+        state.load.add(conversation_id)
+        state.idle_since = now
+
+    def hold(self, operator_id: int, conversation_id: str) -> None:
+        """Count a conversation restored after a restart, even beyond capacity (never refused:
+        the conversation is already with this operator)."""
+        self._operators[operator_id].load.add(conversation_id)
+
+    def release(self, operator_id: int, conversation_id: str) -> bool:
+        """Free the slot; True if it was held (so the operator's groups may dispatch again)."""
+        state = self._operators.get(operator_id)
+        if state is None or conversation_id not in state.load:
+            return False
+        state.load.discard(conversation_id)
+        return True
+
+
+class WaitingQueue:
+    """The ordered conversations waiting in one group; the head is offered first."""
+
+    def __init__(self) -> None:
+        self._items: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, conversation_id: str) -> bool:
+        return conversation_id in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def push(self, conversation_id: str, *, head: bool = False) -> None:
+        if conversation_id in self._items:
+            self._items.remove(conversation_id)
+        if head:
+            self._items.insert(0, conversation_id)
+        else:
+            self._items.append(conversation_id)
+
+    def pop(self) -> str | None:
+        return self._items.pop(0) if self._items else None
+
+    def remove(self, conversation_id: str) -> bool:
+        try:
+            self._items.remove(conversation_id)
+        except ValueError:
+            return False
+        return True
+
+    def position(self, conversation_id: str) -> int:
+        """1-based position."""
+        return self._items.index(conversation_id) + 1

@@ -1,0 +1,294 @@
+"""The websocket gateway on trio-websocket: ``/ws/visitor`` and ``/ws/operator``.
+
+Rules:
+
+* The gateway translates; it decides nothing. A frame is decoded (omni.gateway.protocol), turned
+  into a hub call, and every refusal becomes an ``error {code, message}`` frame.
+* Bad input never takes anything down: a malformed, oversized or out-of-place frame gets an error
+  and the connection stays open; only a fault of the server itself closes the connection (with
+  ``internal_error``), and never the server.
+* Each connection has two tasks — a reader and a writer draining a bounded outbound buffer —
+  owned by the connection's nursery. A client too slow to drain its buffer is disconnected and
+  resumes; actors never wait on a socket.
+* The same handler serves real TCP connections and in-memory streams (``serve_stream``), so the
+  simulator and virtual-time tests run this exact code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    WebSocketServer,
+    serve_websocket,
+    wrap_server_stream,
+)
+
+from omni.actors.conversation import DetachVisitor
+from omni.actors.hub import Hub
+from omni.actors.operator import OperatorSession
+from omni.actors.peer import encode, error_frame
+from omni.actors.runtime import ActorCrashed, ActorStopped, AskTimeout
+from omni.domain import conversation as domain
+from omni.domain.conversation import Rejected
+from omni.gateway import protocol as p
+from omni.gateway.protocol import FrameError
+
+log = logging.getLogger(__name__)
+
+#: Time a closing connection gets to send its last error frame and close handshake.
+CLOSE_TIMEOUT = 2.0
+
+
+class WebSocketPeer:
+    """One client connection as the actors see it (:class:`omni.actors.peer.Peer`)."""
+
+    __slots__ = ("_rx", "_scope", "_tx", "_ws", "close_reason")
+
+    def __init__(self, ws: WebSocketConnection, buffer: int, scope: trio.CancelScope) -> None:
+        self._ws = ws
+        self._scope = scope
+        self._tx, self._rx = trio.open_memory_channel[str](buffer)
+        self.close_reason: tuple[str, str] | None = None
+
+    def deliver(self, frame: str) -> None:
+        if self.close_reason is not None:
+            return
+        try:
+            self._tx.send_nowait(frame)
+        except trio.WouldBlock:
+            self.close("slow_consumer", "too many frames unread; resume to catch up")
+
+    def close(self, code: str, message: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = (code, message)
+            self._scope.cancel()
+
+    async def run_writer(self) -> None:
+        async for frame in self._rx:
+            await self._ws.send_message(frame)
+
+
+Handler = Callable[[WebSocketConnection, WebSocketPeer], Awaitable[None]]
+
+
+class Gateway:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.limit = hub.settings.max_frame_bytes
+        self._routes: dict[str, Handler] = {"/ws/visitor": self._visitor, "/ws/operator": self._operator}
+        self._peers: set[WebSocketPeer] = set()
+        self._all_closed = trio.Event()
+        self._all_closed.set()
+
+    async def shutdown(self) -> None:
+        """Close every connection with ``server_shutdown`` and wait until they are gone."""
+        for peer in list(self._peers):
+            peer.close("server_shutdown", "the server is shutting down; resume shortly")
+        await self._all_closed.wait()
+
+    # -- transports ---------------------------------------------------------------------------
+
+    @property
+    def hard_limit(self) -> int:
+        # Frames up to 4x the limit are read and answered with frame_too_large; beyond that the
+        # library closes the connection (1009) without buffering them.
+        return 4 * self.limit
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await serve_websocket(
+            self.handle_request,
+            host,
+            port,
+            ssl_context=None,
+            max_message_size=self.hard_limit,
+            task_status=task_status,
+        )
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection over any trio stream (e.g. ``trio.testing.memory_stream_pair``)."""
+        async with trio.open_nursery() as nursery:
+            request = await wrap_server_stream(nursery, stream, max_message_size=self.hard_limit)
+            await self.handle_request(request)
+            nursery.cancel_scope.cancel()
+
+    async def handle_request(self, request: WebSocketRequest) -> None:
+        handler = self._routes.get(request.path.partition("?")[0])
+        if handler is None:
+            await request.reject(404, body=b"unknown websocket path")
+            return
+        ws = await request.accept()
+        kind = "visitor" if handler == self._visitor else "operator"
+        self.hub.metrics.connections[kind] += 1
+        try:
+            await self._run(ws, handler)
+        finally:
+            self.hub.metrics.connections[kind] -= 1
+
+    async def _run(self, ws: WebSocketConnection, handler: Handler) -> None:
+        with trio.CancelScope() as scope:
+            peer = WebSocketPeer(ws, self.hub.settings.outbound_buffer, scope)
+            self._peers.add(peer)
+            self._all_closed = trio.Event()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_ignore_closed, peer.run_writer)
+                    await _ignore_closed(handler, ws, peer)
+                    nursery.cancel_scope.cancel()
+            finally:
+                self._peers.discard(peer)
+                if not self._peers:
+                    self._all_closed.set()
+        if peer.close_reason is not None:
+            code, message = peer.close_reason
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                try:
+                    await ws.send_message(error_frame(code, message))
+                    await ws.aclose(_CLOSE_CODES.get(code, 1008), code)
+                except ConnectionClosed:
+                    pass
+
+    # -- visitor ------------------------------------------------------------------------------
+
+    async def _visitor(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
+        conversation: list[str] = []
+        try:
+            while True:
+                data = await ws.get_message()
+                client_id: str | None = None
+                try:
+                    frame = p.decode_visitor(data, self.limit)
+                    client_id = getattr(frame, "client_id", None)
+                    await self._visitor_frame(frame, peer, conversation)
+                except (FrameError, Rejected) as error:
+                    extra: dict[str, Any] = {"client_id": client_id} if client_id else {}
+                    peer.deliver(error_frame(error.code, error.message, **extra))
+                except (AskTimeout, ActorCrashed, ActorStopped) as error:
+                    peer.deliver(error_frame("overloaded", f"try again ({type(error).__name__})"))
+        finally:
+            if conversation:
+                entry = self.hub.conversations.get(conversation[0])
+                if entry is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                        await entry.ref.send(DetachVisitor(peer))
+
+    async def _visitor_frame(
+        self, frame: p.VisitorFrame, peer: WebSocketPeer, conversation: list[str]
+    ) -> None:
+        hub = self.hub
+        if isinstance(frame, p.Start | p.Resume):
+            if conversation:
+                raise FrameError("already_started", "this connection already has a conversation")
+            if isinstance(frame, p.Start):
+                conversation_id = await hub.start_conversation(frame.service_id, frame.visitor.as_dict(), peer)
+            else:
+                conversation_id = await hub.resume_conversation(frame.token, frame.last_seq, peer)
+            conversation.append(conversation_id)
+            return
+        if isinstance(frame, p.Ping):
+            peer.deliver(_PONG)
+            return
+        if not conversation:
+            raise FrameError("not_started", "send `start` or `resume` first")
+        event: domain.Event
+        if isinstance(frame, p.VisitorMessage):
+            event = domain.VisitorMessage(frame.client_id, frame.text)
+        elif isinstance(frame, p.VisitorTyping):
+            event = domain.VisitorTyping()
+        elif isinstance(frame, p.VisitorEnd):
+            event = domain.VisitorEnd()
+        elif isinstance(frame, p.SurveyAnswers):
+            event = domain.SurveyAnswered(frame.answers)
+        elif isinstance(frame, p.SurveySkip):
+            event = domain.SurveySkipped()
+        else:  # pragma: no cover - the decoder admits nothing else
+            raise FrameError("unknown_type", f"unexpected frame {type(frame).__name__}")
+        await hub.send_event(conversation[0], event, peer, missing="conversation_closed")
+
+    # -- operator -----------------------------------------------------------------------------
+
+    async def _operator(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
+        session: OperatorSession | None = None
+        try:
+            while True:
+                data = await ws.get_message()
+                client_id: str | None = None
+                try:
+                    frame = p.decode_operator(data, self.limit)
+                    client_id = getattr(frame, "client_id", None)
+                    if isinstance(frame, p.Login):
+                        if session is not None:
+                            raise FrameError("already_logged_in", "this connection is signed in")
+                        session = await self.hub.login(frame.token, peer)
+                    elif isinstance(frame, p.Ping):
+                        peer.deliver(_PONG)
+                    elif session is None:
+                        raise FrameError("not_logged_in", "send `login` first")
+                    else:
+                        await self._operator_frame(frame, session)
+                except (FrameError, Rejected) as error:
+                    extra: dict[str, Any] = {}
+                    if client_id:
+                        extra["client_id"] = client_id
+                    if conversation_id := getattr(locals().get("frame"), "conversation_id", None):
+                        extra["conversation_id"] = conversation_id
+                    peer.deliver(error_frame(error.code, error.message, **extra))
+                except (AskTimeout, ActorCrashed, ActorStopped) as error:
+                    peer.deliver(error_frame("overloaded", f"try again ({type(error).__name__})"))
+        finally:
+            if session is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                    await session.close()
+
+    @staticmethod
+    async def _operator_frame(frame: p.OperatorFrame, session: OperatorSession) -> None:
+        if isinstance(frame, p.Status):
+            await session.set_status(frame.status)
+        elif isinstance(frame, p.Accept):
+            await session.accept(frame.conversation_id)
+        elif isinstance(frame, p.OperatorMessage):
+            await session.message(frame.conversation_id, frame.client_id, frame.text)
+        elif isinstance(frame, p.OperatorTyping):
+            await session.typing(frame.conversation_id)
+        elif isinstance(frame, p.Transfer):
+            await session.transfer(frame.conversation_id, frame.group_id, frame.operator_id)
+        elif isinstance(frame, p.OperatorEnd):
+            await session.end(frame.conversation_id)
+        elif isinstance(frame, p.Sync):
+            await session.sync(frame.conversation_id, frame.last_seq)
+        elif isinstance(frame, p.OperatorResume):
+            await session.resume(frame.conversation_id)
+        else:  # pragma: no cover - the decoder admits nothing else
+            raise FrameError("unknown_type", f"unexpected frame {type(frame).__name__}")
+
+
+_PONG = encode({"type": "pong"})
+
+#: Websocket close codes for the reasons the server closes a connection (1008: policy).
+_CLOSE_CODES = {"internal_error": 1011, "server_shutdown": 1001}
+
+
+async def _ignore_closed(fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """Run a connection task; the peer going away ends it quietly, a fault closes only this
+    connection."""
+    try:
+        await fn(*args)
+    except ConnectionClosed:
+        pass
+    except Exception:
+        log.exception("connection task failed")
+        peer = next((a for a in args if isinstance(a, WebSocketPeer)), None)
+        if peer is not None:
+            peer.close("internal_error", "a fault in the server closed this connection")

@@ -1,0 +1,74 @@
+"""Prometheus metrics, read from the hub at scrape time.
+
+Rules: nothing is computed per message beyond bumping a plain integer counter; gauges and
+totals are collected only when ``/metrics`` is scraped. Each server has its own
+``CollectorRegistry`` so several servers (tests) can run in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from omni.actors.hub import Hub
+
+
+class HubCollector(Collector):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        hub = self.hub
+        connections = GaugeMetricFamily(
+            "omni_connections", "Open websocket connections", labels=["kind"]
+        )
+        for kind, count in sorted(hub.metrics.connections.items()):
+            connections.add_metric([kind], count)
+        yield connections
+
+        conversations = GaugeMetricFamily(
+            "omni_conversations", "Open conversations by state", labels=["state"]
+        )
+        for state, count in sorted(hub.conversations_by_status().items()):
+            conversations.add_metric([state], count)
+        yield conversations
+
+        queues = GaugeMetricFamily(
+            "omni_queue_length", "Conversations waiting per group", labels=["group"]
+        )
+        for group_id, length in sorted(hub.queue_lengths.items()):
+            queues.add_metric([str(group_id)], length)
+        yield queues
+
+        operators = GaugeMetricFamily(
+            "omni_operators", "Operators by presence", labels=["presence"]
+        )
+        counts: dict[str, int] = {"available": 0, "paused": 0, "offline": 0}
+        for state in hub.roster:
+            counts[state.presence.value] += 1
+        for presence, count in sorted(counts.items()):
+            operators.add_metric([presence], count)
+        yield operators
+
+        relayed = CounterMetricFamily(
+            "omni_messages_relayed", "Chat messages stored and delivered"
+        )
+        relayed.add_metric([], hub.metrics.messages_relayed)
+        yield relayed
+
+        stats = hub.conversations_supervisor.statistics()
+        restarts = CounterMetricFamily(
+            "omni_actor_restarts", "Actor restarts after a crash", labels=["supervisor"]
+        )
+        restarts.add_metric(["conversations"], stats.restarts)
+        restarts.add_metric(["groups"], hub.groups_supervisor.statistics().restarts)
+        yield restarts
+
+
+def make_registry(hub: Hub) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HubCollector(hub))
+    return registry

@@ -1,0 +1,123 @@
+"""One Omni server: the hub's actors, the websocket gateway and the HTTP app in one nursery.
+
+Rules: :func:`open_server` owns everything it starts; leaving the block shuts down gracefully —
+websocket clients get a ``server_shutdown`` error and a 1001 close (they resume against the
+next server), hypercorn drains HTTP requests — and anything still running after the drain
+deadline is cancelled. This module is an edge: it is the one place that reads the system's wall
+clock, to give the hub's :class:`~omni.clock.Clock` its epoch, unless a clock is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from admin_api.app import create_app
+from omni.actors.hub import Hub, open_hub
+from omni.clock import Clock
+from omni.config import Config
+from omni.entropy import Entropy
+from omni.gateway.server import Gateway
+from omni.metrics import make_registry
+from omni.store import Store
+from omni.store.memory import MemoryStore
+
+#: Seconds connections get to close after a shutdown was asked for.
+DRAIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    hub: Hub
+    gateway: Gateway
+    host: str
+    ws_port: int
+    http_port: int | None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+
+@asynccontextmanager
+async def open_server(
+    config: Config,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    entropy: Entropy | None = None,
+    host: str | None = None,
+    ws_port: int | None = None,
+    http_port: int | None = None,
+    http: bool = True,
+) -> AsyncIterator[RunningServer]:
+    host = host or config.server.host
+    clock = clock or Clock(datetime.now(UTC))
+    async with open_hub(
+        config.directory,
+        store if store is not None else MemoryStore(),
+        clock,
+        entropy=entropy,
+        settings=config.settings(),
+    ) as hub, trio.open_nursery() as nursery:
+        gateway = Gateway(hub)
+        ws_server = await nursery.start(
+            gateway.serve, host, config.server.ws_port if ws_port is None else ws_port
+        )
+        bound_http: int | None = None
+        http_done = trio.Event()
+        if http:
+            hc = HypercornConfig()
+            hc.bind = [f"{host}:{config.server.http_port if http_port is None else http_port}"]
+            hc.accesslog = None
+            hc.graceful_timeout = DRAIN_SECONDS
+            app = create_app(hub, make_registry(hub))
+            stop_http = trio.Event()
+
+            async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
+                try:
+                    await hypercorn_serve(app, hc, shutdown_trigger=stop_http.wait, task_status=task_status)
+                finally:
+                    http_done.set()
+
+            binds: list[str] = await nursery.start(run_http)
+            bound_http = int(binds[0].rsplit(":", 1)[1])
+        else:
+            http_done.set()
+        try:
+            yield RunningServer(hub, gateway, host, ws_server.port, bound_http)
+        finally:
+            with trio.move_on_after(DRAIN_SECONDS) as drain:
+                drain.shield = True
+                if http:
+                    stop_http.set()
+                await gateway.shutdown()
+                await http_done.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def serve_until(
+    config: Config,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
+    **options: object,
+) -> None:
+    """Run a server until ``stop`` is set (for ``nursery.start``)."""
+    async with open_server(config, **options) as server:  # type: ignore[arg-type]
+        task_status.started(server)
+        await stop.wait()
+
+
+__all__ = ["RunningServer", "open_server", "partial", "serve_until"]

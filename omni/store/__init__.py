@@ -1,0 +1,57 @@
+"""Storage: one :class:`Store` protocol; ``MemoryStore`` now, ``PostgresStore`` beside it.
+
+Rules of this package:
+
+* Every write a conversation makes in one step goes through one :meth:`Store.write` call; when it
+  returns, the write is durable (for the memory store: recorded). Callers release acks and
+  deliveries only after it returns.
+* A conversation's events are kept with their ``seq``; ``(conversation_id, seq)`` is unique and
+  an event is never rewritten.
+* Stores keep the hash of a resume token, never the token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from omni.domain.conversation import Conversation
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    conversation_id: str
+    seq: int
+    kind: str
+    audience: str
+    data: dict[str, Any]
+    #: For messages: (author key, client_id) that made the send idempotent.
+    client_key: tuple[str, str] | None = None
+
+
+@dataclass(slots=True)
+class Write:
+    """What one step of one conversation changes."""
+
+    conversation: Conversation | None = None
+    events: list[StoredEvent] = field(default_factory=list)
+    survey: dict[str, Any] | None = None
+    survey_skipped: bool = False
+
+
+class Store(Protocol):
+    async def next_ticket(self, year: int) -> int:
+        """The next ticket number of ``year``: 1, 2, 3, … never reused."""
+        ...
+
+    async def write(self, write: Write) -> None: ...
+
+    async def load_conversation(self, conversation_id: str) -> Conversation | None:
+        """The conversation with its ``last_seq`` and its seen ``client_ids`` restored."""
+        ...
+
+    async def find_by_token_hash(self, token_hash: str) -> str | None: ...
+
+    async def events_after(self, conversation_id: str, after_seq: int) -> list[StoredEvent]: ...
+
+    async def survey(self, conversation_id: str) -> dict[str, Any] | None: ...

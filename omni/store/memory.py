@@ -1,0 +1,87 @@
+"""MemoryStore: the :class:`~omni.store.Store` kept in this process, for tests and the simulator.
+
+It copies conversations on write and on load, so that the store never aliases an actor's live
+state: a crashed actor restarts from what was written, exactly as it would from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import copy
+from bisect import bisect_right
+from typing import Any
+
+from omni.domain.conversation import Conversation
+from omni.store import StoredEvent, Write
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._tickets: dict[int, int] = {}
+        self._conversations: dict[str, Conversation] = {}
+        self._events: dict[str, list[StoredEvent]] = {}
+        self._by_token: dict[str, str] = {}
+        self._surveys: dict[str, dict[str, Any] | None] = {}
+        self.writes = 0
+
+    async def next_ticket(self, year: int) -> int:
+        number = self._tickets.get(year, 0) + 1
+        self._tickets[year] = number
+        return number
+
+    async def write(self, write: Write) -> None:
+        # Check before changing anything: a write is all or nothing.
+        for event in write.events:
+            existing = self._events.get(event.conversation_id)
+            if existing and existing[-1].seq >= event.seq:
+                raise ValueError(
+                    f"event {event.conversation_id}#{event.seq} is not after #{existing[-1].seq}"
+                )
+        self.writes += 1
+        if write.conversation is not None:
+            conv = write.conversation
+            self._conversations[conv.id] = _snapshot(conv)
+            self._by_token[conv.token_hash] = conv.id
+        for event in write.events:
+            self._events.setdefault(event.conversation_id, []).append(event)
+        if write.survey is not None or write.survey_skipped:
+            assert write.conversation is not None
+            self._surveys[write.conversation.id] = write.survey
+
+    async def load_conversation(self, conversation_id: str) -> Conversation | None:
+        conv = self._conversations.get(conversation_id)
+        if conv is None:
+            return None
+        restored = _snapshot(conv)
+        events = self._events.get(conversation_id, [])
+        restored.last_seq = events[-1].seq if events else 0
+        restored.client_ids = {}
+        for event in events:
+            if event.client_key is not None:
+                restored.client_ids[event.client_key] = event.seq
+        return restored
+
+    async def find_by_token_hash(self, token_hash: str) -> str | None:
+        return self._by_token.get(token_hash)
+
+    async def events_after(self, conversation_id: str, after_seq: int) -> list[StoredEvent]:
+        events = self._events.get(conversation_id, [])
+        start = bisect_right(events, after_seq, key=lambda e: e.seq)
+        return events[start:]
+
+    async def survey(self, conversation_id: str) -> dict[str, Any] | None:
+        return self._surveys.get(conversation_id)
+
+    # -- inspection, for tests and reports ------------------------------------------------------
+
+    def conversations(self) -> list[Conversation]:
+        return [_snapshot(c) for c in self._conversations.values()]
+
+    def all_events(self, conversation_id: str) -> list[StoredEvent]:
+        return list(self._events.get(conversation_id, []))
+
+
+def _snapshot(conv: Conversation) -> Conversation:
+    clone = copy.copy(conv)
+    clone.visitor = dict(conv.visitor)
+    clone.client_ids = {}
+    return clone

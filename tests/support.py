@@ -1,0 +1,146 @@
+"""Test clients that speak Omni's websocket protocol, over TCP or over in-memory streams.
+
+Rules for tests (after trio-websocket's): every wait has a deadline (``fail_after``), frames are
+compared as decoded JSON, and a test states exactly which frames it expects in which order —
+only live queue positions (state, not history) may be skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio.testing
+from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
+
+from omni.config import Config, parse_config
+from omni.gateway.server import Gateway
+
+TIMEOUT = 10.0
+
+ALWAYS_OPEN = {"id": "always", "timezone": "UTC", "weekly": {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}
+
+
+def make_config(**server: Any) -> Config:
+    """Two services on always-open schedules, three groups, three operators (tokens ``tok-N``)."""
+    raw: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "ws_port": 0, "http_port": 0, **server},
+        "schedules": [
+            ALWAYS_OPEN,
+            {"id": "never", "timezone": "America/Sao_Paulo", "weekly": {}},
+        ],
+        "groups": [{"id": 1, "name": "Support"}, {"id": 2, "name": "Billing"}, {"id": 3, "name": "Night"}],
+        "services": [
+            {
+                "id": 25,
+                "name": "Support",
+                "schedule": "always",
+                "greeting": "Hi {visitor}, {operator} here.",
+                "closing_message": "Bye!",
+                "avatar": {"name": "Ana", "image": "/ana.png"},
+                "links": [{"group": 1}],
+            },
+            {
+                "id": 26,
+                "name": "Closed service",
+                "schedule": "never",
+                "out_of_hours_message": "We are closed.",
+                "links": [{"group": 3}],
+            },
+            {
+                "id": 27,
+                "name": "No survey",
+                "schedule": "always",
+                "survey": "none",
+                "closing_message": "See you.",
+                "links": [{"group": 2}],
+            },
+        ],
+        "operators": [
+            {"id": 1, "name": "Alice", "groups": [1, 2], "capacity": 2, "token": "tok-alice"},
+            {"id": 2, "name": "Bruno", "groups": [2], "capacity": 1, "token": "tok-bruno"},
+            {"id": 3, "name": "Carla", "groups": [1], "capacity": 1, "token": "tok-carla"},
+        ],
+    }
+    return parse_config(raw)
+
+
+class Client:
+    """One websocket client. ``expect`` returns the next frame of a type, skipping only
+    ``queued`` position updates unless those are what is expected."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self.last_seq = 0
+        self.received: list[dict[str, Any]] = []
+
+    async def send(self, type: str, **fields: Any) -> None:
+        await self.ws.send_message(json.dumps({"type": type, **fields}))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send_message(data)
+
+    async def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            frame: dict[str, Any] = json.loads(await self.ws.get_message())
+        self.received.append(frame)
+        if isinstance(frame.get("seq"), int):
+            self.last_seq = max(self.last_seq, frame["seq"])
+        return frame
+
+    async def expect(self, type: str, timeout: float = TIMEOUT, **match: Any) -> dict[str, Any]:
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == "queued" and type != "queued":
+                continue
+            assert frame["type"] == type, f"expected {type!r}, got {frame}"
+            for key, value in match.items():
+                assert frame.get(key) == value, f"expected {key}={value!r} in {frame}"
+            return frame
+
+    async def expect_nothing(self, seconds: float = 0.2) -> None:
+        with trio.move_on_after(seconds):
+            frame = json.loads(await self.ws.get_message())
+            raise AssertionError(f"expected no frame, got {frame}")
+
+    async def close(self) -> None:
+        await self.ws.aclose()
+
+
+@asynccontextmanager
+async def connect_tcp(url: str) -> AsyncIterator[Client]:
+    async with open_websocket_url(url) as ws:
+        yield Client(ws)
+
+
+@asynccontextmanager
+async def connect_memory(gateway: Gateway, path: str) -> AsyncIterator[Client]:
+    """A client wired to ``gateway`` through ``trio.testing.memory_stream_pair`` (no socket)."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(gateway.serve_stream, server_stream)
+        ws = await wrap_client_stream(nursery, client_stream, "localhost", path)  # type: ignore[arg-type]
+        client = Client(ws)
+        try:
+            yield client
+        finally:
+            with trio.move_on_after(1):
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def login(client: Client, token: str, available: bool = True) -> dict[str, Any]:
+    await client.send("login", token=token)
+    welcome = await client.expect("welcome")
+    if available:
+        await client.send("status", status="available")
+        await client.expect("status", status="available")
+    return welcome
+
+
+async def start(client: Client, service_id: int = 25, name: str = "Vera", **visitor: Any) -> dict[str, Any]:
+    await client.send("start", service_id=service_id, visitor={"name": name, **visitor})
+    return await client.expect("started")

@@ -1,0 +1,84 @@
+"""The whole conversation flow over real websockets on 127.0.0.1 (server on ephemeral ports)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from omni.server import RunningServer
+from tests.support import connect_tcp, login, start
+
+
+async def test_visitor_and_operator_hold_a_whole_conversation(server: RunningServer) -> None:
+    url = server.ws_url
+    async with connect_tcp(f"{url}/ws/operator") as alice, connect_tcp(f"{url}/ws/visitor") as vera:
+        welcome = await login(alice, "tok-alice")
+        assert welcome["operator"]["name"] == "Alice"
+        assert welcome["conversations"] == []
+
+        started = await start(vera, name="Vera", email="vera@example.com")
+        assert re.fullmatch(r"\d{4}-\d{6}", started["ticket"])
+        cid = started["conversation_id"]
+        queued = await vera.expect("queued")
+        assert queued["position"] == 1
+
+        offer = await alice.expect("offer")
+        assert offer["conversation"]["id"] == cid
+        assert offer["conversation"]["visitor"]["name"] == "Vera"
+        await alice.send("accept", conversation_id=cid)
+
+        assigned = await vera.expect("assigned")
+        assert assigned["operator"]["name"] == "Alice"
+        assert assigned["avatar"] == {"name": "Ana", "image": "/ana.png"}
+        greeting = await vera.expect("message")
+        assert greeting["text"] == "Hi Vera, Alice here."
+        assert greeting["seq"] > assigned["seq"]
+        assert (await alice.expect("assigned"))["seq"] == assigned["seq"]
+        assert (await alice.expect("message"))["seq"] == greeting["seq"]
+
+        await vera.send("message", client_id="v1", text="My order is late 😟")
+        ack = await vera.expect("ack", client_id="v1")
+        got = await alice.expect("message")
+        assert got["text"] == "My order is late 😟" and got["seq"] == ack["seq"]
+        assert got["author"]["kind"] == "visitor"
+
+        await alice.send("typing", conversation_id=cid)
+        assert (await vera.expect("typing"))["author"]["kind"] == "operator"
+        await alice.send("message", conversation_id=cid, client_id="a1", text="Let me check.")
+        a_ack = await alice.expect("ack", client_id="a1")
+        reply = await vera.expect("message")
+        assert reply["text"] == "Let me check." and reply["seq"] == a_ack["seq"] > ack["seq"]
+
+        # A resend after a lost ack: same ack, nothing stored twice, nothing delivered twice.
+        await vera.send("message", client_id="v1", text="My order is late 😟")
+        again = await vera.expect("ack", client_id="v1")
+        assert again["seq"] == ack["seq"]
+        await alice.expect_nothing()
+
+        await vera.send("end")
+        ended = await vera.expect("ended", by="visitor")
+        assert (await alice.expect("ended"))["seq"] == ended["seq"]
+        survey = await vera.expect("survey")
+        assert [q["id"] for q in survey["questions"]] == ["rating", "comment"]
+        await vera.send("survey", answers={"rating": 5, "comment": "quick"})
+        closed = await vera.expect("closed", message="Bye!")
+        assert closed["seq"] > survey["seq"]
+        await alice.expect("closed")
+        assert await server.hub.store.survey(cid) == {"rating": 5, "comment": "quick"}
+
+        # Nothing is accepted after closed.
+        await vera.send("message", client_id="v2", text="hello?")
+        assert (await vera.expect("error"))["code"] == "conversation_closed"
+
+
+async def test_metrics_and_health_over_http(server: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        health = await http.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        response = await http.get("/metrics")
+    assert response.status_code == 200
+    text = response.text
+    assert 'omni_connections{kind="visitor"}' in text
+    assert 'omni_queue_length{group="1"} 0.0' in text
+    assert "omni_messages_relayed_total 0.0" in text

@@ -1,0 +1,505 @@
+"""Tests for omni.domain.schedule: opening hours, holidays, special days and DST behaviour."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omni.domain.schedule import Interval, Schedule
+
+SAO_PAULO = ZoneInfo("America/Sao_Paulo")
+NEW_YORK = ZoneInfo("America/New_York")
+SANTIAGO = ZoneInfo("America/Santiago")
+
+
+def iv(start: str, end: str) -> Interval:
+    return Interval.parse(start, end)
+
+
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+def sp(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    """A São Paulo wall time (unambiguous: Brazil has had no DST since 2019)."""
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=SAO_PAULO)
+
+
+WORKDAY = (iv("08:00", "12:00"), iv("13:00", "18:00"))
+
+
+def office(**kwargs: object) -> Schedule:
+    """Mon-Fri 08:00-12:00 and 13:00-18:00 in São Paulo (no DST since 2019)."""
+    return Schedule("America/Sao_Paulo", {day: WORKDAY for day in range(5)}, **kwargs)  # type: ignore[arg-type]
+
+
+# 2026-03-02 is a Monday; 2026-03-06 a Friday.
+MONDAY = date(2026, 3, 2)
+
+
+# -- Interval ---------------------------------------------------------------------------
+
+
+def test_interval_parse_and_str() -> None:
+    assert Interval.parse("08:00", "12:00") == Interval(480, 720)
+    assert Interval.parse("00:00", "24:00") == Interval(0, 1440)
+    assert str(Interval(480, 720)) == "08:00-12:00"
+    assert str(Interval(1380, 1440)) == "23:00-24:00"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("8am", "12:00"),
+        ("08:00", "noon"),
+        ("24:00", "24:00"),  # 24:00 only as an end
+        ("07:60", "08:00"),
+        ("25:00", "26:00"),
+        ("08:00", "24:01"),
+        ("", "12:00"),
+        ("12:00", "08:00"),  # reversed
+        ("12:00", "12:00"),  # empty
+    ],
+)
+def test_interval_parse_rejects_bad_text(start: str, end: str) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        Interval.parse(start, end)
+
+
+def test_interval_constructor_validates() -> None:
+    with pytest.raises(ValueError):
+        Interval(720, 480)
+    with pytest.raises(ValueError):
+        Interval(0, 1441)
+    with pytest.raises(ValueError):
+        Interval(-1, 10)
+
+
+# -- São Paulo office with a lunch break -------------------------------------------------
+
+
+def test_office_is_open_during_hours_and_closed_in_break() -> None:
+    s = office()
+    assert s.is_open(sp(2026, 3, 2, 9, 0))
+    assert not s.is_open(sp(2026, 3, 2, 12, 30))
+    assert not s.is_open(sp(2026, 3, 2, 12, 0))  # [start, end): 12:00 is already closed
+    assert s.is_open(sp(2026, 3, 2, 11, 59, 59, 999999))
+    assert s.is_open(sp(2026, 3, 2, 13, 0))
+    assert not s.is_open(sp(2026, 3, 2, 18, 0))
+    assert not s.is_open(sp(2026, 3, 2, 7, 59))
+    assert not s.is_open(sp(2026, 3, 7, 10, 0))  # Saturday
+    assert not s.is_open(sp(2026, 3, 8, 10, 0))  # Sunday
+
+
+def test_office_is_open_for_any_representation_of_the_instant() -> None:
+    s = office()
+    local = sp(2026, 3, 2, 9, 0)
+    assert s.is_open(local.astimezone(UTC))
+    assert s.is_open(local.astimezone(ZoneInfo("Asia/Tokyo")))  # already Monday evening there
+
+
+def test_office_intervals_and_breaks() -> None:
+    s = office()
+    assert s.intervals_on(MONDAY) == WORKDAY
+    assert s.breaks_on(MONDAY) == (iv("12:00", "13:00"),)
+    assert s.intervals_on(date(2026, 3, 7)) == ()
+    assert s.breaks_on(date(2026, 3, 7)) == ()
+
+
+def test_office_next_change() -> None:
+    s = office()
+    assert s.next_change(sp(2026, 3, 2, 11, 0)) == sp(2026, 3, 2, 12, 0)
+    assert s.next_change(sp(2026, 3, 2, 12, 30)) == sp(2026, 3, 2, 13, 0)
+    assert s.next_change(sp(2026, 3, 2, 13, 0)) == sp(2026, 3, 2, 18, 0)
+    # Friday evening -> Monday morning.
+    assert s.next_change(sp(2026, 3, 6, 19, 0)) == sp(2026, 3, 9, 8, 0)
+
+
+def test_next_change_returns_utc() -> None:
+    result = office().next_change(sp(2026, 3, 2, 11, 0))
+    assert result is not None
+    assert result.tzinfo is UTC
+    assert result == utc(2026, 3, 2, 15, 0)
+
+
+def test_next_change_is_strictly_after() -> None:
+    s = office()
+    # Exactly at a boundary the state already changed; the *next* change is the one after.
+    assert s.next_change(sp(2026, 3, 2, 12, 0)) == sp(2026, 3, 2, 13, 0)
+    assert s.next_change(sp(2026, 3, 2, 8, 0)) == sp(2026, 3, 2, 12, 0)
+
+
+def test_holiday_closes_the_day_and_next_change_skips_it() -> None:
+    tiradentes = date(2026, 4, 21)  # a Tuesday
+    s = office(holidays=frozenset({tiradentes}))
+    assert s.intervals_on(tiradentes) == ()
+    assert s.breaks_on(tiradentes) == ()
+    assert not s.is_open(sp(2026, 4, 21, 9, 0))
+    assert s.next_change(sp(2026, 4, 20, 19, 0)) == sp(2026, 4, 22, 8, 0)
+
+
+def test_special_day_overrides_weekly_hours() -> None:
+    christmas_eve, christmas = date(2026, 12, 24), date(2026, 12, 25)  # Thursday, Friday
+    s = office(
+        holidays=frozenset({christmas}),
+        special_days={christmas_eve: (iv("08:00", "12:00"),)},
+    )
+    assert s.intervals_on(christmas_eve) == (iv("08:00", "12:00"),)
+    assert s.breaks_on(christmas_eve) == ()
+    assert s.is_open(sp(2026, 12, 24, 11, 0))
+    assert not s.is_open(sp(2026, 12, 24, 13, 0))
+    # Short day ends at noon, Christmas is a holiday, then the weekend.
+    assert s.next_change(sp(2026, 12, 24, 11, 0)) == sp(2026, 12, 24, 12, 0)
+    assert s.next_change(sp(2026, 12, 24, 12, 0)) == sp(2026, 12, 28, 8, 0)
+
+
+def test_special_day_wins_over_holiday() -> None:
+    christmas = date(2026, 12, 25)
+    s = office(
+        holidays=frozenset({christmas}),
+        special_days={christmas: (iv("10:00", "14:00"),)},
+    )
+    assert s.intervals_on(christmas) == (iv("10:00", "14:00"),)
+    assert s.is_open(sp(2026, 12, 25, 11, 0))
+    assert s.next_change(sp(2026, 12, 25, 9, 0)) == sp(2026, 12, 25, 10, 0)
+
+
+def test_empty_special_day_closes_a_weekday() -> None:
+    s = office(special_days={MONDAY: ()})
+    assert not s.is_open(sp(2026, 3, 2, 9, 0))
+    assert s.next_change(sp(2026, 3, 2, 9, 0)) == sp(2026, 3, 3, 8, 0)
+
+
+def test_touching_intervals_are_continuously_open() -> None:
+    s = Schedule("America/Sao_Paulo", {0: (iv("08:00", "12:00"), iv("12:00", "13:00"))})
+    assert s.is_open(sp(2026, 3, 2, 12, 0))
+    assert s.breaks_on(MONDAY) == ()
+    assert s.next_change(sp(2026, 3, 2, 11, 0)) == sp(2026, 3, 2, 13, 0)
+
+
+def test_open_across_midnight() -> None:
+    s = Schedule("UTC", {4: (iv("20:00", "24:00"),), 5: (iv("00:00", "02:00"),)})
+    friday_night = utc(2026, 3, 6, 21, 0)
+    assert s.is_open(friday_night)
+    assert s.is_open(utc(2026, 3, 7, 0, 0))
+    assert s.next_change(friday_night) == utc(2026, 3, 7, 2, 0)
+    assert s.next_change(utc(2026, 3, 6, 12, 0)) == utc(2026, 3, 6, 20, 0)
+
+
+def test_naive_datetime_is_rejected() -> None:
+    s = office()
+    with pytest.raises(ValueError, match="timezone-aware"):
+        s.is_open(datetime(2026, 3, 2, 9, 0))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        s.next_change(datetime(2026, 3, 2, 9, 0))
+
+
+def test_overlapping_intervals_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"Monday.*08:00-12:00, 11:00-13:00"):
+        Schedule("UTC", {0: (iv("08:00", "12:00"), iv("11:00", "13:00"))})
+
+
+def test_unsorted_intervals_are_rejected() -> None:
+    with pytest.raises(ValueError, match="Wednesday"):
+        Schedule("UTC", {2: (iv("13:00", "18:00"), iv("08:00", "12:00"))})
+
+
+def test_bad_special_day_intervals_name_the_date() -> None:
+    with pytest.raises(ValueError, match="2026-12-24"):
+        Schedule(
+            "UTC",
+            {},
+            special_days={date(2026, 12, 24): (iv("08:00", "12:00"), iv("09:00", "10:00"))},
+        )
+
+
+@pytest.mark.parametrize("weekday", [-1, 7])
+def test_bad_weekday_is_rejected(weekday: int) -> None:
+    with pytest.raises(ValueError, match="weekday"):
+        Schedule("UTC", {weekday: (iv("08:00", "12:00"),)})
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus_Mons", "America", "", "../etc/passwd", "utc"])
+def test_unknown_timezone_is_rejected(name: str) -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        Schedule(name, {})
+
+
+def test_schedule_is_an_immutable_value() -> None:
+    weekly = {0: WORKDAY}
+    s = Schedule("America/Sao_Paulo", weekly)
+    weekly[1] = WORKDAY  # the caller's dict stays theirs
+    assert s.intervals_on(date(2026, 3, 3)) == ()
+    assert s == Schedule("America/Sao_Paulo", {0: WORKDAY})
+    assert hash(s) == hash(Schedule("America/Sao_Paulo", {0: WORKDAY}))
+    with pytest.raises(TypeError):
+        s.weekly[1] = WORKDAY  # type: ignore[index]
+
+
+def test_always_open_never_changes() -> None:
+    for name in ("UTC", "America/New_York", "America/Santiago"):
+        s = Schedule.always_open(name)
+        for at in (utc(2026, 3, 8, 6, 30), utc(2026, 11, 1, 5, 30), utc(2026, 9, 6, 3, 59)):
+            assert s.is_open(at)
+            assert s.next_change(at) is None
+
+
+def test_closed_schedule_never_changes() -> None:
+    s = Schedule("Europe/Lisbon", {})
+    assert not s.is_open(utc(2026, 3, 29, 1, 0))
+    assert s.next_change(utc(2026, 3, 29, 1, 0)) is None
+
+
+def test_next_change_looks_ahead_400_days() -> None:
+    s = Schedule("UTC", {}, special_days={date(2027, 1, 1): (iv("09:00", "10:00"),)})
+    assert s.next_change(utc(2026, 1, 1)) == utc(2027, 1, 1, 9, 0)
+    assert s.next_change(utc(2025, 1, 1)) is None
+
+
+# -- daylight saving time ------------------------------------------------------------------
+
+
+NIGHT_SHIFT = Schedule("America/New_York", {day: (iv("01:00", "04:00"),) for day in range(7)})
+
+
+def test_new_york_spring_forward_shortens_the_open_period() -> None:
+    opening = datetime(2026, 3, 8, 1, 0, tzinfo=NEW_YORK)
+    assert opening == utc(2026, 3, 8, 6, 0)
+    assert NIGHT_SHIFT.is_open(opening)
+    closing = NIGHT_SHIFT.next_change(opening)
+    assert closing == utc(2026, 3, 8, 8, 0)  # 04:00 EDT
+    assert closing - opening == timedelta(hours=2)
+
+
+def test_new_york_fall_back_lengthens_the_open_period() -> None:
+    # 01:00 happens twice that night; fold=0 is the first (EDT). Inter-zone == is always
+    # False for such ambiguous times (PEP 495), so compare in UTC.
+    opening = datetime(2026, 11, 1, 1, 0, tzinfo=NEW_YORK).astimezone(UTC)
+    assert opening == utc(2026, 11, 1, 5, 0)
+    closing = NIGHT_SHIFT.next_change(opening)
+    assert closing == utc(2026, 11, 1, 9, 0)  # 04:00 EST
+    assert closing - opening == timedelta(hours=4)
+    # The repeated hour is open both times.
+    assert NIGHT_SHIFT.is_open(utc(2026, 11, 1, 5, 30))
+    assert NIGHT_SHIFT.is_open(utc(2026, 11, 1, 6, 30))
+
+
+def test_interval_starting_in_the_spring_forward_gap_opens_at_the_transition() -> None:
+    s = Schedule("America/New_York", {}, special_days={date(2026, 3, 8): (iv("02:30", "05:00"),)})
+    assert not s.is_open(utc(2026, 3, 8, 6, 59, 59))
+    assert s.is_open(utc(2026, 3, 8, 7, 0))  # 03:00 EDT
+    assert s.next_change(utc(2026, 3, 8, 6, 0)) == utc(2026, 3, 8, 7, 0)
+    assert s.next_change(utc(2026, 3, 8, 7, 0)) == utc(2026, 3, 8, 9, 0)  # 05:00 EDT
+
+
+def test_interval_inside_the_fall_back_hour_is_open_twice() -> None:
+    s = Schedule("America/New_York", {}, special_days={date(2026, 11, 1): (iv("01:30", "01:45"),)})
+    changes = []
+    at = utc(2026, 11, 1, 0, 0)
+    for _ in range(4):
+        nxt = s.next_change(at)
+        assert nxt is not None
+        changes.append(nxt)
+        at = nxt
+    assert changes == [
+        utc(2026, 11, 1, 5, 30),
+        utc(2026, 11, 1, 5, 45),
+        utc(2026, 11, 1, 6, 30),
+        utc(2026, 11, 1, 6, 45),
+    ]
+    assert s.next_change(at) is None
+
+
+def test_sao_paulo_2018_midnight_gap() -> None:
+    # 2018-11-04 00:00 -03 jumped to 01:00 -02: local midnight did not exist.
+    overnight = Schedule(
+        "America/Sao_Paulo", {5: (iv("20:00", "24:00"),), 6: (iv("00:00", "02:00"),)}
+    )
+    opening = datetime(2018, 11, 3, 20, 0, tzinfo=SAO_PAULO)
+    assert opening == utc(2018, 11, 3, 23, 0)
+    assert overnight.is_open(utc(2018, 11, 4, 3, 0))  # 01:00 -02, right after the jump
+    assert overnight.next_change(opening) == utc(2018, 11, 4, 4, 0)  # 02:00 -02
+
+    # An interval lying wholly inside the gap never opens; the next one is a week later.
+    in_gap = Schedule("America/Sao_Paulo", {6: (iv("00:00", "01:00"),)})
+    assert not in_gap.is_open(utc(2018, 11, 4, 3, 0))
+    assert in_gap.next_change(utc(2018, 11, 3, 15, 0)) == utc(2018, 11, 11, 2, 0)
+
+
+def test_santiago_midnight_transitions() -> None:
+    # 2026-04-05 03:00 UTC: 24:00 -03 on Saturday falls back to 23:00 -04, so Saturday's
+    # 23:00-24:00 happens twice.
+    late = Schedule("America/Santiago", {5: (iv("23:00", "24:00"),)})
+    opening = datetime(2026, 4, 4, 23, 0, tzinfo=SANTIAGO).astimezone(UTC)  # fold=0: -03
+    assert opening == utc(2026, 4, 5, 2, 0)
+    assert late.next_change(opening) == utc(2026, 4, 5, 4, 0)
+
+    # 2026-09-06 04:00 UTC: 24:00 -04 on Saturday jumps to 01:00 -03 on Sunday, so an
+    # interval starting at Sunday 00:00 opens at the transition.
+    early = Schedule("America/Santiago", {6: (iv("00:00", "08:00"),)})
+    assert not early.is_open(utc(2026, 9, 6, 3, 59, 59))
+    assert early.next_change(utc(2026, 9, 6, 3, 0)) == utc(2026, 9, 6, 4, 0)
+    assert early.next_change(utc(2026, 9, 6, 4, 0)) == utc(2026, 9, 6, 11, 0)  # 08:00 -03
+
+
+def test_lord_howe_half_hour_shift() -> None:
+    # 2026-10-04 02:00 +10:30 jumps to 02:30 +11 (15:30 UTC on the 3rd).
+    s = Schedule("Australia/Lord_Howe", {6: (iv("02:00", "03:00"),)})
+    opening = utc(2026, 10, 3, 15, 30)
+    assert s.is_open(opening)
+    assert s.next_change(utc(2026, 10, 3, 15, 0)) == opening
+    assert s.next_change(opening) == utc(2026, 10, 3, 16, 0)  # 03:00 +11
+
+
+# -- properties ------------------------------------------------------------------------
+
+
+ZONES = [
+    "America/Sao_Paulo",
+    "America/New_York",
+    "Europe/Lisbon",
+    "Australia/Lord_Howe",
+    "UTC",
+    "Asia/Kolkata",
+    "America/Santiago",
+]
+FIRST = datetime(2025, 1, 1)
+LAST = datetime(2027, 12, 31)
+# Boundaries near midnight and DST hours are where bugs hide, so draw them often.
+INTERESTING_MINUTES = [0, 30, 60, 90, 120, 150, 180, 1380, 1410, 1439, 1440]
+
+
+@functools.cache
+def transitions(zone_name: str) -> tuple[datetime, ...]:
+    """UTC offset changes of a zone between FIRST and LAST, found by sampling and bisection."""
+    zone = ZoneInfo(zone_name)
+
+    def offset(t: datetime) -> timedelta | None:
+        return t.astimezone(zone).utcoffset()
+
+    found = []
+    t = FIRST.replace(tzinfo=UTC)
+    step = timedelta(hours=6)
+    while t < LAST.replace(tzinfo=UTC):
+        if offset(t) != offset(t + step):
+            lo, hi = t, t + step
+            while hi - lo > timedelta(seconds=1):
+                mid = lo + (hi - lo) / 2
+                if offset(mid) == offset(lo):
+                    lo = mid
+                else:
+                    hi = mid
+            found.append(hi.replace(microsecond=0))
+        t += step
+    return tuple(found)
+
+
+@st.composite
+def day_intervals(draw: st.DrawFn) -> tuple[Interval, ...]:
+    minute = st.one_of(st.integers(0, 1440), st.sampled_from(INTERESTING_MINUTES))
+    bounds = sorted(draw(st.lists(minute, unique=True, max_size=8)))
+    if len(bounds) % 2:
+        bounds.pop()
+    intervals = [Interval(a, b) for a, b in zip(bounds[::2], bounds[1::2], strict=True)]
+    if draw(st.booleans()) and intervals:
+        # Split one interval into two touching ones: must behave exactly like the whole.
+        i = draw(st.integers(0, len(intervals) - 1))
+        whole = intervals[i]
+        if whole.end - whole.start >= 2:
+            cut = draw(st.integers(whole.start + 1, whole.end - 1))
+            intervals[i : i + 1] = [Interval(whole.start, cut), Interval(cut, whole.end)]
+    return tuple(intervals)
+
+
+@st.composite
+def schedules(draw: st.DrawFn) -> Schedule:
+    zone = draw(st.sampled_from(ZONES))
+    days = draw(st.lists(st.integers(0, 6), unique=True, max_size=7))
+    weekly = {day: draw(day_intervals()) for day in days}
+    some_dates = st.dates(FIRST.date(), LAST.date() + timedelta(days=400))
+    holidays = draw(st.frozensets(some_dates, max_size=6))
+    special = draw(st.dictionaries(some_dates, day_intervals(), max_size=3))
+    return Schedule(zone, weekly, holidays, special)
+
+
+@st.composite
+def instants(draw: st.DrawFn, zone_name: str) -> datetime:
+    """Aware instants in 2025-2027, biased toward DST transitions and whole local minutes."""
+    kind = draw(st.sampled_from(["any", "transition", "local"]))
+    found = transitions(zone_name)
+    if kind == "transition" and found:
+        base = draw(st.sampled_from(found))
+        return base + timedelta(seconds=draw(st.integers(-4 * 3600, 4 * 3600)))
+    naive = draw(st.datetimes(FIRST, LAST))
+    if kind == "local":
+        # A whole-minute local wall time, possibly in a gap or a repeated hour.
+        local = naive.replace(second=0, microsecond=0, fold=draw(st.integers(0, 1)))
+        return local.replace(tzinfo=ZoneInfo(zone_name))
+    return naive.replace(tzinfo=UTC)
+
+
+@st.composite
+def schedule_and_instant(draw: st.DrawFn) -> tuple[Schedule, datetime]:
+    schedule = draw(schedules())
+    return schedule, draw(instants(schedule.timezone))
+
+
+@settings(max_examples=250, deadline=None)
+@given(schedule_and_instant())
+def test_next_change_is_the_first_change(case: tuple[Schedule, datetime]) -> None:
+    s, at = case
+    state = s.is_open(at)
+    t = s.next_change(at)
+    if t is None:
+        for k in range(1, 8):
+            assert s.is_open(at + timedelta(days=400) * k / 7) == state
+        return
+    assert t.tzinfo is UTC
+    assert t > at
+    assert t - at <= timedelta(days=400)
+    assert s.is_open(t) != state
+    samples = [at + (t - at) * k / 7 for k in range(1, 7)]
+    samples += [t - timedelta(seconds=1), t - timedelta(microseconds=1)]
+    for sample in samples:
+        if sample > at:
+            assert s.is_open(sample) == state, (sample, t)
+    # A coarse scan must not see a change before t.
+    probe = at
+    while probe < min(t, at + timedelta(days=2)):
+        assert s.is_open(probe) == state, (probe, t)
+        probe += timedelta(minutes=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(schedule_and_instant(), st.sampled_from(ZONES))
+def test_answers_do_not_depend_on_the_representation_of_at(
+    case: tuple[Schedule, datetime], other_zone: str
+) -> None:
+    s, at = case
+    forms = [at, at.astimezone(UTC), at.astimezone(ZoneInfo(other_zone))]
+    assert len({s.is_open(form) for form in forms}) == 1
+    assert len({s.next_change(form) for form in forms}) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(schedule_and_instant())
+def test_consecutive_changes_alternate(case: tuple[Schedule, datetime]) -> None:
+    s, at = case
+    state = s.is_open(at)
+    for _ in range(4):
+        t = s.next_change(at)
+        if t is None:
+            break
+        assert t > at
+        state = not state
+        assert s.is_open(t) == state
+        at = t
