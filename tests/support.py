@@ -101,6 +101,13 @@ class Client:
                 assert frame.get(key) == value, f"expected {key}={value!r} in {frame}"
             return frame
 
+    async def until(self, type: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """Skip frames up to the next one of ``type`` (where the ones before don't matter)."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == type:
+                return frame
+
     async def expect_nothing(self, seconds: float = 0.2) -> None:
         with trio.move_on_after(seconds):
             frame = json.loads(await self.ws.get_message())
@@ -144,3 +151,24 @@ async def login(client: Client, token: str, available: bool = True) -> dict[str,
 async def start(client: Client, service_id: int = 25, name: str = "Vera", **visitor: Any) -> dict[str, Any]:
     await client.send("start", service_id=service_id, visitor={"name": name, **visitor})
     return await client.expect("started")
+
+
+@asynccontextmanager
+async def open_memory_gateway(
+    config: Config | None = None, *, epoch: Any = None, **settings: Any
+) -> AsyncIterator[Gateway]:
+    """A hub and gateway on the memory store, reached only through in-memory streams: with
+    ``MockClock(autojump_threshold=0)`` everything runs in virtual time."""
+    from datetime import UTC, datetime
+
+    from omni.actors.hub import open_hub
+    from omni.clock import Clock
+    from omni.entropy import SeededEntropy
+    from omni.store.memory import MemoryStore
+
+    config = config or make_config(**settings)
+    clock = Clock(epoch or datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+    async with open_hub(
+        config.directory, MemoryStore(), clock, entropy=SeededEntropy(1), settings=config.settings()
+    ) as hub:
+        yield Gateway(hub)

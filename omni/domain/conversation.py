@@ -361,6 +361,10 @@ INTERNAL_EVENTS: frozenset[type] = frozenset(
 )
 
 
+#: Events only the operator holding the conversation may send (checked before the status).
+OWNER_EVENTS = (OperatorMessage, OperatorTyping, TransferToGroup, TransferToOperator, OperatorEnd)
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What the rules need from the configuration."""
@@ -407,6 +411,8 @@ def handle(
     conv: Conversation, event: Event, now: datetime, ctx: Context
 ) -> tuple[Conversation, list[Effect]]:
     """Apply ``event``; raises :class:`Rejected` (changing nothing) when the rules refuse it."""
+    if isinstance(event, OWNER_EVENTS) and conv.operator_id != event.operator_id:
+        raise Rejected("not_your_conversation", f"conversation {conv.id} is not yours")
     allowed = TRANSITIONS[type(event)]
     target = allowed.get(conv.status)
     if target is None:

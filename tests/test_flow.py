@@ -1,0 +1,315 @@
+"""The conversation flow, path by path, in virtual time over in-memory websocket streams.
+
+Every test runs the real gateway, hub and actors under ``MockClock(autojump_threshold=0)``:
+frames are real websocket frames, but no socket is opened and timers cost no wall time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from tests.support import connect_memory, login, make_config, open_memory_gateway, start
+
+
+async def test_queue_positions_are_live(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/visitor") as v1, connect_memory(
+        gw, "/ws/visitor"
+    ) as v2, connect_memory(gw, "/ws/visitor") as v3:
+        await start(v1)
+        assert (await v1.expect("queued"))["position"] == 1
+        await start(v2)
+        assert (await v2.expect("queued"))["position"] == 2
+        await start(v3)
+        assert (await v3.expect("queued"))["position"] == 3
+        # The head leaves: everybody behind moves up.
+        await v1.send("end")
+        await v1.expect("ended", by="visitor")
+        await v1.expect("closed")
+        assert (await v2.expect("queued"))["position"] == 1
+        assert (await v3.expect("queued"))["position"] == 2
+        # An operator takes the head: the last one moves up again.
+        async with connect_memory(gw, "/ws/operator") as carla:
+            await login(carla, "tok-carla")
+            offer = await carla.expect("offer")
+            await carla.send("accept", conversation_id=offer["conversation"]["id"])
+            await v2.expect("assigned")
+            assert (await v3.expect("queued"))["position"] == 1
+
+
+async def test_out_of_hours_keeps_the_conversation(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/visitor") as vera:
+        started = await start(vera, service_id=26)
+        ooh = await vera.expect("out_of_hours")
+        assert ooh["message"] == "We are closed." and ooh["seq"] == 1
+        # The visitor may still leave a message; it is stored for the operator who resumes.
+        await vera.send("message", client_id="m1", text="Please call me back")
+        assert (await vera.expect("ack"))["seq"] == 2
+        entry = gw.hub.conversations[started["conversation_id"]]
+        assert entry.status.value == "out_of_hours"
+        await vera.send("end")
+        assert (await vera.expect("error"))["code"] == "invalid_state"
+
+
+async def test_schedule_break_is_out_of_hours(autojump_clock: trio.testing.MockClock) -> None:
+    """Sao Paulo lunch break 12:00-13:00: 15:30 UTC is 12:30 local."""
+    from datetime import UTC, datetime
+
+    raw_config = make_config()
+    from omni.config import load_config
+
+    example = load_config("examples/omni.toml")
+    assert raw_config is not None
+    async with open_memory_gateway(
+        example, epoch=datetime(2026, 11, 25, 15, 30, tzinfo=UTC)
+    ) as gw, connect_memory(gw, "/ws/visitor") as vera, connect_memory(gw, "/ws/visitor") as will:
+        await start(vera, service_id=30)  # Sales: business hours only
+        assert (await vera.expect("out_of_hours"))["message"].startswith("Sales is closed")
+        # Support (25) is open 07:00-22:00: during L1's lunch it goes to L2, not out of hours.
+        await start(will, service_id=25)
+        await will.expect("queued")
+        entry = next(e for e in gw.hub.conversations.values() if e.status.value == "queued")
+        assert entry.group_id == 2
+        # At 13:00 local (16:00 UTC) the break is over: Sales takes conversations again.
+        await trio.sleep(30 * 60)
+        async with connect_memory(gw, "/ws/visitor") as late:
+            await start(late, service_id=30)
+            await late.expect("queued")
+
+
+async def test_paused_operator_gets_no_offers(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla, connect_memory(
+        gw, "/ws/visitor"
+    ) as vera:
+        welcome = await login(carla, "tok-carla", available=False)
+        assert welcome["operator"]["status"] == "paused"
+        await start(vera)
+        await vera.expect("queued")
+        await carla.expect_nothing(5)
+        await carla.send("status", status="available")
+        await carla.expect("status")
+        offer = await carla.expect("offer")
+        await carla.send("status", status="paused")
+        await carla.expect("status")
+        # The offer stands while paused; accepting works.
+        await carla.send("accept", conversation_id=offer["conversation"]["id"])
+        await vera.expect("assigned")
+
+
+async def test_routing_offers_to_the_operator_idle_longest(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as alice, connect_memory(
+        gw, "/ws/operator"
+    ) as carla:
+        await login(carla, "tok-carla")
+        await trio.sleep(10)
+        await login(alice, "tok-alice")  # available later: idle for less time
+        async with connect_memory(gw, "/ws/visitor") as v1, connect_memory(gw, "/ws/visitor") as v2:
+            await start(v1)
+            offer = await carla.expect("offer")
+            await carla.send("accept", conversation_id=offer["conversation"]["id"])
+            await start(v2)
+            # Carla is at capacity (1): Alice gets the next one.
+            await alice.expect("offer")
+
+
+async def test_unanswered_offer_moves_on(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla, connect_memory(
+        gw, "/ws/operator"
+    ) as alice, connect_memory(gw, "/ws/visitor") as vera:
+        await login(carla, "tok-carla")
+        await trio.sleep(1)
+        await login(alice, "tok-alice")
+        await start(vera)
+        offer = await carla.expect("offer")
+        withdrawn = await carla.expect("offer_withdrawn", timeout=60)
+        assert withdrawn["conversation_id"] == offer["conversation"]["id"]
+        await alice.expect("offer")
+        await carla.send("accept", conversation_id=offer["conversation"]["id"])
+        assert (await carla.expect("error"))["code"] == "not_offered"
+
+
+async def test_transfer_to_group_keeps_history(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla, connect_memory(
+        gw, "/ws/visitor"
+    ) as vera:
+        await login(carla, "tok-carla")
+        started = await start(vera)
+        cid = started["conversation_id"]
+        await carla.send("accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"])
+        await vera.expect("assigned")
+        await vera.expect("message")
+        await vera.send("message", client_id="q", text="I need billing")
+        await vera.expect("ack")
+        await carla.expect("assigned")
+        await carla.expect("message")  # greeting
+        await carla.expect("message")  # the question
+        await carla.send("transfer", conversation_id=cid, group_id=2)
+        transferred = await vera.expect("transferred")
+        assert transferred["to"] == {"kind": "group", "id": 2, "name": "Billing"}
+        assert (await carla.expect("transferred"))["seq"] == transferred["seq"]
+        assert (await vera.expect("queued"))["position"] == 1
+        # Carla can no longer write in it.
+        await carla.send("message", conversation_id=cid, client_id="x", text="still here?")
+        assert (await carla.expect("error"))["code"] == "not_your_conversation"
+        async with connect_memory(gw, "/ws/operator") as bruno:
+            await login(bruno, "tok-bruno")
+            offer = await bruno.expect("offer")
+            assert offer["conversation"]["id"] == cid
+            await bruno.send("accept", conversation_id=cid)
+            # Bruno gets the whole history first, then his assignment, in seq order.
+            history = [await bruno.recv() for _ in range(5)]
+            kinds = [f["type"] for f in history]
+            assert kinds == ["assigned", "message", "message", "transferred", "assigned"]
+            seqs = [f["seq"] for f in history]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 5
+            assert history[2]["text"] == "I need billing"
+            assert (await vera.expect("assigned"))["operator"]["name"] == "Bruno"
+
+
+async def test_transfer_to_named_operator(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla, connect_memory(
+        gw, "/ws/operator"
+    ) as alice, connect_memory(gw, "/ws/visitor") as vera:
+        await login(carla, "tok-carla")
+        cid = (await start(vera))["conversation_id"]
+        await carla.send("accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"])
+        await vera.expect("assigned")
+        assert (await vera.expect("message"))["author"]["kind"] == "operator"  # greeting
+        await carla.expect("assigned")
+        await carla.expect("message")
+        # An offline operator cannot be the target.
+        await carla.send("transfer", conversation_id=cid, operator_id=2)
+        assert (await carla.expect("error"))["code"] == "operator_unavailable"
+        await carla.send("transfer", conversation_id=cid, operator_id=99)
+        assert (await carla.expect("error"))["code"] == "unknown_operator"
+        await carla.send("transfer", conversation_id=cid, group_id=2, operator_id=1)
+        assert (await carla.expect("error"))["code"] == "invalid_frame"
+        await login(alice, "tok-alice", available=False)
+        await carla.send("transfer", conversation_id=cid, operator_id=1)
+        assert (await carla.expect("transferred"))["to"]["name"] == "Alice"
+        await vera.expect("transferred")
+        assert (await vera.expect("assigned"))["operator"]["name"] == "Alice"
+        frames = [await alice.recv() for _ in range(4)]
+        assert frames[-1]["type"] == "assigned"
+        await alice.send("message", conversation_id=cid, client_id="a", text="Alice here")
+        await alice.expect("ack")
+        assert (await vera.expect("message"))["text"] == "Alice here"
+        # Carla's capacity is free again: she can take the next visitor.
+        async with connect_memory(gw, "/ws/visitor") as will:
+            await start(will)
+            await carla.expect("offer")
+
+
+async def test_operator_disconnect_grace_then_requeue(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway(operator_grace_seconds=600) as gw, connect_memory(
+        gw, "/ws/visitor"
+    ) as vera:
+        wall = time.monotonic()
+        async with connect_memory(gw, "/ws/operator") as carla:
+            await login(carla, "tok-carla")
+            cid = (await start(vera))["conversation_id"]
+            await carla.send("accept", conversation_id=cid)
+            await vera.expect("assigned")
+            await vera.expect("message")
+        # Carla's console dropped. She comes back within the 10-minute grace period.
+        await trio.sleep(300)
+        async with connect_memory(gw, "/ws/operator") as carla:
+            welcome = await login(carla, "tok-carla", available=False)
+            assert welcome["operator"]["status"] == "available"  # restored
+            assert [c["id"] for c in welcome["conversations"]] == [cid]
+            last = welcome["conversations"][0]["last_seq"]
+            await carla.send("sync", conversation_id=cid, last_seq=0)
+            replay = [await carla.recv() for _ in range(last)]
+            assert [f["seq"] for f in replay] == list(range(1, last + 1))
+            await trio.sleep(900)  # well past the grace period: still hers
+            await carla.send("message", conversation_id=cid, client_id="b", text="back")
+            await carla.expect("ack")
+            await vera.expect("message")
+        # She drops again and does not come back: after 10 minutes the visitor is requeued.
+        await trio.sleep(599)
+        assert gw.hub.conversations[cid].status.value == "active"
+        await trio.sleep(2)
+        transferred = await vera.expect("transferred")
+        assert transferred["reason"] == "operator_disconnected"
+        assert (await vera.expect("queued"))["position"] == 1
+        async with connect_memory(gw, "/ws/operator") as alice:
+            await login(alice, "tok-alice")
+            assert (await alice.expect("offer"))["conversation"]["id"] == cid
+        assert time.monotonic() - wall < 5, "virtual time: the grace periods cost no wall time"
+
+
+async def test_resume_replays_exactly_the_missed_events(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla:
+        await login(carla, "tok-carla")
+        async with connect_memory(gw, "/ws/visitor") as vera:
+            started = await start(vera)
+            cid, token = started["conversation_id"], started["token"]
+            await carla.expect("offer")
+            await carla.send("accept", conversation_id=cid)
+            await carla.expect("assigned")
+            await carla.expect("message")
+            await vera.expect("assigned")
+            await vera.expect("message")
+            seen = vera.last_seq
+        # Vera's connection dropped; Carla writes twice meanwhile.
+        for n in range(2):
+            await carla.send("message", conversation_id=cid, client_id=f"c{n}", text=f"missed {n}")
+            await carla.expect("ack")
+        async with connect_memory(gw, "/ws/visitor") as again:
+            await again.send("resume", token="wrong-token", last_seq=0)
+            assert (await again.expect("error"))["code"] == "invalid_token"
+            await again.expect_nothing()
+            await again.send("resume", token=token, last_seq=seen)
+            resumed = await again.expect("resumed", conversation_id=cid)
+            assert resumed["status"] == "active"
+            missed = [await again.recv(), await again.recv()]
+            assert [m["text"] for m in missed] == ["missed 0", "missed 1"]
+            assert [m["seq"] for m in missed] == [seen + 1, seen + 2]
+            await again.expect_nothing()
+            # And the conversation goes on, live.
+            await again.send("message", client_id="v", text="I'm back")
+            await again.expect("ack", seq=seen + 3)
+            assert (await carla.expect("message"))["text"] == "I'm back"
+
+
+async def test_end_by_operator_skip_survey_and_no_survey_service(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as alice, connect_memory(
+        gw, "/ws/visitor"
+    ) as vera, connect_memory(gw, "/ws/visitor") as will:
+        await login(alice, "tok-alice")
+        cid = (await start(vera))["conversation_id"]
+        await alice.send("accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"])
+        await alice.send("end", conversation_id=cid)
+        await vera.expect("assigned")
+        await vera.expect("message")
+        await vera.expect("ended", by="operator")
+        await vera.expect("survey")
+        await vera.send("survey", answers={"rating": 9})
+        error = await vera.expect("error")
+        assert error["code"] == "invalid_survey"
+        await vera.send("survey_skip")
+        await vera.expect("closed", message="Bye!")
+        assert await gw.hub.store.survey(cid) is None
+
+        wid = (await start(will, service_id=27))["conversation_id"]
+        await alice.send("accept", conversation_id=(await alice.until("offer"))["conversation"]["id"])
+        await will.expect("assigned")
+        await will.expect("message")  # the default greeting
+        await will.send("end")
+        await will.expect("ended", by="visitor")
+        await will.expect("closed", message="See you.")  # no survey on this service
+        assert wid not in gw.hub.conversations
+
+
+async def test_survey_times_out(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as alice, connect_memory(
+        gw, "/ws/visitor"
+    ) as vera:
+        await login(alice, "tok-alice")
+        cid = (await start(vera))["conversation_id"]
+        await alice.send("accept", conversation_id=cid)
+        await vera.send("end")
+        await vera.until("survey")
+        await vera.expect("closed", timeout=700)
+        assert cid not in gw.hub.conversations
