@@ -1,18 +1,51 @@
-"""The whole conversation flow over real websockets on 127.0.0.1 (server on ephemeral ports)."""
+"""The whole conversation flow, end to end: over real websockets on 127.0.0.1 (server on
+ephemeral ports), and the very same flow in virtual time over in-memory streams."""
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import httpx
+import trio
+import trio.testing
+
+from omni.actors.hub import Hub
 
 from omni.server import RunningServer
-from tests.support import connect_tcp, login, start
+from tests.support import Client, connect_memory, connect_tcp, login, open_memory_gateway, start
+
+
+Connect = Callable[[str], AbstractAsyncContextManager[Client]]
 
 
 async def test_visitor_and_operator_hold_a_whole_conversation(server: RunningServer) -> None:
-    url = server.ws_url
-    async with connect_tcp(f"{url}/ws/operator") as alice, connect_tcp(f"{url}/ws/visitor") as vera:
+    await whole_conversation(lambda path: connect_tcp(f"{server.ws_url}{path}"), server.hub)
+
+
+async def test_the_same_flow_in_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
+    wall = time.monotonic()
+    async with open_memory_gateway(operator_grace_seconds=600) as gw:
+        await whole_conversation(lambda path: connect_memory(gw, path), gw.hub)
+        # And a 10-minute grace period, start to finish.
+        async with connect_memory(gw, "/ws/visitor") as vera:
+            cid = (await start(vera))["conversation_id"]
+            async with connect_memory(gw, "/ws/operator") as alice:
+                await login(alice, "tok-alice")
+                await alice.send("accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"])
+                await vera.until("assigned")
+            before = trio.current_time()
+            transferred = await vera.until("transferred", timeout=700)
+            assert transferred["reason"] == "operator_disconnected"
+            assert 600 <= trio.current_time() - before < 601
+            assert gw.hub.conversations[cid].status.value == "queued"
+    assert time.monotonic() - wall < 2.0, "virtual time: ten minutes must cost milliseconds"
+
+
+async def whole_conversation(connect: Connect, hub: Hub) -> None:
+    async with connect("/ws/operator") as alice, connect("/ws/visitor") as vera:
         welcome = await login(alice, "tok-alice")
         assert welcome["operator"]["name"] == "Alice"
         assert welcome["conversations"] == []
@@ -65,7 +98,7 @@ async def test_visitor_and_operator_hold_a_whole_conversation(server: RunningSer
         closed = await vera.expect("closed", message="Bye!")
         assert closed["seq"] > survey["seq"]
         await alice.expect("closed")
-        assert await server.hub.store.survey(cid) == {"rating": 5, "comment": "quick"}
+        assert await hub.store.survey(cid) == {"rating": 5, "comment": "quick"}
 
         # Nothing is accepted after closed.
         await vera.send("message", client_id="v2", text="hello?")

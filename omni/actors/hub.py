@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from omni.actors.conversation import Apply, AttachVisitor, ConversationActor, Effects
-from omni.actors.group import Dispatch, GroupMessage, make_group
+from omni.actors.group import Dispatch, GroupMessage, Withdraw, make_group
 from omni.actors.peer import Peer, encode
 from omni.actors.queue import VisitorLink
 from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor, open_supervisor
@@ -214,9 +214,23 @@ class Hub:
             raise Rejected("invalid_token", "no conversation has this token")
         entry = self.conversations.get(conversation_id)
         if entry is None:
-            return await self._replay_finished(conversation_id, last_seq, peer)
+            conv = await self.store.load_conversation(conversation_id)
+            if conv is None or conv.status in domain.TERMINAL_STATUSES or conv.id in self.conversations:
+                return await self._replay_finished(conversation_id, last_seq, peer)
+            entry = self.restore(conv)
         await entry.ref.ask(AttachVisitor(peer, last_seq), timeout=self.settings.ask_timeout)
         return conversation_id
+
+    def restore(self, conv: domain.Conversation) -> ConversationEntry:
+        """Give an open conversation loaded from the store an actor again and put it back into
+        routing (see :func:`omni.domain.conversation.restore`)."""
+        operator_id = conv.operator_id
+        if conv.status is Status.ACTIVE and operator_id is not None and operator_id in self.roster:
+            self.roster.hold(operator_id, conv.id)
+        effects = domain.restore(conv, operator_id in self.sessions, self.context(conv.service_id))
+        entry = self._spawn(conv, initial=conv, peer=None)
+        entry.ref.send_nowait(Effects(effects))
+        return entry
 
     async def _replay_finished(self, conversation_id: str, last_seq: int, peer: Peer) -> str:
         """A finished conversation has no actor: replay its end from the store and stop there."""
@@ -270,10 +284,23 @@ class Hub:
         self.conversations.pop(conversation_id, None)
 
     def on_conversation_given_up(self, name: str, error: BaseException) -> None:
+        """A conversation crashed more often than its restart budget allows: take it out of
+        routing (its queue place, any operator slot) so it strands nobody, and close its visitor.
+        Its record and events stay in the store for the operators to follow up."""
         conversation_id = name.partition(":")[2]
         entry = self.conversations.pop(conversation_id, None)
-        if entry is not None and entry.link.peer is not None:
+        if entry is None:
+            return
+        if entry.link.peer is not None:
             entry.link.peer.close("internal_error", "this conversation failed")
+        if entry.status is Status.QUEUED and entry.group_id in self._groups:
+            try:
+                self._groups[entry.group_id].send_nowait(Withdraw(conversation_id))
+            except MailboxFull:
+                pass  # the group drops conversations without an actor when it pops them
+        for state in self.roster:
+            if self.roster.release(state.id, conversation_id):
+                self.poke_groups(state.id)
 
     # -- operators ------------------------------------------------------------------------------
 

@@ -407,6 +407,26 @@ def open_conversation(
     return conv, effects
 
 
+def restore(conv: Conversation, operator_connected: bool, ctx: Context) -> list[Effect]:
+    """Effects that put a conversation loaded from the store back into routing (after a restart,
+    or when its actor had been given up): a pending offer is void, so an offered conversation
+    goes back to the head of its queue; an active one whose operator is away starts the grace
+    period; a survey waits again for its full timeout."""
+    if conv.status is Status.OFFERED:
+        conv.status, conv.offered_to = Status.QUEUED, None
+        assert conv.group_id is not None
+        return [Persist(), EnterQueue(conv.group_id, head=True)]
+    if conv.status is Status.QUEUED:
+        assert conv.group_id is not None
+        return [EnterQueue(conv.group_id, head=False)]
+    if conv.status is Status.ACTIVE and not operator_connected:
+        conv.grace_pending = True
+        return [Persist(), StartTimer("grace", ctx.operator_grace)]
+    if conv.status is Status.ENDED:
+        return [StartTimer("survey", ctx.service.timers.survey_timeout)]
+    return []
+
+
 def handle(
     conv: Conversation, event: Event, now: datetime, ctx: Context
 ) -> tuple[Conversation, list[Effect]]:
