@@ -42,7 +42,7 @@ class ConfigError(Exception):
     pass
 
 
-class _Struct(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class _Struct(msgspec.Struct, forbid_unknown_fields=True):
     pass
 
 
@@ -94,11 +94,13 @@ class ServiceSection(_Struct):
     links: Annotated[list[LinkSection], msgspec.Meta(min_length=1)]
     schedule: str | None = None
     greeting: str = "Hello! How can I help you?"
-    out_of_hours_message: str = "We are closed right now. Leave a message and we will get back to you."
+    out_of_hours_message: str = (
+        "We are closed right now. Leave a message and we will get back to you."
+    )
     closing_message: str = "Thank you for contacting us."
     avatar: AvatarSection | None = None
     survey: SurveyMode = SurveyMode.DEFAULT
-    timers: TimersSection = TimersSection()
+    timers: TimersSection = msgspec.field(default_factory=TimersSection)
 
 
 class OperatorSection(_Struct):
@@ -111,7 +113,7 @@ class OperatorSection(_Struct):
 
 
 class ConfigFile(_Struct):
-    server: ServerSection = ServerSection()
+    server: ServerSection = msgspec.field(default_factory=ServerSection)
     schedules: list[ScheduleSection] = []
     groups: list[GroupSection] = []
     services: list[ServiceSection] = []

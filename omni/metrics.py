@@ -47,15 +47,13 @@ class HubCollector(Collector):
             "omni_operators", "Operators by presence", labels=["presence"]
         )
         counts: dict[str, int] = {"available": 0, "paused": 0, "offline": 0}
-        for state in hub.roster:
-            counts[state.presence.value] += 1
+        for operator in hub.roster:
+            counts[operator.presence.value] += 1
         for presence, count in sorted(counts.items()):
             operators.add_metric([presence], count)
         yield operators
 
-        relayed = CounterMetricFamily(
-            "omni_messages_relayed", "Chat messages stored and delivered"
-        )
+        relayed = CounterMetricFamily("omni_messages_relayed", "Chat messages stored and delivered")
         relayed.add_metric([], hub.metrics.messages_relayed)
         yield relayed
 

@@ -64,13 +64,16 @@ async def open_server(
 ) -> AsyncIterator[RunningServer]:
     host = host or config.server.host
     clock = clock or Clock(datetime.now(UTC))
-    async with open_hub(
-        config.directory,
-        store if store is not None else MemoryStore(),
-        clock,
-        entropy=entropy,
-        settings=config.settings(),
-    ) as hub, trio.open_nursery() as nursery:
+    async with (
+        open_hub(
+            config.directory,
+            store if store is not None else MemoryStore(),
+            clock,
+            entropy=entropy,
+            settings=config.settings(),
+        ) as hub,
+        trio.open_nursery() as nursery,
+    ):
         gateway = Gateway(hub)
         ws_server = await nursery.start(
             gateway.serve, host, config.server.ws_port if ws_port is None else ws_port
@@ -87,7 +90,9 @@ async def open_server(
 
             async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
                 try:
-                    await hypercorn_serve(app, hc, shutdown_trigger=stop_http.wait, task_status=task_status)
+                    await hypercorn_serve(
+                        app, hc, shutdown_trigger=stop_http.wait, task_status=task_status
+                    )
                 finally:
                     http_done.set()
 

@@ -21,7 +21,11 @@ from omni.gateway.server import Gateway
 
 TIMEOUT = 10.0
 
-ALWAYS_OPEN = {"id": "always", "timezone": "UTC", "weekly": {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}
+ALWAYS_OPEN = {
+    "id": "always",
+    "timezone": "UTC",
+    "weekly": {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+}
 
 
 def make_config(**server: Any) -> Config:
@@ -32,7 +36,11 @@ def make_config(**server: Any) -> Config:
             ALWAYS_OPEN,
             {"id": "never", "timezone": "America/Sao_Paulo", "weekly": {}},
         ],
-        "groups": [{"id": 1, "name": "Support"}, {"id": 2, "name": "Billing"}, {"id": 3, "name": "Night"}],
+        "groups": [
+            {"id": 1, "name": "Support"},
+            {"id": 2, "name": "Billing"},
+            {"id": 3, "name": "Night"},
+        ],
         "services": [
             {
                 "id": 25,
@@ -148,7 +156,9 @@ async def login(client: Client, token: str, available: bool = True) -> dict[str,
     return welcome
 
 
-async def start(client: Client, service_id: int = 25, name: str = "Vera", **visitor: Any) -> dict[str, Any]:
+async def start(
+    client: Client, service_id: int = 25, name: str = "Vera", **visitor: Any
+) -> dict[str, Any]:
     await client.send("start", service_id=service_id, visitor={"name": name, **visitor})
     return await client.expect("started")
 

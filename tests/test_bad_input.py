@@ -32,7 +32,9 @@ VISITOR_CASES = [
 
 
 @pytest.mark.parametrize(("frame", "code"), VISITOR_CASES)
-async def test_visitor_bad_frames(frame: str, code: str, autojump_clock: trio.testing.MockClock) -> None:
+async def test_visitor_bad_frames(
+    frame: str, code: str, autojump_clock: trio.testing.MockClock
+) -> None:
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/visitor") as client:
         await client.send_raw(frame)
         error = await client.expect("error")
@@ -82,7 +84,9 @@ OPERATOR_CASES = [
 
 
 @pytest.mark.parametrize(("frame", "code"), OPERATOR_CASES)
-async def test_operator_bad_frames_before_login(frame: str, code: str, autojump_clock: trio.testing.MockClock) -> None:
+async def test_operator_bad_frames_before_login(
+    frame: str, code: str, autojump_clock: trio.testing.MockClock
+) -> None:
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as op:
         await op.send_raw(frame)
         assert (await op.expect("error"))["code"] == code
@@ -97,7 +101,10 @@ async def test_operator_errors_after_login(autojump_clock: trio.testing.MockCloc
             ({"type": "login", "token": "tok-alice"}, "already_logged_in"),
             ({"type": "status", "status": "asleep"}, "invalid_frame"),
             ({"type": "accept", "conversation_id": "nope"}, "unknown_conversation"),
-            ({"type": "message", "conversation_id": "nope", "client_id": "c", "text": "x"}, "unknown_conversation"),
+            (
+                {"type": "message", "conversation_id": "nope", "client_id": "c", "text": "x"},
+                "unknown_conversation",
+            ),
             ({"type": "transfer", "conversation_id": "nope", "group_id": 42}, "unknown_group"),
             ({"type": "sync", "conversation_id": "nope", "last_seq": 0}, "unknown_conversation"),
             ({"type": "offer"}, "unknown_type"),
@@ -151,7 +158,9 @@ async def test_unknown_path_is_rejected(server: RunningServer) -> None:
     assert info.value.status_code == 404
 
 
-async def test_a_crashing_connection_task_does_not_take_the_server_down(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_crashing_connection_task_does_not_take_the_server_down(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A fault in the gateway for one frame closes that connection with internal_error only."""
     from omni.gateway.server import Gateway
 
@@ -163,13 +172,13 @@ async def test_a_crashing_connection_task_does_not_take_the_server_down(server: 
         await original(self, frame, peer, conversation)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Gateway, "_visitor_frame", faulty)
-    async with connect_tcp(f"{server.ws_url}/ws/visitor") as vera, connect_tcp(
-        f"{server.ws_url}/ws/visitor"
-    ) as will:
+    async with (
+        connect_tcp(f"{server.ws_url}/ws/visitor") as vera,
+        connect_tcp(f"{server.ws_url}/ws/visitor") as will,
+    ):
         await start(vera)
         await start(will)
         await vera.send("message", client_id="b", text="boom")
         assert (await vera.until("error"))["code"] == "internal_error"
         await will.send("message", client_id="w", text="fine")
         await will.expect("ack")
-

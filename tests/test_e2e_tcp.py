@@ -13,10 +13,8 @@ import trio
 import trio.testing
 
 from omni.actors.hub import Hub
-
 from omni.server import RunningServer
 from tests.support import Client, connect_memory, connect_tcp, login, open_memory_gateway, start
-
 
 Connect = Callable[[str], AbstractAsyncContextManager[Client]]
 
@@ -34,7 +32,9 @@ async def test_the_same_flow_in_virtual_time(autojump_clock: trio.testing.MockCl
             cid = (await start(vera))["conversation_id"]
             async with connect_memory(gw, "/ws/operator") as alice:
                 await login(alice, "tok-alice")
-                await alice.send("accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"])
+                await alice.send(
+                    "accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"]
+                )
                 await vera.until("assigned")
             before = trio.current_time()
             transferred = await vera.until("transferred", timeout=700)

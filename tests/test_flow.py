@@ -14,9 +14,12 @@ from tests.support import connect_memory, login, make_config, open_memory_gatewa
 
 
 async def test_queue_positions_are_live(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/visitor") as v1, connect_memory(
-        gw, "/ws/visitor"
-    ) as v2, connect_memory(gw, "/ws/visitor") as v3:
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/visitor") as v1,
+        connect_memory(gw, "/ws/visitor") as v2,
+        connect_memory(gw, "/ws/visitor") as v3,
+    ):
         await start(v1)
         assert (await v1.expect("queued"))["position"] == 1
         await start(v2)
@@ -61,9 +64,11 @@ async def test_schedule_break_is_out_of_hours(autojump_clock: trio.testing.MockC
 
     example = load_config("examples/omni.toml")
     assert raw_config is not None
-    async with open_memory_gateway(
-        example, epoch=datetime(2026, 11, 25, 15, 30, tzinfo=UTC)
-    ) as gw, connect_memory(gw, "/ws/visitor") as vera, connect_memory(gw, "/ws/visitor") as will:
+    async with (
+        open_memory_gateway(example, epoch=datetime(2026, 11, 25, 15, 30, tzinfo=UTC)) as gw,
+        connect_memory(gw, "/ws/visitor") as vera,
+        connect_memory(gw, "/ws/visitor") as will,
+    ):
         await start(vera, service_id=30)  # Sales: business hours only
         assert (await vera.expect("out_of_hours"))["message"].startswith("Sales is closed")
         # Support (25) is open 07:00-22:00: during L1's lunch it goes to L2, not out of hours.
@@ -79,9 +84,11 @@ async def test_schedule_break_is_out_of_hours(autojump_clock: trio.testing.MockC
 
 
 async def test_paused_operator_gets_no_offers(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla, connect_memory(
-        gw, "/ws/visitor"
-    ) as vera:
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/operator") as carla,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
         welcome = await login(carla, "tok-carla", available=False)
         assert welcome["operator"]["status"] == "paused"
         await start(vera)
@@ -97,10 +104,14 @@ async def test_paused_operator_gets_no_offers(autojump_clock: trio.testing.MockC
         await vera.expect("assigned")
 
 
-async def test_routing_offers_to_the_operator_idle_longest(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as alice, connect_memory(
-        gw, "/ws/operator"
-    ) as carla:
+async def test_routing_offers_to_the_operator_idle_longest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/operator") as alice,
+        connect_memory(gw, "/ws/operator") as carla,
+    ):
         await login(carla, "tok-carla")
         await trio.sleep(10)
         await login(alice, "tok-alice")  # available later: idle for less time
@@ -114,9 +125,12 @@ async def test_routing_offers_to_the_operator_idle_longest(autojump_clock: trio.
 
 
 async def test_unanswered_offer_moves_on(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla, connect_memory(
-        gw, "/ws/operator"
-    ) as alice, connect_memory(gw, "/ws/visitor") as vera:
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/operator") as carla,
+        connect_memory(gw, "/ws/operator") as alice,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
         await login(carla, "tok-carla")
         await trio.sleep(1)
         await login(alice, "tok-alice")
@@ -130,13 +144,17 @@ async def test_unanswered_offer_moves_on(autojump_clock: trio.testing.MockClock)
 
 
 async def test_transfer_to_group_keeps_history(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla, connect_memory(
-        gw, "/ws/visitor"
-    ) as vera:
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/operator") as carla,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
         await login(carla, "tok-carla")
         started = await start(vera)
         cid = started["conversation_id"]
-        await carla.send("accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"])
+        await carla.send(
+            "accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"]
+        )
         await vera.expect("assigned")
         await vera.expect("message")
         await vera.send("message", client_id="q", text="I need billing")
@@ -168,12 +186,17 @@ async def test_transfer_to_group_keeps_history(autojump_clock: trio.testing.Mock
 
 
 async def test_transfer_to_named_operator(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla, connect_memory(
-        gw, "/ws/operator"
-    ) as alice, connect_memory(gw, "/ws/visitor") as vera:
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/operator") as carla,
+        connect_memory(gw, "/ws/operator") as alice,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
         await login(carla, "tok-carla")
         cid = (await start(vera))["conversation_id"]
-        await carla.send("accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"])
+        await carla.send(
+            "accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"]
+        )
         await vera.expect("assigned")
         assert (await vera.expect("message"))["author"]["kind"] == "operator"  # greeting
         await carla.expect("assigned")
@@ -201,10 +224,13 @@ async def test_transfer_to_named_operator(autojump_clock: trio.testing.MockClock
             await carla.expect("offer")
 
 
-async def test_operator_disconnect_grace_then_requeue(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_memory_gateway(operator_grace_seconds=600) as gw, connect_memory(
-        gw, "/ws/visitor"
-    ) as vera:
+async def test_operator_disconnect_grace_then_requeue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_memory_gateway(operator_grace_seconds=600) as gw,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
         wall = time.monotonic()
         async with connect_memory(gw, "/ws/operator") as carla:
             await login(carla, "tok-carla")
@@ -239,7 +265,9 @@ async def test_operator_disconnect_grace_then_requeue(autojump_clock: trio.testi
         assert time.monotonic() - wall < 5, "virtual time: the grace periods cost no wall time"
 
 
-async def test_resume_replays_exactly_the_missed_events(autojump_clock: trio.testing.MockClock) -> None:
+async def test_resume_replays_exactly_the_missed_events(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla:
         await login(carla, "tok-carla")
         async with connect_memory(gw, "/ws/visitor") as vera:
@@ -273,13 +301,20 @@ async def test_resume_replays_exactly_the_missed_events(autojump_clock: trio.tes
             assert (await carla.expect("message"))["text"] == "I'm back"
 
 
-async def test_end_by_operator_skip_survey_and_no_survey_service(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as alice, connect_memory(
-        gw, "/ws/visitor"
-    ) as vera, connect_memory(gw, "/ws/visitor") as will:
+async def test_end_by_operator_skip_survey_and_no_survey_service(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/operator") as alice,
+        connect_memory(gw, "/ws/visitor") as vera,
+        connect_memory(gw, "/ws/visitor") as will,
+    ):
         await login(alice, "tok-alice")
         cid = (await start(vera))["conversation_id"]
-        await alice.send("accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"])
+        await alice.send(
+            "accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"]
+        )
         await alice.send("end", conversation_id=cid)
         await vera.expect("assigned")
         await vera.expect("message")
@@ -293,7 +328,9 @@ async def test_end_by_operator_skip_survey_and_no_survey_service(autojump_clock:
         assert await gw.hub.store.survey(cid) is None
 
         wid = (await start(will, service_id=27))["conversation_id"]
-        await alice.send("accept", conversation_id=(await alice.until("offer"))["conversation"]["id"])
+        await alice.send(
+            "accept", conversation_id=(await alice.until("offer"))["conversation"]["id"]
+        )
         await will.expect("assigned")
         await will.expect("message")  # the default greeting
         await will.send("end")
@@ -303,9 +340,11 @@ async def test_end_by_operator_skip_survey_and_no_survey_service(autojump_clock:
 
 
 async def test_survey_times_out(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as alice, connect_memory(
-        gw, "/ws/visitor"
-    ) as vera:
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/operator") as alice,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
         await login(alice, "tok-alice")
         cid = (await start(vera))["conversation_id"]
         await alice.send("accept", conversation_id=cid)

@@ -35,7 +35,10 @@ async def test_crash_in_one_conversation_leaves_the_others_working(
     crashed = inject_fault(monkeypatch)
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as alice:
         await login(alice, "tok-alice")
-        async with connect_memory(gw, "/ws/visitor") as vera, connect_memory(gw, "/ws/visitor") as will:
+        async with (
+            connect_memory(gw, "/ws/visitor") as vera,
+            connect_memory(gw, "/ws/visitor") as will,
+        ):
             v = await start(vera, name="Vera")
             w = await start(will, name="Will")
             for _ in range(2):
@@ -55,7 +58,9 @@ async def test_crash_in_one_conversation_leaves_the_others_working(
             await will.send("message", client_id="w1", text="are you there?")
             await will.until("ack")
             await alice.until("message")
-            await alice.send("message", conversation_id=w["conversation_id"], client_id="a1", text="yes")
+            await alice.send(
+                "message", conversation_id=w["conversation_id"], client_id="a1", text="yes"
+            )
             assert (await will.until("message"))["text"] == "yes"
             assert gw.hub.conversations_supervisor.statistics().restarts == 1
 

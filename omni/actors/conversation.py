@@ -94,13 +94,6 @@ class Summary:
 
 ConversationMessage = Apply | Effects | AttachVisitor | DetachVisitor | SyncOperator | Summary
 
-_TIMER_EVENTS = {
-    "offer": lambda c: domain.OfferExpired(c.offered_to),
-    "grace": lambda c: domain.GraceExpired(c.operator_id),
-    "survey": lambda c: domain.SurveyExpired(),
-}
-
-
 class ConversationActor(Actor[ConversationMessage]):
     expected_errors = (Rejected,)
 
@@ -174,7 +167,9 @@ class ConversationActor(Actor[ConversationMessage]):
         if isinstance(event, TransferToOperator | ResumeByOperator):
             # Reserve the target's slot first (no await between check and reserve), so the rules
             # see a transfer that is already known to fit.
-            reserved = event.target_id if isinstance(event, TransferToOperator) else event.operator_id
+            reserved = (
+                event.target_id if isinstance(event, TransferToOperator) else event.operator_id
+            )
             self._reserve(reserved)
         try:
             _, effects = domain.handle(self._conv, event, self._hub.clock.now(), self._ctx())
@@ -183,10 +178,13 @@ class ConversationActor(Actor[ConversationMessage]):
                 self._release(reserved)
             raise
         await self._carry_out(effects)
-        if isinstance(event, domain.Offer) and self._conv.offered_to == event.operator_id:
-            if self._hub.sessions.get(event.operator_id) is None:
-                # The operator left between the pick and the offer.
-                await self._apply(domain.OperatorLeft(event.operator_id))
+        if (
+            isinstance(event, domain.Offer)
+            and self._conv.offered_to == event.operator_id
+            and self._hub.sessions.get(event.operator_id) is None
+        ):
+            # The operator left between the pick and the offer.
+            await self._apply(domain.OperatorLeft(event.operator_id))
 
     def _reserve(self, operator_id: int) -> None:
         session = self._hub.sessions.get(operator_id)
@@ -209,7 +207,14 @@ class ConversationActor(Actor[ConversationMessage]):
         for effect in effects:
             if isinstance(effect, Emit):
                 write.events.append(
-                    StoredEvent(conv.id, effect.seq, effect.kind, effect.audience, effect.data, effect.client_key)
+                    StoredEvent(
+                        conv.id,
+                        effect.seq,
+                        effect.kind,
+                        effect.audience,
+                        effect.data,
+                        effect.client_key,
+                    )
                 )
             elif isinstance(effect, Persist):
                 write.conversation = conv
@@ -250,7 +255,17 @@ class ConversationActor(Actor[ConversationMessage]):
         previous = self._timers.pop(name, None)
         if previous is not None:
             previous.cancel()
-        self._timers[name] = self.call_later(seconds, Apply(_TIMER_EVENTS[name](self._conv)))
+        self._timers[name] = self.call_later(seconds, Apply(self._timer_event(name)))
+
+    def _timer_event(self, name: str) -> Event:
+        conv = self._conv
+        if name == "offer" and conv.offered_to is not None:
+            return domain.OfferExpired(conv.offered_to)
+        if name == "grace" and conv.operator_id is not None:
+            return domain.GraceExpired(conv.operator_id)
+        if name == "survey":
+            return domain.SurveyExpired()
+        raise ValueError(f"no timer {name!r} in status {conv.status.value}")
 
     # -- delivery -------------------------------------------------------------------------------
 
@@ -259,9 +274,17 @@ class ConversationActor(Actor[ConversationMessage]):
 
     def _deliver_event(self, effect: Emit) -> None:
         frame = self._frame(effect.kind, effect.seq, effect.data)
-        if effect.audience != "operator" and effect.sender != "visitor" and self._link.peer is not None:
+        if (
+            effect.audience != "operator"
+            and effect.sender != "visitor"
+            and self._link.peer is not None
+        ):
             self._link.peer.deliver(frame)
-        if effect.audience != "visitor" and effect.sender != "operator" and effect.operator_id is not None:
+        if (
+            effect.audience != "visitor"
+            and effect.sender != "operator"
+            and effect.operator_id is not None
+        ):
             session = self._hub.sessions.get(effect.operator_id)
             if session is not None:
                 session.peer.deliver(frame)
@@ -270,7 +293,12 @@ class ConversationActor(Actor[ConversationMessage]):
 
     def _deliver_ack(self, effect: Ack) -> None:
         frame = encode(
-            {"type": "ack", "conversation_id": self._conv.id, "client_id": effect.client_id, "seq": effect.seq}
+            {
+                "type": "ack",
+                "conversation_id": self._conv.id,
+                "client_id": effect.client_id,
+                "seq": effect.seq,
+            }
         )
         if effect.to == "visitor":
             if self._link.peer is not None:
@@ -286,7 +314,9 @@ class ConversationActor(Actor[ConversationMessage]):
             if self._link.peer is not None:
                 self._link.peer.deliver(frame)
             return
-        operator_id = effect.operator_id if effect.operator_id is not None else self._conv.operator_id
+        operator_id = (
+            effect.operator_id if effect.operator_id is not None else self._conv.operator_id
+        )
         if operator_id is not None:
             session = self._hub.sessions.get(operator_id)
             if session is not None:
@@ -321,7 +351,9 @@ class ConversationActor(Actor[ConversationMessage]):
             raise Rejected("not_your_conversation", f"conversation {self._conv.id} is not yours")
         if message.last_seq < 0 or message.last_seq > self._conv.last_seq:
             raise Rejected("invalid_seq", f"last_seq must be between 0 and {self._conv.last_seq}")
-        await self._replay_to_operator(message.operator_id, message.last_seq, self._conv.last_seq + 1)
+        await self._replay_to_operator(
+            message.operator_id, message.last_seq, self._conv.last_seq + 1
+        )
 
     async def _replay_to_operator(self, operator_id: int, after: int, before: int) -> None:
         session = self._hub.sessions.get(operator_id)

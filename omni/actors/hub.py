@@ -141,7 +141,7 @@ class Hub:
         return self._groups[group_id]
 
     def poke_groups(self, operator_id: int) -> None:
-        """Tell the operator's groups to dispatch (a slot freed or the operator became available)."""
+        """Tell the operator's groups to dispatch (a slot freed, or the operator is available)."""
         if operator_id not in self.roster:
             return
         for group_id in self.roster.get(operator_id).groups:
@@ -155,9 +155,7 @@ class Hub:
 
     # -- conversations --------------------------------------------------------------------------
 
-    async def start_conversation(
-        self, service_id: int, visitor: dict[str, Any], peer: Peer
-    ) -> str:
+    async def start_conversation(self, service_id: int, visitor: dict[str, Any], peer: Peer) -> str:
         service = self.directory.services.get(service_id)
         if service is None:
             raise Rejected("unknown_service", f"there is no chat service {service_id}")
@@ -184,7 +182,11 @@ class Hub:
                     "conversation_id": conv.id,
                     "ticket": ticket,
                     "token": token,
-                    "service": {"id": service.id, "name": service.name, "avatar": service.avatar.as_wire()},
+                    "service": {
+                        "id": service.id,
+                        "name": service.name,
+                        "avatar": service.avatar.as_wire(),
+                    },
                 }
             )
         )
@@ -193,7 +195,9 @@ class Hub:
         entry.ref.send_nowait(Effects(effects))
         return conv.id
 
-    def _spawn(self, conv: domain.Conversation, *, initial: domain.Conversation | None, peer: Peer | None) -> ConversationEntry:
+    def _spawn(
+        self, conv: domain.Conversation, *, initial: domain.Conversation | None, peer: Peer | None
+    ) -> ConversationEntry:
         entry = ConversationEntry(conv.id, VisitorLink(conv.id, peer), conv.status, conv.group_id)
         first = [initial]
 
@@ -215,7 +219,11 @@ class Hub:
         entry = self.conversations.get(conversation_id)
         if entry is None:
             conv = await self.store.load_conversation(conversation_id)
-            if conv is None or conv.status in domain.TERMINAL_STATUSES or conv.id in self.conversations:
+            if (
+                conv is None
+                or conv.status in domain.TERMINAL_STATUSES
+                or conv.id in self.conversations
+            ):
                 return await self._replay_finished(conversation_id, last_seq, peer)
             entry = self.restore(conv)
         await entry.ref.ask(AttachVisitor(peer, last_seq), timeout=self.settings.ask_timeout)
@@ -253,11 +261,20 @@ class Hub:
         for event in await self.store.events_after(conversation_id, last_seq):
             if event.audience != "operator":
                 peer.deliver(
-                    encode({"type": event.kind, "conversation_id": conversation_id, "seq": event.seq, **event.data})
+                    encode(
+                        {
+                            "type": event.kind,
+                            "conversation_id": conversation_id,
+                            "seq": event.seq,
+                            **event.data,
+                        }
+                    )
                 )
         return conversation_id
 
-    def entry(self, conversation_id: str, missing: str = "unknown_conversation") -> ConversationEntry:
+    def entry(
+        self, conversation_id: str, missing: str = "unknown_conversation"
+    ) -> ConversationEntry:
         entry = self.conversations.get(conversation_id)
         if entry is None:
             raise Rejected(missing, f"conversation {conversation_id} is not open")
@@ -278,7 +295,9 @@ class Hub:
         try:
             await entry.ref.send(Apply(event, origin))
         except ActorStopped:
-            raise Rejected("conversation_closed", f"conversation {conversation_id} has ended") from None
+            raise Rejected(
+                "conversation_closed", f"conversation {conversation_id} has ended"
+            ) from None
 
     def forget(self, conversation_id: str) -> None:
         self.conversations.pop(conversation_id, None)
@@ -341,9 +360,10 @@ async def open_hub(
     def given_up(name: str, error: BaseException) -> None:
         hub_ref[0].on_conversation_given_up(name, error)
 
-    async with open_supervisor("groups") as groups, open_supervisor(
-        "conversations", on_give_up=given_up
-    ) as conversations:
+    async with (
+        open_supervisor("groups") as groups,
+        open_supervisor("conversations", on_give_up=given_up) as conversations,
+    ):
         hub = Hub(
             directory,
             store,

@@ -45,7 +45,11 @@ class OperatorSession:
         state = hub.roster.configure(op.id, op.name, op.groups, op.capacity)
         if not takeover:
             returning = bool(state.load)
-            presence = hub.remembered_presence.pop(op.id, Presence.PAUSED) if returning else Presence.PAUSED
+            presence = (
+                hub.remembered_presence.pop(op.id, Presence.PAUSED)
+                if returning
+                else Presence.PAUSED
+            )
             hub.remembered_presence.pop(op.id, None)
             hub.roster.set_presence(op.id, presence, hub.clock.monotonic())
             for conversation_id in list(state.load):
@@ -121,7 +125,9 @@ class OperatorSession:
     ) -> None:
         directory = self.hub.directory
         if (group_id is None) == (operator_id is None):
-            raise Rejected("invalid_frame", "transfer needs exactly one of group_id and operator_id")
+            raise Rejected(
+                "invalid_frame", "transfer needs exactly one of group_id and operator_id"
+            )
         if group_id is not None:
             group = directory.groups.get(group_id)
             if group is None:
@@ -132,7 +138,9 @@ class OperatorSession:
         target = directory.operators.get(operator_id)
         if target is None or not target.active:
             raise Rejected("unknown_operator", f"there is no operator {operator_id}")
-        await self._send(conversation_id, domain.TransferToOperator(self.id, target.id, target.name))
+        await self._send(
+            conversation_id, domain.TransferToOperator(self.id, target.id, target.name)
+        )
 
     async def resume(self, conversation_id: str) -> None:
         await self._send(conversation_id, domain.ResumeByOperator(self.id, self.operator.name))
@@ -143,4 +151,3 @@ class OperatorSession:
 
     async def _send(self, conversation_id: str, event: domain.Event) -> None:
         await self.hub.send_event(conversation_id, event, self.peer)
-

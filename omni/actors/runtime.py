@@ -111,7 +111,9 @@ class ActorRef(Generic[M]):
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorStopped(self.name) from None
 
-    async def ask(self, message: M, timeout: float = 5.0) -> Any:
+    # A timeout parameter rather than a cancel scope: an ask must fail with AskTimeout, which the
+    # caller reports to the client, instead of silently cancelling the caller's own work.
+    async def ask(self, message: M, timeout: float = 5.0) -> Any:  # noqa: ASYNC109
         reply = _Reply()
         with trio.move_on_after(timeout) as scope:
             try:
@@ -263,11 +265,19 @@ class Supervisor:
                         crashes.popleft()
                     crashes.append(now)
                     if len(crashes) > self.max_restarts:
-                        log.error("%s: giving up on %s after %d crashes", self.name, child.name, len(crashes), exc_info=error)
+                        log.error(
+                            "%s: giving up on %s after %d crashes",
+                            self.name,
+                            child.name,
+                            len(crashes),
+                            exc_info=error,
+                        )
                         self._given_up += 1
                         self._give_up(child, error)
                         return
-                    log.warning("%s: restarting %s after a crash", self.name, child.name, exc_info=error)
+                    log.warning(
+                        "%s: restarting %s after a crash", self.name, child.name, exc_info=error
+                    )
                     child.restarts += 1
                     self._restarts += 1
         finally:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from omni.domain.model import Service, SurveyQuestion
@@ -32,7 +32,7 @@ from omni.domain.model import Service, SurveyQuestion
 MAX_TEXT = 8000
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     QUEUED = "queued"
     OFFERED = "offered"
     ACTIVE = "active"
@@ -322,7 +322,7 @@ Effect = (
 
 # --- the lifecycle as data ---------------------------------------------------------------------
 
-Q, O, A, OOH, E, C, AB = (
+Q, OF, A, OOH, E, C, AB = (
     Status.QUEUED,
     Status.OFFERED,
     Status.ACTIVE,
@@ -335,19 +335,19 @@ Q, O, A, OOH, E, C, AB = (
 #: event type -> {status in which it is allowed: status it leads to}. Events that end in
 #: ``ended`` go on to ``closed`` at once when the service has no survey.
 TRANSITIONS: dict[type, dict[Status, Status]] = {
-    VisitorMessage: {Q: Q, O: O, A: A, OOH: OOH},
+    VisitorMessage: {Q: Q, OF: OF, A: A, OOH: OOH},
     OperatorMessage: {A: A},
     VisitorTyping: {A: A},
     OperatorTyping: {A: A},
-    Offer: {Q: O},
-    OfferExpired: {O: Q},
-    Accept: {O: A},
+    Offer: {Q: OF},
+    OfferExpired: {OF: Q},
+    Accept: {OF: A},
     TransferToGroup: {A: Q},
     TransferToOperator: {A: A},
-    OperatorLeft: {O: Q, A: A},
+    OperatorLeft: {OF: Q, A: A},
     OperatorReturned: {A: A},
     GraceExpired: {A: Q},
-    VisitorEnd: {Q: AB, O: AB, A: E},
+    VisitorEnd: {Q: AB, OF: AB, A: E},
     OperatorEnd: {A: E},
     SurveyAnswered: {E: C},
     SurveySkipped: {E: C},
@@ -401,7 +401,9 @@ def open_conversation(
     )
     effects: list[Effect] = [Persist()]
     if group_id is None:
-        effects.append(_emit(conv, "out_of_hours", "visitor", {"message": service.out_of_hours_message}))
+        effects.append(
+            _emit(conv, "out_of_hours", "visitor", {"message": service.out_of_hours_message})
+        )
     else:
         effects.append(EnterQueue(group_id, head=False))
     return conv, effects
@@ -502,7 +504,12 @@ def _check_operator(conv: Conversation, operator_id: int) -> None:
 
 
 def _message(
-    conv: Conversation, key: tuple[str, str], party: Party, author: dict[str, Any], text: str, now: datetime
+    conv: Conversation,
+    key: tuple[str, str],
+    party: Party,
+    author: dict[str, Any],
+    text: str,
+    now: datetime,
 ) -> list[Effect]:
     seen = conv.client_ids.get(key)
     if seen is not None:
@@ -522,24 +529,34 @@ def _message(
     return [emit, Ack(party, key[1], emit.seq)]
 
 
-def _visitor_message(conv: Conversation, ev: VisitorMessage, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _visitor_message(
+    conv: Conversation, ev: VisitorMessage, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     author = {"kind": "visitor", "name": conv.visitor.get("name", "")}
     return _message(conv, ("v", ev.client_id), "visitor", author, ev.text, now)
 
 
-def _operator_message(conv: Conversation, ev: OperatorMessage, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _operator_message(
+    conv: Conversation, ev: OperatorMessage, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     _check_operator(conv, ev.operator_id)
     author = {"kind": "operator", "name": conv.operator_name, "id": ev.operator_id}
     return _message(conv, (f"o{ev.operator_id}", ev.client_id), "operator", author, ev.text, now)
 
 
-def _visitor_typing(conv: Conversation, ev: VisitorTyping, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _visitor_typing(
+    conv: Conversation, ev: VisitorTyping, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     return [Signal("operator", "typing", {"author": {"kind": "visitor"}})]
 
 
-def _operator_typing(conv: Conversation, ev: OperatorTyping, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _operator_typing(
+    conv: Conversation, ev: OperatorTyping, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     _check_operator(conv, ev.operator_id)
-    return [Signal("visitor", "typing", {"author": {"kind": "operator", "name": conv.operator_name}})]
+    return [
+        Signal("visitor", "typing", {"author": {"kind": "operator", "name": conv.operator_name}})
+    ]
 
 
 def _offer(conv: Conversation, ev: Offer, now: datetime, ctx: Context, to: Status) -> list[Effect]:
@@ -572,20 +589,23 @@ def _requeue(conv: Conversation, operator_id: int, withdraw_offer: bool) -> list
     return effects
 
 
-def _offer_expired(conv: Conversation, ev: OfferExpired, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _offer_expired(
+    conv: Conversation, ev: OfferExpired, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     if conv.offered_to != ev.operator_id:
         return []
     return _requeue(conv, ev.operator_id, withdraw_offer=True)
 
 
-def _accept(conv: Conversation, ev: Accept, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _accept(
+    conv: Conversation, ev: Accept, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     if conv.offered_to != ev.operator_id:
         raise Rejected("not_offered", f"conversation {conv.id} is not offered to you")
     conv.status, conv.offered_to = to, None
     conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
-    greeting = (
-        ctx.service.greeting.replace("{operator}", ev.operator_name)
-        .replace("{visitor}", str(conv.visitor.get("name", "")))
+    greeting = ctx.service.greeting.replace("{operator}", ev.operator_name).replace(
+        "{visitor}", str(conv.visitor.get("name", ""))
     )
     assigned = _assigned(conv, ctx)
     effects: list[Effect] = [
@@ -601,7 +621,12 @@ def _accept(conv: Conversation, ev: Accept, now: datetime, ctx: Context, to: Sta
                 conv,
                 "message",
                 "both",
-                {"id": f"{conv.id}-{conv.last_seq + 1}", "author": author, "text": greeting, "at": iso(now)},
+                {
+                    "id": f"{conv.id}-{conv.last_seq + 1}",
+                    "author": author,
+                    "text": greeting,
+                    "at": iso(now),
+                },
             )
         )
     return effects
@@ -626,7 +651,9 @@ def _assigned(conv: Conversation, ctx: Context) -> Emit:
     )
 
 
-def _transfer_to_group(conv: Conversation, ev: TransferToGroup, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _transfer_to_group(
+    conv: Conversation, ev: TransferToGroup, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     _check_operator(conv, ev.operator_id)
     previous = conv.operator_id
     assert previous is not None
@@ -641,10 +668,18 @@ def _transfer_to_group(conv: Conversation, ev: TransferToGroup, now: datetime, c
     conv.operator_id = conv.operator_name = None
     conv.grace_pending = False
     # A transferred visitor has already waited: they go to the head of the new queue.
-    return [transferred, CancelTimer("grace"), Release(previous), Persist(), EnterQueue(ev.group_id, head=True)]
+    return [
+        transferred,
+        CancelTimer("grace"),
+        Release(previous),
+        Persist(),
+        EnterQueue(ev.group_id, head=True),
+    ]
 
 
-def _transfer_to_operator(conv: Conversation, ev: TransferToOperator, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _transfer_to_operator(
+    conv: Conversation, ev: TransferToOperator, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     _check_operator(conv, ev.operator_id)
     if ev.target_id == ev.operator_id:
         raise Rejected("invalid_transfer", "cannot transfer a conversation to yourself")
@@ -652,7 +687,10 @@ def _transfer_to_operator(conv: Conversation, ev: TransferToOperator, now: datet
         conv,
         "transferred",
         "both",
-        {"to": {"kind": "operator", "id": ev.target_id, "name": ev.target_name}, "reason": "transfer"},
+        {
+            "to": {"kind": "operator", "id": ev.target_id, "name": ev.target_name},
+            "reason": "transfer",
+        },
     )
     conv.operator_id, conv.operator_name = ev.target_id, ev.target_name
     conv.grace_pending = False
@@ -667,7 +705,9 @@ def _transfer_to_operator(conv: Conversation, ev: TransferToOperator, now: datet
     ]
 
 
-def _operator_left(conv: Conversation, ev: OperatorLeft, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _operator_left(
+    conv: Conversation, ev: OperatorLeft, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     if conv.status is Status.OFFERED:
         if conv.offered_to != ev.operator_id:
             return []
@@ -678,14 +718,18 @@ def _operator_left(conv: Conversation, ev: OperatorLeft, now: datetime, ctx: Con
     return [StartTimer("grace", ctx.operator_grace)]
 
 
-def _operator_returned(conv: Conversation, ev: OperatorReturned, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _operator_returned(
+    conv: Conversation, ev: OperatorReturned, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     if conv.operator_id != ev.operator_id or not conv.grace_pending:
         return []
     conv.grace_pending = False
     return [CancelTimer("grace")]
 
 
-def _grace_expired(conv: Conversation, ev: GraceExpired, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _grace_expired(
+    conv: Conversation, ev: GraceExpired, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     if conv.operator_id != ev.operator_id or not conv.grace_pending:
         return []
     assert conv.group_id is not None
@@ -697,7 +741,11 @@ def _grace_expired(conv: Conversation, ev: GraceExpired, now: datetime, ctx: Con
         "transferred",
         "both",
         {
-            "to": {"kind": "group", "id": conv.group_id, "name": ctx.group_names.get(conv.group_id, "")},
+            "to": {
+                "kind": "group",
+                "id": conv.group_id,
+                "name": ctx.group_names.get(conv.group_id, ""),
+            },
             "reason": "operator_disconnected",
         },
     )
@@ -744,25 +792,35 @@ def _close(conv: Conversation, ctx: Context) -> list[Effect]:
     return [Persist(), _emit(conv, "closed", "both", {"message": ctx.service.closing_message})]
 
 
-def _visitor_end(conv: Conversation, ev: VisitorEnd, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _visitor_end(
+    conv: Conversation, ev: VisitorEnd, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     return _end(conv, "visitor", now, ctx, to)
 
 
-def _operator_end(conv: Conversation, ev: OperatorEnd, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _operator_end(
+    conv: Conversation, ev: OperatorEnd, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     _check_operator(conv, ev.operator_id)
     return _end(conv, "operator", now, ctx, to)
 
 
-def _survey_answered(conv: Conversation, ev: SurveyAnswered, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _survey_answered(
+    conv: Conversation, ev: SurveyAnswered, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     answers = validate_answers(ctx.service.survey_questions(), ev.answers)
     return [CancelTimer("survey"), SaveSurvey(answers), *_close(conv, ctx)]
 
 
-def _survey_skipped(conv: Conversation, ev: SurveySkipped | SurveyExpired, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _survey_skipped(
+    conv: Conversation, ev: SurveySkipped | SurveyExpired, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     return [CancelTimer("survey"), SaveSurvey(None), *_close(conv, ctx)]
 
 
-def _resume_by_operator(conv: Conversation, ev: ResumeByOperator, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _resume_by_operator(
+    conv: Conversation, ev: ResumeByOperator, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
     conv.status = to
     conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
     assigned = _assigned(conv, ctx)

@@ -1,4 +1,4 @@
-"""Configuration entities: services, groups, their links, operators, and the directory that holds them.
+"""Configuration entities: services, groups, their links, operators, and their directory.
 
 Rules of this module:
 
@@ -16,12 +16,12 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 from omni.domain.schedule import Schedule
 
 
-class SurveyMode(str, Enum):
+class SurveyMode(StrEnum):
     NONE = "none"
     DEFAULT = "default"
 
@@ -95,7 +95,9 @@ class Service:
     links: tuple[GroupLink, ...]
     schedule_id: str | None = None
     greeting: str = "Hello! How can I help you?"
-    out_of_hours_message: str = "We are closed right now. Leave a message and we will get back to you."
+    out_of_hours_message: str = (
+        "We are closed right now. Leave a message and we will get back to you."
+    )
     closing_message: str = "Thank you for contacting us."
     avatar: Avatar = field(default_factory=lambda: Avatar(name="Omni"))
     survey: SurveyMode = SurveyMode.DEFAULT
@@ -112,7 +114,7 @@ class Group:
 
 
 def hash_token(token: str) -> str:
-    """The stored form of a secret token: tokens are compared by their SHA-256, never kept in clear."""
+    """The stored form of a secret token: compared by SHA-256, never kept in clear."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

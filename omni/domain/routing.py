@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Presence(str, Enum):
+class Presence(StrEnum):
     AVAILABLE = "available"
     PAUSED = "paused"
     OFFLINE = "offline"

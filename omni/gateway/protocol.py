@@ -63,14 +63,14 @@ class FrameError(Exception):
         self.message = message
 
 
-class _Frame(msgspec.Struct, tag_field="type", frozen=True):
+class _Frame(msgspec.Struct, tag_field="type"):
     pass
 
 
 # -- visitor → server -------------------------------------------------------------------------
 
 
-class VisitorInfo(msgspec.Struct, frozen=True):
+class VisitorInfo(msgspec.Struct):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
     phone: Annotated[str, msgspec.Meta(max_length=64)] | None = None

@@ -82,7 +82,10 @@ class Gateway:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.limit = hub.settings.max_frame_bytes
-        self._routes: dict[str, Handler] = {"/ws/visitor": self._visitor, "/ws/operator": self._operator}
+        self._routes: dict[str, Handler] = {
+            "/ws/visitor": self._visitor,
+            "/ws/operator": self._operator,
+        }
         self._peers: set[WebSocketPeer] = set()
         self._all_closed = trio.Event()
         self._all_closed.set()
@@ -192,7 +195,9 @@ class Gateway:
             if conversation:
                 raise FrameError("already_started", "this connection already has a conversation")
             if isinstance(frame, p.Start):
-                conversation_id = await hub.start_conversation(frame.service_id, frame.visitor.as_dict(), peer)
+                conversation_id = await hub.start_conversation(
+                    frame.service_id, frame.visitor.as_dict(), peer
+                )
             else:
                 conversation_id = await hub.resume_conversation(frame.token, frame.last_seq, peer)
             conversation.append(conversation_id)
