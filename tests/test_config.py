@@ -1,0 +1,79 @@
+"""The TOML configuration: the example loads; every mistake is named precisely."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from omni.config import ConfigError, load_config, parse_config
+
+BASE: dict[str, Any] = {
+    "schedules": [
+        {"id": "s", "timezone": "America/Sao_Paulo", "weekly": {"mon": [["08:00", "12:00"]]}}
+    ],
+    "groups": [{"id": 1, "name": "G"}],
+    "services": [{"id": 25, "name": "S", "schedule": "s", "links": [{"group": 1}]}],
+    "operators": [{"id": 1, "name": "O", "groups": [1], "token": "a-long-token"}],
+}
+
+
+def test_the_example_configuration_loads() -> None:
+    config = load_config("examples/omni.toml")
+    directory = config.directory
+    assert sorted(directory.services) == [25, 30]
+    assert len(directory.groups) == 3
+    business = directory.schedules["business-hours"]
+    # Monday 2026-11-23: 12:30 in São Paulo (UTC-3) is the lunch break.
+    assert business.is_open(datetime(2026, 11, 23, 14, 0, tzinfo=UTC))
+    assert not business.is_open(datetime(2026, 11, 23, 15, 30, tzinfo=UTC))
+    assert directory.operator_by_token("alice-example-token") is not None
+    assert directory.operator_by_token("wrong") is None
+    # Tokens are kept hashed only.
+    assert all("example-token" not in o.token_hash for o in directory.operators.values())
+    assert config.settings().max_frame_bytes == 65536
+
+
+def _broken(path: str, value: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(BASE)
+    target: Any = raw
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[int(key)] if key.isdigit() else target[key]
+    last = keys[-1]
+    target[int(last) if last.isdigit() else last] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("services.0.id", "x", "Expected `int`, got `str` - at `$.services[0].id`"),
+        ("services.0.links", [], "at `$.services[0].links`"),
+        ("services.0.links.0.group", 9, "service 25: unknown group 9"),
+        ("services.0.schedule", "nope", "unknown schedule 'nope'"),
+        ("services.0.colour", "red", "unknown field `colour`"),
+        ("schedules.0.timezone", "Mars/Olympus", "$.schedules[0]"),
+        ("schedules.0.weekly", {"mon": [["12:00", "08:00"]]}, "$.schedules[0].weekly.mon"),
+        ("schedules.0.weekly", {"monday": [["08:00", "12:00"]]}, "unknown day 'monday'"),
+        ("operators.0.capacity", 0, "at `$.operators[0].capacity`"),
+        ("operators.0.token", "short", "at `$.operators[0].token`"),
+        ("operators.0.groups", [7], "operator 1: unknown group 7"),
+        ("groups", [{"id": 1, "name": "A"}, {"id": 1, "name": "B"}], "$.groups: duplicate id(s) 1"),
+        ("server", {"ws_port": 70000}, "at `$.server.ws_port`"),
+        ("server", {"max_frame_bytes": 10}, "at `$.server.max_frame_bytes`"),
+    ],
+)
+def test_config_errors_name_the_field(path: str, value: Any, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_broken(path, value))
+    assert expected in str(info.value)
+
+
+def test_bad_toml_names_the_file(tmp_path: Any) -> None:
+    bad = tmp_path / "x.toml"
+    bad.write_text("[[services]\n")
+    with pytest.raises(ConfigError, match=r"x\.toml: not valid TOML"):
+        load_config(bad)
