@@ -140,7 +140,9 @@ def test_domain_module_imports_only_allowed_modules(path: Path) -> None:
             problems.append(f"line {line}: imports {module} (forbidden in the domain)")
         elif top == "omni":
             if module != "omni.domain" and not module.startswith("omni.domain."):
-                problems.append(f"line {line}: imports {module} (the domain imports nothing above it)")
+                problems.append(
+                    f"line {line}: imports {module} (the domain imports nothing above it)"
+                )
         elif top not in sys.stdlib_module_names:
             problems.append(f"line {line}: imports {module} (not in the standard library)")
     assert not problems, f"{_relative(path)}:\n" + "\n".join(problems)

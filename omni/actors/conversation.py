@@ -167,10 +167,9 @@ class ConversationActor(Actor[ConversationMessage]):
         if isinstance(event, TransferToOperator | ResumeByOperator):
             # Reserve the target's slot first (no await between check and reserve), so the rules
             # see a transfer that is already known to fit.
-            reserved = (
-                event.target_id if isinstance(event, TransferToOperator) else event.operator_id
-            )
-            self._reserve(reserved)
+            target = event.target_id if isinstance(event, TransferToOperator) else event.operator_id
+            if self._reserve(target):
+                reserved = target
         try:
             _, effects = domain.handle(self._conv, event, self._hub.clock.now(), self._ctx())
         except Rejected:
@@ -186,7 +185,11 @@ class ConversationActor(Actor[ConversationMessage]):
             # The operator left between the pick and the offer.
             await self._apply(domain.OperatorLeft(event.operator_id))
 
-    def _reserve(self, operator_id: int) -> None:
+    def _reserve(self, operator_id: int) -> bool:
+        """Take a slot of the operator's capacity; False if this conversation already has one
+        (then nothing is to be given back if the rules refuse the event)."""
+        if operator_id in self._hub.roster and self._conv.id in self._hub.roster.get(operator_id).load:
+            return False
         session = self._hub.sessions.get(operator_id)
         if session is None:
             raise Rejected("operator_unavailable", f"operator {operator_id} is not connected")
@@ -196,6 +199,7 @@ class ConversationActor(Actor[ConversationMessage]):
             raise Rejected(
                 "operator_unavailable", f"operator {operator_id} has no free capacity"
             ) from None
+        return True
 
     def _release(self, operator_id: int) -> None:
         if self._hub.roster.release(operator_id, self._conv.id):
@@ -204,16 +208,14 @@ class ConversationActor(Actor[ConversationMessage]):
     async def _carry_out(self, effects: list[domain.Effect]) -> None:
         conv = self._conv
         write = Write()
+        # Each event is encoded once: the stored frame is the delivered frame.
+        frames: dict[int, str] = {}
         for effect in effects:
             if isinstance(effect, Emit):
+                frame = frames[effect.seq] = self._frame(effect.kind, effect.seq, effect.data)
                 write.events.append(
                     StoredEvent(
-                        conv.id,
-                        effect.seq,
-                        effect.kind,
-                        effect.audience,
-                        effect.data,
-                        effect.client_key,
+                        conv.id, effect.seq, effect.kind, effect.audience, frame, effect.client_key
                     )
                 )
             elif isinstance(effect, Persist):
@@ -228,13 +230,13 @@ class ConversationActor(Actor[ConversationMessage]):
         self._entry.group_id = conv.group_id
         for effect in effects:
             if isinstance(effect, Emit):
-                self._deliver_event(effect)
+                self._deliver_event(effect, frames[effect.seq])
             elif isinstance(effect, Ack):
                 self._deliver_ack(effect)
             elif isinstance(effect, Signal):
                 self._deliver_signal(effect)
             elif isinstance(effect, EnterQueue):
-                await self._hub.group(effect.group_id).send(Enqueue(self._link, effect.head))
+                await self._hub.group(effect.group_id).send(Enqueue(self._link))
             elif isinstance(effect, LeaveQueue):
                 await self._hub.group(effect.group_id).send(Withdraw(conv.id))
             elif isinstance(effect, Release):
@@ -272,8 +274,7 @@ class ConversationActor(Actor[ConversationMessage]):
     def _frame(self, kind: str, seq: int, data: dict[str, Any]) -> str:
         return encode({"type": kind, "conversation_id": self._conv.id, "seq": seq, **data})
 
-    def _deliver_event(self, effect: Emit) -> None:
-        frame = self._frame(effect.kind, effect.seq, effect.data)
+    def _deliver_event(self, effect: Emit, frame: str) -> None:
         if (
             effect.audience != "operator"
             and effect.sender != "visitor"
@@ -342,7 +343,7 @@ class ConversationActor(Actor[ConversationMessage]):
         )
         for event in await self._hub.store.events_after(conv.id, last_seq):
             if event.audience != "operator":
-                peer.deliver(self._frame(event.kind, event.seq, event.data))
+                peer.deliver(event.frame)
         if conv.status is Status.QUEUED and self._link.position is not None:
             peer.deliver(self._link.position_frame())
 
@@ -363,4 +364,4 @@ class ConversationActor(Actor[ConversationMessage]):
             if event.seq >= before:
                 break
             if event.audience != "visitor":
-                session.peer.deliver(self._frame(event.kind, event.seq, event.data))
+                session.peer.deliver(event.frame)

@@ -9,7 +9,7 @@ Rules:
   and offers the conversation to it.
 * It never waits on a conversation's mailbox (conversations wait on groups, groups on queues:
   no cycle, no deadlock). If a conversation's mailbox is full, the reservation is undone, the
-  conversation goes back to the head, and dispatch retries shortly.
+  conversation goes back to its place, and dispatch retries shortly.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ RETRY_DELAY = 0.05
 @dataclass(frozen=True, slots=True)
 class Enqueue:
     link: VisitorLink
-    head: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +65,7 @@ class GroupActor(Actor[GroupMessage]):
     async def handle(self, message: GroupMessage) -> Any:
         result: Any = None
         if isinstance(message, Enqueue):
-            self.waiting = await self._queue.ask(Push(message.link, message.head))
+            self.waiting = await self._queue.ask(Push(message.link))
         elif isinstance(message, Withdraw):
             self.waiting = await self._queue.ask(Remove(message.conversation_id))
         elif isinstance(message, Dispatch):
@@ -93,14 +92,14 @@ class GroupActor(Actor[GroupMessage]):
                 continue  # it ended while it waited
             operator = roster.pick(group_id)  # re-checked: the ask above let others run
             if operator is None:
-                self.waiting = await self._queue.ask(Push(link, head=True))
+                self.waiting = await self._queue.ask(Push(link))
                 return
             roster.reserve(operator.id, link.conversation_id, self._hub.clock.monotonic())
             try:
                 entry.ref.send_nowait(Apply(Offer(operator.id)))
             except MailboxFull:
                 roster.release(operator.id, link.conversation_id)
-                self.waiting = await self._queue.ask(Push(link, head=True))
+                self.waiting = await self._queue.ask(Push(link))
                 if not self._retry_armed:
                     self._retry_armed = True
                     self.call_later(RETRY_DELAY, Dispatch())

@@ -198,7 +198,9 @@ class Hub:
     def _spawn(
         self, conv: domain.Conversation, *, initial: domain.Conversation | None, peer: Peer | None
     ) -> ConversationEntry:
-        entry = ConversationEntry(conv.id, VisitorLink(conv.id, peer), conv.status, conv.group_id)
+        entry = ConversationEntry(
+            conv.id, VisitorLink(conv.id, (conv.waiting_since, conv.ticket), peer), conv.status, conv.group_id
+        )
         first = [initial]
 
         def factory() -> ConversationActor:
@@ -260,16 +262,7 @@ class Hub:
         )
         for event in await self.store.events_after(conversation_id, last_seq):
             if event.audience != "operator":
-                peer.deliver(
-                    encode(
-                        {
-                            "type": event.kind,
-                            "conversation_id": conversation_id,
-                            "seq": event.seq,
-                            **event.data,
-                        }
-                    )
-                )
+                peer.deliver(event.frame)
         return conversation_id
 
     def entry(

@@ -143,7 +143,17 @@ class OperatorSession:
         )
 
     async def resume(self, conversation_id: str) -> None:
-        await self._send(conversation_id, domain.ResumeByOperator(self.id, self.operator.name))
+        """Take an out-of-hours conversation by an active contact (F4). Should it have to be
+        requeued later, it goes to this operator's group among the service's links."""
+        summary = await self.hub.entry(conversation_id).ref.ask(
+            Summary(), timeout=self.hub.settings.ask_timeout
+        )
+        service = self.hub.directory.services.get(summary["service_id"])
+        links = [link.group_id for link in service.links] if service else []
+        mine = [g for g in links if g in self.operator.groups]
+        group_id = (mine or links or list(self.operator.groups))[0]
+        event = domain.ResumeByOperator(self.id, self.operator.name, group_id)
+        await self._send(conversation_id, event)
 
     async def sync(self, conversation_id: str, last_seq: int) -> None:
         entry = self.hub.entry(conversation_id)

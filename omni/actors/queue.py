@@ -20,10 +20,12 @@ class VisitorLink:
     """A conversation's connection to its visitor, shared by its conversation actor (which
     attaches and detaches the visitor) and its queue (which reports the position)."""
 
-    __slots__ = ("conversation_id", "peer", "position")
+    __slots__ = ("conversation_id", "key", "peer", "position")
 
-    def __init__(self, conversation_id: str, peer: Peer | None = None) -> None:
+    def __init__(self, conversation_id: str, key: tuple[float, str], peer: Peer | None = None) -> None:
         self.conversation_id = conversation_id
+        #: The conversation's place in any queue: (waiting since, ticket).
+        self.key = key
         self.peer = peer
         self.position: int | None = None
 
@@ -36,7 +38,6 @@ class VisitorLink:
 @dataclass(frozen=True, slots=True)
 class Push:
     link: VisitorLink
-    head: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ class QueueActor(Actor[QueueMessage]):
         if isinstance(message, Push):
             link = message.link
             self._links[link.conversation_id] = link
-            self._queue.push(link.conversation_id, head=message.head)
+            self._queue.push(link.conversation_id, link.key)
             self._report_positions()
             return len(self._queue)
         if isinstance(message, Pop):

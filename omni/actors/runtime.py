@@ -281,8 +281,11 @@ class Supervisor:
                     child.restarts += 1
                     self._restarts += 1
         finally:
+            # However the child ended (stopped, given up, or cancelled with its supervisor), its
+            # mailbox takes nothing more and nobody keeps waiting for an answer.
             child.stopped = True
             self._children.pop(child.name, None)
+            self._close_mailbox(child, ActorStopped(child.name))
 
     async def _incarnation(self, child: _Child, ref: ActorRef[Any]) -> None:
         actor = child.factory()
@@ -320,16 +323,20 @@ class Supervisor:
                     reply.set(result)
             child.handled += 1
 
-    def _give_up(self, child: _Child, error: BaseException) -> None:
+    @staticmethod
+    def _close_mailbox(child: _Child, error: Exception) -> None:
         child.tx.close()
         while True:
             try:
                 _, reply = child.rx.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             if reply is not None:
-                reply.fail(ActorCrashed(child.name))
+                reply.fail(error)
         child.rx.close()
+
+    def _give_up(self, child: _Child, error: BaseException) -> None:
+        self._close_mailbox(child, ActorCrashed(child.name))
         if self._on_give_up is not None:
             self._on_give_up(child.name, error)
 

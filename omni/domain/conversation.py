@@ -80,6 +80,8 @@ class Conversation:
     ended_by: str | None = None
     #: True while the operator is disconnected and the grace timer runs.
     grace_pending: bool = False
+    #: When the visitor began waiting (POSIX seconds): their place in any queue.
+    waiting_since: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -198,6 +200,9 @@ class ResumeByOperator:
 
     operator_id: int
     operator_name: str
+    #: The group that takes the conversation if it must be requeued later (the operator's own
+    #: group among the service's links, chosen by the caller).
+    group_id: int
 
 
 Event = (
@@ -261,8 +266,11 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class EnterQueue:
+    """Wait in the group's queue. Queues are ordered by when the visitor began waiting (then by
+    ticket), so a conversation that comes back — offer unanswered, operator gone, transferred —
+    goes ahead of everyone who arrived after it."""
+
     group_id: int
-    head: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +406,7 @@ def open_conversation(
         status=Status.QUEUED if group_id is not None else Status.OUT_OF_HOURS,
         group_id=group_id,
         created_at=iso(now),
+        waiting_since=now.timestamp(),
     )
     effects: list[Effect] = [Persist()]
     if group_id is None:
@@ -405,22 +414,22 @@ def open_conversation(
             _emit(conv, "out_of_hours", "visitor", {"message": service.out_of_hours_message})
         )
     else:
-        effects.append(EnterQueue(group_id, head=False))
+        effects.append(EnterQueue(group_id))
     return conv, effects
 
 
 def restore(conv: Conversation, operator_connected: bool, ctx: Context) -> list[Effect]:
     """Effects that put a conversation loaded from the store back into routing (after a restart,
     or when its actor had been given up): a pending offer is void, so an offered conversation
-    goes back to the head of its queue; an active one whose operator is away starts the grace
+    goes back to its queue; an active one whose operator is away starts the grace
     period; a survey waits again for its full timeout."""
     if conv.status is Status.OFFERED:
         conv.status, conv.offered_to = Status.QUEUED, None
         assert conv.group_id is not None
-        return [Persist(), EnterQueue(conv.group_id, head=True)]
+        return [Persist(), EnterQueue(conv.group_id)]
     if conv.status is Status.QUEUED:
         assert conv.group_id is not None
-        return [EnterQueue(conv.group_id, head=False)]
+        return [EnterQueue(conv.group_id)]
     if conv.status is Status.ACTIVE and not operator_connected:
         conv.grace_pending = True
         return [Persist(), StartTimer("grace", ctx.operator_grace)]
@@ -583,7 +592,7 @@ def _offer(conv: Conversation, ev: Offer, now: datetime, ctx: Context, to: Statu
 def _requeue(conv: Conversation, operator_id: int, withdraw_offer: bool) -> list[Effect]:
     assert conv.group_id is not None
     conv.status, conv.offered_to = Status.QUEUED, None
-    effects: list[Effect] = [Release(operator_id), Persist(), EnterQueue(conv.group_id, head=True)]
+    effects: list[Effect] = [Release(operator_id), Persist(), EnterQueue(conv.group_id)]
     if withdraw_offer:
         effects.insert(0, Signal("operator", "offer_withdrawn", {}, operator_id=operator_id))
     return effects
@@ -667,13 +676,12 @@ def _transfer_to_group(
     conv.status, conv.group_id = to, ev.group_id
     conv.operator_id = conv.operator_name = None
     conv.grace_pending = False
-    # A transferred visitor has already waited: they go to the head of the new queue.
     return [
         transferred,
         CancelTimer("grace"),
         Release(previous),
         Persist(),
-        EnterQueue(ev.group_id, head=True),
+        EnterQueue(ev.group_id),
     ]
 
 
@@ -715,7 +723,7 @@ def _operator_left(
     if conv.operator_id != ev.operator_id or conv.grace_pending:
         return []
     conv.grace_pending = True
-    return [StartTimer("grace", ctx.operator_grace)]
+    return [Persist(), StartTimer("grace", ctx.operator_grace)]
 
 
 def _operator_returned(
@@ -724,7 +732,7 @@ def _operator_returned(
     if conv.operator_id != ev.operator_id or not conv.grace_pending:
         return []
     conv.grace_pending = False
-    return [CancelTimer("grace")]
+    return [Persist(), CancelTimer("grace")]
 
 
 def _grace_expired(
@@ -749,7 +757,7 @@ def _grace_expired(
             "reason": "operator_disconnected",
         },
     )
-    return [transferred, Release(ev.operator_id), Persist(), EnterQueue(conv.group_id, head=True)]
+    return [transferred, Release(ev.operator_id), Persist(), EnterQueue(conv.group_id)]
 
 
 def _end(conv: Conversation, by: Party, now: datetime, ctx: Context, to: Status) -> list[Effect]:
@@ -821,7 +829,7 @@ def _survey_skipped(
 def _resume_by_operator(
     conv: Conversation, ev: ResumeByOperator, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
-    conv.status = to
+    conv.status, conv.group_id = to, ev.group_id
     conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
     assigned = _assigned(conv, ctx)
     return [Persist(), ReplayHistory(ev.operator_id, before=assigned.seq), assigned]

@@ -16,6 +16,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -121,9 +122,11 @@ class Roster:
 
 
 class WaitingQueue:
-    """The ordered conversations waiting in one group; the head is offered first."""
+    """The conversations waiting in one group, ordered by a key (the time each visitor began
+    waiting, then the ticket); the head is offered first."""
 
     def __init__(self) -> None:
+        self._keys: list[tuple[float, str]] = []
         self._items: list[str] = []
 
     def __len__(self) -> int:
@@ -135,22 +138,26 @@ class WaitingQueue:
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
-    def push(self, conversation_id: str, *, head: bool = False) -> None:
-        if conversation_id in self._items:
-            self._items.remove(conversation_id)
-        if head:
-            self._items.insert(0, conversation_id)
-        else:
-            self._items.append(conversation_id)
+    def push(self, conversation_id: str, key: tuple[float, str]) -> int:
+        """Insert in key order (after equal keys); returns the 0-based index."""
+        self.remove(conversation_id)
+        index = bisect_right(self._keys, key)
+        self._keys.insert(index, key)
+        self._items.insert(index, conversation_id)
+        return index
 
     def pop(self) -> str | None:
-        return self._items.pop(0) if self._items else None
+        if not self._items:
+            return None
+        del self._keys[0]
+        return self._items.pop(0)
 
     def remove(self, conversation_id: str) -> bool:
         try:
-            self._items.remove(conversation_id)
+            index = self._items.index(conversation_id)
         except ValueError:
             return False
+        del self._keys[index], self._items[index]
         return True
 
     def position(self, conversation_id: str) -> int:

@@ -230,6 +230,7 @@ class Gateway:
             while True:
                 data = await ws.get_message()
                 client_id: str | None = None
+                frame: p.OperatorFrame | None = None
                 try:
                     frame = p.decode_operator(data, self.limit)
                     client_id = getattr(frame, "client_id", None)
@@ -247,7 +248,7 @@ class Gateway:
                     extra: dict[str, Any] = {}
                     if client_id:
                         extra["client_id"] = client_id
-                    if conversation_id := getattr(locals().get("frame"), "conversation_id", None):
+                    if conversation_id := getattr(frame, "conversation_id", None):
                         extra["conversation_id"] = conversation_id
                     peer.deliver(error_frame(error.code, error.message, **extra))
                 except (AskTimeout, ActorCrashed, ActorStopped) as error:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
 from omni.domain.conversation import Conversation
 
 
@@ -24,9 +26,16 @@ class StoredEvent:
     seq: int
     kind: str
     audience: str
-    data: dict[str, Any]
+    #: The frame exactly as it was delivered (JSON text); replays send it as it is.
+    frame: str
     #: For messages: (author key, client_id) that made the send idempotent.
     client_key: tuple[str, str] | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The frame decoded (for transcripts and tests; never on the delivery path)."""
+        decoded: dict[str, Any] = msgspec.json.decode(self.frame)
+        return decoded
 
 
 @dataclass(slots=True)
@@ -55,3 +64,8 @@ class Store(Protocol):
     async def events_after(self, conversation_id: str, after_seq: int) -> list[StoredEvent]: ...
 
     async def survey(self, conversation_id: str) -> dict[str, Any] | None: ...
+
+    async def open_conversations(self) -> list[Conversation]:
+        """Conversations to put back into routing at start-up (queued, offered, active, waiting
+        for the survey), in queue order; out-of-hours ones are restored only when reached."""
+        ...

@@ -10,7 +10,7 @@ import copy
 from bisect import bisect_right
 from typing import Any
 
-from omni.domain.conversation import Conversation
+from omni.domain.conversation import OPEN_STATUSES, Conversation
 from omni.store import StoredEvent, Write
 
 
@@ -70,6 +70,16 @@ class MemoryStore:
 
     async def survey(self, conversation_id: str) -> dict[str, Any] | None:
         return self._surveys.get(conversation_id)
+
+    async def open_conversations(self) -> list[Conversation]:
+        restored = []
+        for conv in self._conversations.values():
+            if conv.status in OPEN_STATUSES:
+                loaded = await self.load_conversation(conv.id)
+                assert loaded is not None
+                restored.append(loaded)
+        restored.sort(key=lambda c: (c.waiting_since, c.ticket))
+        return restored
 
     # -- inspection, for tests and reports ------------------------------------------------------
 

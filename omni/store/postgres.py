@@ -1,0 +1,452 @@
+"""PostgresStore: the :class:`~omni.store.Store` on PostgreSQL through asyncpg.
+
+Rules:
+
+* asyncpg runs on the asyncio side of :mod:`omni.store.bridge`; the functions it runs are the
+  free ``_db_*`` functions below, which take a pool or connection and use the SQL constants of
+  this module. Nothing else here touches asyncpg objects.
+* **Group commit.** :meth:`PostgresStore.write` does not talk to the database: it hands its rows
+  to one batch writer and waits. The writer commits everything waiting — up to ``batch_max``
+  writes from any number of conversations, gathered while the previous batch was committing or
+  for at most ``batch_linger`` seconds — in one transaction, then releases every waiter. A
+  waiter returns only after its batch committed with ``synchronous_commit`` on, so an
+  acknowledged message survives a power cut. If the batch fails, every waiter gets the error.
+* Rows are built in the caller (the conversation actor) at the moment it writes, so the batch
+  sees exactly the state of that step. Frames are stored as the JSON text that was delivered;
+  replays send that text back without decoding it.
+* Migrations are plain numbered SQL files applied in order at start-up, each in its own
+  transaction, recorded in ``schema_migrations``; a database whose schema is newer than this
+  code is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import msgspec
+import trio
+
+from omni.domain.conversation import Conversation, Status
+from omni.store import StoredEvent, Write
+from omni.store.bridge import Bridge, open_bridge
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """The database refused or could not be reached; the message says what to do."""
+
+
+# -- SQL ------------------------------------------------------------------------------------------
+
+_Q_CREATE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+_Q_LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(7266001)"
+_Q_APPLIED = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+_Q_RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+
+_Q_NEXT_TICKET = """
+INSERT INTO tickets (year, last) VALUES ($1, 1)
+ON CONFLICT (year) DO UPDATE SET last = tickets.last + 1
+RETURNING last"""
+
+_Q_UPSERT_CONVERSATION = """
+INSERT INTO conversations (id, ticket, service_id, token_hash, visitor, status, group_id,
+    operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status, group_id = excluded.group_id, operator_id = excluded.operator_id,
+    operator_name = excluded.operator_name, offered_to = excluded.offered_to,
+    ended_by = excluded.ended_by, grace_pending = excluded.grace_pending,
+    waiting_since = excluded.waiting_since, updated_at = now()"""
+
+_Q_INSERT_EVENT = """
+INSERT INTO events (conversation_id, seq, kind, audience, author_key, client_id, frame)
+VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+
+_Q_UPSERT_SURVEY = """
+INSERT INTO surveys (conversation_id, answers, skipped) VALUES ($1, $2, $3)
+ON CONFLICT (conversation_id) DO UPDATE SET answers = excluded.answers, skipped = excluded.skipped"""
+
+_CONVERSATION_COLUMNS = """id, ticket, service_id, token_hash, visitor, status, group_id,
+    operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at"""
+
+_Q_LOAD_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
+_Q_LAST_SEQ_AND_CLIENTS = """
+SELECT seq, author_key, client_id FROM events
+WHERE conversation_id = $1 AND (client_id IS NOT NULL OR seq = (
+    SELECT max(seq) FROM events WHERE conversation_id = $1))"""
+_Q_FIND_BY_TOKEN = "SELECT id FROM conversations WHERE token_hash = $1"
+_Q_EVENTS_AFTER = """
+SELECT seq, kind, audience, author_key, client_id, frame::text FROM events
+WHERE conversation_id = $1 AND seq > $2 ORDER BY seq"""
+_Q_SURVEY = "SELECT answers FROM surveys WHERE conversation_id = $1"
+_Q_OPEN_CONVERSATIONS = f"""
+SELECT {_CONVERSATION_COLUMNS} FROM conversations
+WHERE status IN ('queued', 'offered', 'active', 'ended')
+ORDER BY waiting_since, ticket"""
+_Q_COUNT_EVENTS = "SELECT count(*) FROM events"
+
+_json_encoder = msgspec.json.Encoder()
+
+
+def _json(value: Any) -> str:
+    return _json_encoder.encode(value).decode()
+
+
+# -- migrations -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The numbered SQL files shipped in ``omni/store/migrations``, in order."""
+    found = []
+    for entry in resources.files("omni.store.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, rest = entry.name.partition("_")
+            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    assert versions == list(range(1, len(found) + 1)), f"migration numbers must be 1..n: {versions}"
+    return found
+
+
+async def _db_migrate(pool: Any, known: list[Migration]) -> list[int]:
+    applied: list[int] = []
+    async with pool.acquire() as conn:
+        await conn.execute(_Q_CREATE_MIGRATIONS)
+        async with conn.transaction():
+            await conn.execute(_Q_LOCK_MIGRATIONS)
+            current = await conn.fetchval(_Q_APPLIED)
+            newest = known[-1].version if known else 0
+            if current > newest:
+                raise StoreError(
+                    f"the database schema is at version {current}, newer than this Omni "
+                    f"(which knows up to {newest}): upgrade Omni"
+                )
+        for migration in known:
+            if migration.version <= current:
+                continue
+            async with conn.transaction():
+                await conn.execute(_Q_LOCK_MIGRATIONS)
+                if await conn.fetchval(_Q_APPLIED) >= migration.version:
+                    continue  # another process applied it meanwhile
+                await conn.execute(migration.sql)
+                await conn.execute(_Q_RECORD_MIGRATION, migration.version, migration.name)
+                applied.append(migration.version)
+    return applied
+
+
+# -- database functions (asyncio side) ------------------------------------------------------------
+
+
+async def _init_connection(conn: Any) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=_json, decoder=msgspec.json.decode, schema="pg_catalog", format="text"
+    )
+
+
+async def _db_create_pool(dsn: str, min_size: int, max_size: int) -> Any:
+    import asyncpg
+
+    return await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+
+
+async def _db_close_pool(pool: Any) -> None:
+    await pool.close()
+
+
+async def _db_fetchval(pool: Any, query: str, *args: Any) -> Any:
+    return await pool.fetchval(query, *args)
+
+
+async def _db_fetch(pool: Any, query: str, *args: Any) -> list[Any]:
+    rows: list[Any] = await pool.fetch(query, *args)
+    return rows
+
+
+async def _db_commit(
+    pool: Any, conversations: list[tuple[Any, ...]], events: list[tuple[Any, ...]], surveys: list[tuple[Any, ...]]
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        if conversations:
+            await conn.executemany(_Q_UPSERT_CONVERSATION, conversations)
+        if events:
+            await conn.executemany(_Q_INSERT_EVENT, events)
+        if surveys:
+            await conn.executemany(_Q_UPSERT_SURVEY, surveys)
+
+
+async def _db_load(pool: Any, conversation_id: str) -> tuple[Any, list[Any]]:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(_Q_LOAD_CONVERSATION, conversation_id)
+        if row is None:
+            return None, []
+        return row, await conn.fetch(_Q_LAST_SEQ_AND_CLIENTS, conversation_id)
+
+
+# -- rows -----------------------------------------------------------------------------------------
+
+
+def _conversation_row(conv: Conversation) -> tuple[Any, ...]:
+    return (
+        conv.id,
+        conv.ticket,
+        conv.service_id,
+        conv.token_hash,
+        dict(conv.visitor),
+        conv.status.value,
+        conv.group_id,
+        conv.operator_id,
+        conv.operator_name,
+        conv.offered_to,
+        conv.ended_by,
+        conv.grace_pending,
+        conv.waiting_since,
+        datetime.fromisoformat(conv.created_at),
+    )
+
+
+def _conversation_from_row(row: Any) -> Conversation:
+    created: datetime = row["created_at"]
+    return Conversation(
+        id=row["id"],
+        ticket=row["ticket"],
+        service_id=row["service_id"],
+        token_hash=row["token_hash"],
+        visitor=row["visitor"],
+        status=Status(row["status"]),
+        group_id=row["group_id"],
+        created_at=created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        operator_id=row["operator_id"],
+        operator_name=row["operator_name"],
+        offered_to=row["offered_to"],
+        ended_by=row["ended_by"],
+        grace_pending=row["grace_pending"],
+        waiting_since=row["waiting_since"],
+    )
+
+
+class _Pending:
+    __slots__ = ("conversations", "done", "error", "events", "surveys")
+
+    def __init__(self, write: Write) -> None:
+        self.conversations = [_conversation_row(write.conversation)] if write.conversation else []
+        self.events = [
+            (
+                e.conversation_id,
+                e.seq,
+                e.kind,
+                e.audience,
+                e.client_key[0] if e.client_key else None,
+                e.client_key[1] if e.client_key else None,
+                e.frame,
+            )
+            for e in write.events
+        ]
+        self.surveys = []
+        if write.conversation is not None and (write.survey is not None or write.survey_skipped):
+            self.surveys.append((write.conversation.id, write.survey, write.survey is None))
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+@dataclass
+class BatchStatistics:
+    batches: int = 0
+    writes: int = 0
+    largest: int = 0
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        bridge: Bridge,
+        pool: Any,
+        send: trio.MemorySendChannel[_Pending],
+    ) -> None:
+        self._bridge = bridge
+        self._pool = pool
+        self._send = send
+        self.batch_statistics = BatchStatistics()
+
+    # -- the Store protocol ---------------------------------------------------------------------
+
+    async def next_ticket(self, year: int) -> int:
+        number: int = await self._bridge.run(_db_fetchval, self._pool, _Q_NEXT_TICKET, year)
+        return number
+
+    async def write(self, write: Write) -> None:
+        pending = _Pending(write)
+        await self._send.send(pending)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise StoreError(f"the write was not stored: {pending.error}") from pending.error
+
+    async def load_conversation(self, conversation_id: str) -> Conversation | None:
+        row, events = await self._bridge.run(_db_load, self._pool, conversation_id)
+        if row is None:
+            return None
+        conv = _conversation_from_row(row)
+        for event in events:
+            conv.last_seq = max(conv.last_seq, event["seq"])
+            if event["client_id"] is not None:
+                conv.client_ids[(event["author_key"], event["client_id"])] = event["seq"]
+        return conv
+
+    async def find_by_token_hash(self, token_hash: str) -> str | None:
+        found: str | None = await self._bridge.run(_db_fetchval, self._pool, _Q_FIND_BY_TOKEN, token_hash)
+        return found
+
+    async def events_after(self, conversation_id: str, after_seq: int) -> list[StoredEvent]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_EVENTS_AFTER, conversation_id, after_seq)
+        return [
+            StoredEvent(
+                conversation_id,
+                row["seq"],
+                row["kind"],
+                row["audience"],
+                row["frame"],
+                (row["author_key"], row["client_id"]) if row["client_id"] is not None else None,
+            )
+            for row in rows
+        ]
+
+    async def survey(self, conversation_id: str) -> dict[str, Any] | None:
+        answers: dict[str, Any] | None = await self._bridge.run(
+            _db_fetchval, self._pool, _Q_SURVEY, conversation_id
+        )
+        return answers
+
+    async def open_conversations(self) -> list[Conversation]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_OPEN_CONVERSATIONS)
+        conversations = []
+        for row in rows:
+            conv = await self.load_conversation(row["id"])
+            if conv is not None:
+                conversations.append(conv)
+        return conversations
+
+    async def count_events(self) -> int:
+        count: int = await self._bridge.run(_db_fetchval, self._pool, _Q_COUNT_EVENTS)
+        return count
+
+    # -- group commit ---------------------------------------------------------------------------
+
+    async def _run_writer(
+        self, receive: trio.MemoryReceiveChannel[_Pending], batch_max: int, batch_linger: float
+    ) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                deadline = trio.current_time() + batch_linger
+                while len(batch) < batch_max:
+                    try:
+                        batch.append(receive.receive_nowait())
+                        continue
+                    except trio.WouldBlock:
+                        pass
+                    if batch_linger <= 0 or trio.current_time() >= deadline:
+                        break
+                    with trio.move_on_at(deadline):
+                        batch.append(await receive.receive())
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        conversations: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        surveys: list[tuple[Any, ...]] = []
+        for pending in batch:
+            conversations += pending.conversations
+            events += pending.events
+            surveys += pending.surveys
+        try:
+            with trio.CancelScope(shield=True):
+                await self._bridge.run(_db_commit, self._pool, conversations, events, surveys)
+        except Exception as exc:
+            log.error("a batch of %d writes failed: %s", len(batch), exc)
+            for pending in batch:
+                pending.error = exc
+        stats = self.batch_statistics
+        stats.batches += 1
+        stats.writes += len(batch)
+        stats.largest = max(stats.largest, len(batch))
+        for pending in batch:
+            pending.done.set()
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    dsn: str,
+    *,
+    bridge: str = "thread",
+    pool_size: int = 8,
+    batch_max: int = 512,
+    batch_linger: float = 0.0,
+) -> AsyncIterator[PostgresStore]:
+    """Connect, migrate, and run the batch writer until the block exits (pending writes are
+    committed first)."""
+    async with open_bridge(bridge) as bridged:
+        try:
+            pool = await bridged.run(_db_create_pool, dsn, 1, pool_size)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {_redact(dsn)}: {exc}") from exc
+        try:
+            applied = await bridged.run(_db_migrate, pool, migrations())
+            if applied:
+                log.info("applied migrations %s", applied)
+            send, receive = trio.open_memory_channel[_Pending](batch_max * 4)
+            store = PostgresStore(bridged, pool, send)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store._run_writer, receive, batch_max, batch_linger)
+                try:
+                    yield store
+                finally:
+                    send.close()  # the writer commits what is queued, then stops
+        finally:
+            with trio.CancelScope(shield=True):
+                await bridged.run(_db_close_pool, pool)
+
+
+async def migrate(dsn: str) -> list[int]:
+    """Apply pending migrations and return the versions applied (``omni migrate``)."""
+    async with open_bridge("thread") as bridged:
+        try:
+            pool = await bridged.run(_db_create_pool, dsn, 1, 2)
+        except Exception as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {_redact(dsn)}: {exc}") from exc
+        try:
+            applied: list[int] = await bridged.run(_db_migrate, pool, migrations())
+            return applied
+        finally:
+            await bridged.run(_db_close_pool, pool)
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    if "@" not in dsn or "://" not in dsn:
+        return dsn
+    scheme, _, rest = dsn.partition("://")
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"

@@ -1,0 +1,993 @@
+"""Tests for omni.domain.conversation: the conversation state machine (DESIGN §3).
+
+Rules of this module:
+
+* Everything is driven through the public surface: ``open_conversation``, ``handle``,
+  ``TRANSITIONS``, ``INTERNAL_EVENTS``, ``Rejected`` and the effect dataclasses.
+* Time is a fixed aware instant plus an offset; nothing here reads a clock.
+* A rejection is always checked to leave the conversation exactly as it was
+  (``dataclasses.asdict`` before and after).
+* The property test at the end applies random event sequences and checks the invariants of
+  DESIGN §3 after every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omni.domain.conversation import (
+    INTERNAL_EVENTS,
+    MAX_TEXT,
+    OWNER_EVENTS,
+    TERMINAL_STATUSES,
+    TRANSITIONS,
+    Accept,
+    Ack,
+    CancelTimer,
+    Context,
+    Conversation,
+    Effect,
+    Emit,
+    EnterQueue,
+    Event,
+    GraceExpired,
+    LeaveQueue,
+    Offer,
+    OfferExpired,
+    OperatorEnd,
+    OperatorLeft,
+    OperatorMessage,
+    OperatorReturned,
+    OperatorTyping,
+    Persist,
+    Rejected,
+    Release,
+    ReplayHistory,
+    ResumeByOperator,
+    SaveSurvey,
+    Signal,
+    StartTimer,
+    Status,
+    SurveyAnswered,
+    SurveyExpired,
+    SurveySkipped,
+    TransferToGroup,
+    TransferToOperator,
+    VisitorEnd,
+    VisitorMessage,
+    VisitorTyping,
+    handle,
+    open_conversation,
+)
+from omni.domain.model import DEFAULT_SURVEY, GroupLink, Service, SurveyMode
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+SERVICE = Service(
+    id=25,
+    name="Web",
+    links=(GroupLink(1), GroupLink(2)),
+    greeting="Hi {visitor}, {operator} here",
+    out_of_hours_message="We are closed.",
+    closing_message="Thanks, bye.",
+    survey=SurveyMode.DEFAULT,
+)
+NO_SURVEY = dataclasses.replace(SERVICE, survey=SurveyMode.NONE)
+GROUP_NAMES = {1: "Support", 2: "Billing"}
+CTX = Context(SERVICE, operator_grace=60.0, group_names=GROUP_NAMES)
+CTX_NO_SURVEY = Context(NO_SURVEY, operator_grace=60.0, group_names=GROUP_NAMES)
+
+ALL_EVENT_TYPES: tuple[type, ...] = typing.get_args(Event)
+
+
+def at(seconds: float = 0.0) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def stamp(seconds: float) -> str:
+    return at(seconds).isoformat().replace("+00:00", "Z")
+
+
+# --- builders -----------------------------------------------------------------------------------
+
+
+def new(group_id: int | None = 1, service: Service = SERVICE) -> tuple[Conversation, list[Effect]]:
+    return open_conversation(
+        conversation_id="c1",
+        ticket="T-1",
+        token_hash="hash",
+        service=service,
+        visitor={"name": "Vera"},
+        group_id=group_id,
+        now=at(0),
+    )
+
+
+def apply(conv: Conversation, event: Event, t: float = 1.0, ctx: Context = CTX) -> list[Effect]:
+    same, effects = handle(conv, event, at(t), ctx)
+    assert same is conv
+    return effects
+
+
+def reject(conv: Conversation, event: Event, code: str, ctx: Context = CTX) -> Rejected:
+    before = dataclasses.asdict(conv)
+    with pytest.raises(Rejected) as info:
+        handle(conv, event, at(50), ctx)
+    assert info.value.code == code
+    assert dataclasses.asdict(conv) == before
+    return info.value
+
+
+def queued(ctx: Context = CTX) -> Conversation:
+    conv, _ = new(service=ctx.service)
+    return conv
+
+
+def offered(operator_id: int = 1, ctx: Context = CTX) -> Conversation:
+    conv = queued(ctx)
+    apply(conv, Offer(operator_id), ctx=ctx)
+    return conv
+
+
+def active(operator_id: int = 1, name: str = "Alice", ctx: Context = CTX) -> Conversation:
+    conv = offered(operator_id, ctx)
+    apply(conv, Accept(operator_id, name), t=2, ctx=ctx)
+    return conv
+
+
+def ended(ctx: Context = CTX) -> Conversation:
+    conv = active(ctx=ctx)
+    apply(conv, OperatorEnd(1), t=3, ctx=ctx)
+    return conv
+
+
+def closed() -> Conversation:
+    conv = ended()
+    apply(conv, SurveySkipped(), t=4)
+    assert conv.status is Status.CLOSED
+    return conv
+
+
+def abandoned() -> Conversation:
+    conv = queued()
+    apply(conv, VisitorEnd())
+    assert conv.status is Status.ABANDONED
+    return conv
+
+
+def emits(effects: list[Effect]) -> list[Emit]:
+    return [effect for effect in effects if isinstance(effect, Emit)]
+
+
+def kinds(effects: list[Effect]) -> list[str]:
+    return [effect.kind for effect in emits(effects)]
+
+
+# --- opening ------------------------------------------------------------------------------------
+
+
+def test_open_in_hours_queues_at_the_tail() -> None:
+    conv, effects = new(group_id=1)
+    assert conv.status is Status.QUEUED
+    assert conv.group_id == 1
+    assert conv.last_seq == 0
+    assert conv.created_at == "2026-11-25T12:00:00Z"
+    assert effects == [Persist(), EnterQueue(1, head=False)]
+
+
+def test_open_out_of_hours_tells_the_visitor() -> None:
+    conv, effects = new(group_id=None)
+    assert conv.status is Status.OUT_OF_HOURS
+    assert conv.group_id is None
+    assert effects == [
+        Persist(),
+        Emit(1, "out_of_hours", "visitor", {"message": "We are closed."}, None),
+    ]
+    assert conv.last_seq == 1
+
+
+# --- offers and acceptance ----------------------------------------------------------------------
+
+
+def test_offer_goes_to_that_operator_with_a_timer() -> None:
+    conv = queued()
+    effects = apply(conv, Offer(2), t=5)
+    assert conv.status is Status.OFFERED
+    assert conv.offered_to == 2
+    assert conv.operator_id is None
+    assert effects == [
+        Persist(),
+        Signal(
+            "operator",
+            "offer",
+            {
+                "conversation": {
+                    "id": "c1",
+                    "ticket": "T-1",
+                    "service_id": 25,
+                    "group_id": 1,
+                    "visitor": {"name": "Vera"},
+                    "waited": 5.0,
+                },
+                "timeout": 30.0,
+            },
+            operator_id=2,
+        ),
+        StartTimer("offer", 30.0),
+    ]
+    assert conv.last_seq == 0  # an offer is ephemeral: no seq
+
+
+def test_accept_by_another_operator_is_not_offered() -> None:
+    conv = offered(1)
+    reject(conv, Accept(2, "Bob"), "not_offered")
+    assert conv.status is Status.OFFERED
+
+
+def test_accept_assigns_replays_and_greets() -> None:
+    conv = offered(1)
+    effects = apply(conv, Accept(1, "Alice"), t=7)
+    assert conv.status is Status.ACTIVE
+    assert (conv.operator_id, conv.operator_name, conv.offered_to) == (1, "Alice", None)
+    assert CancelTimer("offer") in effects
+    assert Persist() in effects
+    order = [e for e in effects if isinstance(e, ReplayHistory | Emit)]
+    assert order[0] == ReplayHistory(1, before=1)
+    assigned, greeting = order[1:]
+    assert isinstance(assigned, Emit) and isinstance(greeting, Emit)
+    assert (assigned.seq, assigned.kind, assigned.audience, assigned.operator_id) == (
+        1,
+        "assigned",
+        "both",
+        1,
+    )
+    assert assigned.data["operator"] == {"id": 1, "name": "Alice"}
+    assert assigned.data["avatar"] == {"name": "Omni", "image": ""}
+    assert assigned.data["conversation"]["id"] == "c1"
+    assert greeting == Emit(
+        2,
+        "message",
+        "both",
+        {
+            "id": "c1-2",
+            "author": {"kind": "operator", "name": "Alice", "id": 1},
+            "text": "Hi Vera, Alice here",
+            "at": stamp(7),
+        },
+        1,
+    )
+    assert conv.last_seq == 2
+
+
+def test_accept_without_greeting_emits_only_assigned() -> None:
+    ctx = dataclasses.replace(CTX, service=dataclasses.replace(SERVICE, greeting=""))
+    conv = offered(1, ctx)
+    effects = apply(conv, Accept(1, "Alice"), ctx=ctx)
+    assert kinds(effects) == ["assigned"]
+    assert conv.last_seq == 1
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+def test_visitor_message_is_emitted_and_acked() -> None:
+    conv = active()
+    seq = conv.last_seq + 1
+    effects = apply(conv, VisitorMessage("m1", "hello"), t=9)
+    assert effects == [
+        Emit(
+            seq,
+            "message",
+            "both",
+            {
+                "id": f"c1-{seq}",
+                "author": {"kind": "visitor", "name": "Vera"},
+                "text": "hello",
+                "at": stamp(9),
+            },
+            1,
+            ("v", "m1"),
+            "visitor",
+        ),
+        Ack("visitor", "m1", seq),
+    ]
+    assert conv.last_seq == seq
+
+
+@pytest.mark.parametrize("build", [queued, offered], ids=["queued", "offered"])
+def test_visitor_may_write_while_waiting(build: Any) -> None:
+    conv = build()
+    effects = apply(conv, VisitorMessage("m1", "anyone?"))
+    assert kinds(effects) == ["message"]
+    assert effects[-1] == Ack("visitor", "m1", 1)
+
+
+def test_visitor_may_write_out_of_hours() -> None:
+    conv, _ = new(group_id=None)
+    effects = apply(conv, VisitorMessage("m1", "call me"))
+    assert kinds(effects) == ["message"]
+    assert effects[-1] == Ack("visitor", "m1", 2)
+
+
+def test_resend_of_a_client_id_only_acks_again() -> None:
+    conv = active()
+    first = apply(conv, VisitorMessage("m1", "hello"))
+    seq = conv.last_seq
+    again = apply(conv, VisitorMessage("m1", "hello (retry, different text)"), t=20)
+    assert again == [Ack("visitor", "m1", seq)]
+    assert again[0] == first[-1]
+    assert conv.last_seq == seq
+
+
+def test_resend_is_acked_even_if_the_text_would_now_be_invalid() -> None:
+    conv = active()
+    apply(conv, VisitorMessage("m1", "hello"))
+    seq = conv.last_seq
+    assert apply(conv, VisitorMessage("m1", "")) == [Ack("visitor", "m1", seq)]
+
+
+def test_same_client_id_from_the_operator_is_a_different_message() -> None:
+    conv = active()
+    apply(conv, VisitorMessage("m1", "hello"))
+    visitor_seq = conv.last_seq
+    effects = apply(conv, OperatorMessage(1, "m1", "hi there"))
+    [emit] = emits(effects)
+    assert emit.seq == visitor_seq + 1
+    assert emit.client_key == ("o1", "m1")
+    assert emit.sender == "operator"
+    assert emit.data["author"] == {"kind": "operator", "name": "Alice", "id": 1}
+    assert effects[-1] == Ack("operator", "m1", visitor_seq + 1)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_text_is_an_invalid_frame(text: str) -> None:
+    conv = active()
+    reject(conv, VisitorMessage("m1", text), "invalid_frame")
+    reject(conv, OperatorMessage(1, "m1", text), "invalid_frame")
+
+
+def test_text_longer_than_max_is_refused() -> None:
+    conv = active()
+    reject(conv, VisitorMessage("m1", "x" * (MAX_TEXT + 1)), "message_too_long")
+    reject(conv, OperatorMessage(1, "m1", "x" * (MAX_TEXT + 1)), "message_too_long")
+    # exactly MAX_TEXT is fine, and the refused client_id was not burnt
+    assert kinds(apply(conv, VisitorMessage("m1", "x" * MAX_TEXT))) == ["message"]
+
+
+def test_operator_message_from_a_non_owner() -> None:
+    conv = active(1)
+    reject(conv, OperatorMessage(2, "m1", "hi"), "not_your_conversation")
+    reject(conv, OperatorTyping(2), "not_your_conversation")
+
+
+def test_typing_is_a_signal_without_seq() -> None:
+    conv = active()
+    seq = conv.last_seq
+    assert apply(conv, VisitorTyping()) == [
+        Signal("operator", "typing", {"author": {"kind": "visitor"}})
+    ]
+    assert apply(conv, OperatorTyping(1)) == [
+        Signal("visitor", "typing", {"author": {"kind": "operator", "name": "Alice"}})
+    ]
+    assert conv.last_seq == seq
+
+
+# --- offer expiry and disconnects ---------------------------------------------------------------
+
+
+def test_offer_expired_requeues_at_the_head() -> None:
+    conv = offered(1)
+    effects = apply(conv, OfferExpired(1))
+    assert conv.status is Status.QUEUED
+    assert conv.offered_to is None
+    assert effects == [
+        Signal("operator", "offer_withdrawn", {}, operator_id=1),
+        Release(1),
+        Persist(),
+        EnterQueue(1, head=True),
+    ]
+
+
+def test_stale_offer_expired_for_another_operator_is_ignored() -> None:
+    conv = offered(1)
+    before = dataclasses.asdict(conv)
+    assert apply(conv, OfferExpired(2)) == []
+    assert dataclasses.asdict(conv) == before
+
+
+def test_offer_expired_after_accept_is_ignored() -> None:
+    conv = active(1)
+    before = dataclasses.asdict(conv)
+    assert apply(conv, OfferExpired(1)) == []
+    assert dataclasses.asdict(conv) == before
+
+
+def test_operator_left_while_offered_requeues_at_the_head() -> None:
+    conv = offered(1)
+    effects = apply(conv, OperatorLeft(1))
+    assert conv.status is Status.QUEUED
+    assert conv.offered_to is None
+    assert effects == [CancelTimer("offer"), Release(1), Persist(), EnterQueue(1, head=True)]
+
+
+def test_operator_left_while_offered_to_someone_else_is_ignored() -> None:
+    conv = offered(1)
+    before = dataclasses.asdict(conv)
+    assert apply(conv, OperatorLeft(2)) == []
+    assert dataclasses.asdict(conv) == before
+
+
+def test_operator_returning_within_grace_keeps_the_conversation() -> None:
+    conv = active(1)
+    assert apply(conv, OperatorLeft(1)) == [StartTimer("grace", 60.0)]
+    assert conv.grace_pending
+    assert apply(conv, OperatorLeft(1)) == []  # a second disconnect does not restart the timer
+    assert apply(conv, OperatorReturned(1)) == [CancelTimer("grace")]
+    assert not conv.grace_pending
+    before = dataclasses.asdict(conv)
+    assert apply(conv, GraceExpired(1)) == []  # the timer fired anyway: too late, ignored
+    assert dataclasses.asdict(conv) == before
+    assert conv.status is Status.ACTIVE
+    assert conv.operator_id == 1
+
+
+def test_grace_expired_requeues_at_the_head() -> None:
+    conv = active(1)
+    apply(conv, OperatorLeft(1))
+    seq = conv.last_seq
+    effects = apply(conv, GraceExpired(1))
+    assert conv.status is Status.QUEUED
+    assert (conv.operator_id, conv.operator_name, conv.grace_pending) == (None, None, False)
+    assert EnterQueue(1, head=True) in effects
+    assert Release(1) in effects
+    assert Persist() in effects
+    [transferred] = emits(effects)
+    assert transferred.seq == seq + 1
+    assert transferred.kind == "transferred"
+    assert transferred.audience == "both"
+    assert transferred.data == {
+        "to": {"kind": "group", "id": 1, "name": "Support"},
+        "reason": "operator_disconnected",
+    }
+
+
+def test_grace_expired_for_another_operator_is_ignored() -> None:
+    conv = active(1)
+    apply(conv, OperatorLeft(1))
+    before = dataclasses.asdict(conv)
+    assert apply(conv, GraceExpired(2)) == []
+    assert dataclasses.asdict(conv) == before
+
+
+# --- transfers ----------------------------------------------------------------------------------
+
+
+def test_transfer_to_group_requeues_in_the_new_group() -> None:
+    conv = active(1)
+    seq = conv.last_seq
+    effects = apply(conv, TransferToGroup(1, 2, "Billing"))
+    assert conv.status is Status.QUEUED
+    assert conv.group_id == 2
+    assert (conv.operator_id, conv.operator_name) == (None, None)
+    [transferred] = emits(effects)
+    assert transferred == Emit(
+        seq + 1,
+        "transferred",
+        "both",
+        {"to": {"kind": "group", "id": 2, "name": "Billing"}, "reason": "transfer"},
+        1,  # the old operator, so that they still receive it
+    )
+    assert effects.index(transferred) == 0
+    assert Release(1) in effects
+    assert EnterQueue(2, head=True) in effects
+    assert Persist() in effects
+
+
+def test_transfer_to_group_by_non_owner() -> None:
+    conv = active(1)
+    reject(conv, TransferToGroup(2, 2, "Billing"), "not_your_conversation")
+
+
+def test_transfer_to_self_is_invalid() -> None:
+    conv = active(1)
+    reject(conv, TransferToOperator(1, 1, "Alice"), "invalid_transfer")
+
+
+def test_transfer_to_operator_hands_over() -> None:
+    conv = active(1)
+    seq = conv.last_seq
+    effects = apply(conv, TransferToOperator(1, 2, "Bob"))
+    assert conv.status is Status.ACTIVE
+    assert (conv.operator_id, conv.operator_name) == (2, "Bob")
+    assert Release(1) in effects
+    order = [e for e in effects if isinstance(e, Emit | ReplayHistory)]
+    transferred, replay, assigned = order
+    assert isinstance(transferred, Emit) and isinstance(assigned, Emit)
+    assert transferred == Emit(
+        seq + 1,
+        "transferred",
+        "both",
+        {"to": {"kind": "operator", "id": 2, "name": "Bob"}, "reason": "transfer"},
+        1,
+    )
+    assert replay == ReplayHistory(2, before=seq + 2)
+    assert (assigned.seq, assigned.kind, assigned.operator_id) == (seq + 2, "assigned", 2)
+    assert assigned.data["operator"] == {"id": 2, "name": "Bob"}
+
+
+def test_transfer_to_operator_during_grace_cancels_it() -> None:
+    conv = active(1)
+    apply(conv, OperatorLeft(1))
+    effects = apply(conv, TransferToOperator(1, 2, "Bob"))
+    assert CancelTimer("grace") in effects
+    assert not conv.grace_pending
+    assert apply(conv, GraceExpired(1)) == []
+
+
+# --- ending -------------------------------------------------------------------------------------
+
+
+def test_visitor_end_while_queued_abandons() -> None:
+    conv = queued()
+    effects = apply(conv, VisitorEnd())
+    assert conv.status is Status.ABANDONED
+    assert conv.ended_by == "visitor"
+    assert effects == [
+        LeaveQueue(1),
+        Persist(),
+        Emit(1, "ended", "visitor", {"by": "visitor"}, None),
+        Emit(2, "closed", "visitor", {"message": "Thanks, bye."}, None),
+    ]
+
+
+def test_visitor_end_while_offered_withdraws_the_offer() -> None:
+    conv = offered(1)
+    effects = apply(conv, VisitorEnd())
+    assert conv.status is Status.ABANDONED
+    assert conv.offered_to is None
+    assert Signal("operator", "offer_withdrawn", {}, operator_id=1) in effects
+    assert Release(1) in effects
+    assert CancelTimer("offer") in effects
+    assert not any(isinstance(e, LeaveQueue) for e in effects)
+    assert kinds(effects) == ["ended", "closed"]
+
+
+@pytest.mark.parametrize(("event", "by"), [(VisitorEnd(), "visitor"), (OperatorEnd(1), "operator")])
+def test_end_while_active_starts_the_survey(event: Event, by: str) -> None:
+    conv = active(1)
+    seq = conv.last_seq
+    effects = apply(conv, event)
+    assert conv.status is Status.ENDED
+    assert conv.ended_by == by
+    assert Release(1) in effects
+    ended_emit, survey = emits(effects)
+    assert ended_emit == Emit(seq + 1, "ended", "both", {"by": by}, 1)
+    assert (survey.seq, survey.kind, survey.audience) == (seq + 2, "survey", "visitor")
+    assert survey.data == {"questions": [q.as_wire() for q in DEFAULT_SURVEY]}
+    assert effects[-1] == StartTimer("survey", 600.0)
+
+
+def test_operator_end_by_non_owner() -> None:
+    conv = active(1)
+    reject(conv, OperatorEnd(2), "not_your_conversation")
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {"rating": 5, "comment": "great"},
+        {"rating": 1},
+        {"comment": ""},
+        {"rating": None},
+        {},
+    ],
+)
+def test_survey_answered_closes(answers: dict[str, Any]) -> None:
+    conv = ended()
+    seq = conv.last_seq
+    effects = apply(conv, SurveyAnswered(answers))
+    assert conv.status is Status.CLOSED
+    expected = {key: value for key, value in answers.items() if value is not None}
+    assert effects == [
+        CancelTimer("survey"),
+        SaveSurvey(expected),
+        Persist(),
+        Emit(seq + 1, "closed", "both", {"message": "Thanks, bye."}, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {"rating": 0},
+        {"rating": 6},
+        {"rating": "5"},
+        {"rating": True},
+        {"rating": 4.0},
+        {"mood": "happy"},
+        {"rating": 5, "mood": "happy"},
+        {"comment": "x" * 2001},
+        {"comment": 5},
+    ],
+    ids=repr,
+)
+def test_invalid_survey_answers_change_nothing(answers: dict[str, Any]) -> None:
+    conv = ended()
+    reject(conv, SurveyAnswered(answers), "invalid_survey")
+    assert conv.status is Status.ENDED
+
+
+@pytest.mark.parametrize("event", [SurveySkipped(), SurveyExpired()], ids=repr)
+def test_survey_skipped_or_expired_closes_without_answers(event: Event) -> None:
+    conv = ended()
+    effects = apply(conv, event)
+    assert conv.status is Status.CLOSED
+    assert SaveSurvey(None) in effects
+    assert CancelTimer("survey") in effects
+    assert kinds(effects) == ["closed"]
+
+
+def test_end_without_survey_closes_at_once() -> None:
+    conv = active(1, ctx=CTX_NO_SURVEY)
+    seq = conv.last_seq
+    effects = apply(conv, OperatorEnd(1), ctx=CTX_NO_SURVEY)
+    assert conv.status is Status.CLOSED
+    assert Release(1) in effects
+    assert emits(effects) == [
+        Emit(seq + 1, "ended", "both", {"by": "operator"}, 1),
+        Emit(seq + 2, "closed", "both", {"message": "Thanks, bye."}, 1),
+    ]
+    assert not any(isinstance(e, StartTimer) for e in effects)
+    assert not any(isinstance(e, SaveSurvey) for e in effects)
+
+
+# --- nothing after the end ----------------------------------------------------------------------
+
+
+def sample_event(kind: type, operator_id: int) -> Event:
+    """One event of each type, from ``operator_id`` where an operator is involved."""
+    samples: dict[type, Event] = {
+        VisitorMessage: VisitorMessage("late", "hello?"),
+        OperatorMessage: OperatorMessage(operator_id, "late", "hello?"),
+        VisitorTyping: VisitorTyping(),
+        OperatorTyping: OperatorTyping(operator_id),
+        Offer: Offer(operator_id),
+        OfferExpired: OfferExpired(operator_id),
+        Accept: Accept(operator_id, "Alice"),
+        TransferToGroup: TransferToGroup(operator_id, 2, "Billing"),
+        TransferToOperator: TransferToOperator(operator_id, operator_id + 1, "Bob"),
+        OperatorLeft: OperatorLeft(operator_id),
+        OperatorReturned: OperatorReturned(operator_id),
+        GraceExpired: GraceExpired(operator_id),
+        VisitorEnd: VisitorEnd(),
+        OperatorEnd: OperatorEnd(operator_id),
+        SurveyAnswered: SurveyAnswered({"rating": 5}),
+        SurveySkipped: SurveySkipped(),
+        SurveyExpired: SurveyExpired(),
+        ResumeByOperator: ResumeByOperator(operator_id, "Alice"),
+    }
+    assert set(samples) == set(ALL_EVENT_TYPES)
+    return samples[kind]
+
+
+@pytest.mark.parametrize("kind", ALL_EVENT_TYPES, ids=lambda k: k.__name__)
+@pytest.mark.parametrize("build", [closed, abandoned], ids=["closed", "abandoned"])
+def test_nothing_is_accepted_after_the_end(build: Any, kind: type) -> None:
+    conv = build()
+    assert conv.status in TERMINAL_STATUSES
+    # The conversation's last operator where there is one: owner events are checked for the
+    # owner before the status, and the point here is the status.
+    operator_id = conv.operator_id if conv.operator_id is not None else 1
+    event = sample_event(kind, operator_id)
+    before = dataclasses.asdict(conv)
+    if kind is Offer:
+        # routing raced with the end: the slot reserved for the offer is given back
+        assert apply(conv, event) == [Release(operator_id)]
+    elif kind in INTERNAL_EVENTS:
+        assert apply(conv, event) == []
+    elif kind in OWNER_EVENTS and conv.operator_id is None:
+        # nobody holds an abandoned conversation: the ownership check answers first
+        reject(conv, event, "not_your_conversation")
+    else:
+        reject(conv, event, "invalid_state")
+    assert dataclasses.asdict(conv) == before
+
+
+def test_visitor_cannot_end_twice() -> None:
+    conv = ended()
+    reject(conv, VisitorEnd(), "invalid_state")
+    reject(conv, OperatorEnd(1), "invalid_state")
+    reject(conv, VisitorMessage("m9", "still there?"), "invalid_state")
+
+
+def test_survey_answer_while_active_is_invalid_state() -> None:
+    conv = active()
+    reject(conv, SurveyAnswered({"rating": 5}), "invalid_state")
+    reject(conv, SurveySkipped(), "invalid_state")
+
+
+# --- out of hours -------------------------------------------------------------------------------
+
+
+def test_resume_by_operator_out_of_hours() -> None:
+    conv, _ = new(group_id=None)
+    apply(conv, VisitorMessage("m1", "call me back"))
+    effects = apply(conv, ResumeByOperator(3, "Carol"))
+    assert conv.status is Status.ACTIVE
+    assert (conv.operator_id, conv.operator_name) == (3, "Carol")
+    assert effects[:2] == [Persist(), ReplayHistory(3, before=3)]
+    [assigned] = emits(effects)
+    assert (assigned.seq, assigned.kind, assigned.operator_id) == (3, "assigned", 3)
+    assert assigned.data["operator"] == {"id": 3, "name": "Carol"}
+    # and the conversation then works like any other
+    assert kinds(apply(conv, OperatorMessage(3, "o1", "hello Vera"))) == ["message"]
+
+
+def test_resume_by_operator_only_out_of_hours() -> None:
+    reject(active(1), ResumeByOperator(2, "Bob"), "invalid_state")
+    reject(queued(), ResumeByOperator(2, "Bob"), "invalid_state")
+
+
+def test_resumed_out_of_hours_conversation_survives_grace_expiry() -> None:
+    """An out-of-hours conversation resumed by an operator has no group (``group_id`` None).
+    When that operator disconnects and the grace period runs out, ``GraceExpired`` must not
+    crash: it is an internal event, which may be ignored but never raise."""
+    conv, _ = new(group_id=None)
+    apply(conv, ResumeByOperator(3, "Carol"))
+    assert apply(conv, OperatorLeft(3)) == [StartTimer("grace", 60.0)]
+    effects = apply(conv, GraceExpired(3))
+    assert all(not isinstance(e, EnterQueue) or e.group_id is not None for e in effects)
+    if conv.status is Status.ACTIVE:
+        assert conv.operator_id is not None
+    if conv.status is Status.QUEUED:
+        assert conv.group_id is not None
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def test_transitions_cover_every_event_and_status() -> None:
+    assert set(TRANSITIONS) == set(ALL_EVENT_TYPES)
+    assert set(INTERNAL_EVENTS) <= set(TRANSITIONS)
+    mentioned = {s for allowed in TRANSITIONS.values() for pair in allowed.items() for s in pair}
+    assert mentioned == set(Status)
+
+
+def test_every_status_is_reachable_from_the_start() -> None:
+    reached = {Status.QUEUED, Status.OUT_OF_HOURS}
+    frontier = list(reached)
+    while frontier:
+        status = frontier.pop()
+        for allowed in TRANSITIONS.values():
+            target = allowed.get(status)
+            if target is not None and target not in reached:
+                reached.add(target)
+                frontier.append(target)
+    assert reached == set(Status)
+
+
+def test_terminal_statuses_have_no_way_out() -> None:
+    assert {Status.CLOSED, Status.ABANDONED} == TERMINAL_STATUSES
+    for kind, allowed in TRANSITIONS.items():
+        assert not TERMINAL_STATUSES & set(allowed), f"{kind.__name__} leaves a terminal status"
+
+
+def test_every_non_terminal_status_can_end() -> None:
+    """From every open status some path leads to a terminal status."""
+    can_end = set(TERMINAL_STATUSES)
+    changed = True
+    while changed:
+        changed = False
+        for allowed in TRANSITIONS.values():
+            for source, target in allowed.items():
+                if target in can_end and source not in can_end:
+                    can_end.add(source)
+                    changed = True
+    assert can_end == set(Status)
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+OPERATORS = st.integers(min_value=1, max_value=3)
+CLIENT_IDS = st.sampled_from(["a", "b", "c"])
+TEXTS = st.one_of(
+    st.sampled_from(["hello", "ok", "", "  ", "x" * (MAX_TEXT + 1)]),
+    st.text(max_size=12),
+)
+VALID_ANSWERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "rating": st.one_of(st.none(), st.integers(min_value=1, max_value=5)),
+        "comment": st.text(max_size=20),
+    },
+)
+INVALID_ANSWERS = st.sampled_from(
+    [
+        {"rating": 0},
+        {"rating": 6},
+        {"rating": "5"},
+        {"rating": True},
+        {"mood": 3},
+        {"comment": "x" * 2001},
+    ]
+)
+
+
+def _name(operator_id: int) -> str:
+    return f"Op{operator_id}"
+
+
+def events(operators: st.SearchStrategy[int]) -> st.SearchStrategy[Event]:
+    """Any event, its operator ids drawn from ``operators``."""
+    return st.one_of(
+        st.builds(VisitorMessage, CLIENT_IDS, TEXTS),
+        st.builds(OperatorMessage, operators, CLIENT_IDS, TEXTS),
+        st.just(VisitorTyping()),
+        st.builds(OperatorTyping, operators),
+        st.builds(Offer, operators),
+        st.builds(OfferExpired, operators),
+        operators.map(lambda op: Accept(op, _name(op))),
+        st.builds(
+            lambda op, group: TransferToGroup(op, group, GROUP_NAMES[group]),
+            operators,
+            st.sampled_from([1, 2]),
+        ),
+        st.builds(
+            lambda op, target: TransferToOperator(op, target, _name(target)),
+            operators,
+            operators,
+        ),
+        st.builds(OperatorLeft, operators),
+        st.builds(OperatorReturned, operators),
+        st.builds(GraceExpired, operators),
+        st.just(VisitorEnd()),
+        st.builds(OperatorEnd, operators),
+        st.builds(SurveyAnswered, st.one_of(VALID_ANSWERS, INVALID_ANSWERS)),
+        st.just(SurveySkipped()),
+        st.just(SurveyExpired()),
+        operators.map(lambda op: ResumeByOperator(op, _name(op))),
+    )
+
+
+def next_event(conv: Conversation) -> st.SearchStrategy[Event]:
+    """Any event, with operator ids from 1..3 but leaning towards the operator the conversation
+    is offered to or held by, so that runs get past offers into transfers, disconnects and
+    surveys instead of being mostly rejected."""
+    return _events_involving(tuple(op for op in (conv.operator_id, conv.offered_to) if op is not None))
+
+
+@functools.cache
+def _events_involving(involved: tuple[int, ...]) -> st.SearchStrategy[Event]:
+    # Cached: building the strategy anew for every step would dominate the run time.
+    operators = st.one_of(st.sampled_from(involved), OPERATORS) if involved else OPERATORS
+    return events(operators)
+
+
+#: Statuses a conversation may ever be in: where it starts, and every target of the table.
+REACHABLE = {Status.QUEUED, Status.OUT_OF_HOURS} | {
+    target for allowed in TRANSITIONS.values() for target in allowed.values()
+}
+
+
+def _message_key(event: Event) -> tuple[str, str] | None:
+    if isinstance(event, VisitorMessage):
+        return ("v", event.client_id)
+    if isinstance(event, OperatorMessage):
+        return (f"o{event.operator_id}", event.client_id)
+    return None
+
+
+class Run:
+    """The history of one generated run, and the invariants checked after every step."""
+
+    def __init__(self, conv: Conversation, effects: list[Effect], ctx: Context) -> None:
+        self.conv = conv
+        self.ctx = ctx
+        self.emits: list[Emit] = []
+        self.used_keys: dict[tuple[str, str], int] = {}
+        self.terminal = False
+        self.record(effects)
+        self.check()
+
+    def record(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Emit):
+                self.emits.append(effect)
+                if effect.client_key is not None:
+                    assert effect.kind == "message"
+                    assert effect.client_key not in self.used_keys
+                    self.used_keys[effect.client_key] = effect.seq
+
+    def step(self, event: Event, now: datetime) -> None:
+        conv = self.conv
+        before = dataclasses.asdict(conv)
+        previous = conv.status
+        key = _message_key(event)
+        seen = self.used_keys.get(key) if key is not None else None
+        try:
+            same, effects = handle(conv, event, now, self.ctx)
+        except Rejected:
+            assert dataclasses.asdict(conv) == before, f"{event!r} was rejected but changed state"
+            effects = None
+        else:
+            assert same is conv
+        if effects is not None:
+            if self.terminal:
+                assert not emits(effects), f"{event!r} emitted after {previous.value}"
+                assert dataclasses.asdict(conv) == before
+            if seen is not None:
+                assert key is not None
+                party = "visitor" if key[0] == "v" else "operator"
+                assert effects == [Ack(party, key[1], seen)], f"resend of {key} made {effects}"
+            self.check_transition(event, previous)
+            self.check_acks(event, effects)
+            self.record(effects)
+        if conv.status in TERMINAL_STATUSES:
+            self.terminal = True
+        self.check()
+
+    def check_transition(self, event: Event, previous: Status) -> None:
+        status = self.conv.status
+        if status is previous:
+            return
+        target = TRANSITIONS[type(event)].get(previous)
+        assert target is not None, f"{event!r} moved {previous.value} -> {status.value}"
+        if target is Status.ENDED and not self.ctx.service.survey_questions():
+            assert status is Status.CLOSED
+        else:
+            assert status is target, f"{event!r}: {previous.value} -> {status.value}"
+
+    def check_acks(self, event: Event, effects: list[Effect]) -> None:
+        by_seq = {emit.seq: emit for emit in [*self.emits, *emits(effects)]}
+        for ack in (e for e in effects if isinstance(e, Ack)):
+            emit = by_seq.get(ack.seq)
+            assert emit is not None, f"{ack} refers to no emitted event"
+            assert emit.kind == "message"
+            assert emit.client_key == _message_key(event)
+            assert emit.client_key is not None and emit.client_key[1] == ack.client_id
+            assert emit.sender == ack.to
+
+    def check(self) -> None:
+        conv = self.conv
+        seqs = [emit.seq for emit in self.emits]
+        assert seqs == list(range(1, conv.last_seq + 1)), f"seqs {seqs}, last {conv.last_seq}"
+        assert conv.client_ids == self.used_keys
+        assert conv.status in REACHABLE
+        if conv.status is Status.ACTIVE:
+            assert conv.operator_id is not None
+            assert conv.operator_name is not None
+            assert conv.offered_to is None
+        if conv.status is Status.QUEUED:
+            assert conv.offered_to is None
+            assert conv.operator_id is None
+            assert conv.group_id is not None
+        if conv.status is Status.OFFERED:
+            assert conv.offered_to is not None
+            assert conv.operator_id is None
+        if conv.status is not Status.ACTIVE:
+            assert not conv.grace_pending
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    in_hours=st.booleans(),
+    with_survey=st.booleans(),
+    steps=st.integers(min_value=0, max_value=40),
+    data=st.data(),
+)
+def test_random_event_sequences_keep_the_invariants(
+    in_hours: bool, with_survey: bool, steps: int, data: st.DataObject
+) -> None:
+    ctx = CTX if with_survey else CTX_NO_SURVEY
+    conv, effects = new(group_id=1 if in_hours else None, service=ctx.service)
+    run = Run(conv, effects, ctx)
+    for i in range(1, steps + 1):
+        run.step(data.draw(next_event(conv), label=f"event {i}"), at(i))
