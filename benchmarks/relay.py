@@ -184,12 +184,20 @@ async def _serve(kind: str, operators: int, profiler: cProfile.Profile | None) -
                 await _control(profiler)
 
 
+def interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, possibly wrapped in trio's exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(KeyboardInterrupt) is not None
+    return isinstance(exc, KeyboardInterrupt)
+
+
 def serve(kind: str, operators: int, profile: bool) -> int:
     profiler = cProfile.Profile() if profile else None
     try:
         trio.run(_serve, kind, operators, profiler)
-    except KeyboardInterrupt:
-        pass
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
     finally:
         if profiler is not None:
             profiler.disable()
@@ -502,6 +510,11 @@ def figures(m: Measured) -> dict[str, Any]:
         "server_cpu_pct": (
             None if m.server_cpu is None else round(100 * m.server_cpu / m.seconds, 1)
         ),
+        # CPU per delivered message: less sensitive than wall time to a busy machine.
+        "client_cpu_us_per_msg": round(1e6 * m.client_cpu / delivered, 1),
+        "server_cpu_us_per_msg": (
+            None if m.server_cpu is None else round(1e6 * m.server_cpu / delivered, 1)
+        ),
     }
 
 
@@ -525,6 +538,11 @@ def median_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def cpu_ratio(bare: dict[str, Any], omni: dict[str, Any]) -> float | None:
+    b, o = bare["server_cpu_us_per_msg"], omni["server_cpu_us_per_msg"]
+    return None if b is None or o is None or b == 0 else round(o / b, 3)
+
+
 def report(args: argparse.Namespace) -> dict[str, Any]:
     load = os.getloadavg()
     rounds: list[dict[str, Any]] = []
@@ -537,10 +555,12 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
                 "omni": omni,
                 "throughput_ratio": round(omni["messages_per_s"] / bare["messages_per_s"], 3),
                 "p99_ratio": round(omni["p99_ms"] / bare["p99_ms"], 3),
+                "server_cpu_ratio": cpu_ratio(bare, omni),
             }
         )
     throughput = statistics.median(r["throughput_ratio"] for r in rounds)
     p99 = statistics.median(r["p99_ratio"] for r in rounds)
+    cpu = [r["server_cpu_ratio"] for r in rounds if r["server_cpu_ratio"] is not None]
     return {
         "benchmark": "relay",
         "date": date.today().isoformat(),
@@ -558,7 +578,11 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         "profiled": args.profile,
         "bare": median_figures([r["bare"] for r in rounds]),
         "omni": median_figures([r["omni"] for r in rounds]),
-        "ratios": {"throughput": round(throughput, 3), "p99": round(p99, 3)},
+        "ratios": {
+            "throughput": round(throughput, 3),
+            "p99": round(p99, 3),
+            "server_cpu_per_msg": round(statistics.median(cpu), 3) if cpu else None,
+        },
         "target": {
             "pairs": TARGET_PAIRS,
             "throughput_ratio_min": TARGET_THROUGHPUT_RATIO,
@@ -577,9 +601,11 @@ def table(result: dict[str, Any]) -> str:
 
     def row(name: str, f: dict[str, Any]) -> str:
         server_cpu = "-" if f["server_cpu_pct"] is None else f"{f['server_cpu_pct']:.0f}%"
+        per_msg = f["server_cpu_us_per_msg"]
         return (
             f"{name:<10}{f['messages_per_s']:>10.0f}{f['p50_ms']:>9.2f}{f['p99_ms']:>9.2f}"
-            f"{server_cpu:>9}{f['client_cpu_pct']:>9.0f}%"
+            f"{'-' if per_msg is None else f'{per_msg:.0f}':>11}{server_cpu:>9}"
+            f"{f['client_cpu_pct']:>9.0f}%"
         )
 
     def met(ok: bool) -> str:
@@ -589,10 +615,13 @@ def table(result: dict[str, Any]) -> str:
         f"relay: {result['pairs']} pairs x {result['messages_per_pair']} round trips "
         f"(warmup {result['warmup_per_pair']}), median of {result['rounds']} rounds, "
         f"{result['cpus']} CPUs, load {result['loadavg_before'][0]}, Python {result['python']}",
-        f"{'':<10}{'msgs/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'server':>9}{'client':>10}",
+        f"{'':<10}{'msgs/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'srv us/msg':>11}{'srv cpu':>9}"
+        f"{'cli cpu':>10}",
         row("bare", result["bare"]),
         row("omni", result["omni"]),
-        f"{'omni/bare':<10}{ratios['throughput']:>10.2f}{'':>9}{ratios['p99']:>9.2f}",
+        f"{'omni/bare':<10}{ratios['throughput']:>10.2f}{'':>9}{ratios['p99']:>9.2f}"
+        + ("" if ratios["server_cpu_per_msg"] is None
+           else f"{ratios['server_cpu_per_msg']:>11.2f}"),
         f"target at {target['pairs']} pairs: throughput ratio >= {target['throughput_ratio_min']} "
         f"({met(target['throughput_met'])}), p99 ratio <= {target['p99_ratio_max']} "
         f"({met(target['p99_met'])})",
@@ -637,7 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args.serve, args.pairs, args.profile_server)
     try:
         result = report(args)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
         print("interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     if not args.json:

@@ -1,21 +1,28 @@
 """The ``omni`` command.
 
-``omni serve --config FILE [--host H] [--ws-port N] [--http-port N]`` runs one server in one
-``trio.run`` until SIGINT or SIGTERM, then shuts down gracefully. Problems with the
-configuration are reported in one line and exit with status 2.
+``omni serve --config FILE [--host H] [--ws-port N] [--http-port N] [--data-dir DIR]`` runs one
+server in one ``trio.run`` until SIGINT or SIGTERM, then shuts down gracefully. It stores
+everything in PostgreSQL: the server at ``OMNI_DATABASE_URL`` if that is set, else an embedded
+one in the data directory (default ``./omni-data``), started and stopped with the server.
+``omni migrate`` applies the database migrations on their own.
+
+Problems are reported in one line: a bad configuration exits with status 2, an unusable
+database or data directory with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
 import trio
 
-from omni.config import ConfigError, load_config
-from omni.server import open_server
+from omni.config import Config, ConfigError, load_config
+from omni.server import open_server, open_store
+from omni.store import StoreError
 
 log = logging.getLogger("omni")
 
@@ -29,32 +36,80 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ws-port", type=int, help="websocket port (0: any free port)")
     serve.add_argument("--http-port", type=int, help="HTTP port (0: any free port)")
     serve.add_argument("--log-level", default="INFO")
+    for command in (serve, sub.add_parser("migrate", help="apply database migrations and exit")):
+        command.add_argument(
+            "--data-dir",
+            default="omni-data",
+            help="embedded PostgreSQL data directory, when OMNI_DATABASE_URL is not set "
+            "(default: ./omni-data)",
+        )
     args = parser.parse_args(argv)
+    database_url = os.environ.get("OMNI_DATABASE_URL") or None
+    if args.command == "migrate":
+        logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+        try:
+            applied = trio.run(_migrate, database_url, args.data_dir)
+        except StoreError as exc:
+            print(f"omni: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"omni: applied migrations {applied}" if applied else "omni: the schema is up to date"
+        )
+        return 0
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"omni: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(_serve, config, args)
-    except OSError as exc:
-        print(f"omni: cannot listen: {exc}", file=sys.stderr)
+        trio.run(_serve, config, args, database_url)
+    except BaseException as exc:  # one line for the errors a user can fix; re-raise the rest
+        problem = _user_problem(exc)
+        if problem is None:
+            raise
+        print(f"omni: {problem}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(config: object, args: argparse.Namespace) -> None:
-    from omni.config import Config
+def _user_problem(exc: BaseException) -> str | None:
+    """The message of a database or listening problem inside (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _user_problem(inner)) is not None:
+                return found
+        return None
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"cannot listen: {exc}"
+    return None
 
-    assert isinstance(config, Config)
+
+async def _migrate(database_url: str | None, data_dir: str) -> list[int]:
+    from omni.store.embedded import open_embedded_postgres
+    from omni.store.postgres import migrate
+
+    if database_url:
+        return await migrate(database_url)
+    async with open_embedded_postgres(data_dir) as dsn:
+        return await migrate(dsn)
+
+
+async def _serve(config: Config, args: argparse.Namespace, database_url: str | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_server(
-            config, host=args.host, ws_port=args.ws_port, http_port=args.http_port
-        ) as server:
+        async with (
+            open_store(database_url, args.data_dir) as store,
+            open_server(
+                config, store=store, host=args.host, ws_port=args.ws_port, http_port=args.http_port
+            ) as server,
+        ):
             print(
                 f"omni: serving websockets on {server.ws_url}/ws/visitor and /ws/operator, "
                 f"HTTP on {server.http_url} (/healthz, /metrics)",

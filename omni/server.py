@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -31,6 +32,21 @@ from omni.store.memory import MemoryStore
 
 #: Seconds connections get to close after a shutdown was asked for.
 DRAIN_SECONDS = 5.0
+
+
+@asynccontextmanager
+async def open_store(database_url: str | None, data_dir: str | Path) -> AsyncIterator[Store]:
+    """The store ``omni serve`` uses: PostgreSQL at ``database_url`` if given, else the embedded
+    PostgreSQL in ``data_dir``."""
+    from omni.store.embedded import open_embedded_postgres
+    from omni.store.postgres import open_postgres_store
+
+    if database_url:
+        async with open_postgres_store(database_url) as store:
+            yield store
+    else:
+        async with open_embedded_postgres(data_dir) as dsn, open_postgres_store(dsn) as store:
+            yield store
 
 
 @dataclass(frozen=True)

@@ -861,7 +861,9 @@ def next_event(conv: Conversation) -> st.SearchStrategy[Event]:
     """Any event, with operator ids from 1..3 but leaning towards the operator the conversation
     is offered to or held by, so that runs get past offers into transfers, disconnects and
     surveys instead of being mostly rejected."""
-    return _events_involving(tuple(op for op in (conv.operator_id, conv.offered_to) if op is not None))
+    return _events_involving(
+        tuple(op for op in (conv.operator_id, conv.offered_to) if op is not None)
+    )
 
 
 @functools.cache

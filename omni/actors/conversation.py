@@ -94,6 +94,7 @@ class Summary:
 
 ConversationMessage = Apply | Effects | AttachVisitor | DetachVisitor | SyncOperator | Summary
 
+
 class ConversationActor(Actor[ConversationMessage]):
     expected_errors = (Rejected,)
 
@@ -134,6 +135,11 @@ class ConversationActor(Actor[ConversationMessage]):
         elif isinstance(message, DetachVisitor):
             if self._link.peer is message.peer:
                 self._link.peer = None
+                if self._conv.status is Status.OUT_OF_HOURS:
+                    # Nothing will happen to it until someone comes back: free the actor; the
+                    # hub restores it from the store when the visitor or an operator returns.
+                    self._hub.forget(self._conv.id)
+                    self.stop()
         elif isinstance(message, SyncOperator):
             await self._sync(message)
         elif isinstance(message, Summary):
@@ -188,7 +194,10 @@ class ConversationActor(Actor[ConversationMessage]):
     def _reserve(self, operator_id: int) -> bool:
         """Take a slot of the operator's capacity; False if this conversation already has one
         (then nothing is to be given back if the rules refuse the event)."""
-        if operator_id in self._hub.roster and self._conv.id in self._hub.roster.get(operator_id).load:
+        if (
+            operator_id in self._hub.roster
+            and self._conv.id in self._hub.roster.get(operator_id).load
+        ):
             return False
         session = self._hub.sessions.get(operator_id)
         if session is None:

@@ -109,6 +109,7 @@ class Hub:
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
         self._queues: dict[int, ActorRef[Any]] = {}
         self._contexts: dict[int, Context] = {}
+        self._spawned = 0
         self.directory = directory
         self.apply_directory(directory)
 
@@ -199,7 +200,10 @@ class Hub:
         self, conv: domain.Conversation, *, initial: domain.Conversation | None, peer: Peer | None
     ) -> ConversationEntry:
         entry = ConversationEntry(
-            conv.id, VisitorLink(conv.id, (conv.waiting_since, conv.ticket), peer), conv.status, conv.group_id
+            conv.id,
+            VisitorLink(conv.id, (conv.waiting_since, conv.ticket), peer),
+            conv.status,
+            conv.group_id,
         )
         first = [initial]
 
@@ -208,8 +212,12 @@ class Hub:
             state, first[0] = first[0], None
             return ConversationActor(self, entry, state)
 
+        self._spawned += 1
+        # The suffix keeps names unique while a stopping incarnation drains its mailbox.
         entry.ref = self.conversations_supervisor.spawn(
-            f"conversation:{conv.id}", factory, mailbox_size=self.settings.conversation_mailbox
+            f"conversation:{conv.id}#{self._spawned}",
+            factory,
+            mailbox_size=self.settings.conversation_mailbox,
         )
         self.conversations[conv.id] = entry
         return entry
@@ -218,16 +226,10 @@ class Hub:
         conversation_id = await self.store.find_by_token_hash(hash_token(token))
         if conversation_id is None:
             raise Rejected("invalid_token", "no conversation has this token")
-        entry = self.conversations.get(conversation_id)
-        if entry is None:
-            conv = await self.store.load_conversation(conversation_id)
-            if (
-                conv is None
-                or conv.status in domain.TERMINAL_STATUSES
-                or conv.id in self.conversations
-            ):
-                return await self._replay_finished(conversation_id, last_seq, peer)
-            entry = self.restore(conv)
+        try:
+            entry = await self.entry(conversation_id)
+        except Rejected:
+            return await self._replay_finished(conversation_id, last_seq, peer)
         await entry.ref.ask(AttachVisitor(peer, last_seq), timeout=self.settings.ask_timeout)
         return conversation_id
 
@@ -265,13 +267,22 @@ class Hub:
                 peer.deliver(event.frame)
         return conversation_id
 
-    def entry(
+    async def entry(
         self, conversation_id: str, missing: str = "unknown_conversation"
     ) -> ConversationEntry:
+        """The running conversation; one that is open in the store but has no actor (out of
+        hours, or given up after crashes) is restored first."""
         entry = self.conversations.get(conversation_id)
-        if entry is None:
+        if entry is not None:
+            return entry
+        conv = (
+            await self.store.load_conversation(conversation_id)
+            if len(conversation_id) <= 64
+            else None
+        )
+        if conv is None or conv.status in domain.TERMINAL_STATUSES:
             raise Rejected(missing, f"conversation {conversation_id} is not open")
-        return entry
+        return self.conversations.get(conversation_id) or self.restore(conv)
 
     async def send_event(
         self,
@@ -284,7 +295,9 @@ class Hub:
 
         ``missing`` is the error code when no open conversation has that id (for a visitor, whose
         conversation id came from the server, that means it has ended)."""
-        entry = self.entry(conversation_id, missing)
+        entry = self.conversations.get(conversation_id) or await self.entry(
+            conversation_id, missing
+        )
         try:
             await entry.ref.send(Apply(event, origin))
         except ActorStopped:
@@ -299,10 +312,11 @@ class Hub:
         """A conversation crashed more often than its restart budget allows: take it out of
         routing (its queue place, any operator slot) so it strands nobody, and close its visitor.
         Its record and events stay in the store for the operators to follow up."""
-        conversation_id = name.partition(":")[2]
-        entry = self.conversations.pop(conversation_id, None)
-        if entry is None:
+        conversation_id = name.partition(":")[2].partition("#")[0]
+        entry = self.conversations.get(conversation_id)
+        if entry is None or entry.ref.name != name:
             return
+        del self.conversations[conversation_id]
         if entry.link.peer is not None:
             entry.link.peer.close("internal_error", "this conversation failed")
         if entry.status is Status.QUEUED and entry.group_id in self._groups:
@@ -367,4 +381,12 @@ async def open_hub(
             conversations,
         )
         hub_ref.append(hub)
+        # Put every open conversation back into routing, in queue order (restart safety).
+        for conv in await store.open_conversations():
+            if conv.service_id in directory.services:
+                hub.restore(conv)
+            else:
+                log.warning(
+                    "conversation %s: service %s no longer exists", conv.id, conv.service_id
+                )
         yield hub

@@ -145,7 +145,7 @@ class OperatorSession:
     async def resume(self, conversation_id: str) -> None:
         """Take an out-of-hours conversation by an active contact (F4). Should it have to be
         requeued later, it goes to this operator's group among the service's links."""
-        summary = await self.hub.entry(conversation_id).ref.ask(
+        summary = await (await self.hub.entry(conversation_id)).ref.ask(
             Summary(), timeout=self.hub.settings.ask_timeout
         )
         service = self.hub.directory.services.get(summary["service_id"])
@@ -156,7 +156,7 @@ class OperatorSession:
         await self._send(conversation_id, event)
 
     async def sync(self, conversation_id: str, last_seq: int) -> None:
-        entry = self.hub.entry(conversation_id)
+        entry = await self.hub.entry(conversation_id)
         await entry.ref.send(SyncOperator(self.id, self.peer, last_seq))
 
     async def _send(self, conversation_id: str, event: domain.Event) -> None:

@@ -22,7 +22,9 @@ class VisitorLink:
 
     __slots__ = ("conversation_id", "key", "peer", "position")
 
-    def __init__(self, conversation_id: str, key: tuple[float, str], peer: Peer | None = None) -> None:
+    def __init__(
+        self, conversation_id: str, key: tuple[float, str], peer: Peer | None = None
+    ) -> None:
         self.conversation_id = conversation_id
         #: The conversation's place in any queue: (waiting since, ticket).
         self.key = key

@@ -20,6 +20,10 @@ import msgspec
 from omni.domain.conversation import Conversation
 
 
+class StoreError(Exception):
+    """A write or read the store could not do; the message says what to do about it."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     conversation_id: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import trio
 
-from omni.store.postgres import StoreError
+from omni.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,22 @@ def _check_data_dir(data_dir: Path) -> None:
         raise StoreError(f"the data directory {data_dir} is not writable")
 
 
+def _ensure_runtime_dir() -> None:
+    """pgserver keeps its inter-process lock under XDG_RUNTIME_DIR, and warns when that is unset
+    (containers, CI): give it a private directory that every Omni process of this user shares."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    runtime = Path(tempfile.gettempdir()) / f"omni-runtime-{os.getuid()}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
 @asynccontextmanager
 async def open_embedded_postgres(data_dir: str | Path) -> AsyncIterator[str]:
     """Yield the DSN of the embedded server running on ``data_dir``."""
-    path = Path(data_dir).expanduser().resolve()
+    path = await trio.to_thread.run_sync(lambda: Path(data_dir).expanduser().resolve())
     _check_data_dir(path)
-    # pgserver's temp-dir fallback warns when XDG_RUNTIME_DIR is unset (containers, CI).
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(path.parent))
+    _ensure_runtime_dir()
     try:
         server = await trio.to_thread.run_sync(_start, path)
     except Exception as exc:

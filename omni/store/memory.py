@@ -11,7 +11,7 @@ from bisect import bisect_right
 from typing import Any
 
 from omni.domain.conversation import OPEN_STATUSES, Conversation
-from omni.store import StoredEvent, Write
+from omni.store import StoredEvent, StoreError, Write
 
 
 class MemoryStore:
@@ -33,7 +33,7 @@ class MemoryStore:
         for event in write.events:
             existing = self._events.get(event.conversation_id)
             if existing and existing[-1].seq >= event.seq:
-                raise ValueError(
+                raise StoreError(
                     f"event {event.conversation_id}#{event.seq} is not after #{existing[-1].seq}"
                 )
         self.writes += 1

@@ -33,14 +33,10 @@ import msgspec
 import trio
 
 from omni.domain.conversation import Conversation, Status
-from omni.store import StoredEvent, Write
+from omni.store import StoredEvent, StoreError, Write
 from omni.store.bridge import Bridge, open_bridge
 
 log = logging.getLogger(__name__)
-
-
-class StoreError(Exception):
-    """The database refused or could not be reached; the message says what to do."""
 
 
 # -- SQL ------------------------------------------------------------------------------------------
@@ -76,7 +72,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 
 _Q_UPSERT_SURVEY = """
 INSERT INTO surveys (conversation_id, answers, skipped) VALUES ($1, $2, $3)
-ON CONFLICT (conversation_id) DO UPDATE SET answers = excluded.answers, skipped = excluded.skipped"""
+ON CONFLICT (conversation_id) DO UPDATE
+    SET answers = excluded.answers, skipped = excluded.skipped"""
 
 _CONVERSATION_COLUMNS = """id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at"""
@@ -101,6 +98,9 @@ _json_encoder = msgspec.json.Encoder()
 
 
 def _json(value: Any) -> str:
+    """jsonb parameters: text that is already JSON (a delivered frame) goes in as it is."""
+    if isinstance(value, str):
+        return value
     return _json_encoder.encode(value).decode()
 
 
@@ -184,7 +184,10 @@ async def _db_fetch(pool: Any, query: str, *args: Any) -> list[Any]:
 
 
 async def _db_commit(
-    pool: Any, conversations: list[tuple[Any, ...]], events: list[tuple[Any, ...]], surveys: list[tuple[Any, ...]]
+    pool: Any,
+    conversations: list[tuple[Any, ...]],
+    events: list[tuple[Any, ...]],
+    surveys: list[tuple[Any, ...]],
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
         if conversations:
@@ -313,11 +316,15 @@ class PostgresStore:
         return conv
 
     async def find_by_token_hash(self, token_hash: str) -> str | None:
-        found: str | None = await self._bridge.run(_db_fetchval, self._pool, _Q_FIND_BY_TOKEN, token_hash)
+        found: str | None = await self._bridge.run(
+            _db_fetchval, self._pool, _Q_FIND_BY_TOKEN, token_hash
+        )
         return found
 
     async def events_after(self, conversation_id: str, after_seq: int) -> list[StoredEvent]:
-        rows = await self._bridge.run(_db_fetch, self._pool, _Q_EVENTS_AFTER, conversation_id, after_seq)
+        rows = await self._bridge.run(
+            _db_fetch, self._pool, _Q_EVENTS_AFTER, conversation_id, after_seq
+        )
         return [
             StoredEvent(
                 conversation_id,
@@ -382,9 +389,17 @@ class PostgresStore:
             with trio.CancelScope(shield=True):
                 await self._bridge.run(_db_commit, self._pool, conversations, events, surveys)
         except Exception as exc:
-            log.error("a batch of %d writes failed: %s", len(batch), exc)
-            for pending in batch:
-                pending.error = exc
+            if len(batch) == 1:
+                log.error("a write failed: %s", exc)
+                batch[0].error = exc
+            else:
+                # One bad write must not fail its neighbours: commit them one by one.
+                log.warning(
+                    "a batch of %d writes failed (%s); retrying them one by one", len(batch), exc
+                )
+                for pending in batch:
+                    await self._commit([pending])
+                return
         stats = self.batch_statistics
         stats.batches += 1
         stats.writes += len(batch)

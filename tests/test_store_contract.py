@@ -1,0 +1,187 @@
+"""One contract, two stores: every test runs against MemoryStore and PostgresStore.
+
+The PostgreSQL half is marked ``postgresql`` (``pytest -m postgresql`` runs only it,
+``-m "not postgresql"`` skips it); it uses the session's embedded server, or the one at
+``OMNI_TEST_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import trio
+
+from omni.domain.conversation import Conversation, Status
+from omni.store import Store, StoredEvent, StoreError, Write
+from omni.store.memory import MemoryStore
+from omni.store.postgres import PostgresStore, open_postgres_store
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgresql)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    dsn = request.getfixturevalue("postgres_dsn")
+    async with open_postgres_store(dsn) as pg:
+        yield pg
+
+
+def conversation(n: int, status: Status = Status.QUEUED, **changes: Any) -> Conversation:
+    at = NOW + timedelta(seconds=n)
+    conv = Conversation(
+        id=f"c{n}",
+        ticket=f"2026-{n:06d}",
+        service_id=25,
+        token_hash=f"hash-{n}",
+        visitor={"name": f"Visitor {n}", "email": f"v{n}@example.com"},
+        status=status,
+        group_id=1,
+        created_at=at.isoformat().replace("+00:00", "Z"),
+        waiting_since=at.timestamp(),
+    )
+    for key, value in changes.items():
+        setattr(conv, key, value)
+    return conv
+
+
+def event(conv: Conversation, seq: int, text: str = "hi", client: str | None = None) -> StoredEvent:
+    frame = f'{{"type":"message","conversation_id":"{conv.id}","seq":{seq},"text":"{text}"}}'
+    return StoredEvent(conv.id, seq, "message", "both", frame, ("v", client) if client else None)
+
+
+async def test_tickets_count_per_year_and_never_repeat(store: Store) -> None:
+    assert [await store.next_ticket(2026) for _ in range(3)] == [1, 2, 3]
+    assert await store.next_ticket(2027) == 1
+    assert await store.next_ticket(2026) == 4
+
+
+async def test_tickets_are_unique_under_concurrency(store: Store) -> None:
+    numbers: list[int] = []
+
+    async def take() -> None:
+        numbers.append(await store.next_ticket(2026))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(take)
+    assert sorted(numbers) == list(range(1, 21))
+
+
+async def test_a_conversation_round_trips(store: Store) -> None:
+    conv = conversation(1, Status.ACTIVE, operator_id=3, operator_name="Carla", grace_pending=True)
+    await store.write(Write(conversation=conv, events=[event(conv, 1), event(conv, 2, "yo", "k1")]))
+    conv.last_seq = 2
+    loaded = await store.load_conversation("c1")
+    assert loaded is not None
+    assert loaded.status is Status.ACTIVE and loaded.operator_name == "Carla"
+    assert loaded.visitor == conv.visitor and loaded.grace_pending is True
+    assert loaded.created_at == conv.created_at and loaded.waiting_since == conv.waiting_since
+    assert loaded.last_seq == 2
+    assert loaded.client_ids == {("v", "k1"): 2}
+    assert await store.find_by_token_hash("hash-1") == "c1"
+    assert await store.find_by_token_hash("nope") is None
+    assert await store.load_conversation("nope") is None
+
+
+async def test_a_loaded_conversation_is_not_the_written_object(store: Store) -> None:
+    conv = conversation(1)
+    await store.write(Write(conversation=conv))
+    conv.status = Status.CLOSED  # changed after the write, not written
+    loaded = await store.load_conversation("c1")
+    assert loaded is not None and loaded.status is Status.QUEUED
+
+
+async def test_events_after_returns_the_delivered_frames_in_order(store: Store) -> None:
+    conv = conversation(1)
+    await store.write(Write(conversation=conv, events=[event(conv, 1, "a")]))
+    await store.write(Write(events=[event(conv, 2, "b"), event(conv, 3, "c")]))
+    events = await store.events_after("c1", 1)
+    assert [e.seq for e in events] == [2, 3]
+    assert [e.data["text"] for e in events] == ["b", "c"]
+    assert events[0].frame.startswith("{") and '"seq":2' in events[0].frame.replace(" ", "")
+    assert await store.events_after("c1", 3) == []
+    assert await store.events_after("other", 0) == []
+
+
+async def test_a_write_is_all_or_nothing(store: Store) -> None:
+    conv = conversation(1)
+    await store.write(Write(conversation=conv, events=[event(conv, 1)]))
+    conv.status = Status.ACTIVE
+    with pytest.raises(StoreError):
+        # seq 1 again: refused, and the status change in the same write is not kept either.
+        await store.write(Write(conversation=conv, events=[event(conv, 2), event(conv, 1)]))
+    loaded = await store.load_conversation("c1")
+    assert loaded is not None and loaded.status is Status.QUEUED and loaded.last_seq == 1
+
+
+async def test_a_bad_write_does_not_fail_its_neighbours(store: Store) -> None:
+    good, bad = conversation(1), conversation(2)
+    await store.write(Write(conversation=bad, events=[event(bad, 1)]))
+    results: dict[str, Any] = {}
+
+    async def write(name: str, w: Write) -> None:
+        try:
+            await store.write(w)
+            results[name] = "ok"
+        except StoreError:
+            results[name] = "refused"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write, "bad", Write(events=[event(bad, 1)]))
+        nursery.start_soon(write, "good", Write(conversation=good, events=[event(good, 1)]))
+    assert results == {"bad": "refused", "good": "ok"}
+    assert [e.seq for e in await store.events_after("c1", 0)] == [1]
+
+
+async def test_surveys(store: Store) -> None:
+    a, b = conversation(1, Status.CLOSED), conversation(2, Status.CLOSED)
+    await store.write(Write(conversation=a, survey={"rating": 4, "comment": "ok"}))
+    await store.write(Write(conversation=b, survey_skipped=True))
+    assert await store.survey("c1") == {"rating": 4, "comment": "ok"}
+    assert await store.survey("c2") is None
+
+
+async def test_open_conversations_in_queue_order(store: Store) -> None:
+    for n, status in [
+        (3, Status.QUEUED),
+        (1, Status.ACTIVE),
+        (2, Status.CLOSED),
+        (4, Status.OUT_OF_HOURS),
+        (5, Status.OFFERED),
+        (6, Status.ENDED),
+        (7, Status.ABANDONED),
+    ]:
+        await store.write(Write(conversation=conversation(n, status)))
+    # Same waiting_since: the ticket breaks the tie.
+    await store.write(
+        Write(conversation=conversation(8, waiting_since=conversation(3).waiting_since))
+    )
+    opened = await store.open_conversations()
+    assert [c.id for c in opened] == ["c1", "c3", "c8", "c5", "c6"]
+
+
+async def test_many_concurrent_writers_are_all_stored(store: Store) -> None:
+    convs = [conversation(n) for n in range(1, 21)]
+    for conv in convs:
+        await store.write(Write(conversation=conv))
+
+    async def chat(conv: Conversation) -> None:
+        for seq in range(1, 26):
+            await store.write(Write(events=[event(conv, seq, f"m{seq}", f"k{seq}")]))
+
+    async with trio.open_nursery() as nursery:
+        for conv in convs:
+            nursery.start_soon(chat, conv)
+    for conv in convs:
+        events = await store.events_after(conv.id, 0)
+        assert [e.seq for e in events] == list(range(1, 26))
+    if isinstance(store, PostgresStore):
+        # Group commit: 500 writes in far fewer transactions.
+        stats = store.batch_statistics
+        assert stats.writes >= 500 and stats.batches < stats.writes and stats.largest > 1
