@@ -223,8 +223,15 @@ class ServerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=Path(__file__).resolve().parent.parent,
+            # Out of the terminal's process group: Ctrl-C reaches only the parent, which stops
+            # the server by closing its stdin (also what happens if the parent dies).
+            start_new_session=True,
         )
-        self.port = self._read_port()
+        try:
+            self.port = self._read_port()
+        except BaseException:
+            self.stop()
+            raise
 
     def _read_port(self) -> int:
         assert self.proc.stdout is not None
@@ -237,7 +244,6 @@ class ServerProcess:
                     return int(line.split()[1])
                 if not line and self.proc.poll() is not None:
                     break
-        self.stop()
         raise RuntimeError(f"server subprocess did not report its port: {self.proc.args}")
 
     def command(self, line: str) -> None:

@@ -66,10 +66,13 @@ from omni.domain.conversation import (
     VisitorTyping,
     handle,
     open_conversation,
+    restore,
 )
 from omni.domain.model import DEFAULT_SURVEY, GroupLink, Service, SurveyMode
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+#: When the visitor of every conversation built here began waiting (POSIX seconds).
+WAITING_SINCE = T0.timestamp()
 
 SERVICE = Service(
     id=25,
@@ -174,13 +177,14 @@ def kinds(effects: list[Effect]) -> list[str]:
 # --- opening ------------------------------------------------------------------------------------
 
 
-def test_open_in_hours_queues_at_the_tail() -> None:
+def test_open_in_hours_queues() -> None:
     conv, effects = new(group_id=1)
     assert conv.status is Status.QUEUED
     assert conv.group_id == 1
     assert conv.last_seq == 0
     assert conv.created_at == "2026-11-25T12:00:00Z"
-    assert effects == [Persist(), EnterQueue(1, head=False)]
+    assert conv.waiting_since == WAITING_SINCE
+    assert effects == [Persist(), EnterQueue(1)]
 
 
 def test_open_out_of_hours_tells_the_visitor() -> None:
@@ -383,16 +387,17 @@ def test_typing_is_a_signal_without_seq() -> None:
 # --- offer expiry and disconnects ---------------------------------------------------------------
 
 
-def test_offer_expired_requeues_at_the_head() -> None:
+def test_offer_expired_requeues_keeping_the_place() -> None:
     conv = offered(1)
-    effects = apply(conv, OfferExpired(1))
+    effects = apply(conv, OfferExpired(1), t=40)
     assert conv.status is Status.QUEUED
     assert conv.offered_to is None
+    assert conv.waiting_since == WAITING_SINCE  # ahead of everyone who came later
     assert effects == [
         Signal("operator", "offer_withdrawn", {}, operator_id=1),
         Release(1),
         Persist(),
-        EnterQueue(1, head=True),
+        EnterQueue(1),
     ]
 
 
@@ -410,12 +415,13 @@ def test_offer_expired_after_accept_is_ignored() -> None:
     assert dataclasses.asdict(conv) == before
 
 
-def test_operator_left_while_offered_requeues_at_the_head() -> None:
+def test_operator_left_while_offered_requeues_keeping_the_place() -> None:
     conv = offered(1)
-    effects = apply(conv, OperatorLeft(1))
+    effects = apply(conv, OperatorLeft(1), t=40)
     assert conv.status is Status.QUEUED
     assert conv.offered_to is None
-    assert effects == [CancelTimer("offer"), Release(1), Persist(), EnterQueue(1, head=True)]
+    assert conv.waiting_since == WAITING_SINCE
+    assert effects == [CancelTimer("offer"), Release(1), Persist(), EnterQueue(1)]
 
 
 def test_operator_left_while_offered_to_someone_else_is_ignored() -> None:
@@ -427,10 +433,11 @@ def test_operator_left_while_offered_to_someone_else_is_ignored() -> None:
 
 def test_operator_returning_within_grace_keeps_the_conversation() -> None:
     conv = active(1)
-    assert apply(conv, OperatorLeft(1)) == [StartTimer("grace", 60.0)]
+    # grace_pending is part of the stored record: each change is persisted
+    assert apply(conv, OperatorLeft(1)) == [Persist(), StartTimer("grace", 60.0)]
     assert conv.grace_pending
     assert apply(conv, OperatorLeft(1)) == []  # a second disconnect does not restart the timer
-    assert apply(conv, OperatorReturned(1)) == [CancelTimer("grace")]
+    assert apply(conv, OperatorReturned(1)) == [Persist(), CancelTimer("grace")]
     assert not conv.grace_pending
     before = dataclasses.asdict(conv)
     assert apply(conv, GraceExpired(1)) == []  # the timer fired anyway: too late, ignored
@@ -439,14 +446,15 @@ def test_operator_returning_within_grace_keeps_the_conversation() -> None:
     assert conv.operator_id == 1
 
 
-def test_grace_expired_requeues_at_the_head() -> None:
+def test_grace_expired_requeues_keeping_the_place() -> None:
     conv = active(1)
     apply(conv, OperatorLeft(1))
     seq = conv.last_seq
-    effects = apply(conv, GraceExpired(1))
+    effects = apply(conv, GraceExpired(1), t=70)
     assert conv.status is Status.QUEUED
     assert (conv.operator_id, conv.operator_name, conv.grace_pending) == (None, None, False)
-    assert EnterQueue(1, head=True) in effects
+    assert conv.waiting_since == WAITING_SINCE
+    assert EnterQueue(1) in effects
     assert Release(1) in effects
     assert Persist() in effects
     [transferred] = emits(effects)
@@ -487,8 +495,9 @@ def test_transfer_to_group_requeues_in_the_new_group() -> None:
     )
     assert effects.index(transferred) == 0
     assert Release(1) in effects
-    assert EnterQueue(2, head=True) in effects
+    assert EnterQueue(2) in effects
     assert Persist() in effects
+    assert conv.waiting_since == WAITING_SINCE  # a transferred visitor has already waited
 
 
 def test_transfer_to_group_by_non_owner() -> None:
@@ -672,7 +681,7 @@ def sample_event(kind: type, operator_id: int) -> Event:
         SurveyAnswered: SurveyAnswered({"rating": 5}),
         SurveySkipped: SurveySkipped(),
         SurveyExpired: SurveyExpired(),
-        ResumeByOperator: ResumeByOperator(operator_id, "Alice"),
+        ResumeByOperator: ResumeByOperator(operator_id, "Alice", 1),
     }
     assert set(samples) == set(ALL_EVENT_TYPES)
     return samples[kind]
@@ -720,9 +729,9 @@ def test_survey_answer_while_active_is_invalid_state() -> None:
 def test_resume_by_operator_out_of_hours() -> None:
     conv, _ = new(group_id=None)
     apply(conv, VisitorMessage("m1", "call me back"))
-    effects = apply(conv, ResumeByOperator(3, "Carol"))
+    effects = apply(conv, ResumeByOperator(3, "Carol", 2))
     assert conv.status is Status.ACTIVE
-    assert (conv.operator_id, conv.operator_name) == (3, "Carol")
+    assert (conv.operator_id, conv.operator_name, conv.group_id) == (3, "Carol", 2)
     assert effects[:2] == [Persist(), ReplayHistory(3, before=3)]
     [assigned] = emits(effects)
     assert (assigned.seq, assigned.kind, assigned.operator_id) == (3, "assigned", 3)
@@ -732,23 +741,74 @@ def test_resume_by_operator_out_of_hours() -> None:
 
 
 def test_resume_by_operator_only_out_of_hours() -> None:
-    reject(active(1), ResumeByOperator(2, "Bob"), "invalid_state")
-    reject(queued(), ResumeByOperator(2, "Bob"), "invalid_state")
+    reject(active(1), ResumeByOperator(2, "Bob", 1), "invalid_state")
+    reject(queued(), ResumeByOperator(2, "Bob", 1), "invalid_state")
 
 
-def test_resumed_out_of_hours_conversation_survives_grace_expiry() -> None:
-    """An out-of-hours conversation resumed by an operator has no group (``group_id`` None).
-    When that operator disconnects and the grace period runs out, ``GraceExpired`` must not
-    crash: it is an internal event, which may be ignored but never raise."""
+def test_resumed_out_of_hours_conversation_requeues_when_grace_expires() -> None:
+    """An out-of-hours conversation starts without a group; resuming it gives it the group
+    named by the caller, so that when the operator disconnects and the grace period runs out
+    it can be requeued (it used to crash on ``assert conv.group_id is not None``)."""
     conv, _ = new(group_id=None)
-    apply(conv, ResumeByOperator(3, "Carol"))
-    assert apply(conv, OperatorLeft(3)) == [StartTimer("grace", 60.0)]
+    apply(conv, ResumeByOperator(3, "Carol", 2))
+    assert apply(conv, OperatorLeft(3)) == [Persist(), StartTimer("grace", 60.0)]
     effects = apply(conv, GraceExpired(3))
-    assert all(not isinstance(e, EnterQueue) or e.group_id is not None for e in effects)
-    if conv.status is Status.ACTIVE:
-        assert conv.operator_id is not None
-    if conv.status is Status.QUEUED:
-        assert conv.group_id is not None
+    assert conv.status is Status.QUEUED
+    assert (conv.group_id, conv.operator_id) == (2, None)
+    assert EnterQueue(2) in effects
+    assert Release(3) in effects
+    [transferred] = emits(effects)
+    assert transferred.data == {
+        "to": {"kind": "group", "id": 2, "name": "Billing"},
+        "reason": "operator_disconnected",
+    }
+
+
+# --- restore after a restart ----------------------------------------------------------------------
+
+
+def test_restore_requeues_a_pending_offer() -> None:
+    conv = offered(1)
+    assert restore(conv, operator_connected=True, ctx=CTX) == [Persist(), EnterQueue(1)]
+    assert (conv.status, conv.offered_to) == (Status.QUEUED, None)
+    assert conv.waiting_since == WAITING_SINCE
+
+
+def test_restore_puts_a_queued_conversation_back_in_its_queue() -> None:
+    conv = queued()
+    assert restore(conv, operator_connected=False, ctx=CTX) == [EnterQueue(1)]
+    assert conv.status is Status.QUEUED
+
+
+def test_restore_starts_grace_when_the_operator_is_away() -> None:
+    conv = active(1)
+    assert restore(conv, operator_connected=False, ctx=CTX) == [
+        Persist(),
+        StartTimer("grace", 60.0),
+    ]
+    assert conv.grace_pending
+    assert kinds(apply(conv, GraceExpired(1))) == ["transferred"]
+    assert conv.status is Status.QUEUED
+
+
+def test_restore_leaves_a_connected_operator_alone() -> None:
+    conv = active(1)
+    before = dataclasses.asdict(conv)
+    assert restore(conv, operator_connected=True, ctx=CTX) == []
+    assert dataclasses.asdict(conv) == before
+
+
+def test_restore_waits_again_for_the_survey() -> None:
+    conv = ended()
+    assert restore(conv, operator_connected=False, ctx=CTX) == [StartTimer("survey", 600.0)]
+
+
+@pytest.mark.parametrize("build", [closed, abandoned], ids=["closed", "abandoned"])
+def test_restore_does_nothing_after_the_end(build: Any) -> None:
+    conv = build()
+    before = dataclasses.asdict(conv)
+    assert restore(conv, operator_connected=False, ctx=CTX) == []
+    assert dataclasses.asdict(conv) == before
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -853,7 +913,11 @@ def events(operators: st.SearchStrategy[int]) -> st.SearchStrategy[Event]:
         st.builds(SurveyAnswered, st.one_of(VALID_ANSWERS, INVALID_ANSWERS)),
         st.just(SurveySkipped()),
         st.just(SurveyExpired()),
-        operators.map(lambda op: ResumeByOperator(op, _name(op))),
+        st.builds(
+            lambda op, group: ResumeByOperator(op, _name(op), group),
+            operators,
+            st.sampled_from([1, 2]),
+        ),
     )
 
 
@@ -963,6 +1027,10 @@ class Run:
         assert seqs == list(range(1, conv.last_seq + 1)), f"seqs {seqs}, last {conv.last_seq}"
         assert conv.client_ids == self.used_keys
         assert conv.status in REACHABLE
+        # a visitor keeps their place in any queue through offers, disconnects and transfers
+        assert conv.waiting_since == WAITING_SINCE
+        if conv.status in {Status.QUEUED, Status.OFFERED, Status.ACTIVE}:
+            assert conv.group_id is not None, "nowhere to requeue it"
         if conv.status is Status.ACTIVE:
             assert conv.operator_id is not None
             assert conv.operator_name is not None

@@ -114,11 +114,12 @@ class Visitor(Party):
     conversation_id: str | None = None
     token: str | None = None
 
-    def last_seen(self, frames: dict[Conn, list[dict[str, Any]]]) -> int:
+    def last_seen(self) -> int:
+        """The highest seq this visitor has seen on any of its connections (acks included)."""
         seqs = [
             f["seq"]
             for conn in self.conns
-            for f in frames.get(conn, conn.frames)
+            for f in conn.frames
             if isinstance(f.get("seq"), int) and f.get("conversation_id") == self.conversation_id
         ]
         return max(seqs, default=0)
@@ -138,9 +139,10 @@ class Operator(Party):
         for frame in conn.frames:
             if frame["type"] == "offer":
                 pending.append(frame["conversation"]["id"])
-            elif frame["type"] in ("offer_withdrawn", "assigned") and frame.get(
-                "conversation_id"
-            ) in pending:
+            elif (
+                frame["type"] in ("offer_withdrawn", "assigned")
+                and frame.get("conversation_id") in pending
+            ):
                 pending.remove(frame["conversation_id"])
         return [cid for cid in pending if cid not in conn.accepted]
 
@@ -163,6 +165,7 @@ class View:
     starved: list[str]
 
 
+@settings(max_examples=150, stateful_step_count=50, deadline=None)
 class DeliveryMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -181,8 +184,8 @@ class DeliveryMachine(RuleBasedStateMachine):
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery-trio", daemon=True)
         self._thread.start()
-        if not self._ready.wait(THREAD_TIMEOUT):
-            raise RuntimeError(f"the trio thread did not start: {self._error!r}")
+        if not self._ready.wait(THREAD_TIMEOUT) or self._token is None:
+            raise RuntimeError("the trio thread did not start") from self._error
 
     # -- the trio side ------------------------------------------------------------------------
 
@@ -275,10 +278,15 @@ class DeliveryMachine(RuleBasedStateMachine):
         await settle()
         records = {conv.id: conv for conv in store.conversations()}
         return View(
-            frames={conn: list(conn.frames) for p in [*self.visitors, *self.operators] for conn in p.conns},
+            frames={
+                conn: list(conn.frames)
+                for p in [*self.visitors, *self.operators]
+                for conn in p.conns
+            },
             entries={cid: (e.status.value, e.group_id) for cid, e in hub.conversations.items()},
             roster={
-                op.id: (op.presence.value, op.capacity, set(op.load), op.groups) for op in hub.roster
+                op.id: (op.presence.value, op.capacity, set(op.load), op.groups)
+                for op in hub.roster
             },
             queues=queues,
             records=records,
@@ -297,8 +305,9 @@ class DeliveryMachine(RuleBasedStateMachine):
         return [v for v in self.visitors if v.conversation_id in entries]
 
     @precondition(
-        lambda self: len(self.visitors) < MAX_VISITORS_EVER
-        and len(self.open_visitors()) < MAX_VISITORS
+        lambda self: (
+            len(self.visitors) < MAX_VISITORS_EVER and len(self.open_visitors()) < MAX_VISITORS
+        )
     )
     @rule()
     def start_visitor(self) -> None:
@@ -367,7 +376,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         """Resume on a new connection after the last seq seen (or, with ``from_start``, 0)."""
         candidates = self.disconnected_visitors()
         visitor = candidates[v % len(candidates)]
-        last_seq = 0 if from_start else visitor.last_seen({})
+        last_seq = 0 if from_start else visitor.last_seen()
         old = visitor.conn
 
         async def resume() -> Conn:
@@ -503,7 +512,9 @@ class DeliveryMachine(RuleBasedStateMachine):
                         continue
                     cid, client_id, seq = frame["conversation_id"], frame["client_id"], frame["seq"]
                     stored = [e for e in events.get(cid, []) if e.seq == seq]
-                    assert len(stored) == 1, f"{conn.label}: {frame} has {len(stored)} stored events"
+                    assert len(stored) == 1, (
+                        f"{conn.label}: {frame} has {len(stored)} stored events"
+                    )
                     event = stored[0]
                     assert event.kind == "message", f"{conn.label}: {frame} acks {event}"
                     assert event.client_key is not None
@@ -545,10 +556,12 @@ class DeliveryMachine(RuleBasedStateMachine):
                     last = max(had, default=0)
                     if frame["type"] == "ack" and seq <= last:
                         assert frame["client_id"] in resent, (
-                            f"{conn.label}: a first send acked with seq {seq} after seq {last}: {frame}"
+                            f"{conn.label}: a first send acked with old seq (after {last}): {frame}"
                         )
                         continue
-                    assert seq not in had, f"{conn.label}: seq {seq} of {cid} delivered twice: {frame}"
+                    assert seq not in had, (
+                        f"{conn.label}: seq {seq} of {cid} delivered twice: {frame}"
+                    )
                     assert seq > last, f"{conn.label}: seq {seq} of {cid} after seq {last}: {frame}"
                     had.add(seq)
 
@@ -559,9 +572,7 @@ class DeliveryMachine(RuleBasedStateMachine):
                 if conn.resumed_after is None or not conn.alive:
                     continue
                 frames = view.frames[conn]
-                opening = [
-                    i for i, f in enumerate(frames) if f["type"] in ("started", "resumed")
-                ]
+                opening = [i for i, f in enumerate(frames) if f["type"] in ("started", "resumed")]
                 assert opening, f"{conn.label}: no started/resumed frame in {frames}"
                 after = frames[opening[0] + 1 :]
                 cid = visitor.conversation_id
@@ -592,7 +603,9 @@ class DeliveryMachine(RuleBasedStateMachine):
             record = view.records[cid]
             assert record.status.value == status, f"{cid}: hub says {status}, store {record.status}"
             if status == "queued":
-                assert queues == [group_id] and not loads, f"{cid} queued: queues {queues}, loads {loads}"
+                assert queues == [group_id] and not loads, (
+                    f"{cid} queued: queues {queues}, loads {loads}"
+                )
             elif status in ("offered", "active"):
                 holder = record.offered_to if status == "offered" else record.operator_id
                 assert loads == [holder] and not queues, (
@@ -622,5 +635,4 @@ class DeliveryMachine(RuleBasedStateMachine):
             raise self._error
 
 
-DeliveryMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 TestDelivery = DeliveryMachine.TestCase

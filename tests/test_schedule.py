@@ -423,8 +423,13 @@ def day_intervals(draw: st.DrawFn) -> tuple[Interval, ...]:
 @st.composite
 def schedules(draw: st.DrawFn) -> Schedule:
     zone = draw(st.sampled_from(ZONES))
-    days = draw(st.lists(st.integers(0, 6), unique=True, max_size=7))
-    weekly = {day: draw(day_intervals()) for day in days}
+    if draw(st.booleans()):
+        # The same hours every day, so a DST transition day always has boundaries.
+        daily = draw(day_intervals())
+        weekly = {day: daily for day in range(7)}
+    else:
+        days = draw(st.lists(st.integers(0, 6), unique=True, max_size=7))
+        weekly = {day: draw(day_intervals()) for day in days}
     some_dates = st.dates(FIRST.date(), LAST.date() + timedelta(days=400))
     holidays = draw(st.frozensets(some_dates, max_size=6))
     special = draw(st.dictionaries(some_dates, day_intervals(), max_size=3))
