@@ -12,9 +12,15 @@ from pathlib import Path
 import pytest
 import trio
 
+from omni.store.bridge import ThreadBridge
 from tests.support import connect_tcp, login, start
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OMNI_DATABASE_URL"}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
 async def _spawn_serve(*args: str) -> tuple[trio.Process, str]:
@@ -23,7 +29,7 @@ async def _spawn_serve(*args: str) -> tuple[trio.Process, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=_env(),
     )
     assert process.stdout is not None
     output = b""
@@ -36,9 +42,19 @@ async def _spawn_serve(*args: str) -> tuple[trio.Process, str]:
 
 
 @pytest.mark.slow
-async def test_serve_runs_the_example_and_stops_gracefully_on_sigterm() -> None:
+async def test_serve_runs_the_example_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    """The README's run command, on the embedded PostgreSQL: up, serving, and on SIGTERM the
+    clients are told, the database is stopped, the process exits 0."""
+    data_dir = tmp_path / "omni-data"
     process, banner = await _spawn_serve(
-        "--config", "examples/omni.toml", "--ws-port", "0", "--http-port", "0"
+        "--config",
+        "examples/omni.toml",
+        "--ws-port",
+        "0",
+        "--http-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
     )
     try:
         ws_url = re.search(r"(ws://127\.0\.0\.1:\d+)/ws/visitor", banner)
@@ -62,6 +78,9 @@ async def test_serve_runs_the_example_and_stops_gracefully_on_sigterm() -> None:
         while chunk := await process.stdout.receive_some():
             rest += chunk
         assert b"omni: stopped" in rest
+        # The embedded PostgreSQL stopped with it.
+        assert not (data_dir / "postmaster.pid").exists()
+        assert (data_dir / "PG_VERSION").exists()
     finally:
         if process.returncode is None:
             process.kill()
@@ -93,3 +112,68 @@ async def test_serve_reports_a_missing_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert b"cannot read" in result.stderr
+
+
+async def _omni(*args: str, **env: str) -> tuple[int, str]:
+    result = await trio.run_process(
+        [sys.executable, "-m", "omni.cli", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=ROOT,
+        env=_env(**env),
+    )
+    return result.returncode, (result.stdout + result.stderr).decode()
+
+
+async def test_an_unreachable_database_is_reported(tmp_path: Path) -> None:
+    code, output = await _omni(
+        "serve",
+        "--config",
+        "examples/omni.toml",
+        OMNI_DATABASE_URL="postgresql://omni:secret@127.0.0.1:1/omni",
+    )
+    assert code == 1
+    assert "omni: cannot connect to PostgreSQL at postgresql://omni@127.0.0.1:1/omni" in output
+    assert "secret" not in output and "Traceback" not in output
+
+
+async def test_an_unusable_data_directory_is_reported(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    code, output = await _omni(
+        "serve", "--config", "examples/omni.toml", "--data-dir", str(not_a_dir)
+    )
+    assert code == 1
+    assert "exists and is not a directory" in output and "Traceback" not in output
+    code, output = await _omni(
+        "serve", "--config", "examples/omni.toml", "--data-dir", str(tmp_path / "no" / "such")
+    )
+    assert code == 1 and "does not exist" in output
+
+
+@pytest.mark.postgresql
+async def test_migrate_and_a_schema_newer_than_the_code(postgres_dsn: str) -> None:
+    code, output = await _omni("migrate", OMNI_DATABASE_URL=postgres_dsn)
+    assert code == 0 and "applied migrations [1]" in output
+    code, output = await _omni("migrate", OMNI_DATABASE_URL=postgres_dsn)
+    assert code == 0 and "up to date" in output
+
+    async def bump_schema() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (99, 'future')"
+            )
+        finally:
+            await conn.close()
+
+    async with ThreadBridge.open() as bridge:
+        await bridge.run(bump_schema)
+    code, output = await _omni(
+        "serve", "--config", "examples/omni.toml", OMNI_DATABASE_URL=postgres_dsn
+    )
+    assert code == 1
+    assert "newer than this Omni" in output and "Traceback" not in output
