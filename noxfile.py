@@ -16,6 +16,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def postgres(session: nox.Session) -> None:
+    """Only the PostgreSQL half: the store contract on PostgreSQL, restart safety, migrations.
+    Uses an embedded server, or the one at OMNI_TEST_DATABASE_URL."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "postgresql", *session.posargs)
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff (including the ASYNC rules for trio) and mypy --strict on omni/."""
     session.install("-e", ".[dev]")
@@ -25,6 +33,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """The relay benchmark (prints JSON; not a pass/fail check)."""
-    session.install("-e", ".")
+    """The benchmarks (print figures; not pass/fail checks): relay, then store."""
+    session.install("-e", ".[bench]")
     session.run("python", "benchmarks/relay.py", *session.posargs)
+    session.run("python", "benchmarks/store.py")

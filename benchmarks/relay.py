@@ -130,9 +130,7 @@ def omni_config(operators: int) -> Any:
             "server": {"host": HOST, "ws_port": 0, "http_port": 0},
             "schedules": [{"id": "always", "timezone": "UTC", "weekly": always}],
             "groups": [{"id": 1, "name": "Bench"}],
-            "services": [
-                {"id": 1, "name": "Bench", "schedule": "always", "links": [{"group": 1}]}
-            ],
+            "services": [{"id": 1, "name": "Bench", "schedule": "always", "links": [{"group": 1}]}],
             "operators": [
                 {
                     "id": n,
@@ -202,8 +200,10 @@ def serve(kind: str, operators: int, profile: bool) -> int:
         if profiler is not None:
             profiler.disable()
             stats = pstats.Stats(profiler, stream=sys.stderr).strip_dirs()
-            print(f"\n== cProfile, {kind} server, exchange phase: top 25 cumulative ==",
-                  file=sys.stderr)
+            print(
+                f"\n== cProfile, {kind} server, exchange phase: top 25 cumulative ==",
+                file=sys.stderr,
+            )
             stats.sort_stats("cumulative").print_stats(25)
             print(f"== cProfile, {kind} server: top 25 by own time ==", file=sys.stderr)
             stats.sort_stats("tottime").print_stats(25)
@@ -214,8 +214,14 @@ class ServerProcess:
     """This script with ``--serve KIND`` in a subprocess; closing its stdin stops it."""
 
     def __init__(self, kind: str, operators: int, profile: bool) -> None:
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve", kind,
-                   "--pairs", str(operators)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--serve",
+            kind,
+            "--pairs",
+            str(operators),
+        ]
         if profile:
             command.append("--profile-server")
         self.proc = subprocess.Popen(
@@ -244,7 +250,7 @@ class ServerProcess:
                     return int(line.split()[1])
                 if not line and self.proc.poll() is not None:
                     break
-        raise RuntimeError(f"server subprocess did not report its port: {self.proc.args}")
+        raise RuntimeError(f"server subprocess did not report its port: {self.proc.args!r}")
 
     def command(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -303,9 +309,9 @@ async def recv_frame(ws: WebSocketConnection) -> tuple[float, dict[str, Any]]:
     return received, json.loads(data)
 
 
-async def until(ws: WebSocketConnection, kind: str, text_prefix: str | None = None) -> tuple[
-    float, dict[str, Any]
-]:
+async def until(
+    ws: WebSocketConnection, kind: str, text_prefix: str | None = None
+) -> tuple[float, dict[str, Any]]:
     """The next frame of type ``kind`` (and text starting with ``text_prefix``), skipping others;
     an ``error`` frame fails the run."""
     for _ in range(MAX_SKIPPED):
@@ -370,23 +376,28 @@ async def exchange(
     all_ready = trio.Event()
     go = trio.Event()
 
+    def sample(received: float, frame: dict[str, Any], prefix: str, record: bool) -> None:
+        _, number, sent = frame["text"].split("|")
+        if number != prefix:
+            raise RuntimeError(f"expected message {prefix}, got {frame['text']!r}")
+        if record:
+            latencies.append(received - float(sent))
+
     async def round_trip(link: Link, tag: str, k: int, record: bool) -> None:
         sent = time.perf_counter()
-        await send(link.visitor, "message", client_id=f"v{tag}{k}", text=f"v|{k}|{sent!r}")
+        await send(link.visitor, "message", client_id=f"v{tag}{k}", text=f"v|{tag}{k}|{sent!r}")
         received, frame = await until(link.operator, "message", "v|")
-        if record:
-            latencies.append(received - float(frame["text"].rsplit("|", 1)[1]))
+        sample(received, frame, f"{tag}{k}", record)
         sent = time.perf_counter()
         await send(
             link.operator,
             "message",
             conversation_id=link.conversation_id,
             client_id=f"o{tag}{k}",
-            text=f"o|{k}|{sent!r}",
+            text=f"o|{tag}{k}|{sent!r}",
         )
         received, frame = await until(link.visitor, "message", "o|")
-        if record:
-            latencies.append(received - float(frame["text"].rsplit("|", 1)[1]))
+        sample(received, frame, f"{tag}{k}", record)
 
     async def run_pair(link: Link) -> None:
         nonlocal ready
@@ -626,8 +637,9 @@ def table(result: dict[str, Any]) -> str:
         row("bare", result["bare"]),
         row("omni", result["omni"]),
         f"{'omni/bare':<10}{ratios['throughput']:>10.2f}{'':>9}{ratios['p99']:>9.2f}"
-        + ("" if ratios["server_cpu_per_msg"] is None
-           else f"{ratios['server_cpu_per_msg']:>11.2f}"),
+        + (
+            "" if ratios["server_cpu_per_msg"] is None else f"{ratios['server_cpu_per_msg']:>11.2f}"
+        ),
         f"target at {target['pairs']} pairs: throughput ratio >= {target['throughput_ratio_min']} "
         f"({met(target['throughput_met'])}), p99 ratio <= {target['p99_ratio_max']} "
         f"({met(target['p99_met'])})",
@@ -635,8 +647,10 @@ def table(result: dict[str, Any]) -> str:
     if result["pairs"] != target["pairs"]:
         lines.append(f"note: the target is stated for {target['pairs']} pairs")
     if result["profiled"]:
-        lines.append(f"note: cProfile ran in the server(s) ({result['profiled']}); "
-                     "these figures are not valid")
+        lines.append(
+            f"note: cProfile ran in the server(s) ({result['profiled']}); "
+            "these figures are not valid"
+        )
     return "\n".join(lines)
 
 

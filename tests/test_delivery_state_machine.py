@@ -72,8 +72,6 @@ class Conn:
         self.ws: Any = None
         #: Visitor connections: the seq the visitor resumed after (0 for the one that started).
         self.resumed_after: int | None = None
-        #: Operator connections: conversations this connection sent ``accept`` for.
-        self.accepted: set[str] = set()
 
     @property
     def alive(self) -> bool:
@@ -131,7 +129,8 @@ class Operator(Party):
     token: str = ""
 
     def pending_offers(self) -> list[str]:
-        """Conversations offered to the current connection, not withdrawn, assigned or accepted."""
+        """Conversations offered to the current connection and not yet withdrawn or assigned
+        (an accepted offer is assigned at once: ``operator_accept`` checks it)."""
         conn = self.conn
         if conn is None or not conn.alive:
             return []
@@ -144,7 +143,7 @@ class Operator(Party):
                 and frame.get("conversation_id") in pending
             ):
                 pending.remove(frame["conversation_id"])
-        return [cid for cid in pending if cid not in conn.accepted]
+        return pending
 
 
 @dataclass
@@ -445,7 +444,6 @@ class DeliveryMachine(RuleBasedStateMachine):
         operator, cid = candidates[i % len(candidates)]
         conn = operator.conn
         assert conn is not None
-        conn.accepted.add(cid)
         before = len(conn.frames)
         self.call(conn.send, "accept", conversation_id=cid)
         answers = [f for f in conn.frames[before:] if f.get("conversation_id") == cid]

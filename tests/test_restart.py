@@ -212,6 +212,26 @@ async def test_sigkill_loses_no_acknowledged_message(postgres_dsn: str, tmp_path
         async with connect_tcp(f"{server.url}/ws/visitor") as eva:
             started = await start(eva, name="Eva")
             assert started["ticket"].endswith("-000006")
+            eva_token = started["token"]
+            await eva.until("queued")
+        assert await server.stop() == 0
+
+        # After a graceful stop too: everything is there and the queue order holds.
+        await server.start()
+        async with connect_tcp(f"{server.url}/ws/visitor") as eva, connect_tcp(
+            f"{server.url}/ws/visitor"
+        ) as caio:
+            await eva.send("resume", token=eva_token, last_seq=0)
+            await eva.expect("resumed", status="queued")
+            assert (await eva.until("queued"))["position"] == 3
+            await caio.send("resume", token=tokens["Caio"][0], last_seq=0)
+            await caio.expect("resumed", status="queued")
+            assert (await caio.until("queued"))["position"] == 1
+            async with connect_tcp(f"{server.url}/ws/visitor") as ana:
+                await ana.send("resume", token=tokens["Ana"][0], last_seq=0)
+                resumed = await ana.expect("resumed", status="active")
+                frames = [await ana.recv() for _ in range(resumed["last_seq"])]
+                assert frames[-1]["text"] == "after the crash"
         assert await server.stop() == 0
     finally:
         if server.process is not None and server.process.returncode is None:

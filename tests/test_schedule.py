@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
+import pickle
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -241,8 +244,14 @@ def test_schedule_is_an_immutable_value() -> None:
     assert s.intervals_on(date(2026, 3, 3)) == ()
     assert s == Schedule("America/Sao_Paulo", {0: WORKDAY})
     assert hash(s) == hash(Schedule("America/Sao_Paulo", {0: WORKDAY}))
-    with pytest.raises(TypeError):
-        s.weekly[1] = WORKDAY  # type: ignore[index]
+    assert s != Schedule("America/Sao_Paulo", {0: WORKDAY}, holidays=frozenset({MONDAY}))
+    assert copy.deepcopy(s) == s
+    assert pickle.loads(pickle.dumps(s)) == s
+    as_dict = dataclasses.asdict(s)
+    assert set(as_dict) == {"timezone", "weekly", "holidays", "special_days"}
+    assert as_dict["weekly"][0][0] == {"start": 480, "end": 720}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.timezone = "UTC"  # type: ignore[misc]
 
 
 def test_always_open_never_changes() -> None:
@@ -439,7 +448,7 @@ def schedules(draw: st.DrawFn) -> Schedule:
 @st.composite
 def instants(draw: st.DrawFn, zone_name: str) -> datetime:
     """Aware instants in 2025-2027, biased toward DST transitions and whole local minutes."""
-    kind = draw(st.sampled_from(["any", "transition", "local"]))
+    kind = draw(st.sampled_from(["any", "transition", "transition", "local"]))
     found = transitions(zone_name)
     if kind == "transition" and found:
         base = draw(st.sampled_from(found))
@@ -458,10 +467,8 @@ def schedule_and_instant(draw: st.DrawFn) -> tuple[Schedule, datetime]:
     return schedule, draw(instants(schedule.timezone))
 
 
-@settings(max_examples=250, deadline=None)
-@given(schedule_and_instant())
-def test_next_change_is_the_first_change(case: tuple[Schedule, datetime]) -> None:
-    s, at = case
+def assert_first_change(s: Schedule, at: datetime) -> None:
+    """next_change(at) is after at, differs from at, and nothing differs in between."""
     state = s.is_open(at)
     t = s.next_change(at)
     if t is None:
@@ -482,6 +489,36 @@ def test_next_change_is_the_first_change(case: tuple[Schedule, datetime]) -> Non
     while probe < min(t, at + timedelta(days=2)):
         assert s.is_open(probe) == state, (probe, t)
         probe += timedelta(minutes=10)
+
+
+@settings(max_examples=250, deadline=None)
+@given(schedule_and_instant())
+def test_next_change_is_the_first_change(case: tuple[Schedule, datetime]) -> None:
+    assert_first_change(*case)
+
+
+DST_ZONES = ["America/New_York", "Europe/Lisbon", "Australia/Lord_Howe", "America/Santiago"]
+# Half hours around the night, where these zones change offset, plus noon and midnight.
+DST_MINUTES = [0, 30, 60, 90, 120, 150, 180, 210, 240, 720, 1380, 1410, 1440]
+
+
+@st.composite
+def daily_hours_near_a_transition(draw: st.DrawFn) -> tuple[Schedule, datetime]:
+    """Same hours every day, mostly at night, and an instant shortly before a DST change."""
+    zone = draw(st.sampled_from(DST_ZONES))
+    bounds = sorted(draw(st.lists(st.sampled_from(DST_MINUTES), unique=True, max_size=6)))
+    if len(bounds) % 2:
+        bounds.pop()
+    daily = tuple(Interval(a, b) for a, b in zip(bounds[::2], bounds[1::2], strict=True))
+    schedule = Schedule(zone, {day: daily for day in range(7)})
+    at = draw(st.sampled_from(transitions(zone)))
+    return schedule, at + timedelta(seconds=draw(st.integers(-3 * 3600, 3600)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(daily_hours_near_a_transition())
+def test_next_change_is_the_first_change_around_dst(case: tuple[Schedule, datetime]) -> None:
+    assert_first_change(*case)
 
 
 @settings(max_examples=200, deadline=None)

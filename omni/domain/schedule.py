@@ -32,8 +32,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
 from itertools import pairwise
-from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["Interval", "Schedule"]
@@ -152,21 +152,20 @@ class Schedule:
 
     Construction validates everything (``ValueError`` for an unknown zone, a weekday outside
     0..6, or unsorted/overlapping intervals, naming the day; ``TypeError`` for values of
-    the wrong type) and stores read-only copies, so a ``Schedule`` is an immutable,
-    hashable value.
+    the wrong type) and stores private copies of the mappings, so a ``Schedule`` is an
+    immutable (do not mutate the ``Mapping`` attributes), hashable value.
     """
 
     timezone: str
     weekly: Mapping[int, tuple[Interval, ...]]
     holidays: frozenset[date] = frozenset()
     special_days: Mapping[date, tuple[Interval, ...]] = field(default_factory=dict)
-    _zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.timezone, str):
             raise TypeError(f"timezone must be an IANA zone name, got {self.timezone!r}")
         try:
-            zone = ZoneInfo(self.timezone)
+            _ = self._zone  # resolve (and cache) the zone now, so a bad name fails here
         except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
             # ZoneInfoNotFoundError for unknown names, ValueError for malformed keys,
             # OSError for directories such as "America".
@@ -188,12 +187,12 @@ class Schedule:
             _checked_date("special_days keys", day)
             special_days[day] = _checked_intervals(f"special day {day.isoformat()}", intervals)
 
-        # Read-only copies: the caller's dicts stay theirs, and the schedule can't change
-        # under code that cached an answer.
-        object.__setattr__(self, "_zone", zone)
-        object.__setattr__(self, "weekly", MappingProxyType(weekly))
+        # Private copies: later changes to the caller's dicts cannot change the schedule (nor
+        # its hash) under code that cached an answer. Plain dicts, typed Mapping, so the value
+        # still pickles, deep-copies and goes through dataclasses.asdict().
+        object.__setattr__(self, "weekly", weekly)
         object.__setattr__(self, "holidays", holidays)
-        object.__setattr__(self, "special_days", MappingProxyType(special_days))
+        object.__setattr__(self, "special_days", special_days)
 
     def __hash__(self) -> int:
         return hash(
@@ -210,6 +209,12 @@ class Schedule:
         """A schedule open 00:00-24:00 every day; ``next_change`` always returns ``None``."""
         whole_day = (Interval(0, MINUTES_PER_DAY),)
         return cls(timezone, {weekday: whole_day for weekday in range(7)})
+
+    @cached_property
+    def _zone(self) -> ZoneInfo:
+        # cached_property writes the instance __dict__ directly, which a frozen dataclass
+        # allows; it keeps the zone out of the fields (repr, eq, asdict).
+        return ZoneInfo(self.timezone)
 
     # -- questions about local dates ------------------------------------------------------
 
