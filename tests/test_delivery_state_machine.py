@@ -52,6 +52,11 @@ GRACE_SECONDS = 30
 THREAD_TIMEOUT = 30.0
 
 
+def pick(data: st.DataObject, choices: dict[str, T], label: str) -> T:
+    """One of ``choices``, drawn by its key (which hypothesis prints)."""
+    return choices[data.draw(st.sampled_from(sorted(choices)), label=label)]
+
+
 async def settle() -> None:
     """Let every task run until all of them wait (on a frame, a mailbox or the frozen clock)."""
     for _ in range(3):
@@ -174,6 +179,7 @@ class DeliveryMachine(RuleBasedStateMachine):
             Operator("alice", "o1", id=1, token="tok-alice"),
             Operator("carla", "o3", id=3, token="tok-carla"),
         ]
+        self.by_label = {op.label: op for op in self.operators}
         self.view: View | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._gw: Gateway | None = None
@@ -294,9 +300,18 @@ class DeliveryMachine(RuleBasedStateMachine):
         )
 
     # -- visitors -----------------------------------------------------------------------------
+    #
+    # Rules that act on someone draw them by label from those they apply to ("v2", "alice",
+    # "alice <- v1" for an offer), so that a failing sequence reads as a story.
 
-    def connected_visitors(self) -> list[Visitor]:
-        return [v for v in self.visitors if v.connected and v.conversation_id is not None]
+    def label(self, conversation_id: str) -> str:
+        return next(
+            (v.label for v in self.visitors if v.conversation_id == conversation_id),
+            conversation_id,
+        )
+
+    def connected_visitors(self) -> dict[str, Visitor]:
+        return {v.label: v for v in self.visitors if v.connected and v.conversation_id is not None}
 
     def open_visitors(self) -> list[Visitor]:
         """Visitors whose conversation has not finished (as of the last check)."""
@@ -326,11 +341,10 @@ class DeliveryMachine(RuleBasedStateMachine):
         visitor.conversation_id, visitor.token = started[0]["conversation_id"], started[0]["token"]
 
     @precondition(lambda self: self.connected_visitors())
-    @rule(v=st.integers(0, MAX_VISITORS_EVER - 1), drop=st.booleans())
-    def visitor_send(self, v: int, drop: bool) -> None:
+    @rule(data=st.data(), drop=st.booleans())
+    def visitor_send(self, data: st.DataObject, drop: bool) -> None:
         """A new message; with ``drop`` the connection is lost right after it (before the ack)."""
-        candidates = self.connected_visitors()
-        visitor = candidates[v % len(candidates)]
+        visitor = pick(data, self.connected_visitors(), "visitor")
         conn = visitor.conn
         assert conn is not None
         client_id = visitor.fresh_client_id()
@@ -345,36 +359,33 @@ class DeliveryMachine(RuleBasedStateMachine):
 
         self.call(send)
 
-    @precondition(lambda self: any(v.sent for v in self.connected_visitors()))
-    @rule(v=st.integers(0, MAX_VISITORS_EVER - 1), which=st.integers(0, 20))
-    def visitor_resend(self, v: int, which: int) -> None:
+    @precondition(lambda self: any(v.sent for v in self.connected_visitors().values()))
+    @rule(data=st.data())
+    def visitor_resend(self, data: st.DataObject) -> None:
         """The same client_id and text again: a retry after a lost ack, or a double send."""
-        candidates = [visitor for visitor in self.connected_visitors() if visitor.sent]
-        visitor = candidates[v % len(candidates)]
+        candidates = {label: v for label, v in self.connected_visitors().items() if v.sent}
+        visitor = pick(data, candidates, "visitor")
+        client_id = pick(data, {c: c for c in visitor.sent}, "client_id")
         conn = visitor.conn
         assert conn is not None
-        client_ids = list(visitor.sent)
-        client_id = client_ids[which % len(client_ids)]
         visitor.sends[client_id] += 1
         self.call(conn.send, "message", client_id=client_id, text=visitor.sent[client_id])
 
     @precondition(lambda self: self.connected_visitors())
-    @rule(v=st.integers(0, MAX_VISITORS_EVER - 1))
-    def visitor_disconnect(self, v: int) -> None:
-        candidates = self.connected_visitors()
-        conn = candidates[v % len(candidates)].conn
+    @rule(data=st.data())
+    def visitor_disconnect(self, data: st.DataObject) -> None:
+        conn = pick(data, self.connected_visitors(), "visitor").conn
         assert conn is not None
         self.call(self._close, conn)
 
-    def disconnected_visitors(self) -> list[Visitor]:
-        return [v for v in self.visitors if not v.connected and v.token is not None]
+    def disconnected_visitors(self) -> dict[str, Visitor]:
+        return {v.label: v for v in self.visitors if not v.connected and v.token is not None}
 
     @precondition(lambda self: self.disconnected_visitors())
-    @rule(v=st.integers(0, MAX_VISITORS_EVER - 1), from_start=st.booleans())
-    def visitor_resume(self, v: int, from_start: bool) -> None:
+    @rule(data=st.data(), from_start=st.booleans())
+    def visitor_resume(self, data: st.DataObject, from_start: bool) -> None:
         """Resume on a new connection after the last seq seen (or, with ``from_start``, 0)."""
-        candidates = self.disconnected_visitors()
-        visitor = candidates[v % len(candidates)]
+        visitor = pick(data, self.disconnected_visitors(), "visitor")
         last_seq = 0 if from_start else visitor.last_seen()
         old = visitor.conn
 
@@ -389,20 +400,25 @@ class DeliveryMachine(RuleBasedStateMachine):
         visitor.conns.append(self.call(resume))
 
     @precondition(lambda self: self.connected_visitors())
-    @rule(v=st.integers(0, MAX_VISITORS_EVER - 1))
-    def visitor_end(self, v: int) -> None:
-        candidates = self.connected_visitors()
-        conn = candidates[v % len(candidates)].conn
+    @rule(data=st.data())
+    def visitor_end(self, data: st.DataObject) -> None:
+        conn = pick(data, self.connected_visitors(), "visitor").conn
         assert conn is not None
         self.call(conn.send, "end")
 
     # -- operators ----------------------------------------------------------------------------
 
-    @precondition(lambda self: any(not op.connected for op in self.operators))
-    @rule(o=st.integers(0, 1))
-    def operator_login(self, o: int) -> None:
-        candidates = [op for op in self.operators if not op.connected]
-        operator = candidates[o % len(candidates)]
+    def offline_operators(self) -> dict[str, Operator]:
+        return {op.label: op for op in self.operators if not op.connected}
+
+    def connected_operators(self) -> dict[str, Operator]:
+        return {op.label: op for op in self.operators if op.connected}
+
+    @precondition(lambda self: self.offline_operators())
+    @rule(data=st.data())
+    def operator_login(self, data: st.DataObject) -> None:
+        """Sign in and go available (a return within the grace period gets its conversations)."""
+        operator = pick(data, self.offline_operators(), "operator")
 
         async def login() -> Conn:
             conn = await self._open("/ws/operator", f"{operator.label}#{len(operator.conns) + 1}")
@@ -414,34 +430,32 @@ class DeliveryMachine(RuleBasedStateMachine):
         operator.conns.append(conn)
         assert [f["type"] for f in conn.frames][:2] == ["welcome", "status"], conn.frames
 
-    def connected_operators(self) -> list[Operator]:
-        return [op for op in self.operators if op.connected]
-
     @precondition(lambda self: self.connected_operators())
-    @rule(o=st.integers(0, 1))
-    def operator_disconnect(self, o: int) -> None:
-        candidates = self.connected_operators()
-        conn = candidates[o % len(candidates)].conn
+    @rule(data=st.data())
+    def operator_disconnect(self, data: st.DataObject) -> None:
+        conn = pick(data, self.connected_operators(), "operator").conn
         assert conn is not None
         self.call(self._close, conn)
 
     @precondition(lambda self: self.connected_operators())
-    @rule(o=st.integers(0, 1), status=st.sampled_from(["paused", "available"]))
-    def operator_status(self, o: int, status: str) -> None:
-        candidates = self.connected_operators()
-        conn = candidates[o % len(candidates)].conn
+    @rule(data=st.data(), status=st.sampled_from(["paused", "available"]))
+    def operator_status(self, data: st.DataObject, status: str) -> None:
+        conn = pick(data, self.connected_operators(), "operator").conn
         assert conn is not None
         self.call(conn.send, "status", status=status)
 
-    def offers(self) -> list[tuple[Operator, str]]:
-        return [(op, cid) for op in self.connected_operators() for cid in op.pending_offers()]
+    def offers(self) -> dict[str, tuple[Operator, str]]:
+        return {
+            f"{op.label} <- {self.label(cid)}": (op, cid)
+            for op in self.connected_operators().values()
+            for cid in op.pending_offers()
+        }
 
     @precondition(lambda self: self.offers())
-    @rule(i=st.integers(0, 5))
-    def operator_accept(self, i: int) -> None:
+    @rule(data=st.data())
+    def operator_accept(self, data: st.DataObject) -> None:
         """Accept an offer the operator holds: it must succeed (an offer not withdrawn stands)."""
-        candidates = self.offers()
-        operator, cid = candidates[i % len(candidates)]
+        operator, cid = pick(data, self.offers(), "offer")
         conn = operator.conn
         assert conn is not None
         before = len(conn.frames)
@@ -451,22 +465,21 @@ class DeliveryMachine(RuleBasedStateMachine):
             f"{operator.label} accepted offer {cid} and got {answers}"
         )
 
-    def assigned(self) -> list[tuple[Operator, str]]:
-        """(operator, conversation) for every active conversation held by a connected operator."""
+    def held(self) -> dict[str, tuple[Operator, str]]:
+        """Every active conversation held by a connected operator, as "alice -> v1"."""
         if self.view is None:
-            return []
-        return [
-            (op, cid)
-            for op in self.connected_operators()
-            for cid, (status, _) in sorted(self.view.entries.items())
+            return {}
+        return {
+            f"{op.label} -> {self.label(cid)}": (op, cid)
+            for op in self.connected_operators().values()
+            for cid, (status, _) in self.view.entries.items()
             if status == "active" and self.view.records[cid].operator_id == op.id
-        ]
+        }
 
-    @precondition(lambda self: self.assigned())
-    @rule(i=st.integers(0, 5))
-    def operator_send(self, i: int) -> None:
-        candidates = self.assigned()
-        operator, cid = candidates[i % len(candidates)]
+    @precondition(lambda self: self.held())
+    @rule(data=st.data())
+    def operator_send(self, data: st.DataObject) -> None:
+        operator, cid = pick(data, self.held(), "conversation")
         conn = operator.conn
         assert conn is not None
         client_id = operator.fresh_client_id()
@@ -475,11 +488,22 @@ class DeliveryMachine(RuleBasedStateMachine):
         operator.sends[client_id] += 1
         self.call(conn.send, "message", conversation_id=cid, client_id=client_id, text=text)
 
-    @precondition(lambda self: self.assigned())
-    @rule(i=st.integers(0, 5))
-    def operator_end(self, i: int) -> None:
-        candidates = self.assigned()
-        operator, cid = candidates[i % len(candidates)]
+    @precondition(lambda self: self.held())
+    @rule(data=st.data(), to=st.sampled_from(["group 1", "group 2", "alice", "carla"]))
+    def operator_transfer(self, data: st.DataObject, to: str) -> None:
+        """Transfer to a group (Alice is in both) or to an operator (refused if offline, full
+        or the holder)."""
+        operator, cid = pick(data, self.held(), "conversation")
+        conn = operator.conn
+        assert conn is not None
+        group = to.removeprefix("group ") if to.startswith("group ") else ""
+        target = {"group_id": int(group)} if group else {"operator_id": self.by_label[to].id}
+        self.call(conn.send, "transfer", conversation_id=cid, **target)
+
+    @precondition(lambda self: self.held())
+    @rule(data=st.data())
+    def operator_end(self, data: st.DataObject) -> None:
+        operator, cid = pick(data, self.held(), "conversation")
         conn = operator.conn
         assert conn is not None
         self.call(conn.send, "end", conversation_id=cid)
@@ -557,10 +581,11 @@ class DeliveryMachine(RuleBasedStateMachine):
                             f"{conn.label}: a first send acked with old seq (after {last}): {frame}"
                         )
                         continue
-                    assert seq not in had, (
-                        f"{conn.label}: seq {seq} of {cid} delivered twice: {frame}"
+                    assert seq > last, (
+                        f"{conn.label}: seq {seq} of {self.label(cid)} "
+                        + ("delivered twice" if seq in had else f"after seq {last}")
+                        + f": {frame}"
                     )
-                    assert seq > last, f"{conn.label}: seq {seq} of {cid} after seq {last}: {frame}"
                     had.add(seq)
 
         # 4. A visitor connection that started or resumed after L, and is still open, has seen

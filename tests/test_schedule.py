@@ -211,6 +211,11 @@ def test_overlapping_intervals_are_rejected() -> None:
         Schedule("UTC", {0: (iv("08:00", "12:00"), iv("11:00", "13:00"))})
 
 
+def test_overlap_by_one_minute_is_rejected() -> None:
+    with pytest.raises(ValueError, match="Friday"):
+        Schedule("UTC", {4: (iv("08:00", "12:00"), iv("11:59", "13:00"))})
+
+
 def test_unsorted_intervals_are_rejected() -> None:
     with pytest.raises(ValueError, match="Wednesday"):
         Schedule("UTC", {2: (iv("13:00", "18:00"), iv("08:00", "12:00"))})

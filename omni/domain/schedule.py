@@ -270,7 +270,8 @@ class Schedule:
         while low < limit:
             high = min(low + _DAY, limit)
             high_offset = self._offset_at(high)
-            # Assumes a zone changes offset at most once per day, true of every real zone.
+            # Assumes at most one offset change per 24 hours (true of modern tzdata rules):
+            # two changes within one window that cancel out would go unnoticed.
             end = high if high_offset == offset else self._find_transition(low, high, offset)
             wall = self._first_change_between(low + offset, end + offset, state)
             if wall is not None:
