@@ -98,8 +98,16 @@ class ActorRef(Generic[M]):
         self.name = child.name
 
     async def send(self, message: M) -> None:
+        tx = self._child.tx
         try:
-            await self._child.tx.send((message, None))
+            # Fast path: with room in the mailbox, no scheduling round trip is needed (the
+            # caller's next receive is its checkpoint); wait for room only when full.
+            tx.send_nowait((message, None))
+        except trio.WouldBlock:
+            try:
+                await tx.send((message, None))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise ActorStopped(self.name) from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorStopped(self.name) from None
 
