@@ -2,39 +2,45 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/store.py [--writers 100] [--messages 50] [--json]
+    .venv/bin/python benchmarks/store.py [--writers 100] [--messages 50] [--repeat 3] [--json]
     .venv/bin/python benchmarks/store.py --database-url postgresql://user@127.0.0.1/postgres
     .venv/bin/python benchmarks/store.py --bridge          # only the bridge micro-benchmark
 
 Without ``--database-url`` an embedded PostgreSQL (pgserver, Unix socket only) is started in a
 temporary directory, which is removed at the end. With it, the user must be allowed to create
-databases: each scenario gets a fresh database (``omni_bench_<pid>_<n>``, migrated by
-``open_postgres_store`` as at start-up) that is dropped afterwards.
+databases. Each measurement gets a fresh database (``omni_bench_<pid>``, migrated by
+``open_postgres_store`` as at start-up), dropped afterwards.
 
 Traffic, the same in every scenario: ``--writers`` trio tasks, one conversation each, as
 conversation actors would write. Each first writes its conversation record (one ``Write``, not
 timed); when all records are stored, every writer starts at once and makes ``--messages``
-sequential ``Write``s of one visitor ``message`` event each, awaiting each before the next — the
-wait an ``ack`` waits for. Reported per scenario: durable messages per second (messages / wall
-time of that phase), p50 and p99 of one write's latency (≈ ack latency, without the network),
-and the transactions (batches) and average batch size from ``batch_statistics`` for that phase.
-The events stored are counted afterwards and must be exactly writers x messages.
+sequential ``Write``s of one visitor ``message`` event each (the delivered frame and its
+client_id), awaiting each before the next: that wait is what an ``ack`` waits for. Measured per
+scenario: durable messages per second (messages / wall time of that phase), p50 and p99 of one
+write's latency (about the ack latency, without the network), and the transactions (batches)
+and average batch size from ``batch_statistics`` for that phase. Afterwards the stored events are
+counted: they must be exactly writers x messages.
 
 Scenarios:
 
-1. ``group_commit`` — the default: ``batch_max=512``, no linger, thread bridge;
-2. ``per_message`` — one transaction per write: ``batch_max=1``, thread bridge;
-3. ``trio_asyncio`` — group commit through the trio-asyncio bridge;
-4. ``linger_2ms`` — group commit with ``batch_linger=0.002``.
+1. ``group_commit``: the default, ``batch_max=512``, no linger, thread bridge;
+2. ``per_message``: one transaction per write, ``batch_max=1``, thread bridge;
+3. ``trio_asyncio``: group commit through the trio-asyncio bridge;
+4. ``linger_2ms``: group commit with ``batch_linger=0.002``.
 
-``synchronous_commit`` is left as the server has it (on by default); the script reads it (and
-``fsync``) in each scenario's database and prints it, so a figure measured without durability
-cannot pass unnoticed. The bridge micro-benchmark times ``bridge.run(noop)`` round trips, one at a
-time, for both bridges.
+``synchronous_commit`` is left as the server has it (on by default); each measurement reads it
+and ``fsync`` in its database, and the report prints them, so that a figure measured without
+durability cannot pass unnoticed. The bridge micro-benchmark times ``--bridge-calls`` round trips
+of ``bridge.run(noop)``, one at a time, for each bridge.
 
-Ordering: once ``trio_asyncio`` is imported, asyncio's event loop policy refuses to create a new
-loop inside trio (``ThreadBridge.open`` then fails), so everything using the thread bridge runs
-first and the trio-asyncio measurements last. Every phase has a deadline (``--timeout``).
+Each measurement runs in a fresh child process of this script (hidden ``--child-scenario`` /
+``--child-bridge`` flags), so that none inherits another's state, and the rounds interleave
+the scenarios (1, 2, 3, 4, bridges; 1, 2, ...) so that a machine busy for a while slows them all
+alike; the report gives medians over ``--repeat`` rounds and each round's figures. (A child
+process also matters for correctness: once ``trio_asyncio`` is imported, asyncio's event loop
+policy refuses to create a loop inside trio, so ``ThreadBridge.open`` would fail afterwards in the
+same process.) Every measurement has a deadline (``--timeout``, default 60 s); at the defaults a
+run takes well under a minute.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from omni.store import StoredEvent, Write
 from omni.store.bridge import Bridge, open_bridge
 from omni.store.postgres import PostgresStore, open_postgres_store
 
+SCRIPT = Path(__file__).resolve()
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TEXT = "Hello, I ordered a blue jacket last week and it has not arrived yet. Can you check?"
 
@@ -86,6 +93,9 @@ SCENARIOS = {
         Scenario("linger_2ms", "(4) group commit, linger 2 ms", "thread", 512, 0.002),
     ]
 }
+
+
+BRIDGES = ("thread", "trio-asyncio")
 
 
 class BenchmarkError(Exception):
@@ -223,9 +233,9 @@ async def drive(store: PostgresStore, writers: int, messages: int) -> dict[str, 
 
 
 async def run_scenario(
-    admin: Bridge, server_dsn: str, scenario: Scenario, number: int, args: argparse.Namespace
+    admin: Bridge, server_dsn: str, scenario: Scenario, args: argparse.Namespace
 ) -> dict[str, Any]:
-    name = f"omni_bench_{os.getpid()}_{number}"
+    name = f"omni_bench_{os.getpid()}"
     await admin.run(
         _db_execute, server_dsn, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'
     )
@@ -279,6 +289,40 @@ async def time_bridge(kind: str, calls: int, limit: float) -> dict[str, Any]:
     return {"bridge": kind, "calls": calls, "us_per_call": round(elapsed / calls * 1e6, 1)}
 
 
+# == one measurement (a child process) ===========================================================
+
+
+async def child(args: argparse.Namespace) -> dict[str, Any]:
+    if args.child_bridge:
+        return await time_bridge(args.child_bridge, args.bridge_calls, args.timeout)
+    scenario = SCENARIOS[args.child_scenario]
+    async with open_bridge("thread") as admin:
+        server = await admin.run(_db_settings, args.database_url)
+        measured = await run_scenario(admin, args.database_url, scenario, args)
+    measured["server"] = {
+        "version": server["server_version"],
+        "wal_sync_method": server["wal_sync_method"],
+    }
+    return measured
+
+
+async def run_child(argv: list[str], limit: float) -> dict[str, Any]:
+    """Run this script on one measurement in a fresh interpreter and return its JSON."""
+    command = [sys.executable, str(SCRIPT), *argv, "--json"]
+    try:
+        with trio.fail_after(limit):
+            done = await trio.run_process(
+                command, capture_stdout=True, capture_stderr=True, check=False
+            )
+    except trio.TooSlowError:
+        raise BenchmarkError(f"{' '.join(argv)} took longer than {limit:g} s") from None
+    if done.returncode != 0:
+        error = done.stderr.decode(errors="replace").strip().splitlines()
+        raise BenchmarkError(f"{' '.join(argv)} failed: {error[-1] if error else done.returncode}")
+    found: dict[str, Any] = json.loads(done.stdout)
+    return found
+
+
 # == the run =====================================================================================
 
 
@@ -291,71 +335,97 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "writers": args.writers,
-        "messages_per_writer": args.messages,
+        "rounds": args.repeat,
     }
-    bridges: dict[str, dict[str, Any]] = {}
+    common = ["--timeout", str(args.timeout), "--bridge-calls", str(args.bridge_calls)]
+    bridge_rounds: dict[str, list[dict[str, Any]]] = {}
+
+    async def bridge_round() -> None:
+        for kind in BRIDGES:
+            found = await run_child(["--child-bridge", kind, *common], args.timeout + 30)
+            bridge_rounds.setdefault(kind, []).append(found)
+
     if args.bridge:
-        for kind in ("thread", "trio-asyncio"):  # thread first: see the module docstring
-            bridges[kind] = await time_bridge(kind, args.bridge_calls, args.timeout)
-        result["bridge_us_per_call"] = bridges
+        for _ in range(args.repeat):
+            await bridge_round()
+        result["bridge_us_per_call"] = summarize_bridges(bridge_rounds)
         return result
 
-    chosen = [SCENARIOS[key] for key in args.scenarios]
-    # Thread-bridge scenarios first, trio-asyncio last (see the module docstring).
-    order = sorted(chosen, key=lambda s: s.bridge == "trio-asyncio")
-    scenarios: dict[str, dict[str, Any]] = {}
-    tmp: str | None = None
-    try:
-        async with open_bridge("thread") as admin:
-            if args.database_url:
-                scenarios, server = await run_all(admin, args.database_url, order, bridges, args)
-            else:
-                from omni.store.embedded import open_embedded_postgres
+    result["writers"] = args.writers
+    result["messages_per_writer"] = args.messages
+    rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in args.scenarios}
 
-                tmp = tempfile.mkdtemp(prefix="omni-bench-pg-")
-                async with open_embedded_postgres(Path(tmp) / "data") as dsn:
-                    scenarios, server = await run_all(admin, dsn, order, bridges, args)
-    finally:
-        if tmp is not None:
+    async def measure_all(dsn: str) -> None:
+        for number in range(1, args.repeat + 1):
+            for key in args.scenarios:
+                if not args.json:
+                    print(
+                        f"round {number}/{args.repeat}: {SCENARIOS[key].title} ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                argv = ["--child-scenario", key, "--database-url", dsn, *common]
+                argv += ["--writers", str(args.writers), "--messages", str(args.messages)]
+                rounds[key].append(await run_child(argv, args.timeout + 60))
+            if not args.no_bridge:
+                await bridge_round()
+
+    if args.database_url:
+        await measure_all(args.database_url)
+    else:
+        from omni.store.embedded import open_embedded_postgres
+
+        tmp = tempfile.mkdtemp(prefix="omni-bench-pg-")
+        try:
+            async with open_embedded_postgres(Path(tmp) / "data") as dsn:
+                await measure_all(dsn)
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    result["server"] = server
-    result["scenarios"] = {key: scenarios[key] for key in args.scenarios}
-    result["bridge_us_per_call"] = bridges
+
+    first = rounds[args.scenarios[0]][0]
+    result["server"] = {**first["server"], "embedded": not args.database_url}
+    scenarios = {key: summarize(found) for key, found in rounds.items()}
+    result["scenarios"] = scenarios
     result["ratios"] = ratios(scenarios)
+    if bridge_rounds:
+        result["bridge_us_per_call"] = summarize_bridges(bridge_rounds)
     return result
 
 
-async def run_all(
-    admin: Bridge,
-    dsn: str,
-    order: list[Scenario],
-    bridges: dict[str, dict[str, Any]],
-    args: argparse.Namespace,
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    settings = await admin.run(_db_settings, dsn)
-    server = {
-        "version": settings["server_version"],
-        "embedded": not args.database_url,
-        "wal_sync_method": settings["wal_sync_method"],
+def summarize(found: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds (worst for the maximum), and each round's headline figures."""
+    first = found[0]
+    summary = {key: first[key] for key in ("scenario", "title", "bridge", "batch_max")}
+    summary["batch_linger_s"] = first["batch_linger_s"]
+    for setting in ("synchronous_commit", "fsync"):
+        summary[setting] = "/".join(sorted({r[setting] for r in found}))
+    summary["messages"] = first["messages"]
+    for key in ("messages_per_s", "p50_ms", "p99_ms", "mean_ms", "transactions", "avg_batch"):
+        summary[key] = round(statistics.median(r[key] for r in found), 2)
+    summary["max_ms"] = max(r["max_ms"] for r in found)
+    summary["largest_batch"] = max(r["largest_batch"] for r in found)
+    summary["rounds"] = [
+        {key: r[key] for key in ("messages_per_s", "p50_ms", "p99_ms", "transactions")}
+        for r in found
+    ]
+    return summary
+
+
+def summarize_bridges(found: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return {
+        kind: {
+            "bridge": kind,
+            "calls": runs[0]["calls"],
+            "us_per_call": round(statistics.median(r["us_per_call"] for r in runs), 1),
+            "rounds": [r["us_per_call"] for r in runs],
+        }
+        for kind, runs in found.items()
     }
-    scenarios: dict[str, dict[str, Any]] = {}
-    timed: set[str] = set()
-    for number, scenario in enumerate(order, 1):
-        if scenario.bridge == "trio-asyncio" and "thread" not in timed and not args.no_bridge:
-            bridges["thread"] = await time_bridge("thread", args.bridge_calls, args.timeout)
-            timed.add("thread")
-        if not args.json:
-            print(f"running {scenario.title} ...", file=sys.stderr, flush=True)
-        scenarios[scenario.key] = await run_scenario(admin, dsn, scenario, number, args)
-    if not args.no_bridge:
-        for kind in ("thread", "trio-asyncio"):
-            if kind not in timed:
-                bridges[kind] = await time_bridge(kind, args.bridge_calls, args.timeout)
-    return scenarios, server
 
 
 def ratios(scenarios: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Group commit (1) against each other scenario: throughput (higher is better for (1)) and
+    p99 latency (lower is better for (1))."""
     found: dict[str, float] = {}
     base = scenarios.get("group_commit")
     if base is None:
@@ -381,7 +451,7 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"PostgreSQL {server['version']} ({'embedded' if server['embedded'] else 'given'}"
             f", wal_sync_method {server['wal_sync_method']}); {result['writers']} writers x "
-            f"{result['messages_per_writer']} messages"
+            f"{result['messages_per_writer']} messages; medians of {result['rounds']} rounds"
         )
         lines.append("")
         header = (
@@ -392,9 +462,15 @@ def table(result: dict[str, Any]) -> str:
         for s in result["scenarios"].values():
             lines.append(
                 f"{s['title']:40} {s['messages_per_s']:>9.0f} {s['p50_ms']:>8.2f} "
-                f"{s['p99_ms']:>8.2f} {s['transactions']:>6} {s['avg_batch']:>9.1f} "
+                f"{s['p99_ms']:>8.2f} {s['transactions']:>6.0f} {s['avg_batch']:>9.1f} "
                 f"{s['synchronous_commit']:>11} {s['fsync']:>5}"
             )
+        lines.append("")
+        for s in result["scenarios"].values():
+            each = ", ".join(
+                f"{r['messages_per_s']:.0f} ({r['p99_ms']:.1f} ms)" for r in s["rounds"]
+            )
+            lines.append(f"{s['title']:40} rounds msg/s (p99): {each}")
         if result["ratios"]:
             lines.append("")
             for name, value in result["ratios"].items():
@@ -404,7 +480,7 @@ def table(result: dict[str, Any]) -> str:
         for b in result["bridge_us_per_call"].values():
             lines.append(
                 f"bridge {b['bridge']:13} {b['us_per_call']:>8.1f} us per bridge.run(noop) "
-                f"({b['calls']} calls)"
+                f"({b['calls']} calls; rounds: {', '.join(f'{r:.1f}' for r in b['rounds'])})"
             )
     return "\n".join(lines)
 
@@ -427,8 +503,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-bridge", action="store_true", help="skip the bridge micro-benchmark")
     parser.add_argument("--bridge-calls", type=int, default=20_000, help="calls per bridge")
     parser.add_argument("--timeout", type=float, default=60.0, help="deadline of each phase (s)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--json", action="store_true", help="print only the JSON")
+    # One measurement in this process (the parent runs each in a fresh child process).
+    parser.add_argument("--child-scenario", choices=list(SCENARIOS), help=argparse.SUPPRESS)
+    parser.add_argument("--child-bridge", choices=BRIDGES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_scenario and not args.database_url:
+        parser.error("--child-scenario needs --database-url")
     args.scenarios = [key.strip() for key in args.scenarios.split(",") if key.strip()]
     unknown = [key for key in args.scenarios if key not in SCENARIOS]
     if unknown or not args.scenarios:
@@ -437,6 +519,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--writers must be 1..10000 and --messages 1..100000")
     if not 1 <= args.bridge_calls <= 1_000_000:
         parser.error("--bridge-calls must be 1..1000000")
+    if not 1 <= args.repeat <= 20 or not 1 <= args.timeout <= 600:
+        parser.error("--repeat must be 1..20 and --timeout 1..600")
     return args
 
 
@@ -454,7 +538,7 @@ def find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        result = trio.run(run, args)
+        result = trio.run(child if args.child_scenario or args.child_bridge else run, args)
     except BaseException as exc:
         if (problem := find(exc, BenchmarkError)) is not None:
             print(f"store benchmark: {problem}", file=sys.stderr)

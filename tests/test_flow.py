@@ -352,3 +352,31 @@ async def test_survey_times_out(autojump_clock: trio.testing.MockClock) -> None:
         await vera.until("survey")
         await vera.expect("closed", timeout=700)
         assert cid not in gw.hub.conversations
+
+
+async def test_an_operator_who_gets_a_conversation_back_is_sent_only_what_is_new(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/operator") as carla,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
+        await login(carla, "tok-carla")
+        cid = (await start(vera))["conversation_id"]
+        await carla.send(
+            "accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"]
+        )
+        first = [await carla.recv() for _ in range(2)]  # assigned, greeting
+        await carla.send("transfer", conversation_id=cid, group_id=1)
+        transferred = await carla.expect("transferred")
+        await vera.send("message", client_id="q", text="while waiting")
+        await vera.until("ack")
+        await carla.send(
+            "accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"]
+        )
+        again = [await carla.recv() for _ in range(3)]
+        assert [f["type"] for f in again] == ["message", "assigned", "message"]
+        assert again[0]["text"] == "while waiting"
+        seqs = [f["seq"] for f in [*first, transferred, *again]]
+        assert seqs == list(range(1, len(seqs) + 1)), "each seq once, in order"

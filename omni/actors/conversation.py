@@ -257,7 +257,7 @@ class ConversationActor(Actor[ConversationMessage]):
                 if scope is not None:
                     scope.cancel()
             elif isinstance(effect, ReplayHistory):
-                await self._replay_to_operator(effect.operator_id, 0, effect.before)
+                await self._replay_to_operator(effect.operator_id, effect.before)
         if conv.status in domain.TERMINAL_STATUSES:
             self._hub.forget(conv.id)
             self.stop()
@@ -297,7 +297,7 @@ class ConversationActor(Actor[ConversationMessage]):
         ):
             session = self._hub.sessions.get(effect.operator_id)
             if session is not None:
-                session.peer.deliver(frame)
+                session.deliver_event(self._conv.id, effect.seq, frame)
         if effect.kind == "message":
             self._hub.metrics.messages_relayed += 1
 
@@ -316,7 +316,7 @@ class ConversationActor(Actor[ConversationMessage]):
         elif self._conv.operator_id is not None:
             session = self._hub.sessions.get(self._conv.operator_id)
             if session is not None:
-                session.peer.deliver(frame)
+                session.deliver_event(self._conv.id, effect.seq, frame)
 
     def _deliver_signal(self, effect: Signal) -> None:
         frame = encode({"type": effect.kind, "conversation_id": self._conv.id, **effect.data})
@@ -362,15 +362,22 @@ class ConversationActor(Actor[ConversationMessage]):
         if message.last_seq < 0 or message.last_seq > self._conv.last_seq:
             raise Rejected("invalid_seq", f"last_seq must be between 0 and {self._conv.last_seq}")
         await self._replay_to_operator(
-            message.operator_id, message.last_seq, self._conv.last_seq + 1
+            message.operator_id, self._conv.last_seq + 1, after=message.last_seq
         )
 
-    async def _replay_to_operator(self, operator_id: int, after: int, before: int) -> None:
+    async def _replay_to_operator(
+        self, operator_id: int, before: int, after: int | None = None
+    ) -> None:
+        """Send the operator's connection the events it lacks below ``before``: after ``after``
+        when the client said what it has (sync), else after the last one this connection was
+        sent — so an operator who held the conversation before gets only what is new to them."""
         session = self._hub.sessions.get(operator_id)
         if session is None:
             return
+        if after is None:
+            after = session.delivered.get(self._conv.id, 0)
         for event in await self._hub.store.events_after(self._conv.id, after):
             if event.seq >= before:
                 break
             if event.audience != "visitor":
-                session.peer.deliver(event.frame)
+                session.deliver_event(self._conv.id, event.seq, event.frame)

@@ -34,10 +34,18 @@ class OperatorSession:
         self.operator = operator
         self.peer = peer
         self.replaced = False
+        #: conversation -> highest seq this connection has been sent (replays skip below it).
+        self.delivered: dict[str, int] = {}
 
     @property
     def id(self) -> int:
         return self.operator.id
+
+    def deliver_event(self, conversation_id: str, seq: int, frame: str) -> None:
+        """Deliver a frame that carries ``seq`` (an event or an ack) and remember it was sent."""
+        self.peer.deliver(frame)
+        if seq > self.delivered.get(conversation_id, 0):
+            self.delivered[conversation_id] = seq
 
     async def open(self, takeover: bool) -> None:
         hub, op = self.hub, self.operator

@@ -481,12 +481,15 @@ def validate_answers(
             if q.required:
                 raise Rejected("invalid_survey", f"question {q.id!r} needs an answer")
             continue
-        if q.kind == "rating":
+        if q.kind in ("rating", "scale"):
             if type(value) is not int or not q.minimum <= value <= q.maximum:
                 raise Rejected(
                     "invalid_survey",
                     f"{q.id!r} must be a whole number from {q.minimum} to {q.maximum}",
                 )
+        elif q.kind == "choice":
+            if value not in q.options:
+                raise Rejected("invalid_survey", f"{q.id!r} must be one of: {', '.join(q.options)}")
         elif not isinstance(value, str) or len(value) > q.max_length:
             raise Rejected(
                 "invalid_survey", f"{q.id!r} must be text of at most {q.max_length} characters"

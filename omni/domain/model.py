@@ -24,14 +24,19 @@ from omni.domain.schedule import Schedule
 class SurveyMode(StrEnum):
     NONE = "none"
     DEFAULT = "default"
+    CUSTOM = "custom"
+
+
+class QuestionKind(StrEnum):
+    RATING = "rating"  # whole number minimum..maximum (stars)
+    SCALE = "scale"  # whole number minimum..maximum (e.g. 0-10 recommendation)
+    CHOICE = "choice"  # one of ``options``
+    TEXT = "text"  # free text up to max_length
 
 
 @dataclass(frozen=True, slots=True)
 class SurveyQuestion:
-    """One question of a satisfaction survey.
-
-    ``kind`` is ``rating`` (an integer from ``minimum`` to ``maximum``) or ``text``.
-    """
+    """One question of a satisfaction survey (F13)."""
 
     id: str
     kind: str
@@ -40,6 +45,7 @@ class SurveyQuestion:
     minimum: int = 1
     maximum: int = 5
     max_length: int = 2000
+    options: tuple[str, ...] = ()
 
     def as_wire(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -48,9 +54,13 @@ class SurveyQuestion:
             "label": self.label,
             "required": self.required,
         }
-        if self.kind == "rating":
+        if self.kind in (QuestionKind.RATING, QuestionKind.SCALE):
             data["min"] = self.minimum
             data["max"] = self.maximum
+        elif self.kind == QuestionKind.CHOICE:
+            data["options"] = list(self.options)
+        else:
+            data["max_length"] = self.max_length
         return data
 
 
@@ -72,12 +82,27 @@ class Avatar:
 
 @dataclass(frozen=True, slots=True)
 class Timers:
-    """Per-service deadlines, in seconds (F16)."""
+    """Per-service deadlines, in seconds (F16). ``None``: no deadline."""
 
     #: How long an operator has to accept an offer before it goes to somebody else.
     offer_timeout: float = 30.0
     #: How long a survey waits for the visitor before the conversation is closed without it.
     survey_timeout: float = 600.0
+    #: How long a visitor may wait in the queue before the conversation is abandoned.
+    queue_timeout: float | None = None
+    #: Visitor silence before a warning, and before the conversation is closed.
+    visitor_idle_warning: float | None = None
+    visitor_idle_close: float | None = None
+    #: How long an operator may leave a visitor's message unanswered.
+    operator_reply: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequiredFields:
+    """Which identification fields the visitor must fill in (F7); the name always."""
+
+    email: bool = False
+    phone: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +127,17 @@ class Service:
     avatar: Avatar = field(default_factory=lambda: Avatar(name="Omni"))
     survey: SurveyMode = SurveyMode.DEFAULT
     timers: Timers = field(default_factory=Timers)
+    custom_survey: tuple[SurveyQuestion, ...] = ()
+    transcript_email: bool = True
+    required_fields: RequiredFields = field(default_factory=RequiredFields)
+    allowed_origins: tuple[str, ...] = ()
 
     def survey_questions(self) -> tuple[SurveyQuestion, ...]:
-        return DEFAULT_SURVEY if self.survey is SurveyMode.DEFAULT else ()
+        if self.survey is SurveyMode.DEFAULT:
+            return DEFAULT_SURVEY
+        if self.survey is SurveyMode.CUSTOM:
+            return self.custom_survey
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +164,41 @@ class Operator:
         return hmac.compare_digest(self.token_hash, hash_token(token))
 
 
+class Role(StrEnum):
+    ADMIN = "admin"  # everything
+    SUPERVISOR = "supervisor"  # read configuration; conversations, operations, reports, audit
+    OPERATOR = "operator"  # conversations: list, transcript, resume
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: str
+    name: str
+    role: Role
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Palette:
+    button: str = "#0b5fff"
+    header: str = "#0b5fff"
+    panels: str = "#ffffff"
+    visitor_bubble: str = "#e8f0ff"
+    operator_bubble: str = "#f1f1f1"
+
+
+@dataclass(frozen=True, slots=True)
+class Parameters:
+    """Installation-wide settings (F6, F7, F11)."""
+
+    palette: Palette = field(default_factory=Palette)
+    logo: str = ""
+    all_fields_required: bool = False
+    attachment_max_bytes: int = 10 * 1024 * 1024
+    attachment_types: tuple[str, ...] = ("image/png", "image/jpeg", "application/pdf")
+    attachment_folder: str = "attachments"
+
+
 @dataclass(frozen=True)
 class Directory:
     """The live configuration: one immutable snapshot, replaced as a whole on change."""
@@ -139,6 +207,20 @@ class Directory:
     groups: Mapping[int, Group]
     operators: Mapping[int, Operator]
     schedules: Mapping[str, Schedule]
+    parameters: Parameters = field(default_factory=Parameters)
+    api_tokens: Mapping[str, ApiToken] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> Directory:
+        return cls(services={}, groups={}, operators={}, schedules={})
+
+    def api_token(self, token: str) -> ApiToken | None:
+        digest = hash_token(token)
+        found = None
+        for candidate in self.api_tokens.values():
+            if hmac.compare_digest(candidate.token_hash, digest):
+                found = candidate
+        return found
 
     def __post_init__(self) -> None:
         problems: list[str] = []
