@@ -44,6 +44,7 @@ from omni.domain.model import (
     hash_token,
 )
 from omni.domain.schedule import Interval, Schedule
+from omni.store import ConfigItem
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=7 * 86_400)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
@@ -237,15 +238,6 @@ RESOURCES: dict[str, Resource] = {
         Resource("api_tokens", ApiTokenBody, "id", str),
     )
 }
-
-
-@dataclass(frozen=True)
-class ConfigItem:
-    """One stored resource: its kind, its key (the id as text) and its body as JSON builtins."""
-
-    kind: str
-    key: str
-    body: dict[str, Any]
 
 
 def item_key(resource: Resource, body: _Struct) -> str:

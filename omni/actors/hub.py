@@ -30,7 +30,7 @@ from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor,
 from omni.clock import Clock
 from omni.domain import conversation as domain
 from omni.domain.conversation import Context, Rejected, Status
-from omni.domain.model import Directory, hash_token
+from omni.domain.model import Directory, Service, hash_token
 from omni.domain.routing import Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.store import Store
@@ -109,6 +109,7 @@ class Hub:
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
         self._queues: dict[int, ActorRef[Any]] = {}
         self._contexts: dict[int, Context] = {}
+        self._retired_services: dict[int, Service] = {}
         self._spawned = 0
         self.directory = directory
         self.apply_directory(directory)
@@ -116,7 +117,19 @@ class Hub:
     # -- configuration --------------------------------------------------------------------------
 
     def apply_directory(self, directory: Directory) -> None:
-        """Make ``directory`` the live configuration: no restart, nothing queued is dropped."""
+        """Make ``directory`` the live configuration (F20), in one step, without a restart:
+
+        * new routing decisions use it at once (schedules, links, capacities, groups);
+        * nothing already queued or open is dropped: a group unlinked from a service keeps its
+          conversations until they end; a deleted service's open conversations finish under
+          its last definition;
+        * an operator made inactive or removed is signed out (their conversations go through
+          the grace period and back to the queue); new groups get their actors.
+        """
+        previous = self.directory
+        for service_id, service in previous.services.items():
+            if service_id not in directory.services:
+                self._retired_services[service_id] = service
         self.directory = directory
         self._contexts.clear()
         for group_id in directory.groups:
@@ -125,13 +138,26 @@ class Hub:
                 self.queue_lengths[group_id] = 0
         for operator in directory.operators.values():
             self.roster.configure(operator.id, operator.name, operator.groups, operator.capacity)
+            if not operator.active:
+                self._sign_out(operator.id, "operator_deactivated")
             self.poke_groups(operator.id)
+        for operator_id in list(self.sessions):
+            if operator_id not in directory.operators:
+                self._sign_out(operator_id, "operator_deactivated")
+
+    def _sign_out(self, operator_id: int, code: str) -> None:
+        session = self.sessions.get(operator_id)
+        if session is not None:
+            # Closing the connection runs the session's normal close: presence offline,
+            # offers back to the queue, grace period for active conversations.
+            session.peer.close(code, "an administrator deactivated this operator")
 
     def context(self, service_id: int) -> Context:
         ctx = self._contexts.get(service_id)
         if ctx is None:
+            service = self.directory.services.get(service_id) or self._retired_services[service_id]
             ctx = Context(
-                service=self.directory.services[service_id],
+                service=service,
                 operator_grace=self.settings.operator_grace,
                 group_names={g.id: g.name for g in self.directory.groups.values()},
             )

@@ -82,6 +82,9 @@ class Conversation:
     grace_pending: bool = False
     #: When the visitor began waiting (POSIX seconds): their place in any queue.
     waiting_since: float = 0.0
+    #: First time an operator took it (ISO, UTC), and when it ended or was abandoned: reports.
+    answered_at: str | None = None
+    ended_at: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -616,6 +619,7 @@ def _accept(
         raise Rejected("not_offered", f"conversation {conv.id} is not offered to you")
     conv.status, conv.offered_to = to, None
     conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
+    conv.answered_at = conv.answered_at or iso(now)
     greeting = ctx.service.greeting.replace("{operator}", ev.operator_name).replace(
         "{visitor}", str(conv.visitor.get("name", ""))
     )
@@ -765,6 +769,7 @@ def _grace_expired(
 
 def _end(conv: Conversation, by: Party, now: datetime, ctx: Context, to: Status) -> list[Effect]:
     conv.ended_by = by
+    conv.ended_at = iso(now)
     if to is Status.ABANDONED:
         effects: list[Effect] = []
         if conv.status is Status.OFFERED and conv.offered_to is not None:
@@ -834,6 +839,7 @@ def _resume_by_operator(
 ) -> list[Effect]:
     conv.status, conv.group_id = to, ev.group_id
     conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
+    conv.answered_at = conv.answered_at or iso(now)
     assigned = _assigned(conv, ctx)
     return [Persist(), ReplayHistory(ev.operator_id, before=assigned.seq), assigned]
 

@@ -50,6 +50,7 @@ ERROR_CODES: dict[str, str] = {
     "session_replaced": "the operator signed in on another connection; this one closes",
     "slow_consumer": "the client did not read its frames fast enough; it should resume",
     "overloaded": "the server could not take the frame in time; retry it",
+    "operator_deactivated": "an administrator deactivated or removed this operator; it closes",
     "server_shutdown": "the server is stopping; the client resumes against the next one",
     "internal_error": "a fault in the server; the connection closes and the client resumes",
 }

@@ -13,6 +13,7 @@ Rules of this package:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
@@ -40,6 +41,61 @@ class StoredEvent:
         """The frame decoded (for transcripts and tests; never on the delivery path)."""
         decoded: dict[str, Any] = msgspec.json.decode(self.frame)
         return decoded
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigItem:
+    """One configuration resource: its kind, its key (the id as text), its body as JSON."""
+
+    kind: str
+    key: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """Create/replace (``after`` set) or delete (``after`` None) one resource, audited."""
+
+    kind: str
+    key: str
+    after: dict[str, Any] | None
+    before: dict[str, Any] | None
+    actor: str
+    at: datetime
+
+    @property
+    def action(self) -> str:
+        if self.after is None:
+            return "delete"
+        return "create" if self.before is None else "update"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    kind: str
+    key: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationQuery:
+    """Filters for listing conversations, newest first; ``cursor`` is the (created_at, id) of
+    the last conversation of the previous page."""
+
+    status: str | None = None
+    service_id: int | None = None
+    group_id: int | None = None
+    operator_id: int | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    search: str | None = None
+    cursor: tuple[datetime, str] | None = None
+    limit: int = 50
 
 
 @dataclass(slots=True)
@@ -72,4 +128,26 @@ class Store(Protocol):
     async def open_conversations(self) -> list[Conversation]:
         """Conversations to put back into routing at start-up (queued, offered, active, waiting
         for the survey), in queue order; out-of-hours ones are restored only when reached."""
+        ...
+
+    async def list_conversations(self, query: ConversationQuery) -> list[Conversation]:
+        """Newest first, at most ``query.limit``."""
+        ...
+
+    async def conversations_created_between(
+        self, start: datetime, end: datetime
+    ) -> list[Conversation]:
+        """Every conversation created in [start, end), for reports."""
+        ...
+
+    # -- configuration ----------------------------------------------------------------------
+
+    async def config_items(self) -> list[ConfigItem]: ...
+
+    async def change_config(self, change: ConfigChange) -> AuditEntry:
+        """Apply the change and record it in the audit log, atomically."""
+        ...
+
+    async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
+        """Newest first."""
         ...

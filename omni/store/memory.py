@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import copy
 from bisect import bisect_right
+from datetime import datetime
 from typing import Any
 
 from omni.domain.conversation import OPEN_STATUSES, Conversation
-from omni.store import StoredEvent, StoreError, Write
+from omni.store import (
+    AuditEntry,
+    ConfigChange,
+    ConfigItem,
+    ConversationQuery,
+    StoredEvent,
+    StoreError,
+    Write,
+)
 
 
 class MemoryStore:
@@ -21,6 +30,8 @@ class MemoryStore:
         self._events: dict[str, list[StoredEvent]] = {}
         self._by_token: dict[str, str] = {}
         self._surveys: dict[str, dict[str, Any] | None] = {}
+        self._config: dict[tuple[str, str], ConfigItem] = {}
+        self._audit: list[AuditEntry] = []
         self.writes = 0
 
     async def next_ticket(self, year: int) -> int:
@@ -81,6 +92,44 @@ class MemoryStore:
         restored.sort(key=lambda c: (c.waiting_since, c.ticket))
         return restored
 
+    async def list_conversations(self, query: ConversationQuery) -> list[Conversation]:
+        found = [c for c in self._conversations.values() if _matches(c, query)]
+        found.sort(key=lambda c: (_created(c), c.id), reverse=True)
+        if query.cursor is not None:
+            found = [c for c in found if (_created(c), c.id) < query.cursor]
+        return [_snapshot(c) for c in found[: query.limit]]
+
+    async def conversations_created_between(
+        self, start: datetime, end: datetime
+    ) -> list[Conversation]:
+        return [_snapshot(c) for c in self._conversations.values() if start <= _created(c) < end]
+
+    async def config_items(self) -> list[ConfigItem]:
+        return list(self._config.values())
+
+    async def change_config(self, change: ConfigChange) -> AuditEntry:
+        if change.after is None:
+            self._config.pop((change.kind, change.key), None)
+        else:
+            item = ConfigItem(change.kind, change.key, copy.deepcopy(change.after))
+            self._config[(change.kind, change.key)] = item
+        entry = AuditEntry(
+            id=len(self._audit) + 1,
+            at=change.at,
+            actor=change.actor,
+            action=change.action,
+            kind=change.kind,
+            key=change.key,
+            before=copy.deepcopy(change.before),
+            after=copy.deepcopy(change.after),
+        )
+        self._audit.append(entry)
+        return entry
+
+    async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
+        entries = [e for e in reversed(self._audit) if before_id is None or e.id < before_id]
+        return entries[:limit]
+
     # -- inspection, for tests and reports ------------------------------------------------------
 
     def conversations(self) -> list[Conversation]:
@@ -88,6 +137,36 @@ class MemoryStore:
 
     def all_events(self, conversation_id: str) -> list[StoredEvent]:
         return list(self._events.get(conversation_id, []))
+
+
+def _created(conv: Conversation) -> datetime:
+    return datetime.fromisoformat(conv.created_at)
+
+
+def _matches(conv: Conversation, q: ConversationQuery) -> bool:
+    if q.status is not None and conv.status.value != q.status:
+        return False
+    if q.service_id is not None and conv.service_id != q.service_id:
+        return False
+    if q.group_id is not None and conv.group_id != q.group_id:
+        return False
+    if q.operator_id is not None and conv.operator_id != q.operator_id:
+        return False
+    created = _created(conv)
+    if q.created_from is not None and created < q.created_from:
+        return False
+    if q.created_to is not None and created >= q.created_to:
+        return False
+    if q.search:
+        needle = q.search.casefold()
+        haystack = (
+            str(conv.visitor.get("name", "")),
+            str(conv.visitor.get("email", "")),
+            conv.ticket,
+        )
+        if not any(needle in field.casefold() for field in haystack):
+            return False
+    return True
 
 
 def _snapshot(conv: Conversation) -> Conversation:

@@ -33,7 +33,15 @@ import msgspec
 import trio
 
 from omni.domain.conversation import Conversation, Status
-from omni.store import StoredEvent, StoreError, Write
+from omni.store import (
+    AuditEntry,
+    ConfigChange,
+    ConfigItem,
+    ConversationQuery,
+    StoredEvent,
+    StoreError,
+    Write,
+)
 from omni.store.bridge import Bridge, open_bridge
 
 log = logging.getLogger(__name__)
@@ -58,13 +66,15 @@ RETURNING last"""
 
 _Q_UPSERT_CONVERSATION = """
 INSERT INTO conversations (id, ticket, service_id, token_hash, visitor, status, group_id,
-    operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
+    answered_at, ended_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status, group_id = excluded.group_id, operator_id = excluded.operator_id,
     operator_name = excluded.operator_name, offered_to = excluded.offered_to,
     ended_by = excluded.ended_by, grace_pending = excluded.grace_pending,
-    waiting_since = excluded.waiting_since, updated_at = now()"""
+    waiting_since = excluded.waiting_since, answered_at = excluded.answered_at,
+    ended_at = excluded.ended_at, updated_at = now()"""
 
 _Q_INSERT_EVENT = """
 INSERT INTO events (conversation_id, seq, kind, audience, author_key, client_id, frame)
@@ -76,7 +86,8 @@ ON CONFLICT (conversation_id) DO UPDATE
     SET answers = excluded.answers, skipped = excluded.skipped"""
 
 _CONVERSATION_COLUMNS = """id, ticket, service_id, token_hash, visitor, status, group_id,
-    operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at"""
+    operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
+    answered_at, ended_at"""
 
 _Q_LOAD_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
 _Q_LAST_SEQ_AND_CLIENTS = """
@@ -93,6 +104,20 @@ SELECT {_CONVERSATION_COLUMNS} FROM conversations
 WHERE status IN ('queued', 'offered', 'active', 'ended')
 ORDER BY waiting_since, ticket"""
 _Q_COUNT_EVENTS = "SELECT count(*) FROM events"
+_Q_CREATED_BETWEEN = f"""
+SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE created_at >= $1 AND created_at < $2"""
+
+_Q_CONFIG_ITEMS = "SELECT kind, key, body FROM config_items ORDER BY kind, key"
+_Q_UPSERT_CONFIG = """
+INSERT INTO config_items (kind, key, body) VALUES ($1, $2, $3)
+ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body, updated_at = now()"""
+_Q_DELETE_CONFIG = "DELETE FROM config_items WHERE kind = $1 AND key = $2"
+_Q_INSERT_AUDIT = """
+INSERT INTO audit_log (at, actor, action, kind, key, before, after)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"""
+_Q_AUDIT = """
+SELECT id, at, actor, action, kind, key, before, after FROM audit_log
+WHERE $2::bigint IS NULL OR id < $2 ORDER BY id DESC LIMIT $1"""
 
 _json_encoder = msgspec.json.Encoder()
 
@@ -198,6 +223,64 @@ async def _db_commit(
             await conn.executemany(_Q_UPSERT_SURVEY, surveys)
 
 
+async def _db_change_config(pool: Any, change: Any, action: str) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        if change.after is None:
+            await conn.execute(_Q_DELETE_CONFIG, change.kind, change.key)
+        else:
+            await conn.execute(_Q_UPSERT_CONFIG, change.kind, change.key, change.after)
+        entry_id: int = await conn.fetchval(
+            _Q_INSERT_AUDIT,
+            change.at,
+            change.actor,
+            action,
+            change.kind,
+            change.key,
+            change.before,
+            change.after,
+        )
+        return entry_id
+
+
+def _conversation_filter(q: ConversationQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def add(clause: str, *values: Any) -> None:
+        args.extend(values)
+        clauses.append(
+            clause.format(*(f"${len(args) - len(values) + i + 1}" for i in range(len(values))))
+        )
+
+    if q.status is not None:
+        add("status = {0}", q.status)
+    if q.service_id is not None:
+        add("service_id = {0}", q.service_id)
+    if q.group_id is not None:
+        add("group_id = {0}", q.group_id)
+    if q.operator_id is not None:
+        add("operator_id = {0}", q.operator_id)
+    if q.created_from is not None:
+        add("created_at >= {0}", q.created_from)
+    if q.created_to is not None:
+        add("created_at < {0}", q.created_to)
+    if q.search:
+        pattern = "%" + q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        add(
+            "(visitor->>'name' ILIKE {0} OR visitor->>'email' ILIKE {0} OR ticket ILIKE {0})",
+            pattern,
+        )
+    if q.cursor is not None:
+        add("(created_at, id) < ({0}, {1})", *q.cursor)
+    where = " AND ".join(clauses) or "true"
+    args.append(q.limit)
+    sql = (
+        f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE {where} "
+        f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
+    )
+    return sql, args
+
+
 async def _db_load(pool: Any, conversation_id: str) -> tuple[Any, list[Any]]:
     async with pool.acquire() as conn:
         row = await conn.fetchrow(_Q_LOAD_CONVERSATION, conversation_id)
@@ -225,6 +308,8 @@ def _conversation_row(conv: Conversation) -> tuple[Any, ...]:
         conv.grace_pending,
         conv.waiting_since,
         datetime.fromisoformat(conv.created_at),
+        datetime.fromisoformat(conv.answered_at) if conv.answered_at else None,
+        datetime.fromisoformat(conv.ended_at) if conv.ended_at else None,
     )
 
 
@@ -245,7 +330,13 @@ def _conversation_from_row(row: Any) -> Conversation:
         ended_by=row["ended_by"],
         grace_pending=row["grace_pending"],
         waiting_since=row["waiting_since"],
+        answered_at=_iso(row["answered_at"]),
+        ended_at=_iso(row["ended_at"]),
     )
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class _Pending:
@@ -351,6 +442,50 @@ class PostgresStore:
             if conv is not None:
                 conversations.append(conv)
         return conversations
+
+    async def list_conversations(self, query: ConversationQuery) -> list[Conversation]:
+        sql, args = _conversation_filter(query)
+        rows = await self._bridge.run(_db_fetch, self._pool, sql, *args)
+        return [_conversation_from_row(row) for row in rows]
+
+    async def conversations_created_between(
+        self, start: datetime, end: datetime
+    ) -> list[Conversation]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_CREATED_BETWEEN, start, end)
+        return [_conversation_from_row(row) for row in rows]
+
+    async def config_items(self) -> list[ConfigItem]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_CONFIG_ITEMS)
+        return [ConfigItem(row["kind"], row["key"], row["body"]) for row in rows]
+
+    async def change_config(self, change: ConfigChange) -> AuditEntry:
+        entry_id = await self._bridge.run(_db_change_config, self._pool, change, change.action)
+        return AuditEntry(
+            entry_id,
+            change.at,
+            change.actor,
+            change.action,
+            change.kind,
+            change.key,
+            change.before,
+            change.after,
+        )
+
+    async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_AUDIT, limit, before_id)
+        return [
+            AuditEntry(
+                row["id"],
+                row["at"],
+                row["actor"],
+                row["action"],
+                row["kind"],
+                row["key"],
+                row["before"],
+                row["after"],
+            )
+            for row in rows
+        ]
 
     async def count_events(self) -> int:
         count: int = await self._bridge.run(_db_fetchval, self._pool, _Q_COUNT_EVENTS)
