@@ -28,7 +28,7 @@ def lint(session: nox.Session) -> None:
     """ruff (including the ASYNC rules for trio) and mypy --strict on omni/."""
     session.install("-e", ".[dev]")
     session.run("ruff", "check", "omni", "admin_api", "tests", "benchmarks", "noxfile.py")
-    session.run("mypy", "omni")
+    session.run("mypy", "omni", "admin_api")
 
 
 @nox.session(python="3.11")

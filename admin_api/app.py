@@ -1,33 +1,636 @@
-"""The HTTP side of Omni: a Quart-Trio application served by hypercorn's trio worker.
+"""The admin API (DESIGN §6): a Quart-Trio application served by hypercorn's trio worker.
 
-For now it serves ``/healthz`` and Prometheus ``/metrics``; the admin API (``/api/v1``) grows
-here. It reaches the running server only through the hub it is given.
+Rules:
+
+* Every route under ``/api/v1`` needs a bearer token of the right role (``admin_api.http``);
+  ``/healthz``, ``/metrics``, ``/openapi.json`` and ``/docs`` are open.
+* Routes are declared through :class:`Api`, which records what the OpenAPI document says about
+  them (``admin_api.openapi``): the document is generated from the same declarations and the
+  same msgspec structs that validate the bodies, so it cannot drift from the code.
+* Configuration changes go through :class:`~omni.actors.configuration.Configuration`: validated
+  whole, stored with their audit entry, applied live. The app decides nothing else.
+* CORS is closed unless ``[server] cors_origins`` lists the origin.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import GenericAlias
 from typing import Any
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from quart import Response
+from quart import Response, g, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
+from admin_api import schemas
+from admin_api.http import (
+    CONVERSATIONS,
+    OPERATIONS,
+    READ_CONFIG,
+    WRITE_CONFIG,
+    Handler,
+    Problem,
+    json_response,
+    read_body,
+    requires,
+)
+from omni.actors.configuration import ConfigRejected, Configuration
+from omni.actors.group import QueueSnapshot
 from omni.actors.hub import Hub
+from omni.config import RESOURCES, Resource, parse_body, seal
+from omni.domain import conversation as domain
+from omni.domain.conversation import Conversation, Status
+from omni.domain.model import Role
+from omni.domain.reports import report
+from omni.domain.routing import Presence
+from omni.store import ConversationQuery
+
+log = logging.getLogger(__name__)
+
+#: Fields never returned by the API (secrets are write-only).
+SECRET_FIELDS = ("token", "token_hash")
 
 
-def create_app(hub: Hub, registry: CollectorRegistry) -> QuartTrio:
+@dataclass
+class RouteDoc:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    roles: frozenset[Role] | None
+    body: Any = None
+    response: Any = None
+    status: int = 200
+    query: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
+
+
+class Api:
+    """Declares routes on the app and remembers them for the OpenAPI document."""
+
+    def __init__(self, app: QuartTrio, hub: Hub) -> None:
+        self.app = app
+        self.hub = hub
+        self.routes: list[RouteDoc] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tag: str,
+        roles: frozenset[Role] | None,
+        body: Any = None,
+        response: Any = None,
+        status: int = 200,
+        query: list[tuple[str, dict[str, Any], str]] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def decorate(handler: Handler) -> Handler:
+            guarded = requires(roles, lambda: self.hub.directory)(handler) if roles else handler
+            endpoint = f"{method.lower()} {path}"
+            self.app.add_url_rule(
+                _quart_path(path), endpoint=endpoint, view_func=guarded, methods=[method]
+            )
+            self.routes.append(
+                RouteDoc(method, path, summary, tag, roles, body, response, status, query or [])
+            )
+            return guarded
+
+        return decorate
+
+
+def _quart_path(path: str) -> str:
+    return path.replace("{id}", "<id>").replace("{key}", "<key>")
+
+
+def create_app(
+    hub: Hub,
+    registry: CollectorRegistry,
+    configuration: Configuration | None = None,
+    *,
+    cors_origins: tuple[str, ...] = (),
+) -> QuartTrio:
     app = QuartTrio("omni")
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    api = Api(app, hub)
+    app.extensions["omni_api"] = api
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "conversations": len(hub.conversations),
-            "operators_online": len(hub.sessions),
-        }
+    # -- errors, CORS -------------------------------------------------------------------------
+
+    @app.errorhandler(Problem)
+    async def problem(error: Problem) -> Response:
+        return error.response()
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        return Problem(status, error.description or TITLE_FALLBACK).response()
+
+    @app.errorhandler(Exception)
+    async def crash(error: Exception) -> Response:
+        log.exception("admin API request failed")
+        return Problem(500, "the server could not handle this request", kind="internal").response()
+
+    @app.after_request
+    async def cors(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin and origin in cors_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
+        return response
+
+    @app.before_request
+    async def preflight() -> Response | None:
+        if request.method != "OPTIONS" or not request.path.startswith("/api/"):
+            return None
+        origin = request.headers.get("Origin")
+        if not origin or origin not in cors_origins:
+            raise Problem(403, "this origin may not call the API (CORS)")
+        return Response("", status=204)
+
+    # -- open endpoints -----------------------------------------------------------------------
+
+    @api.route(
+        "GET",
+        "/healthz",
+        summary="Liveness and a few live counts",
+        tag="operations",
+        roles=None,
+        response=schemas.Health,
+    )
+    async def healthz() -> Response:
+        return json_response(
+            schemas.Health(
+                status="ok",
+                conversations=len(hub.conversations),
+                operators_online=len(hub.sessions),
+            )
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        from admin_api.openapi import document
+
+        return json_response(document(api.routes))
+
+    @app.get("/docs")
+    async def docs() -> Response:
+        from admin_api.openapi import DOCS_PAGE
+
+        return Response(DOCS_PAGE, content_type="text/html; charset=utf-8")
+
+    if configuration is None:
+        return app
+    config = configuration
+
+    # -- configuration resources --------------------------------------------------------------
+
+    for resource in RESOURCES.values():
+        _resource_routes(api, config, resource)
+
+    @api.route(
+        "GET",
+        "/api/v1/audit",
+        summary="The audit log of configuration changes, newest first",
+        tag="audit",
+        roles=OPERATIONS,
+        response=schemas.AuditPage,
+        query=[
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (50)"),
+            ("before", {"type": "integer", "minimum": 1}, "entries with a smaller id"),
+        ],
+    )
+    async def audit() -> Response:
+        limit = _int_arg("limit", 50, 1, 500) or 50
+        before = _int_arg("before", None, 1, 2**62)
+        entries = await config.store.audit_entries(limit, before)
+        items = [
+            schemas.AuditOut(
+                e.id,
+                _iso(e.at),
+                e.actor,
+                e.action,
+                e.kind,
+                e.key,
+                _public(e.before),
+                _public(e.after),
+            )
+            for e in entries
+        ]
+        next_before = entries[-1].id if len(entries) == limit else None
+        return json_response(schemas.AuditPage(items, next_before))
+
+    # -- conversations ------------------------------------------------------------------------
+
+    @api.route(
+        "GET",
+        "/api/v1/conversations",
+        summary="List conversations, newest first",
+        tag="conversations",
+        roles=CONVERSATIONS,
+        response=schemas.ConversationPage,
+        query=[
+            ("status", {"type": "string", "enum": [s.value for s in Status]}, "status"),
+            ("service_id", {"type": "integer", "minimum": 1}, "service"),
+            ("group_id", {"type": "integer", "minimum": 1}, "group"),
+            ("operator_id", {"type": "integer", "minimum": 1}, "operator"),
+            ("from", {"type": "string", "format": "date-time"}, "created at or after"),
+            ("to", {"type": "string", "format": "date-time"}, "created before"),
+            ("q", {"type": "string", "maxLength": 200}, "search visitor name, e-mail, ticket"),
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size (50)"),
+            ("cursor", {"type": "string", "maxLength": 200}, "next_cursor of the previous page"),
+        ],
+    )
+    async def conversations() -> Response:
+        status = request.args.get("status")
+        if status is not None and status not in {s.value for s in Status}:
+            raise Problem(400, f"unknown status {status!r}")
+        query = ConversationQuery(
+            status=status,
+            service_id=_int_arg("service_id", None, 1, 2**31 - 1),
+            group_id=_int_arg("group_id", None, 1, 2**31 - 1),
+            operator_id=_int_arg("operator_id", None, 1, 2**31 - 1),
+            created_from=_time_arg("from"),
+            created_to=_time_arg("to"),
+            search=(request.args.get("q") or None),
+            cursor=_cursor_arg(),
+            limit=_int_arg("limit", 50, 1, 200) or 50,
+        )
+        if query.search is not None and len(query.search) > 200:
+            raise Problem(400, "q is limited to 200 characters")
+        found = await config.store.list_conversations(query)
+        items = [_conversation_out(c) for c in found]
+        next_cursor = None
+        if len(found) == query.limit:
+            last = found[-1]
+            next_cursor = f"{last.created_at}|{last.id}"
+        return json_response(schemas.ConversationPage(items, next_cursor))
+
+    @api.route(
+        "GET",
+        "/api/v1/conversations/{id}",
+        summary="One conversation, with its survey",
+        tag="conversations",
+        roles=CONVERSATIONS,
+        response=schemas.ConversationDetail,
+    )
+    async def conversation(id: str) -> Response:
+        conv = await _load(id)
+        survey = await config.store.survey(id)
+        return json_response(schemas.ConversationDetail(_conversation_out(conv), survey))
+
+    @api.route(
+        "GET",
+        "/api/v1/conversations/{id}/transcript",
+        summary="The whole conversation: every stored event in seq order",
+        tag="conversations",
+        roles=CONVERSATIONS,
+        response=schemas.Transcript,
+    )
+    async def transcript(id: str) -> Response:
+        conv = await _load(id)
+        events = await config.store.events_after(id, 0)
+        return json_response(
+            schemas.Transcript(
+                _conversation_out(conv), [msgspec.json.decode(e.frame) for e in events]
+            )
+        )
+
+    @api.route(
+        "POST",
+        "/api/v1/conversations/{id}/resume",
+        summary="An operator's active contact on an out-of-hours conversation (F4)",
+        tag="conversations",
+        roles=CONVERSATIONS,
+        body=schemas.ResumeRequest,
+        response=schemas.ConversationOut,
+        status=202,
+    )
+    async def resume(id: str) -> Response:
+        body = await read_body(schemas.ResumeRequest)
+        conv = await _load(id)
+        if conv.status is not Status.OUT_OF_HOURS:
+            raise Problem(409, f"conversation {id} is {conv.status.value}, not out_of_hours")
+        session = hub.sessions.get(body.operator_id)
+        if session is None:
+            raise Problem(409, f"operator {body.operator_id} is not signed in to the console")
+        try:
+            await session.resume(id)
+        except domain.Rejected as exc:
+            raise Problem(409, exc.message) from None
+        return json_response(_conversation_out(conv), status=202)
+
+    async def _load(conversation_id: str) -> Conversation:
+        conv = None
+        if len(conversation_id) <= 64:
+            conv = await config.store.load_conversation(conversation_id)
+        if conv is None:
+            raise Problem(404, f"no conversation {conversation_id}")
+        return conv
+
+    # -- operations ---------------------------------------------------------------------------
+
+    @api.route(
+        "GET",
+        "/api/v1/queues",
+        summary="Live queue snapshot per group",
+        tag="operations",
+        roles=OPERATIONS,
+        response=list[schemas.QueueOut],
+    )
+    async def queues() -> Response:
+        now = hub.clock.now().timestamp()
+        out = []
+        for group_id, group in sorted(hub.directory.groups.items()):
+            waiting: list[str] = await hub.group(group_id).ask(QueueSnapshot(), timeout=5)
+            since = [
+                e.link.key[0] for cid in waiting if (e := hub.conversations.get(cid)) is not None
+            ]
+            counts = {"available": 0, "busy": 0, "paused": 0}
+            for state in hub.roster:
+                if group_id not in state.groups or state.presence is Presence.OFFLINE:
+                    continue
+                if state.presence is Presence.PAUSED:
+                    counts["paused"] += 1
+                elif state.free > 0:
+                    counts["available"] += 1
+                else:
+                    counts["busy"] += 1
+            out.append(
+                schemas.QueueOut(
+                    group_id=group_id,
+                    name=group.name,
+                    waiting=len(waiting),
+                    longest_wait_seconds=round(max(now - min(since), 0.0), 3) if since else 0.0,
+                    operators=schemas.OperatorCounts(**counts),
+                )
+            )
+        return json_response(out)
+
+    @api.route(
+        "GET",
+        "/api/v1/reports",
+        summary="Service and group figures over a period",
+        tag="operations",
+        roles=OPERATIONS,
+        response=schemas.ReportOut,
+        query=[
+            ("from", {"type": "string", "format": "date-time"}, "period start (default: 24 h ago)"),
+            ("to", {"type": "string", "format": "date-time"}, "period end (default: now)"),
+            (
+                "threshold",
+                {"type": "integer", "minimum": 1, "maximum": 86400},
+                "service level: answered within this many seconds (20)",
+            ),
+        ],
+    )
+    async def reports() -> Response:
+        end = _time_arg("to") or hub.clock.now()
+        start = _time_arg("from") or end - timedelta(days=1)
+        if start >= end:
+            raise Problem(400, "from must be before to")
+        threshold = _int_arg("threshold", 20, 1, 86400) or 20
+        found = await config.store.conversations_created_between(start, end)
+        result = report(found, float(threshold))
+        return json_response(
+            schemas.ReportOut(
+                start=_iso(start),
+                end=_iso(end),
+                threshold_seconds=threshold,
+                total=msgspec.convert(result.total, schemas.Figures),
+                services=[
+                    msgspec.convert({**v, "service_id": k}, schemas.ServiceFigures)
+                    for k, v in result.services.items()
+                ],
+                groups=[
+                    msgspec.convert({**v, "group_id": k}, schemas.GroupFigures)
+                    for k, v in result.groups.items()
+                ],
+            )
+        )
+
     return app
+
+
+TITLE_FALLBACK = "the request could not be handled"
+
+
+def _resource_routes(api: Api, config: Configuration, resource: Resource) -> None:
+    kind = resource.kind
+    base = f"/api/v1/{kind.replace('_', '-')}"
+    read = WRITE_CONFIG if kind == "api_tokens" else READ_CONFIG
+    noun = kind.rstrip("s").replace("_", " ")
+
+    if resource.key_field is None:  # a singleton: GET and PUT only
+
+        @api.route("GET", base, summary=f"The {kind}", tag=kind, roles=read, response=resource.body)
+        async def get_singleton() -> Response:
+            body = config.get(kind, "default")
+            if body is None:
+                body = msgspec.to_builtins(resource.body())
+            return json_response(_public(body))
+
+        @api.route(
+            "PUT",
+            base,
+            summary=f"Replace the {kind}",
+            tag=kind,
+            roles=WRITE_CONFIG,
+            body=resource.body,
+            response=resource.body,
+        )
+        async def put_singleton() -> Response:
+            body = await read_body(resource.body)
+            await _apply(config, resource, "default", body, creating=False)
+            return json_response(_public(msgspec.to_builtins(body)))
+
+        return
+
+    @api.route(
+        "GET",
+        base,
+        summary=f"List {kind}",
+        tag=kind,
+        roles=read,
+        response=GenericAlias(list, (resource.body,)),
+    )
+    async def list_items() -> Response:
+        return json_response([_public(b) for b in config.list(kind)])
+
+    @api.route(
+        "POST",
+        base,
+        summary=f"Create a {noun}",
+        tag=kind,
+        roles=WRITE_CONFIG,
+        body=resource.body,
+        response=resource.body,
+        status=201,
+    )
+    async def create() -> Response:
+        body = _no_hash(await read_body(resource.body))
+        key = str(getattr(body, resource.key_field or "id"))
+        if config.get(kind, key) is not None:
+            raise Problem(409, f"{noun} {key} exists; PUT {base}/{key} to change it")
+        issued = None
+        if kind == "api_tokens" and getattr(body, "token", None) is None:
+            issued = secrets.token_urlsafe(32)
+            body = msgspec.structs.replace(body, token=issued)
+        if kind == "operators" and getattr(body, "token", None) is None:
+            raise Problem(
+                422,
+                "an operator needs a token (at least 8 characters) to sign in",
+                kind="invalid-body",
+            )
+        await _apply(config, resource, key, body, creating=True)
+        out = _public(msgspec.to_builtins(body))
+        if issued is not None:
+            out["token"] = issued  # shown once, never again
+        return json_response(out, status=201, headers={"Location": f"{base}/{key}"})
+
+    @api.route(
+        "GET", base + "/{key}", summary=f"One {noun}", tag=kind, roles=read, response=resource.body
+    )
+    async def get_item(key: str) -> Response:
+        body = config.get(kind, key)
+        if body is None:
+            raise Problem(404, f"no {noun} {key}")
+        return json_response(_public(body))
+
+    @api.route(
+        "PUT",
+        base + "/{key}",
+        summary=f"Replace a {noun}",
+        tag=kind,
+        roles=WRITE_CONFIG,
+        body=resource.body,
+        response=resource.body,
+    )
+    async def put_item(key: str) -> Response:
+        current = config.get(kind, key)
+        if current is None:
+            raise Problem(404, f"no {noun} {key}; POST {base} to create it")
+        body = _no_hash(await read_body(resource.body))
+        if str(getattr(body, resource.key_field or "id")) != key:
+            raise Problem(422, f"the body's id must be {key}", kind="invalid-body")
+        if hasattr(body, "token") and getattr(body, "token", None) is None:
+            # Secrets are write-only: an update without one keeps the stored hash.
+            body = msgspec.structs.replace(body, token_hash=current.get("token_hash"))
+        await _apply(config, resource, key, body, creating=False)
+        return json_response(_public(msgspec.to_builtins(body)))
+
+    @api.route(
+        "DELETE",
+        base + "/{key}",
+        summary=f"Delete a {noun}",
+        tag=kind,
+        roles=WRITE_CONFIG,
+        status=204,
+    )
+    async def delete_item(key: str) -> Response:
+        try:
+            await config.delete(kind, key, g.actor)
+        except LookupError:
+            raise Problem(404, f"no {noun} {key}") from None
+        except ConfigRejected as exc:
+            raise Problem(exc.status, exc.message, kind="conflict") from None
+        return Response("", status=204)
+
+
+def _no_hash(body: Any) -> Any:
+    if getattr(body, "token_hash", None) is not None:
+        raise Problem(422, "token_hash is not accepted: send token", kind="invalid-body")
+    return body
+
+
+async def _apply(
+    config: Configuration, resource: Resource, key: str, body: Any, *, creating: bool
+) -> None:
+    sealed = seal(body)
+    if hasattr(sealed, "token_hash") and getattr(sealed, "token_hash", None) is None:
+        raise Problem(422, f"a {resource.kind.rstrip('s')} needs a token", kind="invalid-body")
+    data = msgspec.to_builtins(sealed)
+    try:
+        parse_body(resource, data)
+        await config.put(resource.kind, key, data, g.actor)
+    except ConfigRejected as exc:
+        raise Problem(exc.status, exc.message, kind="invalid-configuration") from None
+
+
+def _public(body: dict[str, Any] | None) -> Any:
+    if body is None:
+        return None
+    return {k: v for k, v in body.items() if k not in SECRET_FIELDS}
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Problem(400, f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise Problem(400, f"{name} must be between {low} and {high}")
+    return value
+
+
+def _time_arg(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(400, f"{name} must be an ISO 8601 date-time") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def _cursor_arg() -> tuple[datetime, str] | None:
+    raw = request.args.get("cursor")
+    if not raw:
+        return None
+    created, _, conversation_id = raw.partition("|")
+    try:
+        at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(400, "cursor is not one this API gave") from None
+    if not conversation_id or at.tzinfo is None:
+        raise Problem(400, "cursor is not one this API gave")
+    return at, conversation_id
+
+
+def _conversation_out(conv: Conversation) -> schemas.ConversationOut:
+    return schemas.ConversationOut(
+        id=conv.id,
+        ticket=conv.ticket,
+        service_id=conv.service_id,
+        status=conv.status.value,
+        group_id=conv.group_id,
+        operator_id=conv.operator_id,
+        operator_name=conv.operator_name,
+        visitor=conv.visitor,
+        created_at=conv.created_at,
+        answered_at=conv.answered_at,
+        ended_at=conv.ended_at,
+        ended_by=conv.ended_by,
+    )

@@ -1,10 +1,14 @@
 """The ``omni`` command.
 
-``omni serve --config FILE [--host H] [--ws-port N] [--http-port N] [--data-dir DIR]`` runs one
-server in one ``trio.run`` until SIGINT or SIGTERM, then shuts down gracefully. It stores
+``omni serve [--config FILE] [--host H] [--ws-port N] [--http-port N] [--data-dir DIR]`` runs
+one server in one ``trio.run`` until SIGINT or SIGTERM, then shuts down gracefully. It stores
 everything in PostgreSQL: the server at ``OMNI_DATABASE_URL`` if that is set, else an embedded
 one in the data directory (default ``./omni-data``), started and stopped with the server.
-``omni migrate`` applies the database migrations on their own.
+
+The admin API is the source of truth for services, groups, schedules, operators, parameters and
+API tokens. A ``--config`` file supplies the ``[server]`` settings, and bootstraps the rest
+only into a store that has no configuration yet; ``omni import-config FILE`` imports a file's
+resources on purpose (each change audited). ``omni migrate`` applies the database migrations.
 
 Problems are reported in one line: a bad configuration exits with status 2, an unusable
 database or data directory with status 1.
@@ -20,8 +24,8 @@ import sys
 
 import trio
 
-from omni.config import Config, ConfigError, load_config
-from omni.server import open_server, open_store
+from omni.config import Config, ConfigError, load_config, parse_config
+from omni.server import import_items, open_server, open_store
 from omni.store import StoreError
 
 log = logging.getLogger("omni")
@@ -31,12 +35,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omni", description="Omni web-chat contact center")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--config", required=True, help="TOML configuration file")
+    serve.add_argument(
+        "--config",
+        help="TOML file: [server] settings; its resources bootstrap an empty store only",
+    )
     serve.add_argument("--host", help="address to listen on (default: the file's, else 127.0.0.1)")
     serve.add_argument("--ws-port", type=int, help="websocket port (0: any free port)")
     serve.add_argument("--http-port", type=int, help="HTTP port (0: any free port)")
     serve.add_argument("--log-level", default="INFO")
-    for command in (serve, sub.add_parser("migrate", help="apply database migrations and exit")):
+    importer = sub.add_parser(
+        "import-config", help="import a TOML file's resources into the store (audited)"
+    )
+    importer.add_argument("file", help="TOML configuration file")
+    for command in (
+        serve,
+        importer,
+        sub.add_parser("migrate", help="apply database migrations and exit"),
+    ):
         command.add_argument(
             "--data-dir",
             default="omni-data",
@@ -58,12 +73,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
+    if args.command == "import-config":
+        logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+        try:
+            config = load_config(args.file)
+        except ConfigError as exc:
+            print(f"omni: {exc}", file=sys.stderr)
+            return 2
+        try:
+            changed = trio.run(_import, config, database_url, args.data_dir)
+        except StoreError as exc:
+            print(f"omni: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"omni: imported {changed} changed resource(s) of {len(config.items)} from {args.file}"
+        )
+        return 0
+
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call
     try:
-        config = load_config(args.config)
+        config = load_config(args.config) if args.config else parse_config({})
     except ConfigError as exc:
         print(f"omni: {exc}", file=sys.stderr)
         return 2
@@ -90,6 +122,13 @@ def _user_problem(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):
         return f"cannot listen: {exc}"
     return None
+
+
+async def _import(config: Config, database_url: str | None, data_dir: str) -> int:
+    from datetime import UTC, datetime
+
+    async with open_store(database_url, data_dir) as store:
+        return await import_items(store, config.items, datetime.now(UTC))
 
 
 async def _migrate(database_url: str | None, data_dir: str) -> list[int]:

@@ -21,13 +21,14 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from admin_api.app import create_app
+from omni.actors.configuration import Configuration
 from omni.actors.hub import Hub, open_hub
 from omni.clock import Clock
-from omni.config import Config
+from omni.config import Config, build_directory
 from omni.entropy import Entropy
 from omni.gateway.server import Gateway
 from omni.metrics import make_registry
-from omni.store import Store
+from omni.store import ConfigChange, ConfigItem, Store
 from omni.store.memory import MemoryStore
 
 #: Seconds connections get to close after a shutdown was asked for.
@@ -49,10 +50,39 @@ async def open_store(database_url: str | None, data_dir: str | Path) -> AsyncIte
             yield store
 
 
+async def bootstrap_configuration(
+    store: Store, items: list[ConfigItem], now: datetime, *, actor: str = "bootstrap"
+) -> list[ConfigItem]:
+    """The store's configuration; when it has none yet, ``items`` (from a file) are imported
+    first. Once the store has a configuration, the admin API is its source of truth and files
+    are ignored (``omni import-config`` imports one on purpose)."""
+    stored = await store.config_items()
+    if stored or not items:
+        return stored
+    await import_items(store, items, now, actor=actor)
+    return await store.config_items()
+
+
+async def import_items(
+    store: Store, items: list[ConfigItem], now: datetime, *, actor: str = "import-config"
+) -> int:
+    """Create or replace each item, each change audited; returns how many changed."""
+    existing = {(i.kind, i.key): i.body for i in await store.config_items()}
+    changed = 0
+    for item in items:
+        before = existing.get((item.kind, item.key))
+        if before == item.body:
+            continue
+        await store.change_config(ConfigChange(item.kind, item.key, item.body, before, actor, now))
+        changed += 1
+    return changed
+
+
 @dataclass(frozen=True)
 class RunningServer:
     hub: Hub
     gateway: Gateway
+    configuration: Configuration
     host: str
     ws_port: int
     http_port: int | None
@@ -80,16 +110,19 @@ async def open_server(
 ) -> AsyncIterator[RunningServer]:
     host = host or config.server.host
     clock = clock or Clock(datetime.now(UTC))
+    store = store if store is not None else MemoryStore()
+    items = await bootstrap_configuration(store, config.items, clock.now())
     async with (
         open_hub(
-            config.directory,
-            store if store is not None else MemoryStore(),
+            build_directory(items),
+            store,
             clock,
             entropy=entropy,
             settings=config.settings(),
         ) as hub,
         trio.open_nursery() as nursery,
     ):
+        configuration = Configuration(hub, store, items, clock.now)
         gateway = Gateway(hub)
         ws_server = await nursery.start(
             gateway.serve, host, config.server.ws_port if ws_port is None else ws_port
@@ -101,7 +134,12 @@ async def open_server(
             hc.bind = [f"{host}:{config.server.http_port if http_port is None else http_port}"]
             hc.accesslog = None
             hc.graceful_timeout = DRAIN_SECONDS
-            app = create_app(hub, make_registry(hub))
+            app = create_app(
+                hub,
+                make_registry(hub),
+                configuration,
+                cors_origins=tuple(config.server.cors_origins),
+            )
             stop_http = trio.Event()
 
             async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
@@ -117,7 +155,7 @@ async def open_server(
         else:
             http_done.set()
         try:
-            yield RunningServer(hub, gateway, host, ws_server.port, bound_http)
+            yield RunningServer(hub, gateway, configuration, host, ws_server.port, bound_http)
         finally:
             with trio.move_on_after(DRAIN_SECONDS) as drain:
                 drain.shield = True

@@ -1,0 +1,124 @@
+"""HTTP plumbing shared by the admin API: problem details (RFC 9457), bearer tokens and roles,
+JSON bodies validated by msgspec.
+
+Rules: every error leaves as ``application/problem+json`` with ``type``, ``title``, ``status``
+and ``detail`` (and ``errors`` where a body field is at fault); handlers raise :class:`Problem`
+rather than building responses. Nothing is written before a body has been fully validated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import msgspec
+from quart import Response, g, request
+
+from omni.domain.model import Directory, Role
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+}
+
+#: Largest request body accepted, in bytes.
+MAX_BODY = 1024 * 1024
+
+
+class Problem(Exception):
+    def __init__(self, status: int, detail: str, *, kind: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.kind = kind or TITLES.get(status, "error").lower().replace(" ", "-")
+        self.extra = extra
+
+    def response(self) -> Response:
+        body = {
+            "type": f"https://omni.dev/problems/{self.kind}",
+            "title": TITLES.get(self.status, "Error"),
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+        response = Response(
+            _encoder.encode(body), status=self.status, content_type="application/problem+json"
+        )
+        if self.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="omni"'
+        return response
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        _encoder.encode(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+async def read_body(kind: type[T]) -> T:
+    """The request's JSON body as ``kind``, or a 4xx :class:`Problem` naming the field."""
+    content_type = request.mimetype
+    if content_type not in ("application/json", "application/merge-patch+json"):
+        raise Problem(415, "send the body as application/json")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise Problem(413, f"bodies are limited to {MAX_BODY} bytes")
+    data = await request.get_data(cache=False)
+    if len(data) > MAX_BODY:
+        raise Problem(413, f"bodies are limited to {MAX_BODY} bytes")
+    try:
+        value: T = msgspec.json.decode(data, type=kind)
+    except msgspec.ValidationError as exc:
+        raise Problem(422, str(exc), kind="invalid-body", errors=[str(exc)]) from None
+    except msgspec.DecodeError as exc:
+        raise Problem(400, f"the body is not valid JSON: {exc}", kind="invalid-json") from None
+    return value
+
+
+#: Which roles may do what. Admin may do everything.
+READ_CONFIG = frozenset({Role.ADMIN, Role.SUPERVISOR})
+WRITE_CONFIG = frozenset({Role.ADMIN})
+CONVERSATIONS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR})
+OPERATIONS = frozenset({Role.ADMIN, Role.SUPERVISOR})
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def requires(
+    roles: frozenset[Role], directory: Callable[[], Directory]
+) -> Callable[[Handler], Handler]:
+    """Let the request through only with ``Authorization: Bearer <token>`` of one of ``roles``;
+    the token's id is then ``g.actor`` (for the audit log)."""
+
+    def decorate(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def guarded(*args: Any, **kwargs: Any) -> Response:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Problem(401, "send an API token: Authorization: Bearer <token>")
+            found = directory().api_token(token.strip())
+            if found is None:
+                raise Problem(401, "unknown or revoked API token")
+            if found.role not in roles:
+                raise Problem(403, f"a {found.role.value} token may not do this")
+            g.actor = f"token:{found.id}"
+            g.role = found.role
+            return await handler(*args, **kwargs)
+
+        guarded.__dict__["omni_roles"] = roles
+        return guarded
+
+    return decorate

@@ -1,0 +1,118 @@
+"""Response bodies of the admin API, as msgspec structs: they are encoded directly and their
+JSON Schemas go into the OpenAPI document. Request bodies are the configuration bodies of
+``omni.config`` plus the few below."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Health(msgspec.Struct):
+    status: str
+    conversations: int
+    operators_online: int
+
+
+class Problem(msgspec.Struct):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+class ConversationOut(msgspec.Struct):
+    id: str
+    ticket: str
+    service_id: int
+    status: str
+    group_id: int | None
+    operator_id: int | None
+    operator_name: str | None
+    visitor: dict[str, Any]
+    created_at: str
+    answered_at: str | None
+    ended_at: str | None
+    ended_by: str | None
+
+
+class ConversationPage(msgspec.Struct):
+    items: list[ConversationOut]
+    #: Pass as ``cursor`` to get the next page; null on the last page.
+    next_cursor: str | None
+
+
+class ConversationDetail(msgspec.Struct):
+    conversation: ConversationOut
+    survey: dict[str, Any] | None
+
+
+class Transcript(msgspec.Struct):
+    conversation: ConversationOut
+    #: Every stored event, as the frames the participants received (docs/protocol.md).
+    events: list[dict[str, Any]]
+
+
+class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    operator_id: int
+
+
+class OperatorCounts(msgspec.Struct):
+    available: int
+    busy: int
+    paused: int
+
+
+class QueueOut(msgspec.Struct):
+    group_id: int
+    name: str
+    waiting: int
+    longest_wait_seconds: float
+    operators: OperatorCounts
+
+
+class Figures(msgspec.Struct):
+    offered: int
+    answered: int
+    abandoned: int
+    out_of_hours: int
+    service_level: float | None
+    asa_seconds: float | None
+    aht_seconds: float | None
+
+
+class ServiceFigures(Figures):
+    service_id: int = 0
+
+
+class GroupFigures(Figures):
+    group_id: int = 0
+
+
+class ReportOut(msgspec.Struct):
+    start: str
+    end: str
+    threshold_seconds: int
+    total: Figures
+    services: list[ServiceFigures]
+    groups: list[GroupFigures]
+
+
+class AuditOut(msgspec.Struct):
+    id: int
+    at: str
+    actor: str
+    action: str
+    kind: str
+    key: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class AuditPage(msgspec.Struct):
+    items: list[AuditOut]
+    #: Pass as ``before`` to get older entries; null on the last page.
+    next_before: int | None

@@ -1,0 +1,92 @@
+"""Contact-center reports over conversations (pure).
+
+Rules: a report counts the conversations *created* in its period, per service and per group
+(the group a conversation was last in):
+
+* offered — entered a queue (not out of hours);
+* answered — an operator took it (``answered_at`` set);
+* abandoned — the visitor left before any operator took it;
+* out_of_hours — arrived while closed;
+* service_level — answered within ``threshold`` seconds of arrival / offered (None if none);
+* asa — average speed of answer: mean seconds from arrival to first answer;
+* aht — average handle time: mean seconds from first answer to the end, over ended ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from omni.domain.conversation import Conversation, Status
+
+
+@dataclass
+class Tally:
+    offered: int = 0
+    answered: int = 0
+    abandoned: int = 0
+    out_of_hours: int = 0
+    answered_in_threshold: int = 0
+    waits: list[float] = field(default_factory=list)
+    handles: list[float] = field(default_factory=list)
+
+    def add(self, conv: Conversation, threshold: float) -> None:
+        if conv.status is Status.OUT_OF_HOURS or (conv.group_id is None and not conv.answered_at):
+            self.out_of_hours += 1
+            return
+        self.offered += 1
+        created = datetime.fromisoformat(conv.created_at)
+        if conv.answered_at:
+            self.answered += 1
+            wait = (datetime.fromisoformat(conv.answered_at) - created).total_seconds()
+            self.waits.append(wait)
+            if wait <= threshold:
+                self.answered_in_threshold += 1
+            if conv.ended_at:
+                ended = datetime.fromisoformat(conv.ended_at)
+                self.handles.append(
+                    (ended - datetime.fromisoformat(conv.answered_at)).total_seconds()
+                )
+        elif conv.status is Status.ABANDONED:
+            self.abandoned += 1
+
+    def figures(self) -> dict[str, float | int | None]:
+        return {
+            "offered": self.offered,
+            "answered": self.answered,
+            "abandoned": self.abandoned,
+            "out_of_hours": self.out_of_hours,
+            "service_level": (
+                round(self.answered_in_threshold / self.offered, 4) if self.offered else None
+            ),
+            "asa_seconds": round(sum(self.waits) / len(self.waits), 3) if self.waits else None,
+            "aht_seconds": (
+                round(sum(self.handles) / len(self.handles), 3) if self.handles else None
+            ),
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    threshold: float
+    services: dict[int, dict[str, float | int | None]]
+    groups: dict[int, dict[str, float | int | None]]
+    total: dict[str, float | int | None]
+
+
+def report(conversations: Iterable[Conversation], threshold: float) -> Report:
+    services: dict[int, Tally] = {}
+    groups: dict[int, Tally] = {}
+    total = Tally()
+    for conv in conversations:
+        total.add(conv, threshold)
+        services.setdefault(conv.service_id, Tally()).add(conv, threshold)
+        if conv.group_id is not None:
+            groups.setdefault(conv.group_id, Tally()).add(conv, threshold)
+    return Report(
+        threshold=threshold,
+        services={k: v.figures() for k, v in sorted(services.items())},
+        groups={k: v.figures() for k, v in sorted(groups.items())},
+        total=total.figures(),
+    )
