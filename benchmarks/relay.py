@@ -34,6 +34,7 @@ own time) to stderr; the figures are then not representative (use ``--repeat 1``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import math
@@ -41,12 +42,15 @@ import os
 import platform
 import pstats
 import select
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -65,6 +69,7 @@ HOST = "127.0.0.1"
 TARGET_THROUGHPUT_RATIO = 0.6  # omni/bare, at least
 TARGET_P99_RATIO = 2.0  # omni/bare, at most
 TARGET_PAIRS = 100
+TARGET_DURABLE_THROUGHPUT_RATIO = 0.5  # omni on PostgreSQL / bare, at least (issue 3)
 
 #: Deadlines: every wait is bounded, so a broken server fails the run instead of hanging it.
 RECV_TIMEOUT = 10.0  # one frame
@@ -163,7 +168,58 @@ async def _control(profiler: cProfile.Profile | None) -> None:
                     profiler.disable()
 
 
-async def _serve(kind: str, operators: int, profiler: cProfile.Profile | None) -> None:
+async def _fresh_database(dsn: str) -> str:
+    """A new, empty database on the server of ``dsn`` (each round starts from nothing)."""
+    from omni.store.bridge import ThreadBridge
+
+    name = f"relay_{os.getpid()}"
+
+    async def create() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    async with ThreadBridge.open() as bridge:
+        await bridge.run(create)
+    base, _, query = dsn.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@asynccontextmanager
+async def _omni_store(store: str, data_dir: str | None) -> AsyncIterator[Any]:
+    """None (the server's memory store), or a PostgresStore on a fresh database of the
+    embedded PostgreSQL in ``data_dir`` (or of OMNI_DATABASE_URL)."""
+    if store == "memory":
+        yield None
+        return
+    from omni.store.embedded import open_embedded_postgres
+    from omni.store.postgres import open_postgres_store
+
+    url = os.environ.get("OMNI_DATABASE_URL")
+    if url:
+        async with open_postgres_store(await _fresh_database(url)) as pg:
+            yield pg
+        return
+    assert data_dir is not None
+    async with (
+        open_embedded_postgres(data_dir) as dsn,
+        open_postgres_store(await _fresh_database(dsn)) as pg,
+    ):
+        yield pg
+
+
+async def _serve(
+    kind: str,
+    operators: int,
+    profiler: cProfile.Profile | None,
+    store: str = "memory",
+    data_dir: str | None = None,
+) -> None:
     with trio.move_on_after(SERVER_LIFETIME):
         if kind == "bare":
             async with trio.open_nursery() as nursery:
@@ -175,11 +231,25 @@ async def _serve(kind: str, operators: int, profiler: cProfile.Profile | None) -
         else:
             from omni.server import open_server
 
-            async with open_server(
-                omni_config(operators), http=False, host=HOST, ws_port=0
-            ) as server:
+            async with (
+                _omni_store(store, data_dir) as durable,
+                open_server(
+                    omni_config(operators), store=durable, http=False, host=HOST, ws_port=0
+                ) as server,
+            ):
                 print(f"PORT {server.ws_port}", flush=True)
                 await _control(profiler)
+
+
+def _stop_embedded(data_dir: str) -> None:
+    """Stop the embedded PostgreSQL the rounds shared (each server left it running for the next)."""
+    pid_file = Path(data_dir) / "postmaster.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+            deadline = time.monotonic() + 30
+            while pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
 
 
 def interrupted(exc: BaseException) -> bool:
@@ -189,10 +259,10 @@ def interrupted(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt)
 
 
-def serve(kind: str, operators: int, profile: bool) -> int:
+def serve(kind: str, operators: int, profile: bool, store: str, data_dir: str | None) -> int:
     profiler = cProfile.Profile() if profile else None
     try:
-        trio.run(_serve, kind, operators, profiler)
+        trio.run(_serve, kind, operators, profiler, store, data_dir)
     except BaseException as exc:
         if not interrupted(exc):
             raise
@@ -213,7 +283,14 @@ def serve(kind: str, operators: int, profile: bool) -> int:
 class ServerProcess:
     """This script with ``--serve KIND`` in a subprocess; closing its stdin stops it."""
 
-    def __init__(self, kind: str, operators: int, profile: bool) -> None:
+    def __init__(
+        self,
+        kind: str,
+        operators: int,
+        profile: bool,
+        store: str = "memory",
+        data_dir: str | None = None,
+    ) -> None:
         command = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -221,7 +298,11 @@ class ServerProcess:
             kind,
             "--pairs",
             str(operators),
+            "--store",
+            store,
         ]
+        if data_dir is not None:
+            command += ["--data-dir", data_dir]
         if profile:
             command.append("--profile-server")
         self.proc = subprocess.Popen(
@@ -538,7 +619,8 @@ def figures(m: Measured) -> dict[str, Any]:
 def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     runner = run_bare if kind == "bare" else run_omni
     profile = args.profile in (kind, "both")
-    with ServerProcess(kind, args.pairs, profile) as server:
+    store = args.store if kind == "omni" else "memory"
+    with ServerProcess(kind, args.pairs, profile, store, args.data_dir) as server:
         measured = trio.run(runner, server, args, profile)
     return figures(measured)
 
@@ -600,15 +682,31 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             "p99": round(p99, 3),
             "server_cpu_per_msg": round(statistics.median(cpu), 3) if cpu else None,
         },
-        "target": {
-            "pairs": TARGET_PAIRS,
-            "throughput_ratio_min": TARGET_THROUGHPUT_RATIO,
-            "p99_ratio_max": TARGET_P99_RATIO,
-            "throughput_met": throughput >= TARGET_THROUGHPUT_RATIO,
-            "p99_met": p99 <= TARGET_P99_RATIO,
-            "met": throughput >= TARGET_THROUGHPUT_RATIO and p99 <= TARGET_P99_RATIO,
-        },
+        "store": args.store,
+        "target": _target(args.store, throughput, p99),
         "per_round": rounds,
+    }
+
+
+def _target(store: str, throughput: float, p99: float) -> dict[str, Any]:
+    """Issue 2's target for the memory store; issue 3's (throughput only) for the durable relay."""
+    if store == "postgres":
+        minimum = TARGET_DURABLE_THROUGHPUT_RATIO
+        return {
+            "pairs": TARGET_PAIRS,
+            "throughput_ratio_min": minimum,
+            "p99_ratio_max": None,
+            "throughput_met": throughput >= minimum,
+            "p99_met": True,
+            "met": throughput >= minimum,
+        }
+    return {
+        "pairs": TARGET_PAIRS,
+        "throughput_ratio_min": TARGET_THROUGHPUT_RATIO,
+        "p99_ratio_max": TARGET_P99_RATIO,
+        "throughput_met": throughput >= TARGET_THROUGHPUT_RATIO,
+        "p99_met": p99 <= TARGET_P99_RATIO,
+        "met": throughput >= TARGET_THROUGHPUT_RATIO and p99 <= TARGET_P99_RATIO,
     }
 
 
@@ -640,9 +738,13 @@ def table(result: dict[str, Any]) -> str:
         + (
             "" if ratios["server_cpu_per_msg"] is None else f"{ratios['server_cpu_per_msg']:>11.2f}"
         ),
-        f"target at {target['pairs']} pairs: throughput ratio >= {target['throughput_ratio_min']} "
-        f"({met(target['throughput_met'])}), p99 ratio <= {target['p99_ratio_max']} "
-        f"({met(target['p99_met'])})",
+        f"store: {result['store']}; target at {target['pairs']} pairs: throughput ratio >= "
+        f"{target['throughput_ratio_min']} ({met(target['throughput_met'])})"
+        + (
+            ""
+            if target["p99_ratio_max"] is None
+            else f", p99 ratio <= {target['p99_ratio_max']} ({met(target['p99_met'])})"
+        ),
     ]
     if result["pairs"] != target["pairs"]:
         lines.append(f"note: the target is stated for {target['pairs']} pairs")
@@ -668,6 +770,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=["omni", "bare", "both"],
         help="profile a server (cProfile, exchange phase; default omni) to stderr",
     )
+    parser.add_argument(
+        "--store",
+        choices=["memory", "postgres"],
+        default="memory",
+        help="Omni's store: memory (default) or postgres — the embedded PostgreSQL (or "
+        "OMNI_DATABASE_URL), every message durable before its ack; target then >= 0.5x",
+    )
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=["bare", "omni"], help=argparse.SUPPRESS)
     parser.add_argument("--profile-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -683,7 +793,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
-        return serve(args.serve, args.pairs, args.profile_server)
+        return serve(args.serve, args.pairs, args.profile_server, args.store, args.data_dir)
+    scratch = None
+    if args.store == "postgres" and not os.environ.get("OMNI_DATABASE_URL"):
+        scratch = tempfile.mkdtemp(prefix="omni-relay-pg-")
+        args.data_dir = str(Path(scratch) / "data")
     try:
         result = report(args)
     except BaseException as exc:
@@ -691,6 +805,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    finally:
+        if scratch is not None:
+            _stop_embedded(args.data_dir)
+            shutil.rmtree(scratch, ignore_errors=True)
     if not args.json:
         print(table(result))
         print()
