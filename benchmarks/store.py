@@ -306,8 +306,9 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     return measured
 
 
-async def run_child(argv: list[str], limit: float) -> dict[str, Any]:
-    """Run this script on one measurement in a fresh interpreter and return its JSON."""
+async def run_child(label: str, argv: list[str], limit: float) -> dict[str, Any]:
+    """Run this script on one measurement in a fresh interpreter and return its JSON (``label``
+    names the measurement in errors; ``argv`` may hold a DSN with a password)."""
     command = [sys.executable, str(SCRIPT), *argv, "--json"]
     try:
         with trio.fail_after(limit):
@@ -315,10 +316,10 @@ async def run_child(argv: list[str], limit: float) -> dict[str, Any]:
                 command, capture_stdout=True, capture_stderr=True, check=False
             )
     except trio.TooSlowError:
-        raise BenchmarkError(f"{' '.join(argv)} took longer than {limit:g} s") from None
+        raise BenchmarkError(f"{label} took longer than {limit:g} s") from None
     if done.returncode != 0:
         error = done.stderr.decode(errors="replace").strip().splitlines()
-        raise BenchmarkError(f"{' '.join(argv)} failed: {error[-1] if error else done.returncode}")
+        raise BenchmarkError(f"{label} failed: {error[-1] if error else done.returncode}")
     found: dict[str, Any] = json.loads(done.stdout)
     return found
 
@@ -342,7 +343,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     async def bridge_round() -> None:
         for kind in BRIDGES:
-            found = await run_child(["--child-bridge", kind, *common], args.timeout + 30)
+            argv = ["--child-bridge", kind, *common]
+            found = await run_child(f"bridge {kind}", argv, args.timeout + 30)
             bridge_rounds.setdefault(kind, []).append(found)
 
     if args.bridge:
@@ -366,7 +368,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 argv = ["--child-scenario", key, "--database-url", dsn, *common]
                 argv += ["--writers", str(args.writers), "--messages", str(args.messages)]
-                rounds[key].append(await run_child(argv, args.timeout + 60))
+                found = await run_child(f"scenario {key}", argv, args.timeout + 60)
+                rounds[key].append(found)
             if not args.no_bridge:
                 await bridge_round()
 

@@ -553,14 +553,18 @@ class DeliveryMachine(RuleBasedStateMachine):
             senders: dict[str, Party] = {op.author_key: op for op in self.operators}
             senders.update({v.author_key: v for v in self.visitors if v.conversation_id == cid})
             assert [e.seq for e in stored] == list(range(1, len(stored) + 1)), (
-                f"{cid}: stored seqs {[e.seq for e in stored]}"
+                f"{self.label(cid)}: stored seqs {[e.seq for e in stored]}"
             )
             keys = Counter(tuple(e.client_key) for e in stored if e.client_key is not None)
             duplicates = {key: n for key, n in keys.items() if n > 1}
-            assert not duplicates, f"{cid}: messages stored more than once: {duplicates}"
+            assert not duplicates, (
+                f"{self.label(cid)}: messages stored more than once: {duplicates}"
+            )
             for key in keys:
                 author, client_id = key
-                assert senders[author].sent.get(client_id) is not None, f"{cid}: phantom {key}"
+                assert senders[author].sent.get(client_id) is not None, (
+                    f"{self.label(cid)}: phantom {key}"
+                )
 
         # 2b, 3. On each connection, each seq of a conversation arrives at most once, in strictly
         #    increasing order. An ack is a sighting of its seq — except the ack of a resend, which
@@ -608,7 +612,7 @@ class DeliveryMachine(RuleBasedStateMachine):
                 }
                 assert due <= got, (
                     f"{conn.label} (after seq {conn.resumed_after}) missed seqs {sorted(due - got)}"
-                    f" of {cid}"
+                    f" of {self.label(cid)}"
                 )
 
         # 5. No operator over capacity.
@@ -624,18 +628,22 @@ class DeliveryMachine(RuleBasedStateMachine):
             loads = [op for op, (_, _, load, _) in view.roster.items() if cid in load]
             queues = [g for g, queue in view.queues.items() if cid in queue]
             record = view.records[cid]
-            assert record.status.value == status, f"{cid}: hub says {status}, store {record.status}"
+            assert record.status.value == status, (
+                f"{self.label(cid)}: hub says {status}, store {record.status}"
+            )
             if status == "queued":
                 assert queues == [group_id] and not loads, (
-                    f"{cid} queued: queues {queues}, loads {loads}"
+                    f"{self.label(cid)} queued: queues {queues}, loads {loads}"
                 )
             elif status in ("offered", "active"):
                 holder = record.offered_to if status == "offered" else record.operator_id
                 assert loads == [holder] and not queues, (
-                    f"{cid} {status} to {holder}: loads {loads}, queues {queues}"
+                    f"{self.label(cid)} {status} to {holder}: loads {loads}, queues {queues}"
                 )
             else:
-                assert not loads and not queues, f"{cid} {status}: loads {loads}, queues {queues}"
+                assert not loads and not queues, (
+                    f"{self.label(cid)} {status}: loads {loads}, queues {queues}"
+                )
         for op_id, (_, _, load, _) in view.roster.items():
             stale = load - set(view.entries)
             assert not stale, f"operator {op_id} holds finished conversations {sorted(stale)}"

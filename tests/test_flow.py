@@ -380,3 +380,45 @@ async def test_an_operator_who_gets_a_conversation_back_is_sent_only_what_is_new
         assert again[0]["text"] == "while waiting"
         seqs = [f["seq"] for f in [*first, transferred, *again]]
         assert seqs == list(range(1, len(seqs) + 1)), "each seq once, in order"
+
+
+async def test_queue_timeout_abandons_a_waiting_visitor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """F16: with a queue timeout, nobody waits forever; an answered visitor is not affected."""
+    from tests.support import make_config
+
+    config = make_config()
+    for item in config.items:
+        if item.kind == "services" and item.key == "25":
+            item.body["timers"]["queue_timeout"] = 120.0
+    from omni.config import build_directory
+
+    config = type(config)(config.server, config.items, build_directory(config.items))
+    async with (
+        open_memory_gateway(config) as gw,
+        connect_memory(gw, "/ws/visitor") as vera,
+        connect_memory(gw, "/ws/visitor") as will,
+    ):
+        cid = (await start(vera))["conversation_id"]
+        await vera.expect("queued")
+        await trio.sleep(60)
+        async with connect_memory(gw, "/ws/operator") as carla:
+            await login(carla, "tok-carla")
+            await carla.send(
+                "accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"]
+            )
+            await vera.until("assigned")
+            await start(will)  # Carla is full: Will waits
+            await will.expect("queued")
+            before = trio.current_time()
+            ended = await will.until("ended", timeout=200)
+            assert ended["by"] == "queue_timeout"
+            assert 119.9 < trio.current_time() - before < 120.1
+            await will.expect("closed")
+            await trio.sleep(300)
+            await vera.send("message", client_id="still", text="still here")
+            await vera.until("ack")
+        conversations = {c.id: c for c in gw.hub.store.conversations()}  # type: ignore[attr-defined]
+        assert conversations[cid].status.value == "active"
+        assert [c.status.value for c in conversations.values() if c.id != cid] == ["abandoned"]

@@ -185,3 +185,13 @@ async def test_many_concurrent_writers_are_all_stored(store: Store) -> None:
         # Group commit: 500 writes in far fewer transactions.
         stats = store.batch_statistics
         assert stats.writes >= 500 and stats.batches < stats.writes and stats.largest > 1
+
+
+async def test_replayed_frames_are_byte_identical(store: Store) -> None:
+    conv = conversation(1)
+    frame = '{"type":"message","conversation_id":"c1","seq":1,"text":"olá \\u00e9 😀","z":1,"a":2}'
+    await store.write(
+        Write(conversation=conv, events=[StoredEvent("c1", 1, "message", "both", frame)])
+    )
+    (event,) = await store.events_after("c1", 0)
+    assert event.frame == frame

@@ -276,6 +276,8 @@ class ConversationActor(Actor[ConversationMessage]):
             return domain.GraceExpired(conv.operator_id)
         if name == "survey":
             return domain.SurveyExpired()
+        if name == "queue":
+            return domain.QueueTimeout()
         raise ValueError(f"no timer {name!r} in status {conv.status.value}")
 
     # -- delivery -------------------------------------------------------------------------------

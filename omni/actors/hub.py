@@ -265,7 +265,9 @@ class Hub:
         operator_id = conv.operator_id
         if conv.status is Status.ACTIVE and operator_id is not None and operator_id in self.roster:
             self.roster.hold(operator_id, conv.id)
-        effects = domain.restore(conv, operator_id in self.sessions, self.context(conv.service_id))
+        effects = domain.restore(
+            conv, operator_id in self.sessions, self.context(conv.service_id), self.clock.now()
+        )
         entry = self._spawn(conv, initial=conv, peer=None)
         entry.ref.send_nowait(Effects(effects))
         return entry

@@ -46,6 +46,8 @@ OPEN_STATUSES = frozenset({Status.QUEUED, Status.OFFERED, Status.ACTIVE, Status.
 TERMINAL_STATUSES = frozenset({Status.CLOSED, Status.ABANDONED})
 
 Party = Literal["visitor", "operator"]
+#: Who ended a conversation: a participant, or the queue's deadline (F16).
+EndedBy = Literal["visitor", "operator", "queue_timeout"]
 Audience = Literal["both", "visitor", "operator"]
 
 
@@ -192,6 +194,11 @@ class SurveySkipped:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueTimeout:
+    """The service's queue timeout ran out while the visitor was still waiting (F16)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SurveyExpired:
     pass
 
@@ -226,6 +233,7 @@ Event = (
     | SurveyAnswered
     | SurveySkipped
     | SurveyExpired
+    | QueueTimeout
     | ResumeByOperator
 )
 
@@ -364,11 +372,12 @@ TRANSITIONS: dict[type, dict[Status, Status]] = {
     SurveySkipped: {E: C},
     SurveyExpired: {E: C},
     ResumeByOperator: {OOH: A},
+    QueueTimeout: {Q: AB},
 }
 
 #: Events produced by the system itself (routing, timers, presence): late ones are dropped.
 INTERNAL_EVENTS: frozenset[type] = frozenset(
-    {Offer, OfferExpired, OperatorLeft, OperatorReturned, GraceExpired, SurveyExpired}
+    {Offer, OfferExpired, OperatorLeft, OperatorReturned, GraceExpired, SurveyExpired, QueueTimeout}
 )
 
 
@@ -418,21 +427,30 @@ def open_conversation(
         )
     else:
         effects.append(EnterQueue(group_id))
+        if service.timers.queue_timeout is not None:
+            effects.append(StartTimer("queue", service.timers.queue_timeout))
     return conv, effects
 
 
-def restore(conv: Conversation, operator_connected: bool, ctx: Context) -> list[Effect]:
+def restore(
+    conv: Conversation, operator_connected: bool, ctx: Context, now: datetime | None = None
+) -> list[Effect]:
     """Effects that put a conversation loaded from the store back into routing (after a restart,
     or when its actor had been given up): a pending offer is void, so an offered conversation
-    goes back to its queue; an active one whose operator is away starts the grace
-    period; a survey waits again for its full timeout."""
-    if conv.status is Status.OFFERED:
-        conv.status, conv.offered_to = Status.QUEUED, None
+    goes back to its queue; a queue timeout keeps counting from when the visitor began waiting;
+    an active one whose operator is away starts the grace period; a survey waits again for its
+    full timeout."""
+    if conv.status in (Status.OFFERED, Status.QUEUED):
         assert conv.group_id is not None
-        return [Persist(), EnterQueue(conv.group_id)]
-    if conv.status is Status.QUEUED:
-        assert conv.group_id is not None
-        return [EnterQueue(conv.group_id)]
+        effects: list[Effect] = [EnterQueue(conv.group_id)]
+        if conv.status is Status.OFFERED:
+            conv.status, conv.offered_to = Status.QUEUED, None
+            effects.insert(0, Persist())
+        timeout = ctx.service.timers.queue_timeout
+        if timeout is not None and not conv.answered_at:
+            waited = (now.timestamp() - conv.waiting_since) if now is not None else 0.0
+            effects.append(StartTimer("queue", max(timeout - waited, 0.0)))
+        return effects
     if conv.status is Status.ACTIVE and not operator_connected:
         conv.grace_pending = True
         return [Persist(), StartTimer("grace", ctx.operator_grace)]
@@ -626,6 +644,7 @@ def _accept(
     assigned = _assigned(conv, ctx)
     effects: list[Effect] = [
         CancelTimer("offer"),
+        CancelTimer("queue"),
         Persist(),
         ReplayHistory(ev.operator_id, before=assigned.seq),
         assigned,
@@ -767,11 +786,11 @@ def _grace_expired(
     return [transferred, Release(ev.operator_id), Persist(), EnterQueue(conv.group_id)]
 
 
-def _end(conv: Conversation, by: Party, now: datetime, ctx: Context, to: Status) -> list[Effect]:
+def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Status) -> list[Effect]:
     conv.ended_by = by
     conv.ended_at = iso(now)
     if to is Status.ABANDONED:
-        effects: list[Effect] = []
+        effects: list[Effect] = [CancelTimer("queue")]
         if conv.status is Status.OFFERED and conv.offered_to is not None:
             effects += [
                 CancelTimer("offer"),
@@ -806,6 +825,12 @@ def _end(conv: Conversation, by: Party, now: datetime, ctx: Context, to: Status)
 def _close(conv: Conversation, ctx: Context) -> list[Effect]:
     conv.status = Status.CLOSED
     return [Persist(), _emit(conv, "closed", "both", {"message": ctx.service.closing_message})]
+
+
+def _queue_timeout(
+    conv: Conversation, ev: QueueTimeout, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    return _end(conv, "queue_timeout", now, ctx, to)
 
 
 def _visitor_end(
@@ -862,6 +887,7 @@ _HANDLERS: dict[type, Any] = {
     SurveyAnswered: _survey_answered,
     SurveySkipped: _survey_skipped,
     SurveyExpired: _survey_skipped,
+    QueueTimeout: _queue_timeout,
     ResumeByOperator: _resume_by_operator,
 }
 assert set(_HANDLERS) == set(TRANSITIONS), "every event of the table has a handler"

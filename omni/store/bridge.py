@@ -39,7 +39,9 @@ class ThreadBridge:
     @classmethod
     @asynccontextmanager
     async def open(cls) -> AsyncIterator[ThreadBridge]:
-        loop = asyncio.new_event_loop()
+        # Not asyncio.new_event_loop(): a process that has imported trio-asyncio has replaced the
+        # global policy with one that refuses to make loops inside trio.
+        loop = asyncio.DefaultEventLoopPolicy().new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="omni-asyncio", daemon=True)
         thread.start()
         try:

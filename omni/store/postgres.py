@@ -10,7 +10,8 @@ Rules:
   writes from any number of conversations, gathered while the previous batch was committing or
   for at most ``batch_linger`` seconds — in one transaction, then releases every waiter. A
   waiter returns only after its batch committed with ``synchronous_commit`` on, so an
-  acknowledged message survives a power cut. If the batch fails, every waiter gets the error.
+  acknowledged message survives a power cut. If a batch fails, its writes are retried one by
+  one, so only a write that fails on its own gets the error.
 * Rows are built in the caller (the conversation actor) at the moment it writes, so the batch
   sees exactly the state of that step. Frames are stored as the JSON text that was delivered;
   replays send that text back without decoding it.
@@ -96,7 +97,7 @@ WHERE conversation_id = $1 AND (client_id IS NOT NULL OR seq = (
     SELECT max(seq) FROM events WHERE conversation_id = $1))"""
 _Q_FIND_BY_TOKEN = "SELECT id FROM conversations WHERE token_hash = $1"
 _Q_EVENTS_AFTER = """
-SELECT seq, kind, audience, author_key, client_id, frame::text FROM events
+SELECT seq, kind, audience, author_key, client_id, frame::text AS frame FROM events
 WHERE conversation_id = $1 AND seq > $2 ORDER BY seq"""
 _Q_SURVEY = "SELECT answers FROM surveys WHERE conversation_id = $1"
 _Q_OPEN_CONVERSATIONS = f"""

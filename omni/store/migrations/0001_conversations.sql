@@ -31,7 +31,8 @@ CREATE TABLE events (
     audience        text NOT NULL,
     author_key      text,
     client_id       text,
-    frame           jsonb NOT NULL,
+    -- json, not jsonb: the frame is kept as the exact text delivered, and replayed as is.
+    frame           json NOT NULL,
     PRIMARY KEY (conversation_id, seq)
 );
 -- A client_id is stored once per author and conversation: idempotent sends, enforced.
