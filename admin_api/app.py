@@ -564,7 +564,11 @@ async def _apply(
     data = msgspec.to_builtins(sealed)
     try:
         parse_body(resource, data)
-        await config.put(resource.kind, key, data, g.actor)
+        await config.put(
+            resource.kind, key, data, g.actor, exists=None if key == "default" else not creating
+        )
+    except LookupError:
+        raise Problem(404, f"no {resource.kind} {key}") from None
     except ConfigRejected as exc:
         raise Problem(exc.status, exc.message, kind="invalid-configuration") from None
 

@@ -51,6 +51,7 @@ from omni.domain.conversation import (
     Rejected,
     Release,
     ReplayHistory,
+    QueueTimeout,
     ResumeByOperator,
     SaveSurvey,
     Signal,
@@ -550,6 +551,7 @@ def test_visitor_end_while_queued_abandons() -> None:
     assert conv.status is Status.ABANDONED
     assert conv.ended_by == "visitor"
     assert effects == [
+        CancelTimer("queue"),
         LeaveQueue(1),
         Persist(),
         Emit(1, "ended", "visitor", {"by": "visitor"}, None),
@@ -682,6 +684,7 @@ def sample_event(kind: type, operator_id: int) -> Event:
         SurveySkipped: SurveySkipped(),
         SurveyExpired: SurveyExpired(),
         ResumeByOperator: ResumeByOperator(operator_id, "Alice", 1),
+        QueueTimeout: QueueTimeout(),
     }
     assert set(samples) == set(ALL_EVENT_TYPES)
     return samples[kind]

@@ -55,9 +55,17 @@ class Configuration:
         item = self._items.get((kind, key))
         return None if item is None else item.body
 
-    async def put(self, kind: str, key: str, body: dict[str, Any], actor: str) -> AuditEntry:
+    async def put(
+        self, kind: str, key: str, body: dict[str, Any], actor: str, *, exists: bool | None = None
+    ) -> AuditEntry:
+        """Create or replace; ``exists`` True/False insists that it does/doesn't exist yet
+        (checked under the lock, so two concurrent creations of one id make one)."""
         async with self._lock:
             before = self.get(kind, key)
+            if exists is False and before is not None:
+                raise ConfigRejected(409, f"{kind} {key} exists")
+            if exists is True and before is None:
+                raise LookupError(f"no {kind} {key}")
             candidate = dict(self._items)
             candidate[(kind, key)] = ConfigItem(kind, key, body)
             directory = _build(candidate, 422)

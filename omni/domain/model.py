@@ -243,6 +243,12 @@ class Directory:
             for group_id in operator.groups:
                 if group_id not in self.groups:
                     problems.append(f"operator {operator.id}: unknown group {group_id}")
+        hashes = [o.token_hash for o in self.operators.values()]
+        if len(set(hashes)) != len(hashes):
+            problems.append("two operators share a console token")
+        api_hashes = [t.token_hash for t in self.api_tokens.values()]
+        if len(set(api_hashes)) != len(api_hashes):
+            problems.append("two API tokens are the same secret")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -11,6 +11,8 @@ from bisect import bisect_right
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from omni.domain.conversation import OPEN_STATUSES, Conversation
 from omni.store import (
     AuditEntry,
@@ -108,11 +110,16 @@ class MemoryStore:
         return list(self._config.values())
 
     async def change_config(self, change: ConfigChange) -> AuditEntry:
-        if change.after is None:
+        # Stored as JSON, like PostgreSQL would: what cannot be encoded is refused before
+        # anything changes (and the round trip is the copy that keeps callers from aliasing).
+        try:
+            after, before = _json_copy(change.after), _json_copy(change.before)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise StoreError(f"not storable as JSON: {exc}") from None
+        if after is None:
             self._config.pop((change.kind, change.key), None)
         else:
-            item = ConfigItem(change.kind, change.key, copy.deepcopy(change.after))
-            self._config[(change.kind, change.key)] = item
+            self._config[(change.kind, change.key)] = ConfigItem(change.kind, change.key, after)
         entry = AuditEntry(
             id=len(self._audit) + 1,
             at=change.at,
@@ -120,8 +127,8 @@ class MemoryStore:
             action=change.action,
             kind=change.kind,
             key=change.key,
-            before=copy.deepcopy(change.before),
-            after=copy.deepcopy(change.after),
+            before=before,
+            after=_json_copy(after),
         )
         self._audit.append(entry)
         return entry
@@ -137,6 +144,13 @@ class MemoryStore:
 
     def all_events(self, conversation_id: str) -> list[StoredEvent]:
         return list(self._events.get(conversation_id, []))
+
+
+def _json_copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    copied: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(value))
+    return copied
 
 
 def _created(conv: Conversation) -> datetime:
