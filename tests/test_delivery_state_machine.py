@@ -1,8 +1,8 @@
 """Delivery, as a hypothesis state machine over the running hub and gateway.
 
 Visitors and operators are real websocket clients over in-memory streams; hypothesis drives them
-(send, resend, drop, resume, end, log in and out, pause, accept, time passing) and after every
-step checks the delivery invariants on a quiescent system.
+(send, resend, drop, resume, end; log in and out, pause, accept, send, transfer, end; time
+passing) and after every step checks the delivery invariants on a quiescent system.
 
 Rules of this test:
 
@@ -15,7 +15,9 @@ Rules of this test:
   appends every frame it receives to the connection's list; rules and invariants read those
   lists. ``teardown`` closes every connection, leaves the hub and joins the thread.
 * The invariants compare what clients received with the store (``MemoryStore``) and with the
-  routing state (roster, group queues); they are the point of the test, see ``check``.
+  routing state (roster, group queues); they are the point of the test, see ``check``. All of
+  them hold after *every* step, not only after time passed: the system is quiescent then, and a
+  conversation left waiting beside an operator with room would wait until the next poke.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ class View:
     starved: list[str]
 
 
-@settings(max_examples=150, stateful_step_count=50, deadline=None)
+@settings(max_examples=200, stateful_step_count=50, deadline=None)
 class DeliveryMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()

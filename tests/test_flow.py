@@ -422,3 +422,31 @@ async def test_queue_timeout_abandons_a_waiting_visitor(
         conversations = {c.id: c for c in gw.hub.store.conversations()}  # type: ignore[attr-defined]
         assert conversations[cid].status.value == "active"
         assert [c.status.value for c in conversations.values() if c.id != cid] == ["abandoned"]
+
+
+async def test_a_resend_after_the_end_still_gets_its_ack(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The ack was lost, then the operator ended the conversation: the retry is acknowledged
+    with the original seq, nothing is stored twice (protocol: a repeated client_id returns the
+    same ack)."""
+    async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla:
+        await login(carla, "tok-carla")
+        async with connect_memory(gw, "/ws/visitor") as vera:
+            started = await start(vera)
+            cid = started["conversation_id"]
+            await carla.send(
+                "accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"]
+            )
+            await vera.until("assigned")
+            await vera.send("message", client_id="m1", text="last words")
+            ack = await vera.until("ack")
+        await carla.send("end", conversation_id=cid)
+        await carla.until("ended")
+        async with connect_memory(gw, "/ws/visitor") as again:
+            await again.send("resume", token=started["token"], last_seq=ack["seq"] - 1)
+            await again.until("survey")
+            await again.send("message", client_id="m1", text="last words")
+            assert (await again.until("ack"))["seq"] == ack["seq"]
+        texts = [e.data.get("text") for e in gw.hub.store.all_events(cid)]  # type: ignore[attr-defined]
+        assert texts.count("last words") == 1

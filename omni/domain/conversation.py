@@ -463,6 +463,21 @@ def handle(
     conv: Conversation, event: Event, now: datetime, ctx: Context
 ) -> tuple[Conversation, list[Effect]]:
     """Apply ``event``; raises :class:`Rejected` (changing nothing) when the rules refuse it."""
+    # A resend of a stored message gets its ack again whatever happened since (even after the
+    # conversation ended): the client only lost the ack, the message was accepted.
+    if isinstance(event, VisitorMessage | OperatorMessage):
+        key = (
+            ("v", event.client_id)
+            if isinstance(event, VisitorMessage)
+            else (
+                f"o{event.operator_id}",
+                event.client_id,
+            )
+        )
+        seen = conv.client_ids.get(key)
+        if seen is not None:
+            party: Party = "visitor" if isinstance(event, VisitorMessage) else "operator"
+            return conv, [Ack(party, event.client_id, seen)]
     if isinstance(event, OWNER_EVENTS) and conv.operator_id != event.operator_id:
         raise Rejected("not_your_conversation", f"conversation {conv.id} is not yours")
     allowed = TRANSITIONS[type(event)]
