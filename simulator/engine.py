@@ -1,0 +1,342 @@
+"""The simulation: Omni's real hub, gateway and memory store in virtual time, driven by fake
+visitors and operators that speak the real websocket protocol over in-memory streams.
+
+All randomness comes from one ``random.Random(seed)``: arrivals, then one derived generator per
+operator and per visitor, drawn in a fixed order. Trio's own scheduler shuffle is seeded too, so
+the same scenario and seed replay the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+
+from omni.actors.hub import open_hub
+from omni.clock import Clock
+from omni.entropy import SeededEntropy
+from omni.gateway.server import Gateway
+from omni.store.memory import MemoryStore
+from simulator.scenario import Operator, Scenario
+
+
+@dataclass
+class Event:
+    t: float
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass
+class Trace:
+    """What happened: conversation events and operator state changes, in virtual seconds."""
+
+    events: list[Event] = field(default_factory=list)
+    start_wall: float = 0.0
+    wall: float = 0.0
+
+    def add(self, t: float, kind: str, **data: Any) -> None:
+        self.events.append(Event(round(t, 3), kind, data))
+
+
+class Conn:
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, type: str, **fields: Any) -> None:
+        await self.ws.send_message(json.dumps({"type": type, **fields}))
+
+    async def recv(self) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await self.ws.get_message())
+        return frame
+
+
+@asynccontextmanager
+async def connect(gateway: Gateway, path: str, servers: trio.Nursery) -> AsyncIterator[Conn]:
+    """A client wired to ``gateway`` through a memory stream pair; the server side runs in
+    ``servers`` so that it sees the client leave as a real disconnect."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    servers.start_soon(gateway.serve_stream, server_stream)
+    async with trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(nursery, client_stream, "localhost", path)  # type: ignore[arg-type]
+        try:
+            yield Conn(ws)
+        finally:
+            with trio.move_on_after(1):
+                try:
+                    await ws.aclose()
+                except ConnectionClosed:
+                    pass
+            await trio.aclose_forcefully(client_stream)
+            nursery.cancel_scope.cancel()
+
+
+class Progress:
+    """A progress bar on stderr, only when it is a terminal; it reads virtual time and never
+    schedules anything, so it cannot change the run."""
+
+    def __init__(self, total: float, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled and sys.stderr.isatty()
+        self._last = 0.0
+
+    def update(self, virtual: float) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.1:
+            return
+        self._last = now
+        share = min(1.0, virtual / self.total)
+        bar = "#" * int(share * 40)
+        sys.stderr.write(f"\r[{bar:<40}] {share:6.1%} virtual {virtual / 3600:5.2f} h")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 72 + "\r")
+            sys.stderr.flush()
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, seed: int, progress: bool = False) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.trace = Trace()
+        self.progress = Progress(scenario.duration, progress)
+        self.t0 = 0.0
+        self.gateway: Gateway | None = None
+        self.servers: trio.Nursery
+
+    def now(self) -> float:
+        return trio.current_time() - self.t0
+
+    async def sleep_until(self, offset: float) -> None:
+        await trio.sleep_until(self.t0 + offset)
+
+    async def main(self) -> None:
+        import trio._core._run as trio_run  # seeded scheduler shuffle: deterministic replays
+
+        trio_run._r.seed(self.seed)
+        s = self.scenario
+        master = random.Random(self.seed)
+        arrivals = s.arrival_times(random.Random(master.getrandbits(64)))
+        op_rngs = [random.Random(master.getrandbits(64)) for _ in s.operators]
+        visitor_rngs = [random.Random(master.getrandbits(64)) for _ in arrivals]
+        clock = Clock(s.start)
+        self.t0 = trio.current_time()
+        settings = s.config.settings()
+        async with open_hub(s.config.directory, MemoryStore(), clock,
+                            entropy=SeededEntropy(self.seed), settings=settings) as hub:
+            self.gateway = Gateway(hub)
+            async with trio.open_nursery() as servers, trio.open_nursery() as nursery:
+                self.servers = servers
+                for op, rng in zip(s.operators, op_rngs, strict=True):
+                    nursery.start_soon(self.operator, op, rng)
+                nursery.start_soon(self.arrivals, arrivals, visitor_rngs, nursery.start_soon)
+                await self.sleep_until(s.duration)
+                self.trace.add(self.now(), "end")
+                nursery.cancel_scope.cancel()
+                servers.cancel_scope.cancel()
+        self.progress.done()
+
+    async def arrivals(self, arrivals: list[tuple[float, int]], rngs: list[random.Random],
+                       spawn: Callable[..., Any]) -> None:
+        for n, ((t, service), rng) in enumerate(zip(arrivals, rngs, strict=True)):
+            await self.sleep_until(t)
+            self.progress.update(t)
+            spawn(self.visitor, n + 1, service, rng)
+
+    # -- visitors -------------------------------------------------------------------------------
+
+    async def visitor(self, n: int, service: int, rng: random.Random) -> None:
+        s = self.scenario
+        v = s.visitors
+        patience = v.patience.sample(rng) if v.patience else None
+        n_messages = rng.randint(v.messages[0], v.messages[1])
+        thinks = [v.think_time.sample(rng) if v.think_time else 0.0 for _ in range(n_messages)]
+        answers_survey = rng.random() < v.survey_share
+        rating = rng.randint(1, 5)
+        arrived = self.now()
+        assert self.gateway is not None
+        hub = self.gateway.hub
+        self.trace.add(arrived, "start", visitor=n, service=service)
+        async with connect(self.gateway, "/ws/visitor", self.servers) as c:
+            await c.send("start", service_id=service, visitor={"name": f"Visitor {n}"})
+            frame = await c.recv()
+            while frame["type"] != "started":
+                frame = await c.recv()
+            cid = frame["conversation_id"]
+            frame = await c.recv()
+            if frame["type"] == "out_of_hours":
+                self.trace.add(self.now(), "out_of_hours", visitor=n, service=service, id=cid)
+                return
+            entry = hub.conversations.get(cid)  # observation only: which group it queued in
+            group = entry.group_id if entry else None
+            self.trace.add(self.now(), "queued", visitor=n, service=service, id=cid, group=group)
+            ended = trio.Event()
+            assigned = trio.Event()
+            state: dict[str, Any] = {"group": group}
+
+            async def reader() -> None:
+                while True:
+                    f = await c.recv()
+                    kind = f["type"]
+                    if kind == "assigned":
+                        g = f["conversation"].get("group_id")
+                        self.trace.add(self.now(), "assigned", visitor=n, service=service,
+                                       id=cid, group=g, operator=f["operator"]["id"],
+                                       wait=round(self.now() - arrived, 3))
+                        state["group"] = g
+                        assigned.set()
+                    elif kind == "transferred":
+                        to = f["to"]
+                        self.trace.add(self.now(), "requeued", visitor=n, service=service,
+                                       id=cid, group=to.get("id"), reason=f["reason"])
+                    elif kind == "ended":
+                        ended.set()
+                        state["ended_by"] = f["by"]
+                    elif kind == "survey":
+                        if answers_survey:
+                            await c.send("survey", answers={"rating": rating})
+                        else:
+                            await c.send("survey_skip")
+                    elif kind == "error" and f.get("code") == "invalid_survey":
+                        await c.send("survey_skip")
+                    elif kind == "closed":
+                        return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                if patience is not None:
+                    with trio.move_on_after(patience):
+                        await assigned.wait()
+                    if not assigned.is_set() and not ended.is_set():
+                        await c.send("end")
+                        self.trace.add(self.now(), "abandoned", visitor=n, service=service,
+                                       id=cid, group=state["group"],
+                                       wait=round(self.now() - arrived, 3))
+                        return_after_close = True
+                    else:
+                        return_after_close = False
+                else:
+                    return_after_close = False
+                if not return_after_close:
+                    await assigned.wait()
+                    for k, think in enumerate(thinks):
+                        with trio.move_on_after(think):
+                            await ended.wait()
+                        if ended.is_set():
+                            break
+                        await c.send("message", client_id=f"v{k}", text=f"question {k + 1}")
+                    await ended.wait()
+
+    # -- operators ------------------------------------------------------------------------------
+
+    async def operator(self, op: Operator, rng: random.Random) -> None:
+        await self.sleep_until(op.login)
+        assert self.gateway is not None
+        held: dict[str, trio.CancelScope] = {}
+        idle = trio.Event()
+        idle.set()
+        drop = trio.CancelScope()
+        with drop:
+            async with connect(self.gateway, "/ws/operator", self.servers) as c:
+                await c.send("login", token=op.token)
+                while (await c.recv())["type"] != "welcome":
+                    pass
+                self.trace.add(self.now(), "login", operator=op.id, groups=list(op.groups))
+                await c.send("status", status="available")
+                self.trace.add(self.now(), "available", operator=op.id)
+
+                def release(cid: str) -> None:
+                    if cid in held:
+                        held.pop(cid).cancel()
+                    if not held and not idle.is_set():
+                        self.trace.add(self.now(), "idle", operator=op.id)
+                        idle.set()
+
+                async def handle(cid: str, nursery: trio.Nursery) -> None:
+                    await trio.sleep(op.handle_time.sample(rng))
+                    if cid in held:
+                        held.pop(cid)
+                        self.trace.add(self.now(), "ended", id=cid, operator=op.id)
+                        await c.send("end", conversation_id=cid)
+                        release(cid)
+
+                async def reply(cid: str, k: int) -> None:
+                    await trio.sleep(op.reply_delay)
+                    if cid in held:
+                        await c.send("message", conversation_id=cid, client_id=f"o{k}",
+                                     text="Let me check that for you.")
+
+                async def reader(nursery: trio.Nursery) -> None:
+                    nonlocal idle
+                    replies = 0
+                    while True:
+                        f = await c.recv()
+                        kind = f["type"]
+                        if kind == "offer":
+                            await c.send("accept", conversation_id=f["conversation_id"])
+                        elif kind == "assigned":
+                            cid = f["conversation_id"]
+                            if cid not in held:
+                                scope = trio.CancelScope()
+                                held[cid] = scope
+                                if idle.is_set():
+                                    idle = trio.Event()
+                                self.trace.add(self.now(), "busy", operator=op.id,
+                                               load=len(held))
+                                nursery.start_soon(self._scoped, scope, handle, cid, nursery)
+                        elif kind == "message" and f["author"]["kind"] == "visitor":
+                            cid = f["conversation_id"]
+                            if cid in held:
+                                replies += 1
+                                nursery.start_soon(reply, cid, replies)
+                        elif kind in ("ended", "transferred"):
+                            release(f["conversation_id"])
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(reader, nursery)
+                    for start, end in op.pauses:
+                        if end <= start or start >= op.logout:
+                            continue
+                        await self.sleep_until(start)
+                        await c.send("status", status="paused")
+                        self.trace.add(self.now(), "paused", operator=op.id)
+                        await self.sleep_until(min(end, op.logout))
+                        if end < op.logout:
+                            await c.send("status", status="available")
+                            self.trace.add(self.now(), "available", operator=op.id)
+                    await self.sleep_until(op.logout)
+                    if op.leave == "drop":
+                        self.trace.add(self.now(), "logout", operator=op.id, held=len(held))
+                        drop.cancel()
+                    await c.send("status", status="paused")
+                    self.trace.add(self.now(), "paused", operator=op.id)
+                    await idle.wait()
+                    self.trace.add(self.now(), "logout", operator=op.id, held=0)
+                    nursery.cancel_scope.cancel()
+
+    @staticmethod
+    async def _scoped(scope: trio.CancelScope, fn: Callable[..., Any], *args: Any) -> None:
+        with scope:
+            await fn(*args)
+
+
+def simulate(scenario: Scenario, seed: int | None = None, progress: bool = False) -> Trace:
+    """Run ``scenario`` under ``MockClock(autojump_threshold=0)``; return its trace."""
+    sim = Simulation(scenario, scenario.seed if seed is None else seed, progress)
+    wall = time.perf_counter()
+    trio.run(sim.main, clock=trio.testing.MockClock(autojump_threshold=0))
+    sim.trace.wall = time.perf_counter() - wall
+    return sim.trace

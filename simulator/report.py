@@ -1,0 +1,312 @@
+"""The report of a run: JSON, a terminal table, the event log (JSONL) and an HTML chart.
+
+Definitions (per service, group and local hour of arrival):
+
+* offered: visitors who sent ``start``; out_of_hours: those told the service was closed;
+* answered / abandoned: assigned to an operator / sent ``end`` while waiting;
+* service level: answered within T seconds / (answered + abandoned), in %;
+* asa / p90_wait: mean and 90th percentile wait of answered conversations (s);
+* aht: mean time from assignment to the operator's ``end`` (s);
+* occupancy (groups and hours): busy operator-seconds / logged-in operator-seconds, where busy
+  means holding at least one conversation; an operator counts in each of their groups;
+* longest_queue: most conversations waiting at once (for an hour: across all groups).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from simulator.engine import Trace
+from simulator.scenario import Scenario
+
+BUCKET = 900.0  # chart resolution, seconds
+
+
+def _r(x: float | None, digits: int = 2) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def _p90(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def _overlap(a: float, b: float, lo: float, hi: float) -> float:
+    return max(0.0, min(b, hi) - max(a, lo))
+
+
+def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) -> dict[str, Any]:
+    end = scenario.duration
+    convs: dict[int, dict[str, Any]] = {}
+    by_id: dict[str, dict[str, Any]] = {}
+    queue_changes: list[tuple[float, int, str | None, int | None]] = []  # t, delta, service, group
+    logged: dict[int, list[list[float]]] = defaultdict(list)
+    busy: dict[int, list[list[float]]] = defaultdict(list)
+    available: dict[int, list[list[float]]] = defaultdict(list)
+    op_groups: dict[int, list[int]] = {}
+    for e in trace.events:
+        d = e.data
+        if e.kind == "start":
+            convs[d["visitor"]] = {"t": e.t, "service": d["service"], "status": "waiting_at_end"}
+            continue
+        if "visitor" in d:
+            c = convs[d["visitor"]]
+            if "id" in d:
+                by_id[d["id"]] = c
+            if e.kind == "out_of_hours":
+                c["status"] = "out_of_hours"
+            elif e.kind == "queued":
+                c["group"] = d["group"]
+                queue_changes.append((e.t, 1, c["service"], d["group"]))
+            elif e.kind == "requeued":
+                queue_changes.append((e.t, 1, c["service"], d["group"]))
+                c["requeued"] = c.get("requeued", 0) + 1
+            elif e.kind == "assigned":
+                queue_changes.append((e.t, -1, c["service"], c.get("queue_group", c.get("group"))))
+                if "wait" not in c:
+                    c["wait"] = d["wait"]
+                    c["status"] = "answered"
+                    c["group"] = d["group"]
+                c["assigned_t"] = e.t
+            elif e.kind == "abandoned":
+                queue_changes.append((e.t, -1, c["service"], c.get("group")))
+                c["status"] = "abandoned"
+                c["wait"] = d["wait"]
+            if e.kind == "requeued":
+                c["queue_group"] = d["group"]
+        elif e.kind == "ended":
+            c = by_id.get(d["id"])
+            if c is not None and "assigned_t" in c:
+                c["handle"] = c.get("handle", 0.0) + e.t - c["assigned_t"]
+        elif e.kind == "login":
+            op_groups[d["operator"]] = d["groups"]
+            logged[d["operator"]].append([e.t, end])
+        elif e.kind == "logout":
+            logged[d["operator"]][-1][1] = e.t
+            if available[d["operator"]] and available[d["operator"]][-1][1] == end:
+                available[d["operator"]][-1][1] = e.t
+        elif e.kind == "available":
+            available[d["operator"]].append([e.t, end])
+        elif e.kind == "paused":
+            if available[d["operator"]] and available[d["operator"]][-1][1] == end:
+                available[d["operator"]][-1][1] = e.t
+        elif e.kind == "busy":
+            spans = busy[d["operator"]]
+            if not spans or spans[-1][1] != end:
+                spans.append([e.t, end])
+        elif e.kind == "idle" and busy[d["operator"]]:
+            busy[d["operator"]][-1][1] = e.t
+    # A logged-out (dropped) operator is neither busy nor logged in afterwards.
+    for op, spans in busy.items():
+        out = logged[op][-1][1] if logged[op] else end
+        for span in spans:
+            span[1] = min(span[1], out)
+
+    def hour_of(t: float) -> str:
+        return f"{scenario.local(t).hour:02d}"
+
+    def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        answered = [c for c in rows if c["status"] == "answered"]
+        abandoned = [c for c in rows if c["status"] == "abandoned"]
+        waits = [c["wait"] for c in answered]
+        handles = [c["handle"] for c in answered if "handle" in c]
+        within = sum(1 for w in waits if w <= threshold)
+        denominator = len(answered) + len(abandoned)
+        return {
+            "offered": len(rows),
+            "answered": len(answered),
+            "abandoned": len(abandoned),
+            "out_of_hours": sum(1 for c in rows if c["status"] == "out_of_hours"),
+            "waiting_at_end": sum(1 for c in rows if c["status"] == "waiting_at_end"),
+            "service_level": _r(100.0 * within / denominator if denominator else None, 1),
+            "asa": _r(sum(waits) / len(waits) if waits else None),
+            "p90_wait": _r(_p90(waits)),
+            "aht": _r(sum(handles) / len(handles) if handles else None),
+        }
+
+    def longest(select: Any) -> int:
+        level = best = 0
+        for t, delta, service, group in sorted(queue_changes, key=lambda q: (q[0], -q[1])):
+            if select(t, service, group):
+                level += delta
+                best = max(best, level)
+        return best
+
+    def occupancy(ops: list[int], lo: float, hi: float) -> float | None:
+        on = sum(_overlap(a, b, lo, hi) for op in ops for a, b in logged[op])
+        work = sum(_overlap(a, b, lo, hi) for op in ops for a, b in busy[op])
+        return _r(100.0 * work / on if on else None, 1)
+
+    all_convs = [convs[k] for k in sorted(convs)]
+    services = {}
+    for sid in sorted(scenario.service_names):
+        rows = [c for c in all_convs if c["service"] == sid]
+        services[str(sid)] = {"name": scenario.service_names[sid], **stats(rows),
+                              "longest_queue": longest(lambda t, s, g, sid=sid: s == sid)}
+    groups = {}
+    for gid in sorted(scenario.group_names):
+        rows = [c for c in all_convs if c.get("group") == gid]
+        members = sorted(op for op, gs in op_groups.items() if gid in gs)
+        groups[str(gid)] = {"name": scenario.group_names[gid], **stats(rows),
+                            "occupancy": occupancy(members, 0, end),
+                            "longest_queue": longest(lambda t, s, g, gid=gid: g == gid)}
+    hours = {}
+    hour_keys = list(dict.fromkeys(hour_of(t) for t in _hour_starts(scenario)))
+    everyone = sorted(logged)
+    for h in hour_keys:
+        rows = [c for c in all_convs if hour_of(c["t"]) == h]
+        spans = [(t, min(end, t + 3600)) for t in _hour_starts(scenario) if hour_of(t) == h]
+        on = sum(_overlap(a, b, lo, hi) for op in everyone for a, b in logged[op]
+                 for lo, hi in spans)
+        work = sum(_overlap(a, b, lo, hi) for op in everyone for a, b in busy[op]
+                   for lo, hi in spans)
+        hours[h] = {**stats(rows), "occupancy": _r(100.0 * work / on if on else None, 1),
+                    "longest_queue": longest(
+                        lambda t, s, g, spans=spans: any(lo <= t < hi for lo, hi in spans)),
+                    "staffed_operator_hours": _r(on / 3600)}
+    # Chart series.
+    series = []
+    n_buckets = math.ceil(end / BUCKET)
+    level = 0
+    changes = sorted(queue_changes, key=lambda q: (q[0], -q[1]))
+    k = 0
+    for b in range(n_buckets):
+        lo, hi = b * BUCKET, min(end, (b + 1) * BUCKET)
+        peak = level
+        while k < len(changes) and changes[k][0] < hi:
+            level += changes[k][1]
+            peak = max(peak, level)
+            k += 1
+        rows = [c for c in all_convs if lo <= c["t"] < hi]
+        st = stats(rows)
+        mid = (lo + hi) / 2
+        series.append({
+            "t": lo, "local": scenario.local(lo).strftime("%H:%M"), "queue": peak,
+            "service_level": st["service_level"],
+            "logged_in": sum(1 for op in everyone if any(a <= mid < b for a, b in logged[op])),
+            "available": sum(1 for op in everyone
+                             if any(a <= mid < b for a, b in available[op])),
+        })
+    return {
+        "scenario": scenario.name,
+        "seed": seed,
+        "threshold_seconds": threshold,
+        "start": scenario.start.astimezone(scenario.zone).isoformat(),
+        "duration_hours": round(scenario.duration / 3600, 3),
+        "operators": len(scenario.operators),
+        "total": {**stats(all_convs), "occupancy": occupancy(everyone, 0, end),
+                  "longest_queue": longest(lambda t, s, g: True)},
+        "services": services,
+        "groups": groups,
+        "hours": hours,
+        "series": series,
+    }
+
+
+def _hour_starts(scenario: Scenario) -> list[float]:
+    starts = [0.0]
+    t = 0.0
+    while True:
+        local = scenario.local(t)
+        top = local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        t = (top - scenario.start).total_seconds()
+        if t >= scenario.duration:
+            return starts
+        starts.append(t)
+
+
+def event_log(scenario: Scenario, trace: Trace) -> str:
+    lines = []
+    for e in trace.events:
+        at = scenario.local(e.t).isoformat(timespec="milliseconds")
+        lines.append(json.dumps({"t": e.t, "at": at, "event": e.kind, **e.data}, sort_keys=True))
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"
+
+
+COLUMNS = [("offered", "offered"), ("answered", "answd"), ("abandoned", "aband"),
+           ("out_of_hours", "ooh"), ("service_level", "SL%"), ("asa", "ASA s"),
+           ("p90_wait", "p90 s"), ("aht", "AHT s"), ("occupancy", "occ%"),
+           ("longest_queue", "maxQ")]
+
+
+def to_table(report: dict[str, Any]) -> str:
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.1f}"
+        return str(v)
+
+    out = [f"Scenario {report['scenario']!r}  seed {report['seed']}  start {report['start']}  "
+           f"{report['duration_hours']} h  SL threshold {report['threshold_seconds']} s", ""]
+    for title, rows in (("Service", report["services"]), ("Group", report["groups"]),
+                        ("Hour", report["hours"]), ("Total", {"all": report["total"]})):
+        names = {k: (f"{k} {v['name']}" if "name" in v else k) for k, v in rows.items()}
+        width = max([len(title)] + [len(n) for n in names.values()])
+        head = title.ljust(width) + "".join(h.rjust(8) for _, h in COLUMNS)
+        out += [head, "-" * len(head)]
+        for key, row in rows.items():
+            out.append(names[key][:width].ljust(width)
+                       + "".join(fmt(row.get(f)).rjust(8) for f, _ in COLUMNS))
+        out.append("")
+    return "\n".join(out)
+
+
+def to_html(report: dict[str, Any]) -> str:
+    series = report["series"]
+    w, h, pad = 900, 220, 40
+    n = max(1, len(series) - 1)
+
+    def chart(key: str, colour: str, label: str, top: float | None = None) -> str:
+        values = [p[key] for p in series]
+        ceiling = top or max([v for v in values if v is not None] + [1])
+        points = []
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            x = pad + (w - 2 * pad) * i / n
+            y = h - pad - (h - 2 * pad) * v / ceiling
+            points.append(f"{x:.1f},{y:.1f}")
+        ticks = "".join(
+            f'<text x="{pad + (w - 2 * pad) * i / n:.1f}" y="{h - pad + 15}" font-size="10" '
+            f'text-anchor="middle">{p["local"]}</text>'
+            for i, p in enumerate(series) if i % 4 == 0)
+        return (f'<h2>{html.escape(label)}</h2><svg xmlns="http://www.w3.org/2000/svg" '
+                f'width="{w}" height="{h}"><rect width="{w}" height="{h}" fill="#fafafa"/>'
+                f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>'
+                f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#999"/>'
+                f'<text x="5" y="{pad}" font-size="10">{ceiling:g}</text>'
+                f'<text x="5" y="{h - pad}" font-size="10">0</text>{ticks}'
+                f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+                f'points="{" ".join(points)}"/></svg>')
+
+    title = html.escape(f"Omni simulation: {report['scenario']} (seed {report['seed']})")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+            f"<body style='font-family:sans-serif'><h1>{title}</h1>"
+            + chart("queue", "#c0392b", "Longest queue per 15 minutes")
+            + chart("service_level", "#27ae60",
+                    f"Service level % (answered within {report['threshold_seconds']:g} s), "
+                    "by arrival time", 100)
+            + chart("logged_in", "#2c3e50", "Operators logged in")
+            + chart("available", "#2980b9", "Operators available (not paused)")
+            + "</body></html>\n")
+
+
+def write_outputs(out: Path, scenario: Scenario, trace: Trace, report: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(to_json(report), encoding="utf-8")
+    (out / "report.txt").write_text(to_table(report), encoding="utf-8")
+    (out / "events.jsonl").write_text(event_log(scenario, trace), encoding="utf-8")
+    (out / "chart.html").write_text(to_html(report), encoding="utf-8")
