@@ -326,6 +326,8 @@ def create_app(
         session = hub.sessions.get(body.operator_id)
         if session is None:
             raise Problem(409, f"operator {body.operator_id} is not signed in to the console")
+        if hub.roster.get(body.operator_id).free <= 0:
+            raise Problem(409, f"operator {body.operator_id} has no free capacity")
         try:
             await session.resume(id)
         except domain.Rejected as exc:

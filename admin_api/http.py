@@ -113,7 +113,8 @@ def requires(
             if found is None:
                 raise Problem(401, "unknown or revoked API token")
             if found.role not in roles:
-                raise Problem(403, f"a {found.role.value} token may not do this")
+                article = "an" if found.role.value[0] in "aeiou" else "a"
+                raise Problem(403, f"{article} {found.role.value} token may not do this")
             g.actor = f"token:{found.id}"
             g.role = found.role
             return await handler(*args, **kwargs)

@@ -1,0 +1,450 @@
+"""The store contract of what the admin API needs — configuration items and their audit log,
+conversation listing and reports — one contract, two stores: every test runs against
+MemoryStore and PostgresStore (marked ``postgresql``), as in ``test_store_contract``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from omni.domain.conversation import Conversation, Status
+from omni.store import AuditEntry, ConfigChange, ConfigItem, ConversationQuery, Store, Write
+from omni.store.memory import MemoryStore
+from omni.store.postgres import open_postgres_store
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgresql)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    dsn = request.getfixturevalue("postgres_dsn")
+    async with open_postgres_store(dsn) as pg:
+        yield pg
+    _drop_database(request.getfixturevalue("postgres_url"), dsn)
+
+
+def _drop_database(server_url: str, dsn: str) -> None:
+    """Drop the test's database once it is done with (fewer buffers to flush at shutdown)."""
+    import asyncpg
+
+    name = dsn.partition("?")[0].rsplit("/", 1)[1]
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+# -- configuration and audit ------------------------------------------------------------------
+
+GROUP = {"id": 1, "name": "Support"}
+SERVICE = {
+    "id": 25,
+    "name": "Suporte ✓",
+    "links": [{"group": 1, "schedule": None}],
+    "greeting": 'Olá "{visitor}" \\ bem-vindo',
+    "timers": {"offer_timeout": 30.5, "queue_timeout": None},
+    "transcript_email": True,
+    "allowed_origins": [],
+}
+OPERATOR = {"id": 3, "name": "Carla", "groups": [1], "capacity": 1, "token_hash": "ab" * 32}
+
+
+def change(
+    kind: str,
+    key: str,
+    after: dict[str, Any] | None,
+    before: dict[str, Any] | None = None,
+    *,
+    actor: str = "token:root",
+    seconds: float = 0,
+) -> ConfigChange:
+    return ConfigChange(kind, key, after, before, actor, NOW + timedelta(seconds=seconds))
+
+
+async def items(store: Store) -> dict[tuple[str, str], dict[str, Any]]:
+    found = await store.config_items()
+    assert all(isinstance(i, ConfigItem) for i in found)
+    by_key = {(i.kind, i.key): i.body for i in found}
+    assert len(by_key) == len(found), "one item per (kind, key)"
+    return by_key
+
+
+async def test_config_items_start_empty(store: Store) -> None:
+    assert await store.config_items() == []
+    assert await store.audit_entries(10) == []
+
+
+async def test_create_update_delete_config_items(store: Store) -> None:
+    await store.change_config(change("groups", "1", GROUP))
+    await store.change_config(change("services", "25", SERVICE))
+    await store.change_config(change("operators", "3", OPERATOR))
+    await store.change_config(change("parameters", "default", {"logo": ""}))
+    assert await items(store) == {
+        ("groups", "1"): GROUP,
+        ("services", "25"): SERVICE,
+        ("operators", "3"): OPERATOR,
+        ("parameters", "default"): {"logo": ""},
+    }
+
+    renamed = {**GROUP, "name": "Suporte"}
+    await store.change_config(change("groups", "1", renamed, GROUP))
+    # Same key in another kind is another item.
+    await store.change_config(change("api_tokens", "1", {"id": "1", "role": "admin"}))
+    await store.change_config(change("operators", "3", None, OPERATOR))
+    assert await items(store) == {
+        ("groups", "1"): renamed,
+        ("services", "25"): SERVICE,
+        ("parameters", "default"): {"logo": ""},
+        ("api_tokens", "1"): {"id": "1", "role": "admin"},
+    }
+
+
+async def test_stored_bodies_are_not_the_callers_objects(store: Store) -> None:
+    body = {"id": 1, "name": "Support", "tags": ["a"]}
+    before_body = {"id": 1, "name": "Old"}
+    await store.change_config(change("groups", "1", body, before_body))
+    body["name"] = "changed after the call"
+    body["tags"].append("b")
+    before_body["name"] = "changed too"
+    assert await items(store) == {("groups", "1"): {"id": 1, "name": "Support", "tags": ["a"]}}
+    [entry] = await store.audit_entries(5)
+    assert entry.after == {"id": 1, "name": "Support", "tags": ["a"]}
+    assert entry.before == {"id": 1, "name": "Old"}
+
+
+async def test_every_change_is_audited(store: Store) -> None:
+    created = await store.change_config(change("groups", "1", GROUP, seconds=1))
+    updated = await store.change_config(
+        change("groups", "1", {**GROUP, "name": "B"}, GROUP, actor="import-config", seconds=2.5)
+    )
+    deleted = await store.change_config(
+        change("groups", "1", None, {**GROUP, "name": "B"}, actor="token:ops", seconds=3.000001)
+    )
+    assert isinstance(created, AuditEntry)
+    assert created.id < updated.id < deleted.id
+    assert (created.action, updated.action, deleted.action) == ("create", "update", "delete")
+    assert created == AuditEntry(
+        created.id, NOW + timedelta(seconds=1), "token:root", "create", "groups", "1", None, GROUP
+    )
+    assert updated.before == GROUP and updated.after == {**GROUP, "name": "B"}
+    assert updated.actor == "import-config"
+    assert deleted.before == {**GROUP, "name": "B"} and deleted.after is None
+    assert deleted.at == NOW + timedelta(seconds=3.000001)
+
+    stored = await store.audit_entries(10)
+    assert stored == [deleted, updated, created]
+    for entry in stored:
+        assert entry.at.tzinfo is not None
+    assert await items(store) == {}
+
+
+async def test_audit_time_is_an_instant(store: Store) -> None:
+    at = datetime(2026, 11, 25, 9, 0, 0, 123456, tzinfo=timezone(timedelta(hours=-3)))
+    await store.change_config(ConfigChange("groups", "1", GROUP, None, "token:root", at))
+    [entry] = await store.audit_entries(1)
+    assert entry.at == at == datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+async def test_audit_entries_page_newest_first(store: Store) -> None:
+    ids = []
+    for n in range(7):
+        entry = await store.change_config(change("groups", str(n), {"id": n}, seconds=n))
+        ids.append(entry.id)
+    assert ids == sorted(ids) and len(set(ids)) == 7
+    newest_first = ids[::-1]
+
+    assert [e.id for e in await store.audit_entries(3)] == newest_first[:3]
+    assert [e.id for e in await store.audit_entries(100)] == newest_first
+    assert [e.id for e in await store.audit_entries(3, before_id=ids[4])] == [
+        ids[3],
+        ids[2],
+        ids[1],
+    ]
+    assert [e.id for e in await store.audit_entries(3, before_id=ids[1])] == [ids[0]]
+    assert await store.audit_entries(3, before_id=ids[0]) == []
+    assert [e.id for e in await store.audit_entries(1, before_id=ids[-1] + 100)] == [ids[-1]]
+    assert [e.key for e in await store.audit_entries(2)] == ["6", "5"]
+
+    # Walking with before_id visits every entry once.
+    walked: list[int] = []
+    before: int | None = None
+    while True:
+        page = await store.audit_entries(2, before)
+        walked += [e.id for e in page]
+        if len(page) < 2:
+            break
+        before = page[-1].id
+    assert walked == newest_first
+
+
+UNSTORABLE = {"id": 1, "lock": threading.Lock()}  # neither JSON nor copyable
+
+
+async def test_a_change_that_cannot_be_stored_changes_nothing(store: Store) -> None:
+    await store.change_config(change("groups", "1", GROUP))
+    with pytest.raises(Exception):  # noqa: B017 - each store has its own error for this
+        await store.change_config(change("groups", "2", UNSTORABLE))
+    assert await items(store) == {("groups", "1"): GROUP}
+    assert len(await store.audit_entries(10)) == 1
+
+
+async def test_the_item_and_its_audit_entry_are_written_atomically(store: Store) -> None:
+    """The new body is fine but the audit entry cannot be written (its ``before`` is not
+    storable): the item must not change either."""
+    await store.change_config(change("groups", "1", GROUP))
+    with pytest.raises(Exception):  # noqa: B017 - each store has its own error for this
+        await store.change_config(change("groups", "1", {**GROUP, "name": "New"}, UNSTORABLE))
+    assert await items(store) == {("groups", "1"): GROUP}
+    assert len(await store.audit_entries(10)) == 1
+    # And the store still works afterwards.
+    entry = await store.change_config(change("groups", "1", {**GROUP, "name": "New"}, GROUP))
+    assert entry.action == "update"
+    assert await items(store) == {("groups", "1"): {**GROUP, "name": "New"}}
+
+
+# -- conversations ----------------------------------------------------------------------------
+
+
+def iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def conversation(
+    n: int,
+    seconds: float,
+    status: Status,
+    visitor: dict[str, Any],
+    *,
+    service_id: int = 25,
+    group_id: int | None = 1,
+    operator_id: int | None = None,
+) -> Conversation:
+    at = NOW + timedelta(seconds=seconds)
+    return Conversation(
+        id=f"c{n}",
+        ticket=f"2026-{n:06d}",
+        service_id=service_id,
+        token_hash=f"hash-{n}",
+        visitor=visitor,
+        status=status,
+        group_id=group_id,
+        created_at=iso(at),
+        operator_id=operator_id,
+        operator_name={1: "Alice", 2: "Bruno"}.get(operator_id or 0),
+        waiting_since=at.timestamp(),
+        answered_at=iso(at + timedelta(seconds=5)) if operator_id else None,
+    )
+
+
+CONVERSATIONS = [
+    conversation(
+        1, 1, Status.CLOSED, {"name": "Vera Lopez", "email": "Vera@Example.com"}, operator_id=1
+    ),
+    conversation(
+        2,
+        2,
+        Status.ACTIVE,
+        {"name": "Bob 50% off", "email": "bob_smith@corp.test"},
+        service_id=27,
+        group_id=2,
+        operator_id=2,
+    ),
+    conversation(
+        3, 3.25, Status.OUT_OF_HOURS, {"name": "Olga O'Neil \\ HQ"}, service_id=26, group_id=None
+    ),
+    conversation(4, 4, Status.ABANDONED, {"name": "Zed 500 off", "email": "zed@x.io"}),
+    conversation(5, 5.000001, Status.QUEUED, {"name": "bobXsmith", "email": "bobxsmith@corp.test"}),
+    # Two created at the same instant: the id breaks the tie.
+    conversation(6, 6, Status.OFFERED, {"name": "Twin A"}, service_id=27, group_id=2),
+    conversation(7, 6, Status.ENDED, {"name": "Twin B"}, operator_id=1),
+]
+NEWEST_FIRST = ["c7", "c6", "c5", "c4", "c3", "c2", "c1"]
+
+
+@pytest.fixture
+async def filled(store: Store) -> Store:
+    # Written out of order: the order of the results comes from created_at, not from writes.
+    for conv in sorted(CONVERSATIONS, key=lambda c: c.ticket[-1] in "246"):
+        await store.write(Write(conversation=conv))
+    return store
+
+
+async def listed(store: Store, **filters: Any) -> list[str]:
+    return [c.id for c in await store.list_conversations(ConversationQuery(**filters))]
+
+
+async def test_list_conversations_newest_first(filled: Store) -> None:
+    assert await listed(filled) == NEWEST_FIRST
+    assert await listed(filled, limit=3) == NEWEST_FIRST[:3]
+    assert await listed(filled, limit=1) == ["c7"]
+    found = await filled.list_conversations(ConversationQuery(status="active"))
+    [bob] = found
+    assert bob.visitor == {"name": "Bob 50% off", "email": "bob_smith@corp.test"}
+    assert bob.ticket == "2026-000002" and bob.service_id == 27 and bob.group_id == 2
+    assert bob.operator_id == 2 and bob.operator_name == "Bruno"
+    assert bob.created_at == CONVERSATIONS[1].created_at
+    assert bob.answered_at == CONVERSATIONS[1].answered_at and bob.ended_at is None
+
+
+async def test_list_conversations_by_field(filled: Store) -> None:
+    assert await listed(filled, status="closed") == ["c1"]
+    assert await listed(filled, status="out_of_hours") == ["c3"]
+    assert await listed(filled, status="queued") == ["c5"]
+    assert await listed(filled, status=Status.ENDED.value) == ["c7"]
+    assert await listed(filled, service_id=25) == ["c7", "c5", "c4", "c1"]
+    assert await listed(filled, service_id=27) == ["c6", "c2"]
+    assert await listed(filled, service_id=99) == []
+    assert await listed(filled, group_id=2) == ["c6", "c2"]
+    assert await listed(filled, group_id=1) == ["c7", "c5", "c4", "c1"]
+    assert await listed(filled, operator_id=1) == ["c7", "c1"]
+    assert await listed(filled, operator_id=2) == ["c2"]
+    assert await listed(filled, operator_id=3) == []
+    assert await listed(filled, status="ended", operator_id=1, service_id=25, group_id=1) == ["c7"]
+    assert await listed(filled, status="closed", operator_id=2) == []
+
+
+async def test_list_conversations_by_creation_time(filled: Store) -> None:
+    def at(seconds: float) -> datetime:
+        return NOW + timedelta(seconds=seconds)
+
+    # [from, to): from is inclusive, to exclusive.
+    assert await listed(filled, created_from=at(seconds=4)) == ["c7", "c6", "c5", "c4"]
+    assert await listed(filled, created_to=at(seconds=4)) == ["c3", "c2", "c1"]
+    assert await listed(filled, created_from=at(seconds=2), created_to=at(seconds=5)) == [
+        "c4",
+        "c3",
+        "c2",
+    ]
+    # Microseconds count.
+    assert await listed(filled, created_to=at(seconds=5.000001)) == ["c4", "c3", "c2", "c1"]
+    assert await listed(filled, created_from=at(seconds=5.000001), limit=10) == ["c7", "c6", "c5"]
+    assert await listed(filled, created_from=at(seconds=3.25), created_to=at(seconds=3.25)) == []
+    # Any zone: the same instant.
+    sao_paulo = timezone(timedelta(hours=-3))
+    assert await listed(filled, created_from=at(seconds=6).astimezone(sao_paulo)) == ["c7", "c6"]
+    assert await listed(filled, created_from=at(seconds=7)) == []
+
+
+SEARCHES = [
+    ("vera", ["c1"]),
+    ("VERA LOPEZ", ["c1"]),
+    ("example.COM", ["c1"]),
+    ("corp.test", ["c5", "c2"]),
+    ("2026-000004", ["c4"]),
+    ("000003", ["c3"]),
+    ("2026-", NEWEST_FIRST),
+    # Wildcards are plain text.
+    ("50%", ["c2"]),
+    ("%", ["c2"]),
+    ("bob_smith", ["c2"]),
+    ("_", ["c2"]),
+    ("%_", []),
+    ("\\", ["c3"]),
+    ("o'neil \\ hq", ["c3"]),
+    ("twin", ["c7", "c6"]),
+    ("nobody", []),
+]
+
+
+async def test_search_is_literal_and_case_insensitive(filled: Store) -> None:
+    for search, expected in SEARCHES:
+        assert await listed(filled, search=search) == expected, search
+
+
+async def test_search_combines_with_the_other_filters(filled: Store) -> None:
+    assert await listed(filled, search="corp", status="queued") == ["c5"]
+    assert await listed(filled, search="corp", created_to=NOW + timedelta(seconds=3)) == ["c2"]
+    assert await listed(filled, search="twin", limit=1) == ["c7"]
+    # An empty search is no filter.
+    assert await listed(filled, search="") == NEWEST_FIRST
+
+
+def _cursor(conv: Conversation) -> tuple[datetime, str]:
+    return datetime.fromisoformat(conv.created_at.replace("Z", "+00:00")), conv.id
+
+
+async def test_cursor_paging_visits_each_conversation_once(filled: Store) -> None:
+    for limit in (1, 2, 3, 7, 8):
+        walked: list[str] = []
+        cursor = None
+        for _ in range(20):
+            page = await filled.list_conversations(ConversationQuery(cursor=cursor, limit=limit))
+            assert len(page) <= limit
+            walked += [c.id for c in page]
+            if len(page) < limit:
+                break
+            cursor = _cursor(page[-1])
+        assert walked == NEWEST_FIRST, limit
+
+
+async def test_cursor_paging_with_filters_and_ties(filled: Store) -> None:
+    # After c7 (same created_at as c6): c6 is next, the tie is broken by id.
+    c7 = next(c for c in CONVERSATIONS if c.id == "c7")
+    assert await listed(filled, cursor=_cursor(c7), limit=2) == ["c6", "c5"]
+    c6 = next(c for c in CONVERSATIONS if c.id == "c6")
+    assert await listed(filled, cursor=_cursor(c6)) == ["c5", "c4", "c3", "c2", "c1"]
+    walked: list[str] = []
+    cursor = None
+    while True:
+        page = await filled.list_conversations(
+            ConversationQuery(service_id=25, cursor=cursor, limit=1)
+        )
+        if not page:
+            break
+        walked += [c.id for c in page]
+        cursor = _cursor(page[-1])
+    assert walked == ["c7", "c5", "c4", "c1"]
+    # A cursor is an instant: any zone.
+    at, cid = _cursor(c6)
+    assert await listed(filled, cursor=(at.astimezone(timezone(timedelta(hours=5))), cid)) == [
+        "c5",
+        "c4",
+        "c3",
+        "c2",
+        "c1",
+    ]
+
+
+async def test_listing_sees_the_latest_write(filled: Store) -> None:
+    queued = next(c for c in CONVERSATIONS if c.id == "c5")
+    moved = conversation(5, 5.000001, Status.ACTIVE, queued.visitor, operator_id=2)
+    await filled.write(Write(conversation=moved))
+    assert await listed(filled, status="queued") == []
+    assert await listed(filled, operator_id=2) == ["c5", "c2"]
+    assert await listed(filled) == NEWEST_FIRST
+
+
+async def test_conversations_created_between_is_half_open(filled: Store) -> None:
+    async def between(start: float, end: float) -> set[str]:
+        found = await filled.conversations_created_between(
+            NOW + timedelta(seconds=start), NOW + timedelta(seconds=end)
+        )
+        ids = [c.id for c in found]
+        assert len(ids) == len(set(ids))
+        return set(ids)
+
+    assert await between(0, 100) == set(NEWEST_FIRST)
+    assert await between(2, 4) == {"c2", "c3"}
+    assert await between(1, 2) == {"c1"}
+    assert await between(6, 7) == {"c6", "c7"}
+    assert await between(5, 5.000001) == set()
+    assert await between(5.000001, 5.000002) == {"c5"}
+    assert await between(3.25, 3.25) == set()
+    assert await between(-10, 1) == set()
+    [closed] = await filled.conversations_created_between(NOW, NOW + timedelta(seconds=1.5))
+    assert closed.status is Status.CLOSED and closed.answered_at == CONVERSATIONS[0].answered_at
+    assert closed.visitor == {"name": "Vera Lopez", "email": "Vera@Example.com"}
