@@ -264,7 +264,7 @@ def create_app(
             operator_id=_int_arg("operator_id", None, 1, 2**31 - 1),
             created_from=_time_arg("from"),
             created_to=_time_arg("to"),
-            search=(request.args.get("q") or None),
+            search=_text_arg("q"),
             cursor=_cursor_arg(),
             limit=_int_arg("limit", 50, 1, 200) or 50,
         )
@@ -336,7 +336,7 @@ def create_app(
 
     async def _load(conversation_id: str) -> Conversation:
         conv = None
-        if len(conversation_id) <= 64:
+        if len(conversation_id) <= 64 and "\x00" not in conversation_id:
             conv = await config.store.load_conversation(conversation_id)
         if conv is None:
             raise Problem(404, f"no conversation {conversation_id}")
@@ -603,12 +603,29 @@ def _time_arg(name: str) -> datetime | None:
     if not raw:
         return None
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise Problem(400, f"{name} must be an ISO 8601 date-time") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
+    return _in_range(name, value)
+
+
+#: Instants the API accepts (the database's and the arithmetic's comfortable range).
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _in_range(name: str, value: datetime) -> datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise Problem(400, f"{name} must be between 1970 and 9000")
     return value
+
+
+def _text_arg(name: str) -> str | None:
+    raw = request.args.get(name) or None
+    if raw is not None and "\x00" in raw:
+        raise Problem(400, f"{name} must not contain NUL characters")
+    return raw
 
 
 def _cursor_arg() -> tuple[datetime, str] | None:
@@ -620,9 +637,9 @@ def _cursor_arg() -> tuple[datetime, str] | None:
         at = datetime.fromisoformat(created.replace("Z", "+00:00"))
     except ValueError:
         raise Problem(400, "cursor is not one this API gave") from None
-    if not conversation_id or at.tzinfo is None:
+    if not conversation_id or at.tzinfo is None or "\x00" in conversation_id:
         raise Problem(400, "cursor is not one this API gave")
-    return at, conversation_id
+    return _in_range("cursor", at), conversation_id
 
 
 def _conversation_out(conv: Conversation) -> schemas.ConversationOut:

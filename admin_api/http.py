@@ -78,6 +78,9 @@ async def read_body(kind: type[T]) -> T:
     data = await request.get_data(cache=False)
     if len(data) > MAX_BODY:
         raise Problem(413, f"bodies are limited to {MAX_BODY} bytes")
+    if b"\\u0000" in data or b"\x00" in data:
+        # PostgreSQL cannot store NUL in text: refuse it here, with a reason, not at the write.
+        raise Problem(422, "text must not contain NUL characters (\\u0000)", kind="invalid-body")
     try:
         value: T = msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:

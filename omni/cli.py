@@ -82,9 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             changed = trio.run(_import, config, database_url, args.data_dir)
-        except StoreError as exc:
-            print(f"omni: {exc}", file=sys.stderr)
-            return 1
+        except BaseException as exc:  # one line for what a user can fix; re-raise the rest
+            if (bad := _find(exc, ConfigError)) is not None:
+                print(f"omni: {args.file}: {bad}", file=sys.stderr)
+                return 2
+            if (problem := _user_problem(exc)) is not None:
+                print(f"omni: {problem}", file=sys.stderr)
+                return 1
+            raise
         print(
             f"omni: imported {changed} changed resource(s) of {len(config.items)} from {args.file}"
         )
@@ -110,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first ``kind`` inside (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _find(inner, kind)) is not None:
+                return found
+        return None
+    return exc if isinstance(exc, kind) else None
+
+
 def _user_problem(exc: BaseException) -> str | None:
     """The message of a database or listening problem inside (nested) exception groups."""
     if isinstance(exc, BaseExceptionGroup):
@@ -127,7 +142,18 @@ def _user_problem(exc: BaseException) -> str | None:
 async def _import(config: Config, database_url: str | None, data_dir: str) -> int:
     from datetime import UTC, datetime
 
+    from omni.config import build_directory
+
     async with open_store(database_url, data_dir) as store:
+        # The file must fit with what the store already holds, not only on its own.
+        merged = {(i.kind, i.key): i for i in await store.config_items()}
+        merged.update({(i.kind, i.key): i for i in config.items})
+        try:
+            build_directory(merged.values())
+        except ValueError as exc:
+            raise ConfigError(
+                f"the configuration after this import would be invalid: {exc}"
+            ) from None
         return await import_items(store, config.items, datetime.now(UTC))
 
 

@@ -28,7 +28,7 @@ from omni.config import Config, build_directory
 from omni.entropy import Entropy
 from omni.gateway.server import Gateway
 from omni.metrics import make_registry
-from omni.store import ConfigChange, ConfigItem, Store
+from omni.store import ConfigChange, ConfigItem, Store, StoreError
 from omni.store.memory import MemoryStore
 
 #: Seconds connections get to close after a shutdown was asked for.
@@ -112,9 +112,13 @@ async def open_server(
     clock = clock or Clock(datetime.now(UTC))
     store = store if store is not None else MemoryStore()
     items = await bootstrap_configuration(store, config.items, clock.now())
+    try:
+        directory = build_directory(items)
+    except ValueError as exc:
+        raise StoreError(f"the stored configuration is invalid: {exc}") from None
     async with (
         open_hub(
-            build_directory(items),
+            directory,
             store,
             clock,
             entropy=entropy,

@@ -1770,7 +1770,7 @@ async def test_deleting_a_group_with_waiting_conversations_is_refused(
         r = await http.put("/api/v1/services/28", json={**service, "links": [{"group": 1}]})
         assert r.status_code == 200
         assert_problem(
-            await http.delete("/api/v1/groups/4"), 409, "group 4 has 1 conversation(s) waiting"
+            await http.delete("/api/v1/groups/4"), 409, "group 4 still has 1 open conversation(s)"
         )
         await vera.send("end")
         await vera.until("closed")

@@ -1,6 +1,7 @@
-"""Schemathesis against the admin API as served: a real server on 127.0.0.1 (ephemeral ports,
-memory store) in a thread of its own, its ``/openapi.json`` loaded over HTTP, every operation
-fuzzed with positive and negative data under an admin bearer token.
+"""Schemathesis against the admin API as served: a real server on 127.0.0.1 (ephemeral ports)
+in a thread of its own — on the memory store, and on PostgreSQL as ``omni serve`` runs it —
+its ``/openapi.json`` loaded over HTTP, every operation fuzzed with positive and negative data
+under an admin bearer token.
 
 What must hold for every generated request: no 5xx (``not_a_server_error``), and the response
 matches what the document says about it (``response_schema_conformance``).
@@ -11,16 +12,23 @@ active, closed, queued, out of hours — with the operator Alice signed in, so t
 endpoints have something real to return and resume can succeed.
 
 Order independence: after every POST, PUT or DELETE (a successful one may have deleted a group,
-a service or the test's own admin token), the configuration is put back to the baseline straight through the server's ``Configuration``
-(in its trio thread), so every generated request meets the same configuration whatever ran
-before it, and no earlier deletion can turn later requests into 404s or 401s that would hide a
-5xx. Operations run read-only first, then writes, deletions last.
+a service or the test's own admin token), the configuration is put back to the baseline
+straight through the server's ``Configuration`` (in its trio thread), so every generated request
+meets the same configuration whatever ran before it, and no earlier deletion can turn later
+requests into 404s or 401s that would hide a 5xx. Operations run read-only first, then writes,
+deletions last.
+
+Each operation also gets explicit examples of valid inputs that a few random examples rarely
+reach (``_edge_cases``): date-times at the ends of the range, a NUL character in strings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +36,7 @@ import hypothesis.strategies as st
 import pytest
 import schemathesis
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from prometheus_client import CollectorRegistry
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -40,8 +48,9 @@ from omni.config import RESOURCES, ApiTokenBody, to_item
 from omni.domain.model import Role
 from omni.entropy import SeededEntropy
 from omni.server import RunningServer, open_server
-from omni.store import ConfigItem
+from omni.store import Store
 from omni.store.memory import MemoryStore
+from omni.store.postgres import open_postgres_store
 from tests.support import connect_tcp, login, make_config, start
 
 ADMIN_TOKEN = "admin-secret-token"
@@ -51,18 +60,29 @@ CHECKS = [not_a_server_error, response_schema_conformance]
 KINDS = ("schedules", "groups", "services", "operators", "parameters", "api_tokens")
 
 
-def _documented_operations() -> list[tuple[str, str]]:
-    """(METHOD, path) of every operation, from the same declarations the server serves (the
-    routes only touch the hub and the configuration when a request comes, so none is needed
-    here). Read-only operations first, then writes, deletions last."""
+def _documented_operations() -> list[tuple[str, str, bool]]:
+    """(METHOD, path, has inputs) of every operation, from the same declarations the server
+    serves (the routes only touch the hub and the configuration when a request comes, so none
+    is needed here). Read-only operations first, then writes, deletions last."""
     app = create_app(None, CollectorRegistry(), object())  # type: ignore[arg-type]
     doc = document(app.extensions["omni_api"].routes)
-    operations = [(m.upper(), p) for p, methods in doc["paths"].items() for m in methods]
-    rank = {"GET": 0, "POST": 1, "PUT": 2, "DELETE": 3}
-    return sorted(operations, key=lambda op: rank[op[0]])
+    rank = {"get": 0, "post": 1, "put": 2, "delete": 3}
+    operations = [
+        (m.upper(), p, bool(op.get("parameters") or op.get("requestBody")))
+        for p, methods in doc["paths"].items()
+        for m, op in methods.items()
+    ]
+    return sorted(operations, key=lambda op: rank[op[0].lower()])
 
 
 OPERATIONS = _documented_operations()
+#: Negative data needs something to negate: operations without parameters or body have none.
+CASES = [
+    pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
+    for method, path, has_inputs in OPERATIONS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if has_inputs or mode is GenerationMode.POSITIVE
+]
 
 
 @dataclass
@@ -72,7 +92,6 @@ class LiveServer:
     stop: trio.Event
     baseline: dict[tuple[str, str], dict[str, Any]]
     conversations: dict[str, str] = field(default_factory=dict)
-    resets: int = 0
 
     @property
     def base_url(self) -> str:
@@ -81,7 +100,6 @@ class LiveServer:
     def restore_configuration(self) -> None:
         """Put the configuration back to the baseline, in the server's own trio thread."""
         trio.from_thread.run(self._restore, trio_token=self.token)
-        self.resets += 1
 
     async def _restore(self) -> None:
         config = self.server.configuration
@@ -98,16 +116,14 @@ class LiveServer:
 
 def _keys(config: Any, kind: str) -> list[str]:
     key_field = RESOURCES[kind].key_field
-    return [
-        "default" if key_field is None else str(body[key_field]) for body in config.list(kind)
-    ]
+    return ["default" if key_field is None else str(body[key_field]) for body in config.list(kind)]
 
 
 def _snapshot(config: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return {(kind, key): config.get(kind, key) for kind in KINDS for key in _keys(config, kind)}
 
 
-async def _serve(box: dict[str, Any], ready: threading.Event) -> None:
+async def _serve(box: dict[str, Any], ready: threading.Event, database_url: str | None) -> None:
     config = make_config()
     config.items.append(
         to_item(
@@ -116,14 +132,22 @@ async def _serve(box: dict[str, Any], ready: threading.Event) -> None:
         )
     )
     stop = trio.Event()
-    async with open_server(
-        config,
-        store=MemoryStore(),
-        entropy=SeededEntropy(11),
-        host="127.0.0.1",
-        ws_port=0,
-        http_port=0,
-    ) as server:
+    async with AsyncExitStack() as stack:
+        store: Store = (
+            MemoryStore()
+            if database_url is None
+            else await stack.enter_async_context(open_postgres_store(database_url))
+        )
+        server = await stack.enter_async_context(
+            open_server(
+                config,
+                store=store,
+                entropy=SeededEntropy(11),
+                host="127.0.0.1",
+                ws_port=0,
+                http_port=0,
+            )
+        )
         ws = server.ws_url
         async with (
             connect_tcp(f"{ws}/ws/operator") as alice,
@@ -169,14 +193,40 @@ async def _serve(box: dict[str, Any], ready: threading.Event) -> None:
             await stop.wait()
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[LiveServer]:
+def _fresh_database(postgres_url: str) -> str:
+    """A new, empty database on the session's PostgreSQL server; its URL."""
+    import asyncpg
+
+    name = f"omni_schemathesis_{os.getpid()}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    base, _, query = postgres_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(
+    scope="module",
+    params=["memory", pytest.param("postgresql", marks=pytest.mark.postgresql)],
+)
+def live(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    """The server, on the memory store and on PostgreSQL (the store ``omni serve`` uses)."""
+    database_url = None
+    if request.param == "postgresql":
+        database_url = _fresh_database(request.getfixturevalue("postgres_url"))
     box: dict[str, Any] = {}
     ready = threading.Event()
 
     def run() -> None:
         try:
-            trio.run(_serve, box, ready)
+            trio.run(_serve, box, ready, database_url)
         except BaseException as exc:  # reported by the fixture, in the test's thread
             box["error"] = exc
             ready.set()
@@ -200,9 +250,7 @@ def live() -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def schema(live: LiveServer) -> Any:
     loaded = schemathesis.openapi.from_url(f"{live.base_url}/openapi.json")
-    loaded.config.update(
-        base_url=live.base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    )
+    loaded.config.update(base_url=live.base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     return loaded
 
 
@@ -214,7 +262,7 @@ def test_the_served_document_is_valid_and_lists_every_operation(
     for result in schema.get_all_operations():
         operation = result.ok()  # raises if an operation cannot be read
         served.append((operation.method.upper(), operation.path))
-    assert sorted(served) == sorted(OPERATIONS)
+    assert sorted(served) == sorted((m, p) for m, p, _ in OPERATIONS)
 
 
 def _known_keys(live: LiveServer, path: str) -> list[dict[str, str]]:
@@ -227,8 +275,7 @@ def _known_keys(live: LiveServer, path: str) -> list[dict[str, str]]:
     return [{"key": key} for (k, key) in live.baseline if k == kind]
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
-@pytest.mark.parametrize("method,path", OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+@pytest.mark.parametrize("method,path,mode", CASES)
 def test_no_server_error_and_responses_match_the_document(
     live: LiveServer, schema: Any, method: str, path: str, mode: GenerationMode
 ) -> None:
@@ -266,5 +313,65 @@ def test_no_server_error_and_responses_match_the_document(
             if method != "GET":
                 live.restore_configuration()
 
+    if mode is GenerationMode.POSITIVE:
+        for case in _edge_cases(live, operation):
+            fuzz = example(case=case)(fuzz)
     fuzz()
     assert statuses, "no request was made"
+
+
+#: Valid RFC 3339 date-times at the ends of the range.
+EDGE_TIMES = [
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+05:00",
+    "0001-01-02T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59-05:00",
+]
+#: A valid JSON string / query value that a text column cannot hold as such.
+NUL = "a\x00b"
+
+
+def _edge_cases(live: LiveServer, operation: Any) -> list[Any]:
+    """Explicit examples, run before the generated ones, of valid inputs hypothesis rarely
+    reaches in a few examples: date-times at the ends of the range; a NUL character in string
+    query parameters, in path parameters, and in the free text of existing resources."""
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    parameters = operation.definition.raw.get("parameters", [])
+    cases = []
+    for p in parameters:
+        if p["in"] != "query" or p["schema"].get("type") != "string" or "enum" in p["schema"]:
+            continue
+        values = EDGE_TIMES if p["schema"].get("format") == "date-time" else [NUL]
+        cases += [operation.Case(query={p["name"]: v}, headers=auth) for v in values]
+    path_names = [p["name"] for p in parameters if p["in"] == "path"]
+    method = operation.method.upper()
+    if path_names and method in ("GET", "DELETE"):
+        cases.append(operation.Case(path_parameters={n: NUL for n in path_names}, headers=auth))
+    if path_names and operation.path.endswith("/resume"):
+        cases.append(
+            operation.Case(
+                path_parameters={"id": NUL},
+                body={"operator_id": 1},
+                headers=auth,
+                media_type="application/json",
+            )
+        )
+    if method == "PUT":
+        kind = operation.path.split("/")[3].replace("-", "_")
+        for (k, key), body in live.baseline.items():
+            if k != kind:
+                continue
+            edited = {f: v for f, v in body.items() if f not in ("token", "token_hash")}
+            for text in ("name", "greeting", "logo"):
+                if isinstance(edited.get(text), str):
+                    edited[text] += NUL
+            cases.append(
+                operation.Case(
+                    path_parameters={"key": key} if path_names else {},
+                    body=edited,
+                    headers=auth,
+                    media_type="application/json",
+                )
+            )
+    return cases

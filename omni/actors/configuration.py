@@ -77,10 +77,16 @@ class Configuration:
             if before is None:
                 raise LookupError(f"no {kind} {key}")
             if kind == "groups":
-                waiting = self.hub.queue_lengths.get(int(key), 0)
-                if waiting:
+                group_id = int(key)
+                open_here = sum(
+                    1 for e in self.hub.conversations.values() if e.group_id == group_id
+                )
+                waiting = self.hub.queue_lengths.get(group_id, 0)
+                if open_here or waiting:
                     raise ConfigRejected(
-                        409, f"group {key} has {waiting} conversation(s) waiting; move them first"
+                        409,
+                        f"group {key} still has {max(open_here, waiting)} open conversation(s); "
+                        "transfer or end them first",
                     )
             candidate = dict(self._items)
             del candidate[(kind, key)]

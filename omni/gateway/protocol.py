@@ -194,6 +194,9 @@ def _decode(decoder: msgspec.json.Decoder[Any], data: str | bytes, limit: int) -
     # The limit is in UTF-8 bytes; only a frame that could exceed it is encoded to count them.
     if len(data) > limit or (len(data) * 4 > limit and len(data.encode()) > limit):
         raise FrameError("frame_too_large", f"frames are limited to {limit} bytes")
+    if "\\u0000" in data or "\x00" in data:
+        # Text is stored in PostgreSQL, which cannot hold NUL: refuse it with a reason.
+        raise FrameError("invalid_frame", "text must not contain NUL characters (\\u0000)")
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
