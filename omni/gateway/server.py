@@ -29,6 +29,7 @@ from trio_websocket import (
     serve_websocket,
     wrap_server_stream,
 )
+from wsproto.events import TextMessage
 
 from omni.actors.conversation import DetachVisitor
 from omni.actors.hub import Hub
@@ -46,24 +47,87 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 2.0
 
 
+class _DirectWrite:
+    """Writes a frame straight into the socket when that cannot block or reorder anything.
+
+    The hot path of a chat server is one small frame to an idle connection. Handing it to the
+    connection's writer task costs a task switch and several scheduler round trips; when the
+    connection has nothing queued, nobody else is writing to it (trio-websocket's own writes —
+    pongs, close — hold its stream lock) and the kernel buffer has room, a non-blocking
+    ``send`` of the encoded frame is the same bytes on the wire, in the same order, now. If the
+    kernel takes only part of it, the rest goes to the writer task ahead of anything else.
+
+    It relies on trio-websocket's connection internals (``_wsproto``, ``_stream``,
+    ``_stream_lock``; checked at connection time against the pinned version) and is used only
+    for plain TCP streams; anything else — memory streams, TLS — goes through the writer task.
+    """
+
+    __slots__ = ("_lock", "_sock", "_ws", "_wsproto")
+
+    def __init__(self, ws: WebSocketConnection, sock: Any) -> None:
+        self._ws = ws
+        self._wsproto = ws._wsproto
+        self._lock = ws._stream_lock
+        self._sock = sock
+
+    @classmethod
+    def for_connection(cls, ws: WebSocketConnection) -> _DirectWrite | None:
+        stream = getattr(ws, "_stream", None)
+        if not isinstance(stream, trio.SocketStream):
+            return None
+        sock = getattr(stream.socket, "_sock", None)
+        if sock is None or not all(
+            hasattr(ws, name) for name in ("_wsproto", "_stream_lock", "_close_reason")
+        ):
+            return None
+        return cls(ws, sock)
+
+    def write(self, frame: str) -> bytes | None:
+        """Send ``frame`` now; returns the bytes still to send (for the writer task), ``b""``
+        when all went out, or None when it cannot be written directly at all."""
+        if self._ws._close_reason is not None or self._lock.locked():
+            return None
+        data: bytes = self._wsproto.send(TextMessage(data=frame))
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return data  # the writer task meets the same error and ends the connection
+        return data[sent:]
+
+
 class WebSocketPeer:
     """One client connection as the actors see it (:class:`omni.actors.peer.Peer`)."""
 
-    __slots__ = ("_rx", "_scope", "_tx", "_ws", "close_reason")
+    __slots__ = ("_direct", "_queued", "_rx", "_scope", "_tx", "_ws", "close_reason")
 
     def __init__(self, ws: WebSocketConnection, buffer: int, scope: trio.CancelScope) -> None:
         self._ws = ws
         self._scope = scope
-        self._tx, self._rx = trio.open_memory_channel[str](buffer)
+        # str: a frame to encode and send; bytes: an encoded remainder to send first.
+        self._tx, self._rx = trio.open_memory_channel[str | bytes](buffer)
+        self._direct = _DirectWrite.for_connection(ws)
+        #: Items handed to the writer task and not yet fully sent.
+        self._queued = 0
         self.close_reason: tuple[str, str] | None = None
 
     def deliver(self, frame: str) -> None:
         if self.close_reason is not None:
             return
+        item: str | bytes = frame
+        if self._queued == 0 and self._direct is not None:
+            rest = self._direct.write(frame)
+            if rest == b"":
+                return
+            if rest is not None:
+                item = rest
         try:
-            self._tx.send_nowait(frame)
+            self._tx.send_nowait(item)
         except trio.WouldBlock:
             self.close("slow_consumer", "too many frames unread; resume to catch up")
+            return
+        self._queued += 1
 
     def close(self, code: str, message: str) -> None:
         if self.close_reason is None:
@@ -71,8 +135,17 @@ class WebSocketPeer:
             self._scope.cancel()
 
     async def run_writer(self) -> None:
-        async for frame in self._rx:
-            await self._ws.send_message(frame)
+        ws = self._ws
+        async for item in self._rx:
+            if isinstance(item, bytes):
+                async with ws._stream_lock:
+                    try:
+                        await ws._stream.send_all(item)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        raise ConnectionClosed(ws._close_reason) from None
+            else:
+                await ws.send_message(item)
+            self._queued -= 1
 
 
 Handler = Callable[[WebSocketConnection, WebSocketPeer], Awaitable[None]]
