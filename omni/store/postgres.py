@@ -495,9 +495,26 @@ class PostgresStore:
     # -- group commit ---------------------------------------------------------------------------
 
     async def _run_writer(
-        self, receive: trio.MemoryReceiveChannel[_Pending], batch_max: int, batch_linger: float
+        self,
+        receive: trio.MemoryReceiveChannel[_Pending],
+        batch_max: int,
+        batch_linger: float,
+        in_flight: int,
     ) -> None:
-        async with receive:
+        # Up to ``in_flight`` batches commit at once on separate connections, so a new batch
+        # gathers and commits while earlier ones wait for their WAL flush. Writes of one
+        # conversation never overlap (its actor awaits each), so batches are independent.
+        # The default is 1: on a small machine the CPU, not the flush, is the limit, and fewer,
+        # larger batches cost less per message (measured in docs/performance.md).
+        slots = trio.Semaphore(in_flight)
+
+        async def commit(batch: list[_Pending]) -> None:
+            try:
+                await self._commit(batch)
+            finally:
+                slots.release()
+
+        async with receive, trio.open_nursery() as nursery:
             async for first in receive:
                 batch = [first]
                 deadline = trio.current_time() + batch_linger
@@ -511,7 +528,8 @@ class PostgresStore:
                         break
                     with trio.move_on_at(deadline):
                         batch.append(await receive.receive())
-                await self._commit(batch)
+                await slots.acquire()
+                nursery.start_soon(commit, batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         conversations: list[tuple[Any, ...]] = []
@@ -552,6 +570,7 @@ async def open_postgres_store(
     pool_size: int = 8,
     batch_max: int = 512,
     batch_linger: float = 0.0,
+    in_flight: int = 1,
 ) -> AsyncIterator[PostgresStore]:
     """Connect, migrate, and run the batch writer until the block exits (pending writes are
     committed first)."""
@@ -569,7 +588,9 @@ async def open_postgres_store(
             send, receive = trio.open_memory_channel[_Pending](batch_max * 4)
             store = PostgresStore(bridged, pool, send)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(store._run_writer, receive, batch_max, batch_linger)
+                nursery.start_soon(
+                    store._run_writer, receive, batch_max, batch_linger, min(in_flight, pool_size)
+                )
                 try:
                     yield store
                 finally:
