@@ -87,6 +87,8 @@ class Conversation:
     #: First time an operator took it (ISO, UTC), and when it ended or was abandoned: reports.
     answered_at: str | None = None
     ended_at: str | None = None
+    #: It arrived while the service was closed (even if an operator took it later, F4).
+    arrived_out_of_hours: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -419,6 +421,7 @@ def open_conversation(
         group_id=group_id,
         created_at=iso(now),
         waiting_since=now.timestamp(),
+        arrived_out_of_hours=group_id is None,
     )
     effects: list[Effect] = [Persist()]
     if group_id is None:

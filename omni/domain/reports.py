@@ -6,7 +6,8 @@ Rules: a report counts the conversations *created* in its period, per service an
 * offered — entered a queue (not out of hours);
 * answered — an operator took it (``answered_at`` set);
 * abandoned — the visitor left before any operator took it;
-* out_of_hours — arrived while closed;
+* out_of_hours — arrived while closed (even if an operator resumed it later: it was never
+  offered to a queue, so it counts in neither the service level nor the speed of answer);
 * service_level — answered within ``threshold`` seconds of arrival / offered (None if none);
 * asa — average speed of answer: mean seconds from arrival to first answer;
 * aht — average handle time: mean seconds from first answer to the end, over ended ones.
@@ -32,7 +33,7 @@ class Tally:
     handles: list[float] = field(default_factory=list)
 
     def add(self, conv: Conversation, threshold: float) -> None:
-        if conv.status is Status.OUT_OF_HOURS or (conv.group_id is None and not conv.answered_at):
+        if conv.arrived_out_of_hours or conv.status is Status.OUT_OF_HOURS:
             self.out_of_hours += 1
             return
         self.offered += 1

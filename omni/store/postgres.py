@@ -68,8 +68,8 @@ RETURNING last"""
 _Q_UPSERT_CONVERSATION = """
 INSERT INTO conversations (id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
-    answered_at, ended_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    answered_at, ended_at, arrived_out_of_hours)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status, group_id = excluded.group_id, operator_id = excluded.operator_id,
     operator_name = excluded.operator_name, offered_to = excluded.offered_to,
@@ -88,7 +88,7 @@ ON CONFLICT (conversation_id) DO UPDATE
 
 _CONVERSATION_COLUMNS = """id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
-    answered_at, ended_at"""
+    answered_at, ended_at, arrived_out_of_hours"""
 
 _Q_LOAD_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
 _Q_LAST_SEQ_AND_CLIENTS = """
@@ -311,6 +311,7 @@ def _conversation_row(conv: Conversation) -> tuple[Any, ...]:
         datetime.fromisoformat(conv.created_at),
         datetime.fromisoformat(conv.answered_at) if conv.answered_at else None,
         datetime.fromisoformat(conv.ended_at) if conv.ended_at else None,
+        conv.arrived_out_of_hours,
     )
 
 
@@ -333,6 +334,7 @@ def _conversation_from_row(row: Any) -> Conversation:
         waiting_since=row["waiting_since"],
         answered_at=_iso(row["answered_at"]),
         ended_at=_iso(row["ended_at"]),
+        arrived_out_of_hours=row["arrived_out_of_hours"],
     )
 
 

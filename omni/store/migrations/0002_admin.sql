@@ -1,7 +1,8 @@
 -- The admin API: configuration as stored resources, an audit log, report timestamps.
 ALTER TABLE conversations
     ADD COLUMN answered_at timestamptz,
-    ADD COLUMN ended_at timestamptz;
+    ADD COLUMN ended_at timestamptz,
+    ADD COLUMN arrived_out_of_hours boolean NOT NULL DEFAULT false;
 CREATE INDEX conversations_service_created ON conversations (service_id, created_at);
 
 CREATE TABLE config_items (
