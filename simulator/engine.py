@@ -19,7 +19,13 @@ from typing import Any
 
 import trio
 import trio.testing
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+    wrap_client_stream,
+)
 
 from omni.actors.hub import open_hub
 from omni.clock import Clock
@@ -43,9 +49,18 @@ class Trace:
     events: list[Event] = field(default_factory=list)
     start_wall: float = 0.0
     wall: float = 0.0
+    #: ``virtual`` (MockClock, deterministic) or ``real-time`` (a running server over TCP).
+    mode: str = "virtual"
+    target: str | None = None  # the server's base URL in real time
+    errors: list[str] = field(default_factory=list)
+    capped: bool = False  # the wall-clock cap stopped the run
 
     def add(self, t: float, kind: str, **data: Any) -> None:
         self.events.append(Event(round(t, 3), kind, data))
+
+
+class LoginRefused(Exception):
+    pass
 
 
 class Conn:
@@ -84,9 +99,10 @@ class Progress:
     """A progress bar on stderr, only when it is a terminal; it reads virtual time and never
     schedules anything, so it cannot change the run."""
 
-    def __init__(self, total: float, enabled: bool) -> None:
+    def __init__(self, total: float, enabled: bool, label: str = "virtual") -> None:
         self.total = total
         self.enabled = enabled and sys.stderr.isatty()
+        self.label = label
         self._last = 0.0
 
     def update(self, virtual: float) -> None:
@@ -98,7 +114,7 @@ class Progress:
         self._last = now
         share = min(1.0, virtual / self.total)
         bar = "#" * int(share * 40)
-        sys.stderr.write(f"\r[{bar:<40}] {share:6.1%} virtual {virtual / 3600:5.2f} h")
+        sys.stderr.write(f"\r[{bar:<40}] {share:6.1%} {self.label} {virtual / 3600:5.2f} h")
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -122,6 +138,18 @@ class Simulation:
 
     async def sleep_until(self, offset: float) -> None:
         await trio.sleep_until(self.t0 + offset)
+
+    def open_conn(self, path: str) -> Any:
+        """An async context manager yielding a :class:`Conn` to ``path`` on the server."""
+        assert self.gateway is not None
+        return connect(self.gateway, path, self.servers)
+
+    def queue_group(self, cid: str, service: int) -> int | None:
+        """The group a just-queued conversation waits in (observed in the hub; never changes
+        the run)."""
+        assert self.gateway is not None
+        entry = self.gateway.hub.conversations.get(cid)
+        return entry.group_id if entry else None
 
     async def main(self) -> None:
         import trio._core._run as trio_run  # seeded scheduler shuffle: deterministic replays
@@ -167,10 +195,8 @@ class Simulation:
         answers_survey = rng.random() < v.survey_share
         rating = rng.randint(1, 5)
         arrived = self.now()
-        assert self.gateway is not None
-        hub = self.gateway.hub
         self.trace.add(arrived, "start", visitor=n, service=service)
-        async with connect(self.gateway, "/ws/visitor", self.servers) as c:
+        async with self.open_conn("/ws/visitor") as c:
             await c.send("start", service_id=service, visitor={"name": f"Visitor {n}"})
             frame = await c.recv()
             while frame["type"] != "started":
@@ -180,8 +206,7 @@ class Simulation:
             if frame["type"] == "out_of_hours":
                 self.trace.add(self.now(), "out_of_hours", visitor=n, service=service, id=cid)
                 return
-            entry = hub.conversations.get(cid)  # observation only: which group it queued in
-            group = entry.group_id if entry else None
+            group = self.queue_group(cid, service)
             self.trace.add(self.now(), "queued", visitor=n, service=service, id=cid, group=group)
             ended = trio.Event()
             assigned = trio.Event()
@@ -244,16 +269,17 @@ class Simulation:
 
     async def operator(self, op: Operator, rng: random.Random) -> None:
         await self.sleep_until(op.login)
-        assert self.gateway is not None
         held: dict[str, trio.CancelScope] = {}
         idle = trio.Event()
         idle.set()
         drop = trio.CancelScope()
         with drop:
-            async with connect(self.gateway, "/ws/operator", self.servers) as c:
+            async with self.open_conn("/ws/operator") as c:
                 await c.send("login", token=op.token)
-                while (await c.recv())["type"] != "welcome":
-                    pass
+                while (frame := await c.recv())["type"] != "welcome":
+                    if frame["type"] == "error":
+                        raise LoginRefused(f"operator {op.id}: login refused: "
+                                           f"{frame.get('code')}: {frame.get('message')}")
                 self.trace.add(self.now(), "login", operator=op.id, groups=list(op.groups))
                 await c.send("status", status="available")
                 self.trace.add(self.now(), "available", operator=op.id)
@@ -331,6 +357,96 @@ class Simulation:
     async def _scoped(scope: trio.CancelScope, fn: Callable[..., Any], *args: Any) -> None:
         with scope:
             await fn(*args)
+
+
+#: What a real-time agent may run into on a real server: recorded as ``error`` events.
+AGENT_ERRORS = (OSError, HandshakeError, ConnectionClosed, LoginRefused, trio.BrokenResourceError)
+
+
+class RealSimulation(Simulation):
+    """The same agents against a running server over TCP, in real time (not deterministic:
+    arrivals and draws are seeded, but the server's and the network's timing are not)."""
+
+    def __init__(self, scenario: Scenario, seed: int, base_url: str, wall_cap: float,
+                 progress: bool = False) -> None:
+        super().__init__(scenario, seed, progress)
+        self.base_url = base_url.rstrip("/")
+        self.wall_cap = wall_cap
+        self.progress = Progress(scenario.duration, progress, label="real")
+        self.trace.mode = "real-time"
+        self.trace.target = self.base_url
+
+    @asynccontextmanager
+    async def _real_conn(self, path: str) -> AsyncIterator[Conn]:
+        async with open_websocket_url(self.base_url + path, connect_timeout=10,
+                                      disconnect_timeout=2) as ws:
+            yield Conn(ws)
+
+    def open_conn(self, path: str) -> Any:
+        return self._real_conn(path)
+
+    def queue_group(self, cid: str, service: int) -> int | None:
+        # No hub to look into: the service's first linked group (where it queues by default).
+        links = self.scenario.config.directory.services[service].links
+        return links[0].group_id if links else None
+
+    async def _guard(self, who: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            await fn(*args)
+        except AGENT_ERRORS as exc:
+            cause = exc.__cause__ or exc.__context__
+            detail = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
+            message = f"{who}: {type(exc).__name__}: {detail}"
+            self.trace.errors.append(message)
+            self.trace.add(self.now(), "error", who=who, message=message[:300])
+
+    async def main(self) -> None:
+        s = self.scenario
+        master = random.Random(self.seed)
+        arrivals = s.arrival_times(random.Random(master.getrandbits(64)))
+        op_rngs = [random.Random(master.getrandbits(64)) for _ in s.operators]
+        visitor_rngs = [random.Random(master.getrandbits(64)) for _ in arrivals]
+        self.t0 = trio.current_time()
+        run_for = min(s.duration, self.wall_cap)
+        with trio.move_on_after(self.wall_cap) as cap:
+            async with trio.open_nursery() as nursery:
+                self.servers = nursery  # unused in real time (the server is elsewhere)
+                for op, rng in zip(s.operators, op_rngs, strict=True):
+                    nursery.start_soon(self._guard, f"operator {op.id}", self.operator, op, rng)
+
+                def spawn(fn: Callable[..., Any], n: int, *args: Any) -> None:
+                    nursery.start_soon(self._guard, f"visitor {n}", fn, n, *args)
+
+                nursery.start_soon(self.arrivals, arrivals, visitor_rngs, spawn)
+                await self.sleep_until(run_for)
+                self.trace.add(self.now(), "end")
+                nursery.cancel_scope.cancel()
+        if cap.cancelled_caught or run_for < s.duration:
+            self.trace.capped = True
+            if not self.trace.events or self.trace.events[-1].kind != "end":
+                self.trace.add(self.now(), "end")
+        self.progress.done()
+
+
+async def drive_real(scenario: Scenario, base_url: str, seed: int | None = None,
+                     wall_cap: float | None = None, progress: bool = False) -> Trace:
+    """Drive the server at ``base_url`` (``ws://host:port``) with the scenario's agents, in
+    real time, for at most the scenario's duration and ``wall_cap`` seconds of wall clock
+    (default: duration + 60). Runs in the caller's trio run."""
+    cap = scenario.duration + 60 if wall_cap is None else wall_cap
+    sim = RealSimulation(scenario, scenario.seed if seed is None else seed, base_url, cap,
+                         progress)
+    wall = time.perf_counter()
+    await sim.main()
+    sim.trace.wall = time.perf_counter() - wall
+    return sim.trace
+
+
+def simulate_real(scenario: Scenario, base_url: str, seed: int | None = None,
+                  wall_cap: float | None = None, progress: bool = False) -> Trace:
+    """:func:`drive_real` in its own ``trio.run`` (the normal clock)."""
+    trace: Trace = trio.run(drive_real, scenario, base_url, seed, wall_cap, progress)
+    return trace
 
 
 def simulate(scenario: Scenario, seed: int | None = None, progress: bool = False) -> Trace:

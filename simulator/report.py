@@ -45,6 +45,8 @@ def _overlap(a: float, b: float, lo: float, hi: float) -> float:
 
 def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) -> dict[str, Any]:
     end = scenario.duration
+    if trace.mode != "virtual":  # a real-time run may have been cut short by its wall-clock cap
+        end = min(end, max((e.t for e in trace.events if e.kind == "end"), default=end))
     convs: dict[int, dict[str, Any]] = {}
     by_id: dict[str, dict[str, Any]] = {}
     queue_changes: list[tuple[float, int, str | None, int | None]] = []  # t, delta, service, group
@@ -195,7 +197,7 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
             "available": sum(1 for op in everyone
                              if any(a <= mid < b for a, b in available[op])),
         })
-    return {
+    report: dict[str, Any] = {
         "scenario": scenario.name,
         "seed": seed,
         "threshold_seconds": threshold,
@@ -209,6 +211,17 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
         "hours": hours,
         "series": series,
     }
+    if trace.mode != "virtual":
+        report.update({
+            "mode": trace.mode,
+            "deterministic": False,
+            "target": trace.target,
+            "ran_seconds": _r(end, 1),
+            "capped": trace.capped,
+            "errors": len(trace.errors),
+            "error_samples": trace.errors[:10],
+        })
+    return report
 
 
 def _hour_starts(scenario: Scenario) -> list[float]:
@@ -251,6 +264,12 @@ def to_table(report: dict[str, Any]) -> str:
 
     out = [f"Scenario {report['scenario']!r}  seed {report['seed']}  start {report['start']}  "
            f"{report['duration_hours']} h  SL threshold {report['threshold_seconds']} s", ""]
+    if report.get("mode") == "real-time":
+        out[1:1] = [f"REAL TIME against {report['target']} (not deterministic): ran "
+                    f"{report['ran_seconds']} s" + (" (stopped by the wall-clock cap)"
+                                                    if report["capped"] else "")
+                    + f", {report['errors']} agent error(s)"]
+        out[2:2] = [f"  {e}" for e in report["error_samples"]]
     for title, rows in (("Service", report["services"]), ("Group", report["groups"]),
                         ("Hour", report["hours"]), ("Total", {"all": report["total"]})):
         names = {k: (f"{k} {v['name']}" if "name" in v else k) for k, v in rows.items()}
@@ -292,7 +311,8 @@ def to_html(report: dict[str, Any]) -> str:
                 f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
                 f'points="{" ".join(points)}"/></svg>')
 
-    title = html.escape(f"Omni simulation: {report['scenario']} (seed {report['seed']})")
+    kind = " (real time)" if report.get("mode") == "real-time" else ""
+    title = html.escape(f"Omni simulation{kind}: {report['scenario']} (seed {report['seed']})")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
             f"<body style='font-family:sans-serif'><h1>{title}</h1>"
             + chart("queue", "#c0392b", "Longest queue per 15 minutes")

@@ -69,6 +69,10 @@ class ShiftBody(_Struct):
     #: At log-out: ``finish`` the conversations held (no new offers), or ``drop`` the
     #: connection and let the server requeue them after the grace period.
     leave: Literal["finish", "drop"] = "finish"
+    #: The operator's console token. Only ``omni-sim run --real`` needs it (the server must know
+    #: it); ``{id}`` is replaced by the operator id, and is required when ``count`` > 1.
+    #: Default: ``sim-operator-token-{id}``.
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class ArrivalBody(_Struct):
@@ -200,16 +204,22 @@ def _hourly(arrival: ArrivalBody) -> list[float]:
 _RATE_KEY = re.compile(r"^([01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-4]))?$")
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def load_raw(path: str | Path) -> tuple[dict[str, Any], str]:
+    """A scenario file's TOML, parsed but not validated, and its text."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    raw, text = load_raw(path)
     try:
         return parse_scenario(raw, base=path.parent, source=text)
     except ScenarioError as exc:
@@ -243,6 +253,9 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
         for g in shift.groups:
             if g not in group_ids:
                 raise fail(f"$.operators[{index}].groups", f"unknown group {g}")
+        if shift.token is not None and shift.count > 1 and "{id}" not in shift.token:
+            raise fail(f"$.operators[{index}].token",
+                       "with count > 1 the token must contain {id} (tokens must differ)")
         for k in range(shift.count):
             oid = shift.id + k
             if oid in seen:
@@ -250,7 +263,7 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
             seen.add(oid)
             name = (shift.name or "Operator") + (f" {oid}" if shift.count > 1 or not shift.name
                                                  else "")
-            token = f"sim-operator-token-{oid}"
+            token = (shift.token or "sim-operator-token-{id}").replace("{id}", str(oid))
             raw_ops.append({"id": oid, "name": name, "groups": shift.groups,
                             "capacity": shift.capacity, "token": token})
             operators.append(Operator(oid, name, token, tuple(shift.groups), shift.capacity,

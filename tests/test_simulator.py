@@ -125,3 +125,114 @@ def test_erlang_a() -> None:
     observed = total["abandoned"] / (total["answered"] + total["abandoned"])
     assert abs(observed - theory["p_abandon"]) < 0.03, (observed, theory)
     print(f"M/M/3+M: abandoned {observed:.4f} vs Erlang A {theory['p_abandon']:.4f}")
+
+
+# -- omni-sim staff -----------------------------------------------------------------------------
+
+
+def test_staff_by_simulation_matches_erlang_c() -> None:
+    """M/M/c with 40 arrivals/h and AHT 180 s: Erlang C wants 4 agents for 80/20 (86 %; 3 give
+    60 %). The search must find N within 1 of that, meeting the target, with N-1 missing it."""
+    from simulator.staff import group_service_level, staff, staff_table, staffed
+
+    raw = mmc(3, 40, 180, hours=24)
+    scenario = parse_scenario(raw)
+    [result] = staff(raw, scenario, 0.8, 20, scenario.seed)
+    assert result.erlang == 4
+    n = result.minimum
+    assert n is not None and abs(n - result.erlang) <= 1
+    level, below = result.levels[n], result.levels[n - 1]
+    assert level is not None and level >= 80
+    assert below is not None and below < 80
+    assert result.sims <= 12
+    # The scaling is what the docs say: the group's shifts become N copies of the first one.
+    scaled = parse_scenario(staffed(raw, 1, n))
+    assert len(scaled.operators) == n
+    assert group_service_level(simulate(scaled), 1, 20, scaled.duration) == level
+    table = staff_table([result], 0.8, 20, scenario.seed)
+    assert f"{level:.1f}" in table and f"{below:.1f}" in table
+
+
+def test_staff_cli_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulator.cli import main
+
+    assert main(["staff", str(SCENARIOS / "closing.toml"), "--budget", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Erlang C" in out and "2 Sales" in out
+    assert main(["staff", str(SCENARIOS / "closing.toml"), "--erlang-only"]) == 0
+    assert "service 30" in capsys.readouterr().out
+    assert main(["staff", str(SCENARIOS / "closing.toml"), "--target", "120/20"]) == 2
+
+
+# -- omni-sim run --real ------------------------------------------------------------------------
+
+
+def test_real_refuses_remote_hosts() -> None:
+    from simulator.cli import real_base
+
+    assert real_base("ws://127.0.0.1:8765/ws/visitor", False) == "ws://127.0.0.1:8765"
+    assert real_base("ws://localhost:8765/", False) == "ws://localhost:8765"
+    assert real_base("ws://[::1]:8765", False) == "ws://[::1]:8765"
+    for url in ("ws://10.0.0.5:8765", "ws://example.com:80", "http://127.0.0.1:1"):
+        with pytest.raises(ValueError):
+            real_base(url, False)
+    assert real_base("ws://example.com:80", True) == "ws://example.com:80"
+
+
+def test_operator_tokens_from_the_scenario() -> None:
+    raw = mmc(2, 10, 60, 1)
+    scenario = parse_scenario(raw)
+    assert [op.token for op in scenario.operators] == ["sim-operator-token-1",
+                                                       "sim-operator-token-2"]
+    raw["operators"][0]["token"] = "secret-{id}"
+    assert [op.token for op in parse_scenario(raw).operators] == ["secret-1", "secret-2"]
+    raw["operators"][0]["token"] = "secret"
+    with pytest.raises(ScenarioError, match=r"\$\.operators\[0\]\.token"):
+        parse_scenario(raw)
+
+
+def server_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """What the server running a scenario needs: its schedules, groups, services and operators
+    (with the scenario's tokens)."""
+    scenario = parse_scenario(raw)
+    return {
+        "schedules": raw["schedules"], "groups": raw["groups"], "services": raw["services"],
+        "operators": [{"id": op.id, "name": op.name, "groups": list(op.groups),
+                       "capacity": op.capacity, "token": op.token}
+                      for op in scenario.operators],
+    }
+
+
+@pytest.mark.slow
+async def test_real_time_against_a_running_server() -> None:
+    """A 10-second scenario against a real server on 127.0.0.1 over TCP, in real time."""
+    import trio
+
+    from omni.config import parse_config
+    from omni.server import open_server
+    from omni.store.memory import MemoryStore
+    from simulator.engine import drive_real
+    from simulator.report import to_table
+
+    raw = mmc(2, 2400, 2, hours=10 / 3600, seed=4)
+    raw["operators"][0].update(capacity=2, token="real-sim-{id}", reply_delay=0.3,
+                               handle_time={"mean": 2, "kind": "fixed"})
+    raw["visitors"] = {"messages": [1, 1], "think_time": {"mean": 0.3, "kind": "fixed"},
+                       "survey_share": 0}
+    scenario = parse_scenario(raw)
+    config = parse_config(server_config(raw))
+    with trio.fail_after(20):
+        async with open_server(config, store=MemoryStore(), host="127.0.0.1", ws_port=0,
+                               http=False) as server:
+            trace = await drive_real(scenario, server.ws_url, wall_cap=15)
+    assert 9 < trace.wall < 15
+    report = build_report(scenario, trace, scenario.seed, 20)
+    total = report["total"]
+    assert report["mode"] == "real-time" and report["deterministic"] is False
+    assert report["errors"] == 0, report["error_samples"]
+    assert total["offered"] >= 3
+    assert total["answered"] >= total["offered"] - 2 and total["answered"] >= 3
+    assert total["service_level"] == 100.0
+    assert sorted(e.data["operator"] for e in trace.events if e.kind == "login") == [1, 2]
+    assert any(e.kind == "ended" for e in trace.events)
+    assert "REAL TIME against ws://127.0.0.1:" in to_table(report)
