@@ -77,6 +77,7 @@ ON CONFLICT (id) DO UPDATE SET
     waiting_since = excluded.waiting_since, answered_at = excluded.answered_at,
     ended_at = excluded.ended_at, updated_at = now()"""
 
+_EVENT_COLUMNS = ("conversation_id", "seq", "kind", "audience", "author_key", "client_id", "frame")
 _Q_INSERT_EVENT = """
 INSERT INTO events (conversation_id, seq, kind, audience, author_key, client_id, frame)
 VALUES ($1, $2, $3, $4, $5, $6, $7)"""
@@ -218,8 +219,11 @@ async def _db_commit(
     async with pool.acquire() as conn, conn.transaction():
         if conversations:
             await conn.executemany(_Q_UPSERT_CONVERSATION, conversations)
-        if events:
-            await conn.executemany(_Q_INSERT_EVENT, events)
+        if len(events) > 1:
+            # COPY, not one INSERT per row: the bulk of every batch is its events.
+            await conn.copy_records_to_table("events", records=events, columns=_EVENT_COLUMNS)
+        elif events:
+            await conn.execute(_Q_INSERT_EVENT, *events[0])
         if surveys:
             await conn.executemany(_Q_UPSERT_SURVEY, surveys)
 
