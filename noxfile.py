@@ -37,3 +37,11 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/relay.py", *session.posargs)
     session.run("python", "benchmarks/store.py")
+
+
+@nox.session(python="3.11")
+def load(session: nox.Session) -> None:
+    """A bounded 60 s smoke load: omni serve on the embedded PostgreSQL, locust headless over
+    websockets on 127.0.0.1; fails on any failed request (loadtests/smoke.py, docs/capacity.md)."""
+    session.install("-e", ".[load]")
+    session.run("python", "loadtests/smoke.py", "--run-time", "60", *session.posargs)
