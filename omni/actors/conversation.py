@@ -46,7 +46,7 @@ from omni.domain.conversation import (
     TransferToOperator,
 )
 from omni.domain.routing import CapacityExceeded
-from omni.store import StoredEvent, Write
+from omni.store import Store, StoredEvent, Write
 
 if TYPE_CHECKING:
     from omni.actors.hub import ConversationEntry, Hub
@@ -93,6 +93,29 @@ class Summary:
 
 
 ConversationMessage = Apply | Effects | AttachVisitor | DetachVisitor | SyncOperator | Summary
+
+
+def check_last_seq(conv: Conversation, last_seq: int) -> None:
+    if not 0 <= last_seq <= conv.last_seq:
+        raise Rejected("invalid_seq", f"last_seq must be between 0 and {conv.last_seq}")
+
+
+async def replay_to_visitor(store: Store, conv: Conversation, last_seq: int, peer: Peer) -> None:
+    """``resumed``, then exactly the visitor's stored events after ``last_seq``, in order."""
+    peer.deliver(
+        encode(
+            {
+                "type": "resumed",
+                "conversation_id": conv.id,
+                "ticket": conv.ticket,
+                "status": conv.status.value,
+                "last_seq": conv.last_seq,
+            }
+        )
+    )
+    for event in await store.events_after(conv.id, last_seq):
+        if event.audience != "operator":
+            peer.deliver(event.frame)
 
 
 class ConversationActor(Actor[ConversationMessage]):
@@ -335,34 +358,19 @@ class ConversationActor(Actor[ConversationMessage]):
                 session.peer.deliver(frame)
 
     async def _attach(self, peer: Peer, last_seq: int) -> None:
-        if last_seq < 0 or last_seq > self._conv.last_seq:
-            raise Rejected("invalid_seq", f"last_seq must be between 0 and {self._conv.last_seq}")
+        check_last_seq(self._conv, last_seq)
         previous, self._link.peer = self._link.peer, peer
         if previous is not None and previous is not peer:
             previous.close("superseded", "this conversation was resumed on another connection")
         conv = self._conv
-        peer.deliver(
-            encode(
-                {
-                    "type": "resumed",
-                    "conversation_id": conv.id,
-                    "ticket": conv.ticket,
-                    "status": conv.status.value,
-                    "last_seq": conv.last_seq,
-                }
-            )
-        )
-        for event in await self._hub.store.events_after(conv.id, last_seq):
-            if event.audience != "operator":
-                peer.deliver(event.frame)
+        await replay_to_visitor(self._hub.store, conv, last_seq, peer)
         if conv.status is Status.QUEUED and self._link.position is not None:
             peer.deliver(self._link.position_frame())
 
     async def _sync(self, message: SyncOperator) -> None:
         if self._conv.operator_id != message.operator_id:
             raise Rejected("not_your_conversation", f"conversation {self._conv.id} is not yours")
-        if message.last_seq < 0 or message.last_seq > self._conv.last_seq:
-            raise Rejected("invalid_seq", f"last_seq must be between 0 and {self._conv.last_seq}")
+        check_last_seq(self._conv, message.last_seq)
         await self._replay_to_operator(
             message.operator_id, self._conv.last_seq + 1, after=message.last_seq
         )

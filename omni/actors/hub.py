@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from omni.actors.conversation import Apply, AttachVisitor, ConversationActor, Effects
+from omni.actors.conversation import (
+    Apply,
+    AttachVisitor,
+    ConversationActor,
+    Effects,
+    check_last_seq,
+    replay_to_visitor,
+)
 from omni.actors.group import Dispatch, GroupMessage, Withdraw, make_group
 from omni.actors.peer import Peer, encode
 from omni.actors.queue import VisitorLink
@@ -277,22 +284,8 @@ class Hub:
         conv = await self.store.load_conversation(conversation_id)
         if conv is None:
             raise Rejected("invalid_token", "no conversation has this token")
-        if not 0 <= last_seq <= conv.last_seq:
-            raise Rejected("invalid_seq", f"last_seq must be between 0 and {conv.last_seq}")
-        peer.deliver(
-            encode(
-                {
-                    "type": "resumed",
-                    "conversation_id": conv.id,
-                    "ticket": conv.ticket,
-                    "status": conv.status.value,
-                    "last_seq": conv.last_seq,
-                }
-            )
-        )
-        for event in await self.store.events_after(conversation_id, last_seq):
-            if event.audience != "operator":
-                peer.deliver(event.frame)
+        check_last_seq(conv, last_seq)
+        await replay_to_visitor(self.store, conv, last_seq, peer)
         return conversation_id
 
     async def entry(
