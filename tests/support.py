@@ -132,12 +132,22 @@ async def connect_tcp(url: str) -> AsyncIterator[Client]:
 
 
 @asynccontextmanager
-async def connect_memory(gateway: Gateway, path: str) -> AsyncIterator[Client]:
-    """A client wired to ``gateway`` through ``trio.testing.memory_stream_pair`` (no socket)."""
+async def connect_memory(
+    gateway: Gateway, path: str, origin: str | None = None
+) -> AsyncIterator[Client]:
+    """A client wired to ``gateway`` through ``trio.testing.memory_stream_pair`` (no socket);
+    ``origin`` is sent as the handshake's Origin header, as a browser page would."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
+    headers = [(b"Origin", origin.encode())] if origin else None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(gateway.serve_stream, server_stream)
-        ws = await wrap_client_stream(nursery, client_stream, "localhost", path)  # type: ignore[arg-type]
+        ws = await wrap_client_stream(
+            nursery,
+            client_stream,  # type: ignore[arg-type]
+            "localhost",
+            path,
+            extra_headers=headers,
+        )
         client = Client(ws)
         try:
             yield client

@@ -450,3 +450,35 @@ async def test_a_resend_after_the_end_still_gets_its_ack(
             assert (await again.until("ack"))["seq"] == ack["seq"]
         texts = [e.data.get("text") for e in gw.hub.store.all_events(cid)]  # type: ignore[attr-defined]
         assert texts.count("last words") == 1
+
+
+async def test_identification_policy_and_embedding_origins(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """F7: required identification fields; F18: only the allowed sites may embed the chat."""
+    from omni.config import build_directory
+
+    config = make_config()
+    for item in config.items:
+        if item.kind == "services" and item.key == "25":
+            item.body["required_fields"] = {"email": True, "phone": False}
+            item.body["allowed_origins"] = ["https://shop.example"]
+    config = type(config)(config.server, config.items, build_directory(config.items))
+    async with open_memory_gateway(config) as gw:
+        async with connect_memory(gw, "/ws/visitor", origin="https://evil.example") as v:
+            await v.send("start", service_id=25, visitor={"name": "Vera", "email": "v@x.org"})
+            assert (await v.expect("error"))["code"] == "origin_not_allowed"
+        async with connect_memory(gw, "/ws/visitor", origin="https://shop.example") as v:
+            await v.send("start", service_id=25, visitor={"name": "Vera"})
+            error = await v.expect("error")
+            assert error["code"] == "invalid_frame" and "email" in error["message"]
+            assert gw.hub.conversations == {}
+            await v.send("start", service_id=25, visitor={"name": "Vera", "email": "v@x.org"})
+            await v.expect("started")
+        # Another service, no policy; and a non-browser client (no Origin) is not concerned.
+        async with connect_memory(gw, "/ws/visitor") as w:
+            await w.send("start", service_id=25, visitor={"name": "Will", "email": "w@x.org"})
+            await w.expect("started")
+        async with connect_memory(gw, "/ws/visitor", origin="https://evil.example") as z:
+            await z.send("start", service_id=27, visitor={"name": "Zoe"})
+            await z.expect("started")

@@ -189,12 +189,29 @@ class Hub:
 
     # -- conversations --------------------------------------------------------------------------
 
-    async def start_conversation(self, service_id: int, visitor: dict[str, Any], peer: Peer) -> str:
+    async def start_conversation(
+        self, service_id: int, visitor: dict[str, Any], peer: Peer, origin: str | None = None
+    ) -> str:
+        """``origin``: the page's Origin header, checked against the service's allowed embedding
+        origins (F18) when it lists any; clients that send none (not a browser) are not
+        concerned — the check keeps other web sites from embedding the chat."""
         service = self.directory.services.get(service_id)
         if service is None:
             raise Rejected("unknown_service", f"there is no chat service {service_id}")
+        if service.allowed_origins and origin is not None and origin not in service.allowed_origins:
+            raise Rejected(
+                "origin_not_allowed", f"service {service_id} may not be embedded on {origin}"
+            )
         if not str(visitor.get("name", "")).strip():
             raise Rejected("invalid_frame", "visitor.name is required")
+        # Identification policy (F7): the name always; e-mail and phone as configured.
+        every = self.directory.parameters.all_fields_required
+        for field_name, required in (
+            ("email", every or service.required_fields.email),
+            ("phone", every or service.required_fields.phone),
+        ):
+            if required and not str(visitor.get(field_name) or "").strip():
+                raise Rejected("invalid_frame", f"visitor.{field_name} is required by this service")
         now = self.clock.now()
         schedule = self.directory.schedules.get(service.schedule_id or "")
         year = now.astimezone(ZoneInfo(schedule.timezone)).year if schedule else now.year

@@ -30,6 +30,7 @@ ERROR_CODES: dict[str, str] = {
     "not_started": "the visitor sent a conversation frame before `start` or `resume`",
     "already_started": "`start` or `resume` on a connection that already has a conversation",
     "unknown_service": "no chat service has this id",
+    "origin_not_allowed": "the page's origin is not among the service's allowed embedding origins",
     "invalid_token": "the resume token matches no conversation",
     "invalid_seq": "`last_seq` is negative or beyond the conversation's last event",
     "invalid_state": "the action is not allowed in the conversation's current status",

@@ -100,7 +100,7 @@ class _DirectWrite:
 class WebSocketPeer:
     """One client connection as the actors see it (:class:`omni.actors.peer.Peer`)."""
 
-    __slots__ = ("_direct", "_queued", "_rx", "_scope", "_tx", "_ws", "close_reason")
+    __slots__ = ("_direct", "_queued", "_rx", "_scope", "_tx", "_ws", "close_reason", "origin")
 
     def __init__(self, ws: WebSocketConnection, buffer: int, scope: trio.CancelScope) -> None:
         self._ws = ws
@@ -110,6 +110,8 @@ class WebSocketPeer:
         self._direct = _DirectWrite.for_connection(ws)
         #: Items handed to the writer task and not yet fully sent.
         self._queued = 0
+        #: The Origin header of the handshake (a browser's page), if any.
+        self.origin: str | None = None
         self.close_reason: tuple[str, str] | None = None
 
     def deliver(self, frame: str) -> None:
@@ -205,17 +207,21 @@ class Gateway:
         if handler is None:
             await request.reject(404, body=b"unknown websocket path")
             return
+        origin = next(
+            (v.decode("latin-1") for k, v in request.headers if k.lower() == b"origin"), None
+        )
         ws = await request.accept()
         kind = "visitor" if handler == self._visitor else "operator"
         self.hub.metrics.connections[kind] += 1
         try:
-            await self._run(ws, handler)
+            await self._run(ws, handler, origin)
         finally:
             self.hub.metrics.connections[kind] -= 1
 
-    async def _run(self, ws: WebSocketConnection, handler: Handler) -> None:
+    async def _run(self, ws: WebSocketConnection, handler: Handler, origin: str | None) -> None:
         with trio.CancelScope() as scope:
             peer = WebSocketPeer(ws, self.hub.settings.outbound_buffer, scope)
+            peer.origin = origin
             self._peers.add(peer)
             self._all_closed = trio.Event()
             try:
@@ -269,7 +275,7 @@ class Gateway:
                 raise FrameError("already_started", "this connection already has a conversation")
             if isinstance(frame, p.Start):
                 conversation_id = await hub.start_conversation(
-                    frame.service_id, frame.visitor.as_dict(), peer
+                    frame.service_id, frame.visitor.as_dict(), peer, peer.origin
                 )
             else:
                 conversation_id = await hub.resume_conversation(frame.token, frame.last_seq, peer)
