@@ -202,13 +202,17 @@ async def _omni_store(store: str, data_dir: str | None) -> AsyncIterator[Any]:
 
     url = os.environ.get("OMNI_DATABASE_URL")
     if url:
-        async with open_postgres_store(await _fresh_database(url)) as pg:
+        async with open_postgres_store(
+            await _fresh_database(url), bridge=os.environ.get("OMNI_BENCH_BRIDGE", "thread")
+        ) as pg:
             yield pg
         return
     assert data_dir is not None
     async with (
         open_embedded_postgres(data_dir) as dsn,
-        open_postgres_store(await _fresh_database(dsn)) as pg,
+        open_postgres_store(
+            await _fresh_database(dsn), bridge=os.environ.get("OMNI_BENCH_BRIDGE", "thread")
+        ) as pg,
     ):
         yield pg
 
