@@ -209,7 +209,11 @@ def create_app(
         response=schemas.AuditPage,
         query=[
             ("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (50)"),
-            ("before", {"type": "integer", "minimum": 1}, "entries with a smaller id"),
+            (
+                "before",
+                {"type": "integer", "minimum": 1, "maximum": 2**62},
+                "entries with a smaller id",
+            ),
         ],
     )
     async def audit() -> Response:
@@ -243,9 +247,9 @@ def create_app(
         response=schemas.ConversationPage,
         query=[
             ("status", {"type": "string", "enum": [s.value for s in Status]}, "status"),
-            ("service_id", {"type": "integer", "minimum": 1}, "service"),
-            ("group_id", {"type": "integer", "minimum": 1}, "group"),
-            ("operator_id", {"type": "integer", "minimum": 1}, "operator"),
+            ("service_id", {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}, "service"),
+            ("group_id", {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}, "group"),
+            ("operator_id", {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}, "operator"),
             ("from", {"type": "string", "format": "date-time"}, "created at or after"),
             ("to", {"type": "string", "format": "date-time"}, "created before"),
             ("q", {"type": "string", "maxLength": 200}, "search visitor name, e-mail, ticket"),

@@ -68,7 +68,13 @@ def document(routes: list[Any]) -> dict[str, Any]:
             }
         else:
             responses[str(route.status)] = {"description": "Done"}
-        codes = [400, 404, 409, 413, 415, 422] if route.roles else [400]
+        codes = [400]
+        if route.method != "GET" or "{" in route.path:
+            codes.append(404)
+        if route.method != "GET":
+            codes.append(409)
+        if route.body is not None:
+            codes += [413, 415, 422]
         if route.roles:
             codes += [401, 403]
             operation["security"] = [{"bearer": []}]
@@ -77,6 +83,13 @@ def document(routes: list[Any]) -> dict[str, Any]:
             responses[str(code)] = {"description": ERRORS[code], "content": problem}
         operation["responses"] = responses
         paths.setdefault(route.path, {})[route.method.lower()] = operation
+    for name in ("OperatorBody", "ApiTokenBody"):
+        properties = components.get(name, {}).get("properties", {})
+        # Secrets are never returned (an API token only once, in the creation's response);
+        # their hash is neither accepted nor returned.
+        properties.pop("token_hash", None)
+        if name == "OperatorBody" and "token" in properties:
+            properties["token"]["writeOnly"] = True
     return {
         "openapi": "3.1.0",
         "info": {
