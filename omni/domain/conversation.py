@@ -374,7 +374,7 @@ TRANSITIONS: dict[type, dict[Status, Status]] = {
     SurveySkipped: {E: C},
     SurveyExpired: {E: C},
     ResumeByOperator: {OOH: A},
-    QueueTimeout: {Q: AB},
+    QueueTimeout: {Q: AB, OF: AB},
 }
 
 #: Events produced by the system itself (routing, timers, presence): late ones are dropped.
