@@ -27,7 +27,9 @@ def postgres(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (including the ASYNC rules for trio) and mypy --strict on omni/."""
     session.install("-e", ".[dev]")
-    session.run("ruff", "check", "omni", "admin_api", "tests", "benchmarks", "noxfile.py")
+    session.run(
+        "ruff", "check", "omni", "admin_api", "simulator", "loadtests", "tests", "benchmarks", "noxfile.py"
+    )
     session.run("mypy", "omni", "admin_api")
 
 
