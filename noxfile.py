@@ -28,7 +28,15 @@ def lint(session: nox.Session) -> None:
     """ruff (including the ASYNC rules for trio) and mypy --strict on omni/."""
     session.install("-e", ".[dev]")
     session.run(
-        "ruff", "check", "omni", "admin_api", "simulator", "loadtests", "tests", "benchmarks", "noxfile.py"
+        "ruff",
+        "check",
+        "omni",
+        "admin_api",
+        "simulator",
+        "loadtests",
+        "tests",
+        "benchmarks",
+        "noxfile.py",
     )
     session.run("mypy", "omni", "admin_api")
 
