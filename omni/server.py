@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 import trio
@@ -168,19 +167,3 @@ async def open_server(
                 await gateway.shutdown()
                 await http_done.wait()
             nursery.cancel_scope.cancel()
-
-
-async def serve_until(
-    config: Config,
-    stop: trio.Event,
-    *,
-    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
-    **options: object,
-) -> None:
-    """Run a server until ``stop`` is set (for ``nursery.start``)."""
-    async with open_server(config, **options) as server:  # type: ignore[arg-type]
-        task_status.started(server)
-        await stop.wait()
-
-
-__all__ = ["RunningServer", "open_server", "partial", "serve_until"]
