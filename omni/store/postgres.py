@@ -216,16 +216,26 @@ async def _db_commit(
     events: list[tuple[Any, ...]],
     surveys: list[tuple[Any, ...]],
 ) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        if conversations:
-            await conn.executemany(_Q_UPSERT_CONVERSATION, conversations)
-        if len(events) > 1:
-            # COPY, not one INSERT per row: the bulk of every batch is its events.
-            await conn.copy_records_to_table("events", records=events, columns=_EVENT_COLUMNS)
-        elif events:
-            await conn.execute(_Q_INSERT_EVENT, *events[0])
-        if surveys:
-            await conn.executemany(_Q_UPSERT_SURVEY, surveys)
+    async with pool.acquire() as conn:
+        if not conversations and not surveys:
+            # Only events (the common case: messages): one statement is atomic on its own, so
+            # no BEGIN/COMMIT round trips around it.
+            await _db_insert_events(conn, events)
+            return
+        async with conn.transaction():
+            if conversations:
+                await conn.executemany(_Q_UPSERT_CONVERSATION, conversations)
+            await _db_insert_events(conn, events)
+            if surveys:
+                await conn.executemany(_Q_UPSERT_SURVEY, surveys)
+
+
+async def _db_insert_events(conn: Any, events: list[tuple[Any, ...]]) -> None:
+    if len(events) > 1:
+        # COPY, not one INSERT per row: the bulk of every batch is its events.
+        await conn.copy_records_to_table("events", records=events, columns=_EVENT_COLUMNS)
+    elif events:
+        await conn.execute(_Q_INSERT_EVENT, *events[0])
 
 
 async def _db_change_config(pool: Any, change: Any, action: str) -> int:
