@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -115,3 +116,49 @@ async def test_metrics_and_health_over_http(server: RunningServer) -> None:
     assert 'omni_connections{kind="visitor"}' in text
     assert 'omni_queue_length{group="1"} 0.0' in text
     assert "omni_messages_relayed_total 0.0" in text
+
+
+async def test_frames_stay_whole_and_in_order_when_a_reader_falls_behind(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames go straight into an idle socket, and through the writer task once the kernel's
+    buffer is full (the rest of a partly written frame first). A visitor who stops reading while
+    the operator sends ~1.5 MB must later read every frame whole and in seq order."""
+    from omni.gateway.server import _DirectWrite
+
+    outcomes = {"direct": 0, "partial": 0, "queued": 0}
+    original = _DirectWrite.write
+
+    def counting(self: _DirectWrite, frame: str) -> bytes | None:
+        rest = original(self, frame)
+        outcomes["direct" if rest == b"" else "queued" if rest is None else "partial"] += 1
+        return rest
+
+    monkeypatch.setattr(_DirectWrite, "write", counting)
+    url = server.ws_url
+    async with connect_tcp(f"{url}/ws/operator") as alice, connect_tcp(f"{url}/ws/visitor") as vera:
+        await login(alice, "tok-alice")
+        cid = (await start(vera))["conversation_id"]
+        await alice.send(
+            "accept", conversation_id=(await alice.until("offer"))["conversation"]["id"]
+        )
+        await vera.until("message")  # greeting
+        count, size = 300, 5000
+        for n in range(count):
+            await alice.send(
+                "message", conversation_id=cid, client_id=f"m{n}", text=f"{n:04d}" + "x" * size
+            )
+        for _ in range(count):
+            await alice.until("ack")
+        # Vera has read nothing meanwhile; now she does.
+        seqs = []
+        for n in range(count):
+            frame = await vera.expect("message")
+            assert frame["text"].startswith(f"{n:04d}") and len(frame["text"]) == size + 4
+            seqs.append(frame["seq"])
+        assert seqs == sorted(seqs) and len(set(seqs)) == count
+        await vera.send("message", client_id="still", text="alive")
+        await vera.expect("ack")
+        # Both paths were taken: straight into the socket, and a partial write whose rest
+        # went to the writer task (with the frames after it queued behind).
+        assert outcomes["direct"] > 0 and outcomes["partial"] > 0, outcomes
