@@ -55,12 +55,10 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
-@pytest.fixture
-def postgres_dsn(postgres_url: str) -> str:
-    """A fresh, empty database for one test."""
+def fresh_database(postgres_url: str, name: str) -> str:
+    """(Re)create the empty database ``name`` on the server of ``postgres_url``; its URL.
+    Call it outside trio (fixtures, helper threads)."""
     import asyncpg
-
-    name = f"omni_test_{os.getpid()}_{next(_database_numbers)}"
 
     async def create() -> None:
         conn = await asyncpg.connect(postgres_url)
@@ -72,3 +70,9 @@ def postgres_dsn(postgres_url: str) -> str:
 
     asyncio.run(create())
     return _with_database(postgres_url, name)
+
+
+@pytest.fixture
+def postgres_dsn(postgres_url: str) -> str:
+    """A fresh, empty database for one test."""
+    return fresh_database(postgres_url, f"omni_test_{os.getpid()}_{next(_database_numbers)}")

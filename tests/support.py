@@ -76,6 +76,16 @@ def make_config(**server: Any) -> Config:
     return parse_config(raw)
 
 
+def with_service(config: Config, service_id: int, change: Any) -> Config:
+    """``config`` with ``change(body)`` applied to one service's stored body."""
+    from omni.config import build_directory
+
+    for item in config.items:
+        if item.kind == "services" and item.key == str(service_id):
+            change(item.body)
+    return Config(config.server, config.items, build_directory(config.items))
+
+
 class Client:
     """One websocket client. ``expect`` returns the next frame of a type, skipping only
     ``queued`` position updates unless those are what is expected."""

@@ -24,7 +24,6 @@ reach (``_edge_cases``): date-times at the ends of the range, a NUL character in
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from collections.abc import Iterator
@@ -51,6 +50,7 @@ from omni.server import RunningServer, open_server
 from omni.store import Store
 from omni.store.memory import MemoryStore
 from omni.store.postgres import open_postgres_store
+from tests.conftest import fresh_database
 from tests.support import connect_tcp, login, make_config, start
 
 ADMIN_TOKEN = "admin-secret-token"
@@ -195,21 +195,7 @@ async def _serve(box: dict[str, Any], ready: threading.Event, database_url: str 
 
 def _fresh_database(postgres_url: str) -> str:
     """A new, empty database on the session's PostgreSQL server; its URL."""
-    import asyncpg
-
-    name = f"omni_schemathesis_{os.getpid()}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(postgres_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    base, _, query = postgres_url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    return fresh_database(postgres_url, f"omni_schemathesis_{os.getpid()}")
 
 
 @pytest.fixture(

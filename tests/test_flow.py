@@ -10,7 +10,14 @@ import time
 
 import trio
 
-from tests.support import connect_memory, login, make_config, open_memory_gateway, start
+from tests.support import (
+    connect_memory,
+    login,
+    make_config,
+    open_memory_gateway,
+    start,
+    with_service,
+)
 
 
 async def test_queue_positions_are_live(autojump_clock: trio.testing.MockClock) -> None:
@@ -386,15 +393,9 @@ async def test_queue_timeout_abandons_a_waiting_visitor(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """F16: with a queue timeout, nobody waits forever; an answered visitor is not affected."""
-    from tests.support import make_config
-
-    config = make_config()
-    for item in config.items:
-        if item.kind == "services" and item.key == "25":
-            item.body["timers"]["queue_timeout"] = 120.0
-    from omni.config import build_directory
-
-    config = type(config)(config.server, config.items, build_directory(config.items))
+    config = with_service(
+        make_config(), 25, lambda body: body["timers"].update(queue_timeout=120.0)
+    )
     async with (
         open_memory_gateway(config) as gw,
         connect_memory(gw, "/ws/visitor") as vera,
@@ -456,14 +457,14 @@ async def test_identification_policy_and_embedding_origins(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """F7: required identification fields; F18: only the allowed sites may embed the chat."""
-    from omni.config import build_directory
-
-    config = make_config()
-    for item in config.items:
-        if item.kind == "services" and item.key == "25":
-            item.body["required_fields"] = {"email": True, "phone": False}
-            item.body["allowed_origins"] = ["https://shop.example"]
-    config = type(config)(config.server, config.items, build_directory(config.items))
+    config = with_service(
+        make_config(),
+        25,
+        lambda body: body.update(
+            required_fields={"email": True, "phone": False},
+            allowed_origins=["https://shop.example"],
+        ),
+    )
     async with open_memory_gateway(config) as gw:
         async with connect_memory(gw, "/ws/visitor", origin="https://evil.example") as v:
             await v.send("start", service_id=25, visitor={"name": "Vera", "email": "v@x.org"})

@@ -14,16 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-REQUEST_TYPES = (
-    "connect",
-    "login",
-    "start",
-    "queue wait",
-    "message visitor→operator",
-    "message operator→visitor",
-    "end",
-    "survey",
-)
+sys.path.insert(0, str(ROOT / "loadtests"))
+from smoke import REQUEST_TYPES  # noqa: E402  (the smoke run's own list: one source)
 
 
 @pytest.mark.slow
