@@ -190,6 +190,17 @@ async def _fresh_database(dsn: str) -> str:
     return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
+def _store_options() -> dict[str, Any]:
+    """PostgresStore options from the environment, for experiments: OMNI_BENCH_BRIDGE
+    (thread or trio-asyncio), OMNI_BENCH_IN_FLIGHT (batches committing at once) and
+    OMNI_BENCH_BATCH_MAX (writes per batch at most)."""
+    return {
+        "bridge": os.environ.get("OMNI_BENCH_BRIDGE", "thread"),
+        "in_flight": int(os.environ.get("OMNI_BENCH_IN_FLIGHT", "1")),
+        "batch_max": int(os.environ.get("OMNI_BENCH_BATCH_MAX", "512")),
+    }
+
+
 @asynccontextmanager
 async def _omni_store(store: str, data_dir: str | None) -> AsyncIterator[Any]:
     """None (the server's memory store), or a PostgresStore on a fresh database of the
@@ -202,17 +213,13 @@ async def _omni_store(store: str, data_dir: str | None) -> AsyncIterator[Any]:
 
     url = os.environ.get("OMNI_DATABASE_URL")
     if url:
-        async with open_postgres_store(
-            await _fresh_database(url), bridge=os.environ.get("OMNI_BENCH_BRIDGE", "thread")
-        ) as pg:
+        async with open_postgres_store(await _fresh_database(url), **_store_options()) as pg:
             yield pg
         return
     assert data_dir is not None
     async with (
         open_embedded_postgres(data_dir) as dsn,
-        open_postgres_store(
-            await _fresh_database(dsn), bridge=os.environ.get("OMNI_BENCH_BRIDGE", "thread")
-        ) as pg,
+        open_postgres_store(await _fresh_database(dsn), **_store_options()) as pg,
     ):
         yield pg
 
@@ -264,6 +271,12 @@ def interrupted(exc: BaseException) -> bool:
 
 
 def serve(kind: str, operators: int, profile: bool, store: str, data_dir: str | None) -> int:
+    from omni.server import tune_gc
+
+    # Both servers run with ``omni serve``'s collector settings (the bare relay hardly
+    # allocates, so they change little for it), unless OMNI_BENCH_DEFAULT_GC is set.
+    if not os.environ.get("OMNI_BENCH_DEFAULT_GC"):
+        tune_gc()
     profiler = cProfile.Profile() if profile else None
     try:
         trio.run(_serve, kind, operators, profiler, store, data_dir)

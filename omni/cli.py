@@ -25,7 +25,7 @@ import sys
 import trio
 
 from omni.config import Config, ConfigError, load_config, parse_config
-from omni.server import import_items, open_server, open_store
+from omni.server import import_items, open_server, open_store, tune_gc
 from omni.store import StoreError
 
 log = logging.getLogger("omni")
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"omni: {exc}", file=sys.stderr)
         return 2
+    tune_gc()
     try:
         trio.run(_serve, config, args, database_url)
     except BaseException as exc:  # one line for the errors a user can fix; re-raise the rest

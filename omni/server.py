@@ -9,6 +9,7 @@ clock, to give the hub's :class:`~omni.clock.Clock` its epoch, unless a clock is
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +33,22 @@ from omni.store.memory import MemoryStore
 
 #: Seconds connections get to close after a shutdown was asked for.
 DRAIN_SECONDS = 5.0
+
+#: The cyclic collector's thresholds in a server process (CPython's defaults: 700, 10, 10).
+#: Every relayed message allocates short-lived containers (frames, coroutines, events); with
+#: the default a young collection runs every few messages and a full one every few seconds,
+#: which stops every connection for tens of milliseconds on a busy server. Reference counting
+#: still frees almost everything at once; the collector only looks for cycles, so it can run
+#: far less often (docs/performance.md has the figures).
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Collector settings for a long-running server process; call once at start-up, before
+    serving. Objects alive now (modules, configuration) are moved out of the collector's reach
+    (:func:`gc.freeze`), so full collections scan only what the server made since."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @asynccontextmanager

@@ -11,7 +11,10 @@ Rules:
   for at most ``batch_linger`` seconds — in one transaction, then releases every waiter. A
   waiter returns only after its batch committed with ``synchronous_commit`` on, so an
   acknowledged message survives a power cut. If a batch fails, its writes are retried one by
-  one, so only a write that fails on its own gets the error.
+  one, so only a write that fails on its own gets the error. Batches commit on connections the
+  writer holds for its whole life (``in_flight`` of them, one batch each; default 1), not on a
+  pooled connection per batch: asyncpg resets a connection with a round trip each time it goes
+  back to the pool.
 * Rows are built in the caller (the conversation actor) at the moment it writes, so the batch
   sees exactly the state of that step. Frames are stored as the JSON text that was delivered;
   replays send that text back without decoding it.
@@ -210,24 +213,68 @@ async def _db_fetch(pool: Any, query: str, *args: Any) -> list[Any]:
     return rows
 
 
+class _WriterConnection:
+    """A connection of the batch writer's own, held for the writer's whole life (asyncio side).
+
+    Not a pooled connection per batch: asyncpg resets a connection with a round trip each time
+    it goes back to the pool. A connection that broke is replaced by the next batch.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn: Any = None
+
+    async def connection(self) -> Any:
+        if self.conn is not None and self.conn.is_closed():
+            self.conn = None
+        if self.conn is None:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.dsn, command_timeout=60)
+            await _init_connection(conn)
+            self.conn = conn
+        return self.conn
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None and not conn.is_closed():
+            await conn.close()
+
+
+async def _db_writer_connections(dsn: str, count: int) -> list[_WriterConnection]:
+    writers = [_WriterConnection(dsn) for _ in range(count)]
+    try:
+        for writer in writers:
+            await writer.connection()
+    except BaseException:
+        await _db_close_writers(writers)
+        raise
+    return writers
+
+
+async def _db_close_writers(writers: list[_WriterConnection]) -> None:
+    for writer in writers:
+        await writer.close()
+
+
 async def _db_commit(
-    pool: Any,
+    writer: _WriterConnection,
     conversations: list[tuple[Any, ...]],
     events: list[tuple[Any, ...]],
     surveys: list[tuple[Any, ...]],
 ) -> None:
-    async with pool.acquire() as conn:
-        if not conversations and not surveys:
-            # Only events (the common case: messages): one statement is atomic on its own, so
-            # no BEGIN/COMMIT round trips around it.
-            await _db_insert_events(conn, events)
-            return
-        async with conn.transaction():
-            if conversations:
-                await conn.executemany(_Q_UPSERT_CONVERSATION, conversations)
-            await _db_insert_events(conn, events)
-            if surveys:
-                await conn.executemany(_Q_UPSERT_SURVEY, surveys)
+    conn = await writer.connection()
+    if not conversations and not surveys:
+        # Only events (the common case: messages): one statement is atomic on its own, so
+        # no BEGIN/COMMIT round trips around it.
+        await _db_insert_events(conn, events)
+        return
+    async with conn.transaction():
+        if conversations:
+            await conn.executemany(_Q_UPSERT_CONVERSATION, conversations)
+        await _db_insert_events(conn, events)
+        if surveys:
+            await conn.executemany(_Q_UPSERT_SURVEY, surveys)
 
 
 async def _db_insert_events(conn: Any, events: list[tuple[Any, ...]]) -> None:
@@ -393,10 +440,13 @@ class PostgresStore:
         bridge: Bridge,
         pool: Any,
         send: trio.MemorySendChannel[_Pending],
+        writers: list[Any],
     ) -> None:
         self._bridge = bridge
         self._pool = pool
         self._send = send
+        #: Writer connections not committing a batch now (opaque asyncio-side handles).
+        self._writers = writers
         self.batch_statistics = BatchStatistics()
 
     # -- the Store protocol ---------------------------------------------------------------------
@@ -515,39 +565,29 @@ class PostgresStore:
         receive: trio.MemoryReceiveChannel[_Pending],
         batch_max: int,
         batch_linger: float,
-        in_flight: int,
     ) -> None:
-        # Up to ``in_flight`` batches commit at once on separate connections, so a new batch
-        # gathers and commits while earlier ones wait for their WAL flush. Writes of one
-        # conversation never overlap (its actor awaits each), so batches are independent.
-        # The default is 1: on a small machine the CPU, not the flush, is the limit, and fewer,
-        # larger batches cost less per message (measured in docs/performance.md).
-        slots = trio.Semaphore(in_flight)
+        # One batch at a time commits on each writer connection. Writes of one conversation
+        # never overlap (its actor awaits each), so concurrent batches are independent.
+        free = trio.Semaphore(len(self._writers))
 
-        async def commit(batch: list[_Pending]) -> None:
+        async def commit(writer: Any, batch: list[_Pending]) -> None:
             try:
-                await self._commit(batch)
+                await self._commit(writer, batch)
             finally:
-                slots.release()
+                self._writers.append(writer)
+                free.release()
 
         async with receive, trio.open_nursery() as nursery:
-            async for first in receive:
-                batch = [first]
-                deadline = trio.current_time() + batch_linger
-                while len(batch) < batch_max:
-                    try:
-                        batch.append(receive.receive_nowait())
-                        continue
-                    except trio.WouldBlock:
-                        pass
-                    if batch_linger <= 0 or trio.current_time() >= deadline:
-                        break
-                    with trio.move_on_at(deadline):
-                        batch.append(await receive.receive())
-                await slots.acquire()
-                nursery.start_soon(commit, batch)
+            while True:
+                # A free connection first, then the batch: everything that queued up while
+                # the connections were busy goes into this batch, not into the one after it.
+                await free.acquire()
+                batch = await _gather(receive, batch_max, batch_linger)
+                if not batch:
+                    return  # the channel is closed and drained
+                nursery.start_soon(commit, self._writers.pop(), batch)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, writer: Any, batch: list[_Pending]) -> None:
         conversations: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         surveys: list[tuple[Any, ...]] = []
@@ -557,7 +597,7 @@ class PostgresStore:
             surveys += pending.surveys
         try:
             with trio.CancelScope(shield=True):
-                await self._bridge.run(_db_commit, self._pool, conversations, events, surveys)
+                await self._bridge.run(_db_commit, writer, conversations, events, surveys)
         except Exception as exc:
             if len(batch) == 1:
                 log.error("a write failed: %s", exc)
@@ -568,7 +608,7 @@ class PostgresStore:
                     "a batch of %d writes failed (%s); retrying them one by one", len(batch), exc
                 )
                 for pending in batch:
-                    await self._commit([pending])
+                    await self._commit(writer, [pending])
                 return
         stats = self.batch_statistics
         stats.batches += 1
@@ -576,6 +616,35 @@ class PostgresStore:
         stats.largest = max(stats.largest, len(batch))
         for pending in batch:
             pending.done.set()
+
+
+async def _gather(
+    receive: trio.MemoryReceiveChannel[_Pending], batch_max: int, batch_linger: float
+) -> list[_Pending]:
+    """The next batch: one write (waiting for it), then whatever else is queued, up to
+    ``batch_max``, waiting up to ``batch_linger`` seconds for more; empty once the channel is
+    closed and drained."""
+    try:
+        batch = [await receive.receive()]
+    except trio.EndOfChannel:
+        return []
+    deadline = trio.current_time() + batch_linger
+    while len(batch) < batch_max:
+        try:
+            batch.append(receive.receive_nowait())
+            continue
+        except trio.WouldBlock:
+            pass
+        except trio.EndOfChannel:
+            break
+        if batch_linger <= 0 or trio.current_time() >= deadline:
+            break
+        with trio.move_on_at(deadline):
+            try:
+                batch.append(await receive.receive())
+            except trio.EndOfChannel:
+                break
+    return batch
 
 
 @asynccontextmanager
@@ -601,16 +670,20 @@ async def open_postgres_store(
             applied = await bridged.run(_db_migrate, pool, migrations())
             if applied:
                 log.info("applied migrations %s", applied)
-            send, receive = trio.open_memory_channel[_Pending](batch_max * 4)
-            store = PostgresStore(bridged, pool, send)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    store._run_writer, receive, batch_max, batch_linger, min(in_flight, pool_size)
-                )
-                try:
-                    yield store
-                finally:
-                    send.close()  # the writer commits what is queued, then stops
+            # Batches commit on connections of their own; the pool serves queries.
+            writers = await bridged.run(_db_writer_connections, dsn, max(1, in_flight))
+            try:
+                send, receive = trio.open_memory_channel[_Pending](batch_max * 4)
+                store = PostgresStore(bridged, pool, send, list(writers))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(store._run_writer, receive, batch_max, batch_linger)
+                    try:
+                        yield store
+                    finally:
+                        send.close()  # the writer commits what is queued, then stops
+            finally:
+                with trio.CancelScope(shield=True):
+                    await bridged.run(_db_close_writers, writers)
         finally:
             with trio.CancelScope(shield=True):
                 await bridged.run(_db_close_pool, pool)

@@ -1,0 +1,207 @@
+"""The PostgresStore's batch writer: how writes are gathered into batches, on which connections
+they commit, and what happens when the channel closes or a connection breaks.
+
+The first tests drive the writer's trio side through a bridge whose commits wait at a gate, so
+what goes into each batch is decided by the test, not by timing; the last ones use PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from omni.domain.conversation import Conversation, Status
+from omni.store import StoredEvent, Write
+from omni.store.postgres import PostgresStore, _db_fetch, _gather, open_postgres_store
+
+
+def write(seq: int, conversation_id: str = "c1") -> Write:
+    frame = f'{{"type":"message","conversation_id":"{conversation_id}","seq":{seq}}}'
+    return Write(events=[StoredEvent(conversation_id, seq, "message", "both", frame)])
+
+
+class GatedBridge:
+    """Stands in for the asyncio bridge: records each batch's event seqs and which writer
+    connection committed it, and holds every commit until :attr:`gate` is set."""
+
+    def __init__(self) -> None:
+        self.gate = trio.Event()
+        self.batches: list[tuple[Any, list[int]]] = []
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        writer, _conversations, events, _surveys = args
+        self.batches.append((writer, [e[1] for e in events]))
+        await self.gate.wait()
+
+
+def writer_store(bridge: GatedBridge, writers: list[str]) -> tuple[PostgresStore, Any, Any]:
+    send, receive = trio.open_memory_channel[Any](100)
+    return PostgresStore(bridge, None, send, writers), send, receive  # type: ignore[arg-type]
+
+
+# -- gathering --------------------------------------------------------------------------------
+
+
+async def test_gather_takes_what_is_queued_up_to_the_limit() -> None:
+    send, receive = trio.open_memory_channel[int](10)
+    for n in range(5):
+        send.send_nowait(n)
+    assert await _gather(receive, 3, 0.0) == [0, 1, 2]  # type: ignore[arg-type]
+    assert await _gather(receive, 3, 0.0) == [3, 4]  # type: ignore[arg-type]
+
+
+async def test_gather_ends_cleanly_when_the_channel_closes() -> None:
+    send, receive = trio.open_memory_channel[int](10)
+    send.send_nowait(1)
+    send.send_nowait(2)
+    send.close()
+    # Closed while items were queued: they are the last batch, then nothing.
+    assert await _gather(receive, 10, 0.0) == [1, 2]  # type: ignore[arg-type]
+    assert await _gather(receive, 10, 0.0) == []  # type: ignore[arg-type]
+
+
+async def test_gather_lingers_for_more_writes(autojump_clock: trio.abc.Clock) -> None:
+    send, receive = trio.open_memory_channel[int](10)
+
+    async def later() -> None:
+        await trio.sleep(0.001)
+        send.send_nowait(2)
+        await trio.sleep(0.010)
+        send.send_nowait(3)  # after the linger: the next batch
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(later)
+        send.send_nowait(1)
+        assert await _gather(receive, 10, 0.005) == [1, 2]  # type: ignore[arg-type]
+        assert await _gather(receive, 10, 0.0) == [3]  # type: ignore[arg-type]
+
+
+# -- the writer -------------------------------------------------------------------------------
+
+
+async def test_writes_queued_during_a_commit_all_go_into_the_next_batch() -> None:
+    bridge = GatedBridge()
+    store, send, receive = writer_store(bridge, ["w"])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store._run_writer, receive, 512, 0.0)
+        nursery.start_soon(store.write, write(1))
+        await trio.testing.wait_all_tasks_blocked()
+        assert bridge.batches == [("w", [1])]  # committing, held at the gate
+        # Two waves while the only connection is busy, the writer running between them.
+        for seq in range(2, 6):
+            nursery.start_soon(store.write, write(seq))
+        await trio.testing.wait_all_tasks_blocked()
+        for seq in range(6, 10):
+            nursery.start_soon(store.write, write(seq))
+        await trio.testing.wait_all_tasks_blocked()
+        bridge.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        send.close()
+    # Not [2..5] and then [6..9]: a batch is gathered when a connection is free for it.
+    assert [(writer, sorted(seqs)) for writer, seqs in bridge.batches] == [
+        ("w", [1]),
+        ("w", list(range(2, 10))),
+    ]
+    assert store.batch_statistics.batches == 2 and store.batch_statistics.writes == 9
+
+
+async def test_closing_with_writes_queued_commits_them_all_and_stops() -> None:
+    bridge = GatedBridge()
+    store, send, receive = writer_store(bridge, ["w"])
+    done: list[int] = []
+
+    async def write_and_record(seq: int) -> None:
+        await store.write(write(seq))
+        done.append(seq)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store._run_writer, receive, 512, 0.0)
+        for seq in range(1, 6):
+            nursery.start_soon(write_and_record, seq)
+        await trio.testing.wait_all_tasks_blocked()
+        send.close()  # the store is closing while writes wait
+        bridge.gate.set()
+    assert sorted(done) == [1, 2, 3, 4, 5]
+    assert sum(len(seqs) for _, seqs in bridge.batches) == 5
+
+
+async def test_batches_commit_concurrently_on_separate_connections() -> None:
+    bridge = GatedBridge()
+    store, send, receive = writer_store(bridge, ["a", "b"])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store._run_writer, receive, 512, 0.0)
+        nursery.start_soon(store.write, write(1, "c1"))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.write, write(1, "c2"))
+        await trio.testing.wait_all_tasks_blocked()
+        # Both batches are committing at once, each on its own connection.
+        assert len(bridge.batches) == 2
+        assert {writer for writer, _ in bridge.batches} == {"a", "b"}
+        nursery.start_soon(store.write, write(2, "c1"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(bridge.batches) == 2  # no third connection: it waits for a free one
+        bridge.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        send.close()
+    assert len(bridge.batches) == 3
+
+
+# -- on PostgreSQL ----------------------------------------------------------------------------
+
+
+def conversation() -> Conversation:
+    return Conversation(
+        id="c1",
+        ticket="2026-000001",
+        service_id=1,
+        token_hash="h1",
+        visitor={"name": "Ana"},
+        status=Status.ACTIVE,
+        group_id=1,
+        created_at="2026-11-25T10:00:00Z",
+        waiting_since=0.0,
+    )
+
+
+_KILL_OTHERS = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+"""
+
+
+@pytest.mark.postgresql
+async def test_slow_queries_holding_the_pool_do_not_hold_up_writes(postgres_dsn: str) -> None:
+    # Messages are acknowledged while every pooled connection is busy (long reports, say):
+    # batches commit on the writer's own connection.
+    async with open_postgres_store(postgres_dsn, pool_size=2) as store:
+        finished: list[str] = []
+
+        async def slow_query() -> None:
+            await store._bridge.run(_db_fetch, store._pool, "SELECT pg_sleep(1.5)")
+            finished.append("query")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_query)
+            nursery.start_soon(slow_query)
+            await trio.sleep(0.3)  # both pooled connections are taken
+            await store.write(Write(conversation=conversation(), events=[write(1).events[0]]))
+            for seq in range(2, 6):
+                await store.write(write(seq))
+            finished.append("writes")
+        assert finished == ["writes", "query", "query"]
+        assert [e.seq for e in await store.events_after("c1", 0)] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.postgresql
+async def test_a_writer_connection_that_broke_is_replaced(postgres_dsn: str) -> None:
+    async with open_postgres_store(postgres_dsn) as store:
+        await store.write(Write(conversation=conversation(), events=[write(1).events[0]]))
+        # The database drops every other connection (a restart, an administrator, a proxy).
+        await store._bridge.run(_db_fetch, store._pool, _KILL_OTHERS)
+        await trio.sleep(0.2)  # the backends exit
+        await store.write(write(2))
+        await store.write(write(3))
+        assert [e.seq for e in await store.events_after("c1", 0)] == [1, 2, 3]
