@@ -1,5 +1,5 @@
 """The PostgresStore's batch writer: how writes are gathered into batches, on which connections
-they commit, and what happens when the channel closes or a connection breaks.
+they commit, and what happens when the store closes or a connection breaks.
 
 The first tests drive the writer's trio side through a bridge whose commits wait at a gate, so
 what goes into each batch is decided by the test, not by timing; the last ones use PostgreSQL.
@@ -14,8 +14,8 @@ import trio
 import trio.testing
 
 from omni.domain.conversation import Conversation, Status
-from omni.store import StoredEvent, Write
-from omni.store.postgres import PostgresStore, _db_fetch, _gather, open_postgres_store
+from omni.store import StoredEvent, StoreError, Write
+from omni.store.postgres import PostgresStore, _db_fetch, open_postgres_store
 
 
 def write(seq: int, conversation_id: str = "c1") -> Write:
@@ -37,46 +37,8 @@ class GatedBridge:
         await self.gate.wait()
 
 
-def writer_store(bridge: GatedBridge, writers: list[str]) -> tuple[PostgresStore, Any, Any]:
-    send, receive = trio.open_memory_channel[Any](100)
-    return PostgresStore(bridge, None, send, writers), send, receive  # type: ignore[arg-type]
-
-
-# -- gathering --------------------------------------------------------------------------------
-
-
-async def test_gather_takes_what_is_queued_up_to_the_limit() -> None:
-    send, receive = trio.open_memory_channel[int](10)
-    for n in range(5):
-        send.send_nowait(n)
-    assert await _gather(receive, 3, 0.0) == [0, 1, 2]  # type: ignore[arg-type]
-    assert await _gather(receive, 3, 0.0) == [3, 4]  # type: ignore[arg-type]
-
-
-async def test_gather_ends_cleanly_when_the_channel_closes() -> None:
-    send, receive = trio.open_memory_channel[int](10)
-    send.send_nowait(1)
-    send.send_nowait(2)
-    send.close()
-    # Closed while items were queued: they are the last batch, then nothing.
-    assert await _gather(receive, 10, 0.0) == [1, 2]  # type: ignore[arg-type]
-    assert await _gather(receive, 10, 0.0) == []  # type: ignore[arg-type]
-
-
-async def test_gather_lingers_for_more_writes(autojump_clock: trio.abc.Clock) -> None:
-    send, receive = trio.open_memory_channel[int](10)
-
-    async def later() -> None:
-        await trio.sleep(0.001)
-        send.send_nowait(2)
-        await trio.sleep(0.010)
-        send.send_nowait(3)  # after the linger: the next batch
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(later)
-        send.send_nowait(1)
-        assert await _gather(receive, 10, 0.005) == [1, 2]  # type: ignore[arg-type]
-        assert await _gather(receive, 10, 0.0) == [3]  # type: ignore[arg-type]
+def writer_store(bridge: GatedBridge, writers: list[str], batch_max: int = 512) -> PostgresStore:
+    return PostgresStore(bridge, None, list(writers), batch_max)  # type: ignore[arg-type]
 
 
 # -- the writer -------------------------------------------------------------------------------
@@ -84,9 +46,9 @@ async def test_gather_lingers_for_more_writes(autojump_clock: trio.abc.Clock) ->
 
 async def test_writes_queued_during_a_commit_all_go_into_the_next_batch() -> None:
     bridge = GatedBridge()
-    store, send, receive = writer_store(bridge, ["w"])
+    store = writer_store(bridge, ["w"])
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(store._run_writer, receive, 512, 0.0)
+        nursery.start_soon(store._run_writer, 0.0)
         nursery.start_soon(store.write, write(1))
         await trio.testing.wait_all_tasks_blocked()
         assert bridge.batches == [("w", [1])]  # committing, held at the gate
@@ -99,7 +61,7 @@ async def test_writes_queued_during_a_commit_all_go_into_the_next_batch() -> Non
         await trio.testing.wait_all_tasks_blocked()
         bridge.gate.set()
         await trio.testing.wait_all_tasks_blocked()
-        send.close()
+        store._close()
     # Not [2..5] and then [6..9]: a batch is gathered when a connection is free for it.
     assert [(writer, sorted(seqs)) for writer, seqs in bridge.batches] == [
         ("w", [1]),
@@ -110,7 +72,7 @@ async def test_writes_queued_during_a_commit_all_go_into_the_next_batch() -> Non
 
 async def test_closing_with_writes_queued_commits_them_all_and_stops() -> None:
     bridge = GatedBridge()
-    store, send, receive = writer_store(bridge, ["w"])
+    store = writer_store(bridge, ["w"])
     done: list[int] = []
 
     async def write_and_record(seq: int) -> None:
@@ -118,21 +80,58 @@ async def test_closing_with_writes_queued_commits_them_all_and_stops() -> None:
         done.append(seq)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(store._run_writer, receive, 512, 0.0)
+        nursery.start_soon(store._run_writer, 0.0)
         for seq in range(1, 6):
             nursery.start_soon(write_and_record, seq)
         await trio.testing.wait_all_tasks_blocked()
-        send.close()  # the store is closing while writes wait
+        store._close()  # the store is closing while writes wait
         bridge.gate.set()
     assert sorted(done) == [1, 2, 3, 4, 5]
     assert sum(len(seqs) for _, seqs in bridge.batches) == 5
+    with pytest.raises(StoreError, match="closed"):
+        await store.write(write(6))
+
+
+async def test_a_full_batch_leaves_the_next_writes_to_the_next_batch() -> None:
+    bridge = GatedBridge()
+    store = writer_store(bridge, ["w"], batch_max=3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store._run_writer, 0.0)
+        nursery.start_soon(store.write, write(1))
+        await trio.testing.wait_all_tasks_blocked()
+        for seq in range(2, 9):
+            nursery.start_soon(store.write, write(seq))
+            await trio.testing.wait_all_tasks_blocked()
+        bridge.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        store._close()
+    assert [seqs for _, seqs in bridge.batches] == [[1], [2, 3, 4], [5, 6, 7], [8]]
+
+
+async def test_a_lingering_writer_waits_for_more_writes(autojump_clock: trio.abc.Clock) -> None:
+    bridge = GatedBridge()
+    bridge.gate.set()
+    store = writer_store(bridge, ["w"])
+
+    async def write_at(delay: float, seq: int) -> None:
+        await trio.sleep(delay)
+        await store.write(write(seq))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store._run_writer, 0.005)
+        nursery.start_soon(write_at, 0.0, 1)
+        nursery.start_soon(write_at, 0.001, 2)  # within the linger: same batch
+        nursery.start_soon(write_at, 0.020, 3)  # after it: a batch of its own
+        await trio.sleep(0.1)
+        store._close()
+    assert [seqs for _, seqs in bridge.batches] == [[1, 2], [3]]
 
 
 async def test_batches_commit_concurrently_on_separate_connections() -> None:
     bridge = GatedBridge()
-    store, send, receive = writer_store(bridge, ["a", "b"])
+    store = writer_store(bridge, ["a", "b"])
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(store._run_writer, receive, 512, 0.0)
+        nursery.start_soon(store._run_writer, 0.0)
         nursery.start_soon(store.write, write(1, "c1"))
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(store.write, write(1, "c2"))
@@ -145,7 +144,7 @@ async def test_batches_commit_concurrently_on_separate_connections() -> None:
         assert len(bridge.batches) == 2  # no third connection: it waits for a free one
         bridge.gate.set()
         await trio.testing.wait_all_tasks_blocked()
-        send.close()
+        store._close()
     assert len(bridge.batches) == 3
 
 

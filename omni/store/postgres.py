@@ -26,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -403,28 +404,45 @@ def _iso(at: datetime | None) -> str | None:
     return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class _Pending:
-    __slots__ = ("conversations", "done", "error", "events", "surveys")
+class _Batch:
+    """Writes that commit together, as rows ready for the database; their callers wait on
+    :attr:`done`."""
 
-    def __init__(self, write: Write) -> None:
-        self.conversations = [_conversation_row(write.conversation)] if write.conversation else []
-        self.events = [
-            (
-                e.conversation_id,
-                e.seq,
-                e.kind,
-                e.audience,
-                e.client_key[0] if e.client_key else None,
-                e.client_key[1] if e.client_key else None,
-                e.frame,
-            )
-            for e in write.events
-        ]
-        self.surveys = []
-        if write.conversation is not None and (write.survey is not None or write.survey_skipped):
-            self.surveys.append((write.conversation.id, write.survey, write.survey is None))
+    __slots__ = ("conversations", "done", "errors", "events", "surveys", "writes")
+
+    def __init__(self) -> None:
+        self.writes: list[Write] = []
+        self.conversations: list[tuple[Any, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
+        self.surveys: list[tuple[Any, ...]] = []
         self.done = trio.Event()
-        self.error: BaseException | None = None
+        #: Position of a write in :attr:`writes` -> why it was not stored.
+        self.errors: dict[int, BaseException] = {}
+
+    def add(self, write: Write) -> int:
+        """Take ``write``'s rows (built now: the batch stores the state of this step); returns
+        its position."""
+        conv = write.conversation
+        if conv is not None:
+            self.conversations.append(_conversation_row(conv))
+            if write.survey is not None or write.survey_skipped:
+                self.surveys.append((conv.id, write.survey, write.survey is None))
+        append = self.events.append
+        for e in write.events:
+            key = e.client_key
+            append(
+                (
+                    e.conversation_id,
+                    e.seq,
+                    e.kind,
+                    e.audience,
+                    key[0] if key else None,
+                    key[1] if key else None,
+                    e.frame,
+                )
+            )
+        self.writes.append(write)
+        return len(self.writes) - 1
 
 
 @dataclass
@@ -435,18 +453,16 @@ class BatchStatistics:
 
 
 class PostgresStore:
-    def __init__(
-        self,
-        bridge: Bridge,
-        pool: Any,
-        send: trio.MemorySendChannel[_Pending],
-        writers: list[Any],
-    ) -> None:
+    def __init__(self, bridge: Bridge, pool: Any, writers: list[Any], batch_max: int = 512) -> None:
         self._bridge = bridge
         self._pool = pool
-        self._send = send
         #: Writer connections not committing a batch now (opaque asyncio-side handles).
         self._writers = writers
+        self._batch_max = batch_max
+        #: Batches waiting for a writer connection; writes join the last one until it is full.
+        self._waiting: deque[_Batch] = deque()
+        self._wakeup = trio.Event()
+        self._closed = False
         self.batch_statistics = BatchStatistics()
 
     # -- the Store protocol ---------------------------------------------------------------------
@@ -456,11 +472,20 @@ class PostgresStore:
         return number
 
     async def write(self, write: Write) -> None:
-        pending = _Pending(write)
-        await self._send.send(pending)
-        await pending.done.wait()
-        if pending.error is not None:
-            raise StoreError(f"the write was not stored: {pending.error}") from pending.error
+        if self._closed:
+            raise StoreError("the write was not stored: the store is closed")
+        waiting = self._waiting
+        if waiting and len(waiting[-1].writes) < self._batch_max:
+            batch = waiting[-1]
+        else:
+            batch = _Batch()
+            waiting.append(batch)
+        position = batch.add(write)
+        self._wakeup.set()
+        await batch.done.wait()
+        error = batch.errors.get(position)
+        if error is not None:
+            raise StoreError(f"the write was not stored: {error}") from error
 
     async def load_conversation(self, conversation_id: str) -> Conversation | None:
         row, events = await self._bridge.run(_db_load, self._pool, conversation_id)
@@ -560,91 +585,80 @@ class PostgresStore:
 
     # -- group commit ---------------------------------------------------------------------------
 
-    async def _run_writer(
-        self,
-        receive: trio.MemoryReceiveChannel[_Pending],
-        batch_max: int,
-        batch_linger: float,
-    ) -> None:
+    async def _run_writer(self, batch_linger: float) -> None:
         # One batch at a time commits on each writer connection. Writes of one conversation
         # never overlap (its actor awaits each), so concurrent batches are independent.
         free = trio.Semaphore(len(self._writers))
 
-        async def commit(writer: Any, batch: list[_Pending]) -> None:
+        async def commit(writer: Any, batch: _Batch) -> None:
             try:
                 await self._commit(writer, batch)
             finally:
                 self._writers.append(writer)
                 free.release()
 
-        async with receive, trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
             while True:
                 # A free connection first, then the batch: everything that queued up while
                 # the connections were busy goes into this batch, not into the one after it.
                 await free.acquire()
-                batch = await _gather(receive, batch_max, batch_linger)
-                if not batch:
-                    return  # the channel is closed and drained
+                batch = await self._next_batch(batch_linger)
+                if batch is None:
+                    return  # closed, and everything written is committed or committing
                 nursery.start_soon(commit, self._writers.pop(), batch)
 
-    async def _commit(self, writer: Any, batch: list[_Pending]) -> None:
-        conversations: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
-        surveys: list[tuple[Any, ...]] = []
-        for pending in batch:
-            conversations += pending.conversations
-            events += pending.events
-            surveys += pending.surveys
+    async def _next_batch(self, linger: float) -> _Batch | None:
+        """The oldest waiting batch — waiting for a first write if there is none, and then up
+        to ``linger`` seconds for more (unless it fills up); None once closed and drained."""
+        waiting = self._waiting
+        while not waiting:
+            if self._closed:
+                return None
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+        if linger > 0:
+            with trio.move_on_after(linger):
+                while len(waiting[0].writes) < self._batch_max and not self._closed:
+                    await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+        return waiting.popleft()
+
+    def _close(self) -> None:
+        """Take no more writes; the writer commits what is waiting, then stops."""
+        self._closed = True
+        self._wakeup.set()
+
+    async def _commit(self, writer: Any, batch: _Batch) -> None:
         try:
             with trio.CancelScope(shield=True):
-                await self._bridge.run(_db_commit, writer, conversations, events, surveys)
+                await self._bridge.run(
+                    _db_commit, writer, batch.conversations, batch.events, batch.surveys
+                )
         except Exception as exc:
-            if len(batch) == 1:
+            if len(batch.writes) == 1:
                 log.error("a write failed: %s", exc)
-                batch[0].error = exc
+                batch.errors[0] = exc
             else:
                 # One bad write must not fail its neighbours: commit them one by one.
                 log.warning(
-                    "a batch of %d writes failed (%s); retrying them one by one", len(batch), exc
+                    "a batch of %d writes failed (%s); retrying them one by one",
+                    len(batch.writes),
+                    exc,
                 )
-                for pending in batch:
-                    await self._commit(writer, [pending])
+                for position, write in enumerate(batch.writes):
+                    alone = _Batch()
+                    alone.add(write)
+                    await self._commit(writer, alone)
+                    if 0 in alone.errors:
+                        batch.errors[position] = alone.errors[0]
+                batch.done.set()
                 return
-        stats = self.batch_statistics
-        stats.batches += 1
-        stats.writes += len(batch)
-        stats.largest = max(stats.largest, len(batch))
-        for pending in batch:
-            pending.done.set()
-
-
-async def _gather(
-    receive: trio.MemoryReceiveChannel[_Pending], batch_max: int, batch_linger: float
-) -> list[_Pending]:
-    """The next batch: one write (waiting for it), then whatever else is queued, up to
-    ``batch_max``, waiting up to ``batch_linger`` seconds for more; empty once the channel is
-    closed and drained."""
-    try:
-        batch = [await receive.receive()]
-    except trio.EndOfChannel:
-        return []
-    deadline = trio.current_time() + batch_linger
-    while len(batch) < batch_max:
-        try:
-            batch.append(receive.receive_nowait())
-            continue
-        except trio.WouldBlock:
-            pass
-        except trio.EndOfChannel:
-            break
-        if batch_linger <= 0 or trio.current_time() >= deadline:
-            break
-        with trio.move_on_at(deadline):
-            try:
-                batch.append(await receive.receive())
-            except trio.EndOfChannel:
-                break
-    return batch
+        else:
+            stats = self.batch_statistics
+            stats.batches += 1
+            stats.writes += len(batch.writes)
+            stats.largest = max(stats.largest, len(batch.writes))
+        batch.done.set()
 
 
 @asynccontextmanager
@@ -673,14 +687,13 @@ async def open_postgres_store(
             # Batches commit on connections of their own; the pool serves queries.
             writers = await bridged.run(_db_writer_connections, dsn, max(1, in_flight))
             try:
-                send, receive = trio.open_memory_channel[_Pending](batch_max * 4)
-                store = PostgresStore(bridged, pool, send, list(writers))
+                store = PostgresStore(bridged, pool, list(writers), batch_max)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(store._run_writer, receive, batch_max, batch_linger)
+                    nursery.start_soon(store._run_writer, batch_linger)
                     try:
                         yield store
                     finally:
-                        send.close()  # the writer commits what is queued, then stops
+                        store._close()  # the writer commits what is waiting, then stops
             finally:
                 with trio.CancelScope(shield=True):
                     await bridged.run(_db_close_writers, writers)
