@@ -37,6 +37,19 @@ class GatedBridge:
         await self.gate.wait()
 
 
+async def hold_a_first_commit(nursery: trio.Nursery, store: PostgresStore) -> None:
+    """Start the writer, and one write whose commit then waits at the gate."""
+    nursery.start_soon(store._run_writer, 0.0)
+    nursery.start_soon(store.write, write(1))
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def open_gate_and_close(bridge: GatedBridge, store: PostgresStore) -> None:
+    bridge.gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    store._close()
+
+
 def writer_store(bridge: GatedBridge, writers: list[str], batch_max: int = 512) -> PostgresStore:
     return PostgresStore(bridge, None, list(writers), batch_max)  # type: ignore[arg-type]
 
@@ -48,10 +61,8 @@ async def test_writes_queued_during_a_commit_all_go_into_the_next_batch() -> Non
     bridge = GatedBridge()
     store = writer_store(bridge, ["w"])
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(store._run_writer, 0.0)
-        nursery.start_soon(store.write, write(1))
-        await trio.testing.wait_all_tasks_blocked()
-        assert bridge.batches == [("w", [1])]  # committing, held at the gate
+        await hold_a_first_commit(nursery, store)
+        assert bridge.batches == [("w", [1])]
         # Two waves while the only connection is busy, the writer running between them.
         for seq in range(2, 6):
             nursery.start_soon(store.write, write(seq))
@@ -59,9 +70,7 @@ async def test_writes_queued_during_a_commit_all_go_into_the_next_batch() -> Non
         for seq in range(6, 10):
             nursery.start_soon(store.write, write(seq))
         await trio.testing.wait_all_tasks_blocked()
-        bridge.gate.set()
-        await trio.testing.wait_all_tasks_blocked()
-        store._close()
+        await open_gate_and_close(bridge, store)
     # Not [2..5] and then [6..9]: a batch is gathered when a connection is free for it.
     assert [(writer, sorted(seqs)) for writer, seqs in bridge.batches] == [
         ("w", [1]),
@@ -96,15 +105,11 @@ async def test_a_full_batch_leaves_the_next_writes_to_the_next_batch() -> None:
     bridge = GatedBridge()
     store = writer_store(bridge, ["w"], batch_max=3)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(store._run_writer, 0.0)
-        nursery.start_soon(store.write, write(1))
-        await trio.testing.wait_all_tasks_blocked()
+        await hold_a_first_commit(nursery, store)
         for seq in range(2, 9):
             nursery.start_soon(store.write, write(seq))
             await trio.testing.wait_all_tasks_blocked()
-        bridge.gate.set()
-        await trio.testing.wait_all_tasks_blocked()
-        store._close()
+        await open_gate_and_close(bridge, store)
     assert [seqs for _, seqs in bridge.batches] == [[1], [2, 3, 4], [5, 6, 7], [8]]
 
 
@@ -142,9 +147,7 @@ async def test_batches_commit_concurrently_on_separate_connections() -> None:
         nursery.start_soon(store.write, write(2, "c1"))
         await trio.testing.wait_all_tasks_blocked()
         assert len(bridge.batches) == 2  # no third connection: it waits for a free one
-        bridge.gate.set()
-        await trio.testing.wait_all_tasks_blocked()
-        store._close()
+        await open_gate_and_close(bridge, store)
     assert len(bridge.batches) == 3
 
 
