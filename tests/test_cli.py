@@ -177,3 +177,22 @@ async def test_migrate_and_a_schema_newer_than_the_code(postgres_dsn: str) -> No
     )
     assert code == 1
     assert "newer than this Omni" in output and "Traceback" not in output
+
+
+def test_serve_tunes_the_collector_before_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import omni.cli
+    from omni.server import GC_THRESHOLDS
+
+    seen: list[tuple[int, ...]] = []
+    before = gc.get_threshold()
+    # Stand in for the server: record the collector's thresholds it would run with.
+    monkeypatch.setattr(omni.cli.trio, "run", lambda *args: seen.append(gc.get_threshold()))
+    try:
+        assert omni.cli.main(["serve", "--log-level", "WARNING"]) == 0
+        assert seen == [GC_THRESHOLDS]
+        assert gc.get_freeze_count() > 0  # the start-up heap is out of the collector's way
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
