@@ -125,6 +125,9 @@ _Q_AUDIT = """
 SELECT id, at, actor, action, kind, key, before, after FROM audit_log
 WHERE $2::bigint IS NULL OR id < $2 ORDER BY id DESC LIMIT $1"""
 
+#: Seconds a statement may take before asyncpg gives up on it (pool and writer connections).
+_COMMAND_TIMEOUT = 60
+
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -197,7 +200,11 @@ async def _db_create_pool(dsn: str, min_size: int, max_size: int) -> Any:
     import asyncpg
 
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=_COMMAND_TIMEOUT,
     )
 
 
@@ -231,7 +238,7 @@ class _WriterConnection:
         if self.conn is None:
             import asyncpg
 
-            conn = await asyncpg.connect(self.dsn, command_timeout=60)
+            conn = await asyncpg.connect(self.dsn, command_timeout=_COMMAND_TIMEOUT)
             await _init_connection(conn)
             self.conn = conn
         return self.conn
