@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import GenericAlias
 from typing import Any
@@ -43,6 +43,7 @@ from admin_api.http import (
 from omni.actors.configuration import ConfigRejected, Configuration
 from omni.actors.group import QueueSnapshot
 from omni.actors.hub import Hub
+from omni.actors.runtime import ActorCrashed, AskTimeout
 from omni.config import RESOURCES, Resource, parse_body, seal
 from omni.domain import conversation as domain
 from omni.domain.conversation import Conversation, Status
@@ -68,6 +69,8 @@ class RouteDoc:
     response: Any = None
     status: int = 200
     query: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
+    #: Error statuses beyond the ones every route of its kind may answer (for the document).
+    errors: tuple[int, ...] = ()
 
 
 class Api:
@@ -90,6 +93,7 @@ class Api:
         response: Any = None,
         status: int = 200,
         query: list[tuple[str, dict[str, Any], str]] | None = None,
+        errors: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
             guarded = requires(roles, lambda: self.hub.directory)(handler) if roles else handler
@@ -98,7 +102,9 @@ class Api:
                 _quart_path(path), endpoint=endpoint, view_func=guarded, methods=[method]
             )
             self.routes.append(
-                RouteDoc(method, path, summary, tag, roles, body, response, status, query or [])
+                RouteDoc(
+                    method, path, summary, tag, roles, body, response, status, query or [], errors
+                )
             )
             return guarded
 
@@ -272,6 +278,9 @@ def create_app(
             cursor=_cursor_arg(),
             limit=_int_arg("limit", 50, 1, 200) or 50,
         )
+        scope = _operator_scope()
+        if scope is not None:
+            query = replace(query, scope_operator_id=scope[0], scope_service_ids=scope[1])
         if query.search is not None and len(query.search) > 200:
             raise Problem(400, "q is limited to 200 characters")
         found = await config.store.list_conversations(query)
@@ -320,11 +329,14 @@ def create_app(
         roles=CONVERSATIONS,
         body=schemas.ResumeRequest,
         response=schemas.ConversationOut,
-        status=202,
+        errors=(503,),
     )
     async def resume(id: str) -> Response:
         body = await read_body(schemas.ResumeRequest)
         conv = await _load(id)
+        scope = _operator_scope()
+        if scope is not None and body.operator_id != scope[0]:
+            raise Problem(403, f"this operator token resumes as operator {scope[0]} only")
         if conv.status is not Status.OUT_OF_HOURS:
             raise Problem(409, f"conversation {id} is {conv.status.value}, not out_of_hours")
         session = hub.sessions.get(body.operator_id)
@@ -336,15 +348,37 @@ def create_app(
             await session.resume(id)
         except domain.Rejected as exc:
             raise Problem(409, exc.message) from None
-        return json_response(_conversation_out(conv), status=202)
+        except (AskTimeout, ActorCrashed) as exc:
+            raise Problem(503, f"the conversation did not answer; try again ({exc})") from None
+        return json_response(_conversation_out(await _load(id)))
 
     async def _load(conversation_id: str) -> Conversation:
+        """The conversation, if the token may see it (404 alike when it may not: an operator
+        token does not learn which other conversations exist)."""
         conv = None
         if len(conversation_id) <= 64 and "\x00" not in conversation_id:
             conv = await config.store.load_conversation(conversation_id)
+        scope = _operator_scope()
+        if conv is not None and scope is not None:
+            operator_id, services = scope
+            if conv.operator_id != operator_id and conv.service_id not in services:
+                conv = None
         if conv is None:
             raise Problem(404, f"no conversation {conversation_id}")
         return conv
+
+    def _operator_scope() -> tuple[int, frozenset[int]] | None:
+        """What an operator token may see: its operator's id and the services that operator's
+        groups serve; None for the other roles (everything)."""
+        if g.role is not Role.OPERATOR:
+            return None
+        operator_id = g.operator_id
+        if operator_id is None or operator_id not in hub.directory.operators:
+            raise Problem(
+                403,
+                "this operator token is not tied to an operator; an admin sets its operator_id",
+            )
+        return operator_id, hub.directory.services_of(operator_id)
 
     # -- operations ---------------------------------------------------------------------------
 

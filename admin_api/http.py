@@ -32,6 +32,7 @@ TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 #: Largest request body accepted, in bytes.
@@ -120,6 +121,7 @@ def requires(
                 raise Problem(403, f"{article} {found.role.value} token may not do this")
             g.actor = f"token:{found.id}"
             g.role = found.role
+            g.operator_id = found.operator_id
             return await handler(*args, **kwargs)
 
         guarded.__dict__["omni_roles"] = roles

@@ -18,6 +18,7 @@ ERRORS = {
     413: "The body is too large",
     415: "The body is not JSON",
     422: "The body is valid JSON but not a valid resource",
+    503: "Did not finish in time; the request may still take effect",
 }
 
 
@@ -79,6 +80,7 @@ def document(routes: list[Any]) -> dict[str, Any]:
             codes += [401, 403]
             operation["security"] = [{"bearer": []}]
             operation["description"] = "Roles: " + ", ".join(sorted(r.value for r in route.roles))
+        codes += route.errors
         for code in sorted(codes):
             responses[str(code)] = {"description": ERRORS[code], "content": problem}
         operation["responses"] = responses

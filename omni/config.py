@@ -196,13 +196,26 @@ class ParametersBody(_Struct):
 
 
 class ApiTokenBody(_Struct):
-    """An API token: ``token`` is given on creation only; ``token_hash`` is what is kept."""
+    """An API token: ``token`` is given on creation only; ``token_hash`` is what is kept.
+    An ``operator`` token names the operator it acts for (``operator_id``)."""
 
     id: Key
     name: Name
     role: Role
+    operator_id: Id | None = None
     token: Secret | None = None
     token_hash: str | None = None
+
+
+def check_api_token(body: dict[str, Any]) -> None:
+    """What a new or changed API token must satisfy beyond its schema (``ValueError``): an
+    operator token is tied to an operator. (Tokens stored before ``operator_id`` existed still
+    load; the API refuses them until an admin ties them, see ``admin_api.http``.)"""
+    if body.get("role") == Role.OPERATOR.value and body.get("operator_id") is None:
+        raise ValueError(
+            f"api token {body.get('id')}: an operator token needs operator_id "
+            "(the operator it acts for)"
+        )
 
 
 class ConfigFile(_Struct):
@@ -308,7 +321,10 @@ def parse_config(raw: dict[str, Any]) -> Config:
             for index, body in enumerate(bodies):
                 if isinstance(body, OperatorBody | ApiTokenBody) and body.token is None:
                     raise ValueError(f"$.{kind}[{index}]: a token is required")
-                items.append(to_item(RESOURCES[kind], body))
+                item = to_item(RESOURCES[kind], body)
+                if kind == "api_tokens":
+                    check_api_token(item.body)
+                items.append(item)
         if file.parameters is not None:
             items.append(to_item(RESOURCES["parameters"], file.parameters))
         hashes = [i.body["token_hash"] for i in items if i.kind == "operators"]
@@ -455,4 +471,4 @@ def _parameters(body: ParametersBody) -> Parameters:
 def _api_token(body: ApiTokenBody) -> ApiToken:
     if body.token_hash is None:
         raise ValueError(f"api token {body.id}: no token")
-    return ApiToken(body.id, body.name, body.role, body.token_hash)
+    return ApiToken(body.id, body.name, body.role, body.token_hash, body.operator_id)

@@ -55,12 +55,12 @@ def admin_config(**server: Any) -> Config:
         *(
             to_item(
                 RESOURCES["api_tokens"],
-                ApiTokenBody(id=key, name=key.title(), role=role, token=tok),
+                ApiTokenBody(id=key, name=key.title(), role=role, operator_id=op, token=tok),
             )
-            for key, role, tok in (
-                ("root", Role.ADMIN, ADMIN),
-                ("boss", Role.SUPERVISOR, SUPERVISOR),
-                ("desk", Role.OPERATOR, OPERATOR),
+            for key, role, op, tok in (
+                ("root", Role.ADMIN, None, ADMIN),
+                ("boss", Role.SUPERVISOR, None, SUPERVISOR),
+                ("desk", Role.OPERATOR, 1, OPERATOR),  # Alice's
             )
         ),
     ]
@@ -213,11 +213,11 @@ CASES = {
     "api-tokens": Case(
         "/api/v1/api-tokens",
         "boss",
-        {"id": "boss", "name": "Boss", "role": "supervisor"},
+        {"id": "boss", "name": "Boss", "role": "supervisor", "operator_id": None},
         {"id": "ci", "name": "CI", "role": "supervisor", "token": "ci-secret-token"},
-        {"id": "ci", "name": "CI", "role": "supervisor"},
-        {"id": "ci", "name": "CI bot", "role": "admin"},
-        {"id": "ci", "name": "CI bot", "role": "admin"},
+        {"id": "ci", "name": "CI", "role": "supervisor", "operator_id": None},
+        {"id": "ci", "name": "CI bot", "role": "operator", "operator_id": 2},
+        {"id": "ci", "name": "CI bot", "role": "operator", "operator_id": 2},
     ),
 }
 
@@ -658,11 +658,150 @@ async def test_role_changes_and_revocation_apply_at_once(
         r = await http.put(
             "/api/v1/api-tokens/boss", json={"id": "boss", "name": "Boss", "role": "admin"}
         )
-        assert r.status_code == 200 and r.json() == {"id": "boss", "name": "Boss", "role": "admin"}
+        assert r.status_code == 200 and r.json() == {
+            "id": "boss",
+            "name": "Boss",
+            "role": "admin",
+            "operator_id": None,
+        }
         # The token was not sent: the stored one is kept, now with the admin role.
         assert (await boss.put("/api/v1/parameters", json={})).status_code == 200
         assert (await http.delete("/api/v1/api-tokens/boss")).status_code == 204
         assert_problem(await boss.get("/api/v1/groups"), 401, "unknown or revoked")
+
+
+# -- operator tokens and the last admin ---------------------------------------------------------
+
+
+async def test_an_operator_token_sees_and_resumes_only_as_its_operator(
+    srv: RunningServer, http: httpx.AsyncClient
+) -> None:
+    """``desk`` acts for Alice (groups 1 and 2: services 25 and 27, and 40 created below)."""
+    evening = {"id": 40, "name": "Evening", "schedule": "never", "links": [{"group": 1}]}
+    assert (await http.post("/api/v1/services", json=evening)).status_code == 201
+    url = srv.ws_url
+    async with (
+        connect_tcp(f"{url}/ws/visitor") as mine_queued,
+        connect_tcp(f"{url}/ws/visitor") as mine_closed,
+        connect_tcp(f"{url}/ws/visitor") as other_closed,
+        connect_tcp(f"{url}/ws/visitor") as other_handled,
+        connect_tcp(f"{url}/ws/operator") as alice,
+        httpx.AsyncClient(base_url=srv.http_url, headers=bearer(OPERATOR)) as desk,
+    ):
+        queued = (await start(mine_queued, 25, name="Quinn"))["conversation_id"]
+        closed = (await start(mine_closed, 40, name="Olga"))["conversation_id"]
+        foreign = (await start(other_closed, 26, name="Fritz"))["conversation_id"]
+        handled = (await start(other_handled, 26, name="Hanna"))["conversation_id"]
+        for visitor in (mine_closed, other_closed, other_handled):
+            await visitor.expect("out_of_hours")
+        await login(alice, "tok-alice", available=False)
+        # Service 26 is not Alice's, but she takes one of its conversations (an admin asks).
+        r = await http.post(f"/api/v1/conversations/{handled}/resume", json={"operator_id": 1})
+        assert r.status_code == 200 and r.json()["operator_id"] == 1
+        assert (await alice.until("assigned"))["conversation_id"] == handled
+
+        everything = {c["id"] for c in (await http.get("/api/v1/conversations")).json()["items"]}
+        assert everything == {queued, closed, foreign, handled}
+        listed = (await desk.get("/api/v1/conversations")).json()["items"]
+        assert {c["id"] for c in listed} == {queued, closed, handled}
+        # Filters narrow the operator's view; they never widen it.
+        r = await desk.get("/api/v1/conversations", params={"service_id": 26})
+        assert [c["id"] for c in r.json()["items"]] == [handled]
+        r = await desk.get("/api/v1/conversations", params={"status": "out_of_hours"})
+        assert [c["id"] for c in r.json()["items"]] == [closed]
+        for path in (f"/{handled}", f"/{handled}/transcript", f"/{closed}"):
+            assert (await desk.get(f"/api/v1/conversations{path}")).status_code == 200, path
+        # Another service's conversation does not exist as far as this token can tell.
+        for path in (f"/{foreign}", f"/{foreign}/transcript"):
+            assert_problem(await desk.get(f"/api/v1/conversations{path}"), 404, foreign)
+        r = await desk.post(f"/api/v1/conversations/{foreign}/resume", json={"operator_id": 1})
+        assert_problem(r, 404, foreign)
+
+        # It resumes as its own operator only.
+        path = f"/api/v1/conversations/{closed}/resume"
+        r = await desk.post(path, json={"operator_id": 3})
+        assert_problem(r, 403, "resumes as operator 1 only")
+        assert (await http.get(f"/api/v1/conversations/{closed}")).json()["conversation"][
+            "status"
+        ] == "out_of_hours"
+        r = await desk.post(path, json={"operator_id": 1})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "active" and r.json()["operator_id"] == 1
+        assert (await alice.until("assigned"))["conversation_id"] == closed
+
+        # Moved to another operator, the token follows: Carla (group 1) sees 25 and 40 only.
+        moved = {"id": "desk", "name": "Desk", "role": "operator", "operator_id": 3}
+        assert (await http.put("/api/v1/api-tokens/desk", json=moved)).status_code == 200
+        listed = (await desk.get("/api/v1/conversations")).json()["items"]
+        assert {c["id"] for c in listed} == {queued, closed}
+
+
+async def test_an_operator_token_is_tied_to_an_existing_operator(
+    srv: RunningServer, http: httpx.AsyncClient
+) -> None:
+    unbound = {"id": "x", "name": "X", "role": "operator", "token": "x-secret-token"}
+    r = await http.post("/api/v1/api-tokens", json=unbound)
+    assert_problem(r, 422, "an operator token needs operator_id")
+    r = await http.post("/api/v1/api-tokens", json={**unbound, "operator_id": 99})
+    assert_problem(r, 422, "api token x: unknown operator 99")
+    r = await http.post(
+        "/api/v1/api-tokens", json={**unbound, "role": "supervisor", "operator_id": 2}
+    )
+    assert_problem(r, 422, "only an operator token is tied to an operator")
+    r = await http.put(
+        "/api/v1/api-tokens/desk", json={"id": "desk", "name": "D", "role": "operator"}
+    )
+    assert_problem(r, 422, "an operator token needs operator_id")
+    assert srv.configuration.get("api_tokens", "x") is None
+    assert srv.configuration.get("api_tokens", "desk") == {
+        "id": "desk",
+        "name": "Desk",
+        "role": "operator",
+        "operator_id": 1,
+        "token": None,
+        "token_hash": hashlib.sha256(OPERATOR.encode()).hexdigest(),
+    }
+    # Alice cannot be deleted while a token acts for her.
+    assert_problem(
+        await http.delete("/api/v1/operators/1"), 409, "api token desk: unknown operator 1"
+    )
+    assert srv.configuration.get("operators", "1") is not None
+    r = await http.post("/api/v1/api-tokens", json={**unbound, "operator_id": 2})
+    assert r.status_code == 201 and r.json()["operator_id"] == 2
+
+
+async def test_an_operator_token_stored_without_an_operator_is_refused() -> None:
+    """A token stored before tokens named their operator still loads, but gets nothing."""
+    cfg = admin_config()
+    legacy = to_item(
+        RESOURCES["api_tokens"],
+        ApiTokenBody(id="old", name="Old", role=Role.OPERATOR, token="old-secret-token"),
+    )
+    items = [*cfg.items, legacy]
+    config = Config(server=cfg.server, items=items, directory=build_directory(items))
+    async with (
+        open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as running,
+        httpx.AsyncClient(base_url=running.http_url, headers=bearer("old-secret-token")) as old,
+    ):
+        for path in ("/api/v1/conversations", "/api/v1/conversations/2026-000001"):
+            assert_problem(await old.get(path), 403, "not tied to an operator")
+
+
+async def test_the_last_admin_token_can_be_neither_revoked_nor_demoted(
+    srv: RunningServer, http: httpx.AsyncClient
+) -> None:
+    assert_problem(await http.delete("/api/v1/api-tokens/root"), 409, "no admin API token")
+    demoted = {"id": "root", "name": "Root", "role": "supervisor"}
+    assert_problem(await http.put("/api/v1/api-tokens/root", json=demoted), 409, "no admin")
+    assert srv.configuration.get("api_tokens", "root")["role"] == "admin"  # type: ignore[index]
+    assert (await http.get("/api/v1/groups")).status_code == 200
+    # With a second admin, either may go.
+    second = {"id": "ops", "name": "Ops", "role": "admin", "token": "ops-secret-token"}
+    assert (await http.post("/api/v1/api-tokens", json=second)).status_code == 201
+    assert (await http.put("/api/v1/api-tokens/root", json=demoted)).status_code == 200
+    async with httpx.AsyncClient(base_url=srv.http_url, headers=bearer("ops-secret-token")) as ops:
+        assert_problem(await ops.delete("/api/v1/api-tokens/ops"), 409, "no admin API token")
+        assert (await ops.get("/api/v1/api-tokens/root")).json()["role"] == "supervisor"
 
 
 # -- secrets ----------------------------------------------------------------------------------
@@ -693,7 +832,12 @@ async def test_secrets_never_leave_the_server(http: httpx.AsyncClient, srv: Runn
         "/api/v1/api-tokens",
         json={"id": "ci", "name": "CI", "role": "admin", "token": "ci-secret-1"},
     )
-    assert r.status_code == 201 and r.json() == {"id": "ci", "name": "CI", "role": "admin"}
+    assert r.status_code == 201 and r.json() == {
+        "id": "ci",
+        "name": "CI",
+        "role": "admin",
+        "operator_id": None,
+    }
     secrets.append("ci-secret-1")
 
     # The stored body holds only the hash.
@@ -739,7 +883,7 @@ async def test_a_generated_api_token_is_shown_once_and_works(
     assert created.status_code == 201
     body = created.json()
     token = body.pop("token")
-    assert body == {"id": "gen", "name": "Gen", "role": "supervisor"}
+    assert body == {"id": "gen", "name": "Gen", "role": "supervisor", "operator_id": None}
     assert isinstance(token, str) and len(token) >= 32
     assert "token" not in (await http.get("/api/v1/api-tokens/gen")).json()
     stored = srv.configuration.get("api_tokens", "gen")
@@ -748,7 +892,12 @@ async def test_a_generated_api_token_is_shown_once_and_works(
         assert (await gen.get("/api/v1/groups/2")).json() == {"id": 2, "name": "Billing"}
         assert (await gen.delete("/api/v1/groups/3")).status_code == 403
     entry = (await http.get("/api/v1/audit", params={"limit": 1})).json()["items"][0]
-    assert entry["after"] == {"id": "gen", "name": "Gen", "role": "supervisor"}
+    assert entry["after"] == {
+        "id": "gen",
+        "name": "Gen",
+        "role": "supervisor",
+        "operator_id": None,
+    }
     assert token not in (await http.get("/api/v1/audit")).text
 
 
@@ -1216,12 +1365,12 @@ async def test_resume_an_out_of_hours_conversation(
 
         async with connect_tcp(f"{url}/ws/operator") as alice:
             await login(alice, "tok-alice", available=False)
-            async with httpx.AsyncClient(base_url=srv.http_url, headers=bearer(OPERATOR)) as desk:
-                r = await desk.post(path, json={"operator_id": 1})
-            assert r.status_code == 202, r.text
-            out = r.json()
+            async with httpx.AsyncClient(base_url=srv.http_url, headers=bearer(SUPERVISOR)) as boss:
+                r = await boss.post(path, json={"operator_id": 1})
+            assert r.status_code == 200, r.text
+            out = r.json()  # the conversation as the resume left it
             assert out["id"] == cid and out["service_id"] == 26
-            assert out["status"] == "out_of_hours"
+            assert out["status"] == "active" and out["operator_id"] == 1
 
             assigned = await alice.until("assigned")
             assert assigned["conversation_id"] == cid
@@ -1261,7 +1410,7 @@ async def test_resume_after_the_visitor_left(srv: RunningServer, http: httpx.Asy
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as bruno:
         await login(bruno, "tok-bruno", available=False)
         r = await http.post(f"/api/v1/conversations/{cid}/resume", json={"operator_id": 2})
-        assert r.status_code == 202
+        assert r.status_code == 200 and r.json()["operator_id"] == 2
         assigned = await bruno.until("assigned")
         assert assigned["conversation_id"] == cid and assigned["operator"]["name"] == "Bruno"
         # The visitor finds the operator when they come back.

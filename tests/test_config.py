@@ -72,6 +72,25 @@ def test_config_errors_name_the_field(path: str, value: Any, expected: str) -> N
     assert expected in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ({"role": "operator"}, "api token t: an operator token needs operator_id"),
+        ({"role": "operator", "operator_id": 9}, "api token t: unknown operator 9"),
+        ({"role": "admin", "operator_id": 1}, "only an operator token is tied to an operator"),
+        ({"role": "operator", "operator_id": 0}, "at `$.api_tokens[0].operator_id`"),
+    ],
+)
+def test_api_token_errors(token: dict[str, Any], expected: str) -> None:
+    raw = copy.deepcopy(BASE)
+    raw["api_tokens"] = [{"id": "t", "name": "T", "token": "t-secret-token", **token}]
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert expected in str(info.value)
+    raw["api_tokens"][0].update(role="operator", operator_id=1)
+    assert parse_config(raw).directory.api_tokens["t"].operator_id == 1
+
+
 def test_bad_toml_names_the_file(tmp_path: Any) -> None:
     bad = tmp_path / "x.toml"
     bad.write_text("[[services]\n")

@@ -218,9 +218,10 @@ async def test_sigkill_loses_no_acknowledged_message(postgres_dsn: str, tmp_path
 
         # After a graceful stop too: everything is there and the queue order holds.
         await server.start()
-        async with connect_tcp(f"{server.url}/ws/visitor") as eva, connect_tcp(
-            f"{server.url}/ws/visitor"
-        ) as caio:
+        async with (
+            connect_tcp(f"{server.url}/ws/visitor") as eva,
+            connect_tcp(f"{server.url}/ws/visitor") as caio,
+        ):
             await eva.send("resume", token=eva_token, last_seq=0)
             await eva.expect("resumed", status="queued")
             assert (await eva.until("queued"))["position"] == 3

@@ -15,21 +15,50 @@ from simulator.scenario import ScenarioError, load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).parent.parent / "simulator" / "scenarios"
 
-ALWAYS = {"id": "always", "timezone": "UTC",
-          "weekly": {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri",
-                                                       "sat", "sun")}}
+ALWAYS = {
+    "id": "always",
+    "timezone": "UTC",
+    "weekly": {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+}
 
 
-def mmc(c: int, rate_per_hour: float, mean_handle: float, hours: float,
-        patience: float | None = None, seed: int = 11) -> dict[str, Any]:
+def mmc(
+    c: int,
+    rate_per_hour: float,
+    mean_handle: float,
+    hours: float,
+    patience: float | None = None,
+    seed: int = 11,
+) -> dict[str, Any]:
     raw: dict[str, Any] = {
-        "name": "mmc", "start": "2026-11-23T00:00:00", "timezone": "UTC",
-        "duration_hours": hours, "seed": seed,
-        "schedules": [ALWAYS], "groups": [{"id": 1, "name": "G"}],
-        "services": [{"id": 1, "name": "S", "schedule": "always", "survey": "none",
-                      "greeting": "", "links": [{"group": 1}]}],
-        "operators": [{"id": 1, "count": c, "groups": [1], "capacity": 1, "login": "00:00",
-                       "logout": "00:00", "handle_time": {"mean": mean_handle}}],
+        "name": "mmc",
+        "start": "2026-11-23T00:00:00",
+        "timezone": "UTC",
+        "duration_hours": hours,
+        "seed": seed,
+        "schedules": [ALWAYS],
+        "groups": [{"id": 1, "name": "G"}],
+        "services": [
+            {
+                "id": 1,
+                "name": "S",
+                "schedule": "always",
+                "survey": "none",
+                "greeting": "",
+                "links": [{"group": 1}],
+            }
+        ],
+        "operators": [
+            {
+                "id": 1,
+                "count": c,
+                "groups": [1],
+                "capacity": 1,
+                "login": "00:00",
+                "logout": "00:00",
+                "handle_time": {"mean": mean_handle},
+            }
+        ],
         "arrivals": [{"service": 1, "rate": rate_per_hour}],
         "visitors": {"messages": [0, 0], "think_time": None, "survey_share": 0},
     }
@@ -111,8 +140,10 @@ def test_erlang_c() -> None:
     assert abs(waited - expected) < 0.05, (waited, expected)
     assert math.isclose(total["asa"], asa, rel_tol=0.2), (total["asa"], asa)
     assert math.isclose(total["aht"], mean, rel_tol=0.05)
-    print(f"M/M/5 rho=0.7: P(wait) {waited:.4f} vs {expected:.4f}; "
-          f"ASA {total['asa']:.2f} vs {asa:.2f} s; n={answered}")
+    print(
+        f"M/M/5 rho=0.7: P(wait) {waited:.4f} vs {expected:.4f}; "
+        f"ASA {total['asa']:.2f} vs {asa:.2f} s; n={answered}"
+    )
 
 
 def test_erlang_a() -> None:
@@ -182,8 +213,10 @@ def test_real_refuses_remote_hosts() -> None:
 def test_operator_tokens_from_the_scenario() -> None:
     raw = mmc(2, 10, 60, 1)
     scenario = parse_scenario(raw)
-    assert [op.token for op in scenario.operators] == ["sim-operator-token-1",
-                                                       "sim-operator-token-2"]
+    assert [op.token for op in scenario.operators] == [
+        "sim-operator-token-1",
+        "sim-operator-token-2",
+    ]
     raw["operators"][0]["token"] = "secret-{id}"
     assert [op.token for op in parse_scenario(raw).operators] == ["secret-1", "secret-2"]
     raw["operators"][0]["token"] = "secret"
@@ -196,10 +229,19 @@ def server_config(raw: dict[str, Any]) -> dict[str, Any]:
     (with the scenario's tokens)."""
     scenario = parse_scenario(raw)
     return {
-        "schedules": raw["schedules"], "groups": raw["groups"], "services": raw["services"],
-        "operators": [{"id": op.id, "name": op.name, "groups": list(op.groups),
-                       "capacity": op.capacity, "token": op.token}
-                      for op in scenario.operators],
+        "schedules": raw["schedules"],
+        "groups": raw["groups"],
+        "services": raw["services"],
+        "operators": [
+            {
+                "id": op.id,
+                "name": op.name,
+                "groups": list(op.groups),
+                "capacity": op.capacity,
+                "token": op.token,
+            }
+            for op in scenario.operators
+        ],
     }
 
 
@@ -215,15 +257,20 @@ async def test_real_time_against_a_running_server() -> None:
     from simulator.report import to_table
 
     raw = mmc(2, 2400, 2, hours=10 / 3600, seed=4)
-    raw["operators"][0].update(capacity=2, token="real-sim-{id}", reply_delay=0.3,
-                               handle_time={"mean": 2, "kind": "fixed"})
-    raw["visitors"] = {"messages": [1, 1], "think_time": {"mean": 0.3, "kind": "fixed"},
-                       "survey_share": 0}
+    raw["operators"][0].update(
+        capacity=2, token="real-sim-{id}", reply_delay=0.3, handle_time={"mean": 2, "kind": "fixed"}
+    )
+    raw["visitors"] = {
+        "messages": [1, 1],
+        "think_time": {"mean": 0.3, "kind": "fixed"},
+        "survey_share": 0,
+    }
     scenario = parse_scenario(raw)
     config = parse_config(server_config(raw))
     with trio.fail_after(20):
-        async with open_server(config, store=MemoryStore(), host="127.0.0.1", ws_port=0,
-                               http=False) as server:
+        async with open_server(
+            config, store=MemoryStore(), host="127.0.0.1", ws_port=0, http=False
+        ) as server:
             trace = await drive_real(scenario, server.ws_url, wall_cap=15)
     assert 9 < trace.wall < 15
     report = build_report(scenario, trace, scenario.seed, 20)

@@ -317,6 +317,28 @@ async def test_list_conversations_by_field(filled: Store) -> None:
     assert await listed(filled, status="closed", operator_id=2) == []
 
 
+async def test_list_conversations_in_an_operators_scope(filled: Store) -> None:
+    """An operator token's view: the operator's own conversations, or those of its services."""
+    assert await listed(filled, scope_operator_id=2) == ["c2"]
+    assert await listed(filled, scope_operator_id=2, scope_service_ids=frozenset({26})) == [
+        "c3",
+        "c2",
+    ]
+    assert await listed(filled, scope_operator_id=1, scope_service_ids=frozenset({27})) == [
+        "c7",
+        "c6",
+        "c2",
+        "c1",
+    ]
+    assert await listed(filled, scope_operator_id=3, scope_service_ids=frozenset()) == []
+    # Other filters narrow the scope further, never widen it.
+    scoped = {"scope_operator_id": 1, "scope_service_ids": frozenset({27})}
+    assert await listed(filled, service_id=26, **scoped) == []
+    assert await listed(filled, status="closed", **scoped) == ["c1"]
+    assert await listed(filled, operator_id=2, **scoped) == ["c2"]
+    assert await listed(filled, limit=2, **scoped) == ["c7", "c6"]
+
+
 async def test_list_conversations_by_creation_time(filled: Store) -> None:
     def at(seconds: float) -> datetime:
         return NOW + timedelta(seconds=seconds)

@@ -8,6 +8,8 @@ Rules:
 * A change is checked by building the directory it would produce *before* anything is stored:
   a change that would leave the configuration inconsistent is refused whole
   (:class:`ConfigRejected`), and nothing is written.
+* API tokens: an operator token names the operator it acts for, and the last admin token can
+  be neither revoked nor demoted (nobody could change the configuration any more).
 * Changes are serialised (one at a time), stored together with their audit entry, then applied
   to the hub in one step: the hub sees either the old directory or the new one.
 """
@@ -21,7 +23,7 @@ from typing import Any
 import trio
 
 from omni.actors.hub import Hub
-from omni.config import build_directory
+from omni.config import build_directory, check_api_token
 from omni.store import AuditEntry, ConfigChange, ConfigItem, Store
 
 
@@ -66,8 +68,14 @@ class Configuration:
                 raise ConfigRejected(409, f"{kind} {key} exists")
             if exists is True and before is None:
                 raise LookupError(f"no {kind} {key}")
+            if kind == "api_tokens":
+                try:
+                    check_api_token(body)
+                except ValueError as exc:
+                    raise ConfigRejected(422, str(exc)) from None
             candidate = dict(self._items)
             candidate[(kind, key)] = ConfigItem(kind, key, body)
+            _keep_an_admin(self._items, candidate)
             directory = _build(candidate, 422)
             return await self._commit(kind, key, before, body, actor, candidate, directory)
 
@@ -90,6 +98,7 @@ class Configuration:
                     )
             candidate = dict(self._items)
             del candidate[(kind, key)]
+            _keep_an_admin(self._items, candidate)
             directory = _build(candidate, 409)
             return await self._commit(kind, key, before, None, actor, candidate, directory)
 
@@ -113,6 +122,21 @@ class Configuration:
 def _order(pair: tuple[tuple[str, str], ConfigItem]) -> tuple[str, int, str]:
     (kind, key), _ = pair
     return (kind, int(key) if key.isdigit() else 0, key)
+
+
+def _admins(items: dict[tuple[str, str], ConfigItem]) -> int:
+    return sum(1 for (k, _), i in items.items() if k == "api_tokens" and i.body["role"] == "admin")
+
+
+def _keep_an_admin(
+    before: dict[tuple[str, str], ConfigItem], after: dict[tuple[str, str], ConfigItem]
+) -> None:
+    """Refuse to revoke or demote the last admin token: nobody could change the configuration
+    through the API any more (a new installation with no token yet is not affected)."""
+    if _admins(before) and not _admins(after):
+        raise ConfigRejected(
+            409, "this would leave no admin API token; create another admin token first"
+        )
 
 
 def _build(items: dict[tuple[str, str], ConfigItem], status: int) -> Any:

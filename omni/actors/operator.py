@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from omni.actors.conversation import Apply, Summary, SyncOperator
 from omni.actors.peer import Peer, encode
+from omni.actors.runtime import ActorStopped
 from omni.domain import conversation as domain
 from omni.domain.conversation import Rejected
 from omni.domain.model import Operator
@@ -152,16 +153,24 @@ class OperatorSession:
 
     async def resume(self, conversation_id: str) -> None:
         """Take an out-of-hours conversation by an active contact (F4). Should it have to be
-        requeued later, it goes to this operator's group among the service's links."""
-        summary = await (await self.hub.entry(conversation_id)).ref.ask(
-            Summary(), timeout=self.hub.settings.ask_timeout
-        )
+        requeued later, it goes to this operator's group among the service's links.
+
+        Returns once the conversation is this operator's (and stored so); a refusal is raised
+        (:class:`Rejected`), not sent to the console, so the admin API can answer with it."""
+        entry = await self.hub.entry(conversation_id)
+        timeout = self.hub.settings.ask_timeout
+        summary = await entry.ref.ask(Summary(), timeout=timeout)
         service = self.hub.directory.services.get(summary["service_id"])
         links = [link.group_id for link in service.links] if service else []
         mine = [g for g in links if g in self.operator.groups]
         group_id = (mine or links or list(self.operator.groups))[0]
         event = domain.ResumeByOperator(self.id, self.operator.name, group_id)
-        await self._send(conversation_id, event)
+        try:
+            await entry.ref.ask(Apply(event, self.peer), timeout=timeout)
+        except ActorStopped:
+            raise Rejected(
+                "conversation_closed", f"conversation {conversation_id} has ended"
+            ) from None
 
     async def sync(self, conversation_id: str, last_seq: int) -> None:
         entry = await self.hub.entry(conversation_id)

@@ -167,7 +167,7 @@ class Operator:
 class Role(StrEnum):
     ADMIN = "admin"  # everything
     SUPERVISOR = "supervisor"  # read configuration; conversations, operations, reports, audit
-    OPERATOR = "operator"  # conversations: list, transcript, resume
+    OPERATOR = "operator"  # its operator's conversations: list, transcript, resume
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +176,9 @@ class ApiToken:
     name: str
     role: Role
     token_hash: str
+    #: The operator an ``operator`` token acts for: it sees only that operator's conversations
+    #: and those of the services their groups serve, and resumes only as that operator.
+    operator_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,11 +249,31 @@ class Directory:
         hashes = [o.token_hash for o in self.operators.values()]
         if len(set(hashes)) != len(hashes):
             problems.append("two operators share a console token")
+        for token in self.api_tokens.values():
+            if token.operator_id is None:
+                continue
+            if token.role is not Role.OPERATOR:
+                problems.append(
+                    f"api token {token.id}: only an operator token is tied to an operator"
+                )
+            elif token.operator_id not in self.operators:
+                problems.append(f"api token {token.id}: unknown operator {token.operator_id}")
         api_hashes = [t.token_hash for t in self.api_tokens.values()]
         if len(set(api_hashes)) != len(api_hashes):
             problems.append("two API tokens are the same secret")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def services_of(self, operator_id: int) -> frozenset[int]:
+        """The services whose conversations can reach the operator: those linked to one of
+        the operator's groups (none if there is no such operator)."""
+        operator = self.operators.get(operator_id)
+        if operator is None:
+            return frozenset()
+        groups = set(operator.groups)
+        return frozenset(
+            s.id for s in self.services.values() if any(link.group_id in groups for link in s.links)
+        )
 
     def operator_by_token(self, token: str) -> Operator | None:
         digest = hash_token(token)

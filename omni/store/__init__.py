@@ -96,6 +96,10 @@ class ConversationQuery:
     search: str | None = None
     cursor: tuple[datetime, str] | None = None
     limit: int = 50
+    #: An operator API token's view: when set, only conversations this operator handled or
+    #: that belong to one of ``scope_service_ids`` (the services the operator's groups serve).
+    scope_operator_id: int | None = None
+    scope_service_ids: frozenset[int] = frozenset()
 
 
 @dataclass(slots=True)

@@ -166,6 +166,12 @@ def _matches(conv: Conversation, q: ConversationQuery) -> bool:
         return False
     if q.operator_id is not None and conv.operator_id != q.operator_id:
         return False
+    if (
+        q.scope_operator_id is not None
+        and conv.operator_id != q.scope_operator_id
+        and conv.service_id not in q.scope_service_ids
+    ):
+        return False
     created = _created(conv)
     if q.created_from is not None and created < q.created_from:
         return False

@@ -330,6 +330,12 @@ def _conversation_filter(q: ConversationQuery) -> tuple[str, list[Any]]:
         add("group_id = {0}", q.group_id)
     if q.operator_id is not None:
         add("operator_id = {0}", q.operator_id)
+    if q.scope_operator_id is not None:
+        add(
+            "(operator_id = {0} OR service_id = ANY({1}::integer[]))",
+            q.scope_operator_id,
+            sorted(q.scope_service_ids),
+        )
     if q.created_from is not None:
         add("created_at >= {0}", q.created_from)
     if q.created_to is not None:
