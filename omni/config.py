@@ -404,6 +404,16 @@ def _question(body: QuestionBody, where: str) -> SurveyQuestion:
     )
 
 
+def service_from_body(body: dict[str, Any]) -> Service:
+    """A stored service body as a Service (``ValueError`` if it does not fit)."""
+    try:
+        parsed = parse_body(RESOURCES["services"], body)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"service: {exc}") from None
+    assert isinstance(parsed, ServiceBody)
+    return _service(parsed)
+
+
 def _service(body: ServiceBody) -> Service:
     where = f"service {body.id}"
     questions = tuple(

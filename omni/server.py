@@ -24,7 +24,7 @@ from admin_api.app import create_app
 from omni.actors.configuration import Configuration
 from omni.actors.hub import Hub, open_hub
 from omni.clock import Clock
-from omni.config import Config, build_directory
+from omni.config import Config, build_directory, service_from_body
 from omni.entropy import Entropy
 from omni.gateway.server import Gateway
 from omni.metrics import make_registry
@@ -139,6 +139,7 @@ async def open_server(
             clock,
             entropy=entropy,
             settings=config.settings(),
+            parse_service=service_from_body,
         ) as hub,
         trio.open_nursery() as nursery,
     ):

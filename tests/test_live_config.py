@@ -27,6 +27,7 @@ from omni.config import RESOURCES, ApiTokenBody, to_item
 from omni.domain.model import Role
 from omni.entropy import SeededEntropy
 from omni.server import RunningServer, open_server
+from omni.store.memory import MemoryStore
 from tests.support import Client, connect_tcp, login, make_config, start
 
 ADMIN_TOKEN = "admin-live-config-token"
@@ -400,3 +401,87 @@ async def test_a_group_deleted_while_it_holds_an_open_conversation_strands_nobod
             f"GET /api/v1/queues {sorted(listed)}: nobody can ever be offered it"
         )
         assert listed[conversation["group_id"]] == 1
+
+
+async def test_a_deleted_services_open_conversations_survive_a_restart() -> None:
+    """A service deleted while it has open conversations: they finish under its last
+    definition — also after a restart, when that definition comes back from the audit log."""
+    config = make_config(operator_grace_seconds=30)
+    config.items.append(
+        to_item(
+            RESOURCES["api_tokens"],
+            ApiTokenBody(id="admin", name="Admin", role=Role.ADMIN, token=ADMIN_TOKEN),
+        )
+    )
+    store = MemoryStore()
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    evening = {"id": 41, "name": "Evening", "schedule": "never", "links": [{"group": 1}]}
+
+    async with (
+        open_server(config, store=store, host="127.0.0.1", ws_port=0, http_port=0) as first,
+        httpx.AsyncClient(base_url=first.http_url, headers=auth, timeout=10) as api,
+    ):
+        assert (await api.post("/api/v1/services", json=evening)).status_code == 201
+        ws = first.ws_url
+        async with (
+            connect_tcp(f"{ws}/ws/operator") as carla,
+            connect_tcp(f"{ws}/ws/visitor") as vera,
+            connect_tcp(f"{ws}/ws/visitor") as quinn,
+            connect_tcp(f"{ws}/ws/visitor") as olga,
+        ):
+            await login(carla, "tok-carla")  # group 1, capacity 1
+            active = await start(vera, 25, "Vera")
+            await _accept(carla, active["conversation_id"])
+            await vera.until("assigned")
+            queued = await start(quinn, 25, "Quinn")
+            await quinn.expect("queued")
+            closed = await start(olga, 41, "Olga")
+            await olga.expect("out_of_hours")
+            await olga.send("message", client_id="o1", text="Call me back")
+            await olga.expect("ack", client_id="o1")
+            for service in (25, 41):
+                deleted = await api.delete(f"/api/v1/services/{service}")
+                assert deleted.status_code == 204, deleted.text
+            # Still running here, under the last definition.
+            await vera.send("message", client_id="v1", text="Still there?")
+            await _said(carla, "Still there?")
+            assert first.hub.conversations[queued["conversation_id"]].status.value == "queued"
+
+    async with (
+        open_server(config, store=store, host="127.0.0.1", ws_port=0, http_port=0) as second,
+        httpx.AsyncClient(base_url=second.http_url, headers=auth, timeout=10) as api,
+    ):
+        ws = second.ws_url
+        assert second.configuration.get("services", "25") is None
+        assert {active["conversation_id"], queued["conversation_id"]} <= set(
+            second.hub.conversations
+        ), "the deleted service's open conversations were not restored"
+        async with (
+            connect_tcp(f"{ws}/ws/operator") as carla,
+            connect_tcp(f"{ws}/ws/visitor") as vera,
+            connect_tcp(f"{ws}/ws/visitor") as quinn,
+            connect_tcp(f"{ws}/ws/visitor") as olga,
+        ):
+            await login(carla, "tok-carla")
+            await vera.send("resume", token=active["token"], last_seq=0)
+            assert (await vera.until("resumed"))["status"] == "active"
+            await quinn.send("resume", token=queued["token"], last_seq=0)
+            assert (await quinn.until("resumed"))["status"] == "queued"
+            await olga.send("resume", token=closed["token"], last_seq=0)
+            assert (await olga.until("resumed"))["status"] == "out_of_hours"
+            # The conversation goes on: the visitor is heard, the operator ends it, the next
+            # one in the deleted service's queue is offered.
+            await vera.send("message", client_id="v2", text="After the restart")
+            await _said(carla, "After the restart")
+            await carla.send("end", conversation_id=active["conversation_id"])
+            await vera.until("ended")
+            await _accept(carla, queued["conversation_id"])
+            assert (await quinn.until("assigned"))["operator"]["id"] == 3
+            # The out-of-hours one can still be resumed by an operator, and its service's
+            # greeting (the last definition) is not needed for that.
+            await olga.send("message", client_id="o2", text="Anyone?")
+            while (await olga.until("ack"))["client_id"] != "o2":
+                pass
+            r = await api.get(f"/api/v1/conversations/{closed['conversation_id']}/transcript")
+            texts = [e.get("text") for e in r.json()["events"] if e["type"] == "message"]
+            assert texts == ["Call me back", "Anyone?"]

@@ -113,6 +113,27 @@ async def test_create_update_delete_config_items(store: Store) -> None:
     }
 
 
+async def test_a_deleted_items_last_body_is_remembered(store: Store) -> None:
+    assert await store.deleted_config("services", "25") is None
+    await store.change_config(change("services", "25", SERVICE))
+    assert await store.deleted_config("services", "25") is None  # never deleted
+    await store.change_config(change("services", "25", None, SERVICE))
+    assert await store.deleted_config("services", "25") == SERVICE
+    # Re-created, changed and deleted again: the body it had at the last deletion.
+    renamed = {**SERVICE, "name": "Renamed"}
+    await store.change_config(change("services", "25", SERVICE))
+    await store.change_config(change("services", "25", renamed, SERVICE))
+    await store.change_config(change("services", "25", None, renamed))
+    found = await store.deleted_config("services", "25")
+    assert found == renamed
+    assert found is not None
+    found["name"] = "not the stored object"
+    assert await store.deleted_config("services", "25") == renamed
+    # Per kind and key.
+    assert await store.deleted_config("groups", "25") is None
+    assert await store.deleted_config("services", "26") is None
+
+
 async def test_stored_bodies_are_not_the_callers_objects(store: Store) -> None:
     body = {"id": 1, "name": "Support", "tags": ["a"]}
     before_body = {"id": 1, "name": "Old"}

@@ -16,7 +16,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -99,8 +99,12 @@ class Hub:
         settings: Settings,
         groups_supervisor: Supervisor,
         conversations_supervisor: Supervisor,
+        parse_service: Callable[[dict[str, Any]], Service] | None = None,
     ) -> None:
         self.store = store
+        #: Turns a stored service body into a Service (``omni.config``): how a deleted
+        #: service's definition comes back from the audit log after a restart.
+        self._parse_service = parse_service
         self.clock = clock
         self.entropy = entropy
         self.settings = settings
@@ -320,7 +324,33 @@ class Hub:
         )
         if conv is None or conv.status in domain.TERMINAL_STATUSES:
             raise Rejected(missing, f"conversation {conversation_id} is not open")
+        if not await self.recall_service(conv.service_id):
+            raise Rejected(
+                missing,
+                f"conversation {conversation_id} belongs to service {conv.service_id}, "
+                "which no longer exists",
+            )
         return self.conversations.get(conversation_id) or self.restore(conv)
+
+    async def recall_service(self, service_id: int) -> bool:
+        """Whether conversations of ``service_id`` can run: it is configured, or was deleted
+        while this process ran, or — after a restart — its definition at deletion comes back
+        from the audit log (a deleted service's open conversations finish under it)."""
+        if service_id in self.directory.services or service_id in self._retired_services:
+            return True
+        if self._parse_service is None:
+            return False
+        body = await self.store.deleted_config("services", str(service_id))
+        if body is None:
+            return False
+        try:
+            service = self._parse_service(body)
+        except ValueError as exc:
+            log.error("service %s: its last definition cannot be read: %s", service_id, exc)
+            return False
+        if service_id not in self.directory.services:  # not re-created meanwhile
+            self._retired_services.setdefault(service_id, service)
+        return True
 
     async def send_event(
         self,
@@ -399,6 +429,7 @@ async def open_hub(
     *,
     entropy: Entropy | None = None,
     settings: Settings | None = None,
+    parse_service: Callable[[dict[str, Any]], Service] | None = None,
 ) -> AsyncIterator[Hub]:
     hub_ref: list[Hub] = []
 
@@ -417,14 +448,18 @@ async def open_hub(
             settings or Settings(),
             groups,
             conversations,
+            parse_service,
         )
         hub_ref.append(hub)
         # Put every open conversation back into routing, in queue order (restart safety).
         for conv in await store.open_conversations():
-            if conv.service_id in directory.services:
+            if await hub.recall_service(conv.service_id):
                 hub.restore(conv)
             else:
                 log.warning(
-                    "conversation %s: service %s no longer exists", conv.id, conv.service_id
+                    "conversation %s: service %s no longer exists and its definition is not "
+                    "in the audit log; not restored",
+                    conv.id,
+                    conv.service_id,
                 )
         yield hub

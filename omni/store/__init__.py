@@ -152,6 +152,12 @@ class Store(Protocol):
         """Apply the change and record it in the audit log, atomically."""
         ...
 
+    async def deleted_config(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The body the item had when it was last deleted (from the audit log); None if it was
+        never deleted. A deleted service's open conversations run on under that definition,
+        across restarts too."""
+        ...
+
     async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
         """Newest first."""
         ...

@@ -109,6 +109,12 @@ class MemoryStore:
     async def config_items(self) -> list[ConfigItem]:
         return list(self._config.values())
 
+    async def deleted_config(self, kind: str, key: str) -> dict[str, Any] | None:
+        for entry in reversed(self._audit):
+            if entry.kind == kind and entry.key == key and entry.action == "delete":
+                return _json_copy(entry.before)
+        return None
+
     async def change_config(self, change: ConfigChange) -> AuditEntry:
         # Stored as JSON, like PostgreSQL would: what cannot be encoded is refused before
         # anything changes (and the round trip is the copy that keeps callers from aliasing).

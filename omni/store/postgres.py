@@ -121,6 +121,9 @@ _Q_DELETE_CONFIG = "DELETE FROM config_items WHERE kind = $1 AND key = $2"
 _Q_INSERT_AUDIT = """
 INSERT INTO audit_log (at, actor, action, kind, key, before, after)
 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"""
+_Q_LAST_DELETED = """
+SELECT before FROM audit_log WHERE kind = $1 AND key = $2 AND action = 'delete'
+ORDER BY id DESC LIMIT 1"""
 _Q_AUDIT = """
 SELECT id, at, actor, action, kind, key, before, after FROM audit_log
 WHERE $2::bigint IS NULL OR id < $2 ORDER BY id DESC LIMIT $1"""
@@ -575,6 +578,12 @@ class PostgresStore:
             change.before,
             change.after,
         )
+
+    async def deleted_config(self, kind: str, key: str) -> dict[str, Any] | None:
+        before: dict[str, Any] | None = await self._bridge.run(
+            _db_fetchval, self._pool, _Q_LAST_DELETED, kind, key
+        )
+        return before
 
     async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
         rows = await self._bridge.run(_db_fetch, self._pool, _Q_AUDIT, limit, before_id)
