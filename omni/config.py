@@ -428,6 +428,15 @@ def _service(body: ServiceBody) -> Service:
     if len(set(groups)) != len(groups):
         raise ValueError(f"{where}.links: a group is linked twice")
     t = body.timers
+    if (
+        t.visitor_idle_warning is not None
+        and t.visitor_idle_close is not None
+        and t.visitor_idle_close <= t.visitor_idle_warning
+    ):
+        raise ValueError(
+            f"{where}.timers: visitor_idle_close must be longer than visitor_idle_warning "
+            "(both count from the operator's last message)"
+        )
     return Service(
         id=body.id,
         name=body.name,

@@ -444,6 +444,17 @@ INVALID = [
         "unknown field `colour`",
     ),
     ("post", "/api/v1/groups", [1, 2], "Expected `object`, got `array`"),
+    (
+        "post",
+        "/api/v1/services",
+        {
+            "id": 41,
+            "name": "x",
+            "links": [{"group": 1}],
+            "timers": {"visitor_idle_warning": 120, "visitor_idle_close": 60},
+        },
+        "visitor_idle_close must be longer than visitor_idle_warning",
+    ),
 ]
 
 

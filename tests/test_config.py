@@ -58,6 +58,12 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
         ("schedules.0.timezone", "Mars/Olympus", "schedule 's': unknown time zone 'Mars/Olympus'"),
         ("schedules.0.weekly", {"mon": [["12:00", "08:00"]]}, "schedule 's'.weekly.mon"),
         ("schedules.0.weekly", {"monday": [["08:00", "12:00"]]}, "unknown day 'monday'"),
+        (
+            "services.0.timers",
+            {"visitor_idle_warning": 60, "visitor_idle_close": 60},
+            "service 25.timers: visitor_idle_close must be longer than visitor_idle_warning",
+        ),
+        ("services.0.timers", {"operator_reply": 0}, "at `$.services[0].timers.operator_reply`"),
         ("operators.0.capacity", 0, "at `$.operators[0].capacity`"),
         ("operators.0.token", "short", "at `$.operators[0].token`"),
         ("operators.0.groups", [7], "operator 1: unknown group 7"),

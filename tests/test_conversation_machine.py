@@ -45,6 +45,7 @@ from omni.domain.conversation import (
     OperatorEnd,
     OperatorLeft,
     OperatorMessage,
+    OperatorReplyTimeout,
     OperatorReturned,
     OperatorTyping,
     Persist,
@@ -63,13 +64,15 @@ from omni.domain.conversation import (
     TransferToGroup,
     TransferToOperator,
     VisitorEnd,
+    VisitorIdleClose,
+    VisitorIdleWarning,
     VisitorMessage,
     VisitorTyping,
     handle,
     open_conversation,
     restore,
 )
-from omni.domain.model import DEFAULT_SURVEY, GroupLink, Service, SurveyMode
+from omni.domain.model import DEFAULT_SURVEY, GroupLink, Service, SurveyMode, Timers
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 #: When the visitor of every conversation built here began waiting (POSIX seconds).
@@ -88,6 +91,14 @@ NO_SURVEY = dataclasses.replace(SERVICE, survey=SurveyMode.NONE)
 GROUP_NAMES = {1: "Support", 2: "Billing"}
 CTX = Context(SERVICE, operator_grace=60.0, group_names=GROUP_NAMES)
 CTX_NO_SURVEY = Context(NO_SURVEY, operator_grace=60.0, group_names=GROUP_NAMES)
+#: A service with every turn deadline (F16): warn after 60 s, close after 180 s, reply in 30 s.
+TIMERS = Timers(visitor_idle_warning=60.0, visitor_idle_close=180.0, operator_reply=30.0)
+CTX_TIMED = Context(
+    dataclasses.replace(SERVICE, timers=TIMERS), operator_grace=60.0, group_names=GROUP_NAMES
+)
+CTX_TIMED_NO_SURVEY = Context(
+    dataclasses.replace(NO_SURVEY, timers=TIMERS), operator_grace=60.0, group_names=GROUP_NAMES
+)
 
 ALL_EVENT_TYPES: tuple[type, ...] = typing.get_args(Event)
 
@@ -660,6 +671,164 @@ def test_end_without_survey_closes_at_once() -> None:
     assert not any(isinstance(e, SaveSurvey) for e in effects)
 
 
+# --- turn deadlines (F16): visitor idle warning and close, operator reply ----------------------
+
+TURN_CANCELS = [CancelTimer("idle_warning"), CancelTimer("idle_close"), CancelTimer("reply")]
+
+
+def test_a_greeting_gives_the_visitor_the_turn() -> None:
+    conv = offered(1, ctx=CTX_TIMED)
+    effects = apply(conv, Accept(1, "Alice"), ctx=CTX_TIMED)
+    assert kinds(effects) == ["assigned", "message"]
+    assert effects[-3:] == [
+        StartTimer("idle_warning", 60.0),
+        StartTimer("idle_close", 180.0),
+        CancelTimer("reply"),
+    ]
+    assert conv.turn == "visitor"
+
+
+def test_without_a_greeting_the_operator_owes_the_first_words() -> None:
+    ctx = dataclasses.replace(
+        CTX_TIMED, service=dataclasses.replace(CTX_TIMED.service, greeting="")
+    )
+    conv = offered(1, ctx=ctx)
+    effects = apply(conv, Accept(1, "Alice"), ctx=ctx)
+    assert effects[-3:] == [
+        CancelTimer("idle_warning"),
+        CancelTimer("idle_close"),
+        StartTimer("reply", 30.0),
+    ]
+    assert conv.turn == "operator"
+
+
+def test_messages_pass_the_turn_and_the_reply_deadline_counts_from_the_first() -> None:
+    conv = active(ctx=CTX_TIMED)
+    effects = apply(conv, VisitorMessage("m1", "hello"), t=10, ctx=CTX_TIMED)
+    assert kinds(effects) == ["message"] and isinstance(effects[1], Ack)
+    assert effects[2:] == [
+        CancelTimer("idle_warning"),
+        CancelTimer("idle_close"),
+        StartTimer("reply", 30.0),
+    ]
+    # A second message before the reply: the deadline keeps counting from the first one.
+    effects = apply(conv, VisitorMessage("m2", "anyone?"), t=20, ctx=CTX_TIMED)
+    assert len(effects) == 2 and kinds(effects) == ["message"]
+    assert conv.turn == "operator"
+    effects = apply(conv, OperatorMessage(1, "a1", "here"), t=25, ctx=CTX_TIMED)
+    assert effects[2:] == [
+        StartTimer("idle_warning", 60.0),
+        StartTimer("idle_close", 180.0),
+        CancelTimer("reply"),
+    ]
+    assert conv.turn == "visitor"
+    # The operator writing again restarts the visitor's idle deadlines.
+    effects = apply(conv, OperatorMessage(1, "a2", "still there?"), t=40, ctx=CTX_TIMED)
+    assert effects[2:4] == [StartTimer("idle_warning", 60.0), StartTimer("idle_close", 180.0)]
+
+
+def test_without_turn_deadlines_messages_start_no_timer() -> None:
+    conv = active()
+    effects = apply(conv, VisitorMessage("m1", "hello"))
+    assert not [e for e in effects if isinstance(e, StartTimer | CancelTimer)]
+    assert conv.turn == "operator"
+
+
+def test_an_idle_visitor_is_warned_then_the_conversation_ends() -> None:
+    conv = active(ctx=CTX_TIMED)
+    last = conv.last_seq
+    effects = apply(conv, VisitorIdleWarning(), t=62, ctx=CTX_TIMED)
+    assert effects == [Emit(last + 1, "idle_warning", "both", {"closes_in": 120.0}, 1)]
+    assert conv.status is Status.ACTIVE and conv.turn == "visitor"
+    effects = apply(conv, VisitorIdleClose(), t=182, ctx=CTX_TIMED)
+    assert effects[:5] == [CancelTimer("grace"), *TURN_CANCELS, Release(1)]
+    ended_ = [e for e in emits(effects) if e.kind == "ended"]
+    assert [e.data for e in ended_] == [{"by": "visitor_idle"}]
+    assert kinds(effects) == ["ended", "survey"]
+    assert conv.status is Status.ENDED and conv.ended_by == "visitor_idle"
+    assert conv.ended_at == stamp(182) and conv.turn is None
+
+
+def test_only_a_warning_or_only_a_close() -> None:
+    only_warning = dataclasses.replace(
+        CTX_TIMED,
+        service=dataclasses.replace(SERVICE, timers=Timers(visitor_idle_warning=60.0)),
+    )
+    conv = active(ctx=only_warning)
+    effects = apply(conv, VisitorIdleWarning(), ctx=only_warning)
+    assert [e.data for e in emits(effects)] == [{"closes_in": None}]
+    assert apply(conv, VisitorIdleClose(), ctx=only_warning) == []  # not set: never closes
+    assert conv.status is Status.ACTIVE
+
+
+def test_late_turn_timers_are_ignored() -> None:
+    conv = active(ctx=CTX_TIMED)
+    apply(conv, VisitorMessage("m1", "hello"), ctx=CTX_TIMED)  # the visitor answered
+    for event in (VisitorIdleWarning(), VisitorIdleClose()):
+        assert apply(conv, event, ctx=CTX_TIMED) == []
+    apply(conv, OperatorMessage(1, "a1", "here"), ctx=CTX_TIMED)  # the operator replied
+    assert apply(conv, OperatorReplyTimeout(1), ctx=CTX_TIMED) == []
+    # Deadlines a service no longer sets (changed live) do nothing when they fire.
+    apply(conv, VisitorMessage("m2", "ok"), ctx=CTX_TIMED)
+    assert apply(conv, OperatorReplyTimeout(1), ctx=CTX) == []
+    assert conv.status is Status.ACTIVE and conv.operator_id == 1
+
+
+def test_a_missed_reply_sends_the_conversation_back_to_the_queue() -> None:
+    conv = active(ctx=CTX_TIMED)
+    apply(conv, VisitorMessage("m1", "hello"), t=10, ctx=CTX_TIMED)
+    assert apply(conv, OperatorReplyTimeout(2), ctx=CTX_TIMED) == []  # not theirs
+    seq = conv.last_seq + 1
+    effects = apply(conv, OperatorReplyTimeout(1), t=40, ctx=CTX_TIMED)
+    transferred = {
+        "to": {"kind": "group", "id": 1, "name": "Support"},
+        "reason": "operator_reply_timeout",
+    }
+    assert effects == [
+        # emitted while the operator still holds it, so they are told
+        Emit(seq, "transferred", "both", transferred, 1),
+        CancelTimer("grace"),
+        *TURN_CANCELS,
+        Release(1, rank_last=True),
+        Persist(),
+        EnterQueue(1),
+    ]
+    assert conv.status is Status.QUEUED and conv.operator_id is None and conv.turn is None
+    assert conv.waiting_since == WAITING_SINCE  # back at its original place
+
+
+def test_a_transfer_to_an_operator_gives_a_fresh_reply_deadline() -> None:
+    conv = active(ctx=CTX_TIMED)
+    apply(conv, VisitorMessage("m1", "hello"), ctx=CTX_TIMED)
+    effects = apply(conv, TransferToOperator(1, 2, "Bob"), ctx=CTX_TIMED)
+    assert effects[-1] == StartTimer("reply", 30.0)
+    assert conv.turn == "operator"
+    # A late deadline of the first operator is ignored; the new one's applies.
+    assert apply(conv, OperatorReplyTimeout(1), ctx=CTX_TIMED) == []
+    assert kinds(apply(conv, OperatorReplyTimeout(2), ctx=CTX_TIMED)) == ["transferred"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [OperatorEnd(1), VisitorEnd(), TransferToGroup(1, 2, "Billing")],
+    ids=repr,
+)
+def test_leaving_active_cancels_the_turn_deadlines(event: Event) -> None:
+    conv = active(ctx=CTX_TIMED)
+    effects = apply(conv, event, ctx=CTX_TIMED)
+    assert all(c in effects for c in TURN_CANCELS)
+    assert conv.turn is None
+
+
+def test_a_disconnected_operator_loses_the_conversation_at_the_earlier_deadline() -> None:
+    conv = active(ctx=CTX_TIMED)
+    apply(conv, VisitorMessage("m1", "hello"), ctx=CTX_TIMED)
+    apply(conv, OperatorLeft(1), ctx=CTX_TIMED)  # grace: 60 s; reply deadline: 30 s
+    assert kinds(apply(conv, OperatorReplyTimeout(1), ctx=CTX_TIMED)) == ["transferred"]
+    assert conv.status is Status.QUEUED and not conv.grace_pending
+    assert apply(conv, GraceExpired(1), ctx=CTX_TIMED) == []
+
+
 # --- nothing after the end ----------------------------------------------------------------------
 
 
@@ -685,6 +854,9 @@ def sample_event(kind: type, operator_id: int) -> Event:
         SurveyExpired: SurveyExpired(),
         ResumeByOperator: ResumeByOperator(operator_id, "Alice", 1),
         QueueTimeout: QueueTimeout(),
+        VisitorIdleWarning: VisitorIdleWarning(),
+        VisitorIdleClose: VisitorIdleClose(),
+        OperatorReplyTimeout: OperatorReplyTimeout(operator_id),
     }
     assert set(samples) == set(ALL_EVENT_TYPES)
     return samples[kind]
@@ -921,6 +1093,9 @@ def events(operators: st.SearchStrategy[int]) -> st.SearchStrategy[Event]:
             operators,
             st.sampled_from([1, 2]),
         ),
+        st.just(VisitorIdleWarning()),
+        st.just(VisitorIdleClose()),
+        st.builds(OperatorReplyTimeout, operators),
     )
 
 
@@ -963,11 +1138,17 @@ class Run:
         self.emits: list[Emit] = []
         self.used_keys: dict[tuple[str, str], int] = {}
         self.terminal = False
+        #: Timers started and not cancelled since (a model of the actor's timers).
+        self.running: set[str] = set()
         self.record(effects)
         self.check()
 
     def record(self, effects: list[Effect]) -> None:
         for effect in effects:
+            if isinstance(effect, StartTimer):
+                self.running.add(effect.name)
+            elif isinstance(effect, CancelTimer):
+                self.running.discard(effect.name)
             if isinstance(effect, Emit):
                 self.emits.append(effect)
                 if effect.client_key is not None:
@@ -1047,19 +1228,33 @@ class Run:
             assert conv.operator_id is None
         if conv.status is not Status.ACTIVE:
             assert not conv.grace_pending
+            # no deadline of an active conversation outlives it
+            assert conv.turn is None
+            assert not self.running & {"idle_warning", "idle_close", "reply"}, self.running
+        if conv.turn == "visitor":
+            assert "reply" not in self.running
+        if conv.turn == "operator":
+            assert not self.running & {"idle_warning", "idle_close"}
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     in_hours=st.booleans(),
     with_survey=st.booleans(),
+    with_timers=st.booleans(),
     steps=st.integers(min_value=0, max_value=40),
     data=st.data(),
 )
 def test_random_event_sequences_keep_the_invariants(
-    in_hours: bool, with_survey: bool, steps: int, data: st.DataObject
+    in_hours: bool, with_survey: bool, with_timers: bool, steps: int, data: st.DataObject
 ) -> None:
-    ctx = CTX if with_survey else CTX_NO_SURVEY
+    contexts = {
+        (True, False): CTX,
+        (False, False): CTX_NO_SURVEY,
+        (True, True): CTX_TIMED,
+        (False, True): CTX_TIMED_NO_SURVEY,
+    }
+    ctx = contexts[(with_survey, with_timers)]
     conv, effects = new(group_id=1 if in_hours else None, service=ctx.service)
     run = Run(conv, effects, ctx)
     for i in range(1, steps + 1):

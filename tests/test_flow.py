@@ -483,3 +483,98 @@ async def test_identification_policy_and_embedding_origins(
         async with connect_memory(gw, "/ws/visitor", origin="https://evil.example") as z:
             await z.send("start", service_id=27, visitor={"name": "Zoe"})
             await z.expect("started")
+
+
+async def test_an_idle_visitor_is_warned_then_the_conversation_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """F16: while the operator waits for the visitor, the visitor is warned after
+    ``visitor_idle_warning`` and the conversation ends after ``visitor_idle_close`` — both
+    counted from the operator's last message; a visitor who answers starts nothing over."""
+    config = with_service(
+        make_config(),
+        27,  # no survey: closed right after the end
+        lambda body: body["timers"].update(visitor_idle_warning=60.0, visitor_idle_close=90.0),
+    )
+    async with (
+        open_memory_gateway(config) as gw,
+        connect_memory(gw, "/ws/operator") as bruno,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
+        await login(bruno, "tok-bruno")
+        cid = (await start(vera, 27))["conversation_id"]
+        await bruno.send(
+            "accept", conversation_id=(await bruno.until("offer"))["conversation"]["id"]
+        )
+        await vera.until("assigned")
+        await bruno.send("message", conversation_id=cid, client_id="b1", text="How can I help?")
+        await vera.until("message")
+        # The visitor answers after 50 s: no warning; then the operator writes again.
+        await trio.sleep(50)
+        await vera.send("message", client_id="v1", text="My invoice")
+        await bruno.until("message")
+        await trio.sleep(100)  # the operator's turn: no idle deadline runs
+        await bruno.send("message", conversation_id=cid, client_id="b2", text="Which one?")
+        wrote = trio.current_time()
+        warning = await vera.until("idle_warning", timeout=200)
+        assert warning["closes_in"] == 30.0 and warning["conversation_id"] == cid
+        assert 59.9 < trio.current_time() - wrote < 60.1
+        assert (await bruno.until("idle_warning"))["seq"] == warning["seq"]
+        ended = await vera.until("ended", timeout=200)
+        assert ended["by"] == "visitor_idle"
+        assert 89.9 < trio.current_time() - wrote < 90.1
+        await vera.until("closed")
+        assert (await bruno.until("ended"))["by"] == "visitor_idle"
+    [conv] = gw.hub.store.conversations()  # type: ignore[attr-defined]
+    assert conv.status.value == "closed" and conv.ended_by == "visitor_idle"
+
+
+async def test_a_missed_reply_deadline_gives_the_visitor_to_another_operator(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """F16: an operator who leaves the visitor's message unanswered for ``operator_reply``
+    loses the conversation: it goes back to the queue and is offered to another operator
+    first; an operator who replies in time keeps it."""
+    config = with_service(
+        make_config(), 25, lambda body: body["timers"].update(operator_reply=45.0)
+    )
+    async with (
+        open_memory_gateway(config) as gw,
+        connect_memory(gw, "/ws/operator") as carla,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
+        await login(carla, "tok-carla")  # group 1
+        cid = (await start(vera, 25))["conversation_id"]
+        await carla.send(
+            "accept", conversation_id=(await carla.until("offer"))["conversation"]["id"]
+        )
+        await vera.until("assigned")
+        # Replied in time: nothing happens.
+        await vera.send("message", client_id="v1", text="Hello?")
+        await carla.until("message")
+        await trio.sleep(40)
+        await carla.send("message", conversation_id=cid, client_id="c1", text="Hi!")
+        await vera.until("message")
+        await trio.sleep(100)  # the visitor's turn: no reply deadline runs
+        async with connect_memory(gw, "/ws/operator") as alice:
+            # Alice became available just now and Carla was offered long ago, so Carla would
+            # be idle longest — but she let the visitor down, so she ranks last.
+            await login(alice, "tok-alice")
+            await vera.send("message", client_id="v2", text="Are you there?")
+            asked = trio.current_time()
+            transferred = await vera.until("transferred", timeout=100)
+            assert transferred["reason"] == "operator_reply_timeout"
+            assert transferred["to"] == {"kind": "group", "id": 1, "name": "Support"}
+            assert 44.9 < trio.current_time() - asked < 45.1
+            told = await carla.until("transferred")
+            assert told["seq"] == transferred["seq"]
+            offer = await alice.until("offer", timeout=5)
+            assert offer["conversation"]["id"] == cid
+            await alice.send("accept", conversation_id=cid)
+            assigned = await vera.until("assigned")
+            assert assigned["operator"] == {"id": 1, "name": "Alice"}
+            # Alice gets the history first, the unanswered message included.
+            while (await alice.until("assigned"))["seq"] != assigned["seq"]:
+                pass  # the history has Carla's assignment too
+            texts = [f.get("text") for f in alice.received if f.get("type") == "message"]
+            assert texts[-2:] == ["Hi!", "Are you there?"]

@@ -272,6 +272,8 @@ class ConversationActor(Actor[ConversationMessage]):
             elif isinstance(effect, LeaveQueue):
                 await self._hub.group(effect.group_id).send(Withdraw(conv.id))
             elif isinstance(effect, Release):
+                if effect.rank_last:
+                    self._hub.roster.rank_last(effect.operator_id, self._hub.clock.monotonic())
                 self._release(effect.operator_id)
             elif isinstance(effect, StartTimer):
                 self._start_timer(effect.name, effect.seconds)
@@ -301,6 +303,13 @@ class ConversationActor(Actor[ConversationMessage]):
             return domain.SurveyExpired()
         if name == "queue":
             return domain.QueueTimeout()
+        # The turn timers: stale ones (the turn passed meanwhile) are ignored by the rules.
+        if name == "idle_warning":
+            return domain.VisitorIdleWarning()
+        if name == "idle_close":
+            return domain.VisitorIdleClose()
+        if name == "reply":
+            return domain.OperatorReplyTimeout(conv.operator_id or 0)
         raise ValueError(f"no timer {name!r} in status {conv.status.value}")
 
     # -- delivery -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from omni.domain.model import Service, SurveyQuestion
+from omni.domain.model import Service, SurveyQuestion, Timers
 
 #: Longest message text accepted, in characters.
 MAX_TEXT = 8000
@@ -46,8 +46,8 @@ OPEN_STATUSES = frozenset({Status.QUEUED, Status.OFFERED, Status.ACTIVE, Status.
 TERMINAL_STATUSES = frozenset({Status.CLOSED, Status.ABANDONED})
 
 Party = Literal["visitor", "operator"]
-#: Who ended a conversation: a participant, or the queue's deadline (F16).
-EndedBy = Literal["visitor", "operator", "queue_timeout"]
+#: Who ended a conversation: a participant, or a deadline of the service (F16).
+EndedBy = Literal["visitor", "operator", "queue_timeout", "visitor_idle"]
 Audience = Literal["both", "visitor", "operator"]
 
 
@@ -89,6 +89,10 @@ class Conversation:
     ended_at: str | None = None
     #: It arrived while the service was closed (even if an operator took it later, F4).
     arrived_out_of_hours: bool = False
+    #: While active, whose reply the conversation waits for: the visitor's after the operator
+    #: wrote (the idle timers run), the operator's after the visitor wrote (the reply deadline
+    #: runs). Not stored: after a restart the timers start again with the next message.
+    turn: Party | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -206,6 +210,24 @@ class SurveyExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class VisitorIdleWarning:
+    """The visitor has not answered the operator for the service's ``visitor_idle_warning``."""
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorIdleClose:
+    """The visitor has not answered the operator for the service's ``visitor_idle_close``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorReplyTimeout:
+    """The operator left the visitor's message unanswered for the service's
+    ``operator_reply``."""
+
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ResumeByOperator:
     """An operator's active contact on an out-of-hours conversation (F4); capacity reserved by
     the caller."""
@@ -237,6 +259,9 @@ Event = (
     | SurveyExpired
     | QueueTimeout
     | ResumeByOperator
+    | VisitorIdleWarning
+    | VisitorIdleClose
+    | OperatorReplyTimeout
 )
 
 # --- effects ----------------------------------------------------------------------------------
@@ -293,9 +318,11 @@ class LeaveQueue:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """Free the operator's slot held by this conversation."""
+    """Free the operator's slot held by this conversation; ``rank_last``: the operator let it
+    down (a reply deadline missed) and goes behind the other idle operators for the next offer."""
 
     operator_id: int
+    rank_last: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,11 +402,25 @@ TRANSITIONS: dict[type, dict[Status, Status]] = {
     SurveyExpired: {E: C},
     ResumeByOperator: {OOH: A},
     QueueTimeout: {Q: AB, OF: AB},
+    VisitorIdleWarning: {A: A},
+    VisitorIdleClose: {A: E},
+    OperatorReplyTimeout: {A: Q},
 }
 
 #: Events produced by the system itself (routing, timers, presence): late ones are dropped.
 INTERNAL_EVENTS: frozenset[type] = frozenset(
-    {Offer, OfferExpired, OperatorLeft, OperatorReturned, GraceExpired, SurveyExpired, QueueTimeout}
+    {
+        Offer,
+        OfferExpired,
+        OperatorLeft,
+        OperatorReturned,
+        GraceExpired,
+        SurveyExpired,
+        QueueTimeout,
+        VisitorIdleWarning,
+        VisitorIdleClose,
+        OperatorReplyTimeout,
+    }
 )
 
 
@@ -561,6 +602,7 @@ def _message(
     author: dict[str, Any],
     text: str,
     now: datetime,
+    timers: Timers,
 ) -> list[Effect]:
     seen = conv.client_ids.get(key)
     if seen is not None:
@@ -577,14 +619,47 @@ def _message(
         party,
     )
     conv.client_ids[key] = emit.seq
-    return [emit, Ack(party, key[1], emit.seq)]
+    effects: list[Effect] = [emit, Ack(party, key[1], emit.seq)]
+    if conv.status is Status.ACTIVE:
+        effects += _pass_turn(conv, "operator" if party == "visitor" else "visitor", timers)
+    return effects
+
+
+def _turn_timers(timers: Timers) -> dict[str, float | None]:
+    return {
+        "idle_warning": timers.visitor_idle_warning,
+        "idle_close": timers.visitor_idle_close,
+        "reply": timers.operator_reply,
+    }
+
+
+def _pass_turn(conv: Conversation, to: Party, timers: Timers) -> list[Effect]:
+    """It is now ``to``'s turn to write: start the service's deadlines that run while it is
+    (the visitor idle warning and close, or the operator's reply deadline) and cancel the
+    others. A reply deadline counts from the first unanswered visitor message, not from the
+    last one. Deadlines the service does not set cause no effect at all."""
+    if to == conv.turn == "operator":
+        return []  # already waiting for the operator: the deadline keeps counting
+    conv.turn = to
+    starting = ("idle_warning", "idle_close") if to == "visitor" else ("reply",)
+    effects: list[Effect] = []
+    for name, seconds in _turn_timers(timers).items():
+        if seconds is not None:
+            effects.append(StartTimer(name, seconds) if name in starting else CancelTimer(name))
+    return effects
+
+
+def _leave_active(conv: Conversation, timers: Timers) -> list[Effect]:
+    """The conversation stops being active with its operator: no turn, no turn deadlines."""
+    conv.turn = None
+    return [CancelTimer(n) for n, seconds in _turn_timers(timers).items() if seconds is not None]
 
 
 def _visitor_message(
     conv: Conversation, ev: VisitorMessage, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
     author = {"kind": "visitor", "name": conv.visitor.get("name", "")}
-    return _message(conv, ("v", ev.client_id), "visitor", author, ev.text, now)
+    return _message(conv, ("v", ev.client_id), "visitor", author, ev.text, now, ctx.service.timers)
 
 
 def _operator_message(
@@ -592,7 +667,8 @@ def _operator_message(
 ) -> list[Effect]:
     _check_operator(conv, ev.operator_id)
     author = {"kind": "operator", "name": conv.operator_name, "id": ev.operator_id}
-    return _message(conv, (f"o{ev.operator_id}", ev.client_id), "operator", author, ev.text, now)
+    key = (f"o{ev.operator_id}", ev.client_id)
+    return _message(conv, key, "operator", author, ev.text, now, ctx.service.timers)
 
 
 def _visitor_typing(
@@ -682,6 +758,8 @@ def _accept(
                 },
             )
         )
+    # Greeted, the visitor is to answer; otherwise they wait for the operator's first words.
+    effects += _pass_turn(conv, "visitor" if greeting else "operator", ctx.service.timers)
     return effects
 
 
@@ -723,6 +801,7 @@ def _transfer_to_group(
     return [
         transferred,
         CancelTimer("grace"),
+        *_leave_active(conv, ctx.service.timers),
         Release(previous),
         Persist(),
         EnterQueue(ev.group_id),
@@ -747,7 +826,7 @@ def _transfer_to_operator(
     conv.operator_id, conv.operator_name = ev.target_id, ev.target_name
     conv.grace_pending = False
     assigned = _assigned(conv, ctx)
-    return [
+    effects: list[Effect] = [
         transferred,
         CancelTimer("grace"),
         Release(ev.operator_id),
@@ -755,6 +834,10 @@ def _transfer_to_operator(
         ReplayHistory(ev.target_id, before=assigned.seq),
         assigned,
     ]
+    reply = ctx.service.timers.operator_reply
+    if conv.turn == "operator" and reply is not None:
+        effects.append(StartTimer("reply", reply))  # the new operator gets a fresh deadline
+    return effects
 
 
 def _operator_left(
@@ -801,7 +884,72 @@ def _grace_expired(
             "reason": "operator_disconnected",
         },
     )
-    return [transferred, Release(ev.operator_id), Persist(), EnterQueue(conv.group_id)]
+    return [
+        transferred,
+        *_leave_active(conv, ctx.service.timers),
+        Release(ev.operator_id),
+        Persist(),
+        EnterQueue(conv.group_id),
+    ]
+
+
+def _reply_timeout(
+    conv: Conversation, ev: OperatorReplyTimeout, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    """The operator left the visitor unanswered too long: the conversation goes back to its
+    group's queue at its original place, to be offered to someone else first."""
+    if (
+        conv.operator_id != ev.operator_id
+        or conv.turn != "operator"
+        or ctx.service.timers.operator_reply is None
+    ):
+        return []
+    assert conv.group_id is not None
+    # Emitted first, so that it still reaches the operator who is losing the conversation.
+    transferred = _emit(
+        conv,
+        "transferred",
+        "both",
+        {
+            "to": {
+                "kind": "group",
+                "id": conv.group_id,
+                "name": ctx.group_names.get(conv.group_id, ""),
+            },
+            "reason": "operator_reply_timeout",
+        },
+    )
+    conv.status, conv.operator_id, conv.operator_name = to, None, None
+    conv.grace_pending = False
+    return [
+        transferred,
+        CancelTimer("grace"),
+        *_leave_active(conv, ctx.service.timers),
+        Release(ev.operator_id, rank_last=True),
+        Persist(),
+        EnterQueue(conv.group_id),
+    ]
+
+
+def _idle_warning(
+    conv: Conversation, ev: VisitorIdleWarning, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    """The visitor has been silent since the operator wrote: warn (both sides see it)."""
+    timers = ctx.service.timers
+    if conv.turn != "visitor" or timers.visitor_idle_warning is None:
+        return []  # the visitor wrote meanwhile, or the service no longer warns
+    closes_in = None
+    if timers.visitor_idle_close is not None and timers.visitor_idle_warning is not None:
+        closes_in = round(timers.visitor_idle_close - timers.visitor_idle_warning, 3)
+    return [_emit(conv, "idle_warning", "both", {"closes_in": closes_in})]
+
+
+def _idle_close(
+    conv: Conversation, ev: VisitorIdleClose, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    if conv.turn != "visitor" or ctx.service.timers.visitor_idle_close is None:
+        return []
+    return _end(conv, "visitor_idle", now, ctx, to)
 
 
 def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Status) -> list[Effect]:
@@ -828,7 +976,12 @@ def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Statu
     operator_id = conv.operator_id
     assert operator_id is not None
     conv.status, conv.grace_pending = to, False
-    effects = [CancelTimer("grace"), Release(operator_id), _emit(conv, "ended", "both", {"by": by})]
+    effects = [
+        CancelTimer("grace"),
+        *_leave_active(conv, ctx.service.timers),
+        Release(operator_id),
+        _emit(conv, "ended", "both", {"by": by}),
+    ]
     questions = ctx.service.survey_questions()
     if questions:
         effects += [
@@ -907,5 +1060,8 @@ _HANDLERS: dict[type, Any] = {
     SurveyExpired: _survey_skipped,
     QueueTimeout: _queue_timeout,
     ResumeByOperator: _resume_by_operator,
+    VisitorIdleWarning: _idle_warning,
+    VisitorIdleClose: _idle_close,
+    OperatorReplyTimeout: _reply_timeout,
 }
 assert set(_HANDLERS) == set(TRANSITIONS), "every event of the table has a handler"

@@ -112,6 +112,13 @@ class Roster:
         the conversation is already with this operator)."""
         self._operators[operator_id].load.add(conversation_id)
 
+    def rank_last(self, operator_id: int, now: float) -> None:
+        """Put the operator behind the other idle ones for the next offer (as if they had
+        just been offered something): they let a conversation down."""
+        state = self._operators.get(operator_id)
+        if state is not None:
+            state.idle_since = now
+
     def release(self, operator_id: int, conversation_id: str) -> bool:
         """Free the slot; True if it was held (so the operator's groups may dispatch again)."""
         state = self._operators.get(operator_id)
