@@ -641,6 +641,12 @@ def _pass_turn(conv: Conversation, to: Party, timers: Timers) -> list[Effect]:
     if to == conv.turn == "operator":
         return []  # already waiting for the operator: the deadline keeps counting
     conv.turn = to
+    if (
+        timers.visitor_idle_warning is None
+        and timers.visitor_idle_close is None
+        and timers.operator_reply is None
+    ):
+        return []  # the common case, on every message: nothing to start or cancel
     starting = ("idle_warning", "idle_close") if to == "visitor" else ("reply",)
     effects: list[Effect] = []
     for name, seconds in _turn_timers(timers).items():
