@@ -22,16 +22,23 @@ from simulator.scenario import load_scenario
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", nargs="?", default=str(
-        Path(__file__).resolve().parent.parent / "simulator" / "scenarios" / "weekday.toml"))
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        default=str(
+            Path(__file__).resolve().parent.parent / "simulator" / "scenarios" / "weekday.toml"
+        ),
+    )
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
     scenario = load_scenario(args.scenario)
     trace = simulate(scenario, args.seed)
     starts = sum(1 for e in trace.events if e.kind == "start")
-    print(f"scenario {scenario.name}: {scenario.duration / 3600:g} virtual hours, "
-          f"{len(scenario.operators)} operators, {starts} conversations, "
-          f"{len(trace.events)} events")
+    print(
+        f"scenario {scenario.name}: {scenario.duration / 3600:g} virtual hours, "
+        f"{len(scenario.operators)} operators, {starts} conversations, "
+        f"{len(trace.events)} events"
+    )
     print(f"wall {trace.wall:.2f} s; {scenario.duration / trace.wall:,.0f} virtual s per wall s")
 
 

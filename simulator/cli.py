@@ -1,8 +1,8 @@
 """``omni-sim``: run a scenario in virtual time (or against a running server) and report.
 
-    omni-sim run SCENARIO [--seed N] [--out DIR] [--threshold 20] [--no-progress]
-    omni-sim run --real ws://127.0.0.1:PORT SCENARIO [--allow-remote] [--wall-cap S]
-    omni-sim staff SCENARIO [--target 80/20] [--seed N] [--budget 12] [--group G] [--erlang-only]
+omni-sim run SCENARIO [--seed N] [--out DIR] [--threshold 20] [--no-progress]
+omni-sim run --real ws://127.0.0.1:PORT SCENARIO [--allow-remote] [--wall-cap S]
+omni-sim staff SCENARIO [--target 80/20] [--seed N] [--budget 12] [--group G] [--erlang-only]
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ def real_base(url: str, allow_remote: bool) -> str:
         except ValueError:
             loopback = False
         if not loopback:
-            raise ValueError(f"--real {host} is not a loopback address: load tests target "
-                             "127.0.0.1 (pass --allow-remote to drive another host)")
+            raise ValueError(
+                f"--real {host} is not a loopback address: load tests target "
+                "127.0.0.1 (pass --allow-remote to drive another host)"
+            )
     path = parts.path.rstrip("/")
     for suffix in ("/ws/visitor", "/ws/operator"):
         if path.endswith(suffix):
@@ -54,33 +56,63 @@ def parse_target(text: str) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omni-sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="simulate a scenario in virtual time, or drive a running "
-                         "server in real time (--real)")
+    run = sub.add_parser(
+        "run",
+        help="simulate a scenario in virtual time, or drive a running server in real time (--real)",
+    )
     run.add_argument("scenario")
     run.add_argument("--seed", type=int, default=None, help="overrides the scenario's seed")
-    run.add_argument("--out", default=None, help="directory for report.json, report.txt, "
-                     "events.jsonl and chart.html (default: sim-out/<scenario name>, "
-                     "sim-out/<scenario name>-real with --real)")
-    run.add_argument("--threshold", type=float, default=None,
-                     help="service-level threshold in seconds (default: the scenario's, 20)")
+    run.add_argument(
+        "--out",
+        default=None,
+        help="directory for report.json, report.txt, "
+        "events.jsonl and chart.html (default: sim-out/<scenario name>, "
+        "sim-out/<scenario name>-real with --real)",
+    )
+    run.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="service-level threshold in seconds (default: the scenario's, 20)",
+    )
     run.add_argument("--no-progress", action="store_true")
-    run.add_argument("--real", metavar="URL", default=None,
-                     help="drive the server at ws://HOST:PORT over TCP in real time")
-    run.add_argument("--allow-remote", action="store_true",
-                     help="with --real: allow a host that is not a loopback address")
-    run.add_argument("--wall-cap", type=float, default=None, metavar="SECONDS",
-                     help="with --real: hard wall-clock limit (default: duration + 60 s)")
-    staff_cmd = sub.add_parser("staff", help="fewest operators per group meeting a service "
-                               "level, by simulation, beside the Erlang C estimate")
+    run.add_argument(
+        "--real",
+        metavar="URL",
+        default=None,
+        help="drive the server at ws://HOST:PORT over TCP in real time",
+    )
+    run.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="with --real: allow a host that is not a loopback address",
+    )
+    run.add_argument(
+        "--wall-cap",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --real: hard wall-clock limit (default: duration + 60 s)",
+    )
+    staff_cmd = sub.add_parser(
+        "staff",
+        help="fewest operators per group meeting a service "
+        "level, by simulation, beside the Erlang C estimate",
+    )
     staff_cmd.add_argument("scenario")
     staff_cmd.add_argument("--target", default="80/20", help="PERCENT/SECONDS, default 80/20")
     staff_cmd.add_argument("--seed", type=int, default=None, help="overrides the scenario's seed")
-    staff_cmd.add_argument("--budget", type=int, default=12,
-                           help="most simulations per group (default 12)")
-    staff_cmd.add_argument("--group", type=int, action="append", default=None,
-                           help="only this group (repeatable)")
-    staff_cmd.add_argument("--erlang-only", action="store_true",
-                           help="print only the Erlang C estimate per service and hour")
+    staff_cmd.add_argument(
+        "--budget", type=int, default=12, help="most simulations per group (default 12)"
+    )
+    staff_cmd.add_argument(
+        "--group", type=int, action="append", default=None, help="only this group (repeatable)"
+    )
+    staff_cmd.add_argument(
+        "--erlang-only",
+        action="store_true",
+        help="print only the Erlang C estimate per service and hour",
+    )
     args = parser.parse_args(argv)
     try:
         scenario = load_scenario(args.scenario)
@@ -102,8 +134,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"omni-sim: unknown group(s) {unknown}", file=sys.stderr)
             return 2
         raw, _ = load_raw(args.scenario)
-        results = staff(raw, scenario, share, within, seed, max(1, args.budget), args.group,
-                        base=Path(args.scenario).parent)
+        results = staff(
+            raw,
+            scenario,
+            share,
+            within,
+            seed,
+            max(1, args.budget),
+            args.group,
+            base=Path(args.scenario).parent,
+        )
         print(staff_table(results, share, within, seed))
         return 0
     threshold = scenario.threshold if args.threshold is None else args.threshold
@@ -114,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"omni-sim: {exc}", file=sys.stderr)
             return 2
-        trace = simulate_real(scenario, base, seed, args.wall_cap,
-                              progress=not args.no_progress)
+        trace = simulate_real(scenario, base, seed, args.wall_cap, progress=not args.no_progress)
         name += "-real"
     else:
         trace = simulate(scenario, seed, progress=not args.no_progress)
@@ -124,11 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     write_outputs(out, scenario, trace, report)
     print(to_table(report))
     if args.real is not None:
-        print(f"wrote {out}/report.json, report.txt, events.jsonl, chart.html "
-              f"(real time, {trace.wall:.1f} s)")
+        print(
+            f"wrote {out}/report.json, report.txt, events.jsonl, chart.html "
+            f"(real time, {trace.wall:.1f} s)"
+        )
     else:
-        print(f"wrote {out}/report.json, report.txt, events.jsonl, chart.html "
-              f"({scenario.duration / max(trace.wall, 1e-9):,.0f} virtual s per wall s)")
+        print(
+            f"wrote {out}/report.json, report.txt, events.jsonl, chart.html "
+            f"({scenario.duration / max(trace.wall, 1e-9):,.0f} virtual s per wall s)"
+        )
     return 0
 
 

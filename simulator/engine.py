@@ -163,8 +163,13 @@ class Simulation:
         clock = Clock(s.start)
         self.t0 = trio.current_time()
         settings = s.config.settings()
-        async with open_hub(s.config.directory, MemoryStore(), clock,
-                            entropy=SeededEntropy(self.seed), settings=settings) as hub:
+        async with open_hub(
+            s.config.directory,
+            MemoryStore(),
+            clock,
+            entropy=SeededEntropy(self.seed),
+            settings=settings,
+        ) as hub:
             self.gateway = Gateway(hub)
             async with trio.open_nursery() as servers, trio.open_nursery() as nursery:
                 self.servers = servers
@@ -177,8 +182,12 @@ class Simulation:
                 servers.cancel_scope.cancel()
         self.progress.done()
 
-    async def arrivals(self, arrivals: list[tuple[float, int]], rngs: list[random.Random],
-                       spawn: Callable[..., Any]) -> None:
+    async def arrivals(
+        self,
+        arrivals: list[tuple[float, int]],
+        rngs: list[random.Random],
+        spawn: Callable[..., Any],
+    ) -> None:
         for n, ((t, service), rng) in enumerate(zip(arrivals, rngs, strict=True)):
             await self.sleep_until(t)
             self.progress.update(t)
@@ -218,15 +227,29 @@ class Simulation:
                     kind = f["type"]
                     if kind == "assigned":
                         g = f["conversation"].get("group_id")
-                        self.trace.add(self.now(), "assigned", visitor=n, service=service,
-                                       id=cid, group=g, operator=f["operator"]["id"],
-                                       wait=round(self.now() - arrived, 3))
+                        self.trace.add(
+                            self.now(),
+                            "assigned",
+                            visitor=n,
+                            service=service,
+                            id=cid,
+                            group=g,
+                            operator=f["operator"]["id"],
+                            wait=round(self.now() - arrived, 3),
+                        )
                         state["group"] = g
                         assigned.set()
                     elif kind == "transferred":
                         to = f["to"]
-                        self.trace.add(self.now(), "requeued", visitor=n, service=service,
-                                       id=cid, group=to.get("id"), reason=f["reason"])
+                        self.trace.add(
+                            self.now(),
+                            "requeued",
+                            visitor=n,
+                            service=service,
+                            id=cid,
+                            group=to.get("id"),
+                            reason=f["reason"],
+                        )
                     elif kind == "ended":
                         ended.set()
                         state["ended_by"] = f["by"]
@@ -247,9 +270,15 @@ class Simulation:
                         await assigned.wait()
                     if not assigned.is_set() and not ended.is_set():
                         await c.send("end")
-                        self.trace.add(self.now(), "abandoned", visitor=n, service=service,
-                                       id=cid, group=state["group"],
-                                       wait=round(self.now() - arrived, 3))
+                        self.trace.add(
+                            self.now(),
+                            "abandoned",
+                            visitor=n,
+                            service=service,
+                            id=cid,
+                            group=state["group"],
+                            wait=round(self.now() - arrived, 3),
+                        )
                         return_after_close = True
                     else:
                         return_after_close = False
@@ -278,8 +307,10 @@ class Simulation:
                 await c.send("login", token=op.token)
                 while (frame := await c.recv())["type"] != "welcome":
                     if frame["type"] == "error":
-                        raise LoginRefused(f"operator {op.id}: login refused: "
-                                           f"{frame.get('code')}: {frame.get('message')}")
+                        raise LoginRefused(
+                            f"operator {op.id}: login refused: "
+                            f"{frame.get('code')}: {frame.get('message')}"
+                        )
                 self.trace.add(self.now(), "login", operator=op.id, groups=list(op.groups))
                 await c.send("status", status="available")
                 self.trace.add(self.now(), "available", operator=op.id)
@@ -302,8 +333,12 @@ class Simulation:
                 async def reply(cid: str, k: int) -> None:
                     await trio.sleep(op.reply_delay)
                     if cid in held:
-                        await c.send("message", conversation_id=cid, client_id=f"o{k}",
-                                     text="Let me check that for you.")
+                        await c.send(
+                            "message",
+                            conversation_id=cid,
+                            client_id=f"o{k}",
+                            text="Let me check that for you.",
+                        )
 
                 async def reader(nursery: trio.Nursery) -> None:
                     nonlocal idle
@@ -320,8 +355,7 @@ class Simulation:
                                 held[cid] = scope
                                 if idle.is_set():
                                     idle = trio.Event()
-                                self.trace.add(self.now(), "busy", operator=op.id,
-                                               load=len(held))
+                                self.trace.add(self.now(), "busy", operator=op.id, load=len(held))
                                 nursery.start_soon(self._scoped, scope, handle, cid, nursery)
                         elif kind == "message" and f["author"]["kind"] == "visitor":
                             cid = f["conversation_id"]
@@ -367,8 +401,9 @@ class RealSimulation(Simulation):
     """The same agents against a running server over TCP, in real time (not deterministic:
     arrivals and draws are seeded, but the server's and the network's timing are not)."""
 
-    def __init__(self, scenario: Scenario, seed: int, base_url: str, wall_cap: float,
-                 progress: bool = False) -> None:
+    def __init__(
+        self, scenario: Scenario, seed: int, base_url: str, wall_cap: float, progress: bool = False
+    ) -> None:
         super().__init__(scenario, seed, progress)
         self.base_url = base_url.rstrip("/")
         self.wall_cap = wall_cap
@@ -378,8 +413,9 @@ class RealSimulation(Simulation):
 
     @asynccontextmanager
     async def _real_conn(self, path: str) -> AsyncIterator[Conn]:
-        async with open_websocket_url(self.base_url + path, connect_timeout=10,
-                                      disconnect_timeout=2) as ws:
+        async with open_websocket_url(
+            self.base_url + path, connect_timeout=10, disconnect_timeout=2
+        ) as ws:
             yield Conn(ws)
 
     def open_conn(self, path: str) -> Any:
@@ -428,22 +464,31 @@ class RealSimulation(Simulation):
         self.progress.done()
 
 
-async def drive_real(scenario: Scenario, base_url: str, seed: int | None = None,
-                     wall_cap: float | None = None, progress: bool = False) -> Trace:
+async def drive_real(
+    scenario: Scenario,
+    base_url: str,
+    seed: int | None = None,
+    wall_cap: float | None = None,
+    progress: bool = False,
+) -> Trace:
     """Drive the server at ``base_url`` (``ws://host:port``) with the scenario's agents, in
     real time, for at most the scenario's duration and ``wall_cap`` seconds of wall clock
     (default: duration + 60). Runs in the caller's trio run."""
     cap = scenario.duration + 60 if wall_cap is None else wall_cap
-    sim = RealSimulation(scenario, scenario.seed if seed is None else seed, base_url, cap,
-                         progress)
+    sim = RealSimulation(scenario, scenario.seed if seed is None else seed, base_url, cap, progress)
     wall = time.perf_counter()
     await sim.main()
     sim.trace.wall = time.perf_counter() - wall
     return sim.trace
 
 
-def simulate_real(scenario: Scenario, base_url: str, seed: int | None = None,
-                  wall_cap: float | None = None, progress: bool = False) -> Trace:
+def simulate_real(
+    scenario: Scenario,
+    base_url: str,
+    seed: int | None = None,
+    wall_cap: float | None = None,
+    progress: bool = False,
+) -> Trace:
     """:func:`drive_real` in its own ``trio.run`` (the normal clock)."""
     trace: Trace = trio.run(drive_real, scenario, base_url, seed, wall_cap, progress)
     return trace

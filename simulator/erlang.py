@@ -46,13 +46,14 @@ def erlang_a(c: int, lam: float, mu: float, theta: float, states: int = 2000) ->
 def erlang_c_staff(scenario: Scenario, target: float, seconds: float) -> str:
     """Fewest agents (capacity 1) per service and hour meeting ``target`` within ``seconds``,
     by Erlang C with each service's mean handle time taken from its groups' operators."""
-    lines = [f"Erlang C estimate for {target:.0%} answered within {seconds:g} s "
-             "(agents of capacity 1, infinite patience)"]
+    lines = [
+        f"Erlang C estimate for {target:.0%} answered within {seconds:g} s "
+        "(agents of capacity 1, infinite patience)"
+    ]
     for arrival in scenario.arrivals:
         service = scenario.config.directory.services[arrival.service]
         groups = {link.group_id for link in service.links}
-        handles = [op.handle_time.mean for op in scenario.operators
-                   if groups & set(op.groups)]
+        handles = [op.handle_time.mean for op in scenario.operators if groups & set(op.groups)]
         if not handles:
             continue
         mean = sum(handles) / len(handles)

@@ -151,29 +151,41 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
     services = {}
     for sid in sorted(scenario.service_names):
         rows = [c for c in all_convs if c["service"] == sid]
-        services[str(sid)] = {"name": scenario.service_names[sid], **stats(rows),
-                              "longest_queue": longest(lambda t, s, g, sid=sid: s == sid)}
+        services[str(sid)] = {
+            "name": scenario.service_names[sid],
+            **stats(rows),
+            "longest_queue": longest(lambda t, s, g, sid=sid: s == sid),
+        }
     groups = {}
     for gid in sorted(scenario.group_names):
         rows = [c for c in all_convs if c.get("group") == gid]
         members = sorted(op for op, gs in op_groups.items() if gid in gs)
-        groups[str(gid)] = {"name": scenario.group_names[gid], **stats(rows),
-                            "occupancy": occupancy(members, 0, end),
-                            "longest_queue": longest(lambda t, s, g, gid=gid: g == gid)}
+        groups[str(gid)] = {
+            "name": scenario.group_names[gid],
+            **stats(rows),
+            "occupancy": occupancy(members, 0, end),
+            "longest_queue": longest(lambda t, s, g, gid=gid: g == gid),
+        }
     hours = {}
     hour_keys = list(dict.fromkeys(hour_of(t) for t in _hour_starts(scenario)))
     everyone = sorted(logged)
     for h in hour_keys:
         rows = [c for c in all_convs if hour_of(c["t"]) == h]
         spans = [(t, min(end, t + 3600)) for t in _hour_starts(scenario) if hour_of(t) == h]
-        on = sum(_overlap(a, b, lo, hi) for op in everyone for a, b in logged[op]
-                 for lo, hi in spans)
-        work = sum(_overlap(a, b, lo, hi) for op in everyone for a, b in busy[op]
-                   for lo, hi in spans)
-        hours[h] = {**stats(rows), "occupancy": _r(100.0 * work / on if on else None, 1),
-                    "longest_queue": longest(
-                        lambda t, s, g, spans=spans: any(lo <= t < hi for lo, hi in spans)),
-                    "staffed_operator_hours": _r(on / 3600)}
+        on = sum(
+            _overlap(a, b, lo, hi) for op in everyone for a, b in logged[op] for lo, hi in spans
+        )
+        work = sum(
+            _overlap(a, b, lo, hi) for op in everyone for a, b in busy[op] for lo, hi in spans
+        )
+        hours[h] = {
+            **stats(rows),
+            "occupancy": _r(100.0 * work / on if on else None, 1),
+            "longest_queue": longest(
+                lambda t, s, g, spans=spans: any(lo <= t < hi for lo, hi in spans)
+            ),
+            "staffed_operator_hours": _r(on / 3600),
+        }
     # Chart series.
     series = []
     n_buckets = math.ceil(end / BUCKET)
@@ -190,13 +202,18 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
         rows = [c for c in all_convs if lo <= c["t"] < hi]
         st = stats(rows)
         mid = (lo + hi) / 2
-        series.append({
-            "t": lo, "local": scenario.local(lo).strftime("%H:%M"), "queue": peak,
-            "service_level": st["service_level"],
-            "logged_in": sum(1 for op in everyone if any(a <= mid < b for a, b in logged[op])),
-            "available": sum(1 for op in everyone
-                             if any(a <= mid < b for a, b in available[op])),
-        })
+        series.append(
+            {
+                "t": lo,
+                "local": scenario.local(lo).strftime("%H:%M"),
+                "queue": peak,
+                "service_level": st["service_level"],
+                "logged_in": sum(1 for op in everyone if any(a <= mid < b for a, b in logged[op])),
+                "available": sum(
+                    1 for op in everyone if any(a <= mid < b for a, b in available[op])
+                ),
+            }
+        )
     report: dict[str, Any] = {
         "scenario": scenario.name,
         "seed": seed,
@@ -204,23 +221,28 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
         "start": scenario.start.astimezone(scenario.zone).isoformat(),
         "duration_hours": round(scenario.duration / 3600, 3),
         "operators": len(scenario.operators),
-        "total": {**stats(all_convs), "occupancy": occupancy(everyone, 0, end),
-                  "longest_queue": longest(lambda t, s, g: True)},
+        "total": {
+            **stats(all_convs),
+            "occupancy": occupancy(everyone, 0, end),
+            "longest_queue": longest(lambda t, s, g: True),
+        },
         "services": services,
         "groups": groups,
         "hours": hours,
         "series": series,
     }
     if trace.mode != "virtual":
-        report.update({
-            "mode": trace.mode,
-            "deterministic": False,
-            "target": trace.target,
-            "ran_seconds": _r(end, 1),
-            "capped": trace.capped,
-            "errors": len(trace.errors),
-            "error_samples": trace.errors[:10],
-        })
+        report.update(
+            {
+                "mode": trace.mode,
+                "deterministic": False,
+                "target": trace.target,
+                "ran_seconds": _r(end, 1),
+                "capped": trace.capped,
+                "errors": len(trace.errors),
+                "error_samples": trace.errors[:10],
+            }
+        )
     return report
 
 
@@ -248,10 +270,18 @@ def to_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, sort_keys=True) + "\n"
 
 
-COLUMNS = [("offered", "offered"), ("answered", "answd"), ("abandoned", "aband"),
-           ("out_of_hours", "ooh"), ("service_level", "SL%"), ("asa", "ASA s"),
-           ("p90_wait", "p90 s"), ("aht", "AHT s"), ("occupancy", "occ%"),
-           ("longest_queue", "maxQ")]
+COLUMNS = [
+    ("offered", "offered"),
+    ("answered", "answd"),
+    ("abandoned", "aband"),
+    ("out_of_hours", "ooh"),
+    ("service_level", "SL%"),
+    ("asa", "ASA s"),
+    ("p90_wait", "p90 s"),
+    ("aht", "AHT s"),
+    ("occupancy", "occ%"),
+    ("longest_queue", "maxQ"),
+]
 
 
 def to_table(report: dict[str, Any]) -> str:
@@ -262,23 +292,34 @@ def to_table(report: dict[str, Any]) -> str:
             return f"{v:.1f}"
         return str(v)
 
-    out = [f"Scenario {report['scenario']!r}  seed {report['seed']}  start {report['start']}  "
-           f"{report['duration_hours']} h  SL threshold {report['threshold_seconds']} s", ""]
+    out = [
+        f"Scenario {report['scenario']!r}  seed {report['seed']}  start {report['start']}  "
+        f"{report['duration_hours']} h  SL threshold {report['threshold_seconds']} s",
+        "",
+    ]
     if report.get("mode") == "real-time":
-        out[1:1] = [f"REAL TIME against {report['target']} (not deterministic): ran "
-                    f"{report['ran_seconds']} s" + (" (stopped by the wall-clock cap)"
-                                                    if report["capped"] else "")
-                    + f", {report['errors']} agent error(s)"]
+        out[1:1] = [
+            f"REAL TIME against {report['target']} (not deterministic): ran "
+            f"{report['ran_seconds']} s"
+            + (" (stopped by the wall-clock cap)" if report["capped"] else "")
+            + f", {report['errors']} agent error(s)"
+        ]
         out[2:2] = [f"  {e}" for e in report["error_samples"]]
-    for title, rows in (("Service", report["services"]), ("Group", report["groups"]),
-                        ("Hour", report["hours"]), ("Total", {"all": report["total"]})):
+    for title, rows in (
+        ("Service", report["services"]),
+        ("Group", report["groups"]),
+        ("Hour", report["hours"]),
+        ("Total", {"all": report["total"]}),
+    ):
         names = {k: (f"{k} {v['name']}" if "name" in v else k) for k, v in rows.items()}
         width = max([len(title)] + [len(n) for n in names.values()])
         head = title.ljust(width) + "".join(h.rjust(8) for _, h in COLUMNS)
         out += [head, "-" * len(head)]
         for key, row in rows.items():
-            out.append(names[key][:width].ljust(width)
-                       + "".join(fmt(row.get(f)).rjust(8) for f, _ in COLUMNS))
+            out.append(
+                names[key][:width].ljust(width)
+                + "".join(fmt(row.get(f)).rjust(8) for f, _ in COLUMNS)
+            )
         out.append("")
     return "\n".join(out)
 
@@ -301,27 +342,36 @@ def to_html(report: dict[str, Any]) -> str:
         ticks = "".join(
             f'<text x="{pad + (w - 2 * pad) * i / n:.1f}" y="{h - pad + 15}" font-size="10" '
             f'text-anchor="middle">{p["local"]}</text>'
-            for i, p in enumerate(series) if i % 4 == 0)
-        return (f'<h2>{html.escape(label)}</h2><svg xmlns="http://www.w3.org/2000/svg" '
-                f'width="{w}" height="{h}"><rect width="{w}" height="{h}" fill="#fafafa"/>'
-                f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>'
-                f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#999"/>'
-                f'<text x="5" y="{pad}" font-size="10">{ceiling:g}</text>'
-                f'<text x="5" y="{h - pad}" font-size="10">0</text>{ticks}'
-                f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
-                f'points="{" ".join(points)}"/></svg>')
+            for i, p in enumerate(series)
+            if i % 4 == 0
+        )
+        return (
+            f'<h2>{html.escape(label)}</h2><svg xmlns="http://www.w3.org/2000/svg" '
+            f'width="{w}" height="{h}"><rect width="{w}" height="{h}" fill="#fafafa"/>'
+            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#999"/>'
+            f'<text x="5" y="{pad}" font-size="10">{ceiling:g}</text>'
+            f'<text x="5" y="{h - pad}" font-size="10">0</text>{ticks}'
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+            f'points="{" ".join(points)}"/></svg>'
+        )
 
     kind = " (real time)" if report.get("mode") == "real-time" else ""
     title = html.escape(f"Omni simulation{kind}: {report['scenario']} (seed {report['seed']})")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-            f"<body style='font-family:sans-serif'><h1>{title}</h1>"
-            + chart("queue", "#c0392b", "Longest queue per 15 minutes")
-            + chart("service_level", "#27ae60",
-                    f"Service level % (answered within {report['threshold_seconds']:g} s), "
-                    "by arrival time", 100)
-            + chart("logged_in", "#2c3e50", "Operators logged in")
-            + chart("available", "#2980b9", "Operators available (not paused)")
-            + "</body></html>\n")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+        f"<body style='font-family:sans-serif'><h1>{title}</h1>"
+        + chart("queue", "#c0392b", "Longest queue per 15 minutes")
+        + chart(
+            "service_level",
+            "#27ae60",
+            f"Service level % (answered within {report['threshold_seconds']:g} s), by arrival time",
+            100,
+        )
+        + chart("logged_in", "#2c3e50", "Operators logged in")
+        + chart("available", "#2980b9", "Operators available (not paused)")
+        + "</body></html>\n"
+    )
 
 
 def write_outputs(out: Path, scenario: Scenario, trace: Trace, report: dict[str, Any]) -> None:

@@ -86,10 +86,10 @@ class ArrivalBody(_Struct):
 
 class VisitorsBody(_Struct):
     patience: Distribution | None = None  # None: infinite patience
-    messages: Annotated[list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(
-        min_length=2, max_length=2)] = msgspec.field(default_factory=lambda: [1, 3])
-    think_time: Distribution | None = msgspec.field(
-        default_factory=lambda: Distribution(mean=20.0))
+    messages: Annotated[
+        list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=2, max_length=2)
+    ] = msgspec.field(default_factory=lambda: [1, 3])
+    think_time: Distribution | None = msgspec.field(default_factory=lambda: Distribution(mean=20.0))
     survey_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
 
 
@@ -254,48 +254,81 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
             if g not in group_ids:
                 raise fail(f"$.operators[{index}].groups", f"unknown group {g}")
         if shift.token is not None and shift.count > 1 and "{id}" not in shift.token:
-            raise fail(f"$.operators[{index}].token",
-                       "with count > 1 the token must contain {id} (tokens must differ)")
+            raise fail(
+                f"$.operators[{index}].token",
+                "with count > 1 the token must contain {id} (tokens must differ)",
+            )
         for k in range(shift.count):
             oid = shift.id + k
             if oid in seen:
                 raise fail(f"$.operators[{index}].id", f"operator id {oid} is used twice")
             seen.add(oid)
-            name = (shift.name or "Operator") + (f" {oid}" if shift.count > 1 or not shift.name
-                                                 else "")
+            name = (shift.name or "Operator") + (
+                f" {oid}" if shift.count > 1 or not shift.name else ""
+            )
             token = (shift.token or "sim-operator-token-{id}").replace("{id}", str(oid))
-            raw_ops.append({"id": oid, "name": name, "groups": shift.groups,
-                            "capacity": shift.capacity, "token": token})
-            operators.append(Operator(oid, name, token, tuple(shift.groups), shift.capacity,
-                                      0.0, 0.0, (), shift.handle_time, shift.reply_delay,
-                                      shift.leave))
+            raw_ops.append(
+                {
+                    "id": oid,
+                    "name": name,
+                    "groups": shift.groups,
+                    "capacity": shift.capacity,
+                    "token": token,
+                }
+            )
+            operators.append(
+                Operator(
+                    oid,
+                    name,
+                    token,
+                    tuple(shift.groups),
+                    shift.capacity,
+                    0.0,
+                    0.0,
+                    (),
+                    shift.handle_time,
+                    shift.reply_delay,
+                    shift.leave,
+                )
+            )
     for index, arrival in enumerate(file.arrivals):
         if arrival.service not in service_ids:
             raise fail(f"$.arrivals[{index}].service", f"unknown service {arrival.service}")
         for key in arrival.rates:
             if not _RATE_KEY.match(key):
-                raise fail(f"$.arrivals[{index}].rates",
-                           f"bad hour {key!r} (use \"HH\" or \"HH-HH\", 0-24)")
+                raise fail(
+                    f"$.arrivals[{index}].rates", f'bad hour {key!r} (use "HH" or "HH-HH", 0-24)'
+                )
     lo, hi = file.visitors.messages
     if lo > hi:
         raise fail("$.visitors.messages", "the minimum is above the maximum")
     try:
-        config = parse_config({
-            "server": {"operator_grace_seconds": file.operator_grace_seconds},
-            "schedules": [msgspec.to_builtins(s) for s in file.schedules],
-            "groups": [msgspec.to_builtins(g) for g in file.groups],
-            "services": [msgspec.to_builtins(s) for s in file.services],
-            "operators": raw_ops,
-        })
+        config = parse_config(
+            {
+                "server": {"operator_grace_seconds": file.operator_grace_seconds},
+                "schedules": [msgspec.to_builtins(s) for s in file.schedules],
+                "groups": [msgspec.to_builtins(g) for g in file.groups],
+                "services": [msgspec.to_builtins(s) for s in file.services],
+                "operators": raw_ops,
+            }
+        )
     except ConfigError as exc:
         raise ScenarioError(str(exc)) from None
     trace = None
     if file.arrival_trace is not None:
         trace = _read_trace(Path(base or ".") / file.arrival_trace, service_ids)
     scenario = Scenario(
-        name=file.name, start=start, zone=zone, duration=file.duration_hours * 3600,
-        seed=file.seed, threshold=file.threshold, config=config, operators=(),
-        arrivals=tuple(file.arrivals), trace=trace, visitors=file.visitors,
+        name=file.name,
+        start=start,
+        zone=zone,
+        duration=file.duration_hours * 3600,
+        seed=file.seed,
+        threshold=file.threshold,
+        config=config,
+        operators=(),
+        arrivals=tuple(file.arrivals),
+        trace=trace,
+        visitors=file.visitors,
         service_names={s.id: s.name for s in file.services},
         group_names={g.id: g.name for g in file.groups},
     )
@@ -307,8 +340,21 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
         if logout <= login:
             logout = scenario.duration
         pauses = tuple((scenario.offset_of(a), scenario.offset_of(b)) for a, b in shift.pauses)
-        timed.append(Operator(op.id, op.name, op.token, op.groups, op.capacity, login, logout,
-                              pauses, op.handle_time, op.reply_delay, op.leave))
+        timed.append(
+            Operator(
+                op.id,
+                op.name,
+                op.token,
+                op.groups,
+                op.capacity,
+                login,
+                logout,
+                pauses,
+                op.handle_time,
+                op.reply_delay,
+                op.leave,
+            )
+        )
     return _replace_operators(scenario, tuple(timed))
 
 

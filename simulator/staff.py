@@ -62,8 +62,9 @@ def group_rates(scenario: Scenario, group: int) -> list[float]:
         ends = [*starts[1:], scenario.duration]
         rates = []
         for lo, hi in zip(starts, ends, strict=True):
-            n = sum(1 for t, s in scenario.trace if lo <= t < hi
-                    and primary_group(scenario, s) == group)
+            n = sum(
+                1 for t, s in scenario.trace if lo <= t < hi and primary_group(scenario, s) == group
+            )
             rates.append(n * 3600 / (hi - lo) if hi > lo else 0.0)
         return rates
     mine = [a for a in scenario.arrivals if primary_group(scenario, a.service) == group]
@@ -126,9 +127,16 @@ def staffed(raw: dict[str, Any], group: int, n: int) -> dict[str, Any]:
     return out
 
 
-def staff_group(raw: dict[str, Any], scenario: Scenario, group: int, target: float,
-                seconds: float, seed: int, budget: int = 12,
-                base: Path | None = None) -> GroupStaffing:
+def staff_group(
+    raw: dict[str, Any],
+    scenario: Scenario,
+    group: int,
+    target: float,
+    seconds: float,
+    seed: int,
+    budget: int = 12,
+    base: Path | None = None,
+) -> GroupStaffing:
     result = GroupStaffing(group, scenario.group_names[group])
     shifts = [s for s in raw.get("operators", []) if group in s["groups"]]
     if not shifts:
@@ -184,22 +192,37 @@ def staff_group(raw: dict[str, Any], scenario: Scenario, group: int, target: flo
     return result
 
 
-def staff(raw: dict[str, Any], scenario: Scenario, target: float, seconds: float,
-          seed: int, budget: int = 12, groups: list[int] | None = None,
-          base: Path | None = None) -> list[GroupStaffing]:
-    return [staff_group(raw, scenario, g, target, seconds, seed, budget, base)
-            for g in (groups or sorted(scenario.group_names))]
+def staff(
+    raw: dict[str, Any],
+    scenario: Scenario,
+    target: float,
+    seconds: float,
+    seed: int,
+    budget: int = 12,
+    groups: list[int] | None = None,
+    base: Path | None = None,
+) -> list[GroupStaffing]:
+    return [
+        staff_group(raw, scenario, g, target, seconds, seed, budget, base)
+        for g in (groups or sorted(scenario.group_names))
+    ]
 
 
 def staff_table(results: list[GroupStaffing], target: float, seconds: float, seed: int) -> str:
     def pct(level: float | None) -> str:
         return "-" if level is None else f"{level:.1f}"
 
-    head = (f"{'Group':<20}{'peak/h':>8}{'AHT s':>8}{'cap':>5}{'Erlang C':>10}{'simulated':>11}"
-            f"{'SL% at N':>10}{'SL% N-1':>9}{'sims':>6}")
-    lines = [f"Staffing for {target:.0%} answered within {seconds:g} s, by simulation (seed "
-             f"{seed}); each group's shifts replaced by N copies of its first shift", "",
-             head, "-" * len(head)]
+    head = (
+        f"{'Group':<20}{'peak/h':>8}{'AHT s':>8}{'cap':>5}{'Erlang C':>10}{'simulated':>11}"
+        f"{'SL% at N':>10}{'SL% N-1':>9}{'sims':>6}"
+    )
+    lines = [
+        f"Staffing for {target:.0%} answered within {seconds:g} s, by simulation (seed "
+        f"{seed}); each group's shifts replaced by N copies of its first shift",
+        "",
+        head,
+        "-" * len(head),
+    ]
     for r in results:
         n = r.minimum
         lines.append(
@@ -208,5 +231,6 @@ def staff_table(results: list[GroupStaffing], target: float, seconds: float, see
             f"{'-' if r.erlang is None else r.erlang:>10}{'-' if n is None else n:>11}"
             f"{pct(r.levels.get(n)) if n else '-':>10}"
             f"{pct(r.levels.get(n - 1)) if n and n > 1 else '-':>9}{r.sims:>6}"
-            + (f"  {r.note}" if r.note else ""))
+            + (f"  {r.note}" if r.note else "")
+        )
     return "\n".join(lines)
