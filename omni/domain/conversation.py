@@ -873,30 +873,8 @@ def _grace_expired(
 ) -> list[Effect]:
     if conv.operator_id != ev.operator_id or not conv.grace_pending:
         return []
-    assert conv.group_id is not None
-    conv.operator_id = conv.operator_name = None
-    conv.grace_pending = False
-    conv.status = to
-    transferred = _emit(
-        conv,
-        "transferred",
-        "both",
-        {
-            "to": {
-                "kind": "group",
-                "id": conv.group_id,
-                "name": ctx.group_names.get(conv.group_id, ""),
-            },
-            "reason": "operator_disconnected",
-        },
-    )
-    return [
-        transferred,
-        *_leave_active(conv, ctx.service.timers),
-        Release(ev.operator_id),
-        Persist(),
-        EnterQueue(conv.group_id),
-    ]
+    conv.operator_id = None  # gone: the event is for the visitor (and the history) only
+    return _back_to_group(conv, ev.operator_id, "operator_disconnected", ctx, to)
 
 
 def _reply_timeout(
@@ -910,8 +888,19 @@ def _reply_timeout(
         or ctx.service.timers.operator_reply is None
     ):
         return []
+    # The operator still holds it while the event is emitted, so they are told too.
+    effects = _back_to_group(conv, ev.operator_id, "operator_reply_timeout", ctx, to)
+    effects.insert(1, CancelTimer("grace"))
+    return effects
+
+
+def _back_to_group(
+    conv: Conversation, operator_id: int, reason: str, ctx: Context, to: Status
+) -> list[Effect]:
+    """An active conversation leaves ``operator_id`` for its group's queue, at its original
+    place; ``transferred`` goes to the visitor and to ``conv.operator_id`` if still set. An
+    operator who let the visitor down (no reply) ranks last for the next offer."""
     assert conv.group_id is not None
-    # Emitted first, so that it still reaches the operator who is losing the conversation.
     transferred = _emit(
         conv,
         "transferred",
@@ -922,16 +911,15 @@ def _reply_timeout(
                 "id": conv.group_id,
                 "name": ctx.group_names.get(conv.group_id, ""),
             },
-            "reason": "operator_reply_timeout",
+            "reason": reason,
         },
     )
     conv.status, conv.operator_id, conv.operator_name = to, None, None
     conv.grace_pending = False
     return [
         transferred,
-        CancelTimer("grace"),
         *_leave_active(conv, ctx.service.timers),
-        Release(ev.operator_id, rank_last=True),
+        Release(operator_id, rank_last=reason == "operator_reply_timeout"),
         Persist(),
         EnterQueue(conv.group_id),
     ]
