@@ -2,7 +2,8 @@
 
 omni-sim run SCENARIO [--seed N] [--out DIR] [--threshold 20] [--no-progress]
 omni-sim run --real ws://127.0.0.1:PORT SCENARIO [--allow-remote] [--wall-cap S]
-omni-sim staff SCENARIO [--target 80/20] [--seed N] [--budget 12] [--group G] [--erlang-only]
+omni-sim staff SCENARIO [--target 80/20] [--seed N] [--budget N] [--group G] [--per-hour]
+                        [--erlang-only]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from simulator.engine import simulate, simulate_real
 from simulator.erlang import erlang_c_staff
 from simulator.report import build_report, to_table, write_outputs
 from simulator.scenario import ScenarioError, load_raw, load_scenario
-from simulator.staff import staff, staff_table
+from simulator.staff import plan_group, plan_table, staff, staff_table
 
 
 def real_base(url: str, allow_remote: bool) -> str:
@@ -103,7 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     staff_cmd.add_argument("--target", default="80/20", help="PERCENT/SECONDS, default 80/20")
     staff_cmd.add_argument("--seed", type=int, default=None, help="overrides the scenario's seed")
     staff_cmd.add_argument(
-        "--budget", type=int, default=12, help="most simulations per group (default 12)"
+        "--budget",
+        type=int,
+        default=None,
+        help="most simulations per group (default 12), or per hour with --per-hour (default 4)",
+    )
+    staff_cmd.add_argument(
+        "--per-hour",
+        action="store_true",
+        help="a staffing plan per local hour instead of one level for the whole run",
     )
     staff_cmd.add_argument(
         "--group", type=int, action="append", default=None, help="only this group (repeatable)"
@@ -134,16 +143,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"omni-sim: unknown group(s) {unknown}", file=sys.stderr)
             return 2
         raw, _ = load_raw(args.scenario)
-        results = staff(
-            raw,
-            scenario,
-            share,
-            within,
-            seed,
-            max(1, args.budget),
-            args.group,
-            base=Path(args.scenario).parent,
-        )
+        base = Path(args.scenario).parent
+        if args.per_hour:
+            budget = max(1, 4 if args.budget is None else args.budget)
+            try:
+                plans = [
+                    plan_group(raw, scenario, g, share, within, seed, budget, base)
+                    for g in (args.group or sorted(scenario.group_names))
+                ]
+            except ValueError as exc:
+                print(f"omni-sim: {exc}", file=sys.stderr)
+                return 2
+            print(plan_table(plans, share, within, seed))
+            return 0
+        budget = max(1, 12 if args.budget is None else args.budget)
+        results = staff(raw, scenario, share, within, seed, budget, args.group, base=base)
         print(staff_table(results, share, within, seed))
         return 0
     threshold = scenario.threshold if args.threshold is None else args.threshold

@@ -17,13 +17,29 @@ For each group that has shifts and traffic:
    the end after more than T): a queue that grows without bound counts against it.
 5. **Search.** Start at the estimate; step down (or up) by 1, 2, 4, … until the target flips,
    then bisect. At most ``budget`` simulations per group.
+
+**Per hour** (:func:`plan_group`, ``omni-sim staff --per-hour``): a staffing plan N(h) for each
+local hour of the run instead of one level for the whole run.
+
+* The group's shifts become *layers* of the template: operator k works the hours where
+  N(h) >= k (login and logout at those hours' edges, leaving with ``finish``: they complete what
+  they hold), so the number logged in follows the plan hour by hour.
+* Every hour starts at its own Erlang C estimate. Then, hour by hour in order, N(h) moves down
+  while the hour still meets the target, or up until it does — the hour's service level being
+  that of the visitors who *arrived* in it — with earlier hours at their chosen values and later
+  ones at their estimates. One simulation gives every hour's level, and plans already simulated
+  are not simulated again.
+* A last simulation of the final plan gives the levels reported; an hour that misses the target
+  there (later hours changed after it was chosen) is flagged.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +98,15 @@ def erlang_c_agents(rate_per_hour: float, aht: float, target: float, seconds: fl
     return c
 
 
-def group_service_level(trace: Trace, group: int, threshold: float, end: float) -> float | None:
-    """The group's service level in % (see the module doc), from a trace."""
+def group_service_level(
+    trace: Trace,
+    group: int,
+    threshold: float,
+    end: float,
+    window: tuple[float, float] | None = None,
+) -> float | None:
+    """The group's service level in % (see the module doc), from a trace; with ``window``,
+    only of the visitors who arrived in [start, end) of it."""
     arrived: dict[int, float] = {}
     group_of: dict[int, int | None] = {}
     waits: dict[int, float] = {}
@@ -104,6 +127,8 @@ def group_service_level(trace: Trace, group: int, threshold: float, end: float) 
     hits = total = 0
     for v, g in group_of.items():
         if g != group:
+            continue
+        if window is not None and not window[0] <= arrived[v] < window[1]:
             continue
         if v in waits:
             total += 1
@@ -190,6 +215,205 @@ def staff_group(
         if hi - lo > 1:
             result.note = f"between {lo + 1} and {hi} (budget of {budget} simulations)"
     return result
+
+
+# -- per hour -------------------------------------------------------------------------------------
+
+
+@dataclass
+class HourPlan:
+    start: float  # seconds from the run's start
+    end: float
+    local: str  # "HH:MM", local time of the start
+    rate: float  # arrivals per hour to the group
+    erlang: int  # operators, by Erlang C for this hour alone
+    operators: int = 0  # the plan
+    level: float | None = None  # simulated SL % of this hour's arrivals, with the final plan
+    below: float | None = None  # the same with one operator fewer in this hour, when tried
+    note: str = ""
+
+
+@dataclass
+class GroupPlan:
+    group: int
+    name: str
+    aht: float | None = None
+    capacity: int = 1
+    hours: list[HourPlan] = field(default_factory=list)
+    sims: int = 0
+    note: str = ""
+
+    def operator_hours(self, attribute: str = "operators") -> float:
+        return sum(getattr(h, attribute) * (h.end - h.start) / 3600 for h in self.hours)
+
+
+def hour_windows(scenario: Scenario) -> list[tuple[float, float]]:
+    starts = _hour_starts(scenario)
+    return list(zip(starts, [*starts[1:], scenario.duration], strict=True))
+
+
+def _hhmm(scenario: Scenario, offset: float) -> str:
+    local = scenario.local(offset)
+    if local.date() > scenario.local(0).date():
+        return "24:00"  # the run's end at midnight (checked by plan_group)
+    return local.strftime("%H:%M")
+
+
+def planned(raw: dict[str, Any], scenario: Scenario, group: int, plan: list[int]) -> dict[str, Any]:
+    """``raw`` with the group's shifts replaced by layers of its first shift: operator k works
+    every hour h (of :func:`hour_windows`) with ``plan[h] >= k``."""
+    windows = hour_windows(scenario)
+    shifts = raw["operators"]
+    mine = [s for s in shifts if group in s["groups"]]
+    template = copy.deepcopy(mine[0])
+    for key in ("token", "name", "pauses", "count", "id"):
+        template.pop(key, None)
+    template["leave"] = "finish"
+    spans: list[tuple[int, int]] = []
+    for k in range(1, max(plan, default=0) + 1):
+        h = 0
+        while h < len(plan):
+            if plan[h] < k:
+                h += 1
+                continue
+            j = h
+            while j < len(plan) and plan[j] >= k:
+                j += 1
+            spans.append((h, j))
+            h = j
+    next_id = max(s["id"] + s.get("count", 1) - 1 for s in shifts) + 1
+    layers = []
+    for (a, b), count in sorted(Counter(spans).items()):
+        login, logout = _hhmm(scenario, windows[a][0]), _hhmm(scenario, windows[b - 1][1])
+        layers.append({**template, "id": next_id, "count": count, "login": login, "logout": logout})
+        next_id += count
+    out = dict(raw)
+    out["operators"] = [s for s in shifts if group not in s["groups"]] + layers
+    return out
+
+
+def plan_group(
+    raw: dict[str, Any],
+    scenario: Scenario,
+    group: int,
+    target: float,
+    seconds: float,
+    seed: int,
+    budget: int = 4,
+    base: Path | None = None,
+) -> GroupPlan:
+    """The group's staffing per hour (see the module doc); at most ``budget`` simulations per
+    hour, plus the final one."""
+    result = GroupPlan(group, scenario.group_names[group])
+    if not [s for s in raw.get("operators", []) if group in s["groups"]]:
+        result.note = "no shifts"
+        return result
+    first_day, end = scenario.local(0).date(), scenario.local(scenario.duration)
+    midnight = end.time() == time(0)
+    if end.date() != first_day and (end.date() != first_day + timedelta(days=1) or not midnight):
+        raise ValueError("a plan per hour needs a run within one local day (shifts are HH:MM)")
+    template = parse_scenario(staffed(raw, group, 1), base=base).operators[-1]
+    result.aht, result.capacity = template.handle_time.mean, template.capacity
+    windows = hour_windows(scenario)
+    rates = group_rates(scenario, group)
+    for (start, end), rate in zip(windows, rates, strict=True):
+        agents = erlang_c_agents(rate, result.aht, target, seconds)
+        result.hours.append(
+            HourPlan(
+                start,
+                end,
+                scenario.local(start).strftime("%H:%M"),
+                rate,
+                math.ceil(agents / result.capacity),
+            )
+        )
+    if not any(h.rate > 0 for h in result.hours):
+        result.note = "no arrivals"
+        return result
+    levels: dict[tuple[int, ...], list[float | None]] = {}
+
+    def simulated(plan: list[int]) -> list[float | None]:
+        key = tuple(plan)
+        if key not in levels:
+            trace = simulate(parse_scenario(planned(raw, scenario, group, plan), base=base), seed)
+            levels[key] = [
+                group_service_level(trace, group, seconds, scenario.duration, window)
+                for window in windows
+            ]
+            result.sims += 1
+        return levels[key]
+
+    def meets(plan: list[int], h: int) -> bool:
+        level = simulated(plan)[h]
+        return level is None or level >= 100 * target
+
+    plan = [h.erlang for h in result.hours]
+    for h, hour in enumerate(result.hours):
+        if hour.rate <= 0:
+            continue
+        plan[h] = max(1, plan[h])
+        if simulated(plan)[h] is None:
+            # Nobody waited in this group this hour (e.g. the service is closed then).
+            plan[h] = hour.erlang = 0
+            hour.note = "no conversation queued here"
+            continue
+        spent = 0
+        if meets(plan, h):
+            while plan[h] > 1 and spent < budget:
+                spent += 1
+                fewer = [*plan[:h], plan[h] - 1, *plan[h + 1 :]]
+                if not meets(fewer, h):
+                    hour.below = simulated(fewer)[h]
+                    break
+                plan = fewer
+        else:
+            while spent < budget:
+                spent += 1
+                hour.below = simulated(plan)[h]
+                plan = [*plan[:h], plan[h] + 1, *plan[h + 1 :]]
+                if meets(plan, h):
+                    break
+            else:
+                hour.note = f"not met with {plan[h]} (budget of {budget} simulations)"
+    final = simulated(plan)
+    for h, hour in enumerate(result.hours):
+        hour.operators, hour.level = plan[h], final[h]
+        if hour.level is not None and hour.level < 100 * target and not hour.note:
+            hour.note = "missed once later hours were planned"
+    return result
+
+
+def plan_table(results: list[GroupPlan], target: float, seconds: float, seed: int) -> str:
+    def pct(level: float | None) -> str:
+        return "-" if level is None else f"{level:.1f}"
+
+    lines = [
+        f"Staffing per hour for {target:.0%} answered within {seconds:g} s, by simulation "
+        f"(seed {seed}); each group's shifts replaced by layers of its first shift",
+    ]
+    for r in results:
+        lines += ["", f"{r.group} {r.name}" + (f": {r.note}" if r.note else "")]
+        if not r.hours or r.note:
+            continue
+        head = (
+            f"{'hour':<7}{'arrivals/h':>11}{'Erlang C':>10}{'simulated':>11}{'SL%':>7}"
+            f"{'SL% N-1':>9}"
+        )
+        lines += [head, "-" * len(head)]
+        for hour in r.hours:
+            lines.append(
+                f"{hour.local:<7}{hour.rate:>11.1f}{hour.erlang:>10}{hour.operators:>11}"
+                f"{pct(hour.level):>7}{pct(hour.below):>9}"
+                + (f"  {hour.note}" if hour.note else "")
+            )
+        peak = max(h.operators for h in r.hours)
+        span = sum(h.end - h.start for h in r.hours) / 3600
+        lines.append(
+            f"operator-hours: {r.operator_hours():.1f} planned, {r.operator_hours('erlang'):.1f} "
+            f"by Erlang C per hour, {peak * span:.1f} at the plan's peak all day "
+            f"(AHT {r.aht:.0f} s, capacity {r.capacity}, {r.sims} simulations)"
+        )
+    return "\n".join(lines)
 
 
 def staff(

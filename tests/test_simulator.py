@@ -195,6 +195,70 @@ def test_staff_cli_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["staff", str(SCENARIOS / "closing.toml"), "--target", "120/20"]) == 2
 
 
+def test_per_hour_layers_follow_the_plan() -> None:
+    from simulator.staff import hour_windows, planned
+
+    raw = mmc(3, 40, 180, hours=6)
+    raw["operators"].append(
+        {"id": 50, "groups": [2], "login": "00:00", "logout": "03:00", "handle_time": {"mean": 60}}
+    )
+    raw["groups"].append({"id": 2, "name": "Other"})
+    scenario = parse_scenario(raw)
+    plan = [1, 3, 2, 2, 0, 1]
+    staffed_ = parse_scenario(planned(raw, scenario, 1, plan))
+    for (start, end), n in zip(hour_windows(staffed_), plan, strict=True):
+        middle = (start + end) / 2
+        mine = [o for o in staffed_.operators if 1 in o.groups and o.login <= middle < o.logout]
+        assert len(mine) == n, (start, n, mine)
+    assert all(o.leave == "finish" for o in staffed_.operators if 1 in o.groups)
+    [other] = [o for o in staffed_.operators if 2 in o.groups]
+    assert (other.id, other.login, other.logout) == (50, 0.0, 3 * 3600.0)  # untouched
+    ids = [o.id for o in staffed_.operators]
+    assert len(ids) == len(set(ids))
+
+
+def test_staff_per_hour_follows_the_traffic() -> None:
+    """Quiet hours (20/h) need fewer operators than busy ones (80/h); every hour of the final
+    plan meets the target, and where one operator fewer was simulated it did not."""
+    from simulator.staff import plan_group, plan_table
+
+    raw = mmc(3, 20, 180, hours=4)
+    raw["arrivals"] = [{"service": 1, "rate": 20, "rates": {"02-04": 80}}]
+    scenario = parse_scenario(raw)
+    result = plan_group(raw, scenario, 1, 0.8, 20, scenario.seed, budget=4)
+    hours = result.hours
+    assert [h.local for h in hours] == ["00:00", "01:00", "02:00", "03:00"]
+    assert [round(h.rate) for h in hours] == [20, 20, 80, 80]
+    for hour in hours:
+        assert hour.level is not None and hour.level >= 80, hour
+        assert hour.below is None or hour.below < 80, hour
+        assert abs(hour.operators - hour.erlang) <= 2, hour
+    assert max(h.operators for h in hours[:2]) < min(h.operators for h in hours[2:])
+    assert result.operator_hours() < max(h.operators for h in hours) * 4
+    assert result.sims <= 4 * 4 + 1
+    table = plan_table([result], 0.8, 20, scenario.seed)
+    assert "operator-hours" in table and "03:00" in table
+
+
+def test_staff_per_hour_needs_one_local_day() -> None:
+    from simulator.staff import plan_group
+
+    raw = mmc(3, 20, 180, hours=30)
+    with pytest.raises(ValueError, match="within one local day"):
+        plan_group(raw, parse_scenario(raw), 1, 0.8, 20, 1)
+
+
+def test_staff_per_hour_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulator.cli import main
+
+    assert main(["staff", str(SCENARIOS / "closing.toml"), "--per-hour", "--budget", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "16:00" in out and "operator-hours" in out
+    # Sales is closed from 18:00: nobody waits in the group then, so nobody is planned.
+    [evening] = [line for line in out.splitlines() if line.startswith("18:00")]
+    assert "no conversation queued here" in evening and evening.split()[3] == "0"
+
+
 # -- omni-sim run --real ------------------------------------------------------------------------
 
 
