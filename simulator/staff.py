@@ -29,8 +29,10 @@ local hour of the run instead of one level for the whole run.
   that of the visitors who *arrived* in it — with earlier hours at their chosen values and later
   ones at their estimates. One simulation gives every hour's level, and plans already simulated
   are not simulated again.
-* A last simulation of the final plan gives the levels reported; an hour that misses the target
-  there (later hours changed after it was chosen) is flagged.
+* Repair: an hour that misses the target once later hours were chosen (its last visitors are
+  answered in the next hour) gets one more operator, the first such hour each time, up to
+  ``budget`` times; the levels reported are those of the final plan, and an hour that still
+  misses is flagged.
 """
 
 from __future__ import annotations
@@ -375,11 +377,22 @@ def plan_group(
                     break
             else:
                 hour.note = f"not met with {plan[h]} (budget of {budget} simulations)"
+    # Repair: an hour chosen early can miss once later hours were lowered (its last visitors
+    # are answered in the next hour); give the first such hour one more operator, and again.
+    for _ in range(budget):
+        missed = [
+            h
+            for h, level in enumerate(simulated(plan))
+            if level is not None and level < 100 * target and not result.hours[h].note
+        ]
+        if not missed:
+            break
+        plan = [*plan[: missed[0]], plan[missed[0]] + 1, *plan[missed[0] + 1 :]]
     final = simulated(plan)
     for h, hour in enumerate(result.hours):
         hour.operators, hour.level = plan[h], final[h]
         if hour.level is not None and hour.level < 100 * target and not hour.note:
-            hour.note = "missed once later hours were planned"
+            hour.note = "missed in the final plan (repair budget spent)"
     return result
 
 
