@@ -67,6 +67,23 @@ class _Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
     pass
 
 
+class SmtpSection(_Struct):
+    """Where e-mail goes (F14: transcripts): an SMTP server, and how hard to try."""
+
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    #: The From address of every e-mail.
+    sender: Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
+    port: Port = 25
+    username: Annotated[str, msgspec.Meta(max_length=320)] | None = None
+    password: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    #: Upgrade the connection with STARTTLS before anything is sent (required with a login).
+    starttls: bool = False
+    timeout: PositiveSeconds = 30.0
+    #: First wait after a failed attempt; it doubles with each attempt, up to an hour.
+    retry_seconds: PositiveSeconds = 30.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+
+
 class ServerSection(_Struct):
     host: str = "127.0.0.1"
     ws_port: Port = 8765
@@ -76,6 +93,8 @@ class ServerSection(_Struct):
     outbound_buffer: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 1024
     #: Origins allowed to call the admin API from a browser (CORS); none by default.
     cors_origins: list[str] = []
+    #: E-mail (transcripts); none by default: transcripts are then not offered.
+    smtp: SmtpSection | None = None
 
 
 # -- resource bodies ----------------------------------------------------------------------------
@@ -310,6 +329,11 @@ def parse_config(raw: dict[str, Any]) -> Config:
         file = msgspec.convert(raw, ConfigFile)
     except msgspec.ValidationError as exc:
         raise ConfigError(str(exc)) from None
+    smtp = file.server.smtp
+    if smtp is not None and smtp.username is not None and not smtp.starttls:
+        raise ConfigError(
+            "$.server.smtp: a username needs starttls = true (credentials never go in clear)"
+        )
     items: list[ConfigItem] = []
     try:
         for kind in ("schedules", "groups", "services", "operators", "api_tokens"):

@@ -28,6 +28,7 @@ from omni.config import Config, build_directory, service_from_body
 from omni.entropy import Entropy
 from omni.gateway.server import Gateway
 from omni.metrics import make_registry
+from omni.outbox import Outbox, SmtpMailer
 from omni.store import ConfigChange, ConfigItem, Store, StoreError
 from omni.store.memory import MemoryStore
 
@@ -144,6 +145,11 @@ async def open_server(
         trio.open_nursery() as nursery,
     ):
         configuration = Configuration(hub, store, items, clock.now)
+        smtp = config.server.smtp
+        if smtp is not None:
+            outbox = Outbox(store, clock.now, SmtpMailer(smtp), smtp)
+            nursery.start_soon(outbox.run)
+            hub.wake_outbox = outbox.wake
         gateway = Gateway(hub)
         ws_server = await nursery.start(
             gateway.serve, host, config.server.ws_port if ws_port is None else ws_port

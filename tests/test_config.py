@@ -70,6 +70,17 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
         ("groups", [{"id": 1, "name": "A"}, {"id": 1, "name": "B"}], "$.groups: duplicate id(s) 1"),
         ("server", {"ws_port": 70000}, "at `$.server.ws_port`"),
         ("server", {"max_frame_bytes": 10}, "at `$.server.max_frame_bytes`"),
+        ("server", {"smtp": {"host": "mail"}}, "missing required field `sender`"),
+        (
+            "server",
+            {"smtp": {"host": "mail", "sender": "not-an-address"}},
+            "at `$.server.smtp.sender`",
+        ),
+        (
+            "server",
+            {"smtp": {"host": "mail", "sender": "chat@x.test", "username": "u"}},
+            "a username needs starttls = true",
+        ),
     ],
 )
 def test_config_errors_name_the_field(path: str, value: Any, expected: str) -> None:

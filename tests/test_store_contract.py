@@ -195,3 +195,65 @@ async def test_replayed_frames_are_byte_identical(store: Store) -> None:
     )
     (event,) = await store.events_after("c1", 0)
     assert event.frame == frame
+
+
+# -- the outbox ---------------------------------------------------------------------------------
+
+
+async def test_the_outbox_keeps_an_item_until_it_is_sent(store: Store) -> None:
+    conv = conversation(1)
+    await store.write(Write(conversation=conv))
+    mail = {"to": "vera@example.com", "subject": "Your conversation", "body": "Hi ✓"}
+    assert await store.outbox_next_due() is None
+    assert await store.enqueue("email", "transcript:c1:vera@example.com", "c1", mail, NOW)
+    # The same key again: queued once.
+    assert not await store.enqueue("email", "transcript:c1:vera@example.com", "c1", mail, NOW)
+    assert await store.enqueue("email", "other", None, {"n": 2}, NOW + timedelta(seconds=5))
+    assert await store.outbox_next_due() == NOW
+    [first] = await store.outbox_due(NOW, 10)
+    assert (first.kind, first.dedupe_key, first.conversation_id) == (
+        "email",
+        "transcript:c1:vera@example.com",
+        "c1",
+    )
+    assert first.payload == mail and first.attempts == 0 and first.created_at == NOW
+    assert [i.payload for i in await store.outbox_due(NOW + timedelta(seconds=5), 10)] == [
+        mail,
+        {"n": 2},
+    ]
+    assert len(await store.outbox_due(NOW + timedelta(seconds=5), 1)) == 1
+
+    # A failed attempt: due again later, with the error kept.
+    later = NOW + timedelta(seconds=30)
+    await store.outbox_retry(first.id, later, "connection refused")
+    assert [i.dedupe_key for i in await store.outbox_due(NOW + timedelta(seconds=10), 10)] == [
+        "other"
+    ]
+    assert await store.outbox_next_due() == NOW + timedelta(seconds=5)
+    [again] = [i for i in await store.outbox_due(later, 10) if i.id == first.id]
+    assert (again.attempts, again.next_attempt_at, again.last_error) == (
+        1,
+        later,
+        "connection refused",
+    )
+    await store.outbox_sent(first.id, later)
+    [other] = await store.outbox_due(later, 10)
+    assert other.dedupe_key == "other"
+    await store.outbox_failed(other.id, later, "550 no such user")
+    assert await store.outbox_due(later + timedelta(days=1), 10) == []
+    assert await store.outbox_next_due() is None
+    # Sent and failed items stay, for inspection; a sent key is still not queued again.
+    items = await store.outbox_items()
+    assert [(i.sent_at, i.failed_at, i.attempts) for i in items] == [
+        (later, None, 1),
+        (None, later, 1),
+    ]
+    assert items[1].last_error == "550 no such user"
+    assert [i.id for i in await store.outbox_items("c1")] == [first.id]
+    assert not await store.enqueue("email", "transcript:c1:vera@example.com", "c1", mail, later)
+
+
+async def test_an_outbox_item_of_an_unknown_conversation_is_refused(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await store.enqueue("email", "k", "nope", {}, NOW)
+    assert await store.outbox_items() == []

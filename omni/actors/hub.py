@@ -36,6 +36,7 @@ from omni.actors.queue import VisitorLink
 from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor, open_supervisor
 from omni.clock import Clock
 from omni.domain import conversation as domain
+from omni.domain import transcript
 from omni.domain.conversation import Context, Rejected, Status
 from omni.domain.model import Directory, Service, hash_token
 from omni.domain.routing import Roster
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
     from omni.actors.operator import OperatorSession
 
 log = logging.getLogger(__name__)
+
+#: Addresses one conversation's transcript may be sent to (F14): enough for a visitor, too few
+#: to make the server a way to send mail to anyone.
+MAX_TRANSCRIPTS = 3
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,9 @@ class Hub:
         self._queues: dict[int, ActorRef[Any]] = {}
         self._contexts: dict[int, Context] = {}
         self._retired_services: dict[int, Service] = {}
+        #: Set when the server sends e-mail (``[server.smtp]``): tells the outbox worker that
+        #: something was queued. None: transcripts are not offered.
+        self.wake_outbox: Callable[[], None] | None = None
         self._spawned = 0
         self.directory = directory
         self.apply_directory(directory)
@@ -286,6 +294,54 @@ class Hub:
             return await self._replay_finished(conversation_id, last_seq, peer)
         await entry.ref.ask(AttachVisitor(peer, last_seq), timeout=self.settings.ask_timeout)
         return conversation_id
+
+    async def request_transcript(self, conversation_id: str, email: str, peer: Peer) -> None:
+        """F14: e-mail the visitor what they saw of their conversation, once it has ended.
+
+        The e-mail is built now and stored in the outbox before ``transcript_queued`` is sent;
+        the outbox worker delivers it. Asking again for the same address queues nothing more;
+        at most :data:`MAX_TRANSCRIPTS` addresses per conversation."""
+        if self.wake_outbox is None:
+            raise Rejected("transcript_unavailable", "this server does not send e-mail")
+        if not transcript.valid_email(email):
+            raise Rejected("invalid_email", f"not an e-mail address: {email[:80]!r}")
+        conv = await self.store.load_conversation(conversation_id)
+        if conv is None:
+            raise Rejected("unknown_conversation", f"no conversation {conversation_id}")
+        if not await self.recall_service(conv.service_id):
+            raise Rejected("transcript_disabled", "this conversation's service no longer exists")
+        service = (
+            self.directory.services.get(conv.service_id) or self._retired_services[conv.service_id]
+        )
+        if not service.transcript_email:
+            raise Rejected("transcript_disabled", "this service does not send transcripts")
+        if conv.status not in (Status.ENDED, Status.CLOSED):
+            raise Rejected(
+                "invalid_state",
+                "the transcript is offered once the conversation has ended with an operator",
+            )
+        key = f"transcript:{conv.id}:{email.lower()}"
+        queued = await self.store.outbox_items(conv.id)
+        if key not in {i.dedupe_key for i in queued}:
+            if sum(1 for i in queued if i.kind == "email") >= MAX_TRANSCRIPTS:
+                raise Rejected(
+                    "too_many_transcripts",
+                    f"a conversation's transcript goes to {MAX_TRANSCRIPTS} addresses at most",
+                )
+            schedule = self.directory.schedules.get(service.schedule_id or "")
+            zone = ZoneInfo(schedule.timezone) if schedule is not None else ZoneInfo("UTC")
+            frames = [
+                e.data
+                for e in await self.store.events_after(conv.id, 0)
+                if e.audience != "operator"
+            ]
+            mail = transcript.render(conv, service, frames, zone)
+            payload = {"to": email, "subject": mail.subject, "body": mail.body}
+            await self.store.enqueue("email", key, conv.id, payload, self.clock.now())
+            self.wake_outbox()
+        peer.deliver(
+            encode({"type": "transcript_queued", "conversation_id": conv.id, "email": email})
+        )
 
     def restore(self, conv: domain.Conversation) -> ConversationEntry:
         """Give an open conversation loaded from the store an actor again and put it back into

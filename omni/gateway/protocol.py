@@ -37,6 +37,10 @@ ERROR_CODES: dict[str, str] = {
     "message_too_long": "the message text is longer than the server accepts",
     "invalid_survey": "a survey answer is unknown, missing or out of range",
     "conversation_closed": "the conversation has ended; nothing more is accepted",
+    "invalid_email": "the `transcript` address is not a single e-mail address",
+    "transcript_unavailable": "this server sends no e-mail (no `[server.smtp]`)",
+    "transcript_disabled": "the conversation's service does not send transcripts",
+    "too_many_transcripts": "the transcript already went to the most addresses allowed (3)",
     "not_logged_in": "an operator frame before a successful `login`",
     "already_logged_in": "`login` on a connection that is already signed in",
     "invalid_login": "the operator token is unknown or the operator inactive",
@@ -120,12 +124,24 @@ class SurveySkip(_Frame, tag="survey_skip"):
     pass
 
 
+class TranscriptRequest(_Frame, tag="transcript"):
+    email: Annotated[str, msgspec.Meta(min_length=1, max_length=320)]
+
+
 class Ping(_Frame, tag="ping"):
     pass
 
 
 VisitorFrame = (
-    Start | Resume | VisitorMessage | VisitorTyping | VisitorEnd | SurveyAnswers | SurveySkip | Ping
+    Start
+    | Resume
+    | VisitorMessage
+    | VisitorTyping
+    | VisitorEnd
+    | SurveyAnswers
+    | SurveySkip
+    | TranscriptRequest
+    | Ping
 )
 
 # -- operator → server ------------------------------------------------------------------------

@@ -286,6 +286,10 @@ class Gateway:
             return
         if not conversation:
             raise FrameError("not_started", "send `start` or `resume` first")
+        if isinstance(frame, p.TranscriptRequest):
+            # Not an event of the conversation (it may be closed): a request about it (F14).
+            await hub.request_transcript(conversation[0], frame.email, peer)
+            return
         event: domain.Event
         if isinstance(frame, p.VisitorMessage):
             event = domain.VisitorMessage(frame.client_id, frame.text)

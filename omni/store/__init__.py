@@ -102,6 +102,23 @@ class ConversationQuery:
     scope_service_ids: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """Something to deliver outside (an e-mail), at least once (DESIGN §2, outbox)."""
+
+    id: int
+    kind: str
+    dedupe_key: str
+    conversation_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+    last_error: str | None = None
+
+
 @dataclass(slots=True)
 class Write:
     """What one step of one conversation changes."""
@@ -160,4 +177,40 @@ class Store(Protocol):
 
     async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
         """Newest first."""
+        ...
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        kind: str,
+        dedupe_key: str,
+        conversation_id: str | None,
+        payload: dict[str, Any],
+        at: datetime,
+    ) -> bool:
+        """Store an item to deliver, due at once; False (nothing stored) if ``dedupe_key`` is
+        already in the outbox. Stored durably before it returns."""
+        ...
+
+    async def outbox_due(self, at: datetime, limit: int) -> list[OutboxItem]:
+        """Pending items (neither sent nor failed) due at ``at``, the longest due first."""
+        ...
+
+    async def outbox_next_due(self) -> datetime | None:
+        """When the earliest pending item is due; None if nothing is pending."""
+        ...
+
+    async def outbox_sent(self, item_id: int, at: datetime) -> None: ...
+
+    async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
+        """One more failed attempt; try again at ``next_attempt_at``."""
+        ...
+
+    async def outbox_failed(self, item_id: int, at: datetime, error: str) -> None:
+        """One more failed attempt, and the last: the item is not tried again."""
+        ...
+
+    async def outbox_items(self, conversation_id: str | None = None) -> list[OutboxItem]:
+        """Every item (of one conversation), oldest first: for inspection and limits."""
         ...

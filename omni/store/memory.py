@@ -7,6 +7,7 @@ state: a crashed actor restarts from what was written, exactly as it would from 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from bisect import bisect_right
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from omni.store import (
     ConfigChange,
     ConfigItem,
     ConversationQuery,
+    OutboxItem,
     StoredEvent,
     StoreError,
     Write,
@@ -34,6 +36,7 @@ class MemoryStore:
         self._surveys: dict[str, dict[str, Any] | None] = {}
         self._config: dict[tuple[str, str], ConfigItem] = {}
         self._audit: list[AuditEntry] = []
+        self._outbox: dict[int, OutboxItem] = {}
         self.writes = 0
 
     async def next_ticket(self, year: int) -> int:
@@ -114,6 +117,64 @@ class MemoryStore:
             if entry.kind == kind and entry.key == key and entry.action == "delete":
                 return _json_copy(entry.before)
         return None
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        kind: str,
+        dedupe_key: str,
+        conversation_id: str | None,
+        payload: dict[str, Any],
+        at: datetime,
+    ) -> bool:
+        if any(item.dedupe_key == dedupe_key for item in self._outbox.values()):
+            return False
+        if conversation_id is not None and conversation_id not in self._conversations:
+            raise StoreError(f"outbox: no conversation {conversation_id}")
+        try:
+            stored = _json_copy(payload)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise StoreError(f"not storable as JSON: {exc}") from None
+        assert stored is not None
+        item_id = len(self._outbox) + 1
+        self._outbox[item_id] = OutboxItem(
+            item_id, kind, dedupe_key, conversation_id, stored, at, 0, at
+        )
+        return True
+
+    def _pending(self) -> list[OutboxItem]:
+        pending = [i for i in self._outbox.values() if i.sent_at is None and i.failed_at is None]
+        return sorted(pending, key=lambda i: (i.next_attempt_at, i.id))
+
+    async def outbox_due(self, at: datetime, limit: int) -> list[OutboxItem]:
+        return [copy.deepcopy(i) for i in self._pending() if i.next_attempt_at <= at][:limit]
+
+    async def outbox_next_due(self) -> datetime | None:
+        pending = self._pending()
+        return pending[0].next_attempt_at if pending else None
+
+    def _update(self, item_id: int, **changes: Any) -> None:
+        item = self._outbox[item_id]
+        self._outbox[item_id] = dataclasses.replace(item, **changes)
+
+    async def outbox_sent(self, item_id: int, at: datetime) -> None:
+        self._update(item_id, sent_at=at)
+
+    async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
+        attempts = self._outbox[item_id].attempts + 1
+        self._update(item_id, attempts=attempts, next_attempt_at=next_attempt_at, last_error=error)
+
+    async def outbox_failed(self, item_id: int, at: datetime, error: str) -> None:
+        attempts = self._outbox[item_id].attempts + 1
+        self._update(item_id, attempts=attempts, failed_at=at, last_error=error)
+
+    async def outbox_items(self, conversation_id: str | None = None) -> list[OutboxItem]:
+        return [
+            copy.deepcopy(i)
+            for _, i in sorted(self._outbox.items())
+            if conversation_id is None or i.conversation_id == conversation_id
+        ]
 
     async def change_config(self, change: ConfigChange) -> AuditEntry:
         # Stored as JSON, like PostgreSQL would: what cannot be encoded is refused before

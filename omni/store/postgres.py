@@ -43,6 +43,7 @@ from omni.store import (
     ConfigChange,
     ConfigItem,
     ConversationQuery,
+    OutboxItem,
     StoredEvent,
     StoreError,
     Write,
@@ -127,6 +128,28 @@ ORDER BY id DESC LIMIT 1"""
 _Q_AUDIT = """
 SELECT id, at, actor, action, kind, key, before, after FROM audit_log
 WHERE $2::bigint IS NULL OR id < $2 ORDER BY id DESC LIMIT $1"""
+
+_Q_ENQUEUE = """
+INSERT INTO outbox (kind, dedupe_key, conversation_id, payload, created_at, next_attempt_at)
+VALUES ($1, $2, $3, $4, $5, $5)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING id"""
+_OUTBOX_COLUMNS = """id, kind, dedupe_key, conversation_id, payload, created_at, attempts,
+    next_attempt_at, sent_at, failed_at, last_error"""
+_Q_OUTBOX_DUE = f"""
+SELECT {_OUTBOX_COLUMNS} FROM outbox
+WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
+ORDER BY next_attempt_at, id LIMIT $2"""
+_Q_OUTBOX_NEXT_DUE = """
+SELECT min(next_attempt_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"""
+_Q_OUTBOX_SENT = "UPDATE outbox SET sent_at = $2 WHERE id = $1"
+_Q_OUTBOX_RETRY = """
+UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1"""
+_Q_OUTBOX_FAILED = """
+UPDATE outbox SET attempts = attempts + 1, failed_at = $2, last_error = $3 WHERE id = $1"""
+_Q_OUTBOX_ITEMS = f"""
+SELECT {_OUTBOX_COLUMNS} FROM outbox
+WHERE $1::text IS NULL OR conversation_id = $1 ORDER BY id"""
 
 #: Seconds a statement may take before asyncpg gives up on it (pool and writer connections).
 _COMMAND_TIMEOUT = 60
@@ -416,6 +439,22 @@ def _conversation_from_row(row: Any) -> Conversation:
     )
 
 
+def _outbox_item(row: Any) -> OutboxItem:
+    return OutboxItem(
+        row["id"],
+        row["kind"],
+        row["dedupe_key"],
+        row["conversation_id"],
+        row["payload"],
+        row["created_at"],
+        row["attempts"],
+        row["next_attempt_at"],
+        row["sent_at"],
+        row["failed_at"],
+        row["last_error"],
+    )
+
+
 def _iso(at: datetime | None) -> str | None:
     return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -600,6 +639,47 @@ class PostgresStore:
             )
             for row in rows
         ]
+
+    # -- outbox ---------------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        kind: str,
+        dedupe_key: str,
+        conversation_id: str | None,
+        payload: dict[str, Any],
+        at: datetime,
+    ) -> bool:
+        try:
+            stored = await self._bridge.run(
+                _db_fetchval, self._pool, _Q_ENQUEUE, kind, dedupe_key, conversation_id, payload, at
+            )
+        except Exception as exc:
+            raise StoreError(f"outbox: {exc}") from exc
+        return stored is not None
+
+    async def outbox_due(self, at: datetime, limit: int) -> list[OutboxItem]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_DUE, at, limit)
+        return [_outbox_item(row) for row in rows]
+
+    async def outbox_next_due(self) -> datetime | None:
+        due: datetime | None = await self._bridge.run(_db_fetchval, self._pool, _Q_OUTBOX_NEXT_DUE)
+        return due
+
+    async def outbox_sent(self, item_id: int, at: datetime) -> None:
+        await self._bridge.run(_db_fetchval, self._pool, _Q_OUTBOX_SENT, item_id, at)
+
+    async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
+        await self._bridge.run(
+            _db_fetchval, self._pool, _Q_OUTBOX_RETRY, item_id, next_attempt_at, error
+        )
+
+    async def outbox_failed(self, item_id: int, at: datetime, error: str) -> None:
+        await self._bridge.run(_db_fetchval, self._pool, _Q_OUTBOX_FAILED, item_id, at, error)
+
+    async def outbox_items(self, conversation_id: str | None = None) -> list[OutboxItem]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_ITEMS, conversation_id)
+        return [_outbox_item(row) for row in rows]
 
     async def count_events(self) -> int:
         count: int = await self._bridge.run(_db_fetchval, self._pool, _Q_COUNT_EVENTS)

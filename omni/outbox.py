@@ -1,0 +1,147 @@
+"""The outbox worker (DESIGN §2): delivers what the store's outbox holds — e-mails — at least
+once.
+
+Rules:
+
+* An item is in the store before anybody is told it is queued (``Store.enqueue``); this worker
+  only reads due items and records what became of them. A server that stops or crashes between
+  sending and recording sends the item again after its restart: at least once, never lost.
+* Each attempt runs the blocking SMTP client of the standard library (:mod:`smtplib`) in a
+  worker thread, bounded by the SMTP timeout. A failure is retried after ``retry_seconds``,
+  doubling with each attempt up to an hour; a permanent refusal (an SMTP 5xx reply) or the
+  ``max_attempts``-th failure marks the item failed, logged with the reason.
+* The worker sleeps until the next item is due, or until :meth:`Outbox.wake` says that one was
+  queued. Dates come from the hub's :class:`~omni.clock.Clock`, so ``MockClock`` drives it.
+* A store that fails is logged and tried again after ``retry_seconds``; the worker never takes
+  the server down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import smtplib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any, Protocol
+
+import trio
+
+from omni.config import SmtpSection
+from omni.store import OutboxItem, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+#: Items taken from the store at a time.
+BATCH = 20
+#: The longest wait between two attempts of one item, seconds.
+MAX_BACKOFF = 3600.0
+
+
+class Mailer(Protocol):
+    def send(self, message: EmailMessage) -> None:
+        """Hand ``message`` to the mail system (blocking); raise when it was not accepted."""
+        ...
+
+
+class SmtpMailer:
+    """An SMTP server (``[server.smtp]``), one connection per message."""
+
+    def __init__(self, settings: SmtpSection) -> None:
+        self.settings = settings
+
+    def send(self, message: EmailMessage) -> None:
+        s = self.settings
+        with smtplib.SMTP(s.host, s.port, timeout=s.timeout) as smtp:
+            if s.starttls:
+                smtp.starttls()
+            if s.username is not None:
+                smtp.login(s.username, s.password or "")
+            smtp.send_message(message)
+
+
+def email_message(payload: dict[str, Any], sender: str, at: datetime) -> EmailMessage:
+    """An outbox ``email`` item's payload (``to``, ``subject``, ``body``) as a message."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = payload["to"]
+    message["Subject"] = payload["subject"]
+    message["Date"] = format_datetime(at)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    message.set_content(payload["body"])
+    return message
+
+
+def permanent(error: BaseException) -> bool:
+    """An SMTP refusal that trying again cannot fix (5xx)."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in error.recipients.values())
+    code = getattr(error, "smtp_code", None)
+    return isinstance(code, int) and code >= 500
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        now: Callable[[], datetime],
+        mailer: Mailer,
+        settings: SmtpSection,
+    ) -> None:
+        self.store = store
+        self.now = now
+        self.mailer = mailer
+        self.settings = settings
+        self._wakeup = trio.Event()
+
+    def wake(self) -> None:
+        """Something was queued: look at the outbox now."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            wakeup = self._wakeup = trio.Event()
+            try:
+                items = await self.store.outbox_due(self.now(), BATCH)
+                for item in items:
+                    await self._deliver(item)
+                if len(items) == BATCH:
+                    continue
+                due = await self.store.outbox_next_due()
+            except StoreError as exc:
+                log.error("outbox: the store failed (%s); trying again", exc)
+                due = self.now() + timedelta(seconds=self.settings.retry_seconds)
+            delay = math.inf if due is None else (due - self.now()).total_seconds()
+            with trio.move_on_after(max(delay, 0.0)):
+                await wakeup.wait()
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        if item.kind != "email":
+            await self.store.outbox_failed(item.id, self.now(), f"unknown kind {item.kind!r}")
+            return
+        message = email_message(item.payload, self.settings.sender, self.now())
+        try:
+            # The thread is abandoned on cancellation (the server stopping): the item is then
+            # neither sent nor failed, and is tried again after a restart.
+            with trio.fail_after(self.settings.timeout * 2 + 5):
+                await trio.to_thread.run_sync(self.mailer.send, message, abandon_on_cancel=True)
+        except (OSError, smtplib.SMTPException, trio.TooSlowError) as exc:
+            await self._failed(item, exc)
+        else:
+            await self.store.outbox_sent(item.id, self.now())
+            log.info(
+                "outbox: item %d (%s) sent to %s", item.id, item.dedupe_key, item.payload["to"]
+            )
+
+    async def _failed(self, item: OutboxItem, error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}"[:500]
+        attempts = item.attempts + 1
+        if permanent(error) or attempts >= self.settings.max_attempts:
+            log.error("outbox: item %d failed after %d attempt(s): %s", item.id, attempts, reason)
+            await self.store.outbox_failed(item.id, self.now(), reason)
+            return
+        wait = min(self.settings.retry_seconds * 2 ** (attempts - 1), MAX_BACKOFF)
+        log.warning("outbox: item %d failed (%s); retrying in %.0f s", item.id, reason, wait)
+        await self.store.outbox_retry(item.id, self.now() + timedelta(seconds=wait), reason)

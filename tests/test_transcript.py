@@ -1,0 +1,371 @@
+"""F14: the transcript by e-mail, end to end over a real SMTP server (aiosmtpd on 127.0.0.1).
+
+A whole server (real websockets on 127.0.0.1, memory store) with ``[server.smtp]`` pointing at
+an SMTP server run by the test; the visitor asks for the transcript from the closing page and
+the e-mail arrives, at least once and only once per address, across an unreachable mail server
+and a restart.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+import trio
+from aiosmtpd.controller import Controller
+
+from omni.clock import Clock
+from omni.config import Config
+from omni.server import RunningServer, open_server
+from omni.store.memory import MemoryStore
+from tests.support import Client, connect_tcp, login, make_config, start, with_service
+
+SENDER = "chat@omni.test"
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what it accepts and refuses some recipients (550)."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.refuse: set[str] = set()
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def smtp_server(port: int, inbox: Inbox | None = None) -> AsyncIterator[Inbox]:
+    inbox = inbox or Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    await trio.to_thread.run_sync(controller.start)
+    try:
+        yield inbox
+    finally:
+        await trio.to_thread.run_sync(controller.stop)
+
+
+def mail_config(port: int, **changes: Any) -> Config:
+    smtp = {
+        "host": "127.0.0.1",
+        "port": port,
+        "sender": SENDER,
+        "timeout": 5,
+        "retry_seconds": 0.2,
+        **changes,
+    }
+    return make_config(smtp=smtp)
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    async def check() -> bool:
+        return condition()
+
+    await until(check, seconds)
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    """Poll ``check`` (the outbox worker and the SMTP server run on their own) until true."""
+    for _ in range(int(seconds / 0.02)):
+        if await check():
+            return
+        await trio.sleep(0.02)
+    raise AssertionError("the condition did not become true in time")
+
+
+async def ended_conversation(srv: RunningServer, vera: Client, bruno: Client) -> dict[str, Any]:
+    """Vera (service 27, no survey) and Bruno talk, Bruno ends it; Vera is on the closing page."""
+    await login(bruno, "tok-bruno")
+    started = await start(vera, 27, name="Vera")
+    cid = started["conversation_id"]
+    await bruno.send("accept", conversation_id=(await bruno.until("offer"))["conversation"]["id"])
+    await vera.until("assigned")
+    await vera.send("message", client_id="v1", text="Hello, my invoice is wrong")
+    await bruno.until("message")
+    await bruno.send(
+        "message", conversation_id=cid, client_id="b1", text="Let me check.\nOne moment ✓"
+    )
+    await vera.until("message")
+    await bruno.send("end", conversation_id=cid)
+    assert (await vera.until("ended"))["by"] == "operator"
+    await vera.until("closed")
+    return started
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+async def test_the_visitor_gets_the_transcript_by_email(port: int) -> None:
+    async with (
+        smtp_server(port) as inbox,
+        open_server(mail_config(port), host="127.0.0.1", ws_port=0, http=False) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+    ):
+        started = await ended_conversation(srv, vera, bruno)
+        cid = started["conversation_id"]
+        await vera.send("transcript", email="vera@example.com")
+        queued = await vera.expect("transcript_queued")
+        assert queued == {
+            "type": "transcript_queued",
+            "conversation_id": cid,
+            "email": "vera@example.com",
+        }
+        await eventually(lambda: len(inbox.messages) == 1)
+        [mail] = inbox.messages
+        assert mail["To"] == "vera@example.com" and mail["From"] == SENDER
+        assert mail["Subject"] == f"Your conversation {started['ticket']} with No survey"
+        assert mail["Message-ID"].endswith("@omni.test>")
+        body = mail.get_content()
+        lines = body.splitlines()
+        assert lines[0] == f"No survey — conversation {started['ticket']}"
+        said = [line.split("] ", 1)[1] for line in lines if line.startswith("[")]
+        assert said == [
+            "Bruno: Hello! How can I help you?",  # the greeting: the visitor saw it
+            "Vera: Hello, my invoice is wrong",
+            "Bruno: Let me check.",
+        ]
+        assert "    One moment ✓" in lines  # the second line of Bruno's message
+        assert lines[-1] == "See you."  # the service's closing message
+        [item] = await srv.hub.store.outbox_items(cid)
+        assert item.sent_at is not None and item.attempts == 0
+
+        # The same address again (any case): queued once, sent once.
+        await vera.send("transcript", email="Vera@Example.com")
+        await vera.expect("transcript_queued")
+        # From the closing page after a reconnect: the resumed connection may ask too.
+        async with connect_tcp(f"{srv.ws_url}/ws/visitor") as back:
+            await back.send("resume", token=started["token"], last_seq=0)
+            assert (await back.until("resumed"))["status"] == "closed"
+            await back.until("closed")
+            await back.send("transcript", email="boss@example.com")
+            await back.expect("transcript_queued")
+        await eventually(lambda: len(inbox.messages) == 2)
+        await trio.sleep(0.3)
+        assert [m["To"] for m in inbox.messages] == ["vera@example.com", "boss@example.com"]
+
+
+async def test_transcript_requests_that_are_refused(port: int) -> None:
+    config = with_service(mail_config(port), 25, lambda body: body.update(transcript_email=False))
+    async with (
+        smtp_server(port) as inbox,
+        open_server(config, host="127.0.0.1", ws_port=0, http=False) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as olga,
+    ):
+        await olga.send("transcript", email="olga@example.com")
+        assert (await olga.expect("error"))["code"] == "not_started"
+        # Service 25 does not send transcripts, even once the conversation is over.
+        await start(olga, 25, name="Olga")
+        await olga.send("end")
+        await olga.until("closed")
+        await olga.send("transcript", email="olga@example.com")
+        assert (await olga.expect("error"))["code"] == "transcript_disabled"
+
+        await login(bruno, "tok-bruno")
+        started = await start(vera, 27, name="Vera")
+        await vera.send("transcript", email="vera@example.com")
+        error = await vera.until("error")
+        assert error["code"] == "invalid_state", error  # not over yet
+        await bruno.send(
+            "accept", conversation_id=(await bruno.until("offer"))["conversation"]["id"]
+        )
+        await bruno.send("end", conversation_id=started["conversation_id"])
+        await vera.until("closed")
+        for bad in ("vera", "vera@localhost", "a@b.c, x@y.z", "v\nBcc: x@y.z@e.com", "x" * 300):
+            await vera.send("transcript", email=bad)
+            error = await vera.expect("error")
+            assert error["code"] in ("invalid_email", "invalid_frame"), (bad, error)
+        await vera.send("transcript", email="")
+        assert (await vera.expect("error"))["code"] == "invalid_frame"
+        for n in range(3):
+            await vera.send("transcript", email=f"v{n}@example.com")
+            await vera.expect("transcript_queued")
+        await vera.send("transcript", email="v3@example.com")
+        assert (await vera.expect("error"))["code"] == "too_many_transcripts"
+        await vera.send("transcript", email="v1@example.com")  # already queued: fine
+        await vera.expect("transcript_queued")
+        await eventually(lambda: len(inbox.messages) == 3)
+        assert sorted(m["To"] for m in inbox.messages) == [f"v{n}@example.com" for n in range(3)]
+
+
+async def test_without_smtp_transcripts_are_not_offered() -> None:
+    async with (
+        open_server(make_config(), host="127.0.0.1", ws_port=0, http=False) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+    ):
+        await ended_conversation(srv, vera, bruno)
+        await vera.send("transcript", email="vera@example.com")
+        assert (await vera.expect("error"))["code"] == "transcript_unavailable"
+        assert await srv.hub.store.outbox_items() == []
+
+
+async def test_an_unreachable_mail_server_is_retried_and_a_refusal_is_not(port: int) -> None:
+    async with (
+        open_server(mail_config(port), host="127.0.0.1", ws_port=0, http=False) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+    ):
+        started = await ended_conversation(srv, vera, bruno)
+        cid = started["conversation_id"]
+        await vera.send("transcript", email="vera@example.com")
+        await vera.expect("transcript_queued")
+        store = srv.hub.store
+
+        async def item(address: str) -> Any:
+            found = [i for i in await store.outbox_items(cid) if i.payload["to"] == address]
+            return found[0] if found else None
+
+        # Nothing listens on the port: attempts fail and are retried (0.2 s, 0.4 s, ...).
+        async def retried() -> bool:
+            return bool((await item("vera@example.com")).attempts >= 2)
+
+        await until(retried)
+        first = await item("vera@example.com")
+        assert first.sent_at is None and first.failed_at is None
+        assert "ConnectionRefusedError" in first.last_error
+        inbox = Inbox()
+        inbox.refuse.add("nobody@example.com")
+        async with smtp_server(port, inbox):
+            await eventually(lambda: len(inbox.messages) == 1)
+            assert inbox.messages[0]["To"] == "vera@example.com"
+            sent = await item("vera@example.com")
+            assert sent.sent_at is not None and sent.attempts >= 2
+            # A recipient the mail server refuses for good (550) is not tried again.
+            await vera.send("transcript", email="nobody@example.com")
+            await vera.expect("transcript_queued")
+
+            async def given_up() -> bool:
+                return bool((await item("nobody@example.com")).failed_at is not None)
+
+            await until(given_up)
+            refused = await item("nobody@example.com")
+            assert refused.attempts == 1 and "550" in refused.last_error
+            await trio.sleep(0.6)
+            assert (await item("nobody@example.com")).attempts == 1
+            assert len(inbox.messages) == 1
+
+
+async def test_a_queued_transcript_survives_a_restart(port: int) -> None:
+    store = MemoryStore()
+    config = mail_config(port, retry_seconds=60)
+    async with (
+        open_server(config, store=store, host="127.0.0.1", ws_port=0, http=False) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+    ):
+        started = await ended_conversation(srv, vera, bruno)
+        await vera.send("transcript", email="vera@example.com")
+        await vera.expect("transcript_queued")
+        cid = started["conversation_id"]
+
+        async def tried() -> bool:
+            return bool((await store.outbox_items(cid))[0].attempts)
+
+        await until(tried)  # the mail server is down: retried in a minute
+    [pending] = await store.outbox_items(cid)
+    assert pending.sent_at is None and pending.attempts == 1
+    # The server comes back two minutes later, and so does the mail server: the retry is due.
+    later = Clock(datetime.now(UTC) + timedelta(minutes=2))
+    async with (
+        smtp_server(port) as inbox,
+        open_server(config, store=store, clock=later, host="127.0.0.1", ws_port=0, http=False),
+    ):
+        await eventually(lambda: len(inbox.messages) == 1)
+        assert inbox.messages[0]["To"] == "vera@example.com"
+
+
+# -- the e-mail's text (pure) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "ok"),
+    [
+        ("vera@example.com", True),
+        ("Vera.Lopez+chat@mail.example.com.br", True),
+        ("vera", False),
+        ("vera@localhost", False),
+        ("@example.com", False),
+        ("vera@@example.com", False),
+        ("vera@example.com, boss@example.com", False),
+        ("vera@example.com\r\nBcc: x@y.com", False),
+        ("Vera <vera@example.com>", False),
+        ("v" * 250 + "@x.com", False),
+    ],
+)
+def test_valid_email(address: str, ok: bool) -> None:
+    from omni.domain.transcript import valid_email
+
+    assert valid_email(address) is ok
+
+
+def test_the_transcript_text() -> None:
+    from zoneinfo import ZoneInfo
+
+    from omni.domain.conversation import Conversation, Status
+    from omni.domain.model import GroupLink, Service
+    from omni.domain.transcript import render
+
+    conv = Conversation(
+        "c1", "2026-000042", 25, "h", {"name": "Vera"}, Status.CLOSED, 1, "2026-11-25T14:59:00Z"
+    )
+    service = Service(25, "Support", (GroupLink(1),), closing_message="Thanks!")
+    frames = [
+        {"type": "assigned", "operator": {"id": 1, "name": "Alice"}},
+        {
+            "type": "message",
+            "author": {"kind": "visitor", "name": "Vera"},
+            "text": "Hi\r\nthere",
+            "at": "2026-11-25T15:00:05Z",
+        },
+        {"type": "transferred", "to": {"kind": "group", "id": 2, "name": "Billing"}},
+        {
+            "type": "message",
+            "author": {"kind": "operator", "name": "Bruno", "id": 2},
+            "text": "Hello",
+            "at": "2026-11-25T15:01:00Z",
+        },
+        {"type": "ended", "by": "operator"},
+    ]
+    mail = render(conv, service, frames, ZoneInfo("America/Sao_Paulo"))
+    assert mail.subject == "Your conversation 2026-000042 with Support"
+    assert mail.body == (
+        "Support — conversation 2026-000042\n"
+        "Started 2026-11-25 11:59 (America/Sao_Paulo)\n"
+        "\n"
+        "[2026-11-25 12:00] Vera: Hi\n"
+        "    there\n"
+        "— transferred to Billing —\n"
+        "[2026-11-25 12:01] Bruno: Hello\n"
+        "\n"
+        "Thanks!\n"
+    )
