@@ -110,8 +110,9 @@ class Outbox:
                 if len(items) == BATCH:
                     continue
                 due = await self.store.outbox_next_due()
-            except StoreError as exc:
-                log.error("outbox: the store failed (%s); trying again", exc)
+            except Exception as exc:
+                # The store failing (or a fault here) must not take the server down: try again.
+                log.error("outbox: %s; trying again", exc, exc_info=not isinstance(exc, StoreError))
                 due = self.now() + timedelta(seconds=self.settings.retry_seconds)
             delay = math.inf if due is None else (due - self.now()).total_seconds()
             with trio.move_on_after(max(delay, 0.0)):
@@ -121,7 +122,12 @@ class Outbox:
         if item.kind != "email":
             await self.store.outbox_failed(item.id, self.now(), f"unknown kind {item.kind!r}")
             return
-        message = email_message(item.payload, self.settings.sender, self.now())
+        try:
+            message = email_message(item.payload, self.settings.sender, self.now())
+        except (KeyError, TypeError, ValueError) as exc:
+            # A payload that cannot make an e-mail never will: do not retry it.
+            await self.store.outbox_failed(item.id, self.now(), f"bad payload: {exc!r}"[:500])
+            return
         try:
             # The thread is abandoned on cancellation (the server stopping): the item is then
             # neither sent nor failed, and is tried again after a restart.

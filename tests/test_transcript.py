@@ -304,6 +304,34 @@ async def test_a_queued_transcript_survives_a_restart(port: int) -> None:
         assert inbox.messages[0]["To"] == "vera@example.com"
 
 
+async def test_an_item_that_cannot_make_an_email_fails_alone(port: int) -> None:
+    """A broken outbox item is marked failed; the worker and the server go on."""
+    async with (
+        smtp_server(port) as inbox,
+        open_server(mail_config(port), host="127.0.0.1", ws_port=0, http=False) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+    ):
+        store = srv.hub.store
+        now = srv.hub.clock.now()
+        assert await store.enqueue("email", "broken", None, {"subject": "no recipient"}, now)
+        assert await store.enqueue("fax", "odd", None, {"to": "+55"}, now)
+        assert srv.hub.wake_outbox is not None
+        srv.hub.wake_outbox()
+
+        async def both_failed() -> bool:
+            return all(i.failed_at is not None for i in await store.outbox_items())
+
+        await until(both_failed)
+        broken, odd = await store.outbox_items()
+        assert broken.last_error is not None and "bad payload" in broken.last_error
+        assert odd.last_error == "unknown kind 'fax'"
+        await ended_conversation(srv, vera, bruno)
+        await vera.send("transcript", email="vera@example.com")
+        await vera.expect("transcript_queued")
+        await eventually(lambda: len(inbox.messages) == 1)
+
+
 # -- the e-mail's text (pure) -------------------------------------------------------------------
 
 
