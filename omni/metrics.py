@@ -57,6 +57,15 @@ class HubCollector(Collector):
         relayed.add_metric([], hub.metrics.messages_relayed)
         yield relayed
 
+        emails = CounterMetricFamily(
+            "omni_emails",
+            "E-mails through the outbox (transcripts), by outcome",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(hub.metrics.emails.items()):
+            emails.add_metric([outcome], count)
+        yield emails
+
         stats = hub.conversations_supervisor.statistics()
         restarts = CounterMetricFamily(
             "omni_actor_restarts", "Actor restarts after a crash", labels=["supervisor"]

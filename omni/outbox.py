@@ -89,11 +89,14 @@ class Outbox:
         now: Callable[[], datetime],
         mailer: Mailer,
         settings: SmtpSection,
+        counters: dict[str, int] | None = None,
     ) -> None:
         self.store = store
         self.now = now
         self.mailer = mailer
         self.settings = settings
+        #: Outcomes so far (``sent``, ``retried``, ``failed``), for the metrics.
+        self.counters = counters if counters is not None else {}
         self._wakeup = trio.Event()
 
     def wake(self) -> None:
@@ -120,13 +123,13 @@ class Outbox:
 
     async def _deliver(self, item: OutboxItem) -> None:
         if item.kind != "email":
-            await self.store.outbox_failed(item.id, self.now(), f"unknown kind {item.kind!r}")
+            await self._give_up(item, f"unknown kind {item.kind!r}")
             return
         try:
             message = email_message(item.payload, self.settings.sender, self.now())
         except (KeyError, TypeError, ValueError) as exc:
             # A payload that cannot make an e-mail never will: do not retry it.
-            await self.store.outbox_failed(item.id, self.now(), f"bad payload: {exc!r}"[:500])
+            await self._give_up(item, f"bad payload: {exc!r}"[:500])
             return
         try:
             # The thread is abandoned on cancellation (the server stopping): the item is then
@@ -137,6 +140,7 @@ class Outbox:
             await self._failed(item, exc)
         else:
             await self.store.outbox_sent(item.id, self.now())
+            self._count("sent")
             log.info(
                 "outbox: item %d (%s) sent to %s", item.id, item.dedupe_key, item.payload["to"]
             )
@@ -146,8 +150,16 @@ class Outbox:
         attempts = item.attempts + 1
         if permanent(error) or attempts >= self.settings.max_attempts:
             log.error("outbox: item %d failed after %d attempt(s): %s", item.id, attempts, reason)
-            await self.store.outbox_failed(item.id, self.now(), reason)
+            await self._give_up(item, reason)
             return
         wait = min(self.settings.retry_seconds * 2 ** (attempts - 1), MAX_BACKOFF)
         log.warning("outbox: item %d failed (%s); retrying in %.0f s", item.id, reason, wait)
         await self.store.outbox_retry(item.id, self.now() + timedelta(seconds=wait), reason)
+        self._count("retried")
+
+    async def _give_up(self, item: OutboxItem, reason: str) -> None:
+        await self.store.outbox_failed(item.id, self.now(), reason)
+        self._count("failed")
+
+    def _count(self, outcome: str) -> None:
+        self.counters[outcome] = self.counters.get(outcome, 0) + 1

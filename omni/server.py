@@ -147,7 +147,7 @@ async def open_server(
         configuration = Configuration(hub, store, items, clock.now)
         smtp = config.server.smtp
         if smtp is not None:
-            outbox = Outbox(store, clock.now, SmtpMailer(smtp), smtp)
+            outbox = Outbox(store, clock.now, SmtpMailer(smtp), smtp, hub.metrics.emails)
             nursery.start_soon(outbox.run)
             hub.wake_outbox = outbox.wake
         gateway = Gateway(hub)

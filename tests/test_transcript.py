@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 import trio
 from aiosmtpd.controller import Controller
+from prometheus_client import generate_latest
 
 from omni.clock import Clock
 from omni.config import Config
+from omni.metrics import make_registry
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
 from tests.support import Client, connect_tcp, login, make_config, start, with_service
@@ -170,6 +172,9 @@ async def test_the_visitor_gets_the_transcript_by_email(port: int) -> None:
         await eventually(lambda: len(inbox.messages) == 2)
         await trio.sleep(0.3)
         assert [m["To"] for m in inbox.messages] == ["vera@example.com", "boss@example.com"]
+        assert srv.hub.metrics.emails == {"queued": 2, "sent": 2, "retried": 0, "failed": 0}
+        exposition = generate_latest(make_registry(srv.hub)).decode()
+        assert 'omni_emails_total{outcome="sent"} 2.0' in exposition
 
 
 async def test_transcript_requests_that_are_refused(port: int) -> None:
@@ -270,6 +275,9 @@ async def test_an_unreachable_mail_server_is_retried_and_a_refusal_is_not(port: 
             await until(given_up)
             refused = await item("nobody@example.com")
             assert refused.attempts == 1 and "550" in refused.last_error
+            emails = srv.hub.metrics.emails
+            assert (emails["queued"], emails["sent"], emails["failed"]) == (2, 1, 1)
+            assert emails["retried"] == sent.attempts
             await trio.sleep(0.6)
             assert (await item("nobody@example.com")).attempts == 1
             assert len(inbox.messages) == 1

@@ -83,6 +83,10 @@ class Counters:
 
     messages_relayed: int = 0
     connections: dict[str, int] = field(default_factory=lambda: {"visitor": 0, "operator": 0})
+    #: E-mails through the outbox (F14), by outcome: queued, sent, retried, failed.
+    emails: dict[str, int] = field(
+        default_factory=lambda: {"queued": 0, "sent": 0, "retried": 0, "failed": 0}
+    )
 
 
 @dataclass
@@ -337,7 +341,8 @@ class Hub:
             ]
             mail = transcript.render(conv, service, frames, zone)
             payload = {"to": email, "subject": mail.subject, "body": mail.body}
-            await self.store.enqueue("email", key, conv.id, payload, self.clock.now())
+            if await self.store.enqueue("email", key, conv.id, payload, self.clock.now()):
+                self.metrics.emails["queued"] += 1
             self.wake_outbox()
         peer.deliver(
             encode({"type": "transcript_queued", "conversation_id": conv.id, "email": email})
