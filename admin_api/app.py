@@ -55,7 +55,7 @@ from omni.store import ConversationQuery
 log = logging.getLogger(__name__)
 
 #: Fields never returned by the API (secrets are write-only).
-SECRET_FIELDS = ("token", "token_hash")
+SECRET_FIELDS = ("token", "token_hash", "identity_secret")
 
 
 @dataclass
@@ -568,6 +568,9 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         if hasattr(body, "token") and getattr(body, "token", None) is None:
             # Secrets are write-only: an update without one keeps the stored hash.
             body = msgspec.structs.replace(body, token_hash=current.get("token_hash"))
+        if getattr(body, "identity_secret", None) is msgspec.UNSET and "identity_secret" in current:
+            # Left out: the stored one is kept (null removes it).
+            body = msgspec.structs.replace(body, identity_secret=current["identity_secret"])
         await _apply(config, resource, key, body, creating=False)
         return json_response(_public(msgspec.to_builtins(body)))
 

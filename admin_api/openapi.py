@@ -85,6 +85,9 @@ def document(routes: list[Any]) -> dict[str, Any]:
             responses[str(code)] = {"description": ERRORS[code], "content": problem}
         operation["responses"] = responses
         paths.setdefault(route.path, {})[route.method.lower()] = operation
+    service = components.get("ServiceBody", {}).get("properties", {})
+    if "identity_secret" in service:
+        service["identity_secret"]["writeOnly"] = True
     for name in ("OperatorBody", "ApiTokenBody"):
         properties = components.get(name, {}).get("properties", {})
         # Secrets are never returned (an API token only once, in the creation's response);

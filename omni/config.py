@@ -174,6 +174,11 @@ class ServiceBody(_Struct):
     timers: TimersBody = msgspec.field(default_factory=TimersBody)
     required_fields: RequiredFieldsBody = msgspec.field(default_factory=RequiredFieldsBody)
     allowed_origins: list[Annotated[str, msgspec.Meta(max_length=300)]] = []
+    #: The key the embedding site signs visitors' identities with (F8, JWT HS256). Write-only:
+    #: never returned; left out of a PUT, the stored one is kept; ``null`` removes it.
+    identity_secret: (
+        Annotated[str, msgspec.Meta(min_length=32, max_length=500)] | msgspec.UnsetType | None
+    ) = msgspec.UNSET
 
 
 class OperatorBody(_Struct):
@@ -483,6 +488,7 @@ def _service(body: ServiceBody) -> Service:
         transcript_email=body.transcript_email,
         required_fields=RequiredFields(body.required_fields.email, body.required_fields.phone),
         allowed_origins=tuple(body.allowed_origins),
+        identity_secret=body.identity_secret if isinstance(body.identity_secret, str) else None,
     )
 
 

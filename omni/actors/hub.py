@@ -41,6 +41,7 @@ from omni.domain.conversation import Context, Rejected, Status
 from omni.domain.model import Directory, Service, hash_token
 from omni.domain.routing import Roster
 from omni.entropy import Entropy, SystemEntropy
+from omni.identity import IdentityError, verify_identity
 from omni.store import Store
 
 if TYPE_CHECKING:
@@ -206,11 +207,18 @@ class Hub:
     # -- conversations --------------------------------------------------------------------------
 
     async def start_conversation(
-        self, service_id: int, visitor: dict[str, Any], peer: Peer, origin: str | None = None
+        self,
+        service_id: int,
+        visitor: dict[str, Any],
+        peer: Peer,
+        origin: str | None = None,
+        identity: str | None = None,
     ) -> str:
         """``origin``: the page's Origin header, checked against the service's allowed embedding
         origins (F18) when it lists any; clients that send none (not a browser) are not
-        concerned — the check keeps other web sites from embedding the chat."""
+        concerned — the check keeps other web sites from embedding the chat. ``identity``: a
+        signed visitor identity (F8, :mod:`omni.identity`); its name, e-mail and phone replace
+        the typed ones and the visitor is marked verified."""
         service = self.directory.services.get(service_id)
         if service is None:
             raise Rejected("unknown_service", f"there is no chat service {service_id}")
@@ -218,6 +226,19 @@ class Hub:
             raise Rejected(
                 "origin_not_allowed", f"service {service_id} may not be embedded on {origin}"
             )
+        if identity is not None:
+            if service.identity_secret is None:
+                raise Rejected(
+                    "invalid_identity", f"service {service_id} accepts no signed identities"
+                )
+            try:
+                signed = verify_identity(
+                    identity, service.identity_secret, service_id, self.clock.now()
+                )
+            except IdentityError as exc:
+                raise Rejected("invalid_identity", str(exc)) from None
+            typed = {k: v for k, v in visitor.items() if k not in ("name", "email", "phone")}
+            visitor = {**typed, **signed}
         if not str(visitor.get("name", "")).strip():
             raise Rejected("invalid_frame", "visitor.name is required")
         # Identification policy (F7): the name always; e-mail and phone as configured.

@@ -131,6 +131,8 @@ class Service:
     transcript_email: bool = True
     required_fields: RequiredFields = field(default_factory=RequiredFields)
     allowed_origins: tuple[str, ...] = ()
+    #: Key of the signed visitor identities this service accepts (F8); None: it accepts none.
+    identity_secret: str | None = field(default=None, repr=False)
 
     def survey_questions(self) -> tuple[SurveyQuestion, ...]:
         if self.survey is SurveyMode.DEFAULT:

@@ -30,6 +30,7 @@ ERROR_CODES: dict[str, str] = {
     "not_started": "the visitor sent a conversation frame before `start` or `resume`",
     "already_started": "`start` or `resume` on a connection that already has a conversation",
     "unknown_service": "no chat service has this id",
+    "invalid_identity": "the signed `identity` is not valid, has expired, or is not accepted here",
     "origin_not_allowed": "the page's origin is not among the service's allowed embedding origins",
     "invalid_token": "the resume token matches no conversation",
     "invalid_seq": "`last_seq` is negative or beyond the conversation's last event",
@@ -95,7 +96,10 @@ class VisitorInfo(msgspec.Struct):
 
 class Start(_Frame, tag="start"):
     service_id: int
-    visitor: VisitorInfo
+    #: Required unless ``identity`` is given (then only its ``fields`` are used).
+    visitor: VisitorInfo | None = None
+    #: A JWT (HS256) signed by the embedding site with the service's identity secret (F8).
+    identity: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
 
 
 class Resume(_Frame, tag="resume"):

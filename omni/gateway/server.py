@@ -274,8 +274,9 @@ class Gateway:
             if conversation:
                 raise FrameError("already_started", "this connection already has a conversation")
             if isinstance(frame, p.Start):
+                visitor = frame.visitor.as_dict() if frame.visitor is not None else {}
                 conversation_id = await hub.start_conversation(
-                    frame.service_id, frame.visitor.as_dict(), peer, peer.origin
+                    frame.service_id, visitor, peer, peer.origin, frame.identity
                 )
             else:
                 conversation_id = await hub.resume_conversation(frame.token, frame.last_seq, peer)
