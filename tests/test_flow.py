@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import trio
 
 from tests.support import (
@@ -578,3 +579,53 @@ async def test_a_missed_reply_deadline_gives_the_visitor_to_another_operator(
                 pass  # the history has Carla's assignment too
             texts = [f.get("text") for f in alice.received if f.get("type") == "message"]
             assert texts[-2:] == ["Hi!", "Are you there?"]
+
+
+async def test_the_out_of_hours_folder(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F4: the console lists the out-of-hours conversations its operator may resume — those of
+    the services the operator's groups serve — a page at a time, newest first."""
+    import omni.actors.operator
+
+    monkeypatch.setattr(omni.actors.operator, "FOLDER_PAGE", 2)
+    config = with_service(make_config(), 25, lambda body: body.update(schedule="never"))
+    async with (
+        open_memory_gateway(config) as gw,
+        connect_memory(gw, "/ws/operator") as alice,
+        connect_memory(gw, "/ws/operator") as bruno,
+    ):
+        await login(alice, "tok-alice", available=False)  # groups 1, 2: services 25, 27
+        await login(bruno, "tok-bruno", available=False)  # group 2: service 27
+        ids = []
+        for name, service in (("Olga", 25), ("Fritz", 26), ("Pia", 25), ("Quinn", 25)):
+            async with connect_memory(gw, "/ws/visitor") as visitor:
+                started = await start(visitor, service, name=name)
+                await visitor.expect("out_of_hours")
+                ids.append(started["conversation_id"])
+            await trio.sleep(1)
+        olga, _fritz, pia, quinn = ids
+
+        await alice.send("folder", name="out_of_hours")
+        page = await alice.expect("folder")
+        assert page["name"] == "out_of_hours"
+        assert [c["id"] for c in page["conversations"]] == [quinn, pia]
+        assert page["conversations"][0]["visitor"] == {"name": "Quinn"}
+        assert page["conversations"][0]["service_id"] == 25
+        await alice.send("folder", name="out_of_hours", cursor=page["next_cursor"])
+        page = await alice.expect("folder")
+        assert [c["id"] for c in page["conversations"]] == [olga]
+        assert page["next_cursor"] is None
+        await bruno.send("folder", name="out_of_hours")
+        assert (await bruno.expect("folder"))["conversations"] == []
+
+        # Resumed, it leaves the folder.
+        await alice.send("resume", conversation_id=pia)
+        await alice.until("assigned")
+        await alice.send("folder", name="out_of_hours")
+        assert [c["id"] for c in (await alice.expect("folder"))["conversations"]] == [quinn, olga]
+
+        await alice.send("folder", name="spam")
+        assert (await alice.expect("error"))["code"] == "unknown_folder"
+        await alice.send("folder", name="out_of_hours", cursor="yesterday|x")
+        assert (await alice.expect("error"))["code"] == "invalid_cursor"

@@ -15,6 +15,7 @@ Rules:
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from omni.actors.conversation import Apply, Summary, SyncOperator
@@ -24,6 +25,10 @@ from omni.domain import conversation as domain
 from omni.domain.conversation import Rejected
 from omni.domain.model import Operator
 from omni.domain.routing import Presence
+from omni.store import ConversationQuery
+
+#: Conversations per page of a console folder.
+FOLDER_PAGE = 50
 
 if TYPE_CHECKING:
     from omni.actors.hub import Hub
@@ -171,6 +176,50 @@ class OperatorSession:
             raise Rejected(
                 "conversation_closed", f"conversation {conversation_id} has ended"
             ) from None
+
+    async def folder(self, name: str, cursor: str | None = None) -> None:
+        """F4: the console's folder of out-of-hours conversations the operator may resume —
+        those of the services their groups serve, newest first, a page at a time."""
+        if name != "out_of_hours":
+            raise Rejected("unknown_folder", f"there is no folder {name!r} (out_of_hours)")
+        after: tuple[datetime, str] | None = None
+        if cursor is not None:
+            created, _, conversation_id = cursor.partition("|")
+            try:
+                at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+            except ValueError:
+                at = None
+            if at is None or at.tzinfo is None or not conversation_id:
+                raise Rejected("invalid_cursor", "the cursor is not one the server gave")
+            after = (at, conversation_id)
+        query = ConversationQuery(
+            status="out_of_hours",
+            cursor=after,
+            limit=FOLDER_PAGE,
+            scope_operator_id=self.id,
+            scope_service_ids=self.hub.directory.services_of(self.id),
+        )
+        found = await self.hub.store.list_conversations(query)
+        last = found[-1] if len(found) == FOLDER_PAGE else None
+        self.peer.deliver(
+            encode(
+                {
+                    "type": "folder",
+                    "name": name,
+                    "conversations": [
+                        {
+                            "id": c.id,
+                            "ticket": c.ticket,
+                            "service_id": c.service_id,
+                            "visitor": c.visitor,
+                            "created_at": c.created_at,
+                        }
+                        for c in found
+                    ],
+                    "next_cursor": None if last is None else f"{last.created_at}|{last.id}",
+                }
+            )
+        )
 
     async def sync(self, conversation_id: str, last_seq: int) -> None:
         entry = await self.hub.entry(conversation_id)

@@ -47,6 +47,8 @@ ERROR_CODES: dict[str, str] = {
     "invalid_login": "the operator token is unknown or the operator inactive",
     "unknown_conversation": "no open conversation has this id",
     "not_your_conversation": "the conversation is held by another operator",
+    "unknown_folder": "`folder` with a name the console does not have (out_of_hours)",
+    "invalid_cursor": "`folder` with a cursor the server did not give",
     "not_offered": "`accept` for a conversation not offered to this operator (or no longer)",
     "unknown_group": "no group has this id",
     "unknown_operator": "no active operator has this id",
@@ -192,6 +194,11 @@ class OperatorResume(_Frame, tag="resume"):
     conversation_id: ConversationId
 
 
+class Folder(_Frame, tag="folder"):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    cursor: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+
+
 OperatorFrame = (
     Login
     | Status
@@ -202,6 +209,7 @@ OperatorFrame = (
     | Transfer
     | OperatorEnd
     | OperatorResume
+    | Folder
     | Ping
 )
 

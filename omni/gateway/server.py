@@ -360,6 +360,8 @@ class Gateway:
             await session.sync(frame.conversation_id, frame.last_seq)
         elif isinstance(frame, p.OperatorResume):
             await session.resume(frame.conversation_id)
+        elif isinstance(frame, p.Folder):
+            await session.folder(frame.name, frame.cursor)
         else:  # pragma: no cover - the decoder admits nothing else
             raise FrameError("unknown_type", f"unexpected frame {type(frame).__name__}")
 
