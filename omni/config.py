@@ -84,6 +84,16 @@ class SmtpSection(_Struct):
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
 
 
+class CaptchaSection(_Struct):
+    """The CAPTCHA provider's verification endpoint (F19): reCAPTCHA, hCaptcha and Turnstile
+    all speak the same "siteverify" protocol."""
+
+    #: e.g. https://challenges.cloudflare.com/turnstile/v0/siteverify
+    verify_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+$", max_length=500)]
+    secret: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    timeout: PositiveSeconds = 5.0
+
+
 class ServerSection(_Struct):
     host: str = "127.0.0.1"
     ws_port: Port = 8765
@@ -95,6 +105,8 @@ class ServerSection(_Struct):
     cors_origins: list[str] = []
     #: E-mail (transcripts); none by default: transcripts are then not offered.
     smtp: SmtpSection | None = None
+    #: CAPTCHA verification for services that ask for one (F19).
+    captcha: CaptchaSection | None = None
 
 
 # -- resource bodies ----------------------------------------------------------------------------
@@ -174,6 +186,8 @@ class ServiceBody(_Struct):
     timers: TimersBody = msgspec.field(default_factory=TimersBody)
     required_fields: RequiredFieldsBody = msgspec.field(default_factory=RequiredFieldsBody)
     allowed_origins: list[Annotated[str, msgspec.Meta(max_length=300)]] = []
+    #: A visitor must pass a CAPTCHA (checked with ``[server.captcha]``) to start (F19).
+    captcha: bool = False
     #: The key the embedding site signs visitors' identities with (F8, JWT HS256). Write-only:
     #: never returned; left out of a PUT, the stored one is kept; ``null`` removes it.
     identity_secret: (
@@ -489,6 +503,7 @@ def _service(body: ServiceBody) -> Service:
         required_fields=RequiredFields(body.required_fields.email, body.required_fields.phone),
         allowed_origins=tuple(body.allowed_origins),
         identity_secret=body.identity_secret if isinstance(body.identity_secret, str) else None,
+        captcha=body.captcha,
     )
 
 

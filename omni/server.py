@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -23,6 +24,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from admin_api.app import create_app
 from omni.actors.configuration import Configuration
 from omni.actors.hub import Hub, open_hub
+from omni.captcha import SiteVerify
 from omni.clock import Clock
 from omni.config import Config, build_directory, service_from_body
 from omni.entropy import Entropy
@@ -142,9 +144,14 @@ async def open_server(
             settings=config.settings(),
             parse_service=service_from_body,
         ) as hub,
+        # One HTTP client for the server's outbound calls (the CAPTCHA checks), closed last.
+        httpx.AsyncClient() as http_client,
         trio.open_nursery() as nursery,
     ):
         configuration = Configuration(hub, store, items, clock.now)
+        captcha = config.server.captcha
+        if captcha is not None:
+            hub.verify_captcha = SiteVerify(http_client, captcha).verify
         smtp = config.server.smtp
         if smtp is not None:
             outbox = Outbox(store, clock.now, SmtpMailer(smtp), smtp, hub.metrics.emails)

@@ -202,3 +202,13 @@ async def open_memory_gateway(
         config.directory, MemoryStore(), clock, entropy=SeededEntropy(1), settings=config.settings()
     ) as hub:
         yield Gateway(hub)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

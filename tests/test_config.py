@@ -81,6 +81,11 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
             {"smtp": {"host": "mail", "sender": "chat@x.test", "username": "u"}},
             "a username needs starttls = true",
         ),
+        (
+            "server",
+            {"captcha": {"verify_url": "ftp://example.com/verify", "secret": "s"}},
+            "at `$.server.captcha.verify_url`",
+        ),
     ],
 )
 def test_config_errors_name_the_field(path: str, value: Any, expected: str) -> None:

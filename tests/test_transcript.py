@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,15 @@ from omni.config import Config
 from omni.metrics import make_registry
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
-from tests.support import Client, connect_tcp, login, make_config, start, with_service
+from tests.support import (
+    Client,
+    connect_tcp,
+    free_port,
+    login,
+    make_config,
+    start,
+    with_service,
+)
 
 SENDER = "chat@omni.test"
 
@@ -52,13 +59,6 @@ class Inbox:
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
         return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

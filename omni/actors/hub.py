@@ -16,7 +16,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ from omni.actors.group import Dispatch, GroupMessage, Withdraw, make_group
 from omni.actors.peer import Peer, encode
 from omni.actors.queue import VisitorLink
 from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor, open_supervisor
+from omni.captcha import CaptchaUnavailable
 from omni.clock import Clock
 from omni.domain import conversation as domain
 from omni.domain import transcript
@@ -134,6 +135,8 @@ class Hub:
         #: Set when the server sends e-mail (``[server.smtp]``): tells the outbox worker that
         #: something was queued. None: transcripts are not offered.
         self.wake_outbox: Callable[[], None] | None = None
+        #: Set when the server checks CAPTCHAs (``[server.captcha]``, :mod:`omni.captcha`).
+        self.verify_captcha: Callable[[str], Awaitable[bool]] | None = None
         self._spawned = 0
         self.directory = directory
         self.apply_directory(directory)
@@ -213,6 +216,7 @@ class Hub:
         peer: Peer,
         origin: str | None = None,
         identity: str | None = None,
+        captcha: str | None = None,
     ) -> str:
         """``origin``: the page's Origin header, checked against the service's allowed embedding
         origins (F18) when it lists any; clients that send none (not a browser) are not
@@ -226,6 +230,8 @@ class Hub:
             raise Rejected(
                 "origin_not_allowed", f"service {service_id} may not be embedded on {origin}"
             )
+        if service.captcha:
+            await self._check_captcha(service_id, captcha)
         if identity is not None:
             if service.identity_secret is None:
                 raise Rejected(
@@ -319,6 +325,26 @@ class Hub:
             return await self._replay_finished(conversation_id, last_seq, peer)
         await entry.ref.ask(AttachVisitor(peer, last_seq), timeout=self.settings.ask_timeout)
         return conversation_id
+
+    async def _check_captcha(self, service_id: int, captcha: str | None) -> None:
+        """F19: a service that asks for a CAPTCHA starts nothing without a passed one; a check
+        that cannot be made refuses too (fails closed), and the visitor may try again."""
+        if self.verify_captcha is None:
+            raise Rejected(
+                "captcha_unavailable",
+                f"service {service_id} asks for a CAPTCHA but this server checks none",
+            )
+        if captcha is None:
+            raise Rejected("captcha_required", f"service {service_id} asks for a CAPTCHA")
+        try:
+            passed = await self.verify_captcha(captcha)
+        except CaptchaUnavailable as exc:
+            log.warning("CAPTCHA check failed: %s", exc)
+            raise Rejected(
+                "captcha_unavailable", "the CAPTCHA could not be checked; try again"
+            ) from None
+        if not passed:
+            raise Rejected("captcha_failed", "the CAPTCHA was not passed")
 
     async def request_transcript(self, conversation_id: str, email: str, peer: Peer) -> None:
         """F14: e-mail the visitor what they saw of their conversation, once it has ended.

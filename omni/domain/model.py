@@ -133,6 +133,8 @@ class Service:
     allowed_origins: tuple[str, ...] = ()
     #: Key of the signed visitor identities this service accepts (F8); None: it accepts none.
     identity_secret: str | None = field(default=None, repr=False)
+    #: A visitor must pass a CAPTCHA to start a conversation (F19).
+    captcha: bool = False
 
     def survey_questions(self) -> tuple[SurveyQuestion, ...]:
         if self.survey is SurveyMode.DEFAULT:

@@ -31,6 +31,9 @@ ERROR_CODES: dict[str, str] = {
     "already_started": "`start` or `resume` on a connection that already has a conversation",
     "unknown_service": "no chat service has this id",
     "invalid_identity": "the signed `identity` is not valid, has expired, or is not accepted here",
+    "captcha_required": "`start` without `captcha` on a service that asks for one",
+    "captcha_failed": "the CAPTCHA provider says the challenge was not passed",
+    "captcha_unavailable": "the CAPTCHA could not be checked now (or is not set up); retry",
     "origin_not_allowed": "the page's origin is not among the service's allowed embedding origins",
     "invalid_token": "the resume token matches no conversation",
     "invalid_seq": "`last_seq` is negative or beyond the conversation's last event",
@@ -102,6 +105,8 @@ class Start(_Frame, tag="start"):
     visitor: VisitorInfo | None = None
     #: A JWT (HS256) signed by the embedding site with the service's identity secret (F8).
     identity: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    #: The token the CAPTCHA widget gave the page (F19), for services that ask for one.
+    captcha: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
 
 
 class Resume(_Frame, tag="resume"):

@@ -276,7 +276,7 @@ class Gateway:
             if isinstance(frame, p.Start):
                 visitor = frame.visitor.as_dict() if frame.visitor is not None else {}
                 conversation_id = await hub.start_conversation(
-                    frame.service_id, visitor, peer, peer.origin, frame.identity
+                    frame.service_id, visitor, peer, peer.origin, frame.identity, frame.captcha
                 )
             else:
                 conversation_id = await hub.resume_conversation(frame.token, frame.last_seq, peer)
