@@ -100,6 +100,19 @@ async def until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> 
     raise AssertionError("the condition did not become true in time")
 
 
+@asynccontextmanager
+async def chat(
+    config: Config, store: MemoryStore | None = None
+) -> AsyncIterator[tuple[RunningServer, Client, Client]]:
+    """A server (websockets only), a visitor's and an operator's connection to it."""
+    async with (
+        open_server(config, store=store, host="127.0.0.1", ws_port=0, http=False) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+    ):
+        yield srv, vera, bruno
+
+
 async def ended_conversation(srv: RunningServer, vera: Client, bruno: Client) -> dict[str, Any]:
     """Vera (service 27, no survey) and Bruno talk, Bruno ends it; Vera is on the closing page."""
     await login(bruno, "tok-bruno")
@@ -127,9 +140,7 @@ def port() -> int:
 async def test_the_visitor_gets_the_transcript_by_email(port: int) -> None:
     async with (
         smtp_server(port) as inbox,
-        open_server(mail_config(port), host="127.0.0.1", ws_port=0, http=False) as srv,
-        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
-        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+        chat(mail_config(port)) as (srv, vera, bruno),
     ):
         started = await ended_conversation(srv, vera, bruno)
         cid = started["conversation_id"]
@@ -181,9 +192,7 @@ async def test_transcript_requests_that_are_refused(port: int) -> None:
     config = with_service(mail_config(port), 25, lambda body: body.update(transcript_email=False))
     async with (
         smtp_server(port) as inbox,
-        open_server(config, host="127.0.0.1", ws_port=0, http=False) as srv,
-        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
-        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+        chat(config) as (srv, vera, bruno),
         connect_tcp(f"{srv.ws_url}/ws/visitor") as olga,
     ):
         await olga.send("transcript", email="olga@example.com")
@@ -224,9 +233,7 @@ async def test_transcript_requests_that_are_refused(port: int) -> None:
 
 async def test_without_smtp_transcripts_are_not_offered() -> None:
     async with (
-        open_server(make_config(), host="127.0.0.1", ws_port=0, http=False) as srv,
-        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
-        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+        chat(make_config()) as (srv, vera, bruno),
     ):
         await ended_conversation(srv, vera, bruno)
         await vera.send("transcript", email="vera@example.com")
@@ -236,9 +243,7 @@ async def test_without_smtp_transcripts_are_not_offered() -> None:
 
 async def test_an_unreachable_mail_server_is_retried_and_a_refusal_is_not(port: int) -> None:
     async with (
-        open_server(mail_config(port), host="127.0.0.1", ws_port=0, http=False) as srv,
-        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
-        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+        chat(mail_config(port)) as (srv, vera, bruno),
     ):
         started = await ended_conversation(srv, vera, bruno)
         cid = started["conversation_id"]
@@ -286,11 +291,7 @@ async def test_an_unreachable_mail_server_is_retried_and_a_refusal_is_not(port: 
 async def test_a_queued_transcript_survives_a_restart(port: int) -> None:
     store = MemoryStore()
     config = mail_config(port, retry_seconds=60)
-    async with (
-        open_server(config, store=store, host="127.0.0.1", ws_port=0, http=False) as srv,
-        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
-        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
-    ):
+    async with chat(config, store) as (srv, vera, bruno):
         started = await ended_conversation(srv, vera, bruno)
         await vera.send("transcript", email="vera@example.com")
         await vera.expect("transcript_queued")
@@ -316,9 +317,7 @@ async def test_an_item_that_cannot_make_an_email_fails_alone(port: int) -> None:
     """A broken outbox item is marked failed; the worker and the server go on."""
     async with (
         smtp_server(port) as inbox,
-        open_server(mail_config(port), host="127.0.0.1", ws_port=0, http=False) as srv,
-        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
-        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+        chat(mail_config(port)) as (srv, vera, bruno),
     ):
         store = srv.hub.store
         now = srv.hub.clock.now()
