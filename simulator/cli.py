@@ -4,6 +4,7 @@ omni-sim run SCENARIO [--seed N] [--out DIR] [--threshold 20] [--no-progress]
 omni-sim run --real ws://127.0.0.1:PORT SCENARIO [--allow-remote] [--wall-cap S]
 omni-sim staff SCENARIO [--target 80/20] [--seed N] [--budget N] [--group G] [--per-hour]
                         [--erlang-only]
+omni-sim config SCENARIO [--out FILE]
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import argparse
 import ipaddress
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+import tomli_w
 
 from simulator.engine import simulate, simulate_real
 from simulator.erlang import erlang_c_staff
 from simulator.report import build_report, to_table, write_outputs
-from simulator.scenario import ScenarioError, load_raw, load_scenario
+from simulator.scenario import Scenario, ScenarioError, load_raw, load_scenario
 from simulator.staff import plan_group, plan_table, staff, staff_table
 
 
@@ -44,6 +48,26 @@ def real_base(url: str, allow_remote: bool) -> str:
         if path.endswith(suffix):
             path = path[: -len(suffix)]
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def server_toml(scenario: Scenario) -> str:
+    """The scenario's server configuration as a file for ``omni serve --config`` (then
+    ``omni-sim run --real`` against that server finds every operator's token)."""
+    name = scenario.name or "scenario"
+    head = (
+        f"# omni serve configuration for the simulator scenario {name!r} (omni-sim config).\n"
+        "# Operators' tokens are the scenario's: change them before exposing the server.\n\n"
+    )
+    return head + tomli_w.dumps(_without_nulls(scenario.server_config))
+
+
+def _without_nulls(value: Any) -> Any:
+    """TOML has no null: a field left out takes its default, which is what null meant."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def parse_target(text: str) -> tuple[float, float]:
@@ -95,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="with --real: hard wall-clock limit (default: duration + 60 s)",
     )
+    config_cmd = sub.add_parser(
+        "config",
+        help="print the omni serve configuration (TOML) of a server that runs the scenario",
+    )
+    config_cmd.add_argument("scenario")
+    config_cmd.add_argument("--out", default=None, help="write it to this file instead")
     staff_cmd = sub.add_parser(
         "staff",
         help="fewest operators per group meeting a service "
@@ -128,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"omni-sim: {exc}", file=sys.stderr)
         return 2
+    if args.command == "config":
+        text = server_toml(scenario)
+        if args.out is None:
+            sys.stdout.write(text)
+        else:
+            Path(args.out).write_text(text, encoding="utf-8")
+        return 0
     seed = scenario.seed if args.seed is None else args.seed
     if args.command == "staff":
         try:

@@ -13,7 +13,7 @@ import math
 import random
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -141,6 +141,9 @@ class Scenario:
     visitors: VisitorsBody
     service_names: dict[int, str]
     group_names: dict[int, str]
+    #: The configuration of a server that runs this scenario (``omni serve --config``): its
+    #: schedules, groups, services and operators with their console tokens (``omni-sim config``).
+    server_config: dict[str, Any] = field(default_factory=dict)
 
     def local(self, offset: float) -> datetime:
         return (self.start + timedelta(seconds=offset)).astimezone(self.zone)
@@ -302,16 +305,15 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
     lo, hi = file.visitors.messages
     if lo > hi:
         raise fail("$.visitors.messages", "the minimum is above the maximum")
+    server_config = {
+        "server": {"host": "127.0.0.1", "operator_grace_seconds": file.operator_grace_seconds},
+        "schedules": [msgspec.to_builtins(s) for s in file.schedules],
+        "groups": [msgspec.to_builtins(g) for g in file.groups],
+        "services": [msgspec.to_builtins(s) for s in file.services],
+        "operators": raw_ops,
+    }
     try:
-        config = parse_config(
-            {
-                "server": {"operator_grace_seconds": file.operator_grace_seconds},
-                "schedules": [msgspec.to_builtins(s) for s in file.schedules],
-                "groups": [msgspec.to_builtins(g) for g in file.groups],
-                "services": [msgspec.to_builtins(s) for s in file.services],
-                "operators": raw_ops,
-            }
-        )
+        config = parse_config(server_config)
     except ConfigError as exc:
         raise ScenarioError(str(exc)) from None
     trace = None
@@ -331,6 +333,7 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
         visitors=file.visitors,
         service_names={s.id: s.name for s in file.services},
         group_names={g.id: g.name for g in file.groups},
+        server_config=server_config,
     )
     shifts = [s for s in file.operators for _ in range(s.count)]
     timed = []

@@ -288,25 +288,28 @@ def test_operator_tokens_from_the_scenario() -> None:
         parse_scenario(raw)
 
 
-def server_config(raw: dict[str, Any]) -> dict[str, Any]:
-    """What the server running a scenario needs: its schedules, groups, services and operators
-    (with the scenario's tokens)."""
-    scenario = parse_scenario(raw)
-    return {
-        "schedules": raw["schedules"],
-        "groups": raw["groups"],
-        "services": raw["services"],
-        "operators": [
-            {
-                "id": op.id,
-                "name": op.name,
-                "groups": list(op.groups),
-                "capacity": op.capacity,
-                "token": op.token,
-            }
-            for op in scenario.operators
-        ],
-    }
+def test_config_writes_the_server_configuration_of_a_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``omni-sim config``: a file ``omni serve --config`` takes, with the scenario's
+    schedules, groups, services and operators (and their tokens for ``run --real``)."""
+    from omni.config import load_config
+    from simulator.cli import main
+
+    out = tmp_path / "omni.toml"
+    assert main(["config", str(SCENARIOS / "weekday.toml"), "--out", str(out)]) == 0
+    config = load_config(out)
+    scenario = load_scenario(SCENARIOS / "weekday.toml")
+    assert config.directory == scenario.config.directory
+    assert config.server.host == "127.0.0.1"
+    operators = config.directory.operators
+    assert len(operators) == len(scenario.operators) == 30
+    for op in scenario.operators:
+        assert config.directory.operator_by_token(op.token) == operators[op.id]
+    assert main(["config", str(SCENARIOS / "closing.toml")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("# omni serve configuration for the simulator scenario 'closing'")
+    assert 'name = "Sales"' in printed
 
 
 @pytest.mark.slow
@@ -330,7 +333,7 @@ async def test_real_time_against_a_running_server() -> None:
         "survey_share": 0,
     }
     scenario = parse_scenario(raw)
-    config = parse_config(server_config(raw))
+    config = parse_config(scenario.server_config)
     with trio.fail_after(20):
         async with open_server(
             config, store=MemoryStore(), host="127.0.0.1", ws_port=0, http=False
