@@ -294,7 +294,7 @@ def create_app(
     @api.route(
         "GET",
         "/api/v1/conversations/{id}",
-        summary="One conversation, with its survey",
+        summary="One conversation, with its survey and its transcript e-mails",
         tag="conversations",
         roles=CONVERSATIONS,
         response=schemas.ConversationDetail,
@@ -302,7 +302,19 @@ def create_app(
     async def conversation(id: str) -> Response:
         conv = await _load(id)
         survey = await config.store.survey(id)
-        return json_response(schemas.ConversationDetail(_conversation_out(conv), survey))
+        emails = [
+            schemas.EmailOut(
+                to=item.payload.get("to", ""),
+                status="sent" if item.sent_at else "failed" if item.failed_at else "pending",
+                attempts=item.attempts,
+                created_at=_iso(item.created_at),
+                sent_at=_iso(item.sent_at) if item.sent_at else None,
+                last_error=item.last_error,
+            )
+            for item in await config.store.outbox_items(id)
+            if item.kind == "email"
+        ]
+        return json_response(schemas.ConversationDetail(_conversation_out(conv), survey, emails))
 
     @api.route(
         "GET",

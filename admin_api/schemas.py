@@ -45,9 +45,21 @@ class ConversationPage(msgspec.Struct):
     next_cursor: str | None
 
 
+class EmailOut(msgspec.Struct):
+    """A transcript e-mail of the conversation (F14) and what became of it."""
+
+    to: str
+    status: str  # pending | sent | failed
+    attempts: int
+    created_at: str
+    sent_at: str | None
+    last_error: str | None
+
+
 class ConversationDetail(msgspec.Struct):
     conversation: ConversationOut
     survey: dict[str, Any] | None
+    emails: list[EmailOut] = []
 
 
 class Transcript(msgspec.Struct):

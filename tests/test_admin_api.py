@@ -1302,9 +1302,10 @@ async def test_conversation_detail_and_transcript(world: World, http: httpx.Asyn
     assert detail.json() == {
         "conversation": listed[ids["closed"]],
         "survey": {"rating": 5, "comment": "quick"},
+        "emails": [],
     }
     active = (await http.get(f"/api/v1/conversations/{ids['active']}")).json()
-    assert active == {"conversation": listed[ids["active"]], "survey": None}
+    assert active == {"conversation": listed[ids["active"]], "survey": None, "emails": []}
 
     transcript = await http.get(f"/api/v1/conversations/{ids['closed']}/transcript")
     assert transcript.status_code == 200

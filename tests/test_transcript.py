@@ -16,13 +16,15 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from aiosmtpd.controller import Controller
 from prometheus_client import generate_latest
 
 from omni.clock import Clock
-from omni.config import Config
+from omni.config import RESOURCES, ApiTokenBody, Config, build_directory, to_item
+from omni.domain.model import Role
 from omni.metrics import make_registry
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
@@ -337,6 +339,44 @@ async def test_an_item_that_cannot_make_an_email_fails_alone(port: int) -> None:
         await vera.send("transcript", email="vera@example.com")
         await vera.expect("transcript_queued")
         await eventually(lambda: len(inbox.messages) == 1)
+
+
+async def test_the_admin_api_shows_what_became_of_the_emails(port: int) -> None:
+    """Support staff see, on the conversation, each transcript e-mail and its fate."""
+    base = mail_config(port)
+    token = ApiTokenBody(id="root", name="Root", role=Role.ADMIN, token="admin-secret-token")
+    items = [*base.items, to_item(RESOURCES["api_tokens"], token)]
+    config = Config(base.server, items, build_directory(items))
+    inbox = Inbox()
+    inbox.refuse.add("nobody@example.com")
+    async with (
+        smtp_server(port, inbox),
+        open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
+        httpx.AsyncClient(
+            base_url=srv.http_url, headers={"Authorization": "Bearer admin-secret-token"}
+        ) as http,
+    ):
+        cid = (await ended_conversation(srv, vera, bruno))["conversation_id"]
+        before = (await http.get(f"/api/v1/conversations/{cid}")).json()
+        assert before["emails"] == []
+        for address in ("vera@example.com", "nobody@example.com"):
+            await vera.send("transcript", email=address)
+            await vera.expect("transcript_queued")
+
+        async def settled() -> bool:
+            r = await http.get(f"/api/v1/conversations/{cid}")
+            return all(e["status"] != "pending" for e in r.json()["emails"])
+
+        await until(settled)
+        emails = (await http.get(f"/api/v1/conversations/{cid}")).json()["emails"]
+        assert [(e["to"], e["status"], e["attempts"]) for e in emails] == [
+            ("vera@example.com", "sent", 0),
+            ("nobody@example.com", "failed", 1),
+        ]
+        assert emails[0]["sent_at"] is not None and emails[0]["last_error"] is None
+        assert "550" in emails[1]["last_error"] and emails[1]["sent_at"] is None
 
 
 # -- the e-mail's text (pure) -------------------------------------------------------------------
