@@ -50,7 +50,7 @@ from omni.domain.conversation import Conversation, Status
 from omni.domain.model import Role
 from omni.domain.reports import report
 from omni.domain.routing import Presence
-from omni.store import ConversationQuery
+from omni.store import ConversationQuery, page_cursor, parse_cursor
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def create_app(
         next_cursor = None
         if len(found) == query.limit:
             last = found[-1]
-            next_cursor = f"{last.created_at}|{last.id}"
+            next_cursor = page_cursor(last)
         return json_response(schemas.ConversationPage(items, next_cursor))
 
     @api.route(
@@ -685,14 +685,10 @@ def _cursor_arg() -> tuple[datetime, str] | None:
     raw = request.args.get("cursor")
     if not raw:
         return None
-    created, _, conversation_id = raw.partition("|")
-    try:
-        at = datetime.fromisoformat(created.replace("Z", "+00:00"))
-    except ValueError:
-        raise Problem(400, "cursor is not one this API gave") from None
-    if not conversation_id or at.tzinfo is None or "\x00" in conversation_id:
+    cursor = parse_cursor(raw)
+    if cursor is None:
         raise Problem(400, "cursor is not one this API gave")
-    return _in_range("cursor", at), conversation_id
+    return _in_range("cursor", cursor[0]), cursor[1]
 
 
 def _conversation_out(conv: Conversation) -> schemas.ConversationOut:

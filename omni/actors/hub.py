@@ -179,10 +179,14 @@ class Hub:
             # offers back to the queue, grace period for active conversations.
             session.peer.close(code, "an administrator deactivated this operator")
 
+    def service(self, service_id: int) -> Service:
+        """A service by id: configured, or deleted while conversations of it are open."""
+        return self.directory.services.get(service_id) or self._retired_services[service_id]
+
     def context(self, service_id: int) -> Context:
         ctx = self._contexts.get(service_id)
         if ctx is None:
-            service = self.directory.services.get(service_id) or self._retired_services[service_id]
+            service = self.service(service_id)
             ctx = Context(
                 service=service,
                 operator_grace=self.settings.operator_grace,
@@ -361,9 +365,7 @@ class Hub:
             raise Rejected("unknown_conversation", f"no conversation {conversation_id}")
         if not await self.recall_service(conv.service_id):
             raise Rejected("transcript_disabled", "this conversation's service no longer exists")
-        service = (
-            self.directory.services.get(conv.service_id) or self._retired_services[conv.service_id]
-        )
+        service = self.service(conv.service_id)
         if not service.transcript_email:
             raise Rejected("transcript_disabled", "this service does not send transcripts")
         if conv.status not in (Status.ENDED, Status.CLOSED):

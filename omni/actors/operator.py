@@ -15,7 +15,6 @@ Rules:
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from omni.actors.conversation import Apply, Summary, SyncOperator
@@ -25,7 +24,7 @@ from omni.domain import conversation as domain
 from omni.domain.conversation import Rejected
 from omni.domain.model import Operator
 from omni.domain.routing import Presence
-from omni.store import ConversationQuery
+from omni.store import ConversationQuery, page_cursor, parse_cursor
 
 #: Conversations per page of a console folder.
 FOLDER_PAGE = 50
@@ -182,16 +181,9 @@ class OperatorSession:
         those of the services their groups serve, newest first, a page at a time."""
         if name != "out_of_hours":
             raise Rejected("unknown_folder", f"there is no folder {name!r} (out_of_hours)")
-        after: tuple[datetime, str] | None = None
-        if cursor is not None:
-            created, _, conversation_id = cursor.partition("|")
-            try:
-                at = datetime.fromisoformat(created.replace("Z", "+00:00"))
-            except ValueError:
-                at = None
-            if at is None or at.tzinfo is None or not conversation_id:
-                raise Rejected("invalid_cursor", "the cursor is not one the server gave")
-            after = (at, conversation_id)
+        after = None if cursor is None else parse_cursor(cursor)
+        if cursor is not None and after is None:
+            raise Rejected("invalid_cursor", "the cursor is not one the server gave")
         query = ConversationQuery(
             status="out_of_hours",
             cursor=after,
@@ -216,7 +208,7 @@ class OperatorSession:
                         }
                         for c in found
                     ],
-                    "next_cursor": None if last is None else f"{last.created_at}|{last.id}",
+                    "next_cursor": None if last is None else page_cursor(last),
                 }
             )
         )

@@ -102,6 +102,23 @@ class ConversationQuery:
     scope_service_ids: frozenset[int] = frozenset()
 
 
+def page_cursor(conv: Conversation) -> str:
+    """The cursor that continues a listing after ``conv`` (ConversationQuery.cursor's text)."""
+    return f"{conv.created_at}|{conv.id}"
+
+
+def parse_cursor(text: str) -> tuple[datetime, str] | None:
+    """:func:`page_cursor`'s text back as ``(created_at, id)``; None if it is not one."""
+    created, _, conversation_id = text.partition("|")
+    try:
+        at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if not conversation_id or at.tzinfo is None or "\x00" in conversation_id:
+        return None
+    return at, conversation_id
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
     """Something to deliver outside (an e-mail), at least once (DESIGN §2, outbox)."""
