@@ -40,12 +40,19 @@ from admin_api.http import (
     read_body,
     requires,
 )
-from omni.actors.configuration import ConfigRejected, Configuration
+from omni.actors.configuration import Configuration
 from omni.actors.group import QueueSnapshot
 from omni.actors.hub import Hub
 from omni.actors.runtime import ActorCrashed, AskTimeout
-from omni.config import RESOURCES, Resource, parse_body, seal
+from omni.config import RESOURCES, ApiTokenInput, Resource, public, seal
 from omni.domain import conversation as domain
+from omni.domain.configuration import (
+    SINGLETON,
+    ConfigConflict,
+    ConfigRejected,
+    body_of,
+    key_of,
+)
 from omni.domain.conversation import Conversation, Status
 from omni.domain.model import Role
 from omni.domain.reports import report
@@ -53,9 +60,6 @@ from omni.domain.routing import Presence
 from omni.store import ConversationQuery, page_cursor, parse_cursor
 
 log = logging.getLogger(__name__)
-
-#: Fields never returned by the API (secrets are write-only).
-SECRET_FIELDS = ("token", "token_hash", "identity_secret")
 
 
 @dataclass
@@ -234,8 +238,8 @@ def create_app(
                 e.action,
                 e.kind,
                 e.key,
-                _public(e.before),
-                _public(e.after),
+                public(e.before),
+                public(e.after),
             )
             for e in entries
         ]
@@ -484,15 +488,19 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
     base = f"/api/v1/{kind.replace('_', '-')}"
     read = WRITE_CONFIG if kind == "api_tokens" else READ_CONFIG
     noun = kind.rstrip("s").replace("_", " ")
+    # An API token is shown once, in the answer to its creation.
+    created = ApiTokenInput if kind == "api_tokens" else resource.public
 
     if resource.key_field is None:  # a singleton: GET and PUT only
 
-        @api.route("GET", base, summary=f"The {kind}", tag=kind, roles=read, response=resource.body)
+        @api.route(
+            "GET", base, summary=f"The {kind}", tag=kind, roles=read, response=resource.public
+        )
         async def get_singleton() -> Response:
-            body = config.get(kind, "default")
+            body = config.get(kind, SINGLETON)
             if body is None:
-                body = msgspec.to_builtins(resource.body())
-            return json_response(_public(body))
+                body = body_of(resource.public())
+            return json_response(public(body))
 
         @api.route(
             "PUT",
@@ -500,13 +508,13 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
             summary=f"Replace the {kind}",
             tag=kind,
             roles=WRITE_CONFIG,
-            body=resource.body,
-            response=resource.body,
+            body=resource.input,
+            response=resource.public,
         )
         async def put_singleton() -> Response:
-            body = await read_body(resource.body)
-            await _apply(config, resource, "default", body, creating=False)
-            return json_response(_public(msgspec.to_builtins(body)))
+            sent = await read_body(resource.input)
+            body = await _store(config, kind, SINGLETON, sent, exists=None)
+            return json_response(public(body))
 
         return
 
@@ -516,10 +524,10 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         summary=f"List {kind}",
         tag=kind,
         roles=read,
-        response=GenericAlias(list, (resource.body,)),
+        response=GenericAlias(list, (resource.public,)),
     )
     async def list_items() -> Response:
-        return json_response([_public(b) for b in config.list(kind)])
+        return json_response([public(b) for b in config.list(kind)])
 
     @api.route(
         "POST",
@@ -527,39 +535,39 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         summary=f"Create a {noun}",
         tag=kind,
         roles=WRITE_CONFIG,
-        body=resource.body,
-        response=resource.body,
+        body=resource.input,
+        response=created,
         status=201,
     )
     async def create() -> Response:
-        body = _no_hash(await read_body(resource.body))
-        key = str(getattr(body, resource.key_field or "id"))
+        sent = await read_body(resource.input)
+        key = key_of(kind, sent)
         if config.get(kind, key) is not None:
             raise Problem(409, f"{noun} {key} exists; PUT {base}/{key} to change it")
         issued = None
-        if kind == "api_tokens" and getattr(body, "token", None) is None:
+        if isinstance(sent, ApiTokenInput) and sent.token is None:
             issued = secrets.token_urlsafe(32)
-            body = msgspec.structs.replace(body, token=issued)
-        if kind == "operators" and getattr(body, "token", None) is None:
-            raise Problem(
-                422,
-                "an operator needs a token (at least 8 characters) to sign in",
-                kind="invalid-body",
-            )
-        await _apply(config, resource, key, body, creating=True)
-        out = _public(msgspec.to_builtins(body))
+            sent = msgspec.structs.replace(sent, token=issued)
+        body = await _store(config, kind, key, sent, exists=False)
+        out = public(body)
+        assert out is not None
         if issued is not None:
             out["token"] = issued  # shown once, never again
         return json_response(out, status=201, headers={"Location": f"{base}/{key}"})
 
     @api.route(
-        "GET", base + "/{key}", summary=f"One {noun}", tag=kind, roles=read, response=resource.body
+        "GET",
+        base + "/{key}",
+        summary=f"One {noun}",
+        tag=kind,
+        roles=read,
+        response=resource.public,
     )
     async def get_item(key: str) -> Response:
         body = config.get(kind, key)
         if body is None:
             raise Problem(404, f"no {noun} {key}")
-        return json_response(_public(body))
+        return json_response(public(body))
 
     @api.route(
         "PUT",
@@ -567,24 +575,17 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         summary=f"Replace a {noun}",
         tag=kind,
         roles=WRITE_CONFIG,
-        body=resource.body,
-        response=resource.body,
+        body=resource.input,
+        response=resource.public,
     )
     async def put_item(key: str) -> Response:
-        current = config.get(kind, key)
-        if current is None:
+        if config.get(kind, key) is None:
             raise Problem(404, f"no {noun} {key}; POST {base} to create it")
-        body = _no_hash(await read_body(resource.body))
-        if str(getattr(body, resource.key_field or "id")) != key:
+        sent = await read_body(resource.input)
+        if key_of(kind, sent) != key:
             raise Problem(422, f"the body's id must be {key}", kind="invalid-body")
-        if hasattr(body, "token") and getattr(body, "token", None) is None:
-            # Secrets are write-only: an update without one keeps the stored hash.
-            body = msgspec.structs.replace(body, token_hash=current.get("token_hash"))
-        if getattr(body, "identity_secret", None) is msgspec.UNSET and "identity_secret" in current:
-            # Left out: the stored one is kept (null removes it).
-            body = msgspec.structs.replace(body, identity_secret=current["identity_secret"])
-        await _apply(config, resource, key, body, creating=False)
-        return json_response(_public(msgspec.to_builtins(body)))
+        body = await _store(config, kind, key, sent, exists=True)
+        return json_response(public(body))
 
     @api.route(
         "DELETE",
@@ -600,38 +601,32 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         except LookupError:
             raise Problem(404, f"no {noun} {key}") from None
         except ConfigRejected as exc:
-            raise Problem(exc.status, exc.message, kind="conflict") from None
+            raise Problem(_status(exc), exc.message, kind="conflict") from None
         return Response("", status=204)
 
 
-def _no_hash(body: Any) -> Any:
-    if getattr(body, "token_hash", None) is not None:
-        raise Problem(422, "token_hash is not accepted: send token", kind="invalid-body")
-    return body
+def _status(refusal: ConfigRejected) -> int:
+    """422: the body does not fit; 409: it clashes with other resources or the state."""
+    return 409 if isinstance(refusal, ConfigConflict) else 422
 
 
-async def _apply(
-    config: Configuration, resource: Resource, key: str, body: Any, *, creating: bool
-) -> None:
-    sealed = seal(body)
-    if hasattr(sealed, "token_hash") and getattr(sealed, "token_hash", None) is None:
-        raise Problem(422, f"a {resource.kind.rstrip('s')} needs a token", kind="invalid-body")
-    data = msgspec.to_builtins(sealed)
+async def _store(
+    config: Configuration, kind: str, key: str, sent: Any, *, exists: bool | None
+) -> dict[str, Any]:
+    """Seal what was sent (secrets hashed, a secret left out kept) and store it; the stored
+    body."""
     try:
-        parse_body(resource, data)
-        await config.put(
-            resource.kind, key, data, g.actor, exists=None if key == "default" else not creating
-        )
+        entity = seal(kind, sent, config.get(kind, key))
+    except ValueError as exc:
+        raise Problem(422, str(exc), kind="invalid-body") from None
+    body = body_of(entity)
+    try:
+        await config.put(kind, key, body, g.actor, exists=exists)
     except LookupError:
-        raise Problem(404, f"no {resource.kind} {key}") from None
+        raise Problem(404, f"no {kind} {key}") from None
     except ConfigRejected as exc:
-        raise Problem(exc.status, exc.message, kind="invalid-configuration") from None
-
-
-def _public(body: dict[str, Any] | None) -> Any:
-    if body is None:
-        return None
-    return {k: v for k, v in body.items() if k not in SECRET_FIELDS}
+        raise Problem(_status(exc), exc.message, kind="invalid-configuration") from None
+    return body
 
 
 def _iso(at: datetime) -> str:

@@ -85,16 +85,15 @@ def document(routes: list[Any]) -> dict[str, Any]:
             responses[str(code)] = {"description": ERRORS[code], "content": problem}
         operation["responses"] = responses
         paths.setdefault(route.path, {})[route.method.lower()] = operation
-    service = components.get("ServiceBody", {}).get("properties", {})
-    if "identity_secret" in service:
-        service["identity_secret"]["writeOnly"] = True
-    for name in ("OperatorBody", "ApiTokenBody"):
+    # Secrets are never shown (an API token only once, in the answer to its creation).
+    for name, secret in (
+        ("Service", "identity_secret"),
+        ("ServiceInput", "identity_secret"),
+        ("OperatorInput", "token"),
+    ):
         properties = components.get(name, {}).get("properties", {})
-        # Secrets are never returned (an API token only once, in the creation's response);
-        # their hash is neither accepted nor returned.
-        properties.pop("token_hash", None)
-        if name == "OperatorBody" and "token" in properties:
-            properties["token"]["writeOnly"] = True
+        if secret in properties:
+            properties[secret]["writeOnly"] = True
     return {
         "openapi": "3.1.0",
         "info": {

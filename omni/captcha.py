@@ -9,20 +9,18 @@ may try again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-if TYPE_CHECKING:  # the hub imports this module, and omni.config imports the hub
-    from omni.config import CaptchaSection
-
-
-class CaptchaUnavailable(Exception):
-    """The CAPTCHA could not be checked (not: it was checked and failed)."""
+from omni.actors.ports import CaptchaUnavailable
+from omni.settings import CaptchaSettings
 
 
 class SiteVerify:
-    def __init__(self, client: httpx.AsyncClient, settings: CaptchaSection) -> None:
+    """A :class:`~omni.actors.ports.CaptchaCheck` against a siteverify endpoint."""
+
+    def __init__(self, client: httpx.AsyncClient, settings: CaptchaSettings) -> None:
         self.client = client
         self.settings = settings
 

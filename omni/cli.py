@@ -143,7 +143,7 @@ def _user_problem(exc: BaseException) -> str | None:
 async def _import(config: Config, database_url: str | None, data_dir: str) -> int:
     from datetime import UTC, datetime
 
-    from omni.config import build_directory
+    from omni.domain.configuration import ConfigInvalid, build_directory
 
     async with open_store(database_url, data_dir) as store:
         # The file must fit with what the store already holds, not only on its own.
@@ -151,7 +151,7 @@ async def _import(config: Config, database_url: str | None, data_dir: str) -> in
         merged.update({(i.kind, i.key): i for i in config.items})
         try:
             build_directory(merged.values())
-        except ValueError as exc:
+        except ConfigInvalid as exc:
             raise ConfigError(
                 f"the configuration after this import would be invalid: {exc}"
             ) from None

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import trio
 
-from omni.config import SmtpSection
+from omni.settings import SmtpSettings
 from omni.store import OutboxItem, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Mailer(Protocol):
 class SmtpMailer:
     """An SMTP server (``[server.smtp]``), one connection per message."""
 
-    def __init__(self, settings: SmtpSection) -> None:
+    def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
 
     def send(self, message: EmailMessage) -> None:
@@ -88,7 +88,7 @@ class Outbox:
         store: Store,
         now: Callable[[], datetime],
         mailer: Mailer,
-        settings: SmtpSection,
+        settings: SmtpSettings,
         counters: dict[str, int] | None = None,
     ) -> None:
         self.store = store

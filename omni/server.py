@@ -23,15 +23,17 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from admin_api.app import create_app
 from omni.actors.configuration import Configuration
-from omni.actors.hub import Hub, open_hub
+from omni.actors.hub import Counters, Hub, Settings, open_hub
 from omni.captcha import SiteVerify
 from omni.clock import Clock
-from omni.config import Config, build_directory, service_from_body
+from omni.config import Config
+from omni.domain.configuration import ConfigInvalid, ConfigItem, build_directory
 from omni.entropy import Entropy
 from omni.gateway.server import Gateway
 from omni.metrics import make_registry
 from omni.outbox import Outbox, SmtpMailer
-from omni.store import ConfigChange, ConfigItem, Store, StoreError
+from omni.settings import ServerSettings
+from omni.store import ConfigChange, Store, StoreError
 from omni.store.memory import MemoryStore
 
 #: Seconds connections get to close after a shutdown was asked for.
@@ -97,6 +99,11 @@ async def import_items(
     return changed
 
 
+def hub_settings(server: ServerSettings) -> Settings:
+    """The actors' settings for a ``[server]`` table."""
+    return Settings(operator_grace=server.operator_grace_seconds)
+
+
 @dataclass(frozen=True)
 class RunningServer:
     hub: Hub
@@ -105,6 +112,8 @@ class RunningServer:
     host: str
     ws_port: int
     http_port: int | None
+    #: The e-mail outbox worker (``[server.smtp]``), if any.
+    outbox: Outbox | None = None
 
     @property
     def ws_url(self) -> str:
@@ -133,31 +142,34 @@ async def open_server(
     items = await bootstrap_configuration(store, config.items, clock.now())
     try:
         directory = build_directory(items)
-    except ValueError as exc:
+    except ConfigInvalid as exc:
         raise StoreError(f"the stored configuration is invalid: {exc}") from None
+    counters = Counters()
+    smtp = config.server.smtp
+    outbox = (
+        None if smtp is None else Outbox(store, clock.now, SmtpMailer(smtp), smtp, counters.emails)
+    )
     async with (
+        # One HTTP client for the server's outbound calls (the CAPTCHA checks), closed last.
+        httpx.AsyncClient() as http_client,
         open_hub(
             directory,
             store,
             clock,
             entropy=entropy,
-            settings=config.settings(),
-            parse_service=service_from_body,
+            settings=hub_settings(config.server),
+            captcha=None
+            if config.server.captcha is None
+            else SiteVerify(http_client, config.server.captcha),
+            outbox=outbox,
+            counters=counters,
         ) as hub,
-        # One HTTP client for the server's outbound calls (the CAPTCHA checks), closed last.
-        httpx.AsyncClient() as http_client,
         trio.open_nursery() as nursery,
     ):
         configuration = Configuration(hub, store, items, clock.now)
-        captcha = config.server.captcha
-        if captcha is not None:
-            hub.verify_captcha = SiteVerify(http_client, captcha).verify
-        smtp = config.server.smtp
-        if smtp is not None:
-            outbox = Outbox(store, clock.now, SmtpMailer(smtp), smtp, hub.metrics.emails)
+        if outbox is not None:
             nursery.start_soon(outbox.run)
-            hub.wake_outbox = outbox.wake
-        gateway = Gateway(hub)
+        gateway = Gateway(hub, config.server)
         ws_server = await nursery.start(
             gateway.serve, host, config.server.ws_port if ws_port is None else ws_port
         )
@@ -189,7 +201,9 @@ async def open_server(
         else:
             http_done.set()
         try:
-            yield RunningServer(hub, gateway, configuration, host, ws_server.port, bound_http)
+            yield RunningServer(
+                hub, gateway, configuration, host, ws_server.port, bound_http, outbox
+            )
         finally:
             with trio.move_on_after(DRAIN_SECONDS) as drain:
                 drain.shield = True

@@ -27,7 +27,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from omni.actors.hub import open_hub
+from omni.actors.hub import Settings, open_hub
 from omni.clock import Clock
 from omni.entropy import SeededEntropy
 from omni.gateway.server import Gateway
@@ -162,7 +162,7 @@ class Simulation:
         visitor_rngs = [random.Random(master.getrandbits(64)) for _ in arrivals]
         clock = Clock(s.start)
         self.t0 = trio.current_time()
-        settings = s.config.settings()
+        settings = Settings(operator_grace=s.config.server.operator_grace_seconds)
         async with open_hub(
             s.config.directory,
             MemoryStore(),
@@ -170,7 +170,7 @@ class Simulation:
             entropy=SeededEntropy(self.seed),
             settings=settings,
         ) as hub:
-            self.gateway = Gateway(hub)
+            self.gateway = Gateway(hub, s.config.server)
             async with trio.open_nursery() as servers, trio.open_nursery() as nursery:
                 self.servers = servers
                 for op, rng in zip(s.operators, op_rngs, strict=True):
@@ -424,7 +424,7 @@ class RealSimulation(Simulation):
     def queue_group(self, cid: str, service: int) -> int | None:
         # No hub to look into: the service's first linked group (where it queues by default).
         links = self.scenario.config.directory.services[service].links
-        return links[0].group_id if links else None
+        return links[0].group if links else None
 
     async def _guard(self, who: str, fn: Callable[..., Any], *args: Any) -> None:
         try:

@@ -52,7 +52,7 @@ def erlang_c_staff(scenario: Scenario, target: float, seconds: float) -> str:
     ]
     for arrival in scenario.arrivals:
         service = scenario.config.directory.services[arrival.service]
-        groups = {link.group_id for link in service.links}
+        groups = {link.group for link in service.links}
         handles = [op.handle_time.mean for op in scenario.operators if groups & set(op.groups)]
         if not handles:
             continue

@@ -21,7 +21,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from omni.config import Config, ConfigError, GroupBody, ScheduleBody, ServiceBody, parse_config
+from omni.config import Config, ConfigError, parse_config
+from omni.domain.configuration import body_of
+from omni.domain.model import Group, Service
+from omni.domain.schedule import Schedule
 
 HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -97,9 +100,9 @@ class ScenarioFile(_Struct):
     start: datetime
     timezone: str
     duration_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 14)]
-    schedules: list[ScheduleBody]
-    groups: list[GroupBody]
-    services: list[ServiceBody]
+    schedules: list[Schedule]
+    groups: list[Group]
+    services: list[Service]
     operators: list[ShiftBody]
     name: str = ""
     seed: int = 1
@@ -307,9 +310,9 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
         raise fail("$.visitors.messages", "the minimum is above the maximum")
     server_config = {
         "server": {"host": "127.0.0.1", "operator_grace_seconds": file.operator_grace_seconds},
-        "schedules": [msgspec.to_builtins(s) for s in file.schedules],
-        "groups": [msgspec.to_builtins(g) for g in file.groups],
-        "services": [msgspec.to_builtins(s) for s in file.services],
+        "schedules": [body_of(s) for s in file.schedules],
+        "groups": [body_of(g) for g in file.groups],
+        "services": [body_of(s) for s in file.services],
         "operators": raw_ops,
     }
     try:

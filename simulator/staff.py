@@ -70,7 +70,7 @@ class GroupStaffing:
 
 def primary_group(scenario: Scenario, service: int) -> int | None:
     links = scenario.config.directory.services[service].links
-    return links[0].group_id if links else None
+    return links[0].group if links else None
 
 
 def group_rates(scenario: Scenario, group: int) -> list[float]:

@@ -17,6 +17,8 @@ import trio.testing
 from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
 
 from omni.config import Config, parse_config
+from omni.domain.configuration import ConfigItem, build_directory, item_of
+from omni.domain.model import ApiToken, Role, hash_token
 from omni.gateway.server import Gateway
 
 TIMEOUT = 10.0
@@ -76,10 +78,26 @@ def make_config(**server: Any) -> Config:
     return parse_config(raw)
 
 
+def api_token(
+    id: str, token: str, role: Role = Role.ADMIN, operator_id: int | None = None
+) -> ConfigItem:
+    """An API token resource, stored as the server keeps it (hashed)."""
+    return item_of(
+        "api_tokens",
+        ApiToken(
+            id=id, name=id.title(), role=role, operator_id=operator_id, token_hash=hash_token(token)
+        ),
+    )
+
+
+def with_items(config: Config, *items: ConfigItem) -> Config:
+    """``config`` with more resources (its directory rebuilt)."""
+    every = [*config.items, *items]
+    return Config(config.server, every, build_directory(every))
+
+
 def with_service(config: Config, service_id: int, change: Any) -> Config:
     """``config`` with ``change(body)`` applied to one service's stored body."""
-    from omni.config import build_directory
-
     for item in config.items:
         if item.kind == "services" and item.key == str(service_id):
             change(item.body)
@@ -194,14 +212,19 @@ async def open_memory_gateway(
     from omni.actors.hub import open_hub
     from omni.clock import Clock
     from omni.entropy import SeededEntropy
+    from omni.server import hub_settings
     from omni.store.memory import MemoryStore
 
     config = config or make_config(**settings)
     clock = Clock(epoch or datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
     async with open_hub(
-        config.directory, MemoryStore(), clock, entropy=SeededEntropy(1), settings=config.settings()
+        config.directory,
+        MemoryStore(),
+        clock,
+        entropy=SeededEntropy(1),
+        settings=hub_settings(config.server),
     ) as hub:
-        yield Gateway(hub)
+        yield Gateway(hub, config.server)
 
 
 def free_port() -> int:

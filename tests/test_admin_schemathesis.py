@@ -43,15 +43,14 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from admin_api.app import create_app
 from admin_api.openapi import document
-from omni.config import RESOURCES, ApiTokenBody, to_item
-from omni.domain.model import Role
+from omni.config import RESOURCES
 from omni.entropy import SeededEntropy
 from omni.server import RunningServer, open_server
 from omni.store import Store
 from omni.store.memory import MemoryStore
 from omni.store.postgres import open_postgres_store
 from tests.conftest import fresh_database
-from tests.support import connect_tcp, login, make_config, start
+from tests.support import api_token, connect_tcp, login, make_config, start, with_items
 
 ADMIN_TOKEN = "admin-secret-token"
 MAX_EXAMPLES = 15
@@ -125,12 +124,7 @@ def _snapshot(config: Any) -> dict[tuple[str, str], dict[str, Any]]:
 
 async def _serve(box: dict[str, Any], ready: threading.Event, database_url: str | None) -> None:
     config = make_config()
-    config.items.append(
-        to_item(
-            RESOURCES["api_tokens"],
-            ApiTokenBody(id="root", name="Root", role=Role.ADMIN, token=ADMIN_TOKEN),
-        )
-    )
+    config = with_items(config, api_token("root", ADMIN_TOKEN))
     stop = trio.Event()
     async with AsyncExitStack() as stack:
         store: Store = (

@@ -128,7 +128,7 @@ async def test_operator_errors_after_login(autojump_clock: trio.testing.MockCloc
 
 
 async def test_frames_over_the_limit_over_tcp(server: RunningServer) -> None:
-    limit = server.hub.settings.max_frame_bytes
+    limit = server.gateway.limit
     async with connect_tcp(f"{server.ws_url}/ws/visitor") as vera:
         await start(vera)
         await vera.expect("queued")

@@ -33,7 +33,7 @@ def test_the_example_configuration_loads() -> None:
     assert directory.operator_by_token("wrong") is None
     # Tokens are kept hashed only.
     assert all("example-token" not in o.token_hash for o in directory.operators.values())
-    assert config.settings().max_frame_bytes == 65536
+    assert config.server.max_frame_bytes == 65536
 
 
 def _broken(path: str, value: Any) -> dict[str, Any]:
@@ -55,13 +55,32 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
         ("services.0.links.0.group", 9, "service 25: unknown group 9"),
         ("services.0.schedule", "nope", "unknown schedule 'nope'"),
         ("services.0.colour", "red", "unknown field `colour`"),
-        ("schedules.0.timezone", "Mars/Olympus", "schedule 's': unknown time zone 'Mars/Olympus'"),
-        ("schedules.0.weekly", {"mon": [["12:00", "08:00"]]}, "schedule 's'.weekly.mon"),
-        ("schedules.0.weekly", {"monday": [["08:00", "12:00"]]}, "unknown day 'monday'"),
+        (
+            "schedules.0.timezone",
+            "Mars/Olympus",
+            "unknown time zone 'Mars/Olympus': expected an IANA name such as 'America/Sao_Paulo' "
+            "or 'UTC' - at `$.schedules[0]`",
+        ),
+        (
+            "schedules.0.weekly",
+            {"mon": [["12:00", "08:00"]]},
+            "invalid interval 12:00-08:00: the start must be before the end",
+        ),
+        (
+            "schedules.0.weekly",
+            {"mon": [["12:00", "08:00"]]},
+            "at `$.schedules[0].weekly.mon[0]`",
+        ),
+        (
+            "schedules.0.weekly",
+            {"monday": [["08:00", "12:00"]]},
+            "unknown field `monday` - at `$.schedules[0].weekly`",
+        ),
         (
             "services.0.timers",
             {"visitor_idle_warning": 60, "visitor_idle_close": 60},
-            "service 25.timers: visitor_idle_close must be longer than visitor_idle_warning",
+            "visitor_idle_close must be longer than visitor_idle_warning (both count from the "
+            "operator's last message) - at `$.services[0].timers`",
         ),
         ("services.0.timers", {"operator_reply": 0}, "at `$.services[0].timers.operator_reply`"),
         ("operators.0.capacity", 0, "at `$.operators[0].capacity`"),

@@ -19,6 +19,7 @@ import typing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,7 +73,7 @@ from omni.domain.conversation import (
     open_conversation,
     restore,
 )
-from omni.domain.model import DEFAULT_SURVEY, GroupLink, Service, SurveyMode, Timers
+from omni.domain.model import GroupLink, Service, SurveyMode, Timers
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 #: When the visitor of every conversation built here began waiting (POSIX seconds).
@@ -87,17 +88,17 @@ SERVICE = Service(
     closing_message="Thanks, bye.",
     survey=SurveyMode.DEFAULT,
 )
-NO_SURVEY = dataclasses.replace(SERVICE, survey=SurveyMode.NONE)
+NO_SURVEY = msgspec.structs.replace(SERVICE, survey=SurveyMode.NONE)
 GROUP_NAMES = {1: "Support", 2: "Billing"}
 CTX = Context(SERVICE, operator_grace=60.0, group_names=GROUP_NAMES)
 CTX_NO_SURVEY = Context(NO_SURVEY, operator_grace=60.0, group_names=GROUP_NAMES)
 #: A service with every turn deadline (F16): warn after 60 s, close after 180 s, reply in 30 s.
 TIMERS = Timers(visitor_idle_warning=60.0, visitor_idle_close=180.0, operator_reply=30.0)
 CTX_TIMED = Context(
-    dataclasses.replace(SERVICE, timers=TIMERS), operator_grace=60.0, group_names=GROUP_NAMES
+    msgspec.structs.replace(SERVICE, timers=TIMERS), operator_grace=60.0, group_names=GROUP_NAMES
 )
 CTX_TIMED_NO_SURVEY = Context(
-    dataclasses.replace(NO_SURVEY, timers=TIMERS), operator_grace=60.0, group_names=GROUP_NAMES
+    msgspec.structs.replace(NO_SURVEY, timers=TIMERS), operator_grace=60.0, group_names=GROUP_NAMES
 )
 
 ALL_EVENT_TYPES: tuple[type, ...] = typing.get_args(Event)
@@ -266,7 +267,7 @@ def test_accept_assigns_replays_and_greets() -> None:
         1,
     )
     assert assigned.data["operator"] == {"id": 1, "name": "Alice"}
-    assert assigned.data["avatar"] == {"name": "Omni", "image": ""}
+    assert assigned.data["avatar"] == {"name": "Web", "image": ""}  # the service is its own avatar
     assert assigned.data["conversation"]["id"] == "c1"
     assert greeting == Emit(
         2,
@@ -284,7 +285,7 @@ def test_accept_assigns_replays_and_greets() -> None:
 
 
 def test_accept_without_greeting_emits_only_assigned() -> None:
-    ctx = dataclasses.replace(CTX, service=dataclasses.replace(SERVICE, greeting=""))
+    ctx = dataclasses.replace(CTX, service=msgspec.structs.replace(SERVICE, greeting=""))
     conv = offered(1, ctx)
     effects = apply(conv, Accept(1, "Alice"), ctx=ctx)
     assert kinds(effects) == ["assigned"]
@@ -593,7 +594,25 @@ def test_end_while_active_starts_the_survey(event: Event, by: str) -> None:
     ended_emit, survey = emits(effects)
     assert ended_emit == Emit(seq + 1, "ended", "both", {"by": by}, 1)
     assert (survey.seq, survey.kind, survey.audience) == (seq + 2, "survey", "visitor")
-    assert survey.data == {"questions": [q.as_wire() for q in DEFAULT_SURVEY]}
+    assert survey.data == {
+        "questions": [
+            {
+                "id": "rating",
+                "kind": "rating",
+                "label": "How would you rate this conversation?",
+                "required": False,
+                "min": 1,
+                "max": 5,
+            },
+            {
+                "id": "comment",
+                "kind": "text",
+                "label": "Anything you would like to tell us?",
+                "required": False,
+                "max_length": 2000,
+            },
+        ]
+    }
     assert effects[-1] == StartTimer("survey", 600.0)
 
 
@@ -690,7 +709,7 @@ def test_a_greeting_gives_the_visitor_the_turn() -> None:
 
 def test_without_a_greeting_the_operator_owes_the_first_words() -> None:
     ctx = dataclasses.replace(
-        CTX_TIMED, service=dataclasses.replace(CTX_TIMED.service, greeting="")
+        CTX_TIMED, service=msgspec.structs.replace(CTX_TIMED.service, greeting="")
     )
     conv = offered(1, ctx=ctx)
     effects = apply(conv, Accept(1, "Alice"), ctx=ctx)
@@ -752,7 +771,7 @@ def test_an_idle_visitor_is_warned_then_the_conversation_ends() -> None:
 def test_only_a_warning_or_only_a_close() -> None:
     only_warning = dataclasses.replace(
         CTX_TIMED,
-        service=dataclasses.replace(SERVICE, timers=Timers(visitor_idle_warning=60.0)),
+        service=msgspec.structs.replace(SERVICE, timers=Timers(visitor_idle_warning=60.0)),
     )
     conv = active(ctx=only_warning)
     effects = apply(conv, VisitorIdleWarning(), ctx=only_warning)
@@ -1190,7 +1209,7 @@ class Run:
             return
         target = TRANSITIONS[type(event)].get(previous)
         assert target is not None, f"{event!r} moved {previous.value} -> {status.value}"
-        if target is Status.ENDED and not self.ctx.service.survey_questions():
+        if target is Status.ENDED and not self.ctx.service.questions():
             assert status is Status.CLOSED
         else:
             assert status is target, f"{event!r}: {previous.value} -> {status.value}"

@@ -13,15 +13,16 @@ import jwt
 import pytest
 import trio
 
-from admin_api.app import SECRET_FIELDS
-from omni.config import Config
+from omni.config import SECRET_FIELDS, Config
 from omni.server import open_server
 from tests.support import (
     Client,
+    api_token,
     connect_memory,
     login,
     make_config,
     open_memory_gateway,
+    with_items,
     with_service,
 )
 
@@ -151,13 +152,7 @@ async def test_a_service_without_a_secret_accepts_no_identity(
 
 async def test_the_identity_secret_is_write_only() -> None:
     admin = {"Authorization": "Bearer admin-secret-token-1234"}
-    from omni.config import RESOURCES, ApiTokenBody, build_directory, to_item
-    from omni.domain.model import Role
-
-    cfg = make_config()
-    token = ApiTokenBody(id="root", name="Root", role=Role.ADMIN, token="admin-secret-token-1234")
-    items = [*cfg.items, to_item(RESOURCES["api_tokens"], token)]
-    config = Config(cfg.server, items, build_directory(items))
+    config = with_items(make_config(), api_token("root", "admin-secret-token-1234"))
     assert "identity_secret" in SECRET_FIELDS
     async with (
         open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as srv,
@@ -180,5 +175,6 @@ async def test_the_identity_secret_is_write_only() -> None:
         assert r.status_code == 200
         assert srv.hub.directory.services[27].identity_secret is None
         doc = (await http.get("/openapi.json")).json()
-        schema = doc["components"]["schemas"]["ServiceBody"]["properties"]["identity_secret"]
-        assert schema["writeOnly"] is True
+        for name in ("Service", "ServiceInput"):
+            schema = doc["components"]["schemas"][name]["properties"]["identity_secret"]
+            assert schema["writeOnly"] is True

@@ -23,12 +23,10 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from omni.actors.hub import Hub
-from omni.config import RESOURCES, ApiTokenBody, to_item
-from omni.domain.model import Role
 from omni.entropy import SeededEntropy
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
-from tests.support import Client, connect_tcp, login, make_config, start
+from tests.support import Client, api_token, connect_tcp, login, make_config, start, with_items
 
 ADMIN_TOKEN = "admin-live-config-token"
 #: Operator grace period of these servers, seconds (real time: kept short).
@@ -81,12 +79,7 @@ class Omni:
 @pytest.fixture
 async def omni() -> AsyncIterator[Omni]:
     config = make_config(operator_grace_seconds=GRACE)
-    config.items.append(
-        to_item(
-            RESOURCES["api_tokens"],
-            ApiTokenBody(id="admin", name="Admin", role=Role.ADMIN, token=ADMIN_TOKEN),
-        )
-    )
+    config = with_items(config, api_token("admin", ADMIN_TOKEN))
     async with (
         open_server(
             config, entropy=SeededEntropy(5), host="127.0.0.1", ws_port=0, http_port=0
@@ -407,12 +400,7 @@ async def test_a_deleted_services_open_conversations_survive_a_restart() -> None
     """A service deleted while it has open conversations: they finish under its last
     definition — also after a restart, when that definition comes back from the audit log."""
     config = make_config(operator_grace_seconds=30)
-    config.items.append(
-        to_item(
-            RESOURCES["api_tokens"],
-            ApiTokenBody(id="admin", name="Admin", role=Role.ADMIN, token=ADMIN_TOKEN),
-        )
-    )
+    config = with_items(config, api_token("admin", ADMIN_TOKEN))
     store = MemoryStore()
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     evening = {"id": 41, "name": "Evening", "schedule": "never", "links": [{"group": 1}]}

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import pickle
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omni.domain.schedule import Interval, Schedule
+from omni.domain.schedule import Interval, Schedule, SpecialDay, Week
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -21,7 +22,23 @@ SANTIAGO = ZoneInfo("America/Santiago")
 
 
 def iv(start: str, end: str) -> Interval:
-    return Interval.parse(start, end)
+    return Interval(start, end)
+
+
+def sched(
+    timezone: str,
+    weekly: Mapping[int, tuple[Interval, ...]],
+    holidays: Iterable[date] = (),
+    special_days: Mapping[date, tuple[Interval, ...]] | None = None,
+) -> Schedule:
+    """A schedule from weekday numbers (0 = Monday) and dates, as the tests think of it."""
+    return Schedule(
+        id="s",
+        timezone=timezone,
+        weekly=Week.of(weekly),
+        holidays=tuple(sorted(holidays)),
+        special_days=tuple(SpecialDay(day, spans) for day, spans in (special_days or {}).items()),
+    )
 
 
 def utc(
@@ -42,7 +59,7 @@ WORKDAY = (iv("08:00", "12:00"), iv("13:00", "18:00"))
 
 def office(**kwargs: object) -> Schedule:
     """Mon-Fri 08:00-12:00 and 13:00-18:00 in São Paulo (no DST since 2019)."""
-    return Schedule("America/Sao_Paulo", {day: WORKDAY for day in range(5)}, **kwargs)  # type: ignore[arg-type]
+    return sched("America/Sao_Paulo", {day: WORKDAY for day in range(5)}, **kwargs)  # type: ignore[arg-type]
 
 
 # 2026-03-02 is a Monday; 2026-03-06 a Friday.
@@ -53,10 +70,15 @@ MONDAY = date(2026, 3, 2)
 
 
 def test_interval_parse_and_str() -> None:
-    assert Interval.parse("08:00", "12:00") == Interval(480, 720)
-    assert Interval.parse("00:00", "24:00") == Interval(0, 1440)
-    assert str(Interval(480, 720)) == "08:00-12:00"
-    assert str(Interval(1380, 1440)) == "23:00-24:00"
+    assert Interval("08:00", "12:00") == Interval.from_minutes(480, 720)
+    assert Interval("00:00", "24:00") == Interval.from_minutes(0, 1440)
+    assert Interval("8:00", "12:00") == Interval("08:00", "12:00")  # one spelling per time
+    assert str(Interval.from_minutes(480, 720)) == "08:00-12:00"
+    assert str(Interval.from_minutes(1380, 1440)) == "23:00-24:00"
+    assert (Interval("08:30", "24:00").start_minute, Interval("08:30", "24:00").end_minute) == (
+        510,
+        1440,
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,16 +97,21 @@ def test_interval_parse_and_str() -> None:
 )
 def test_interval_parse_rejects_bad_text(start: str, end: str) -> None:
     with pytest.raises(ValueError, match="invalid"):
-        Interval.parse(start, end)
+        Interval(start, end)
+    # Decoded, the same texts are refused too (by the pattern or the rule).
+    with pytest.raises(msgspec.ValidationError, match=r"invalid|regex"):
+        msgspec.convert([start, end], Interval)
 
 
 def test_interval_constructor_validates() -> None:
     with pytest.raises(ValueError):
-        Interval(720, 480)
+        Interval.from_minutes(720, 480)
     with pytest.raises(ValueError):
-        Interval(0, 1441)
+        Interval.from_minutes(0, 1441)
     with pytest.raises(ValueError):
-        Interval(-1, 10)
+        Interval.from_minutes(-1, 10)
+    with pytest.raises(TypeError):
+        Interval.from_minutes(True, 10)
 
 
 # -- São Paulo office with a lunch break -------------------------------------------------
@@ -183,14 +210,14 @@ def test_empty_special_day_closes_a_weekday() -> None:
 
 
 def test_touching_intervals_are_continuously_open() -> None:
-    s = Schedule("America/Sao_Paulo", {0: (iv("08:00", "12:00"), iv("12:00", "13:00"))})
+    s = sched("America/Sao_Paulo", {0: (iv("08:00", "12:00"), iv("12:00", "13:00"))})
     assert s.is_open(sp(2026, 3, 2, 12, 0))
     assert s.breaks_on(MONDAY) == ()
     assert s.next_change(sp(2026, 3, 2, 11, 0)) == sp(2026, 3, 2, 13, 0)
 
 
 def test_open_across_midnight() -> None:
-    s = Schedule("UTC", {4: (iv("20:00", "24:00"),), 5: (iv("00:00", "02:00"),)})
+    s = sched("UTC", {4: (iv("20:00", "24:00"),), 5: (iv("00:00", "02:00"),)})
     friday_night = utc(2026, 3, 6, 21, 0)
     assert s.is_open(friday_night)
     assert s.is_open(utc(2026, 3, 7, 0, 0))
@@ -207,23 +234,23 @@ def test_naive_datetime_is_rejected() -> None:
 
 
 def test_overlapping_intervals_are_rejected() -> None:
-    with pytest.raises(ValueError, match=r"Monday.*08:00-12:00, 11:00-13:00"):
-        Schedule("UTC", {0: (iv("08:00", "12:00"), iv("11:00", "13:00"))})
+    with pytest.raises(ValueError, match=r"mon: .*08:00-12:00, 11:00-13:00"):
+        sched("UTC", {0: (iv("08:00", "12:00"), iv("11:00", "13:00"))})
 
 
 def test_overlap_by_one_minute_is_rejected() -> None:
-    with pytest.raises(ValueError, match="Friday"):
-        Schedule("UTC", {4: (iv("08:00", "12:00"), iv("11:59", "13:00"))})
+    with pytest.raises(ValueError, match="fri: "):
+        sched("UTC", {4: (iv("08:00", "12:00"), iv("11:59", "13:00"))})
 
 
 def test_unsorted_intervals_are_rejected() -> None:
-    with pytest.raises(ValueError, match="Wednesday"):
-        Schedule("UTC", {2: (iv("13:00", "18:00"), iv("08:00", "12:00"))})
+    with pytest.raises(ValueError, match="wed: "):
+        sched("UTC", {2: (iv("13:00", "18:00"), iv("08:00", "12:00"))})
 
 
 def test_bad_special_day_intervals_name_the_date() -> None:
     with pytest.raises(ValueError, match="2026-12-24"):
-        Schedule(
+        sched(
             "UTC",
             {},
             special_days={date(2026, 12, 24): (iv("08:00", "12:00"), iv("09:00", "10:00"))},
@@ -233,48 +260,68 @@ def test_bad_special_day_intervals_name_the_date() -> None:
 @pytest.mark.parametrize("weekday", [-1, 7])
 def test_bad_weekday_is_rejected(weekday: int) -> None:
     with pytest.raises(ValueError, match="weekday"):
-        Schedule("UTC", {weekday: (iv("08:00", "12:00"),)})
+        sched("UTC", {weekday: (iv("08:00", "12:00"),)})
 
 
 @pytest.mark.parametrize("name", ["Mars/Olympus_Mons", "America", "", "../etc/passwd", "utc"])
 def test_unknown_timezone_is_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="time zone"):
-        Schedule(name, {})
+        sched(name, {})
 
 
 def test_schedule_is_an_immutable_value() -> None:
-    weekly = {0: WORKDAY}
-    s = Schedule("America/Sao_Paulo", weekly)
-    weekly[1] = WORKDAY  # the caller's dict stays theirs
-    assert s.intervals_on(date(2026, 3, 3)) == ()
-    assert s == Schedule("America/Sao_Paulo", {0: WORKDAY})
-    assert hash(s) == hash(Schedule("America/Sao_Paulo", {0: WORKDAY}))
-    assert s != Schedule("America/Sao_Paulo", {0: WORKDAY}, holidays=frozenset({MONDAY}))
+    s = sched("America/Sao_Paulo", {0: WORKDAY})
+    assert s == sched("America/Sao_Paulo", {0: WORKDAY})
+    assert hash(s) == hash(sched("America/Sao_Paulo", {0: WORKDAY}))
+    assert s != sched("America/Sao_Paulo", {0: WORKDAY}, holidays=frozenset({MONDAY}))
+    assert s.is_open(sp(2026, 3, 2, 9, 0))  # the cached look-ups are not part of the value
+    assert s == sched("America/Sao_Paulo", {0: WORKDAY})
     assert copy.deepcopy(s) == s
     assert pickle.loads(pickle.dumps(s)) == s
-    as_dict = dataclasses.asdict(s)
-    assert set(as_dict) == {"timezone", "weekly", "holidays", "special_days"}
-    assert as_dict["weekly"][0][0] == {"start": 480, "end": 720}
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    as_dict = msgspec.structs.asdict(s)
+    assert set(as_dict) == {"id", "timezone", "weekly", "holidays", "special_days"}
+    assert msgspec.to_builtins(s.weekly) == {"mon": (["08:00", "12:00"], ["13:00", "18:00"])}
+    with pytest.raises(AttributeError):
         s.timezone = "UTC"  # type: ignore[misc]
+
+
+def test_schedule_decodes_from_its_json() -> None:
+    body = {
+        "id": "office",
+        "timezone": "America/Sao_Paulo",
+        "weekly": {"mon": [["08:00", "12:00"], ["13:00", "18:00"]]},
+        "holidays": ["2026-04-21"],
+        "special_days": [{"date": "2026-12-24", "intervals": [["08:00", "12:00"]]}],
+    }
+    s = msgspec.convert(body, Schedule)
+    assert s.intervals_on(MONDAY) == WORKDAY
+    assert s.intervals_on(date(2026, 12, 24)) == (iv("08:00", "12:00"),)
+    assert s.intervals_on(date(2026, 4, 20)) == WORKDAY  # a Monday
+    assert msgspec.json.decode(msgspec.json.encode(s)) == body
+    with pytest.raises(msgspec.ValidationError, match=r"unknown field `funday` - at `\$.weekly`"):
+        msgspec.convert({**body, "weekly": {"funday": []}}, Schedule)
+    with pytest.raises(msgspec.ValidationError, match=r"must not overlap.* - at `\$.weekly`"):
+        msgspec.convert(
+            {**body, "weekly": {"mon": [["08:00", "12:00"], ["11:00", "13:00"]]}}, Schedule
+        )
 
 
 def test_always_open_never_changes() -> None:
     for name in ("UTC", "America/New_York", "America/Santiago"):
-        s = Schedule.always_open(name)
+        s = Schedule.always_open(timezone=name)
         for at in (utc(2026, 3, 8, 6, 30), utc(2026, 11, 1, 5, 30), utc(2026, 9, 6, 3, 59)):
             assert s.is_open(at)
             assert s.next_change(at) is None
 
 
 def test_closed_schedule_never_changes() -> None:
-    s = Schedule("Europe/Lisbon", {})
+    s = sched("Europe/Lisbon", {})
     assert not s.is_open(utc(2026, 3, 29, 1, 0))
     assert s.next_change(utc(2026, 3, 29, 1, 0)) is None
 
 
 def test_next_change_looks_ahead_400_days() -> None:
-    s = Schedule("UTC", {}, special_days={date(2027, 1, 1): (iv("09:00", "10:00"),)})
+    s = sched("UTC", {}, special_days={date(2027, 1, 1): (iv("09:00", "10:00"),)})
     assert s.next_change(utc(2026, 1, 1)) == utc(2027, 1, 1, 9, 0)
     assert s.next_change(utc(2025, 1, 1)) is None
 
@@ -282,7 +329,7 @@ def test_next_change_looks_ahead_400_days() -> None:
 # -- daylight saving time ------------------------------------------------------------------
 
 
-NIGHT_SHIFT = Schedule("America/New_York", {day: (iv("01:00", "04:00"),) for day in range(7)})
+NIGHT_SHIFT = sched("America/New_York", {day: (iv("01:00", "04:00"),) for day in range(7)})
 
 
 def test_new_york_spring_forward_shortens_the_open_period() -> None:
@@ -308,7 +355,7 @@ def test_new_york_fall_back_lengthens_the_open_period() -> None:
 
 
 def test_interval_starting_in_the_spring_forward_gap_opens_at_the_transition() -> None:
-    s = Schedule("America/New_York", {}, special_days={date(2026, 3, 8): (iv("02:30", "05:00"),)})
+    s = sched("America/New_York", {}, special_days={date(2026, 3, 8): (iv("02:30", "05:00"),)})
     assert not s.is_open(utc(2026, 3, 8, 6, 59, 59))
     assert s.is_open(utc(2026, 3, 8, 7, 0))  # 03:00 EDT
     assert s.next_change(utc(2026, 3, 8, 6, 0)) == utc(2026, 3, 8, 7, 0)
@@ -316,7 +363,7 @@ def test_interval_starting_in_the_spring_forward_gap_opens_at_the_transition() -
 
 
 def test_interval_inside_the_fall_back_hour_is_open_twice() -> None:
-    s = Schedule("America/New_York", {}, special_days={date(2026, 11, 1): (iv("01:30", "01:45"),)})
+    s = sched("America/New_York", {}, special_days={date(2026, 11, 1): (iv("01:30", "01:45"),)})
     changes = []
     at = utc(2026, 11, 1, 0, 0)
     for _ in range(4):
@@ -335,16 +382,14 @@ def test_interval_inside_the_fall_back_hour_is_open_twice() -> None:
 
 def test_sao_paulo_2018_midnight_gap() -> None:
     # 2018-11-04 00:00 -03 jumped to 01:00 -02: local midnight did not exist.
-    overnight = Schedule(
-        "America/Sao_Paulo", {5: (iv("20:00", "24:00"),), 6: (iv("00:00", "02:00"),)}
-    )
+    overnight = sched("America/Sao_Paulo", {5: (iv("20:00", "24:00"),), 6: (iv("00:00", "02:00"),)})
     opening = datetime(2018, 11, 3, 20, 0, tzinfo=SAO_PAULO)
     assert opening == utc(2018, 11, 3, 23, 0)
     assert overnight.is_open(utc(2018, 11, 4, 3, 0))  # 01:00 -02, right after the jump
     assert overnight.next_change(opening) == utc(2018, 11, 4, 4, 0)  # 02:00 -02
 
     # An interval lying wholly inside the gap never opens; the next one is a week later.
-    in_gap = Schedule("America/Sao_Paulo", {6: (iv("00:00", "01:00"),)})
+    in_gap = sched("America/Sao_Paulo", {6: (iv("00:00", "01:00"),)})
     assert not in_gap.is_open(utc(2018, 11, 4, 3, 0))
     assert in_gap.next_change(utc(2018, 11, 3, 15, 0)) == utc(2018, 11, 11, 2, 0)
 
@@ -352,14 +397,14 @@ def test_sao_paulo_2018_midnight_gap() -> None:
 def test_santiago_midnight_transitions() -> None:
     # 2026-04-05 03:00 UTC: 24:00 -03 on Saturday falls back to 23:00 -04, so Saturday's
     # 23:00-24:00 happens twice.
-    late = Schedule("America/Santiago", {5: (iv("23:00", "24:00"),)})
+    late = sched("America/Santiago", {5: (iv("23:00", "24:00"),)})
     opening = datetime(2026, 4, 4, 23, 0, tzinfo=SANTIAGO).astimezone(UTC)  # fold=0: -03
     assert opening == utc(2026, 4, 5, 2, 0)
     assert late.next_change(opening) == utc(2026, 4, 5, 4, 0)
 
     # 2026-09-06 04:00 UTC: 24:00 -04 on Saturday jumps to 01:00 -03 on Sunday, so an
     # interval starting at Sunday 00:00 opens at the transition.
-    early = Schedule("America/Santiago", {6: (iv("00:00", "08:00"),)})
+    early = sched("America/Santiago", {6: (iv("00:00", "08:00"),)})
     assert not early.is_open(utc(2026, 9, 6, 3, 59, 59))
     assert early.next_change(utc(2026, 9, 6, 3, 0)) == utc(2026, 9, 6, 4, 0)
     assert early.next_change(utc(2026, 9, 6, 4, 0)) == utc(2026, 9, 6, 11, 0)  # 08:00 -03
@@ -367,7 +412,7 @@ def test_santiago_midnight_transitions() -> None:
 
 def test_lord_howe_half_hour_shift() -> None:
     # 2026-10-04 02:00 +10:30 jumps to 02:30 +11 (15:30 UTC on the 3rd).
-    s = Schedule("Australia/Lord_Howe", {6: (iv("02:00", "03:00"),)})
+    s = sched("Australia/Lord_Howe", {6: (iv("02:00", "03:00"),)})
     opening = utc(2026, 10, 3, 15, 30)
     assert s.is_open(opening)
     assert s.next_change(utc(2026, 10, 3, 15, 0)) == opening
@@ -423,14 +468,20 @@ def day_intervals(draw: st.DrawFn) -> tuple[Interval, ...]:
     bounds = sorted(draw(st.lists(minute, unique=True, max_size=8)))
     if len(bounds) % 2:
         bounds.pop()
-    intervals = [Interval(a, b) for a, b in zip(bounds[::2], bounds[1::2], strict=True)]
+    intervals = [
+        Interval.from_minutes(a, b) for a, b in zip(bounds[::2], bounds[1::2], strict=True)
+    ]
     if draw(st.booleans()) and intervals:
         # Split one interval into two touching ones: must behave exactly like the whole.
         i = draw(st.integers(0, len(intervals) - 1))
         whole = intervals[i]
-        if whole.end - whole.start >= 2:
-            cut = draw(st.integers(whole.start + 1, whole.end - 1))
-            intervals[i : i + 1] = [Interval(whole.start, cut), Interval(cut, whole.end)]
+        first, last = whole.start_minute, whole.end_minute
+        if last - first >= 2:
+            cut = draw(st.integers(first + 1, last - 1))
+            intervals[i : i + 1] = [
+                Interval.from_minutes(first, cut),
+                Interval.from_minutes(cut, last),
+            ]
     return tuple(intervals)
 
 
@@ -447,7 +498,7 @@ def schedules(draw: st.DrawFn) -> Schedule:
     some_dates = st.dates(FIRST.date(), LAST.date() + timedelta(days=400))
     holidays = draw(st.frozensets(some_dates, max_size=6))
     special = draw(st.dictionaries(some_dates, day_intervals(), max_size=3))
-    return Schedule(zone, weekly, holidays, special)
+    return sched(zone, weekly, holidays, special)
 
 
 @st.composite
@@ -514,8 +565,10 @@ def daily_hours_near_a_transition(draw: st.DrawFn) -> tuple[Schedule, datetime]:
     bounds = sorted(draw(st.lists(st.sampled_from(DST_MINUTES), unique=True, max_size=6)))
     if len(bounds) % 2:
         bounds.pop()
-    daily = tuple(Interval(a, b) for a, b in zip(bounds[::2], bounds[1::2], strict=True))
-    schedule = Schedule(zone, {day: daily for day in range(7)})
+    daily = tuple(
+        Interval.from_minutes(a, b) for a, b in zip(bounds[::2], bounds[1::2], strict=True)
+    )
+    schedule = sched(zone, {day: daily for day in range(7)})
     at = draw(st.sampled_from(transitions(zone)))
     return schedule, at + timedelta(seconds=draw(st.integers(-3 * 3600, 3600)))
 

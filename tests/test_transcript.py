@@ -23,18 +23,19 @@ from aiosmtpd.controller import Controller
 from prometheus_client import generate_latest
 
 from omni.clock import Clock
-from omni.config import RESOURCES, ApiTokenBody, Config, build_directory, to_item
-from omni.domain.model import Role
+from omni.config import Config
 from omni.metrics import make_registry
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
 from tests.support import (
     Client,
+    api_token,
     connect_tcp,
     free_port,
     login,
     make_config,
     start,
+    with_items,
     with_service,
 )
 
@@ -325,8 +326,8 @@ async def test_an_item_that_cannot_make_an_email_fails_alone(port: int) -> None:
         now = srv.hub.clock.now()
         assert await store.enqueue("email", "broken", None, {"subject": "no recipient"}, now)
         assert await store.enqueue("fax", "odd", None, {"to": "+55"}, now)
-        assert srv.hub.wake_outbox is not None
-        srv.hub.wake_outbox()
+        assert srv.outbox is not None
+        srv.outbox.wake()
 
         async def both_failed() -> bool:
             return all(i.failed_at is not None for i in await store.outbox_items())
@@ -343,10 +344,7 @@ async def test_an_item_that_cannot_make_an_email_fails_alone(port: int) -> None:
 
 async def test_the_admin_api_shows_what_became_of_the_emails(port: int) -> None:
     """Support staff see, on the conversation, each transcript e-mail and its fate."""
-    base = mail_config(port)
-    token = ApiTokenBody(id="root", name="Root", role=Role.ADMIN, token="admin-secret-token")
-    items = [*base.items, to_item(RESOURCES["api_tokens"], token)]
-    config = Config(base.server, items, build_directory(items))
+    config = with_items(mail_config(port), api_token("root", "admin-secret-token"))
     inbox = Inbox()
     inbox.refuse.add("nobody@example.com")
     async with (

@@ -3,13 +3,12 @@ to the running actors without a restart (F20).
 
 Rules:
 
-* The store holds the resources (:class:`~omni.store.ConfigItem`); this object keeps the same
-  items in memory and the :class:`~omni.domain.model.Directory` built from them.
-* A change is checked by building the directory it would produce *before* anything is stored:
-  a change that would leave the configuration inconsistent is refused whole
-  (:class:`ConfigRejected`), and nothing is written.
-* API tokens: an operator token names the operator it acts for, and the last admin token can
-  be neither revoked nor demoted (nobody could change the configuration any more).
+* The store holds the resources (:class:`~omni.domain.configuration.ConfigItem`); this object
+  keeps the same items in memory. The rules of a change are the domain's
+  (:func:`~omni.domain.configuration.propose_put`, ``propose_delete``): a change that would
+  leave the configuration inconsistent is refused whole and nothing is written. This object
+  adds only what depends on what is going on: a group with open conversations cannot be
+  deleted (:class:`~omni.domain.configuration.ConfigConflict`).
 * Changes are serialised (one at a time), stored together with their audit entry, then applied
   to the hub in one step: the hub sees either the old directory or the new one.
 """
@@ -18,37 +17,45 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from omni.actors.hub import Hub
-from omni.config import build_directory, check_api_token
-from omni.store import AuditEntry, ConfigChange, ConfigItem, Store
+from omni.domain.configuration import (
+    ConfigConflict,
+    ConfigItem,
+    Items,
+    propose_delete,
+    propose_put,
+)
+from omni.domain.model import Directory
+from omni.store import AuditEntry, ConfigChange, Store
 
 
-class ConfigRejected(Exception):
-    """``status`` 422 (the body does not fit) or 409 (conflicts with other resources)."""
+class LiveConfiguration(Protocol):
+    """What this object needs of the running server: to apply a directory, and to know what
+    is still open in a group."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    def apply_directory(self, directory: Directory) -> None: ...
+
+    def open_in_group(self, group_id: int) -> int:
+        """Conversations waiting in, or held by operators of, the group."""
+        ...
 
 
 class Configuration:
     def __init__(
-        self, hub: Hub, store: Store, items: list[ConfigItem], now: Callable[[], datetime]
+        self,
+        live: LiveConfiguration,
+        store: Store,
+        items: list[ConfigItem],
+        now: Callable[[], datetime],
     ) -> None:
-        self.hub = hub
+        self._live = live
         self.store = store
-        self._items = {(i.kind, i.key): i for i in items}
+        self._items: Items = {(i.kind, i.key): i for i in items}
         self._now = now
         self._lock = trio.Lock()
-
-    @classmethod
-    async def load(cls, hub: Hub, store: Store) -> Configuration:
-        return cls(hub, store, await store.config_items(), hub.clock.now)
 
     def list(self, kind: str) -> list[dict[str, Any]]:
         return [i.body for (k, _), i in sorted(self._items.items(), key=_order) if k == kind]
@@ -65,18 +72,10 @@ class Configuration:
         async with self._lock:
             before = self.get(kind, key)
             if exists is False and before is not None:
-                raise ConfigRejected(409, f"{kind} {key} exists")
+                raise ConfigConflict(f"{kind} {key} exists")
             if exists is True and before is None:
                 raise LookupError(f"no {kind} {key}")
-            if kind == "api_tokens":
-                try:
-                    check_api_token(body)
-                except ValueError as exc:
-                    raise ConfigRejected(422, str(exc)) from None
-            candidate = dict(self._items)
-            candidate[(kind, key)] = ConfigItem(kind, key, body)
-            _keep_an_admin(self._items, candidate)
-            directory = _build(candidate, 422)
+            candidate, directory = propose_put(self._items, kind, key, body)
             return await self._commit(kind, key, before, body, actor, candidate, directory)
 
     async def delete(self, kind: str, key: str, actor: str) -> AuditEntry:
@@ -84,22 +83,12 @@ class Configuration:
             before = self.get(kind, key)
             if before is None:
                 raise LookupError(f"no {kind} {key}")
-            if kind == "groups":
-                group_id = int(key)
-                open_here = sum(
-                    1 for e in self.hub.conversations.values() if e.group_id == group_id
+            if kind == "groups" and (still_open := self._live.open_in_group(int(key))):
+                raise ConfigConflict(
+                    f"group {key} still has {still_open} open conversation(s); "
+                    "transfer or end them first"
                 )
-                waiting = self.hub.queue_lengths.get(group_id, 0)
-                if open_here or waiting:
-                    raise ConfigRejected(
-                        409,
-                        f"group {key} still has {max(open_here, waiting)} open conversation(s); "
-                        "transfer or end them first",
-                    )
-            candidate = dict(self._items)
-            del candidate[(kind, key)]
-            _keep_an_admin(self._items, candidate)
-            directory = _build(candidate, 409)
+            candidate, directory = propose_delete(self._items, kind, key)
             return await self._commit(kind, key, before, None, actor, candidate, directory)
 
     async def _commit(
@@ -110,37 +99,15 @@ class Configuration:
         after: dict[str, Any] | None,
         actor: str,
         candidate: dict[tuple[str, str], ConfigItem],
-        directory: Any,
+        directory: Directory,
     ) -> AuditEntry:
         change = ConfigChange(kind, key, after, before, actor, self._now())
         entry = await self.store.change_config(change)
         self._items = candidate
-        self.hub.apply_directory(directory)
+        self._live.apply_directory(directory)
         return entry
 
 
 def _order(pair: tuple[tuple[str, str], ConfigItem]) -> tuple[str, int, str]:
     (kind, key), _ = pair
     return (kind, int(key) if key.isdigit() else 0, key)
-
-
-def _admins(items: dict[tuple[str, str], ConfigItem]) -> int:
-    return sum(1 for (k, _), i in items.items() if k == "api_tokens" and i.body["role"] == "admin")
-
-
-def _keep_an_admin(
-    before: dict[tuple[str, str], ConfigItem], after: dict[tuple[str, str], ConfigItem]
-) -> None:
-    """Refuse to revoke or demote the last admin token: nobody could change the configuration
-    through the API any more (a new installation with no token yet is not affected)."""
-    if _admins(before) and not _admins(after):
-        raise ConfigRejected(
-            409, "this would leave no admin API token; create another admin token first"
-        )
-
-
-def _build(items: dict[tuple[str, str], ConfigItem], status: int) -> Any:
-    try:
-        return build_directory(items.values())
-    except ValueError as exc:
-        raise ConfigRejected(status, str(exc)) from None

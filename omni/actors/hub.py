@@ -16,11 +16,13 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+import trio
 
 from omni.actors.conversation import (
     Apply,
@@ -32,12 +34,13 @@ from omni.actors.conversation import (
 )
 from omni.actors.group import Dispatch, GroupMessage, Withdraw, make_group
 from omni.actors.peer import Peer, encode
+from omni.actors.ports import CaptchaCheck, CaptchaUnavailable, OutboxSignal
 from omni.actors.queue import VisitorLink
-from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor, open_supervisor
-from omni.captcha import CaptchaUnavailable
+from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor
 from omni.clock import Clock
+from omni.domain import configuration, transcript
 from omni.domain import conversation as domain
-from omni.domain import transcript
+from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, Rejected, Status
 from omni.domain.model import Directory, Service, hash_token
 from omni.domain.routing import Roster
@@ -57,26 +60,18 @@ MAX_TRANSCRIPTS = 3
 
 @dataclass(frozen=True)
 class Settings:
-    """Server-wide limits and delays (seconds, bytes)."""
+    """The actors' delays and sizes (seconds, messages)."""
 
-    #: Largest accepted websocket frame; larger ones get ``frame_too_large``.
-    max_frame_bytes: int = 64 * 1024
     #: How long a disconnected operator keeps their conversations before they are requeued.
     operator_grace: float = 120.0
-    #: Frames buffered for one client before it is considered too slow and disconnected.
-    outbound_buffer: int = 1024
     #: How long an edge waits for an actor's answer.
     ask_timeout: float = 10.0
     #: Mailbox size of each conversation actor.
     conversation_mailbox: int = 256
 
     def __post_init__(self) -> None:
-        if self.max_frame_bytes < 1024:
-            raise ValueError("max_frame_bytes must be at least 1024")
         if self.operator_grace < 0:
             raise ValueError("operator_grace must not be negative")
-        if self.outbound_buffer < 16:
-            raise ValueError("outbound_buffer must be at least 16")
 
 
 @dataclass
@@ -101,42 +96,44 @@ class ConversationEntry:
 
 
 class Hub:
+    """Build it with :func:`open_hub`, which owns its actors."""
+
     def __init__(
         self,
         directory: Directory,
         store: Store,
         clock: Clock,
+        nursery: trio.Nursery,
+        *,
         entropy: Entropy,
         settings: Settings,
-        groups_supervisor: Supervisor,
-        conversations_supervisor: Supervisor,
-        parse_service: Callable[[dict[str, Any]], Service] | None = None,
+        captcha: CaptchaCheck | None = None,
+        outbox: OutboxSignal | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.store = store
-        #: Turns a stored service body into a Service (``omni.config``): how a deleted
-        #: service's definition comes back from the audit log after a restart.
-        self._parse_service = parse_service
         self.clock = clock
         self.entropy = entropy
         self.settings = settings
-        self.groups_supervisor = groups_supervisor
-        self.conversations_supervisor = conversations_supervisor
+        #: Checks CAPTCHAs (``[server.captcha]``); None: services that ask for one refuse.
+        self._captcha = captcha
+        #: The outbox worker (``[server.smtp]``); None: transcripts are not offered.
+        self._outbox = outbox
+        self.groups_supervisor = Supervisor("groups", nursery)
+        self.conversations_supervisor = Supervisor(
+            "conversations", nursery, on_give_up=self.on_conversation_given_up
+        )
         self.roster = Roster()
         self.sessions: dict[int, OperatorSession] = {}
         self.conversations: dict[str, ConversationEntry] = {}
         self.queue_lengths: dict[int, int] = {}
-        self.metrics = Counters()
+        self.metrics = counters if counters is not None else Counters()
         #: Presence an operator had when their connection dropped, restored if they come back.
         self.remembered_presence: dict[int, Any] = {}
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
         self._queues: dict[int, ActorRef[Any]] = {}
         self._contexts: dict[int, Context] = {}
         self._retired_services: dict[int, Service] = {}
-        #: Set when the server sends e-mail (``[server.smtp]``): tells the outbox worker that
-        #: something was queued. None: transcripts are not offered.
-        self.wake_outbox: Callable[[], None] | None = None
-        #: Set when the server checks CAPTCHAs (``[server.captcha]``, :mod:`omni.captcha`).
-        self.verify_captcha: Callable[[str], Awaitable[bool]] | None = None
         self._spawned = 0
         self.directory = directory
         self.apply_directory(directory)
@@ -171,6 +168,11 @@ class Hub:
         for operator_id in list(self.sessions):
             if operator_id not in directory.operators:
                 self._sign_out(operator_id, "operator_deactivated")
+
+    def open_in_group(self, group_id: int) -> int:
+        """Conversations still in ``group_id``: waiting in its queue, or held there."""
+        held = sum(1 for e in self.conversations.values() if e.group_id == group_id)
+        return max(held, self.queue_lengths.get(group_id, 0))
 
     def _sign_out(self, operator_id: int, code: str) -> None:
         session = self.sessions.get(operator_id)
@@ -260,7 +262,7 @@ class Hub:
             if required and not str(visitor.get(field_name) or "").strip():
                 raise Rejected("invalid_frame", f"visitor.{field_name} is required by this service")
         now = self.clock.now()
-        schedule = self.directory.schedules.get(service.schedule_id or "")
+        schedule = self.directory.schedules.get(service.schedule or "")
         year = now.astimezone(ZoneInfo(schedule.timezone)).year if schedule else now.year
         ticket = f"{year}-{await self.store.next_ticket(year):06d}"
         token = self.entropy.token()
@@ -283,7 +285,10 @@ class Hub:
                     "service": {
                         "id": service.id,
                         "name": service.name,
-                        "avatar": service.avatar.as_wire(),
+                        "avatar": {
+                            "name": service.shown_avatar().name,
+                            "image": service.shown_avatar().image,
+                        },
                     },
                 }
             )
@@ -333,7 +338,7 @@ class Hub:
     async def _check_captcha(self, service_id: int, captcha: str | None) -> None:
         """F19: a service that asks for a CAPTCHA starts nothing without a passed one; a check
         that cannot be made refuses too (fails closed), and the visitor may try again."""
-        if self.verify_captcha is None:
+        if self._captcha is None:
             raise Rejected(
                 "captcha_unavailable",
                 f"service {service_id} asks for a CAPTCHA but this server checks none",
@@ -341,7 +346,7 @@ class Hub:
         if captcha is None:
             raise Rejected("captcha_required", f"service {service_id} asks for a CAPTCHA")
         try:
-            passed = await self.verify_captcha(captcha)
+            passed = await self._captcha.verify(captcha)
         except CaptchaUnavailable as exc:
             log.warning("CAPTCHA check failed: %s", exc)
             raise Rejected(
@@ -356,7 +361,7 @@ class Hub:
         The e-mail is built now and stored in the outbox before ``transcript_queued`` is sent;
         the outbox worker delivers it. Asking again for the same address queues nothing more;
         at most :data:`MAX_TRANSCRIPTS` addresses per conversation."""
-        if self.wake_outbox is None:
+        if self._outbox is None:
             raise Rejected("transcript_unavailable", "this server does not send e-mail")
         if not transcript.valid_email(email):
             raise Rejected("invalid_email", f"not an e-mail address: {email[:80]!r}")
@@ -381,7 +386,7 @@ class Hub:
                     "too_many_transcripts",
                     f"a conversation's transcript goes to {MAX_TRANSCRIPTS} addresses at most",
                 )
-            schedule = self.directory.schedules.get(service.schedule_id or "")
+            schedule = self.directory.schedules.get(service.schedule or "")
             zone = ZoneInfo(schedule.timezone) if schedule is not None else ZoneInfo("UTC")
             frames = [
                 e.data
@@ -392,7 +397,7 @@ class Hub:
             payload = {"to": email, "subject": mail.subject, "body": mail.body}
             if await self.store.enqueue("email", key, conv.id, payload, self.clock.now()):
                 self.metrics.emails["queued"] += 1
-            self.wake_outbox()
+            self._outbox.wake()
         peer.deliver(
             encode({"type": "transcript_queued", "conversation_id": conv.id, "email": email})
         )
@@ -448,14 +453,12 @@ class Hub:
         from the audit log (a deleted service's open conversations finish under it)."""
         if service_id in self.directory.services or service_id in self._retired_services:
             return True
-        if self._parse_service is None:
-            return False
         body = await self.store.deleted_config("services", str(service_id))
         if body is None:
             return False
         try:
-            service = self._parse_service(body)
-        except ValueError as exc:
+            service: Service = configuration.decode("services", body, str(service_id))
+        except ConfigInvalid as exc:
             log.error("service %s: its last definition cannot be read: %s", service_id, exc)
             return False
         if service_id not in self.directory.services:  # not re-created meanwhile
@@ -539,29 +542,24 @@ async def open_hub(
     *,
     entropy: Entropy | None = None,
     settings: Settings | None = None,
-    parse_service: Callable[[dict[str, Any]], Service] | None = None,
+    captcha: CaptchaCheck | None = None,
+    outbox: OutboxSignal | None = None,
+    counters: Counters | None = None,
 ) -> AsyncIterator[Hub]:
-    hub_ref: list[Hub] = []
-
-    def given_up(name: str, error: BaseException) -> None:
-        hub_ref[0].on_conversation_given_up(name, error)
-
-    async with (
-        open_supervisor("groups") as groups,
-        open_supervisor("conversations", on_give_up=given_up) as conversations,
-    ):
+    """The hub and its actors; leaving the block cancels them all. Every open conversation in
+    the store is put back into routing first, in queue order (restart safety)."""
+    async with trio.open_nursery() as nursery:
         hub = Hub(
             directory,
             store,
             clock,
-            entropy or SystemEntropy(),
-            settings or Settings(),
-            groups,
-            conversations,
-            parse_service,
+            nursery,
+            entropy=entropy or SystemEntropy(),
+            settings=settings or Settings(),
+            captcha=captcha,
+            outbox=outbox,
+            counters=counters,
         )
-        hub_ref.append(hub)
-        # Put every open conversation back into routing, in queue order (restart safety).
         for conv in await store.open_conversations():
             if await hub.recall_service(conv.service_id):
                 hub.restore(conv)
@@ -572,4 +570,7 @@ async def open_hub(
                     conv.id,
                     conv.service_id,
                 )
-        yield hub
+        try:
+            yield hub
+        finally:
+            nursery.cancel_scope.cancel()

@@ -165,7 +165,7 @@ class OperatorSession:
         timeout = self.hub.settings.ask_timeout
         summary = await entry.ref.ask(Summary(), timeout=timeout)
         service = self.hub.directory.services.get(summary["service_id"])
-        links = [link.group_id for link in service.links] if service else []
+        links = [link.group for link in service.links] if service else []
         mine = [g for g in links if g in self.operator.groups]
         group_id = (mine or links or list(self.operator.groups))[0]
         event = domain.ResumeByOperator(self.id, self.operator.name, group_id)

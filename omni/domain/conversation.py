@@ -562,10 +562,10 @@ def validate_answers(
                 raise Rejected("invalid_survey", f"question {q.id!r} needs an answer")
             continue
         if q.kind in ("rating", "scale"):
-            if type(value) is not int or not q.minimum <= value <= q.maximum:
+            if type(value) is not int or not q.min <= value <= q.max:
                 raise Rejected(
                     "invalid_survey",
-                    f"{q.id!r} must be a whole number from {q.minimum} to {q.maximum}",
+                    f"{q.id!r} must be a whole number from {q.min} to {q.max}",
                 )
         elif q.kind == "choice":
             if value not in q.options:
@@ -769,6 +769,28 @@ def _accept(
     return effects
 
 
+def _avatar(service: Service) -> dict[str, str]:
+    avatar = service.shown_avatar()
+    return {"name": avatar.name, "image": avatar.image}
+
+
+def _question(q: SurveyQuestion) -> dict[str, object]:
+    data: dict[str, object] = {
+        "id": q.id,
+        "kind": q.kind.value,
+        "label": q.label,
+        "required": q.required,
+    }
+    if q.kind in ("rating", "scale"):
+        data["min"] = q.min
+        data["max"] = q.max
+    elif q.kind == "choice":
+        data["options"] = list(q.options)
+    else:
+        data["max_length"] = q.max_length
+    return data
+
+
 def _assigned(conv: Conversation, ctx: Context) -> Emit:
     return _emit(
         conv,
@@ -776,7 +798,7 @@ def _assigned(conv: Conversation, ctx: Context) -> Emit:
         "both",
         {
             "operator": {"id": conv.operator_id, "name": conv.operator_name},
-            "avatar": ctx.service.avatar.as_wire(),
+            "avatar": _avatar(ctx.service),
             "conversation": {
                 "id": conv.id,
                 "ticket": conv.ticket,
@@ -976,11 +998,11 @@ def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Statu
         Release(operator_id),
         _emit(conv, "ended", "both", {"by": by}),
     ]
-    questions = ctx.service.survey_questions()
+    questions = ctx.service.questions()
     if questions:
         effects += [
             Persist(),
-            _emit(conv, "survey", "visitor", {"questions": [q.as_wire() for q in questions]}),
+            _emit(conv, "survey", "visitor", {"questions": [_question(q) for q in questions]}),
             StartTimer("survey", ctx.service.timers.survey_timeout),
         ]
         return effects
@@ -1014,7 +1036,7 @@ def _operator_end(
 def _survey_answered(
     conv: Conversation, ev: SurveyAnswered, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
-    answers = validate_answers(ctx.service.survey_questions(), ev.answers)
+    answers = validate_answers(ctx.service.questions(), ev.answers)
     return [CancelTimer("survey"), SaveSurvey(answers), *_close(conv, ctx)]
 
 

@@ -1,11 +1,19 @@
-"""Configuration entities: services, groups, their links, operators, and their directory.
+"""Configuration entities: services, groups, their links, operators, API tokens, parameters, and
+the directory that holds them all.
 
 Rules of this module:
 
-* Everything here is immutable. A configuration change builds a new :class:`Directory`; actors
+* Each configurable thing is **one type**: a frozen msgspec struct whose fields are the wire
+  names. The TOML file's tables, the admin API's bodies, the JSON the store keeps and the
+  object the rules read are the same struct, with one default and one check per field
+  (constraints in :mod:`omni.domain.values`, cross-field checks in ``__post_init__``, which
+  msgspec reports with the field's path).
+* Everything is immutable. A configuration change builds a new :class:`Directory`; actors
   read the directory they are given and never mutate it, so a change can be applied live by
   swapping one reference.
-* Ids are integers (services are addressed by number in the widget URL: ``/webchat?service=25``).
+* Secrets never stay in clear: an operator's console token and an API token are kept as
+  their SHA-256 (``token_hash``). The clear token exists only in what an administrator sends
+  (``omni.config``'s input types), and a service's identity secret is never shown (repr).
 * No I/O and no clock: whether something is open is asked with an explicit instant.
 """
 
@@ -17,8 +25,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, TypeVar
+
+import msgspec
 
 from omni.domain.schedule import Schedule
+from omni.domain.values import Colour, Id, ImageRef, Key, Name, Origin, Seconds, SigningKey, Text
+
+_T = TypeVar("_T")
+
+
+class _Entity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
 
 
 class SurveyMode(StrEnum):
@@ -28,126 +46,158 @@ class SurveyMode(StrEnum):
 
 
 class QuestionKind(StrEnum):
-    RATING = "rating"  # whole number minimum..maximum (stars)
-    SCALE = "scale"  # whole number minimum..maximum (e.g. 0-10 recommendation)
+    RATING = "rating"  # whole number min..max (stars)
+    SCALE = "scale"  # whole number min..max (e.g. 0-10 recommendation)
     CHOICE = "choice"  # one of ``options``
     TEXT = "text"  # free text up to max_length
 
 
-@dataclass(frozen=True, slots=True)
-class SurveyQuestion:
+class SurveyQuestion(_Entity, frozen=True):
     """One question of a satisfaction survey (F13)."""
 
-    id: str
-    kind: str
-    label: str
+    id: Key
+    kind: QuestionKind
+    label: Name
     required: bool = False
-    minimum: int = 1
-    maximum: int = 5
-    max_length: int = 2000
-    options: tuple[str, ...] = ()
+    min: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1
+    max: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    options: tuple[Name, ...] = ()
+    max_length: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 2000
 
-    def as_wire(self) -> dict[str, object]:
-        data: dict[str, object] = {
-            "id": self.id,
-            "kind": self.kind,
-            "label": self.label,
-            "required": self.required,
-        }
-        if self.kind in (QuestionKind.RATING, QuestionKind.SCALE):
-            data["min"] = self.minimum
-            data["max"] = self.maximum
-        elif self.kind == QuestionKind.CHOICE:
-            data["options"] = list(self.options)
-        else:
-            data["max_length"] = self.max_length
-        return data
+    def __post_init__(self) -> None:
+        if self.kind in (QuestionKind.RATING, QuestionKind.SCALE) and self.min >= self.max:
+            raise ValueError(f"question {self.id!r}: min must be below max")
+        if self.kind is QuestionKind.CHOICE and len(self.options) < 2:
+            raise ValueError(f"question {self.id!r}: a choice needs at least two options")
 
 
 #: The default survey of the reference product: a 1-5 rating and a free comment, both skippable.
 DEFAULT_SURVEY: tuple[SurveyQuestion, ...] = (
-    SurveyQuestion(id="rating", kind="rating", label="How would you rate this conversation?"),
-    SurveyQuestion(id="comment", kind="text", label="Anything you would like to tell us?"),
+    SurveyQuestion(
+        id="rating", kind=QuestionKind.RATING, label="How would you rate this conversation?"
+    ),
+    SurveyQuestion(
+        id="comment", kind=QuestionKind.TEXT, label="Anything you would like to tell us?"
+    ),
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Avatar:
-    name: str
-    image: str = ""
+class Avatar(_Entity, frozen=True):
+    """How the service presents itself to the visitor (F6)."""
 
-    def as_wire(self) -> dict[str, str]:
-        return {"name": self.name, "image": self.image}
+    name: Name
+    image: ImageRef = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Timers:
+class Timers(_Entity, frozen=True):
     """Per-service deadlines, in seconds (F16). ``None``: no deadline."""
 
     #: How long an operator has to accept an offer before it goes to somebody else.
-    offer_timeout: float = 30.0
+    offer_timeout: Seconds = 30.0
     #: How long a survey waits for the visitor before the conversation is closed without it.
-    survey_timeout: float = 600.0
+    survey_timeout: Seconds = 600.0
     #: How long a visitor may wait in the queue before the conversation is abandoned.
-    queue_timeout: float | None = None
+    queue_timeout: Seconds | None = None
     #: Visitor silence before a warning, and before the conversation is closed.
-    visitor_idle_warning: float | None = None
-    visitor_idle_close: float | None = None
+    visitor_idle_warning: Seconds | None = None
+    visitor_idle_close: Seconds | None = None
     #: How long an operator may leave a visitor's message unanswered.
-    operator_reply: float | None = None
+    operator_reply: Seconds | None = None
+
+    def __post_init__(self) -> None:
+        warning, close = self.visitor_idle_warning, self.visitor_idle_close
+        if warning is not None and close is not None and close <= warning:
+            raise ValueError(
+                "visitor_idle_close must be longer than visitor_idle_warning "
+                "(both count from the operator's last message)"
+            )
 
 
-@dataclass(frozen=True, slots=True)
-class RequiredFields:
+class RequiredFields(_Entity, frozen=True):
     """Which identification fields the visitor must fill in (F7); the name always."""
 
     email: bool = False
     phone: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class GroupLink:
+class GroupLink(_Entity, frozen=True):
     """A service's link to an operator group; an optional schedule of its own (F2, F5)."""
 
-    group_id: int
-    schedule_id: str | None = None
+    group: Id
+    schedule: Key | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Service:
-    id: int
-    name: str
-    links: tuple[GroupLink, ...]
-    schedule_id: str | None = None
-    greeting: str = "Hello! How can I help you?"
-    out_of_hours_message: str = (
+class Service(_Entity, frozen=True):
+    """A chat service (F1) and everything the visitor meets in it."""
+
+    id: Id
+    name: Name
+    #: The groups that answer it, in priority order (the first open one takes a new visitor).
+    links: Annotated[tuple[GroupLink, ...], msgspec.Meta(min_length=1)]
+    schedule: Key | None = None
+    greeting: Text = "Hello! How can I help you?"
+    out_of_hours_message: Text = (
         "We are closed right now. Leave a message and we will get back to you."
     )
-    closing_message: str = "Thank you for contacting us."
-    avatar: Avatar = field(default_factory=lambda: Avatar(name="Omni"))
+    closing_message: Text = "Thank you for contacting us."
+    #: None: the service's name, with no image.
+    avatar: Avatar | None = None
     survey: SurveyMode = SurveyMode.DEFAULT
-    timers: Timers = field(default_factory=Timers)
-    custom_survey: tuple[SurveyQuestion, ...] = ()
+    #: The questions of a ``custom`` survey.
+    survey_questions: tuple[SurveyQuestion, ...] = ()
     transcript_email: bool = True
-    required_fields: RequiredFields = field(default_factory=RequiredFields)
-    allowed_origins: tuple[str, ...] = ()
-    #: Key of the signed visitor identities this service accepts (F8); None: it accepts none.
-    identity_secret: str | None = field(default=None, repr=False)
-    #: A visitor must pass a CAPTCHA to start a conversation (F19).
+    timers: Timers = msgspec.field(default_factory=Timers)
+    required_fields: RequiredFields = msgspec.field(default_factory=RequiredFields)
+    #: Origins of the pages that may embed this service's chat (F18); none: any page.
+    allowed_origins: tuple[Origin, ...] = ()
+    #: A visitor must pass a CAPTCHA (checked with ``[server.captcha]``) to start (F19).
     captcha: bool = False
+    #: The key the embedding site signs visitors' identities with (F8, JWT HS256); None: it
+    #: accepts none. Write-only in the API; never in a repr.
+    identity_secret: SigningKey | None = None
 
-    def survey_questions(self) -> tuple[SurveyQuestion, ...]:
+    def __post_init__(self) -> None:
+        ids = [q.id for q in self.survey_questions]
+        if (twice := _repeated(ids)) is not None:
+            raise ValueError(f"service {self.id}: survey_questions: id {twice!r} is used twice")
+        if self.survey is SurveyMode.CUSTOM and not self.survey_questions:
+            raise ValueError(f"service {self.id}: a custom survey needs at least one question")
+        if (group := _repeated([link.group for link in self.links])) is not None:
+            raise ValueError(f"service {self.id}: links: group {group} is linked twice")
+
+    def __repr__(self) -> str:
+        return f"Service(id={self.id}, name={self.name!r})"
+
+    def questions(self) -> tuple[SurveyQuestion, ...]:
+        """The survey a visitor gets at the end (none, the default one, or the custom one)."""
         if self.survey is SurveyMode.DEFAULT:
             return DEFAULT_SURVEY
         if self.survey is SurveyMode.CUSTOM:
-            return self.custom_survey
+            return self.survey_questions
         return ()
 
+    def shown_avatar(self) -> Avatar:
+        return self.avatar if self.avatar is not None else Avatar(name=self.name)
 
-@dataclass(frozen=True, slots=True)
-class Group:
-    id: int
-    name: str
+    def accepts_origin(self, origin: str | None) -> bool:
+        """F18: a browser page (which sends its Origin) may start a conversation only from an
+        allowed origin, when the service lists any. Clients that send none are not browsers
+        and not concerned: the check keeps other web sites from embedding the chat."""
+        return not self.allowed_origins or origin is None or origin in self.allowed_origins
+
+
+def _repeated(values: list[_T]) -> _T | None:
+    seen: set[_T] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
+
+
+class Group(_Entity, frozen=True):
+    id: Id
+    name: Name
 
 
 def hash_token(token: str) -> str:
@@ -155,17 +205,21 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Operator:
-    id: int
-    name: str
-    groups: tuple[int, ...]
-    capacity: int
-    token_hash: str
+class OperatorProfile(_Entity, frozen=True):
+    """An operator as an administrator sees them (no secret)."""
+
+    id: Id
+    name: Name
+    groups: tuple[Id, ...]
+    capacity: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
     active: bool = True
 
-    def token_matches(self, token: str) -> bool:
-        return hmac.compare_digest(self.token_hash, hash_token(token))
+
+class Operator(OperatorProfile, frozen=True, kw_only=True):
+    """An operator as stored and as the rules see them: the profile and the hash of their
+    console sign-in token."""
+
+    token_hash: str
 
 
 class Role(StrEnum):
@@ -174,41 +228,61 @@ class Role(StrEnum):
     OPERATOR = "operator"  # its operator's conversations: list, transcript, resume
 
 
-@dataclass(frozen=True, slots=True)
-class ApiToken:
-    id: str
-    name: str
+class ApiTokenProfile(_Entity, frozen=True):
+    """An API token as an administrator sees it (no secret).
+
+    An ``operator`` token acts for one operator (``operator_id``): it sees only that
+    operator's conversations and those of the services their groups serve, and resumes only
+    as that operator."""
+
+    id: Key
+    name: Name
     role: Role
+    operator_id: Id | None = None
+
+
+class ApiToken(ApiTokenProfile, frozen=True, kw_only=True):
     token_hash: str
-    #: The operator an ``operator`` token acts for: it sees only that operator's conversations
-    #: and those of the services their groups serve, and resumes only as that operator.
-    operator_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Palette:
-    button: str = "#0b5fff"
-    header: str = "#0b5fff"
-    panels: str = "#ffffff"
-    visitor_bubble: str = "#e8f0ff"
-    operator_bubble: str = "#f1f1f1"
+class Palette(_Entity, frozen=True):
+    """The widget's colours (F6)."""
+
+    button: Colour = "#0b5fff"
+    header: Colour = "#0b5fff"
+    panels: Colour = "#ffffff"
+    visitor_bubble: Colour = "#e8f0ff"
+    operator_bubble: Colour = "#f1f1f1"
 
 
-@dataclass(frozen=True, slots=True)
-class Parameters:
-    """Installation-wide settings (F6, F7, F11)."""
+class Attachments(_Entity, frozen=True):
+    """What visitors and operators may attach (F11)."""
 
-    palette: Palette = field(default_factory=Palette)
-    logo: str = ""
+    max_bytes: Annotated[int, msgspec.Meta(ge=1, le=1024 * 1024 * 1024)] = 10 * 1024 * 1024
+    types: tuple[Annotated[str, msgspec.Meta(max_length=100)], ...] = (
+        "image/png",
+        "image/jpeg",
+        "application/pdf",
+    )
+    folder: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] = "attachments"
+
+
+class Parameters(_Entity, frozen=True):
+    """Installation-wide settings: the widget's look (F6) and identification policy (F7)."""
+
+    palette: Palette = msgspec.field(default_factory=Palette)
+    logo: ImageRef = ""
+    #: Every identification field is required, whatever each service says (F7).
     all_fields_required: bool = False
-    attachment_max_bytes: int = 10 * 1024 * 1024
-    attachment_types: tuple[str, ...] = ("image/png", "image/jpeg", "application/pdf")
-    attachment_folder: str = "attachments"
+    attachments: Attachments = msgspec.field(default_factory=Attachments)
 
 
 @dataclass(frozen=True)
 class Directory:
-    """The live configuration: one immutable snapshot, replaced as a whole on change."""
+    """The live configuration: one immutable snapshot, replaced as a whole on change.
+
+    Construction checks that the entities fit together (every reference resolves, no two
+    secrets alike) and raises ``ValueError`` naming the entity otherwise."""
 
     services: Mapping[int, Service]
     groups: Mapping[int, Group]
@@ -225,6 +299,7 @@ class Directory:
         digest = hash_token(token)
         found = None
         for candidate in self.api_tokens.values():
+            # compare_digest on every candidate: the time taken does not tell which matched.
             if hmac.compare_digest(candidate.token_hash, digest):
                 found = candidate
         return found
@@ -232,21 +307,17 @@ class Directory:
     def __post_init__(self) -> None:
         problems: list[str] = []
         for service in self.services.values():
-            if not service.links:
-                problems.append(f"service {service.id} links no group")
-            if service.schedule_id is not None and service.schedule_id not in self.schedules:
-                problems.append(f"service {service.id}: unknown schedule {service.schedule_id!r}")
+            if service.schedule is not None and service.schedule not in self.schedules:
+                problems.append(f"service {service.id}: unknown schedule {service.schedule!r}")
             for link in service.links:
-                if link.group_id not in self.groups:
-                    problems.append(f"service {service.id}: unknown group {link.group_id}")
-                if link.schedule_id is not None and link.schedule_id not in self.schedules:
+                if link.group not in self.groups:
+                    problems.append(f"service {service.id}: unknown group {link.group}")
+                if link.schedule is not None and link.schedule not in self.schedules:
                     problems.append(
-                        f"service {service.id}, group {link.group_id}: "
-                        f"unknown schedule {link.schedule_id!r}"
+                        f"service {service.id}, group {link.group}: "
+                        f"unknown schedule {link.schedule!r}"
                     )
         for operator in self.operators.values():
-            if operator.capacity < 1:
-                problems.append(f"operator {operator.id}: capacity must be at least 1")
             for group_id in operator.groups:
                 if group_id not in self.groups:
                     problems.append(f"operator {operator.id}: unknown group {group_id}")
@@ -276,16 +347,22 @@ class Directory:
             return frozenset()
         groups = set(operator.groups)
         return frozenset(
-            s.id for s in self.services.values() if any(link.group_id in groups for link in s.links)
+            s.id for s in self.services.values() if any(link.group in groups for link in s.links)
         )
 
     def operator_by_token(self, token: str) -> Operator | None:
         digest = hash_token(token)
+        found = None
         for operator in self.operators.values():
             # compare_digest on every candidate: the time taken does not tell which one matched.
             if hmac.compare_digest(operator.token_hash, digest) and operator.active:
-                return operator
-        return None
+                found = operator
+        return found
+
+    def zone_of(self, service: Service) -> str:
+        """The time zone the service lives in: its schedule's (UTC when it has none)."""
+        schedule = self.schedules.get(service.schedule or "")
+        return schedule.timezone if schedule is not None else "UTC"
 
     def route(self, service: Service, at: datetime) -> int | None:
         """The group a new conversation of ``service`` goes to at ``at``, or None when closed.
@@ -293,9 +370,9 @@ class Directory:
         The service's own schedule gates everything; then the first linked group (in the
         configured order, which is the priority order) whose own schedule, if any, is open.
         """
-        if service.schedule_id is not None and not self.schedules[service.schedule_id].is_open(at):
+        if service.schedule is not None and not self.schedules[service.schedule].is_open(at):
             return None
         for link in service.links:
-            if link.schedule_id is None or self.schedules[link.schedule_id].is_open(at):
-                return link.group_id
+            if link.schedule is None or self.schedules[link.schedule].is_open(at):
+                return link.group
         return None

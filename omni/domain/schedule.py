@@ -1,17 +1,20 @@
-"""Opening hours of a queue: weekly intervals in a local time zone, holidays and special days.
+"""Opening hours (F3): weekly intervals in a local time zone, holidays and special days.
 
 Rules of this module:
 
-* Pure computation. Standard library only, no I/O and no clock: every question is asked
-  about an instant the caller passes in, so results are deterministic and testable.
+* Pure computation: no I/O and no clock. Every question is asked about an instant the caller
+  passes in, so results are deterministic and testable.
+* A :class:`Schedule` is the configuration entity itself (the admin API's body, the TOML
+  table, the stored JSON) and the object the rules ask: one frozen msgspec struct whose fields
+  are the wire names. Decoding checks everything; an invalid schedule cannot be built.
 * Opening hours are written in local wall-clock time of one IANA time zone
   (``Schedule.timezone``), with minute resolution. An :class:`Interval` is a half-open range
-  ``[start, end)`` of minutes since local midnight; ``end`` may be 1440 (24:00). Intervals
-  never span midnight: to stay open across midnight, end one day at 24:00 and start the
-  next at 00:00.
+  ``[start, end)`` of local time, written ``["08:00", "12:00"]``; ``end`` may be ``24:00``.
+  Intervals never span midnight: to stay open across midnight, end one day at 24:00 and start
+  the next at 00:00.
 * Which intervals apply on a local date: a special day's intervals if the date is a special
   day (this wins even over a holiday), else none if it is a holiday, else the weekly
-  intervals of its weekday (a weekday missing from ``weekly`` is closed all day).
+  intervals of its weekday (a weekday without intervals is closed all day).
 * The definition everything else follows: ``is_open(at)`` is true iff the local wall time
   of ``at`` in the schedule's zone falls inside one of the intervals of its local date.
   Consequences across daylight-saving changes follow from that definition and nothing else:
@@ -23,26 +26,29 @@ Rules of this module:
 * :meth:`Schedule.next_change` returns instants in UTC, which compare and serialise
   unambiguously (aware datetimes sharing a ``ZoneInfo`` compare by wall time, ignoring
   ``fold``).
-* Schedules and intervals are immutable values; invalid ones cannot be constructed.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["Interval", "Schedule"]
+import msgspec
+
+from omni.domain.values import Key, Name, WallTime
+
+__all__ = ["WEEKDAYS", "Interval", "Schedule", "SpecialDay", "Week"]
 
 MINUTES_PER_DAY = 24 * 60
 #: How far ahead :meth:`Schedule.next_change` looks before answering ``None``.
 LOOKAHEAD = timedelta(days=400)
 
-_WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+#: The keys of ``weekly``, Monday first (``date.weekday()`` indexes this tuple).
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME_RE = re.compile(r"(\d{1,2}):(\d{2})")
 _DAY = timedelta(days=1)
 _SECOND = timedelta(seconds=1)
@@ -68,102 +74,126 @@ def _parse_minute(text: str, *, what: str, allow_24: bool) -> int:
     raise ValueError(f"invalid {what} time {text!r}: expected HH:MM from {allowed}")
 
 
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """A local wall-clock opening interval [start, end) in minutes since local midnight.
+class Interval(msgspec.Struct, frozen=True, array_like=True):
+    """A local wall-clock opening interval ``[start, end)``, written ``["08:00", "12:00"]``.
 
-    ``0 <= start < end <= 1440`` (1440 = 24:00) is enforced on construction, so an
-    ``Interval`` is never empty and never crosses midnight. ``str()`` gives ``"08:00-12:00"``.
+    ``00:00 <= start < end <= 24:00`` is checked on construction (texts are kept in the
+    ``HH:MM`` form), so an ``Interval`` is never empty and never crosses midnight.
+    ``str()`` gives ``"08:00-12:00"``.
     """
 
-    start: int
-    end: int
+    start: WallTime
+    end: WallTime
 
     def __post_init__(self) -> None:
-        for name, value in (("start", self.start), ("end", self.end)):
-            # bool is an int subclass; True as a minute is always a bug.
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"Interval.{name} must be an int, got {value!r}")
-        if not 0 <= self.start < self.end <= MINUTES_PER_DAY:
+        first = _parse_minute(self.start, what="start", allow_24=False)
+        last = _parse_minute(self.end, what="end", allow_24=True)
+        if first >= last:
             raise ValueError(
-                f"invalid interval start={self.start} end={self.end}: "
-                f"need 0 <= start < end <= {MINUTES_PER_DAY} minutes"
-            )
-
-    @classmethod
-    def parse(cls, start: str, end: str) -> Interval:
-        """Build from ``"HH:MM"`` texts, e.g. ``Interval.parse("08:00", "12:00")``.
-
-        ``"24:00"`` is accepted only as ``end``. Raises ``ValueError`` naming the bad text,
-        or the interval, if ``start`` is not before ``end``.
-        """
-        start_minute = _parse_minute(start, what="start", allow_24=False)
-        end_minute = _parse_minute(end, what="end", allow_24=True)
-        if start_minute >= end_minute:
-            raise ValueError(
-                f"invalid interval {start}-{end}: the start must be before the end "
+                f"invalid interval {self.start}-{self.end}: the start must be before the end "
                 "(intervals cannot span midnight; split them at 24:00/00:00)"
             )
-        return cls(start_minute, end_minute)
+        # One spelling per time ("8:00" is kept as "08:00"), so equal intervals are equal.
+        msgspec.structs.force_setattr(self, "start", _format_minute(first))
+        msgspec.structs.force_setattr(self, "end", _format_minute(last))
+
+    @classmethod
+    def from_minutes(cls, start: int, end: int) -> Interval:
+        """From minutes since local midnight, e.g. ``Interval.from_minutes(480, 720)``."""
+        for name, value in (("start", start), ("end", end)):
+            # bool is an int subclass; True as a minute is always a bug.
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"Interval {name} must be whole minutes, got {value!r}")
+        if not 0 <= start < end <= MINUTES_PER_DAY:
+            raise ValueError(
+                f"invalid interval start={start} end={end}: "
+                f"need 0 <= start < end <= {MINUTES_PER_DAY} minutes"
+            )
+        return cls(_format_minute(start), _format_minute(end))
+
+    @property
+    def start_minute(self) -> int:
+        return int(self.start[:2]) * 60 + int(self.start[3:])
+
+    @property
+    def end_minute(self) -> int:
+        return int(self.end[:2]) * 60 + int(self.end[3:])
 
     def __str__(self) -> str:
-        return f"{_format_minute(self.start)}-{_format_minute(self.end)}"
+        return f"{self.start}-{self.end}"
 
 
 def _describe(intervals: tuple[Interval, ...]) -> str:
     return ", ".join(str(interval) for interval in intervals) or "(none)"
 
 
-def _checked_intervals(where: str, intervals: object) -> tuple[Interval, ...]:
-    if not isinstance(intervals, tuple | list):
-        raise TypeError(f"{where}: expected a tuple of Interval, got {intervals!r}")
-    checked = tuple(intervals)
-    for interval in checked:
-        if not isinstance(interval, Interval):
-            raise TypeError(f"{where}: expected Interval objects, got {interval!r}")
-    for previous, current in pairwise(checked):
+def _check_order(where: str, intervals: tuple[Interval, ...]) -> None:
+    for previous, current in pairwise(intervals):
         # Because start < end within each interval, this one test rejects both unsorted
         # and overlapping lists; equality (touching) is allowed and means "still open".
-        if current.start < previous.end:
+        if current.start_minute < previous.end_minute:
             raise ValueError(
                 f"{where}: intervals must be sorted by start and must not overlap, "
-                f"got {_describe(checked)} ({previous} and {current} conflict)"
+                f"got {_describe(intervals)} ({previous} and {current} conflict)"
             )
-    return checked
 
 
-def _checked_date(where: str, value: object) -> date:
-    # datetime is a date subclass but never equals a date, so as a key it would silently
-    # never match.
-    if not isinstance(value, date) or isinstance(value, datetime):
-        raise TypeError(f"{where} must be datetime.date values, got {value!r}")
-    return value
+class Week(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The opening intervals of each weekday; a day left out is closed all day."""
 
-
-@dataclass(frozen=True)
-class Schedule:
-    """Weekly opening hours in one IANA time zone, with holidays and special days.
-
-    * ``weekly`` maps weekday (0=Monday .. 6=Sunday) to that day's intervals; a missing
-      weekday is closed all day.
-    * ``holidays`` are local dates closed all day.
-    * ``special_days`` replace the weekly intervals on their local date (an empty tuple means
-      closed) and win over ``holidays``.
-
-    Construction validates everything (``ValueError`` for an unknown zone, a weekday outside
-    0..6, or unsorted/overlapping intervals, naming the day; ``TypeError`` for values of
-    the wrong type) and stores private copies of the mappings, so a ``Schedule`` is an
-    immutable (do not mutate the ``Mapping`` attributes), hashable value.
-    """
-
-    timezone: str
-    weekly: Mapping[int, tuple[Interval, ...]]
-    holidays: frozenset[date] = frozenset()
-    special_days: Mapping[date, tuple[Interval, ...]] = field(default_factory=dict)
+    mon: tuple[Interval, ...] = ()
+    tue: tuple[Interval, ...] = ()
+    wed: tuple[Interval, ...] = ()
+    thu: tuple[Interval, ...] = ()
+    fri: tuple[Interval, ...] = ()
+    sat: tuple[Interval, ...] = ()
+    sun: tuple[Interval, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.timezone, str):
-            raise TypeError(f"timezone must be an IANA zone name, got {self.timezone!r}")
+        for day in WEEKDAYS:
+            _check_order(day, getattr(self, day))
+
+    @classmethod
+    def of(cls, days: Mapping[int, tuple[Interval, ...]]) -> Week:
+        """From weekday numbers (0 = Monday .. 6 = Sunday) to intervals."""
+        for weekday in days:
+            if not isinstance(weekday, int) or isinstance(weekday, bool) or not 0 <= weekday <= 6:
+                raise ValueError(f"weekdays are 0 (Monday) to 6, got {weekday!r}")
+        return cls(**{WEEKDAYS[weekday]: tuple(spans) for weekday, spans in days.items()})
+
+    def on(self, weekday: int) -> tuple[Interval, ...]:
+        """The intervals of ``weekday`` (0 = Monday, as ``date.weekday()``)."""
+        intervals: tuple[Interval, ...] = getattr(self, WEEKDAYS[weekday])
+        return intervals
+
+
+class SpecialDay(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A local date with hours of its own (none: closed); it wins over a holiday."""
+
+    date: date
+    intervals: tuple[Interval, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_order(f"special day {self.date.isoformat()}", self.intervals)
+
+
+class Schedule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True):
+    """Weekly opening hours in one IANA time zone, with holidays and special days (F3).
+
+    Decoding (or construction) checks everything: an unknown zone or unsorted/overlapping
+    intervals raise ``ValueError`` naming the day. A ``Schedule`` is an immutable, hashable
+    value; derived look-ups are cached on first use.
+    """
+
+    id: Key
+    timezone: Name
+    weekly: Week = msgspec.field(default_factory=Week)
+    #: Local dates closed all day.
+    holidays: tuple[date, ...] = ()
+    #: Local dates with hours of their own; a date listed twice takes its last entry.
+    special_days: tuple[SpecialDay, ...] = ()
+
+    def __post_init__(self) -> None:
         try:
             _ = self._zone  # resolve (and cache) the zone now, so a bad name fails here
         except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
@@ -174,47 +204,25 @@ class Schedule:
                 "'America/Sao_Paulo' or 'UTC'"
             ) from exc
 
-        weekly: dict[int, tuple[Interval, ...]] = {}
-        for weekday, intervals in self.weekly.items():
-            if not isinstance(weekday, int) or isinstance(weekday, bool) or not 0 <= weekday <= 6:
-                raise ValueError(f"weekly keys must be weekdays 0 (Monday) to 6, got {weekday!r}")
-            weekly[weekday] = _checked_intervals(_WEEKDAY_NAMES[weekday], intervals)
-
-        holidays = frozenset(_checked_date("holidays", day) for day in self.holidays)
-
-        special_days: dict[date, tuple[Interval, ...]] = {}
-        for day, intervals in self.special_days.items():
-            _checked_date("special_days keys", day)
-            special_days[day] = _checked_intervals(f"special day {day.isoformat()}", intervals)
-
-        # Private copies: later changes to the caller's dicts cannot change the schedule (nor
-        # its hash) under code that cached an answer. Plain dicts, typed Mapping, so the value
-        # still pickles, deep-copies and goes through dataclasses.asdict().
-        object.__setattr__(self, "weekly", weekly)
-        object.__setattr__(self, "holidays", holidays)
-        object.__setattr__(self, "special_days", special_days)
-
-    def __hash__(self) -> int:
-        return hash(
-            (
-                self.timezone,
-                frozenset(self.weekly.items()),
-                self.holidays,
-                frozenset(self.special_days.items()),
-            )
-        )
-
     @classmethod
-    def always_open(cls, timezone: str = "UTC") -> Schedule:
+    def always_open(cls, id: str = "always", timezone: str = "UTC") -> Schedule:
         """A schedule open 00:00-24:00 every day; ``next_change`` always returns ``None``."""
-        whole_day = (Interval(0, MINUTES_PER_DAY),)
-        return cls(timezone, {weekday: whole_day for weekday in range(7)})
+        whole_day = (Interval("00:00", "24:00"),)
+        return cls(id, timezone, Week.of(dict.fromkeys(range(7), whole_day)))
 
     @cached_property
     def _zone(self) -> ZoneInfo:
-        # cached_property writes the instance __dict__ directly, which a frozen dataclass
-        # allows; it keeps the zone out of the fields (repr, eq, asdict).
+        if not isinstance(self.timezone, str) or not self.timezone:
+            raise ValueError("empty")
         return ZoneInfo(self.timezone)
+
+    @cached_property
+    def _holidays(self) -> frozenset[date]:
+        return frozenset(self.holidays)
+
+    @cached_property
+    def _special(self) -> dict[date, tuple[Interval, ...]]:
+        return {day.date: day.intervals for day in self.special_days}
 
     # -- questions about local dates ------------------------------------------------------
 
@@ -223,7 +231,10 @@ class Schedule:
 
         Sorted, non-overlapping; empty when closed all day.
         """
-        return self._intervals(_checked_date("intervals_on() day", day))
+        if not isinstance(day, date) or isinstance(day, datetime):
+            # datetime is a date subclass but never equals a date: it would never match.
+            raise TypeError(f"intervals_on() takes a datetime.date, got {day!r}")
+        return self._intervals(day)
 
     def breaks_on(self, day: date) -> tuple[Interval, ...]:
         """The gaps between the intervals of a local date (e.g. a lunch break).
@@ -235,7 +246,7 @@ class Schedule:
         return tuple(
             Interval(previous.end, current.start)
             for previous, current in pairwise(intervals)
-            if previous.end < current.start
+            if previous.end_minute < current.start_minute
         )
 
     # -- questions about instants ---------------------------------------------------------
@@ -285,16 +296,16 @@ class Schedule:
     # -- internals ------------------------------------------------------------------------
 
     def _intervals(self, day: date) -> tuple[Interval, ...]:
-        special = self.special_days.get(day)
+        special = self._special.get(day)
         if special is not None:
             return special
-        if day in self.holidays:
+        if day in self._holidays:
             return ()
-        return self.weekly.get(day.weekday(), ())
+        return self.weekly.on(day.weekday())
 
     def _open_at_wall(self, wall: datetime) -> bool:
         minute = wall.hour * 60 + wall.minute
-        return any(iv.start <= minute < iv.end for iv in self._intervals(wall.date()))
+        return any(iv.start_minute <= minute < iv.end_minute for iv in self._intervals(wall.date()))
 
     def _open_at_utc(self, utc: datetime) -> bool:
         return self._open_at_wall(utc + self._offset_at(utc))
@@ -328,8 +339,8 @@ class Schedule:
         while day <= last:
             midnight = datetime.combine(day, time())
             for interval in self._intervals(day):
-                yield midnight + timedelta(minutes=interval.start)
-                yield midnight + timedelta(minutes=interval.end)
+                yield midnight + timedelta(minutes=interval.start_minute)
+                yield midnight + timedelta(minutes=interval.end_minute)
             day += _DAY
 
     def _first_change_between(

@@ -40,6 +40,7 @@ from omni.domain import conversation as domain
 from omni.domain.conversation import Rejected
 from omni.gateway import protocol as p
 from omni.gateway.protocol import FrameError
+from omni.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,11 @@ Handler = Callable[[WebSocketConnection, WebSocketPeer], Awaitable[None]]
 
 
 class Gateway:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, settings: ServerSettings | None = None) -> None:
         self.hub = hub
-        self.limit = hub.settings.max_frame_bytes
+        settings = settings or ServerSettings()
+        self.limit = settings.max_frame_bytes
+        self.outbound_buffer = settings.outbound_buffer
         self._routes: dict[str, Handler] = {
             "/ws/visitor": self._visitor,
             "/ws/operator": self._operator,
@@ -220,7 +223,7 @@ class Gateway:
 
     async def _run(self, ws: WebSocketConnection, handler: Handler, origin: str | None) -> None:
         with trio.CancelScope() as scope:
-            peer = WebSocketPeer(ws, self.hub.settings.outbound_buffer, scope)
+            peer = WebSocketPeer(ws, self.outbound_buffer, scope)
             peer.origin = origin
             self._peers.add(peer)
             self._all_closed = trio.Event()

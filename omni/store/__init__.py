@@ -18,7 +18,22 @@ from typing import Any, Protocol
 
 import msgspec
 
+from omni.domain.configuration import ConfigItem
 from omni.domain.conversation import Conversation
+
+__all__ = [
+    "AuditEntry",
+    "ConfigChange",
+    "ConfigItem",
+    "ConversationQuery",
+    "OutboxItem",
+    "Store",
+    "StoreError",
+    "StoredEvent",
+    "Write",
+    "page_cursor",
+    "parse_cursor",
+]
 
 
 class StoreError(Exception):
@@ -41,15 +56,6 @@ class StoredEvent:
         """The frame decoded (for transcripts and tests; never on the delivery path)."""
         decoded: dict[str, Any] = msgspec.json.decode(self.frame)
         return decoded
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigItem:
-    """One configuration resource: its kind, its key (the id as text), its body as JSON."""
-
-    kind: str
-    key: str
-    body: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
