@@ -3,7 +3,8 @@
 Rules:
 
 * Every route under ``/api/v1`` needs a bearer token of the right role (``admin_api.http``);
-  ``/healthz``, ``/metrics``, ``/openapi.json`` and ``/docs`` are open.
+  ``/healthz``, ``/metrics``, ``/openapi.json``, ``/docs`` and ``/protocol.schema.json`` (the
+  websocket protocol as JSON Schema) are open.
 * Routes are declared through :class:`Api`, which records what the OpenAPI document says about
   them (``admin_api.openapi``): the document is generated from the same declarations and the
   same msgspec structs that validate the bodies, so it cannot drift from the code.
@@ -55,6 +56,8 @@ from omni.domain.configuration import (
 )
 from omni.domain.conversation import Conversation, Status
 from omni.domain.model import Role
+from omni.domain import protocol
+from omni.domain.protocol import ConversationSummary
 from omni.domain.reports import report
 from omni.domain.routing import Presence
 from omni.store import ConversationQuery, page_cursor, parse_cursor
@@ -195,6 +198,12 @@ def create_app(
 
         return json_response(document(api.routes))
 
+    @app.get("/protocol.schema.json")
+    async def protocol_schema() -> Response:
+        """The websocket protocol, both directions, as JSON Schema: the pages are written
+        against it."""
+        return Response(PROTOCOL_SCHEMA, content_type="application/schema+json")
+
     @app.get("/docs")
     async def docs() -> Response:
         from admin_api.openapi import DOCS_PAGE
@@ -233,7 +242,7 @@ def create_app(
         items = [
             schemas.AuditOut(
                 e.id,
-                _iso(e.at),
+                e.at,
                 e.actor,
                 e.action,
                 e.kind,
@@ -288,7 +297,7 @@ def create_app(
         if query.search is not None and len(query.search) > 200:
             raise Problem(400, "q is limited to 200 characters")
         found = await config.store.list_conversations(query)
-        items = [_conversation_out(c) for c in found]
+        items = [c.summary() for c in found]
         next_cursor = None
         if len(found) == query.limit:
             last = found[-1]
@@ -311,14 +320,14 @@ def create_app(
                 to=item.payload.get("to", ""),
                 status="sent" if item.sent_at else "failed" if item.failed_at else "pending",
                 attempts=item.attempts,
-                created_at=_iso(item.created_at),
-                sent_at=_iso(item.sent_at) if item.sent_at else None,
+                created_at=item.created_at,
+                sent_at=item.sent_at,
                 last_error=item.last_error,
             )
             for item in await config.store.outbox_items(id)
             if item.kind == "email"
         ]
-        return json_response(schemas.ConversationDetail(_conversation_out(conv), survey, emails))
+        return json_response(schemas.ConversationDetail(conv.summary(), survey, emails))
 
     @api.route(
         "GET",
@@ -332,9 +341,7 @@ def create_app(
         conv = await _load(id)
         events = await config.store.events_after(id, 0)
         return json_response(
-            schemas.Transcript(
-                _conversation_out(conv), [msgspec.json.decode(e.frame) for e in events]
-            )
+            schemas.Transcript(conv.summary(), [msgspec.Raw(e.frame.encode()) for e in events])
         )
 
     @api.route(
@@ -344,7 +351,7 @@ def create_app(
         tag="conversations",
         roles=CONVERSATIONS,
         body=schemas.ResumeRequest,
-        response=schemas.ConversationOut,
+        response=ConversationSummary,
         errors=(503,),
     )
     async def resume(id: str) -> Response:
@@ -366,7 +373,7 @@ def create_app(
             raise Problem(409, exc.message) from None
         except (AskTimeout, ActorCrashed) as exc:
             raise Problem(503, f"the conversation did not answer; try again ({exc})") from None
-        return json_response(_conversation_out(await _load(id)))
+        return json_response((await _load(id)).summary())
 
     async def _load(conversation_id: str) -> Conversation:
         """The conversation, if the token may see it (404 alike when it may not: an operator
@@ -407,7 +414,7 @@ def create_app(
         response=list[schemas.QueueOut],
     )
     async def queues() -> Response:
-        now = hub.clock.now().timestamp()
+        now = hub.clock.now()
         out = []
         for group_id, group in sorted(hub.directory.groups.items()):
             waiting: list[str] = await hub.group(group_id).ask(QueueSnapshot(), timeout=5)
@@ -429,7 +436,9 @@ def create_app(
                     group_id=group_id,
                     name=group.name,
                     waiting=len(waiting),
-                    longest_wait_seconds=round(max(now - min(since), 0.0), 3) if since else 0.0,
+                    longest_wait_seconds=(
+                        round(max((now - min(since)).total_seconds(), 0.0), 3) if since else 0.0
+                    ),
                     operators=schemas.OperatorCounts(**counts),
                 )
             )
@@ -462,8 +471,8 @@ def create_app(
         result = report(found, float(threshold))
         return json_response(
             schemas.ReportOut(
-                start=_iso(start),
-                end=_iso(end),
+                start=start,
+                end=end,
                 threshold_seconds=threshold,
                 total=msgspec.convert(result.total, schemas.Figures),
                 services=[
@@ -481,6 +490,9 @@ def create_app(
 
 
 TITLE_FALLBACK = "the request could not be handled"
+
+#: The protocol's JSON Schema, encoded once: it changes only with the code.
+PROTOCOL_SCHEMA = msgspec.json.encode(protocol.json_schema())
 
 
 def _resource_routes(api: Api, config: Configuration, resource: Resource) -> None:
@@ -629,10 +641,6 @@ async def _store(
     return body
 
 
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
@@ -651,12 +659,14 @@ def _time_arg(name: str) -> datetime | None:
     if not raw:
         return None
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        # RFC 3339 allows a lower-case z.
+        value = datetime.fromisoformat(raw[:-1] + "Z" if raw.endswith("z") else raw)
     except ValueError:
         raise Problem(400, f"{name} must be an ISO 8601 date-time") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return _in_range(name, value)
+    # Instants are UTC inside Omni (and when shown); checked first, so none overflows.
+    return _in_range(name, value).astimezone(UTC)
 
 
 #: Instants the API accepts (the database's and the arithmetic's comfortable range).
@@ -684,20 +694,3 @@ def _cursor_arg() -> tuple[datetime, str] | None:
     if cursor is None:
         raise Problem(400, "cursor is not one this API gave")
     return _in_range("cursor", cursor[0]), cursor[1]
-
-
-def _conversation_out(conv: Conversation) -> schemas.ConversationOut:
-    return schemas.ConversationOut(
-        id=conv.id,
-        ticket=conv.ticket,
-        service_id=conv.service_id,
-        status=conv.status.value,
-        group_id=conv.group_id,
-        operator_id=conv.operator_id,
-        operator_name=conv.operator_name,
-        visitor=conv.visitor,
-        created_at=conv.created_at,
-        answered_at=conv.answered_at,
-        ended_at=conv.ended_at,
-        ended_by=conv.ended_by,
-    )

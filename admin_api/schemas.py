@@ -1,12 +1,18 @@
 """Response bodies of the admin API, as msgspec structs: they are encoded directly and their
-JSON Schemas go into the OpenAPI document. Request bodies are the configuration bodies of
-``omni.config`` plus the few below."""
+JSON Schemas go into the OpenAPI document. Request bodies are the configuration entities
+(``omni.domain.model``, with ``omni.config``'s inputs for secrets) plus the few below.
+Conversations are shown in the protocol's one summary shape
+(:class:`omni.domain.protocol.ConversationSummary`); times are ``datetime`` until msgspec
+writes them (ISO 8601, UTC)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
+
+from omni.domain.protocol import ConversationSummary
 
 
 class Health(msgspec.Struct):
@@ -24,23 +30,8 @@ class Problem(msgspec.Struct):
     detail: str
 
 
-class ConversationOut(msgspec.Struct):
-    id: str
-    ticket: str
-    service_id: int
-    status: str
-    group_id: int | None
-    operator_id: int | None
-    operator_name: str | None
-    visitor: dict[str, Any]
-    created_at: str
-    answered_at: str | None
-    ended_at: str | None
-    ended_by: str | None
-
-
 class ConversationPage(msgspec.Struct):
-    items: list[ConversationOut]
+    items: list[ConversationSummary]
     #: Pass as ``cursor`` to get the next page; null on the last page.
     next_cursor: str | None
 
@@ -51,21 +42,21 @@ class EmailOut(msgspec.Struct):
     to: str
     status: str  # pending | sent | failed
     attempts: int
-    created_at: str
-    sent_at: str | None
+    created_at: datetime
+    sent_at: datetime | None
     last_error: str | None
 
 
 class ConversationDetail(msgspec.Struct):
-    conversation: ConversationOut
+    conversation: ConversationSummary
     survey: dict[str, Any] | None
     emails: list[EmailOut] = []
 
 
 class Transcript(msgspec.Struct):
-    conversation: ConversationOut
-    #: Every stored event, as the frames the participants received (docs/protocol.md).
-    events: list[dict[str, Any]]
+    conversation: ConversationSummary
+    #: Every stored event, exactly as the participants received it (docs/protocol.md §2.2).
+    events: list[msgspec.Raw]
 
 
 class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -105,8 +96,8 @@ class GroupFigures(Figures):
 
 
 class ReportOut(msgspec.Struct):
-    start: str
-    end: str
+    start: datetime
+    end: datetime
     threshold_seconds: int
     total: Figures
     services: list[ServiceFigures]
@@ -115,7 +106,7 @@ class ReportOut(msgspec.Struct):
 
 class AuditOut(msgspec.Struct):
     id: int
-    at: str
+    at: datetime
     actor: str
     action: str
     kind: str

@@ -64,8 +64,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from omni.actors.peer import encode
-from omni.domain.conversation import Conversation, Status
+from omni.domain import protocol as p
+from omni.domain.conversation import Conversation, Status, Visitor
 from omni.store import StoredEvent, Write
 from omni.store.bridge import Bridge, open_bridge
 from omni.store.postgres import PostgresStore, open_postgres_store
@@ -151,13 +151,13 @@ def make_conversation(n: int) -> Conversation:
         ticket=f"2026-{n + 1:06d}",
         service_id=1,
         token_hash=f"bench-token-hash-{n:05d}",
-        visitor={"name": f"Visitor {n}", "email": f"visitor{n}@example.com"},
+        visitor=Visitor(f"Visitor {n}", f"visitor{n}@example.com"),
         status=Status.ACTIVE,
         group_id=1,
-        created_at=at.isoformat().replace("+00:00", "Z"),
+        created_at=at,
+        waiting_since=at,
         operator_id=operator,
         operator_name=f"Operator {operator}",
-        waiting_since=at.timestamp(),
     )
 
 
@@ -165,16 +165,15 @@ def message_event(conv: Conversation, seq: int) -> StoredEvent:
     """One visitor message as the conversation actor stores it: the delivered frame, and the
     (author, client_id) key that makes the send idempotent."""
     client_id = f"m{seq}"
-    frame = encode(
-        {
-            "type": "message",
-            "conversation_id": conv.id,
-            "seq": seq,
-            "id": f"{conv.id}-{seq}",
-            "author": {"kind": "visitor", "name": conv.visitor["name"]},
-            "text": TEXT,
-            "at": (NOW + timedelta(seconds=seq)).isoformat().replace("+00:00", "Z"),
-        }
+    frame = p.encode(
+        p.Message(
+            conversation_id=conv.id,
+            seq=seq,
+            id=f"{conv.id}-{seq}",
+            author=p.Author("visitor", conv.visitor.name),
+            text=TEXT,
+            at=NOW + timedelta(seconds=seq),
+        )
     )
     return StoredEvent(conv.id, seq, "message", "both", frame, ("v", client_id))
 

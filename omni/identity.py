@@ -10,14 +10,13 @@ Rules:
   seconds), ``service_id`` (optional: when present the token is good for that service only).
   ``exp`` is checked against the caller's clock (the server's :class:`~omni.clock.Clock`), not
   the machine's, so virtual time drives it like everything else.
-* The result is the visitor as the conversation stores it, marked ``"verified": true``; any
-  name, e-mail or phone the page typed in is ignored in favour of the signed ones.
+* The result is the signed claims; the domain (``omni.domain.admission.identify``) makes the
+  visitor of them, marked ``verified``, ignoring any name, e-mail or phone the page typed in.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import jwt
 
@@ -30,7 +29,9 @@ class IdentityError(ValueError):
     """The identity is not one to trust; the message says why (it goes to the client)."""
 
 
-def verify_identity(token: str, secret: str, service_id: int, now: datetime) -> dict[str, Any]:
+def verify_identity(token: str, secret: str, service_id: int, now: datetime) -> dict[str, str]:
+    """The signed claims the visitor is identified by (``name``, and ``email``, ``phone`` when
+    signed); :class:`IdentityError` when the token is not one to trust."""
     try:
         claims = jwt.decode(
             token,
@@ -50,7 +51,7 @@ def verify_identity(token: str, secret: str, service_id: int, now: datetime) -> 
     bound = claims.get("service_id")
     if bound is not None and bound != service_id:
         raise IdentityError(f"the identity is for service {bound}, not {service_id}")
-    visitor: dict[str, Any] = {}
+    visitor: dict[str, str] = {}
     for field, limit in LIMITS.items():
         value = claims.get(field)
         if value is None:
@@ -60,5 +61,4 @@ def verify_identity(token: str, secret: str, service_id: int, now: datetime) -> 
         visitor[field] = value
     if "name" not in visitor:
         raise IdentityError("the identity has no `name` claim")
-    visitor["verified"] = True
     return visitor

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import trio
@@ -18,6 +19,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_
 
 from omni.config import Config, parse_config
 from omni.domain.configuration import ConfigItem, build_directory, item_of
+from omni.domain.conversation import Conversation, Status, Visitor
 from omni.domain.model import ApiToken, Role, hash_token
 from omni.gateway.server import Gateway
 
@@ -76,6 +78,43 @@ def make_config(**server: Any) -> Config:
         ],
     }
     return parse_config(raw)
+
+
+#: The instant the tests' conversations are made around (a Wednesday).
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def make_conversation(
+    n: int = 1,
+    status: Status = Status.QUEUED,
+    *,
+    at: datetime | None = None,
+    visitor: Visitor | str | None = None,
+    **changes: Any,
+) -> Conversation:
+    """Conversation ``n`` as the store keeps it: id ``c<n>``, ticket ``2026-<n>``, service 25,
+    group 1, created (and waiting since) ``at`` — by default ``n`` seconds after :data:`T0` —
+    visitor ``Visitor <n>`` (a name, or a whole :class:`Visitor`); ``changes`` set any other
+    field (``operator_id=1``, ``answered_at=...``)."""
+    at = at if at is not None else T0 + timedelta(seconds=n)
+    if not isinstance(visitor, Visitor):
+        visitor = Visitor(name=visitor or f"Visitor {n}")
+    conv = Conversation(
+        id=f"c{n}",
+        ticket=f"2026-{n:06d}",
+        service_id=25,
+        token_hash=f"hash-{n}",
+        visitor=visitor,
+        status=status,
+        group_id=1,
+        created_at=at,
+        waiting_since=at,
+    )
+    for key, value in changes.items():
+        if not hasattr(conv, key):
+            raise AttributeError(f"Conversation has no field {key!r}")
+        setattr(conv, key, value)
+    return conv
 
 
 def api_token(

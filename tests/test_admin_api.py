@@ -38,6 +38,7 @@ from tests.support import (
     connect_tcp,
     login,
     make_config,
+    make_conversation,
     open_memory_gateway,
     start,
     with_items,
@@ -1152,7 +1153,11 @@ async def test_list_conversations_with_filters(world: World, http: httpx.AsyncCl
         "answered_at",
         "ended_at",
         "ended_by",
+        "last_seq",
+        "waited",
     }
+    # The protocol's one summary shape: the history's last seq, and no wait outside an offer.
+    assert closed["last_seq"] > 3 and closed["waited"] is None
     ooh = by_id[ids["out_of_hours"]]
     assert ooh["status"] == "out_of_hours" and ooh["group_id"] is None
     assert ooh["answered_at"] is None and ooh["operator_id"] is None
@@ -1639,22 +1644,18 @@ def _conv(
 ) -> Conversation:
     epoch = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
-    def iso(seconds: float | None) -> str | None:
-        if seconds is None:
-            return None
-        return (epoch + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    def at(seconds: float | None) -> datetime | None:
+        return None if seconds is None else epoch + timedelta(seconds=seconds)
 
-    return Conversation(
-        id=f"c{n}",
-        ticket=f"2026-{n:06d}",
+    return make_conversation(
+        n,
+        status,
+        at=at(created),
+        visitor=f"V{n}",
         service_id=service,
-        token_hash=f"h{n}",
-        visitor={"name": f"V{n}"},
-        status=status,
         group_id=group,
-        created_at=iso(created) or "",
-        answered_at=iso(answered),
-        ended_at=iso(ended),
+        answered_at=at(answered),
+        ended_at=at(ended),
     )
 
 

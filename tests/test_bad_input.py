@@ -8,7 +8,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from omni.gateway.protocol import ERROR_CODES
+from omni.domain.protocol import ERROR_CODES
 from omni.server import RunningServer
 from tests.support import connect_memory, connect_tcp, login, open_memory_gateway, start
 
@@ -162,16 +162,16 @@ async def test_a_crashing_connection_task_does_not_take_the_server_down(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fault in the gateway for one frame closes that connection with internal_error only."""
-    from omni.gateway.server import Gateway
+    from omni.gateway.server import _VisitorConnection
 
-    original = Gateway._visitor_frame
+    original = _VisitorConnection.handle
 
-    async def faulty(self: Gateway, frame: object, peer: object, conversation: list[str]) -> None:
+    async def faulty(self: _VisitorConnection, frame: object) -> None:
         if getattr(frame, "text", None) == "boom":
             raise RuntimeError("injected fault")
-        await original(self, frame, peer, conversation)  # type: ignore[arg-type]
+        await original(self, frame)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Gateway, "_visitor_frame", faulty)
+    monkeypatch.setattr(_VisitorConnection, "handle", faulty)
     async with (
         connect_tcp(f"{server.ws_url}/ws/visitor") as vera,
         connect_tcp(f"{server.ws_url}/ws/visitor") as will,

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from omni.domain import protocol as p
 from omni.domain.conversation import (
     INTERNAL_EVENTS,
     MAX_TEXT,
@@ -64,6 +65,7 @@ from omni.domain.conversation import (
     SurveySkipped,
     TransferToGroup,
     TransferToOperator,
+    Visitor,
     VisitorEnd,
     VisitorIdleClose,
     VisitorIdleWarning,
@@ -76,8 +78,8 @@ from omni.domain.conversation import (
 from omni.domain.model import GroupLink, Service, SurveyMode, Timers
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-#: When the visitor of every conversation built here began waiting (POSIX seconds).
-WAITING_SINCE = T0.timestamp()
+#: When the visitor of every conversation built here began waiting.
+WAITING_SINCE = T0
 
 SERVICE = Service(
     id=25,
@@ -108,10 +110,6 @@ def at(seconds: float = 0.0) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def stamp(seconds: float) -> str:
-    return at(seconds).isoformat().replace("+00:00", "Z")
-
-
 # --- builders -----------------------------------------------------------------------------------
 
 
@@ -121,7 +119,7 @@ def new(group_id: int | None = 1, service: Service = SERVICE) -> tuple[Conversat
         ticket="T-1",
         token_hash="hash",
         service=service,
-        visitor={"name": "Vera"},
+        visitor=Visitor("Vera"),
         group_id=group_id,
         now=at(0),
     )
@@ -179,6 +177,35 @@ def abandoned() -> Conversation:
     return conv
 
 
+def emitted(
+    seq: int,
+    kind: str,
+    audience: str,
+    fields: dict[str, Any],
+    operator_id: int | None = None,
+    client_key: tuple[str, str] | None = None,
+    sender: str | None = None,
+) -> Emit:
+    """The Emit the rules should produce, written as the frame the participants get."""
+    frame = msgspec.convert({"type": kind, "conversation_id": "c1", "seq": seq, **fields}, p.Event)
+    return Emit(frame, audience, operator_id, client_key, sender)  # type: ignore[arg-type]
+
+
+def signal(to: str, kind: str, fields: dict[str, Any], operator_id: int | None = None) -> Signal:
+    frame = msgspec.convert(
+        {"type": kind, "conversation_id": "c1", **fields}, p.Typing | p.Offer | p.OfferWithdrawn
+    )
+    return Signal(to, frame, operator_id)  # type: ignore[arg-type]
+
+
+def data(emit: Emit) -> dict[str, Any]:
+    """An emitted frame's own fields, as the participants get them."""
+    fields: dict[str, Any] = msgspec.json.decode(p.encode(emit.frame))
+    for common in ("type", "conversation_id", "seq"):
+        fields.pop(common)
+    return fields
+
+
 def emits(effects: list[Effect]) -> list[Emit]:
     return [effect for effect in effects if isinstance(effect, Emit)]
 
@@ -195,7 +222,7 @@ def test_open_in_hours_queues() -> None:
     assert conv.status is Status.QUEUED
     assert conv.group_id == 1
     assert conv.last_seq == 0
-    assert conv.created_at == "2026-11-25T12:00:00Z"
+    assert conv.created_at == T0
     assert conv.waiting_since == WAITING_SINCE
     assert effects == [Persist(), EnterQueue(1)]
 
@@ -206,7 +233,7 @@ def test_open_out_of_hours_tells_the_visitor() -> None:
     assert conv.group_id is None
     assert effects == [
         Persist(),
-        Emit(1, "out_of_hours", "visitor", {"message": "We are closed."}, None),
+        emitted(1, "out_of_hours", "visitor", {"message": "We are closed."}, None),
     ]
     assert conv.last_seq == 1
 
@@ -224,18 +251,21 @@ def test_offer_goes_to_that_operator_with_a_timer() -> None:
         Persist(),
         Signal(
             "operator",
-            "offer",
-            {
-                "conversation": {
-                    "id": "c1",
-                    "ticket": "T-1",
-                    "service_id": 25,
-                    "group_id": 1,
-                    "visitor": {"name": "Vera"},
-                    "waited": 5.0,
-                },
-                "timeout": 30.0,
-            },
+            p.Offer(
+                "c1",
+                p.ConversationSummary(
+                    id="c1",
+                    ticket="T-1",
+                    service_id=25,
+                    group_id=1,
+                    status=Status.OFFERED,
+                    visitor=Visitor("Vera"),
+                    created_at=T0,
+                    last_seq=0,
+                    waited=5.0,
+                ),
+                30.0,
+            ),
             operator_id=2,
         ),
         StartTimer("offer", 30.0),
@@ -266,10 +296,10 @@ def test_accept_assigns_replays_and_greets() -> None:
         "both",
         1,
     )
-    assert assigned.data["operator"] == {"id": 1, "name": "Alice"}
-    assert assigned.data["avatar"] == {"name": "Web", "image": ""}  # the service is its own avatar
-    assert assigned.data["conversation"]["id"] == "c1"
-    assert greeting == Emit(
+    assert data(assigned)["operator"] == {"id": 1, "name": "Alice"}
+    assert data(assigned)["avatar"] == {"name": "Web", "image": ""}  # the service is its own avatar
+    assert data(assigned)["conversation"]["id"] == "c1"
+    assert greeting == emitted(
         2,
         "message",
         "both",
@@ -277,7 +307,7 @@ def test_accept_assigns_replays_and_greets() -> None:
             "id": "c1-2",
             "author": {"kind": "operator", "name": "Alice", "id": 1},
             "text": "Hi Vera, Alice here",
-            "at": stamp(7),
+            "at": at(7),
         },
         1,
     )
@@ -300,7 +330,7 @@ def test_visitor_message_is_emitted_and_acked() -> None:
     seq = conv.last_seq + 1
     effects = apply(conv, VisitorMessage("m1", "hello"), t=9)
     assert effects == [
-        Emit(
+        emitted(
             seq,
             "message",
             "both",
@@ -308,7 +338,7 @@ def test_visitor_message_is_emitted_and_acked() -> None:
                 "id": f"c1-{seq}",
                 "author": {"kind": "visitor", "name": "Vera"},
                 "text": "hello",
-                "at": stamp(9),
+                "at": at(9),
             },
             1,
             ("v", "m1"),
@@ -360,7 +390,7 @@ def test_same_client_id_from_the_operator_is_a_different_message() -> None:
     assert emit.seq == visitor_seq + 1
     assert emit.client_key == ("o1", "m1")
     assert emit.sender == "operator"
-    assert emit.data["author"] == {"kind": "operator", "name": "Alice", "id": 1}
+    assert data(emit)["author"] == {"kind": "operator", "name": "Alice", "id": 1}
     assert effects[-1] == Ack("operator", "m1", visitor_seq + 1)
 
 
@@ -389,10 +419,10 @@ def test_typing_is_a_signal_without_seq() -> None:
     conv = active()
     seq = conv.last_seq
     assert apply(conv, VisitorTyping()) == [
-        Signal("operator", "typing", {"author": {"kind": "visitor"}})
+        signal("operator", "typing", {"author": {"kind": "visitor"}})
     ]
     assert apply(conv, OperatorTyping(1)) == [
-        Signal("visitor", "typing", {"author": {"kind": "operator", "name": "Alice"}})
+        signal("visitor", "typing", {"author": {"kind": "operator", "name": "Alice"}})
     ]
     assert conv.last_seq == seq
 
@@ -407,7 +437,7 @@ def test_offer_expired_requeues_keeping_the_place() -> None:
     assert conv.offered_to is None
     assert conv.waiting_since == WAITING_SINCE  # ahead of everyone who came later
     assert effects == [
-        Signal("operator", "offer_withdrawn", {}, operator_id=1),
+        signal("operator", "offer_withdrawn", {}, operator_id=1),
         Release(1),
         Persist(),
         EnterQueue(1),
@@ -474,7 +504,7 @@ def test_grace_expired_requeues_keeping_the_place() -> None:
     assert transferred.seq == seq + 1
     assert transferred.kind == "transferred"
     assert transferred.audience == "both"
-    assert transferred.data == {
+    assert data(transferred) == {
         "to": {"kind": "group", "id": 1, "name": "Support"},
         "reason": "operator_disconnected",
     }
@@ -499,7 +529,7 @@ def test_transfer_to_group_requeues_in_the_new_group() -> None:
     assert conv.group_id == 2
     assert (conv.operator_id, conv.operator_name) == (None, None)
     [transferred] = emits(effects)
-    assert transferred == Emit(
+    assert transferred == emitted(
         seq + 1,
         "transferred",
         "both",
@@ -533,7 +563,7 @@ def test_transfer_to_operator_hands_over() -> None:
     order = [e for e in effects if isinstance(e, Emit | ReplayHistory)]
     transferred, replay, assigned = order
     assert isinstance(transferred, Emit) and isinstance(assigned, Emit)
-    assert transferred == Emit(
+    assert transferred == emitted(
         seq + 1,
         "transferred",
         "both",
@@ -542,7 +572,7 @@ def test_transfer_to_operator_hands_over() -> None:
     )
     assert replay == ReplayHistory(2, before=seq + 2)
     assert (assigned.seq, assigned.kind, assigned.operator_id) == (seq + 2, "assigned", 2)
-    assert assigned.data["operator"] == {"id": 2, "name": "Bob"}
+    assert data(assigned)["operator"] == {"id": 2, "name": "Bob"}
 
 
 def test_transfer_to_operator_during_grace_cancels_it() -> None:
@@ -566,8 +596,8 @@ def test_visitor_end_while_queued_abandons() -> None:
         CancelTimer("queue"),
         LeaveQueue(1),
         Persist(),
-        Emit(1, "ended", "visitor", {"by": "visitor"}, None),
-        Emit(2, "closed", "visitor", {"message": "Thanks, bye."}, None),
+        emitted(1, "ended", "visitor", {"by": "visitor"}, None),
+        emitted(2, "closed", "visitor", {"message": "Thanks, bye."}, None),
     ]
 
 
@@ -576,7 +606,7 @@ def test_visitor_end_while_offered_withdraws_the_offer() -> None:
     effects = apply(conv, VisitorEnd())
     assert conv.status is Status.ABANDONED
     assert conv.offered_to is None
-    assert Signal("operator", "offer_withdrawn", {}, operator_id=1) in effects
+    assert signal("operator", "offer_withdrawn", {}, operator_id=1) in effects
     assert Release(1) in effects
     assert CancelTimer("offer") in effects
     assert not any(isinstance(e, LeaveQueue) for e in effects)
@@ -592,9 +622,9 @@ def test_end_while_active_starts_the_survey(event: Event, by: str) -> None:
     assert conv.ended_by == by
     assert Release(1) in effects
     ended_emit, survey = emits(effects)
-    assert ended_emit == Emit(seq + 1, "ended", "both", {"by": by}, 1)
+    assert ended_emit == emitted(seq + 1, "ended", "both", {"by": by}, 1)
     assert (survey.seq, survey.kind, survey.audience) == (seq + 2, "survey", "visitor")
-    assert survey.data == {
+    assert data(survey) == {
         "questions": [
             {
                 "id": "rating",
@@ -641,7 +671,7 @@ def test_survey_answered_closes(answers: dict[str, Any]) -> None:
         CancelTimer("survey"),
         SaveSurvey(expected),
         Persist(),
-        Emit(seq + 1, "closed", "both", {"message": "Thanks, bye."}, 1),
+        emitted(seq + 1, "closed", "both", {"message": "Thanks, bye."}, 1),
     ]
 
 
@@ -683,8 +713,8 @@ def test_end_without_survey_closes_at_once() -> None:
     assert conv.status is Status.CLOSED
     assert Release(1) in effects
     assert emits(effects) == [
-        Emit(seq + 1, "ended", "both", {"by": "operator"}, 1),
-        Emit(seq + 2, "closed", "both", {"message": "Thanks, bye."}, 1),
+        emitted(seq + 1, "ended", "both", {"by": "operator"}, 1),
+        emitted(seq + 2, "closed", "both", {"message": "Thanks, bye."}, 1),
     ]
     assert not any(isinstance(e, StartTimer) for e in effects)
     assert not any(isinstance(e, SaveSurvey) for e in effects)
@@ -757,15 +787,15 @@ def test_an_idle_visitor_is_warned_then_the_conversation_ends() -> None:
     conv = active(ctx=CTX_TIMED)
     last = conv.last_seq
     effects = apply(conv, VisitorIdleWarning(), t=62, ctx=CTX_TIMED)
-    assert effects == [Emit(last + 1, "idle_warning", "both", {"closes_in": 120.0}, 1)]
+    assert effects == [emitted(last + 1, "idle_warning", "both", {"closes_in": 120.0}, 1)]
     assert conv.status is Status.ACTIVE and conv.turn == "visitor"
     effects = apply(conv, VisitorIdleClose(), t=182, ctx=CTX_TIMED)
     assert effects[:5] == [CancelTimer("grace"), *TURN_CANCELS, Release(1)]
     ended_ = [e for e in emits(effects) if e.kind == "ended"]
-    assert [e.data for e in ended_] == [{"by": "visitor_idle"}]
+    assert [data(e) for e in ended_] == [{"by": "visitor_idle"}]
     assert kinds(effects) == ["ended", "survey"]
     assert conv.status is Status.ENDED and conv.ended_by == "visitor_idle"
-    assert conv.ended_at == stamp(182) and conv.turn is None
+    assert conv.ended_at == at(182) and conv.turn is None
 
 
 def test_only_a_warning_or_only_a_close() -> None:
@@ -775,7 +805,7 @@ def test_only_a_warning_or_only_a_close() -> None:
     )
     conv = active(ctx=only_warning)
     effects = apply(conv, VisitorIdleWarning(), ctx=only_warning)
-    assert [e.data for e in emits(effects)] == [{"closes_in": None}]
+    assert [data(e) for e in emits(effects)] == [{"closes_in": None}]
     assert apply(conv, VisitorIdleClose(), ctx=only_warning) == []  # not set: never closes
     assert conv.status is Status.ACTIVE
 
@@ -805,7 +835,7 @@ def test_a_missed_reply_sends_the_conversation_back_to_the_queue() -> None:
     }
     assert effects == [
         # emitted while the operator still holds it, so they are told
-        Emit(seq, "transferred", "both", transferred, 1),
+        emitted(seq, "transferred", "both", transferred, 1),
         CancelTimer("grace"),
         *TURN_CANCELS,
         Release(1, rank_last=True),
@@ -929,7 +959,7 @@ def test_resume_by_operator_out_of_hours() -> None:
     assert effects[:2] == [Persist(), ReplayHistory(3, before=3)]
     [assigned] = emits(effects)
     assert (assigned.seq, assigned.kind, assigned.operator_id) == (3, "assigned", 3)
-    assert assigned.data["operator"] == {"id": 3, "name": "Carol"}
+    assert data(assigned)["operator"] == {"id": 3, "name": "Carol"}
     # and the conversation then works like any other
     assert kinds(apply(conv, OperatorMessage(3, "o1", "hello Vera"))) == ["message"]
 
@@ -952,7 +982,7 @@ def test_resumed_out_of_hours_conversation_requeues_when_grace_expires() -> None
     assert EnterQueue(2) in effects
     assert Release(3) in effects
     [transferred] = emits(effects)
-    assert transferred.data == {
+    assert data(transferred) == {
         "to": {"kind": "group", "id": 2, "name": "Billing"},
         "reason": "operator_disconnected",
     }

@@ -16,6 +16,7 @@ import trio.testing
 from omni.domain.conversation import Conversation, Status
 from omni.store import StoredEvent, StoreError, Write
 from omni.store.postgres import PostgresStore, _db_fetch, open_postgres_store
+from tests.support import make_conversation
 
 
 def write(seq: int, conversation_id: str = "c1") -> Write:
@@ -155,17 +156,7 @@ async def test_batches_commit_concurrently_on_separate_connections() -> None:
 
 
 def conversation() -> Conversation:
-    return Conversation(
-        id="c1",
-        ticket="2026-000001",
-        service_id=1,
-        token_hash="h1",
-        visitor={"name": "Ana"},
-        status=Status.ACTIVE,
-        group_id=1,
-        created_at="2026-11-25T10:00:00Z",
-        waiting_since=0.0,
-    )
+    return make_conversation(1, Status.ACTIVE, visitor="Ana")
 
 
 _KILL_OTHERS = """

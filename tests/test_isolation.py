@@ -20,7 +20,7 @@ def inject_fault(monkeypatch: pytest.MonkeyPatch, trigger: str = "boom") -> list
 
     async def carry_out(self: ConversationActor, effects: list[Any]) -> None:
         for effect in effects:
-            if isinstance(effect, domain.Emit) and effect.data.get("text") == trigger:
+            if isinstance(effect, domain.Emit) and getattr(effect.frame, "text", None) == trigger:
                 crashed.append(self._conv.id)
                 raise RuntimeError("injected fault")
         await original(self, effects)

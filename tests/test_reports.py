@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from omni.domain.conversation import Conversation, Status
 from omni.domain.reports import report
+from tests.support import make_conversation
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
-def at(seconds: float) -> str:
-    return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
 
 
 def conv(
@@ -24,15 +25,12 @@ def conv(
     ooh: bool = False,
     service: int = 25,
 ) -> Conversation:
-    return Conversation(
-        id=f"c{n}",
-        ticket=f"2026-{n:06d}",
+    return make_conversation(
+        n,
+        status,
+        at=at(0),
         service_id=service,
-        token_hash=f"h{n}",
-        visitor={},
-        status=status,
         group_id=group,
-        created_at=at(0),
         answered_at=at(answered) if answered is not None else None,
         ended_at=at(ended) if ended is not None else None,
         arrived_out_of_hours=ooh,

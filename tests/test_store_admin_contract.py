@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from omni.domain.conversation import Conversation, Status
+from omni.domain.conversation import Conversation, Status, Visitor
 from omni.store import AuditEntry, ConfigChange, ConfigItem, ConversationQuery, Store, Write
 from omni.store.memory import MemoryStore
 from omni.store.postgres import open_postgres_store
+from tests.support import make_conversation
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -240,34 +241,27 @@ async def test_the_item_and_its_audit_entry_are_written_atomically(store: Store)
 # -- conversations ----------------------------------------------------------------------------
 
 
-def iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def conversation(
     n: int,
     seconds: float,
     status: Status,
-    visitor: dict[str, Any],
+    visitor: dict[str, Any] | Visitor,
     *,
     service_id: int = 25,
     group_id: int | None = 1,
     operator_id: int | None = None,
 ) -> Conversation:
     at = NOW + timedelta(seconds=seconds)
-    return Conversation(
-        id=f"c{n}",
-        ticket=f"2026-{n:06d}",
+    return make_conversation(
+        n,
+        status,
+        at=at,
+        visitor=visitor if isinstance(visitor, Visitor) else Visitor(**visitor),
         service_id=service_id,
-        token_hash=f"hash-{n}",
-        visitor=visitor,
-        status=status,
         group_id=group_id,
-        created_at=iso(at),
         operator_id=operator_id,
         operator_name={1: "Alice", 2: "Bruno"}.get(operator_id or 0),
-        waiting_since=at.timestamp(),
-        answered_at=iso(at + timedelta(seconds=5)) if operator_id else None,
+        answered_at=at + timedelta(seconds=5) if operator_id else None,
     )
 
 
@@ -314,7 +308,7 @@ async def test_list_conversations_newest_first(filled: Store) -> None:
     assert await listed(filled, limit=1) == ["c7"]
     found = await filled.list_conversations(ConversationQuery(status="active"))
     [bob] = found
-    assert bob.visitor == {"name": "Bob 50% off", "email": "bob_smith@corp.test"}
+    assert bob.visitor == Visitor("Bob 50% off", "bob_smith@corp.test")
     assert bob.ticket == "2026-000002" and bob.service_id == 27 and bob.group_id == 2
     assert bob.operator_id == 2 and bob.operator_name == "Bruno"
     assert bob.created_at == CONVERSATIONS[1].created_at
@@ -417,7 +411,7 @@ async def test_search_combines_with_the_other_filters(filled: Store) -> None:
 
 
 def _cursor(conv: Conversation) -> tuple[datetime, str]:
-    return datetime.fromisoformat(conv.created_at.replace("Z", "+00:00")), conv.id
+    return conv.created_at, conv.id
 
 
 async def test_cursor_paging_visits_each_conversation_once(filled: Store) -> None:
@@ -490,4 +484,4 @@ async def test_conversations_created_between_is_half_open(filled: Store) -> None
     assert await between(-10, 1) == set()
     [closed] = await filled.conversations_created_between(NOW, NOW + timedelta(seconds=1.5))
     assert closed.status is Status.CLOSED and closed.answered_at == CONVERSATIONS[0].answered_at
-    assert closed.visitor == {"name": "Vera Lopez", "email": "Vera@Example.com"}
+    assert closed.visitor == Visitor("Vera Lopez", "Vera@Example.com")

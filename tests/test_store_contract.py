@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import trio
 
-from omni.domain.conversation import Conversation, Status
+from omni.domain.conversation import Conversation, Status, Visitor
 from omni.store import Store, StoredEvent, StoreError, Write
 from omni.store.memory import MemoryStore
 from omni.store.postgres import PostgresStore, open_postgres_store
+from tests.support import make_conversation
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -33,21 +34,13 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
 
 
 def conversation(n: int, status: Status = Status.QUEUED, **changes: Any) -> Conversation:
-    at = NOW + timedelta(seconds=n)
-    conv = Conversation(
-        id=f"c{n}",
-        ticket=f"2026-{n:06d}",
-        service_id=25,
-        token_hash=f"hash-{n}",
-        visitor={"name": f"Visitor {n}", "email": f"v{n}@example.com"},
-        status=status,
-        group_id=1,
-        created_at=at.isoformat().replace("+00:00", "Z"),
-        waiting_since=at.timestamp(),
+    return make_conversation(
+        n,
+        status,
+        at=NOW + timedelta(seconds=n),
+        visitor=Visitor(f"Visitor {n}", f"v{n}@example.com"),
+        **changes,
     )
-    for key, value in changes.items():
-        setattr(conv, key, value)
-    return conv
 
 
 def event(conv: Conversation, seq: int, text: str = "hi", client: str | None = None) -> StoredEvent:

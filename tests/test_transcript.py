@@ -34,6 +34,7 @@ from tests.support import (
     free_port,
     login,
     make_config,
+    make_conversation,
     start,
     with_items,
     with_service,
@@ -404,32 +405,26 @@ def test_valid_email(address: str, ok: bool) -> None:
 def test_the_transcript_text() -> None:
     from zoneinfo import ZoneInfo
 
-    from omni.domain.conversation import Conversation, Status
-    from omni.domain.model import GroupLink, Service
+    from omni.domain import protocol as p
+    from omni.domain.conversation import Status
+    from omni.domain.model import Avatar, GroupLink, Service
     from omni.domain.transcript import render
 
-    conv = Conversation(
-        "c1", "2026-000042", 25, "h", {"name": "Vera"}, Status.CLOSED, 1, "2026-11-25T14:59:00Z"
-    )
+    def at(hhmmss: str) -> datetime:
+        return datetime.fromisoformat(f"2026-11-25T{hhmmss}Z")
+
+    conv = make_conversation(42, Status.CLOSED, at=at("14:59:00"), visitor="Vera")
+    conv.ticket = "2026-000042"
     service = Service(25, "Support", (GroupLink(1),), closing_message="Thanks!")
-    frames = [
-        {"type": "assigned", "operator": {"id": 1, "name": "Alice"}},
-        {
-            "type": "message",
-            "author": {"kind": "visitor", "name": "Vera"},
-            "text": "Hi\r\nthere",
-            "at": "2026-11-25T15:00:05Z",
-        },
-        {"type": "transferred", "to": {"kind": "group", "id": 2, "name": "Billing"}},
-        {
-            "type": "message",
-            "author": {"kind": "operator", "name": "Bruno", "id": 2},
-            "text": "Hello",
-            "at": "2026-11-25T15:01:00Z",
-        },
-        {"type": "ended", "by": "operator"},
+    summary = conv.summary()
+    events: list[p.Event] = [
+        p.Assigned("c42", 1, p.OperatorRef(1, "Alice"), Avatar("Support"), summary),
+        p.Message("c42", 2, "c42-2", p.Author("visitor", "Vera"), "Hi\r\nthere", at("15:00:05")),
+        p.Transferred("c42", 3, p.TransferTarget("group", 2, "Billing"), "transfer"),
+        p.Message("c42", 4, "c42-4", p.Author("operator", "Bruno", 2), "Hello", at("15:01:00")),
+        p.Ended("c42", 5, "operator"),
     ]
-    mail = render(conv, service, frames, ZoneInfo("America/Sao_Paulo"))
+    mail = render(conv, service, events, ZoneInfo("America/Sao_Paulo"))
     assert mail.subject == "Your conversation 2026-000042 with Support"
     assert mail.body == (
         "Support — conversation 2026-000042\n"

@@ -5,27 +5,31 @@ Rules:
 * The actor feeds events to :func:`omni.domain.conversation.handle` and carries out the effects
   in order. All of a step's stored effects (events, the conversation record, a survey) go to the
   store in one write *before* anything is acknowledged or delivered.
-* Each event is encoded once; the same frame goes to the visitor and to the operator.
+* Each event is encoded once; the same frame goes to the visitor, to the operator and into the
+  store.
 * Refusals (:class:`Rejected`) go back to whoever sent the event as an ``error`` frame; nothing
   has changed. Any other exception crashes this actor only: its visitor connection is closed (the
   client resumes and gets the missed events from the store) and the supervisor restarts the actor
   from the store.
 * Timers are set and cancelled by effects; their firing comes back through the mailbox as an
   ordinary event.
+* The actor sees the server only through :class:`ConversationHost`: what it needs, nothing more.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import trio
 
-from omni.actors.group import Enqueue, Withdraw
-from omni.actors.peer import Peer, encode, error_frame
+from omni.actors.peer import Peer
 from omni.actors.queue import VisitorLink
-from omni.actors.runtime import Actor
+from omni.actors.runtime import Actor, ActorRef
+from omni.clock import Clock
 from omni.domain import conversation as domain
+from omni.domain import protocol as p
 from omni.domain.conversation import (
     Ack,
     CancelTimer,
@@ -45,11 +49,8 @@ from omni.domain.conversation import (
     Status,
     TransferToOperator,
 )
-from omni.domain.routing import CapacityExceeded
+from omni.domain.routing import CapacityExceeded, Roster
 from omni.store import Store, StoredEvent, Write
-
-if TYPE_CHECKING:
-    from omni.actors.hub import ConversationEntry, Hub
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,72 @@ class Summary:
 ConversationMessage = Apply | Effects | AttachVisitor | DetachVisitor | SyncOperator | Summary
 
 
+@dataclass
+class ConversationEntry:
+    """A running conversation in the server's registry: its address and what routing needs to
+    know of it without asking (kept current by the actor)."""
+
+    conversation_id: str
+    link: VisitorLink
+    status: Status
+    group_id: int | None
+    ref: ActorRef[ConversationMessage] = field(init=False)
+
+
+class OperatorLink(Protocol):
+    """An operator's connection, as a conversation sees it."""
+
+    def deliver(self, frame: str) -> None:
+        """An ephemeral frame (no seq)."""
+        ...
+
+    def deliver_event(self, conversation_id: str, seq: int, frame: str) -> None:
+        """A frame that carries ``seq`` (an event or an ack); remembered as sent."""
+        ...
+
+    def sent_up_to(self, conversation_id: str) -> int:
+        """The highest seq of the conversation this connection was sent."""
+        ...
+
+
+class ConversationHost(Protocol):
+    """What a conversation actor needs of the server around it."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def roster(self) -> Roster: ...
+
+    @property
+    def operator_grace(self) -> float: ...
+
+    def context(self, service_id: int) -> domain.Context: ...
+
+    def operator_link(self, operator_id: int) -> OperatorLink | None:
+        """The operator's connection, if they are signed in."""
+        ...
+
+    async def enqueue(self, group_id: int, link: VisitorLink) -> None: ...
+
+    async def withdraw(self, group_id: int, conversation_id: str) -> None: ...
+
+    def release(self, operator_id: int, conversation_id: str) -> None:
+        """Free the operator's slot held by the conversation (their groups may dispatch)."""
+        ...
+
+    def forget(self, conversation_id: str) -> None:
+        """The conversation has no actor any more (ended, or parked out of hours)."""
+        ...
+
+    def count_relayed(self) -> None:
+        """A chat message was stored and delivered (metrics)."""
+        ...
+
+
 def check_last_seq(conv: Conversation, last_seq: int) -> None:
     if not 0 <= last_seq <= conv.last_seq:
         raise Rejected("invalid_seq", f"last_seq must be between 0 and {conv.last_seq}")
@@ -102,17 +169,7 @@ def check_last_seq(conv: Conversation, last_seq: int) -> None:
 
 async def replay_to_visitor(store: Store, conv: Conversation, last_seq: int, peer: Peer) -> None:
     """``resumed``, then exactly the visitor's stored events after ``last_seq``, in order."""
-    peer.deliver(
-        encode(
-            {
-                "type": "resumed",
-                "conversation_id": conv.id,
-                "ticket": conv.ticket,
-                "status": conv.status.value,
-                "last_seq": conv.last_seq,
-            }
-        )
-    )
+    peer.deliver(p.encode(p.Resumed(conv.id, conv.ticket, conv.status, conv.last_seq)))
     for event in await store.events_after(conv.id, last_seq):
         if event.audience != "operator":
             peer.deliver(event.frame)
@@ -121,19 +178,29 @@ async def replay_to_visitor(store: Store, conv: Conversation, last_seq: int, pee
 class ConversationActor(Actor[ConversationMessage]):
     expected_errors = (Rejected,)
 
-    def __init__(self, hub: Hub, entry: ConversationEntry, initial: Conversation | None) -> None:
-        self._hub = hub
+    def __init__(
+        self, host: ConversationHost, entry: ConversationEntry, initial: Conversation | None
+    ) -> None:
+        self._host = host
         self._entry = entry
         self._link: VisitorLink = entry.link
         self._initial = initial
         self._conv: Conversation
         self._timers: dict[str, trio.CancelScope] = {}
+        self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
+            Apply: self._on_apply,
+            Effects: self._on_effects,
+            AttachVisitor: self._on_attach,
+            DetachVisitor: self._on_detach,
+            SyncOperator: self._on_sync,
+            Summary: self._on_summary,
+        }
 
     async def started(self) -> None:
         if self._initial is not None:
             self._conv, self._initial = self._initial, None
             return
-        conv = await self._hub.store.load_conversation(self._entry.conversation_id)
+        conv = await self._host.store.load_conversation(self._entry.conversation_id)
         if conv is None:
             raise LookupError(f"conversation {self._entry.conversation_id} is not in the store")
         self._conv = conv
@@ -141,7 +208,7 @@ class ConversationActor(Actor[ConversationMessage]):
         if conv.status is Status.OFFERED:
             self._start_timer("offer", self._ctx().service.timers.offer_timeout)
         elif conv.status is Status.ACTIVE and conv.grace_pending:
-            self._start_timer("grace", self._hub.settings.operator_grace)
+            self._start_timer("grace", self._host.operator_grace)
         elif conv.status is Status.ENDED:
             self._start_timer("survey", self._ctx().service.timers.survey_timeout)
         self._entry.status = conv.status
@@ -149,37 +216,55 @@ class ConversationActor(Actor[ConversationMessage]):
     # -- dispatch -----------------------------------------------------------------------------
 
     async def handle(self, message: ConversationMessage) -> Any:
-        if isinstance(message, Apply):
-            await self._apply(message.event)
-        elif isinstance(message, Effects):
-            await self._carry_out(message.effects)
-        elif isinstance(message, AttachVisitor):
-            await self._attach(message.peer, message.last_seq)
-        elif isinstance(message, DetachVisitor):
-            if self._link.peer is message.peer:
-                self._link.peer = None
-                if self._conv.status is Status.OUT_OF_HOURS:
-                    # Nothing will happen to it until someone comes back: free the actor; the
-                    # hub restores it from the store when the visitor or an operator returns.
-                    self._hub.forget(self._conv.id)
-                    self.stop()
-        elif isinstance(message, SyncOperator):
-            await self._sync(message)
-        elif isinstance(message, Summary):
-            return self._conv.summary()
-        else:
-            raise TypeError(f"unexpected message {message!r}")
-        return None
+        return await self._handlers[type(message)](message)
+
+    async def _on_apply(self, message: Apply) -> None:
+        await self._apply(message.event)
+
+    async def _on_effects(self, message: Effects) -> None:
+        await self._carry_out(message.effects)
+
+    async def _on_attach(self, message: AttachVisitor) -> None:
+        check_last_seq(self._conv, message.last_seq)
+        previous, self._link.peer = self._link.peer, message.peer
+        if previous is not None and previous is not message.peer:
+            previous.close("superseded", "this conversation was resumed on another connection")
+        conv = self._conv
+        await replay_to_visitor(self._host.store, conv, message.last_seq, message.peer)
+        if conv.status is Status.QUEUED and self._link.position is not None:
+            message.peer.deliver(self._link.position_frame())
+
+    async def _on_detach(self, message: DetachVisitor) -> None:
+        if self._link.peer is not message.peer:
+            return
+        self._link.peer = None
+        if self._conv.status is Status.OUT_OF_HOURS:
+            # Nothing will happen to it until someone comes back: free the actor; the server
+            # restores it from the store when the visitor or an operator returns.
+            self._host.forget(self._conv.id)
+            self.stop()
+
+    async def _on_sync(self, message: SyncOperator) -> None:
+        if self._conv.operator_id != message.operator_id:
+            raise Rejected("not_your_conversation", f"conversation {self._conv.id} is not yours")
+        check_last_seq(self._conv, message.last_seq)
+        await self._replay_to_operator(
+            message.operator_id, self._conv.last_seq + 1, after=message.last_seq
+        )
+
+    async def _on_summary(self, message: Summary) -> p.ConversationSummary:
+        return self._conv.summary()
 
     def on_rejected(self, message: ConversationMessage, error: Exception) -> None:
         assert isinstance(error, Rejected)
         origin = getattr(message, "origin", None) or getattr(message, "peer", None)
         if origin is not None:
-            extra: dict[str, Any] = {"conversation_id": self._conv.id}
             client_id = getattr(getattr(message, "event", None), "client_id", None)
-            if client_id is not None:
-                extra["client_id"] = client_id
-            origin.deliver(error_frame(error.code, error.message, **extra))
+            origin.deliver(
+                p.error_frame(
+                    error.code, error.message, conversation_id=self._conv.id, client_id=client_id
+                )
+            )
 
     def on_crash(self, error: BaseException) -> None:
         peer, self._link.peer = self._link.peer, None
@@ -189,7 +274,7 @@ class ConversationActor(Actor[ConversationMessage]):
     # -- applying events ------------------------------------------------------------------------
 
     def _ctx(self) -> domain.Context:
-        return self._hub.context(self._conv.service_id)
+        return self._host.context(self._conv.service_id)
 
     async def _apply(self, event: Event) -> None:
         reserved: int | None = None
@@ -200,16 +285,16 @@ class ConversationActor(Actor[ConversationMessage]):
             if self._reserve(target):
                 reserved = target
         try:
-            _, effects = domain.handle(self._conv, event, self._hub.clock.now(), self._ctx())
+            _, effects = domain.handle(self._conv, event, self._host.clock.now(), self._ctx())
         except Rejected:
             if reserved is not None:
-                self._release(reserved)
+                self._host.release(reserved, self._conv.id)
             raise
         await self._carry_out(effects)
         if (
             isinstance(event, domain.Offer)
             and self._conv.offered_to == event.operator_id
-            and self._hub.sessions.get(event.operator_id) is None
+            and self._host.operator_link(event.operator_id) is None
         ):
             # The operator left between the pick and the offer.
             await self._apply(domain.OperatorLeft(event.operator_id))
@@ -217,25 +302,18 @@ class ConversationActor(Actor[ConversationMessage]):
     def _reserve(self, operator_id: int) -> bool:
         """Take a slot of the operator's capacity; False if this conversation already has one
         (then nothing is to be given back if the rules refuse the event)."""
-        if (
-            operator_id in self._hub.roster
-            and self._conv.id in self._hub.roster.get(operator_id).load
-        ):
+        roster = self._host.roster
+        if operator_id in roster and self._conv.id in roster.get(operator_id).load:
             return False
-        session = self._hub.sessions.get(operator_id)
-        if session is None:
+        if self._host.operator_link(operator_id) is None:
             raise Rejected("operator_unavailable", f"operator {operator_id} is not connected")
         try:
-            self._hub.roster.reserve(operator_id, self._conv.id, self._hub.clock.monotonic())
+            roster.reserve(operator_id, self._conv.id, self._host.clock.monotonic())
         except CapacityExceeded:
             raise Rejected(
                 "operator_unavailable", f"operator {operator_id} has no free capacity"
             ) from None
         return True
-
-    def _release(self, operator_id: int) -> None:
-        if self._hub.roster.release(operator_id, self._conv.id):
-            self._hub.poke_groups(operator_id)
 
     async def _carry_out(self, effects: list[domain.Effect]) -> None:
         conv = self._conv
@@ -244,7 +322,7 @@ class ConversationActor(Actor[ConversationMessage]):
         frames: dict[int, str] = {}
         for effect in effects:
             if isinstance(effect, Emit):
-                frame = frames[effect.seq] = self._frame(effect.kind, effect.seq, effect.data)
+                frame = frames[effect.seq] = p.encode(effect.frame)
                 write.events.append(
                     StoredEvent(
                         conv.id, effect.seq, effect.kind, effect.audience, frame, effect.client_key
@@ -257,35 +335,81 @@ class ConversationActor(Actor[ConversationMessage]):
                 write.survey = effect.answers
                 write.survey_skipped = effect.answers is None
         if write.events or write.conversation is not None:
-            await self._hub.store.write(write)
+            await self._host.store.write(write)
         self._entry.status = conv.status
         self._entry.group_id = conv.group_id
         for effect in effects:
             if isinstance(effect, Emit):
                 self._deliver_event(effect, frames[effect.seq])
-            elif isinstance(effect, Ack):
-                self._deliver_ack(effect)
-            elif isinstance(effect, Signal):
-                self._deliver_signal(effect)
-            elif isinstance(effect, EnterQueue):
-                await self._hub.group(effect.group_id).send(Enqueue(self._link))
-            elif isinstance(effect, LeaveQueue):
-                await self._hub.group(effect.group_id).send(Withdraw(conv.id))
-            elif isinstance(effect, Release):
-                if effect.rank_last:
-                    self._hub.roster.rank_last(effect.operator_id, self._hub.clock.monotonic())
-                self._release(effect.operator_id)
-            elif isinstance(effect, StartTimer):
-                self._start_timer(effect.name, effect.seconds)
-            elif isinstance(effect, CancelTimer):
-                scope = self._timers.pop(effect.name, None)
-                if scope is not None:
-                    scope.cancel()
-            elif isinstance(effect, ReplayHistory):
-                await self._replay_to_operator(effect.operator_id, effect.before)
+            else:
+                await self._effect_handlers[type(effect)](self, effect)
         if conv.status in domain.TERMINAL_STATUSES:
-            self._hub.forget(conv.id)
+            self._host.forget(conv.id)
             self.stop()
+
+    # -- effects after the write, by type ---------------------------------------------------------
+
+    async def _ack(self, effect: Ack) -> None:
+        frame = p.encode(p.Ack(self._conv.id, effect.client_id, effect.seq))
+        if effect.to == "visitor":
+            if self._link.peer is not None:
+                self._link.peer.deliver(frame)
+        elif self._conv.operator_id is not None:
+            link = self._host.operator_link(self._conv.operator_id)
+            if link is not None:
+                link.deliver_event(self._conv.id, effect.seq, frame)
+
+    async def _signal(self, effect: Signal) -> None:
+        frame = p.encode(effect.frame)
+        if effect.to == "visitor":
+            if self._link.peer is not None:
+                self._link.peer.deliver(frame)
+            return
+        operator_id = (
+            effect.operator_id if effect.operator_id is not None else self._conv.operator_id
+        )
+        if operator_id is not None:
+            link = self._host.operator_link(operator_id)
+            if link is not None:
+                link.deliver(frame)
+
+    async def _enter_queue(self, effect: EnterQueue) -> None:
+        await self._host.enqueue(effect.group_id, self._link)
+
+    async def _leave_queue(self, effect: LeaveQueue) -> None:
+        await self._host.withdraw(effect.group_id, self._conv.id)
+
+    async def _release(self, effect: Release) -> None:
+        if effect.rank_last:
+            self._host.roster.rank_last(effect.operator_id, self._host.clock.monotonic())
+        self._host.release(effect.operator_id, self._conv.id)
+
+    async def _start(self, effect: StartTimer) -> None:
+        self._start_timer(effect.name, effect.seconds)
+
+    async def _cancel(self, effect: CancelTimer) -> None:
+        scope = self._timers.pop(effect.name, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _replay(self, effect: ReplayHistory) -> None:
+        await self._replay_to_operator(effect.operator_id, effect.before)
+
+    async def _stored(self, effect: Persist | SaveSurvey) -> None:
+        """Written with the step's other stored effects, before any of these ran."""
+
+    _effect_handlers: dict[type, Callable[[Any, Any], Awaitable[None]]] = {
+        Ack: _ack,
+        Signal: _signal,
+        EnterQueue: _enter_queue,
+        LeaveQueue: _leave_queue,
+        Release: _release,
+        StartTimer: _start,
+        CancelTimer: _cancel,
+        ReplayHistory: _replay,
+        Persist: _stored,
+        SaveSurvey: _stored,
+    }
 
     def _start_timer(self, name: str, seconds: float) -> None:
         previous = self._timers.pop(name, None)
@@ -314,9 +438,6 @@ class ConversationActor(Actor[ConversationMessage]):
 
     # -- delivery -------------------------------------------------------------------------------
 
-    def _frame(self, kind: str, seq: int, data: dict[str, Any]) -> str:
-        return encode({"type": kind, "conversation_id": self._conv.id, "seq": seq, **data})
-
     def _deliver_event(self, effect: Emit, frame: str) -> None:
         if (
             effect.audience != "operator"
@@ -329,60 +450,11 @@ class ConversationActor(Actor[ConversationMessage]):
             and effect.sender != "operator"
             and effect.operator_id is not None
         ):
-            session = self._hub.sessions.get(effect.operator_id)
-            if session is not None:
-                session.deliver_event(self._conv.id, effect.seq, frame)
-        if effect.kind == "message":
-            self._hub.metrics.messages_relayed += 1
-
-    def _deliver_ack(self, effect: Ack) -> None:
-        frame = encode(
-            {
-                "type": "ack",
-                "conversation_id": self._conv.id,
-                "client_id": effect.client_id,
-                "seq": effect.seq,
-            }
-        )
-        if effect.to == "visitor":
-            if self._link.peer is not None:
-                self._link.peer.deliver(frame)
-        elif self._conv.operator_id is not None:
-            session = self._hub.sessions.get(self._conv.operator_id)
-            if session is not None:
-                session.deliver_event(self._conv.id, effect.seq, frame)
-
-    def _deliver_signal(self, effect: Signal) -> None:
-        frame = encode({"type": effect.kind, "conversation_id": self._conv.id, **effect.data})
-        if effect.to == "visitor":
-            if self._link.peer is not None:
-                self._link.peer.deliver(frame)
-            return
-        operator_id = (
-            effect.operator_id if effect.operator_id is not None else self._conv.operator_id
-        )
-        if operator_id is not None:
-            session = self._hub.sessions.get(operator_id)
-            if session is not None:
-                session.peer.deliver(frame)
-
-    async def _attach(self, peer: Peer, last_seq: int) -> None:
-        check_last_seq(self._conv, last_seq)
-        previous, self._link.peer = self._link.peer, peer
-        if previous is not None and previous is not peer:
-            previous.close("superseded", "this conversation was resumed on another connection")
-        conv = self._conv
-        await replay_to_visitor(self._hub.store, conv, last_seq, peer)
-        if conv.status is Status.QUEUED and self._link.position is not None:
-            peer.deliver(self._link.position_frame())
-
-    async def _sync(self, message: SyncOperator) -> None:
-        if self._conv.operator_id != message.operator_id:
-            raise Rejected("not_your_conversation", f"conversation {self._conv.id} is not yours")
-        check_last_seq(self._conv, message.last_seq)
-        await self._replay_to_operator(
-            message.operator_id, self._conv.last_seq + 1, after=message.last_seq
-        )
+            link = self._host.operator_link(effect.operator_id)
+            if link is not None:
+                link.deliver_event(self._conv.id, effect.seq, frame)
+        if isinstance(effect.frame, p.Message):
+            self._host.count_relayed()
 
     async def _replay_to_operator(
         self, operator_id: int, before: int, after: int | None = None
@@ -390,13 +462,13 @@ class ConversationActor(Actor[ConversationMessage]):
         """Send the operator's connection the events it lacks below ``before``: after ``after``
         when the client said what it has (sync), else after the last one this connection was
         sent — so an operator who held the conversation before gets only what is new to them."""
-        session = self._hub.sessions.get(operator_id)
-        if session is None:
+        link = self._host.operator_link(operator_id)
+        if link is None:
             return
         if after is None:
-            after = session.delivered.get(self._conv.id, 0)
-        for event in await self._hub.store.events_after(self._conv.id, after):
+            after = link.sent_up_to(self._conv.id)
+        for event in await self._host.store.events_after(self._conv.id, after):
             if event.seq >= before:
                 break
             if event.audience != "visitor":
-                session.deliver_event(self._conv.id, event.seq, event.frame)
+                link.deliver_event(self._conv.id, event.seq, event.frame)

@@ -3,10 +3,15 @@
 Rules:
 
 * :func:`open_hub` owns every actor: group and queue actors under one supervisor, conversation
-  actors under another. Leaving the block cancels them all.
+  actors under another, both in the hub's own nursery. Leaving the block cancels them all.
 * Edges (the websocket gateway, the admin API) talk to actors only through the hub's methods,
   which validate ids and translate them into actor messages. A refusal is a
-  :class:`~omni.domain.conversation.Rejected` with a stable code.
+  :class:`~omni.domain.protocol.Rejected` with a stable code. The rules themselves are the
+  domain's (admission, transcripts, the conversation machine); the hub does the I/O around them.
+* Actors see the hub through narrow Protocols — :class:`~omni.actors.conversation.ConversationHost`,
+  :class:`~omni.actors.group.GroupHost`, :class:`~omni.actors.operator.OperatorHost` — never as a
+  whole; what the hub needs from outside (CAPTCHA checks, the outbox) comes in at
+  construction through :mod:`omni.actors.ports`.
 * The registry (``conversations``, ``sessions``) holds addresses, not state: each conversation's
   state lives in its actor and in the store.
 * The live configuration is one immutable :class:`~omni.domain.model.Directory`;
@@ -19,7 +24,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import trio
@@ -28,34 +32,31 @@ from omni.actors.conversation import (
     Apply,
     AttachVisitor,
     ConversationActor,
+    ConversationEntry,
     Effects,
+    OperatorLink,
     check_last_seq,
     replay_to_visitor,
 )
-from omni.actors.group import Dispatch, GroupMessage, Withdraw, make_group
-from omni.actors.peer import Peer, encode
+from omni.actors.group import Delivery, Dispatch, Enqueue, GroupMessage, Withdraw, spawn_group
+from omni.actors.operator import OperatorSession
+from omni.actors.peer import Peer
 from omni.actors.ports import CaptchaCheck, CaptchaUnavailable, OutboxSignal
 from omni.actors.queue import VisitorLink
 from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor
 from omni.clock import Clock
-from omni.domain import configuration, transcript
+from omni.domain import admission, configuration, transcript
 from omni.domain import conversation as domain
+from omni.domain import protocol as p
 from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, Rejected, Status
 from omni.domain.model import Directory, Service, hash_token
-from omni.domain.routing import Roster
+from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.identity import IdentityError, verify_identity
 from omni.store import Store
 
-if TYPE_CHECKING:
-    from omni.actors.operator import OperatorSession
-
 log = logging.getLogger(__name__)
-
-#: Addresses one conversation's transcript may be sent to (F14): enough for a visitor, too few
-#: to make the server a way to send mail to anyone.
-MAX_TRANSCRIPTS = 3
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,6 @@ class Counters:
     emails: dict[str, int] = field(
         default_factory=lambda: {"queued": 0, "sent": 0, "retried": 0, "failed": 0}
     )
-
-
-@dataclass
-class ConversationEntry:
-    conversation_id: str
-    link: VisitorLink
-    status: Status
-    group_id: int | None
-    ref: ActorRef[Any] = field(init=False)
 
 
 class Hub:
@@ -128,15 +120,21 @@ class Hub:
         self.conversations: dict[str, ConversationEntry] = {}
         self.queue_lengths: dict[int, int] = {}
         self.metrics = counters if counters is not None else Counters()
-        #: Presence an operator had when their connection dropped, restored if they come back.
-        self.remembered_presence: dict[int, Any] = {}
+        self.remembered_presence: dict[int, Presence] = {}
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
-        self._queues: dict[int, ActorRef[Any]] = {}
         self._contexts: dict[int, Context] = {}
         self._retired_services: dict[int, Service] = {}
         self._spawned = 0
         self.directory = directory
         self.apply_directory(directory)
+
+    @property
+    def operator_grace(self) -> float:
+        return self.settings.operator_grace
+
+    @property
+    def ask_timeout(self) -> float:
+        return self.settings.ask_timeout
 
     # -- configuration --------------------------------------------------------------------------
 
@@ -158,28 +156,28 @@ class Hub:
         self._contexts.clear()
         for group_id in directory.groups:
             if group_id not in self._groups:
-                self._groups[group_id], self._queues[group_id] = make_group(self, group_id)
+                self._groups[group_id] = spawn_group(self.groups_supervisor, self, group_id)
                 self.queue_lengths[group_id] = 0
         for operator in directory.operators.values():
             self.roster.configure(operator.id, operator.name, operator.groups, operator.capacity)
             if not operator.active:
-                self._sign_out(operator.id, "operator_deactivated")
+                self._sign_out(operator.id)
             self.poke_groups(operator.id)
         for operator_id in list(self.sessions):
             if operator_id not in directory.operators:
-                self._sign_out(operator_id, "operator_deactivated")
+                self._sign_out(operator_id)
 
     def open_in_group(self, group_id: int) -> int:
         """Conversations still in ``group_id``: waiting in its queue, or held there."""
         held = sum(1 for e in self.conversations.values() if e.group_id == group_id)
         return max(held, self.queue_lengths.get(group_id, 0))
 
-    def _sign_out(self, operator_id: int, code: str) -> None:
+    def _sign_out(self, operator_id: int) -> None:
         session = self.sessions.get(operator_id)
         if session is not None:
             # Closing the connection runs the session's normal close: presence offline,
             # offers back to the queue, grace period for active conversations.
-            session.peer.close(code, "an administrator deactivated this operator")
+            session.peer.close("operator_deactivated", "an administrator deactivated this operator")
 
     def service(self, service_id: int) -> Service:
         """A service by id: configured, or deleted while conversations of it are open."""
@@ -204,7 +202,7 @@ class Hub:
         """Tell the operator's groups to dispatch (a slot freed, or the operator is available)."""
         if operator_id not in self.roster:
             return
-        for group_id in self.roster.get(operator_id).groups:
+        for group_id in sorted(self.roster.get(operator_id).groups):
             group = self._groups.get(group_id)
             if group is None:
                 continue
@@ -213,31 +211,69 @@ class Hub:
             except MailboxFull:
                 pass  # a group dispatches after every message it handles: a full mailbox will
 
+    # -- what the actors ask of the hub (their Protocols) ---------------------------------------
+
+    def operator_link(self, operator_id: int) -> OperatorLink | None:
+        return self.sessions.get(operator_id)
+
+    async def enqueue(self, group_id: int, link: VisitorLink) -> None:
+        await self._groups[group_id].send(Enqueue(link))
+
+    async def withdraw(self, group_id: int, conversation_id: str) -> None:
+        await self._groups[group_id].send(Withdraw(conversation_id))
+
+    def release(self, operator_id: int, conversation_id: str) -> None:
+        if self.roster.release(operator_id, conversation_id):
+            self.poke_groups(operator_id)
+
+    def forget(self, conversation_id: str) -> None:
+        self.conversations.pop(conversation_id, None)
+
+    def count_relayed(self) -> None:
+        self.metrics.messages_relayed += 1
+
+    def is_open(self, conversation_id: str) -> bool:
+        return conversation_id in self.conversations
+
+    def offer(self, conversation_id: str, operator_id: int) -> Delivery:
+        entry = self.conversations.get(conversation_id)
+        if entry is None:
+            return Delivery.GONE
+        try:
+            entry.ref.send_nowait(Apply(domain.Offer(operator_id)))
+        except MailboxFull:
+            return Delivery.BUSY
+        except ActorStopped:
+            return Delivery.GONE
+        return Delivery.SENT
+
+    def queue_changed(self, group_id: int, waiting: int) -> None:
+        self.queue_lengths[group_id] = waiting
+
+    def running(self, conversation_id: str) -> ConversationEntry | None:
+        return self.conversations.get(conversation_id)
+
     # -- conversations --------------------------------------------------------------------------
 
     async def start_conversation(
         self,
         service_id: int,
-        visitor: dict[str, Any],
+        typed: p.VisitorInfo | None,
         peer: Peer,
         origin: str | None = None,
         identity: str | None = None,
         captcha: str | None = None,
     ) -> str:
-        """``origin``: the page's Origin header, checked against the service's allowed embedding
-        origins (F18) when it lists any; clients that send none (not a browser) are not
-        concerned — the check keeps other web sites from embedding the chat. ``identity``: a
-        signed visitor identity (F8, :mod:`omni.identity`); its name, e-mail and phone replace
-        the typed ones and the visitor is marked verified."""
+        """A new conversation (F1, F7-F10, F18, F19): ``origin`` is the page's Origin header,
+        ``identity`` a signed visitor identity (F8, :mod:`omni.identity`), ``captcha`` the
+        CAPTCHA widget's token. Nothing is created unless every check passes."""
         service = self.directory.services.get(service_id)
         if service is None:
             raise Rejected("unknown_service", f"there is no chat service {service_id}")
-        if service.allowed_origins and origin is not None and origin not in service.allowed_origins:
-            raise Rejected(
-                "origin_not_allowed", f"service {service_id} may not be embedded on {origin}"
-            )
+        admission.check_origin(service, origin)
         if service.captcha:
             await self._check_captcha(service_id, captcha)
+        signed = None
         if identity is not None:
             if service.identity_secret is None:
                 raise Rejected(
@@ -249,22 +285,10 @@ class Hub:
                 )
             except IdentityError as exc:
                 raise Rejected("invalid_identity", str(exc)) from None
-            typed = {k: v for k, v in visitor.items() if k not in ("name", "email", "phone")}
-            visitor = {**typed, **signed}
-        if not str(visitor.get("name", "")).strip():
-            raise Rejected("invalid_frame", "visitor.name is required")
-        # Identification policy (F7): the name always; e-mail and phone as configured.
-        every = self.directory.parameters.all_fields_required
-        for field_name, required in (
-            ("email", every or service.required_fields.email),
-            ("phone", every or service.required_fields.phone),
-        ):
-            if required and not str(visitor.get(field_name) or "").strip():
-                raise Rejected("invalid_frame", f"visitor.{field_name} is required by this service")
+        visitor = admission.identify(service, self.directory.parameters, typed, signed)
         now = self.clock.now()
-        schedule = self.directory.schedules.get(service.schedule or "")
-        year = now.astimezone(ZoneInfo(schedule.timezone)).year if schedule else now.year
-        ticket = f"{year}-{await self.store.next_ticket(year):06d}"
+        year = admission.ticket_year(self.directory, service, now)
+        ticket = admission.ticket(year, await self.store.next_ticket(year))
         token = self.entropy.token()
         conv, effects = domain.open_conversation(
             conversation_id=self.entropy.identifier(),
@@ -275,39 +299,21 @@ class Hub:
             group_id=self.directory.route(service, now),
             now=now,
         )
-        peer.deliver(
-            encode(
-                {
-                    "type": "started",
-                    "conversation_id": conv.id,
-                    "ticket": ticket,
-                    "token": token,
-                    "service": {
-                        "id": service.id,
-                        "name": service.name,
-                        "avatar": {
-                            "name": service.shown_avatar().name,
-                            "image": service.shown_avatar().image,
-                        },
-                    },
-                }
-            )
-        )
-        entry = self._spawn(conv, initial=conv, peer=peer)
+        shown = p.ServiceRef(service.id, service.name, service.shown_avatar())
+        peer.deliver(p.encode(p.Started(conv.id, ticket, token, shown)))
+        entry = self._spawn(conv, peer=peer)
         # Sent before anything else can reach the new mailbox, so it is the first thing handled.
         entry.ref.send_nowait(Effects(effects))
         return conv.id
 
-    def _spawn(
-        self, conv: domain.Conversation, *, initial: domain.Conversation | None, peer: Peer | None
-    ) -> ConversationEntry:
+    def _spawn(self, conv: domain.Conversation, *, peer: Peer | None) -> ConversationEntry:
         entry = ConversationEntry(
             conv.id,
             VisitorLink(conv.id, (conv.waiting_since, conv.ticket), peer),
             conv.status,
             conv.group_id,
         )
-        first = [initial]
+        first: list[domain.Conversation | None] = [conv]
 
         def factory() -> ConversationActor:
             # The first incarnation takes the state it was created with; restarts reload it.
@@ -356,51 +362,34 @@ class Hub:
             raise Rejected("captcha_failed", "the CAPTCHA was not passed")
 
     async def request_transcript(self, conversation_id: str, email: str, peer: Peer) -> None:
-        """F14: e-mail the visitor what they saw of their conversation, once it has ended.
+        """F14: e-mail the visitor what they saw of their conversation, once it has ended
+        (the rules: :func:`omni.domain.transcript.check_request`).
 
         The e-mail is built now and stored in the outbox before ``transcript_queued`` is sent;
-        the outbox worker delivers it. Asking again for the same address queues nothing more;
-        at most :data:`MAX_TRANSCRIPTS` addresses per conversation."""
+        the outbox worker delivers it."""
         if self._outbox is None:
             raise Rejected("transcript_unavailable", "this server does not send e-mail")
-        if not transcript.valid_email(email):
-            raise Rejected("invalid_email", f"not an e-mail address: {email[:80]!r}")
         conv = await self.store.load_conversation(conversation_id)
         if conv is None:
             raise Rejected("unknown_conversation", f"no conversation {conversation_id}")
         if not await self.recall_service(conv.service_id):
             raise Rejected("transcript_disabled", "this conversation's service no longer exists")
         service = self.service(conv.service_id)
-        if not service.transcript_email:
-            raise Rejected("transcript_disabled", "this service does not send transcripts")
-        if conv.status not in (Status.ENDED, Status.CLOSED):
-            raise Rejected(
-                "invalid_state",
-                "the transcript is offered once the conversation has ended with an operator",
-            )
-        key = f"transcript:{conv.id}:{email.lower()}"
-        queued = await self.store.outbox_items(conv.id)
-        if key not in {i.dedupe_key for i in queued}:
-            if sum(1 for i in queued if i.kind == "email") >= MAX_TRANSCRIPTS:
-                raise Rejected(
-                    "too_many_transcripts",
-                    f"a conversation's transcript goes to {MAX_TRANSCRIPTS} addresses at most",
-                )
-            schedule = self.directory.schedules.get(service.schedule or "")
-            zone = ZoneInfo(schedule.timezone) if schedule is not None else ZoneInfo("UTC")
-            frames = [
-                e.data
+        queued = {i.dedupe_key for i in await self.store.outbox_items(conv.id) if i.kind == "email"}
+        key = transcript.check_request(conv, service, email, queued)
+        if key is not None:
+            zone = ZoneInfo(self.directory.zone_of(service))
+            events = [
+                p.decode_event(e.frame)
                 for e in await self.store.events_after(conv.id, 0)
-                if e.audience != "operator"
+                if e.audience != "operator" and e.kind in ("message", "transferred")
             ]
-            mail = transcript.render(conv, service, frames, zone)
+            mail = transcript.render(conv, service, events, zone)
             payload = {"to": email, "subject": mail.subject, "body": mail.body}
             if await self.store.enqueue("email", key, conv.id, payload, self.clock.now()):
                 self.metrics.emails["queued"] += 1
             self._outbox.wake()
-        peer.deliver(
-            encode({"type": "transcript_queued", "conversation_id": conv.id, "email": email})
-        )
+        peer.deliver(p.encode(p.TranscriptQueued(conv.id, email)))
 
     def restore(self, conv: domain.Conversation) -> ConversationEntry:
         """Give an open conversation loaded from the store an actor again and put it back into
@@ -411,7 +400,7 @@ class Hub:
         effects = domain.restore(
             conv, operator_id in self.sessions, self.context(conv.service_id), self.clock.now()
         )
-        entry = self._spawn(conv, initial=conv, peer=None)
+        entry = self._spawn(conv, peer=None)
         entry.ref.send_nowait(Effects(effects))
         return entry
 
@@ -432,11 +421,7 @@ class Hub:
         entry = self.conversations.get(conversation_id)
         if entry is not None:
             return entry
-        conv = (
-            await self.store.load_conversation(conversation_id)
-            if len(conversation_id) <= 64
-            else None
-        )
+        conv = await self.store.load_conversation(conversation_id)
         if conv is None or conv.status in domain.TERMINAL_STATUSES:
             raise Rejected(missing, f"conversation {conversation_id} is not open")
         if not await self.recall_service(conv.service_id):
@@ -486,9 +471,6 @@ class Hub:
                 "conversation_closed", f"conversation {conversation_id} has ended"
             ) from None
 
-    def forget(self, conversation_id: str) -> None:
-        self.conversations.pop(conversation_id, None)
-
     def on_conversation_given_up(self, name: str, error: BaseException) -> None:
         """A conversation crashed more often than its restart budget allows: take it out of
         routing (its queue place, any operator slot) so it strands nobody, and close its visitor.
@@ -506,14 +488,11 @@ class Hub:
             except MailboxFull:
                 pass  # the group drops conversations without an actor when it pops them
         for state in self.roster:
-            if self.roster.release(state.id, conversation_id):
-                self.poke_groups(state.id)
+            self.release(state.id, conversation_id)
 
     # -- operators ------------------------------------------------------------------------------
 
     async def login(self, token: str, peer: Peer) -> OperatorSession:
-        from omni.actors.operator import OperatorSession
-
         operator = self.directory.operator_by_token(token)
         if operator is None:
             raise Rejected("invalid_login", "unknown or inactive operator token")

@@ -10,32 +10,71 @@ Rules:
 * When the connection drops, the operator goes ``offline``: offers not yet accepted go straight
   back to the head of their queue, and each active conversation starts its grace timer.
 * The session is driven by the connection's own task (the gateway's); it is not a mailbox actor,
-  because it has no state to protect beyond its connection.
+  because it has no state to protect beyond its connection. It sees the server only through
+  :class:`OperatorHost`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Literal, Protocol
 
-from omni.actors.conversation import Apply, Summary, SyncOperator
-from omni.actors.peer import Peer, encode
+from omni.actors.conversation import Apply, ConversationEntry, Summary, SyncOperator
+from omni.actors.peer import Peer
 from omni.actors.runtime import ActorStopped
+from omni.clock import Clock
 from omni.domain import conversation as domain
+from omni.domain import protocol as p
 from omni.domain.conversation import Rejected
-from omni.domain.model import Operator
-from omni.domain.routing import Presence
-from omni.store import ConversationQuery, page_cursor, parse_cursor
+from omni.domain.model import Directory, Operator
+from omni.domain.routing import Presence, Roster
+from omni.store import ConversationQuery, Store, page_cursor, parse_cursor
 
 #: Conversations per page of a console folder.
 FOLDER_PAGE = 50
 
-if TYPE_CHECKING:
-    from omni.actors.hub import Hub
+
+class OperatorHost(Protocol):
+    """What an operator session needs of the server around it."""
+
+    @property
+    def directory(self) -> Directory: ...
+
+    @property
+    def roster(self) -> Roster: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def ask_timeout(self) -> float: ...
+
+    #: The signed-in operators' sessions, by operator id.
+    sessions: dict[int, OperatorSession]
+    #: Presence an operator had when their connection dropped, restored if they come back.
+    remembered_presence: dict[int, Presence]
+
+    def running(self, conversation_id: str) -> ConversationEntry | None:
+        """The conversation's actor, if it has one now."""
+        ...
+
+    async def entry(self, conversation_id: str) -> ConversationEntry:
+        """The open conversation's actor, restored from the store if it has none; refusals
+        are :class:`Rejected`."""
+        ...
+
+    async def send_event(self, conversation_id: str, event: domain.Event, origin: Peer) -> None: ...
+
+    def poke_groups(self, operator_id: int) -> None:
+        """The operator's groups may dispatch (a slot freed, or the operator is available)."""
+        ...
 
 
 class OperatorSession:
-    def __init__(self, hub: Hub, operator: Operator, peer: Peer) -> None:
-        self.hub = hub
+    def __init__(self, host: OperatorHost, operator: Operator, peer: Peer) -> None:
+        self.host = host
         self.operator = operator
         self.peer = peer
         self.replaced = False
@@ -46,80 +85,78 @@ class OperatorSession:
     def id(self) -> int:
         return self.operator.id
 
+    # -- as a conversation sees it (omni.actors.conversation.OperatorLink) ----------------------
+
+    def deliver(self, frame: str) -> None:
+        self.peer.deliver(frame)
+
     def deliver_event(self, conversation_id: str, seq: int, frame: str) -> None:
         """Deliver a frame that carries ``seq`` (an event or an ack) and remember it was sent."""
         self.peer.deliver(frame)
         if seq > self.delivered.get(conversation_id, 0):
             self.delivered[conversation_id] = seq
 
+    def sent_up_to(self, conversation_id: str) -> int:
+        return self.delivered.get(conversation_id, 0)
+
     async def open(self, takeover: bool) -> None:
-        hub, op = self.hub, self.operator
-        hub.sessions[op.id] = self
-        state = hub.roster.configure(op.id, op.name, op.groups, op.capacity)
+        host, op = self.host, self.operator
+        host.sessions[op.id] = self
+        state = host.roster.configure(op.id, op.name, op.groups, op.capacity)
         if not takeover:
             returning = bool(state.load)
             presence = (
-                hub.remembered_presence.pop(op.id, Presence.PAUSED)
+                host.remembered_presence.pop(op.id, Presence.PAUSED)
                 if returning
                 else Presence.PAUSED
             )
-            hub.remembered_presence.pop(op.id, None)
-            hub.roster.set_presence(op.id, presence, hub.clock.monotonic())
-            for conversation_id in list(state.load):
-                entry = hub.conversations.get(conversation_id)
+            host.remembered_presence.pop(op.id, None)
+            host.roster.set_presence(op.id, presence, host.clock.monotonic())
+            for conversation_id in sorted(state.load):
+                entry = host.running(conversation_id)
                 if entry is not None:
                     await entry.ref.send(Apply(domain.OperatorReturned(op.id)))
-        summaries: list[dict[str, Any]] = []
+        summaries: list[p.ConversationSummary] = []
         for conversation_id in sorted(state.load):
-            entry = hub.conversations.get(conversation_id)
+            entry = host.running(conversation_id)
             if entry is None:
                 continue
-            summary = await entry.ref.ask(Summary(), timeout=hub.settings.ask_timeout)
-            if summary["status"] == domain.Status.ACTIVE.value:
+            summary = await entry.ref.ask(Summary(), timeout=host.ask_timeout)
+            if summary.status is domain.Status.ACTIVE:
                 summaries.append(summary)
-        self.peer.deliver(
-            encode(
-                {
-                    "type": "welcome",
-                    "operator": {
-                        "id": op.id,
-                        "name": op.name,
-                        "capacity": op.capacity,
-                        "status": state.presence.value,
-                    },
-                    "groups": [
-                        {"id": g, "name": hub.directory.groups[g].name}
-                        for g in op.groups
-                        if g in hub.directory.groups
-                    ],
-                    "conversations": summaries,
-                }
-            )
+        directory = host.directory
+        welcome = p.Welcome(
+            operator=p.OperatorInfo(op.id, op.name, op.capacity, state.presence.value),
+            groups=tuple(
+                p.GroupRef(g, directory.groups[g].name) for g in op.groups if g in directory.groups
+            ),
+            conversations=tuple(summaries),
         )
-        hub.poke_groups(op.id)
+        self.peer.deliver(p.encode(welcome))
+        host.poke_groups(op.id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """The connection ended."""
-        hub = self.hub
-        if self.replaced or hub.sessions.get(self.id) is not self:
+        host = self.host
+        if self.replaced or host.sessions.get(self.id) is not self:
             return
-        del hub.sessions[self.id]
-        state = hub.roster.get(self.id)
-        hub.remembered_presence[self.id] = state.presence
-        hub.roster.set_presence(self.id, Presence.OFFLINE, hub.clock.monotonic())
-        for conversation_id in list(state.load):
-            entry = hub.conversations.get(conversation_id)
+        del host.sessions[self.id]
+        state = host.roster.get(self.id)
+        host.remembered_presence[self.id] = state.presence
+        host.roster.set_presence(self.id, Presence.OFFLINE, host.clock.monotonic())
+        for conversation_id in sorted(state.load):
+            entry = host.running(conversation_id)
             if entry is not None:
                 await entry.ref.send(Apply(domain.OperatorLeft(self.id)))
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def set_status(self, status: str) -> None:
+    async def set_status(self, status: Literal["available", "paused"]) -> None:
         presence = Presence(status)
-        self.hub.roster.set_presence(self.id, presence, self.hub.clock.monotonic())
-        self.peer.deliver(encode({"type": "status", "status": presence.value}))
+        self.host.roster.set_presence(self.id, presence, self.host.clock.monotonic())
+        self.peer.deliver(p.encode(p.StatusSet(status)))
         if presence is Presence.AVAILABLE:
-            self.hub.poke_groups(self.id)
+            self.host.poke_groups(self.id)
 
     async def accept(self, conversation_id: str) -> None:
         await self._send(conversation_id, domain.Accept(self.id, self.operator.name))
@@ -136,7 +173,7 @@ class OperatorSession:
     async def transfer(
         self, conversation_id: str, group_id: int | None, operator_id: int | None
     ) -> None:
-        directory = self.hub.directory
+        directory = self.host.directory
         if (group_id is None) == (operator_id is None):
             raise Rejected(
                 "invalid_frame", "transfer needs exactly one of group_id and operator_id"
@@ -161,10 +198,10 @@ class OperatorSession:
 
         Returns once the conversation is this operator's (and stored so); a refusal is raised
         (:class:`Rejected`), not sent to the console, so the admin API can answer with it."""
-        entry = await self.hub.entry(conversation_id)
-        timeout = self.hub.settings.ask_timeout
+        entry = await self.host.entry(conversation_id)
+        timeout = self.host.ask_timeout
         summary = await entry.ref.ask(Summary(), timeout=timeout)
-        service = self.hub.directory.services.get(summary["service_id"])
+        service = self.host.directory.services.get(summary.service_id)
         links = [link.group for link in service.links] if service else []
         mine = [g for g in links if g in self.operator.groups]
         group_id = (mine or links or list(self.operator.groups))[0]
@@ -189,33 +226,20 @@ class OperatorSession:
             cursor=after,
             limit=FOLDER_PAGE,
             scope_operator_id=self.id,
-            scope_service_ids=self.hub.directory.services_of(self.id),
+            scope_service_ids=self.host.directory.services_of(self.id),
         )
-        found = await self.hub.store.list_conversations(query)
+        found = await self.host.store.list_conversations(query)
         last = found[-1] if len(found) == FOLDER_PAGE else None
-        self.peer.deliver(
-            encode(
-                {
-                    "type": "folder",
-                    "name": name,
-                    "conversations": [
-                        {
-                            "id": c.id,
-                            "ticket": c.ticket,
-                            "service_id": c.service_id,
-                            "visitor": c.visitor,
-                            "created_at": c.created_at,
-                        }
-                        for c in found
-                    ],
-                    "next_cursor": None if last is None else page_cursor(last),
-                }
-            )
+        page = p.Folder(
+            name=name,
+            conversations=tuple(c.summary() for c in found),
+            next_cursor=None if last is None else page_cursor(last),
         )
+        self.peer.deliver(p.encode(page))
 
     async def sync(self, conversation_id: str, last_seq: int) -> None:
-        entry = await self.hub.entry(conversation_id)
+        entry = await self.host.entry(conversation_id)
         await entry.ref.send(SyncOperator(self.id, self.peer, last_seq))
 
     async def _send(self, conversation_id: str, event: domain.Event) -> None:
-        await self.hub.send_event(conversation_id, event, self.peer)
+        await self.host.send_event(conversation_id, event, self.peer)

@@ -3,24 +3,13 @@
 Rules: delivering never blocks an actor. A peer buffers a bounded number of frames; one that
 cannot keep up is disconnected, and its client resumes with ``last_seq`` and gets the missed
 events replayed from the store — nothing is lost, and a slow client never slows a conversation.
-Frames are encoded once per event and the same text goes to every recipient.
+Frames are encoded once (:func:`omni.domain.protocol.encode`) and the same text goes to every
+recipient.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-import msgspec
-
-_encoder = msgspec.json.Encoder()
-
-
-def encode(frame: dict[str, Any]) -> str:
-    return _encoder.encode(frame).decode()
-
-
-def error_frame(code: str, message: str, **extra: Any) -> str:
-    return encode({"type": "error", "code": code, "message": message, **extra})
+from typing import Protocol
 
 
 class Peer(Protocol):

@@ -8,11 +8,14 @@ visitor whose position moved their new position (F9), writing straight to the vi
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from omni.actors.peer import Peer, encode
+from omni.actors.peer import Peer
 from omni.actors.runtime import Actor
+from omni.domain import protocol as p
 from omni.domain.routing import WaitingQueue
 
 
@@ -23,7 +26,7 @@ class VisitorLink:
     __slots__ = ("conversation_id", "key", "peer", "position")
 
     def __init__(
-        self, conversation_id: str, key: tuple[float, str], peer: Peer | None = None
+        self, conversation_id: str, key: tuple[datetime, str], peer: Peer | None = None
     ) -> None:
         self.conversation_id = conversation_id
         #: The conversation's place in any queue: (waiting since, ticket).
@@ -32,9 +35,8 @@ class VisitorLink:
         self.position: int | None = None
 
     def position_frame(self) -> str:
-        return encode(
-            {"type": "queued", "conversation_id": self.conversation_id, "position": self.position}
-        )
+        assert self.position is not None
+        return p.encode(p.Queued(self.conversation_id, self.position))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,30 +67,40 @@ class QueueActor(Actor[QueueMessage]):
         self.group_id = group_id
         self._queue = WaitingQueue()
         self._links: dict[str, VisitorLink] = {}
+        self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
+            Push: self._push,
+            Pop: self._pop,
+            Remove: self._remove,
+            Snapshot: self._snapshot,
+        }
 
     async def handle(self, message: QueueMessage) -> Any:
-        if isinstance(message, Push):
-            link = message.link
-            self._links[link.conversation_id] = link
-            self._queue.push(link.conversation_id, link.key)
+        return await self._handlers[type(message)](message)
+
+    async def _push(self, message: Push) -> int:
+        link = message.link
+        self._links[link.conversation_id] = link
+        self._queue.push(link.conversation_id, link.key)
+        self._report_positions()
+        return len(self._queue)
+
+    async def _pop(self, message: Pop) -> VisitorLink | None:
+        conversation_id = self._queue.pop()
+        if conversation_id is None:
+            return None
+        link = self._links.pop(conversation_id)
+        link.position = None
+        self._report_positions()
+        return link
+
+    async def _remove(self, message: Remove) -> int:
+        if self._queue.remove(message.conversation_id):
+            self._links.pop(message.conversation_id).position = None
             self._report_positions()
-            return len(self._queue)
-        if isinstance(message, Pop):
-            conversation_id = self._queue.pop()
-            if conversation_id is None:
-                return None
-            link = self._links.pop(conversation_id)
-            link.position = None
-            self._report_positions()
-            return link
-        if isinstance(message, Remove):
-            if self._queue.remove(message.conversation_id):
-                self._links.pop(message.conversation_id).position = None
-                self._report_positions()
-            return len(self._queue)
-        if isinstance(message, Snapshot):
-            return list(self._queue)
-        raise TypeError(f"unexpected message {message!r}")
+        return len(self._queue)
+
+    async def _snapshot(self, message: Snapshot) -> list[str]:
+        return list(self._queue)
 
     def _report_positions(self) -> None:
         for index, conversation_id in enumerate(self._queue, start=1):

@@ -20,44 +20,24 @@ Rules of this module — everything that affects a conversation's lifecycle live
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Literal
 
+from omni.domain import protocol as p
 from omni.domain.model import Service, SurveyQuestion, Timers
+from omni.domain.protocol import EndedBy, Party, Rejected, Status, Visitor
+
+__all__ = ["EndedBy", "Party", "Rejected", "Status", "Visitor"]
 
 #: Longest message text accepted, in characters.
 MAX_TEXT = 8000
 
-
-class Status(StrEnum):
-    QUEUED = "queued"
-    OFFERED = "offered"
-    ACTIVE = "active"
-    OUT_OF_HOURS = "out_of_hours"
-    ENDED = "ended"  # waiting for the survey
-    CLOSED = "closed"
-    ABANDONED = "abandoned"
-
-
 OPEN_STATUSES = frozenset({Status.QUEUED, Status.OFFERED, Status.ACTIVE, Status.ENDED})
 TERMINAL_STATUSES = frozenset({Status.CLOSED, Status.ABANDONED})
 
-Party = Literal["visitor", "operator"]
-#: Who ended a conversation: a participant, or a deadline of the service (F16).
-EndedBy = Literal["visitor", "operator", "queue_timeout", "visitor_idle"]
 Audience = Literal["both", "visitor", "operator"]
-
-
-class Rejected(Exception):
-    """An event refused by the rules; ``code`` is the stable protocol error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # --- the conversation -------------------------------------------------------------------------
@@ -69,24 +49,24 @@ class Conversation:
     ticket: str
     service_id: int
     token_hash: str
-    visitor: dict[str, Any]
+    visitor: Visitor
     status: Status
     group_id: int | None
-    created_at: str
+    created_at: datetime
+    #: When the visitor began waiting: their place in any queue (a transfer keeps it).
+    waiting_since: datetime
     operator_id: int | None = None
     operator_name: str | None = None
     offered_to: int | None = None
     last_seq: int = 0
     #: (author key, client_id) -> seq of the stored message; makes sends idempotent.
     client_ids: dict[tuple[str, str], int] = field(default_factory=dict)
-    ended_by: str | None = None
+    ended_by: EndedBy | None = None
     #: True while the operator is disconnected and the grace timer runs.
     grace_pending: bool = False
-    #: When the visitor began waiting (POSIX seconds): their place in any queue.
-    waiting_since: float = 0.0
-    #: First time an operator took it (ISO, UTC), and when it ended or was abandoned: reports.
-    answered_at: str | None = None
-    ended_at: str | None = None
+    #: First time an operator took it, and when it ended or was abandoned: reports.
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
     #: It arrived while the service was closed (even if an operator took it later, F4).
     arrived_out_of_hours: bool = False
     #: While active, whose reply the conversation waits for: the visitor's after the operator
@@ -94,16 +74,24 @@ class Conversation:
     #: runs). Not stored: after a restart the timers start again with the next message.
     turn: Party | None = None
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "ticket": self.ticket,
-            "service_id": self.service_id,
-            "visitor": self.visitor,
-            "status": self.status.value,
-            "group_id": self.group_id,
-            "last_seq": self.last_seq,
-        }
+    def summary(self, *, waited: float | None = None) -> p.ConversationSummary:
+        """The conversation as the protocol and the API show it."""
+        return p.ConversationSummary(
+            id=self.id,
+            ticket=self.ticket,
+            service_id=self.service_id,
+            group_id=self.group_id,
+            status=self.status,
+            visitor=self.visitor,
+            created_at=self.created_at,
+            last_seq=self.last_seq,
+            operator_id=self.operator_id,
+            operator_name=self.operator_name,
+            answered_at=self.answered_at,
+            ended_at=self.ended_at,
+            ended_by=self.ended_by,
+            waited=waited,
+        )
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -269,12 +257,10 @@ Event = (
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """Store this event with its ``seq``, then deliver it to ``audience``."""
+    """Store this event (its frame carries its ``seq``), then deliver it to ``audience``."""
 
-    seq: int
-    kind: str
+    frame: p.Event
     audience: Audience
-    data: dict[str, Any]
     #: The operator who receives it (the conversation's operator when it was emitted).
     operator_id: int | None = None
     #: For messages: (author key, client_id), kept so a restarted actor still knows the send.
@@ -282,6 +268,15 @@ class Emit:
     #: For messages: the party who sent it. It gets an :class:`Ack` live instead of an echo;
     #: a replay after a reconnect includes the message.
     sender: Party | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.frame.seq
+
+    @property
+    def kind(self) -> str:
+        """The frame's ``type``."""
+        return type(self.frame).__struct_config__.tag  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +292,7 @@ class Signal:
     operator when ``to`` is the operator side and it is not the current one (offers)."""
 
     to: Party
-    kind: str
-    data: dict[str, Any]
+    frame: p.Typing | p.Offer | p.OfferWithdrawn
     operator_id: int | None = None
 
 
@@ -437,17 +431,13 @@ class Context:
     group_names: Mapping[int, str] = field(default_factory=dict)
 
 
-def iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
-
-
 def open_conversation(
     *,
     conversation_id: str,
     ticket: str,
     token_hash: str,
     service: Service,
-    visitor: dict[str, Any],
+    visitor: Visitor,
     group_id: int | None,
     now: datetime,
 ) -> tuple[Conversation, list[Effect]]:
@@ -460,15 +450,13 @@ def open_conversation(
         visitor=visitor,
         status=Status.QUEUED if group_id is not None else Status.OUT_OF_HOURS,
         group_id=group_id,
-        created_at=iso(now),
-        waiting_since=now.timestamp(),
+        created_at=now,
+        waiting_since=now,
         arrived_out_of_hours=group_id is None,
     )
     effects: list[Effect] = [Persist()]
     if group_id is None:
-        effects.append(
-            _emit(conv, "out_of_hours", "visitor", {"message": service.out_of_hours_message})
-        )
+        effects.append(_emit(conv, "visitor", p.OutOfHours, message=service.out_of_hours_message))
     else:
         effects.append(EnterQueue(group_id))
         if service.timers.queue_timeout is not None:
@@ -491,8 +479,8 @@ def restore(
             conv.status, conv.offered_to = Status.QUEUED, None
             effects.insert(0, Persist())
         timeout = ctx.service.timers.queue_timeout
-        if timeout is not None and not conv.answered_at:
-            waited = (now.timestamp() - conv.waiting_since) if now is not None else 0.0
+        if timeout is not None and conv.answered_at is None:
+            waited = (now - conv.waiting_since).total_seconds() if now is not None else 0.0
             effects.append(StartTimer("queue", max(timeout - waited, 0.0)))
         return effects
     if conv.status is Status.ACTIVE and not operator_connected:
@@ -510,15 +498,7 @@ def handle(
     # A resend of a stored message gets its ack again whatever happened since (even after the
     # conversation ended): the client only lost the ack, the message was accepted.
     if isinstance(event, VisitorMessage | OperatorMessage):
-        key = (
-            ("v", event.client_id)
-            if isinstance(event, VisitorMessage)
-            else (
-                f"o{event.operator_id}",
-                event.client_id,
-            )
-        )
-        seen = conv.client_ids.get(key)
+        seen = conv.client_ids.get(_client_key(event))
         if seen is not None:
             party: Party = "visitor" if isinstance(event, VisitorMessage) else "operator"
             return conv, [Ack(party, event.client_id, seen)]
@@ -585,39 +565,43 @@ def _event_name(event: Event) -> str:
     return type(event).__name__
 
 
-def _emit(conv: Conversation, kind: str, audience: Audience, data: dict[str, Any]) -> Emit:
+def _emit(
+    conv: Conversation, audience: Audience, kind: Callable[..., p.Event], **fields: Any
+) -> Emit:
+    """The next event of the conversation: its frame with the next ``seq``."""
     conv.last_seq += 1
-    return Emit(conv.last_seq, kind, audience, data, conv.operator_id)
+    frame = kind(conversation_id=conv.id, seq=conv.last_seq, **fields)
+    return Emit(frame, audience, conv.operator_id)
 
 
-def _check_operator(conv: Conversation, operator_id: int) -> None:
-    if conv.operator_id != operator_id:
-        raise Rejected("not_your_conversation", f"conversation {conv.id} is not yours")
+def _client_key(event: VisitorMessage | OperatorMessage) -> tuple[str, str]:
+    """Whose ``client_id`` space a send belongs to: the visitor's, or one operator's."""
+    if isinstance(event, VisitorMessage):
+        return ("v", event.client_id)
+    return (f"o{event.operator_id}", event.client_id)
 
 
 def _message(
     conv: Conversation,
     key: tuple[str, str],
     party: Party,
-    author: dict[str, Any],
+    author: p.Author,
     text: str,
     now: datetime,
     timers: Timers,
 ) -> list[Effect]:
-    seen = conv.client_ids.get(key)
-    if seen is not None:
-        return [Ack(party, key[1], seen)]
+    """A new message (a resend was answered by :func:`handle` before it got here)."""
     validate_text(text)
     conv.last_seq += 1
-    emit = Emit(
-        conv.last_seq,
-        "message",
-        "both",
-        {"id": f"{conv.id}-{conv.last_seq}", "author": author, "text": text, "at": iso(now)},
-        conv.operator_id,
-        key,
-        party,
+    frame = p.Message(
+        conversation_id=conv.id,
+        seq=conv.last_seq,
+        id=f"{conv.id}-{conv.last_seq}",
+        author=author,
+        text=text,
+        at=now,
     )
+    emit = Emit(frame, "both", conv.operator_id, key, party)
     conv.client_ids[key] = emit.seq
     effects: list[Effect] = [emit, Ack(party, key[1], emit.seq)]
     if conv.status is Status.ACTIVE:
@@ -664,52 +648,38 @@ def _leave_active(conv: Conversation, timers: Timers) -> list[Effect]:
 def _visitor_message(
     conv: Conversation, ev: VisitorMessage, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
-    author = {"kind": "visitor", "name": conv.visitor.get("name", "")}
-    return _message(conv, ("v", ev.client_id), "visitor", author, ev.text, now, ctx.service.timers)
+    author = p.Author("visitor", conv.visitor.name)
+    return _message(conv, _client_key(ev), "visitor", author, ev.text, now, ctx.service.timers)
 
 
 def _operator_message(
     conv: Conversation, ev: OperatorMessage, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
-    _check_operator(conv, ev.operator_id)
-    author = {"kind": "operator", "name": conv.operator_name, "id": ev.operator_id}
-    key = (f"o{ev.operator_id}", ev.client_id)
-    return _message(conv, key, "operator", author, ev.text, now, ctx.service.timers)
+    author = p.Author("operator", conv.operator_name, ev.operator_id)
+    return _message(conv, _client_key(ev), "operator", author, ev.text, now, ctx.service.timers)
 
 
 def _visitor_typing(
     conv: Conversation, ev: VisitorTyping, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
-    return [Signal("operator", "typing", {"author": {"kind": "visitor"}})]
+    return [Signal("operator", p.Typing(conv.id, p.Author("visitor")))]
 
 
 def _operator_typing(
     conv: Conversation, ev: OperatorTyping, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
-    _check_operator(conv, ev.operator_id)
-    return [
-        Signal("visitor", "typing", {"author": {"kind": "operator", "name": conv.operator_name}})
-    ]
+    return [Signal("visitor", p.Typing(conv.id, p.Author("operator", conv.operator_name)))]
 
 
 def _offer(conv: Conversation, ev: Offer, now: datetime, ctx: Context, to: Status) -> list[Effect]:
     conv.status, conv.offered_to = to, ev.operator_id
-    waited = (now - datetime.fromisoformat(conv.created_at)).total_seconds()
-    offer = {
-        "conversation": {
-            "id": conv.id,
-            "ticket": conv.ticket,
-            "service_id": conv.service_id,
-            "group_id": conv.group_id,
-            "visitor": conv.visitor,
-            "waited": round(max(waited, 0.0), 3),
-        },
-        "timeout": ctx.service.timers.offer_timeout,
-    }
+    waited = round(max((now - conv.created_at).total_seconds(), 0.0), 3)
+    timeout = ctx.service.timers.offer_timeout
+    offer = p.Offer(conv.id, conv.summary(waited=waited), timeout)
     return [
         Persist(),
-        Signal("operator", "offer", offer, operator_id=ev.operator_id),
-        StartTimer("offer", ctx.service.timers.offer_timeout),
+        Signal("operator", offer, operator_id=ev.operator_id),
+        StartTimer("offer", timeout),
     ]
 
 
@@ -718,8 +688,12 @@ def _requeue(conv: Conversation, operator_id: int, withdraw_offer: bool) -> list
     conv.status, conv.offered_to = Status.QUEUED, None
     effects: list[Effect] = [Release(operator_id), Persist(), EnterQueue(conv.group_id)]
     if withdraw_offer:
-        effects.insert(0, Signal("operator", "offer_withdrawn", {}, operator_id=operator_id))
+        effects.insert(0, _withdraw(conv, operator_id))
     return effects
+
+
+def _withdraw(conv: Conversation, operator_id: int) -> Signal:
+    return Signal("operator", p.OfferWithdrawn(conv.id), operator_id=operator_id)
 
 
 def _offer_expired(
@@ -737,9 +711,9 @@ def _accept(
         raise Rejected("not_offered", f"conversation {conv.id} is not offered to you")
     conv.status, conv.offered_to = to, None
     conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
-    conv.answered_at = conv.answered_at or iso(now)
+    conv.answered_at = conv.answered_at or now
     greeting = ctx.service.greeting.replace("{operator}", ev.operator_name).replace(
-        "{visitor}", str(conv.visitor.get("name", ""))
+        "{visitor}", conv.visitor.name
     )
     assigned = _assigned(conv, ctx)
     effects: list[Effect] = [
@@ -750,18 +724,15 @@ def _accept(
         assigned,
     ]
     if greeting:
-        author = {"kind": "operator", "name": ev.operator_name, "id": ev.operator_id}
         effects.append(
             _emit(
                 conv,
-                "message",
                 "both",
-                {
-                    "id": f"{conv.id}-{conv.last_seq + 1}",
-                    "author": author,
-                    "text": greeting,
-                    "at": iso(now),
-                },
+                p.Message,
+                id=f"{conv.id}-{conv.last_seq + 1}",
+                author=p.Author("operator", ev.operator_name, ev.operator_id),
+                text=greeting,
+                at=now,
             )
         )
     # Greeted, the visitor is to answer; otherwise they wait for the operator's first words.
@@ -769,59 +740,31 @@ def _accept(
     return effects
 
 
-def _avatar(service: Service) -> dict[str, str]:
-    avatar = service.shown_avatar()
-    return {"name": avatar.name, "image": avatar.image}
-
-
-def _question(q: SurveyQuestion) -> dict[str, object]:
-    data: dict[str, object] = {
-        "id": q.id,
-        "kind": q.kind.value,
-        "label": q.label,
-        "required": q.required,
-    }
-    if q.kind in ("rating", "scale"):
-        data["min"] = q.min
-        data["max"] = q.max
-    elif q.kind == "choice":
-        data["options"] = list(q.options)
-    else:
-        data["max_length"] = q.max_length
-    return data
-
-
 def _assigned(conv: Conversation, ctx: Context) -> Emit:
+    assert conv.operator_id is not None and conv.operator_name is not None
     return _emit(
         conv,
-        "assigned",
         "both",
-        {
-            "operator": {"id": conv.operator_id, "name": conv.operator_name},
-            "avatar": _avatar(ctx.service),
-            "conversation": {
-                "id": conv.id,
-                "ticket": conv.ticket,
-                "service_id": conv.service_id,
-                "group_id": conv.group_id,
-                "visitor": conv.visitor,
-            },
-        },
+        p.Assigned,
+        operator=p.OperatorRef(conv.operator_id, conv.operator_name),
+        avatar=ctx.service.shown_avatar(),
+        # The summary as of this event: active, with its operator.
+        conversation=conv.summary(),
     )
 
 
 def _transfer_to_group(
     conv: Conversation, ev: TransferToGroup, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
-    _check_operator(conv, ev.operator_id)
     previous = conv.operator_id
     assert previous is not None
     # Emitted first, so that it still reaches the operator who made the transfer.
     transferred = _emit(
         conv,
-        "transferred",
         "both",
-        {"to": {"kind": "group", "id": ev.group_id, "name": ev.group_name}, "reason": "transfer"},
+        p.Transferred,
+        to=p.TransferTarget("group", ev.group_id, ev.group_name),
+        reason="transfer",
     )
     conv.status, conv.group_id = to, ev.group_id
     conv.operator_id = conv.operator_name = None
@@ -839,17 +782,14 @@ def _transfer_to_group(
 def _transfer_to_operator(
     conv: Conversation, ev: TransferToOperator, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
-    _check_operator(conv, ev.operator_id)
     if ev.target_id == ev.operator_id:
         raise Rejected("invalid_transfer", "cannot transfer a conversation to yourself")
     transferred = _emit(
         conv,
-        "transferred",
         "both",
-        {
-            "to": {"kind": "operator", "id": ev.target_id, "name": ev.target_name},
-            "reason": "transfer",
-        },
+        p.Transferred,
+        to=p.TransferTarget("operator", ev.target_id, ev.target_name),
+        reason="transfer",
     )
     conv.operator_id, conv.operator_name = ev.target_id, ev.target_name
     conv.grace_pending = False
@@ -917,7 +857,7 @@ def _reply_timeout(
 
 
 def _back_to_group(
-    conv: Conversation, operator_id: int, reason: str, ctx: Context, to: Status
+    conv: Conversation, operator_id: int, reason: p.TransferReason, ctx: Context, to: Status
 ) -> list[Effect]:
     """An active conversation leaves ``operator_id`` for its group's queue, at its original
     place; ``transferred`` goes to the visitor and to ``conv.operator_id`` if still set. An
@@ -925,16 +865,10 @@ def _back_to_group(
     assert conv.group_id is not None
     transferred = _emit(
         conv,
-        "transferred",
         "both",
-        {
-            "to": {
-                "kind": "group",
-                "id": conv.group_id,
-                "name": ctx.group_names.get(conv.group_id, ""),
-            },
-            "reason": reason,
-        },
+        p.Transferred,
+        to=p.TransferTarget("group", conv.group_id, ctx.group_names.get(conv.group_id, "")),
+        reason=reason,
     )
     conv.status, conv.operator_id, conv.operator_name = to, None, None
     conv.grace_pending = False
@@ -957,7 +891,7 @@ def _idle_warning(
     closes_in = None
     if timers.visitor_idle_close is not None and timers.visitor_idle_warning is not None:
         closes_in = round(timers.visitor_idle_close - timers.visitor_idle_warning, 3)
-    return [_emit(conv, "idle_warning", "both", {"closes_in": closes_in})]
+    return [_emit(conv, "both", p.IdleWarning, closes_in=closes_in)]
 
 
 def _idle_close(
@@ -970,13 +904,13 @@ def _idle_close(
 
 def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Status) -> list[Effect]:
     conv.ended_by = by
-    conv.ended_at = iso(now)
+    conv.ended_at = now
     if to is Status.ABANDONED:
         effects: list[Effect] = [CancelTimer("queue")]
         if conv.status is Status.OFFERED and conv.offered_to is not None:
             effects += [
                 CancelTimer("offer"),
-                Signal("operator", "offer_withdrawn", {}, operator_id=conv.offered_to),
+                _withdraw(conv, conv.offered_to),
                 Release(conv.offered_to),
             ]
         assert conv.group_id is not None
@@ -985,8 +919,8 @@ def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Statu
         conv.status, conv.offered_to = to, None
         effects += [
             Persist(),
-            _emit(conv, "ended", "visitor", {"by": by}),
-            _emit(conv, "closed", "visitor", {"message": ctx.service.closing_message}),
+            _emit(conv, "visitor", p.Ended, by=by),
+            _emit(conv, "visitor", p.Closed, message=ctx.service.closing_message),
         ]
         return effects
     operator_id = conv.operator_id
@@ -996,13 +930,13 @@ def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Statu
         CancelTimer("grace"),
         *_leave_active(conv, ctx.service.timers),
         Release(operator_id),
-        _emit(conv, "ended", "both", {"by": by}),
+        _emit(conv, "both", p.Ended, by=by),
     ]
     questions = ctx.service.questions()
     if questions:
         effects += [
             Persist(),
-            _emit(conv, "survey", "visitor", {"questions": [_question(q) for q in questions]}),
+            _emit(conv, "visitor", p.Survey, questions=tuple(map(p.Question.of, questions))),
             StartTimer("survey", ctx.service.timers.survey_timeout),
         ]
         return effects
@@ -1011,7 +945,7 @@ def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Statu
 
 def _close(conv: Conversation, ctx: Context) -> list[Effect]:
     conv.status = Status.CLOSED
-    return [Persist(), _emit(conv, "closed", "both", {"message": ctx.service.closing_message})]
+    return [Persist(), _emit(conv, "both", p.Closed, message=ctx.service.closing_message)]
 
 
 def _queue_timeout(
@@ -1029,7 +963,6 @@ def _visitor_end(
 def _operator_end(
     conv: Conversation, ev: OperatorEnd, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
-    _check_operator(conv, ev.operator_id)
     return _end(conv, "operator", now, ctx, to)
 
 
@@ -1051,7 +984,7 @@ def _resume_by_operator(
 ) -> list[Effect]:
     conv.status, conv.group_id = to, ev.group_id
     conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
-    conv.answered_at = conv.answered_at or iso(now)
+    conv.answered_at = conv.answered_at or now
     assigned = _assigned(conv, ctx)
     return [Persist(), ReplayHistory(ev.operator_id, before=assigned.seq), assigned]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from omni.domain.conversation import Conversation, Status
 
@@ -37,18 +36,14 @@ class Tally:
             self.out_of_hours += 1
             return
         self.offered += 1
-        created = datetime.fromisoformat(conv.created_at)
-        if conv.answered_at:
+        if conv.answered_at is not None:
             self.answered += 1
-            wait = (datetime.fromisoformat(conv.answered_at) - created).total_seconds()
+            wait = (conv.answered_at - conv.created_at).total_seconds()
             self.waits.append(wait)
             if wait <= threshold:
                 self.answered_in_threshold += 1
-            if conv.ended_at:
-                ended = datetime.fromisoformat(conv.ended_at)
-                self.handles.append(
-                    (ended - datetime.fromisoformat(conv.answered_at)).total_seconds()
-                )
+            if conv.ended_at is not None:
+                self.handles.append((conv.ended_at - conv.answered_at).total_seconds())
         elif conv.status is Status.ABANDONED:
             self.abandoned += 1
 

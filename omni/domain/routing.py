@@ -19,6 +19,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -133,7 +134,7 @@ class WaitingQueue:
     waiting, then the ticket); the head is offered first."""
 
     def __init__(self) -> None:
-        self._keys: list[tuple[float, str]] = []
+        self._keys: list[tuple[datetime, str]] = []
         self._items: list[str] = []
 
     def __len__(self) -> int:
@@ -145,7 +146,7 @@ class WaitingQueue:
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
-    def push(self, conversation_id: str, key: tuple[float, str]) -> int:
+    def push(self, conversation_id: str, key: tuple[datetime, str]) -> int:
         """Insert in key order (after equal keys); returns the 0-based index."""
         self.remove(conversation_id)
         index = bisect_right(self._keys, key)

@@ -1,24 +1,32 @@
-"""The transcript e-mailed to a visitor (F14): what the visitor saw, as plain text.
+"""The transcript e-mailed to a visitor (F14): who may ask for it, and what it says.
 
-Rules: pure (no I/O, no clock). The caller gives the conversation, its service, the stored
-frames in ``seq`` order and the time zone to show times in; the result is the subject and body
-of one e-mail. Only what the visitor was shown goes in: messages of both sides (the greeting
-included) and transfers; nothing meant for the operator alone.
+Rules: pure (no I/O, no clock).
+
+* :func:`check_request` is the whole rule of asking: the conversation must have ended with an
+  operator, its service must send transcripts, the address must be one plain mailbox, and a
+  conversation's transcript goes to at most :data:`MAX_TRANSCRIPTS` addresses (asking again for
+  the same address, in any letter case, queues nothing more).
+* :func:`render` turns what the visitor was shown — messages of both sides (the greeting
+  included) and transfers, in ``seq`` order, nothing meant for the operator alone — into the
+  subject and body of one e-mail, with times in the given zone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
+from omni.domain import protocol as p
 from omni.domain.conversation import Conversation
 from omni.domain.model import Service
+from omni.domain.protocol import Rejected, Status
 
 #: Longest address accepted (RFC 5321: 254 characters in a path).
 MAX_EMAIL = 254
+#: Addresses one conversation's transcript may be sent to: enough for a visitor, too few to
+#: make the server a way to send mail to anyone.
+MAX_TRANSCRIPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,26 +47,59 @@ def valid_email(address: str) -> bool:
     return bool(local) and "." in domain.strip(".") and not domain.startswith(".")
 
 
+def outbox_key(conv: Conversation, email: str) -> str:
+    """The outbox's key of this transcript: one e-mail per conversation and address."""
+    return f"transcript:{conv.id}:{email.lower()}"
+
+
+def check_request(
+    conv: Conversation, service: Service, email: str, queued: Collection[str]
+) -> str | None:
+    """Whether ``email`` may get ``conv``'s transcript; ``queued`` holds the outbox keys of the
+    transcripts already queued for it. The key to queue, or None when this address already has
+    it; :class:`Rejected` otherwise."""
+    if not valid_email(email):
+        raise Rejected("invalid_email", f"not an e-mail address: {email[:80]!r}")
+    if not service.transcript_email:
+        raise Rejected("transcript_disabled", "this service does not send transcripts")
+    if conv.status not in (Status.ENDED, Status.CLOSED):
+        raise Rejected(
+            "invalid_state",
+            "the transcript is offered once the conversation has ended with an operator",
+        )
+    key = outbox_key(conv, email)
+    if key in queued:
+        return None
+    if len(queued) >= MAX_TRANSCRIPTS:
+        raise Rejected(
+            "too_many_transcripts",
+            f"a conversation's transcript goes to {MAX_TRANSCRIPTS} addresses at most",
+        )
+    return key
+
+
 def render(
-    conv: Conversation, service: Service, frames: Iterable[dict[str, Any]], zone: ZoneInfo
+    conv: Conversation, service: Service, events: Iterable[p.Event], zone: ZoneInfo
 ) -> Transcript:
-    def when(at: str) -> str:
-        return datetime.fromisoformat(at).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    """The e-mail of what the visitor saw (``events``: the stored history, in ``seq`` order)."""
+
+    def when(event: p.Message | Conversation) -> str:
+        at = event.at if isinstance(event, p.Message) else event.created_at
+        return at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
     lines = [
         f"{service.name} — conversation {conv.ticket}",
-        f"Started {when(conv.created_at)} ({zone.key})",
+        f"Started {when(conv)} ({zone.key})",
         "",
     ]
-    for frame in frames:
-        if frame.get("type") == "message":
-            author = frame.get("author", {})
-            name = author.get("name") or ("You" if author.get("kind") == "visitor" else "Agent")
-            text = str(frame.get("text", "")).replace("\r\n", "\n").replace("\n", "\n    ")
-            lines.append(f"[{when(frame['at'])}] {name}: {text}")
-        elif frame.get("type") == "transferred":
-            target = frame.get("to", {}).get("name") or "another agent"
-            lines.append(f"— transferred to {target} —")
+    for event in events:
+        if isinstance(event, p.Message):
+            author = event.author
+            name = author.name or ("You" if author.kind == "visitor" else "Agent")
+            text = event.text.replace("\r\n", "\n").replace("\n", "\n    ")
+            lines.append(f"[{when(event)}] {name}: {text}")
+        elif isinstance(event, p.Transferred):
+            lines.append(f"— transferred to {event.to.name or 'another agent'} —")
     if service.closing_message:
         lines += ["", service.closing_message]
     return Transcript(

@@ -34,12 +34,10 @@ from wsproto.events import TextMessage
 from omni.actors.conversation import DetachVisitor
 from omni.actors.hub import Hub
 from omni.actors.operator import OperatorSession
-from omni.actors.peer import encode, error_frame
 from omni.actors.runtime import ActorCrashed, ActorStopped, AskTimeout
 from omni.domain import conversation as domain
-from omni.domain.conversation import Rejected
-from omni.gateway import protocol as p
-from omni.gateway.protocol import FrameError
+from omni.domain import protocol as p
+from omni.domain.protocol import Rejected, error_frame
 from omni.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -248,128 +246,172 @@ class Gateway:
     # -- visitor ------------------------------------------------------------------------------
 
     async def _visitor(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
-        conversation: list[str] = []
+        connection = _VisitorConnection(self.hub, peer)
         try:
             while True:
                 data = await ws.get_message()
-                client_id: str | None = None
+                frame: p.VisitorFrame | None = None
                 try:
                     frame = p.decode_visitor(data, self.limit)
+                    await connection.handle(frame)
+                except Rejected as error:
                     client_id = getattr(frame, "client_id", None)
-                    await self._visitor_frame(frame, peer, conversation)
-                except (FrameError, Rejected) as error:
-                    extra: dict[str, Any] = {"client_id": client_id} if client_id else {}
-                    peer.deliver(error_frame(error.code, error.message, **extra))
+                    peer.deliver(error_frame(error.code, error.message, client_id=client_id))
                 except (AskTimeout, ActorCrashed, ActorStopped) as error:
                     peer.deliver(error_frame("overloaded", f"try again ({type(error).__name__})"))
         finally:
-            if conversation:
-                entry = self.hub.conversations.get(conversation[0])
-                if entry is not None:
-                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                        await entry.ref.send(DetachVisitor(peer))
-
-    async def _visitor_frame(
-        self, frame: p.VisitorFrame, peer: WebSocketPeer, conversation: list[str]
-    ) -> None:
-        hub = self.hub
-        if isinstance(frame, p.Start | p.Resume):
-            if conversation:
-                raise FrameError("already_started", "this connection already has a conversation")
-            if isinstance(frame, p.Start):
-                visitor = frame.visitor.as_dict() if frame.visitor is not None else {}
-                conversation_id = await hub.start_conversation(
-                    frame.service_id, visitor, peer, peer.origin, frame.identity, frame.captcha
-                )
-            else:
-                conversation_id = await hub.resume_conversation(frame.token, frame.last_seq, peer)
-            conversation.append(conversation_id)
-            return
-        if isinstance(frame, p.Ping):
-            peer.deliver(_PONG)
-            return
-        if not conversation:
-            raise FrameError("not_started", "send `start` or `resume` first")
-        if isinstance(frame, p.TranscriptRequest):
-            # Not an event of the conversation (it may be closed): a request about it (F14).
-            await hub.request_transcript(conversation[0], frame.email, peer)
-            return
-        event: domain.Event
-        if isinstance(frame, p.VisitorMessage):
-            event = domain.VisitorMessage(frame.client_id, frame.text)
-        elif isinstance(frame, p.VisitorTyping):
-            event = domain.VisitorTyping()
-        elif isinstance(frame, p.VisitorEnd):
-            event = domain.VisitorEnd()
-        elif isinstance(frame, p.SurveyAnswers):
-            event = domain.SurveyAnswered(frame.answers)
-        elif isinstance(frame, p.SurveySkip):
-            event = domain.SurveySkipped()
-        else:  # pragma: no cover - the decoder admits nothing else
-            raise FrameError("unknown_type", f"unexpected frame {type(frame).__name__}")
-        await hub.send_event(conversation[0], event, peer, missing="conversation_closed")
+            await connection.aclose()
 
     # -- operator -----------------------------------------------------------------------------
 
     async def _operator(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
-        session: OperatorSession | None = None
+        connection = _OperatorConnection(self.hub, peer)
         try:
             while True:
                 data = await ws.get_message()
-                client_id: str | None = None
                 frame: p.OperatorFrame | None = None
                 try:
                     frame = p.decode_operator(data, self.limit)
-                    client_id = getattr(frame, "client_id", None)
-                    if isinstance(frame, p.Login):
-                        if session is not None:
-                            raise FrameError("already_logged_in", "this connection is signed in")
-                        session = await self.hub.login(frame.token, peer)
-                    elif isinstance(frame, p.Ping):
-                        peer.deliver(_PONG)
-                    elif session is None:
-                        raise FrameError("not_logged_in", "send `login` first")
-                    else:
-                        await self._operator_frame(frame, session)
-                except (FrameError, Rejected) as error:
-                    extra: dict[str, Any] = {}
-                    if client_id:
-                        extra["client_id"] = client_id
-                    if conversation_id := getattr(frame, "conversation_id", None):
-                        extra["conversation_id"] = conversation_id
-                    peer.deliver(error_frame(error.code, error.message, **extra))
+                    await connection.handle(frame)
+                except Rejected as error:
+                    peer.deliver(
+                        error_frame(
+                            error.code,
+                            error.message,
+                            conversation_id=getattr(frame, "conversation_id", None),
+                            client_id=getattr(frame, "client_id", None),
+                        )
+                    )
                 except (AskTimeout, ActorCrashed, ActorStopped) as error:
                     peer.deliver(error_frame("overloaded", f"try again ({type(error).__name__})"))
         finally:
-            if session is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                    await session.close()
-
-    @staticmethod
-    async def _operator_frame(frame: p.OperatorFrame, session: OperatorSession) -> None:
-        if isinstance(frame, p.Status):
-            await session.set_status(frame.status)
-        elif isinstance(frame, p.Accept):
-            await session.accept(frame.conversation_id)
-        elif isinstance(frame, p.OperatorMessage):
-            await session.message(frame.conversation_id, frame.client_id, frame.text)
-        elif isinstance(frame, p.OperatorTyping):
-            await session.typing(frame.conversation_id)
-        elif isinstance(frame, p.Transfer):
-            await session.transfer(frame.conversation_id, frame.group_id, frame.operator_id)
-        elif isinstance(frame, p.OperatorEnd):
-            await session.end(frame.conversation_id)
-        elif isinstance(frame, p.Sync):
-            await session.sync(frame.conversation_id, frame.last_seq)
-        elif isinstance(frame, p.OperatorResume):
-            await session.resume(frame.conversation_id)
-        elif isinstance(frame, p.Folder):
-            await session.folder(frame.name, frame.cursor)
-        else:  # pragma: no cover - the decoder admits nothing else
-            raise FrameError("unknown_type", f"unexpected frame {type(frame).__name__}")
+            await connection.aclose()
 
 
-_PONG = encode({"type": "pong"})
+class _VisitorConnection:
+    """One visitor connection's frames, each to its handler; at most one conversation."""
+
+    def __init__(self, hub: Hub, peer: WebSocketPeer) -> None:
+        self.hub = hub
+        self.peer = peer
+        self.conversation_id: str | None = None
+        self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
+            p.Start: self._start,
+            p.Resume: self._resume,
+            p.Ping: self._ping,
+            p.TranscriptRequest: self._transcript,
+            p.VisitorMessage: self._event,
+            p.VisitorTyping: self._event,
+            p.VisitorEnd: self._event,
+            p.SurveyAnswers: self._event,
+            p.SurveySkip: self._event,
+        }
+
+    async def handle(self, frame: p.VisitorFrame) -> None:
+        await self._handlers[type(frame)](frame)
+
+    async def aclose(self) -> None:
+        if self.conversation_id is None:
+            return
+        entry = self.hub.running(self.conversation_id)
+        if entry is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                await entry.ref.send(DetachVisitor(self.peer))
+
+    def _unbound(self) -> None:
+        if self.conversation_id is not None:
+            raise Rejected("already_started", "this connection already has a conversation")
+
+    async def _start(self, frame: p.Start) -> None:
+        self._unbound()
+        self.conversation_id = await self.hub.start_conversation(
+            frame.service_id,
+            frame.visitor,
+            self.peer,
+            self.peer.origin,
+            frame.identity,
+            frame.captcha,
+        )
+
+    async def _resume(self, frame: p.Resume) -> None:
+        self._unbound()
+        self.conversation_id = await self.hub.resume_conversation(
+            frame.token, frame.last_seq, self.peer
+        )
+
+    async def _ping(self, frame: p.Ping) -> None:
+        self.peer.deliver(_PONG)
+
+    def _bound(self) -> str:
+        if self.conversation_id is None:
+            raise Rejected("not_started", "send `start` or `resume` first")
+        return self.conversation_id
+
+    async def _transcript(self, frame: p.TranscriptRequest) -> None:
+        # Not an event of the conversation (it may be closed): a request about it (F14).
+        await self.hub.request_transcript(self._bound(), frame.email, self.peer)
+
+    async def _event(self, frame: p.VisitorFrame) -> None:
+        conversation_id = self._bound()
+        await self.hub.send_event(
+            conversation_id, _visitor_event(frame), self.peer, missing="conversation_closed"
+        )
+
+
+def _visitor_event(frame: p.VisitorFrame) -> domain.Event:
+    if isinstance(frame, p.VisitorMessage):
+        return domain.VisitorMessage(frame.client_id, frame.text)
+    if isinstance(frame, p.SurveyAnswers):
+        return domain.SurveyAnswered(frame.answers)
+    return _VISITOR_EVENTS[type(frame)]()
+
+
+#: Visitor frames that carry nothing but their type, and the events they are.
+_VISITOR_EVENTS: dict[type, Callable[[], domain.Event]] = {
+    p.VisitorTyping: domain.VisitorTyping,
+    p.VisitorEnd: domain.VisitorEnd,
+    p.SurveySkip: domain.SurveySkipped,
+}
+
+
+class _OperatorConnection:
+    """One operator connection's frames, each to its handler, once signed in."""
+
+    def __init__(self, hub: Hub, peer: WebSocketPeer) -> None:
+        self.hub = hub
+        self.peer = peer
+        self.session: OperatorSession | None = None
+        self._handlers: dict[type, Callable[[OperatorSession, Any], Awaitable[None]]] = {
+            p.SetStatus: lambda s, f: s.set_status(f.status),
+            p.Accept: lambda s, f: s.accept(f.conversation_id),
+            p.OperatorMessage: lambda s, f: s.message(f.conversation_id, f.client_id, f.text),
+            p.OperatorTyping: lambda s, f: s.typing(f.conversation_id),
+            p.Transfer: lambda s, f: s.transfer(f.conversation_id, f.group_id, f.operator_id),
+            p.OperatorEnd: lambda s, f: s.end(f.conversation_id),
+            p.Sync: lambda s, f: s.sync(f.conversation_id, f.last_seq),
+            p.OperatorResume: lambda s, f: s.resume(f.conversation_id),
+            p.OpenFolder: lambda s, f: s.folder(f.name, f.cursor),
+        }
+
+    async def handle(self, frame: p.OperatorFrame) -> None:
+        if isinstance(frame, p.Ping):
+            self.peer.deliver(_PONG)
+        elif isinstance(frame, p.Login):
+            if self.session is not None:
+                raise Rejected("already_logged_in", "this connection is signed in")
+            self.session = await self.hub.login(frame.token, self.peer)
+        elif self.session is None:
+            raise Rejected("not_logged_in", "send `login` first")
+        else:
+            await self._handlers[type(frame)](self.session, frame)
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                await self.session.aclose()
+
+
+_PONG = p.encode(p.Pong())
 
 #: Websocket close codes for the reasons the server closes a connection (1008: policy).
 _CLOSE_CODES = {"internal_error": 1011, "server_shutdown": 1001}

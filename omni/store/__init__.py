@@ -20,6 +20,7 @@ import msgspec
 
 from omni.domain.configuration import ConfigItem
 from omni.domain.conversation import Conversation
+from omni.domain.protocol import isoformat
 
 __all__ = [
     "AuditEntry",
@@ -110,14 +111,14 @@ class ConversationQuery:
 
 def page_cursor(conv: Conversation) -> str:
     """The cursor that continues a listing after ``conv`` (ConversationQuery.cursor's text)."""
-    return f"{conv.created_at}|{conv.id}"
+    return f"{isoformat(conv.created_at)}|{conv.id}"
 
 
 def parse_cursor(text: str) -> tuple[datetime, str] | None:
     """:func:`page_cursor`'s text back as ``(created_at, id)``; None if it is not one."""
     created, _, conversation_id = text.partition("|")
     try:
-        at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        at = datetime.fromisoformat(created)
     except ValueError:
         return None
     if not conversation_id or at.tzinfo is None or "\x00" in conversation_id:

@@ -55,7 +55,9 @@ class MemoryStore:
         self.writes += 1
         if write.conversation is not None:
             conv = write.conversation
-            self._conversations[conv.id] = _snapshot(conv)
+            # A copy: the store never aliases the actor's live state.
+            stored = self._conversations[conv.id] = copy.copy(conv)
+            stored.client_ids = {}
             self._by_token[conv.token_hash] = conv.id
         for event in write.events:
             self._events.setdefault(event.conversation_id, []).append(event)
@@ -67,11 +69,8 @@ class MemoryStore:
         conv = self._conversations.get(conversation_id)
         if conv is None:
             return None
-        restored = _snapshot(conv)
-        events = self._events.get(conversation_id, [])
-        restored.last_seq = events[-1].seq if events else 0
-        restored.client_ids = {}
-        for event in events:
+        restored = self._snapshot(conv)
+        for event in self._events.get(conversation_id, []):
             if event.client_key is not None:
                 restored.client_ids[event.client_key] = event.seq
         return restored
@@ -99,15 +98,17 @@ class MemoryStore:
 
     async def list_conversations(self, query: ConversationQuery) -> list[Conversation]:
         found = [c for c in self._conversations.values() if _matches(c, query)]
-        found.sort(key=lambda c: (_created(c), c.id), reverse=True)
+        found.sort(key=lambda c: (c.created_at, c.id), reverse=True)
         if query.cursor is not None:
-            found = [c for c in found if (_created(c), c.id) < query.cursor]
-        return [_snapshot(c) for c in found[: query.limit]]
+            found = [c for c in found if (c.created_at, c.id) < query.cursor]
+        return [self._snapshot(c) for c in found[: query.limit]]
 
     async def conversations_created_between(
         self, start: datetime, end: datetime
     ) -> list[Conversation]:
-        return [_snapshot(c) for c in self._conversations.values() if start <= _created(c) < end]
+        return [
+            self._snapshot(c) for c in self._conversations.values() if start <= c.created_at < end
+        ]
 
     async def config_items(self) -> list[ConfigItem]:
         return list(self._config.values())
@@ -207,7 +208,16 @@ class MemoryStore:
     # -- inspection, for tests and reports ------------------------------------------------------
 
     def conversations(self) -> list[Conversation]:
-        return [_snapshot(c) for c in self._conversations.values()]
+        return [self._snapshot(c) for c in self._conversations.values()]
+
+    def _snapshot(self, conv: Conversation) -> Conversation:
+        """A copy of the stored record, as a load from PostgreSQL gives it: its ``last_seq``
+        from the stored events, no ``client_ids`` (``load_conversation`` adds them)."""
+        clone = copy.copy(conv)
+        events = self._events.get(conv.id)
+        clone.last_seq = events[-1].seq if events else 0
+        clone.client_ids = {}
+        return clone
 
     def all_events(self, conversation_id: str) -> list[StoredEvent]:
         return list(self._events.get(conversation_id, []))
@@ -218,10 +228,6 @@ def _json_copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     copied: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(value))
     return copied
-
-
-def _created(conv: Conversation) -> datetime:
-    return datetime.fromisoformat(conv.created_at)
 
 
 def _matches(conv: Conversation, q: ConversationQuery) -> bool:
@@ -239,25 +245,14 @@ def _matches(conv: Conversation, q: ConversationQuery) -> bool:
         and conv.service_id not in q.scope_service_ids
     ):
         return False
-    created = _created(conv)
+    created = conv.created_at
     if q.created_from is not None and created < q.created_from:
         return False
     if q.created_to is not None and created >= q.created_to:
         return False
     if q.search:
         needle = q.search.casefold()
-        haystack = (
-            str(conv.visitor.get("name", "")),
-            str(conv.visitor.get("email", "")),
-            conv.ticket,
-        )
+        haystack = (conv.visitor.name, conv.visitor.email or "", conv.ticket)
         if not any(needle in field.casefold() for field in haystack):
             return False
     return True
-
-
-def _snapshot(conv: Conversation) -> Conversation:
-    clone = copy.copy(conv)
-    clone.visitor = dict(conv.visitor)
-    clone.client_ids = {}
-    return clone

@@ -30,14 +30,14 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
 import msgspec
 import trio
 
-from omni.domain.conversation import Conversation, Status
+from omni.domain.conversation import Conversation, Status, Visitor
 from omni.store import (
     AuditEntry,
     ConfigChange,
@@ -94,7 +94,8 @@ ON CONFLICT (conversation_id) DO UPDATE
 
 _CONVERSATION_COLUMNS = """id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
-    answered_at, ended_at, arrived_out_of_hours"""
+    answered_at, ended_at, arrived_out_of_hours,
+    (SELECT max(seq) FROM events WHERE conversation_id = conversations.id) AS last_seq"""
 
 _Q_LOAD_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
 _Q_LAST_SEQ_AND_CLIENTS = """
@@ -400,7 +401,7 @@ def _conversation_row(conv: Conversation) -> tuple[Any, ...]:
         conv.ticket,
         conv.service_id,
         conv.token_hash,
-        dict(conv.visitor),
+        conv.visitor,
         conv.status.value,
         conv.group_id,
         conv.operator_id,
@@ -409,33 +410,33 @@ def _conversation_row(conv: Conversation) -> tuple[Any, ...]:
         conv.ended_by,
         conv.grace_pending,
         conv.waiting_since,
-        datetime.fromisoformat(conv.created_at),
-        datetime.fromisoformat(conv.answered_at) if conv.answered_at else None,
-        datetime.fromisoformat(conv.ended_at) if conv.ended_at else None,
+        conv.created_at,
+        conv.answered_at,
+        conv.ended_at,
         conv.arrived_out_of_hours,
     )
 
 
 def _conversation_from_row(row: Any) -> Conversation:
-    created: datetime = row["created_at"]
     return Conversation(
         id=row["id"],
         ticket=row["ticket"],
         service_id=row["service_id"],
         token_hash=row["token_hash"],
-        visitor=row["visitor"],
+        visitor=msgspec.convert(row["visitor"], Visitor),
         status=Status(row["status"]),
         group_id=row["group_id"],
-        created_at=created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        created_at=row["created_at"],
+        waiting_since=row["waiting_since"],
         operator_id=row["operator_id"],
         operator_name=row["operator_name"],
         offered_to=row["offered_to"],
         ended_by=row["ended_by"],
         grace_pending=row["grace_pending"],
-        waiting_since=row["waiting_since"],
-        answered_at=_iso(row["answered_at"]),
-        ended_at=_iso(row["ended_at"]),
+        answered_at=row["answered_at"],
+        ended_at=row["ended_at"],
         arrived_out_of_hours=row["arrived_out_of_hours"],
+        last_seq=row["last_seq"] or 0,
     )
 
 
@@ -453,10 +454,6 @@ def _outbox_item(row: Any) -> OutboxItem:
         row["failed_at"],
         row["last_error"],
     )
-
-
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class _Batch:
