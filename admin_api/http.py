@@ -124,7 +124,6 @@ def requires(
             g.operator_id = found.operator_id
             return await handler(*args, **kwargs)
 
-        guarded.__dict__["omni_roles"] = roles
         return guarded
 
     return decorate

@@ -477,8 +477,23 @@ class Folder(_Outbound, frozen=True, tag="folder"):
 
 
 ToVisitor = Event | Ack | Typing | Error | Pong | Started | Resumed | Queued | TranscriptQueued
+#: Operators never get visitor-only events (the survey, the out-of-hours notice).
 ToOperator = (
-    Event | Ack | Typing | Error | Pong | Welcome | StatusSet | Offer | OfferWithdrawn | Folder
+    Message
+    | Assigned
+    | Transferred
+    | IdleWarning
+    | Ended
+    | Closed
+    | Ack
+    | Typing
+    | Error
+    | Pong
+    | Welcome
+    | StatusSet
+    | Offer
+    | OfferWithdrawn
+    | Folder
 )
 
 # -- codecs --------------------------------------------------------------------------------------
