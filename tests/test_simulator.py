@@ -10,7 +10,7 @@ import pytest
 
 from simulator.engine import simulate
 from simulator.erlang import erlang_a, erlang_c, erlang_c_asa
-from simulator.report import build_report, event_log, to_json
+from simulator.report import build_report, event_log, to_html, to_json, to_table
 from simulator.scenario import ScenarioError, load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).parent.parent / "simulator" / "scenarios"
@@ -102,6 +102,8 @@ def test_out_of_hours_after_closing() -> None:
     scenario = load_scenario(SCENARIOS / "closing.toml")
     report = build_report(scenario, simulate(scenario), scenario.seed, 20)
     hours = report["hours"]
+    assert list(hours) == [f"2026-11-23 {h}" for h in ("16", "17", "18", "19")]
+    hours = {key[-2:]: row for key, row in hours.items()}  # one day
     for h in ("16", "17"):
         assert hours[h]["out_of_hours"] == 0 and hours[h]["answered"] > 0
     for h in ("18", "19"):
@@ -113,12 +115,63 @@ def test_out_of_hours_after_closing() -> None:
 def test_lunch_break_lowers_service_level() -> None:
     scenario = load_scenario(SCENARIOS / "lunch.toml")
     report = build_report(scenario, simulate(scenario), scenario.seed, 20)
-    hours = report["hours"]
+    hours = {key.removeprefix("2026-11-23 "): row for key, row in report["hours"].items()}
     lunch = hours["12"]["service_level"]
     others = [hours[h]["service_level"] for h in ("09", "10", "11", "13")]
     assert lunch < min(others) - 20, (lunch, others)
-    series = {p["local"]: p for p in report["series"]}
+    series = {p["local"].removeprefix("2026-11-23 "): p for p in report["series"]}
     assert series["12:15"]["available"] < series["11:00"]["available"]
+    # The queue the lunch hour leaves behind counts in 13:00's longest queue: an hour's longest
+    # queue is the highest of its four quarter-hours' (each counting who was already waiting).
+    for hh, row in hours.items():
+        quarters = [series[f"{hh}:{mm}"]["queue"] for mm in ("00", "15", "30", "45")]
+        assert row["longest_queue"] == max(quarters), (hh, row["longest_queue"], quarters)
+    assert series["13:00"]["queue"] > 0
+
+
+ADDITIVE = ("offered", "answered", "abandoned", "out_of_hours", "waiting_at_end")
+
+
+def test_hours_are_reported_per_day_and_pooled_apart() -> None:
+    """A 30-hour run from Monday 12:00 to Tuesday 18:00 meets 12:00-17:59 twice. Two extra
+    operators work Monday 12:00-18:00 only, so Monday's 13:00 has three operators and Tuesday's
+    one: ``hours`` keeps the days apart, ``hours_of_day`` pools them, and the pooled counts are
+    the sums of the days'."""
+    raw = mmc(1, 20, 60, hours=30, seed=3)
+    raw["start"] = "2026-11-23T12:00:00"
+    raw["operators"][0]["login"] = raw["operators"][0]["logout"] = "12:00"  # the whole run
+    raw["operators"].append(
+        {"id": 2, "count": 2, "groups": [1], "login": "12:00", "logout": "18:00"}
+        | {"handle_time": {"mean": 60}}
+    )
+    scenario = parse_scenario(raw)
+    report = build_report(scenario, simulate(scenario), scenario.seed, 20)
+    hours, pooled = report["hours"], report["hours_of_day"]
+    monday = [f"2026-11-23 {h:02d}" for h in range(12, 24)]
+    tuesday = [f"2026-11-24 {h:02d}" for h in range(18)]
+    assert list(hours) == monday + tuesday
+    assert list(pooled) == [f"{h:02d}" for h in range(24)]
+    assert hours["2026-11-23 13"]["staffed_operator_hours"] == 3.0
+    assert hours["2026-11-24 13"]["staffed_operator_hours"] == 1.0
+    assert pooled["13"]["staffed_operator_hours"] == 4.0
+    assert pooled["03"] == hours["2026-11-24 03"]  # only Tuesday has a 03:00
+    for hh, row in pooled.items():
+        days = [hours[key] for key in hours if key.endswith(f" {hh}")]
+        for field in ADDITIVE:
+            assert row[field] == sum(day[field] for day in days), (hh, field)
+        assert row["longest_queue"] == max(day["longest_queue"] for day in days)
+        waits = sum(day["asa"] * day["answered"] for day in days if day["answered"])
+        if row["answered"]:
+            assert math.isclose(row["asa"], waits / row["answered"], abs_tol=0.01), hh
+    for field in ADDITIVE:
+        assert sum(row[field] for row in hours.values()) == report["total"][field]
+    # Both days' 13:00 had arrivals: they are two rows, not one.
+    assert hours["2026-11-23 13"]["offered"] > 0 and hours["2026-11-24 13"]["offered"] > 0
+    table = to_table(report)
+    assert "2026-11-23 13" in table and "2026-11-24 13" in table
+    assert "Hour, 2 days pooled" in table
+    chart = to_html(report)
+    assert ">11-23 12:00<" in chart and ">11-24 00:00<" in chart
 
 
 def test_erlang_c() -> None:
