@@ -404,8 +404,8 @@ def to_html(report: dict[str, Any]) -> str:
             points.append(f"{x:.1f},{y:.1f}")
         ticks = "".join(
             f'<text x="{pad + (w - 2 * pad) * i / n:.1f}" y="{h - pad + 15}" font-size="10" '
-            f'text-anchor="middle">{label}</text>'
-            for i, label in tick_labels.items()
+            f'text-anchor="middle">{text}</text>'
+            for i, text in tick_labels.items()
         )
         return (
             f'<h2>{html.escape(label)}</h2><svg xmlns="http://www.w3.org/2000/svg" '

@@ -144,10 +144,8 @@ def test_hours_are_reported_per_day_and_pooled_apart() -> None:
     raw = mmc(1, 20, 60, hours=30, seed=3)
     raw["start"] = "2026-11-23T12:00:00"
     raw["operators"][0]["login"] = raw["operators"][0]["logout"] = "12:00"  # the whole run
-    raw["operators"].append(
-        {"id": 2, "count": 2, "groups": [1], "login": "12:00", "logout": "18:00"}
-        | {"handle_time": {"mean": 60}}
-    )
+    monday_only = {"id": 2, "count": 2, "groups": [1], "login": "12:00", "logout": "18:00"}
+    raw["operators"].append({**monday_only, "handle_time": {"mean": 60}})
     scenario = parse_scenario(raw)
     report = build_report(scenario, simulate(scenario), scenario.seed, 20)
     hours, pooled = report["hours"], report["hours_of_day"]
