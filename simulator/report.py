@@ -1,6 +1,11 @@
 """The report of a run: JSON, a terminal table, the event log (JSONL) and an HTML chart.
 
-Definitions (per service, group and local hour of arrival):
+Breakdowns: per service, per group, per hour and in total. ``hours`` has one row per local hour
+of each day of the run, keyed "YYYY-MM-DD HH" (the keys sort in time order); ``hours_of_day``
+pools the same hour of every day, keyed "HH", so its counts are the sums of ``hours``' rows.
+A conversation belongs to the hour its visitor arrived in.
+
+Definitions:
 
 * offered: visitors who sent ``start``; out_of_hours: those told the service was closed;
 * answered / abandoned: assigned to an operator / sent ``end`` while waiting;
@@ -9,11 +14,13 @@ Definitions (per service, group and local hour of arrival):
 * aht: mean time from assignment to the operator's ``end`` (s);
 * occupancy (groups and hours): busy operator-seconds / logged-in operator-seconds, where busy
   means holding at least one conversation; an operator counts in each of their groups;
-* longest_queue: most conversations waiting at once (for an hour: across all groups).
+* longest_queue: most conversations waiting at once; for an hour, across all groups and
+  counting those already waiting when the hour began (pooled: the highest of its days').
 """
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
 import math
@@ -85,9 +92,9 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
             if e.kind == "requeued":
                 c["queue_group"] = d["group"]
         elif e.kind == "ended":
-            c = by_id.get(d["id"])
-            if c is not None and "assigned_t" in c:
-                c["handle"] = c.get("handle", 0.0) + e.t - c["assigned_t"]
+            ended = by_id.get(d["id"])
+            if ended is not None and "assigned_t" in ended:
+                ended["handle"] = ended.get("handle", 0.0) + e.t - ended["assigned_t"]
         elif e.kind == "login":
             op_groups[d["operator"]] = d["groups"]
             logged[d["operator"]].append([e.t, end])
@@ -111,9 +118,6 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
         out = logged[op][-1][1] if logged[op] else end
         for span in spans:
             span[1] = min(span[1], out)
-
-    def hour_of(t: float) -> str:
-        return f"{scenario.local(t).hour:02d}"
 
     def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
         answered = [c for c in rows if c["status"] == "answered"]
@@ -166,46 +170,62 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
             "occupancy": occupancy(members, 0, end),
             "longest_queue": longest(lambda t, s, g, gid=gid: g == gid),
         }
-    hours = {}
-    hour_keys = list(dict.fromkeys(hour_of(t) for t in _hour_starts(scenario)))
     everyone = sorted(logged)
-    for h in hour_keys:
-        rows = [c for c in all_convs if hour_of(c["t"]) == h]
-        spans = [(t, min(end, t + 3600)) for t in _hour_starts(scenario) if hour_of(t) == h]
+
+    def staffing(spans: list[tuple[float, float]]) -> tuple[float, float]:
+        """Logged-in and busy operator-seconds within ``spans``."""
         on = sum(
             _overlap(a, b, lo, hi) for op in everyone for a, b in logged[op] for lo, hi in spans
         )
         work = sum(
             _overlap(a, b, lo, hi) for op in everyone for a, b in busy[op] for lo, hi in spans
         )
-        hours[h] = {
+        return on, work
+
+    # Hours: each local hour of each day on its own ("2026-11-23 09"), then the same hours
+    # pooled across days ("09"). A conversation belongs to the hour its visitor arrived in.
+    windows = _hour_windows(scenario, end)
+    starts = [lo for lo, _ in windows]
+    arrived_in: list[list[dict[str, Any]]] = [[] for _ in windows]
+    for c in all_convs:
+        arrived_in[max(0, bisect.bisect_right(starts, c["t"]) - 1)].append(c)
+    window_peaks = _queue_peaks(queue_changes, windows)
+    labels = [scenario.local(lo).strftime("%Y-%m-%d %H") for lo in starts]
+    hours = {}
+    for label, window, rows, peak in zip(labels, windows, arrived_in, window_peaks, strict=True):
+        on, work = staffing([window])
+        hours[label] = {
             **stats(rows),
             "occupancy": _r(100.0 * work / on if on else None, 1),
-            "longest_queue": longest(
-                lambda t, s, g, spans=spans: any(lo <= t < hi for lo, hi in spans)
-            ),
+            "longest_queue": peak,
+            "staffed_operator_hours": _r(on / 3600),
+        }
+    hours_of_day = {}
+    for hh in sorted({label[-2:] for label in labels}):
+        mine = [i for i, label in enumerate(labels) if label[-2:] == hh]
+        on, work = staffing([windows[i] for i in mine])
+        hours_of_day[hh] = {
+            **stats([c for i in mine for c in arrived_in[i]]),
+            "occupancy": _r(100.0 * work / on if on else None, 1),
+            "longest_queue": max(window_peaks[i] for i in mine),
             "staffed_operator_hours": _r(on / 3600),
         }
     # Chart series.
     series = []
-    n_buckets = math.ceil(end / BUCKET)
-    level = 0
-    changes = sorted(queue_changes, key=lambda q: (q[0], -q[1]))
-    k = 0
-    for b in range(n_buckets):
-        lo, hi = b * BUCKET, min(end, (b + 1) * BUCKET)
-        peak = level
-        while k < len(changes) and changes[k][0] < hi:
-            level += changes[k][1]
-            peak = max(peak, level)
-            k += 1
-        rows = [c for c in all_convs if lo <= c["t"] < hi]
+    buckets = [(b * BUCKET, min(end, (b + 1) * BUCKET)) for b in range(math.ceil(end / BUCKET))]
+    in_bucket: list[list[dict[str, Any]]] = [[] for _ in buckets]
+    for c in all_convs:
+        if (b := int(c["t"] // BUCKET)) < len(buckets):
+            in_bucket[b].append(c)
+    for (lo, hi), rows, peak in zip(
+        buckets, in_bucket, _queue_peaks(queue_changes, buckets), strict=True
+    ):
         st = stats(rows)
         mid = (lo + hi) / 2
         series.append(
             {
                 "t": lo,
-                "local": scenario.local(lo).strftime("%H:%M"),
+                "local": scenario.local(lo).strftime("%Y-%m-%d %H:%M"),
                 "queue": peak,
                 "service_level": st["service_level"],
                 "logged_in": sum(1 for op in everyone if any(a <= mid < b for a, b in logged[op])),
@@ -229,6 +249,7 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
         "services": services,
         "groups": groups,
         "hours": hours,
+        "hours_of_day": hours_of_day,
         "series": series,
     }
     if trace.mode != "virtual":
@@ -244,6 +265,34 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
             }
         )
     return report
+
+
+def _hour_windows(scenario: Scenario, end: float) -> list[tuple[float, float]]:
+    """The run's local hours up to ``end``, as [start, end) offsets; the first and the last can
+    be partial."""
+    starts = [t for t in _hour_starts(scenario) if t < end]
+    return list(zip(starts, [*starts[1:], end], strict=True))
+
+
+def _queue_peaks(
+    changes: list[tuple[float, int, str | None, int | None]], windows: list[tuple[float, float]]
+) -> list[int]:
+    """The most conversations waiting at once (all services and groups) in each of ``windows``
+    (in time order, not overlapping), counting those already waiting when a window opens."""
+    peaks = []
+    level = k = 0
+    ordered = sorted(changes, key=lambda q: (q[0], -q[1]))  # joins before leaves at one instant
+    for lo, hi in windows:
+        while k < len(ordered) and ordered[k][0] < lo:
+            level += ordered[k][1]
+            k += 1
+        peak = level
+        while k < len(ordered) and ordered[k][0] < hi:
+            level += ordered[k][1]
+            peak = max(peak, level)
+            k += 1
+        peaks.append(peak)
+    return peaks
 
 
 def _hour_starts(scenario: Scenario) -> list[float]:
@@ -305,12 +354,16 @@ def to_table(report: dict[str, Any]) -> str:
             + f", {report['errors']} agent error(s)"
         ]
         out[2:2] = [f"  {e}" for e in report["error_samples"]]
-    for title, rows in (
+    sections = [
         ("Service", report["services"]),
         ("Group", report["groups"]),
         ("Hour", report["hours"]),
-        ("Total", {"all": report["total"]}),
-    ):
+    ]
+    days = {key[:10] for key in report["hours"]}
+    if len(days) > 1:  # one day's hours would only repeat the rows above
+        sections.append((f"Hour, {len(days)} days pooled", report["hours_of_day"]))
+    sections.append(("Total", {"all": report["total"]}))
+    for title, rows in sections:
         names = {k: (f"{k} {v['name']}" if "name" in v else k) for k, v in rows.items()}
         width = max([len(title)] + [len(n) for n in names.values()])
         head = title.ljust(width) + "".join(h.rjust(8) for _, h in COLUMNS)
@@ -328,6 +381,16 @@ def to_html(report: dict[str, Any]) -> str:
     series = report["series"]
     w, h, pad = 900, 220, 40
     n = max(1, len(series) - 1)
+    # One day: a tick every hour ("HH:MM"). Several days: a tick where each local day begins
+    # ("MM-DD HH:MM"), as hourly ticks would run into each other.
+    if len({p["local"][:10] for p in series}) > 1:
+        tick_labels = {
+            i: p["local"][5:]
+            for i, p in enumerate(series)
+            if i == 0 or p["local"][:10] != series[i - 1]["local"][:10]
+        }
+    else:
+        tick_labels = {i: p["local"][11:] for i, p in enumerate(series) if i % 4 == 0}
 
     def chart(key: str, colour: str, label: str, top: float | None = None) -> str:
         values = [p[key] for p in series]
@@ -341,9 +404,8 @@ def to_html(report: dict[str, Any]) -> str:
             points.append(f"{x:.1f},{y:.1f}")
         ticks = "".join(
             f'<text x="{pad + (w - 2 * pad) * i / n:.1f}" y="{h - pad + 15}" font-size="10" '
-            f'text-anchor="middle">{p["local"]}</text>'
-            for i, p in enumerate(series)
-            if i % 4 == 0
+            f'text-anchor="middle">{text}</text>'
+            for i, text in tick_labels.items()
         )
         return (
             f'<h2>{html.escape(label)}</h2><svg xmlns="http://www.w3.org/2000/svg" '
