@@ -25,7 +25,8 @@ def postgres(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """ruff (including the ASYNC rules for trio) and mypy --strict on omni/."""
+    """ruff (including the ASYNC rules for trio), mypy --strict on omni/, admin_api/ and
+    simulator/, and the layering contracts (import-linter, pyproject.toml)."""
     session.install("-e", ".[dev]")
     session.run(
         "ruff",
@@ -38,7 +39,8 @@ def lint(session: nox.Session) -> None:
         "benchmarks",
         "noxfile.py",
     )
-    session.run("mypy", "omni", "admin_api")
+    session.run("mypy", "omni", "admin_api", "simulator")
+    session.run("lint-imports")
 
 
 @nox.session(python="3.11")

@@ -2,8 +2,8 @@
 visitors and operators that speak the real websocket protocol over in-memory streams.
 
 All randomness comes from one ``random.Random(seed)``: arrivals, then one derived generator per
-operator and per visitor, drawn in a fixed order. Trio's own scheduler shuffle is seeded too, so
-the same scenario and seed replay the same run.
+operator and per visitor, drawn in a fixed order. Trio's own scheduler shuffle is seeded too
+(:mod:`omni.compat.trio`), so the same scenario and seed replay the same run.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from trio_websocket import (
 
 from omni.actors.hub import Settings, open_hub
 from omni.clock import Clock
+from omni.compat.trio import seed_scheduler
 from omni.entropy import SeededEntropy
 from omni.gateway.server import Gateway
 from omni.store.memory import MemoryStore
@@ -152,9 +153,7 @@ class Simulation:
         return entry.group_id if entry else None
 
     async def main(self) -> None:
-        import trio._core._run as trio_run  # seeded scheduler shuffle: deterministic replays
-
-        trio_run._r.seed(self.seed)
+        seed_scheduler(self.seed)  # trio's order of ready tasks: deterministic replays
         s = self.scenario
         master = random.Random(self.seed)
         arrivals = s.arrival_times(random.Random(master.getrandbits(64)))

@@ -7,3 +7,7 @@ installed version is one whose internals it was written and tested against, and 
 conformance test (tests/test_compat.py) and, in docs/decisions.md, the upstream proposal that
 would make it public.
 """
+
+
+class IncompatibleDependency(RuntimeError):
+    """An installed dependency is not one whose internals Omni's adapter was written for."""

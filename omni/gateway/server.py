@@ -9,7 +9,9 @@ Rules:
   ``internal_error``), and never the server.
 * Each connection has two tasks — a reader and a writer draining a bounded outbound buffer —
   owned by the connection's nursery. A client too slow to drain its buffer is disconnected and
-  resumes; actors never wait on a socket.
+  resumes; actors never wait on a socket. A frame for an idle TCP connection is written
+  straight into its socket (:mod:`omni.compat.trio_websocket`, the only code that reads
+  trio-websocket's internals).
 * The same handler serves real TCP connections and in-memory streams (``serve_stream``), so the
   simulator and virtual-time tests run this exact code.
 """
@@ -29,12 +31,13 @@ from trio_websocket import (
     serve_websocket,
     wrap_server_stream,
 )
-from wsproto.events import TextMessage
 
 from omni.actors.conversation import DetachVisitor
 from omni.actors.hub import Hub
 from omni.actors.operator import OperatorSession
 from omni.actors.runtime import ActorCrashed, ActorStopped, AskTimeout
+from omni.compat import trio_websocket as trio_websocket_compat
+from omni.compat.trio_websocket import DirectWriter
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.protocol import Rejected, error_frame
@@ -44,56 +47,6 @@ log = logging.getLogger(__name__)
 
 #: Time a closing connection gets to send its last error frame and close handshake.
 CLOSE_TIMEOUT = 2.0
-
-
-class _DirectWrite:
-    """Writes a frame straight into the socket when that cannot block or reorder anything.
-
-    The hot path of a chat server is one small frame to an idle connection. Handing it to the
-    connection's writer task costs a task switch and several scheduler round trips; when the
-    connection has nothing queued, nobody else is writing to it (trio-websocket's own writes —
-    pongs, close — hold its stream lock) and the kernel buffer has room, a non-blocking
-    ``send`` of the encoded frame is the same bytes on the wire, in the same order, now. If the
-    kernel takes only part of it, the rest goes to the writer task ahead of anything else.
-
-    It relies on trio-websocket's connection internals (``_wsproto``, ``_stream``,
-    ``_stream_lock``; checked at connection time against the pinned version) and is used only
-    for plain TCP streams; anything else — memory streams, TLS — goes through the writer task.
-    """
-
-    __slots__ = ("_lock", "_sock", "_ws", "_wsproto")
-
-    def __init__(self, ws: WebSocketConnection, sock: Any) -> None:
-        self._ws = ws
-        self._wsproto = ws._wsproto
-        self._lock = ws._stream_lock
-        self._sock = sock
-
-    @classmethod
-    def for_connection(cls, ws: WebSocketConnection) -> _DirectWrite | None:
-        stream = getattr(ws, "_stream", None)
-        if not isinstance(stream, trio.SocketStream):
-            return None
-        sock = getattr(stream.socket, "_sock", None)
-        if sock is None or not all(
-            hasattr(ws, name) for name in ("_wsproto", "_stream_lock", "_close_reason")
-        ):
-            return None
-        return cls(ws, sock)
-
-    def write(self, frame: str) -> bytes | None:
-        """Send ``frame`` now; returns the bytes still to send (for the writer task), ``b""``
-        when all went out, or None when it cannot be written directly at all."""
-        if self._ws._close_reason is not None or self._lock.locked():
-            return None
-        data: bytes = self._wsproto.send(TextMessage(data=frame))
-        try:
-            sent = self._sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            return data  # the writer task meets the same error and ends the connection
-        return data[sent:]
 
 
 class WebSocketPeer:
@@ -106,7 +59,7 @@ class WebSocketPeer:
         self._scope = scope
         # str: a frame to encode and send; bytes: an encoded remainder to send first.
         self._tx, self._rx = trio.open_memory_channel[str | bytes](buffer)
-        self._direct = _DirectWrite.for_connection(ws)
+        self._direct = DirectWriter.for_connection(ws)
         #: Items handed to the writer task and not yet fully sent.
         self._queued = 0
         #: The Origin header of the handshake (a browser's page), if any.
@@ -136,16 +89,12 @@ class WebSocketPeer:
             self._scope.cancel()
 
     async def run_writer(self) -> None:
-        ws = self._ws
         async for item in self._rx:
             if isinstance(item, bytes):
-                async with ws._stream_lock:
-                    try:
-                        await ws._stream.send_all(item)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        raise ConnectionClosed(ws._close_reason) from None
+                assert self._direct is not None  # only a direct write leaves bytes behind
+                await self._direct.send_rest(item)
             else:
-                await ws.send_message(item)
+                await self._ws.send_message(item)
             self._queued -= 1
 
 
@@ -154,6 +103,8 @@ Handler = Callable[[WebSocketConnection, WebSocketPeer], Awaitable[None]]
 
 class Gateway:
     def __init__(self, hub: Hub, settings: ServerSettings | None = None) -> None:
+        # Refuse to run on a trio-websocket whose internals the direct writes do not know.
+        trio_websocket_compat.check()
         self.hub = hub
         settings = settings or ServerSettings()
         self.limit = settings.max_frame_bytes

@@ -1,0 +1,158 @@
+"""The adapters to dependencies' internals (omni/compat): each refuses, loudly, a version it
+was not written for; and each does what it promises on the installed one (the conformance
+tests an upgrade must pass before its version is added to the adapter)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from trio_websocket import WebSocketConnection
+
+from omni.compat import IncompatibleDependency
+from omni.compat import trio as trio_compat
+from omni.compat import trio_websocket as trio_websocket_compat
+from omni.compat.trio_websocket import DirectWriter
+from omni.server import RunningServer
+from tests.support import connect_tcp, login, start
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- trio-websocket ------------------------------------------------------------------------------
+
+
+def test_the_installed_trio_websocket_is_supported() -> None:
+    trio_websocket_compat.check()
+
+
+def test_an_unknown_trio_websocket_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trio_websocket_compat, "version", lambda name: "0.13.0")
+    with pytest.raises(IncompatibleDependency, match=r"trio-websocket 0\.13\.0 .* 0\.12\.x"):
+        trio_websocket_compat.check()
+
+
+def test_a_connection_without_its_stream_lock_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The internals changed under the same version number: refused, not a silent slow path."""
+
+    class Changed(WebSocketConnection):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            del self._stream_lock
+
+    monkeypatch.setattr(trio_websocket_compat, "WebSocketConnection", Changed)
+    with pytest.raises(IncompatibleDependency, match="_stream_lock"):
+        trio_websocket_compat.check()
+
+
+def test_the_gateway_refuses_to_start_on_an_unknown_trio_websocket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from omni.gateway.server import Gateway
+
+    monkeypatch.setattr(trio_websocket_compat, "version", lambda name: "0.14.1")
+    with pytest.raises(IncompatibleDependency):
+        Gateway(hub=None)  # type: ignore[arg-type]
+
+
+async def test_direct_writes_keep_frames_whole_and_in_order_when_a_reader_falls_behind(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames go straight into an idle socket, and through the writer task once the kernel's
+    buffer is full (the rest of a partly written frame first). A visitor who stops reading while
+    the operator sends ~1.5 MB must later read every frame whole and in seq order."""
+    outcomes = {"direct": 0, "partial": 0, "queued": 0}
+    original = DirectWriter.write
+
+    def counting(self: DirectWriter, frame: str) -> bytes | None:
+        rest = original(self, frame)
+        outcomes["direct" if rest == b"" else "queued" if rest is None else "partial"] += 1
+        return rest
+
+    monkeypatch.setattr(DirectWriter, "write", counting)
+    url = server.ws_url
+    async with connect_tcp(f"{url}/ws/operator") as alice, connect_tcp(f"{url}/ws/visitor") as vera:
+        await login(alice, "tok-alice")
+        cid = (await start(vera))["conversation_id"]
+        await alice.send(
+            "accept", conversation_id=(await alice.until("offer"))["conversation"]["id"]
+        )
+        await vera.until("message")  # greeting
+        count, size = 300, 5000
+        for n in range(count):
+            await alice.send(
+                "message", conversation_id=cid, client_id=f"m{n}", text=f"{n:04d}" + "x" * size
+            )
+        for _ in range(count):
+            await alice.until("ack")
+        # Vera has read nothing meanwhile; now she does.
+        seqs = []
+        for n in range(count):
+            frame = await vera.expect("message")
+            assert frame["text"].startswith(f"{n:04d}") and len(frame["text"]) == size + 4
+            seqs.append(frame["seq"])
+        assert seqs == sorted(seqs) and len(set(seqs)) == count
+        await vera.send("message", client_id="still", text="alive")
+        await vera.expect("ack")
+        # Both paths were taken: straight into the socket, and a partial write whose rest
+        # went to the writer task (with the frames after it queued behind).
+        assert outcomes["direct"] > 0 and outcomes["partial"] > 0, outcomes
+
+
+# -- trio ----------------------------------------------------------------------------------------
+
+
+def test_the_installed_trio_is_supported() -> None:
+    trio_compat.check()
+
+
+def test_an_unknown_trio_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trio_compat, "version", lambda name: "0.36.0")
+    with pytest.raises(IncompatibleDependency, match=r"trio 0\.36\.0"):
+        trio_compat.seed_scheduler(1)
+
+
+ORDER = """
+import json, sys, trio
+from omni.compat.trio import seed_scheduler
+
+async def main():
+    order = []
+    async def task(n):
+        for step in range(3):
+            order.append(n)
+            await trio.lowlevel.checkpoint()
+    seed_scheduler(int(sys.argv[1]))
+    async with trio.open_nursery() as nursery:
+        for n in range(8):
+            nursery.start_soon(task, n)
+    print(json.dumps(order))
+
+trio.run(main)
+"""
+
+
+def _order(seed: int, hash_seed: str) -> list[int]:
+    result = subprocess.run(
+        [sys.executable, "-c", ORDER, str(seed)],
+        cwd=ROOT,
+        env={"PYTHONHASHSEED": hash_seed, "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    order: list[int] = __import__("json").loads(result.stdout)
+    return order
+
+
+@pytest.mark.slow
+def test_a_seeded_scheduler_runs_ready_tasks_in_the_same_order_in_any_process() -> None:
+    """The conformance test of seed_scheduler: the order trio runs ready tasks in is the seed's,
+    from one process to the next, and another seed gives another order."""
+    first = _order(7, "1")
+    assert sorted(first) == sorted(list(range(8)) * 3)
+    assert _order(7, "2") == first
+    assert any(_order(seed, "1") != first for seed in (8, 9, 10))

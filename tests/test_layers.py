@@ -1,0 +1,104 @@
+"""The layering is a checked contract (DESIGN §2: edges -> actors -> domain).
+
+* The import-linter contracts of pyproject.toml hold: the domain imports nothing else of Omni
+  and nothing that does I/O; the store only the domain; the actors no edge; no cycle between
+  sibling modules at any depth; the admin API is an edge below the composition root; nothing
+  in production imports the simulator; the load tests import no Omni code.
+* The forbidden lists cover every module of ``omni``: a new module cannot slip past them.
+* Private attributes of the dependencies (trio's, trio-websocket's) are read in ``omni/compat``
+  only, where each adapter checks the installed version (tests/test_compat.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+from importlinter.cli import lint_imports
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACTS = {
+    c["id"]: c
+    for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"
+    ]
+}
+#: The top-level modules and packages of ``omni``.
+OMNI_MODULES = sorted(
+    f"omni.{p.stem}"
+    for p in (ROOT / "omni").iterdir()
+    if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()
+)
+
+
+def test_the_import_contracts_hold(capsys: pytest.CaptureFixture[str]) -> None:
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        status = lint_imports(config_filename="pyproject.toml", no_cache=True, no_logo=True)
+    finally:
+        os.chdir(cwd)
+    report = capsys.readouterr().out
+    assert status == 0, report
+    assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in report
+
+
+@pytest.mark.parametrize(
+    ("contract", "allowed"),
+    [
+        ("domain-is-pure", {"omni.domain"}),
+        ("store-on-domain", {"omni.domain", "omni.store"}),
+    ],
+)
+def test_the_contracts_name_every_module_of_omni(contract: str, allowed: set[str]) -> None:
+    forbidden = set(CONTRACTS[contract]["forbidden_modules"])
+    if "omni.*" in forbidden:
+        return  # the wildcard covers them all
+    uncovered = [m for m in OMNI_MODULES if m not in forbidden and m not in allowed]
+    assert not uncovered, f"{contract} does not forbid {uncovered}: add them to pyproject.toml"
+
+
+#: Private attributes of trio's and trio-websocket's objects that Omni relies on, and the
+#: private modules: only omni/compat may name them.
+PRIVATE = {"_wsproto", "_stream", "_stream_lock", "_close_reason", "_sock", "_r", "_run", "_core"}
+PRIVATE_MODULES = ("trio._", "trio_websocket._", "wsproto.")
+
+
+def _private_uses(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in PRIVATE:
+            # ``self._stream`` of a class of our own is ours; a dependency's object is not.
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id == "self"):
+                found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in getattr(node, "names", [])]
+            for name in names:
+                if name.startswith(PRIVATE_MODULES):
+                    found.append(f"line {node.lineno}: import {name}")
+    return found
+
+
+PRODUCTION = sorted(
+    p
+    for folder in ("omni", "admin_api", "simulator")
+    for p in (ROOT / folder).rglob("*.py")
+    if "compat" not in p.parts
+)
+
+
+@pytest.mark.parametrize("path", PRODUCTION, ids=lambda p: str(p.relative_to(ROOT)))
+def test_private_apis_are_used_in_omni_compat_only(path: Path) -> None:
+    assert not _private_uses(path)
+
+
+def test_the_private_api_detector_sees_what_it_should() -> None:
+    """The checker itself: the adapters do use internals (and are allowed to)."""
+    assert _private_uses(ROOT / "omni" / "compat" / "trio_websocket.py")
+    assert _private_uses(ROOT / "omni" / "compat" / "trio.py")
