@@ -47,6 +47,7 @@ from omni.actors.hub import Hub
 from omni.actors.runtime import ActorCrashed, AskTimeout
 from omni.config import RESOURCES, ApiTokenInput, Resource, public, seal
 from omni.domain import conversation as domain
+from omni.domain import protocol
 from omni.domain.configuration import (
     SINGLETON,
     ConfigConflict,
@@ -56,7 +57,6 @@ from omni.domain.configuration import (
 )
 from omni.domain.conversation import Conversation, Status
 from omni.domain.model import Role
-from omni.domain import protocol
 from omni.domain.protocol import ConversationSummary
 from omni.domain.reports import report
 from omni.domain.routing import Presence

@@ -201,11 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     name = scenario.name or Path(args.scenario).stem
     if args.real is not None:
         try:
-            base = real_base(args.real, args.allow_remote)
+            server = real_base(args.real, args.allow_remote)
         except ValueError as exc:
             print(f"omni-sim: {exc}", file=sys.stderr)
             return 2
-        trace = simulate_real(scenario, base, seed, args.wall_cap, progress=not args.no_progress)
+        trace = simulate_real(scenario, server, seed, args.wall_cap, progress=not args.no_progress)
         name += "-real"
     else:
         trace = simulate(scenario, seed, progress=not args.no_progress)

@@ -25,7 +25,6 @@ import html
 import json
 import math
 from collections import defaultdict
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +189,12 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
     for c in all_convs:
         arrived_in[max(0, bisect.bisect_right(starts, c["t"]) - 1)].append(c)
     window_peaks = _queue_peaks(queue_changes, windows)
-    labels = [scenario.local(lo).strftime("%Y-%m-%d %H") for lo in starts]
+    labels: list[str] = []
+    for lo in starts:
+        label = scenario.local(lo).strftime("%Y-%m-%d %H")
+        # The hour the clocks go back over happens twice: the second one is labelled so.
+        labels.append(label if label not in labels else f"{label} (clocks back)")
+    hour_of_day = [f"{scenario.local(lo).hour:02d}" for lo in starts]
     hours = {}
     for label, window, rows, peak in zip(labels, windows, arrived_in, window_peaks, strict=True):
         on, work = staffing([window])
@@ -201,8 +205,8 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
             "staffed_operator_hours": _r(on / 3600),
         }
     hours_of_day = {}
-    for hh in sorted({label[-2:] for label in labels}):
-        mine = [i for i, label in enumerate(labels) if label[-2:] == hh]
+    for hh in sorted(set(hour_of_day)):
+        mine = [i for i, of_day in enumerate(hour_of_day) if of_day == hh]
         on, work = staffing([windows[i] for i in mine])
         hours_of_day[hh] = {
             **stats([c for i in mine for c in arrived_in[i]]),
@@ -299,9 +303,7 @@ def _hour_starts(scenario: Scenario) -> list[float]:
     starts = [0.0]
     t = 0.0
     while True:
-        local = scenario.local(t)
-        top = local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        t = (top - scenario.start).total_seconds()
+        t = scenario.next_hour(t)
         if t >= scenario.duration:
             return starts
         starts.append(t)

@@ -14,7 +14,7 @@ import random
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -148,18 +148,33 @@ class Scenario:
     #: schedules, groups, services and operators with their console tokens (``omni-sim config``).
     server_config: dict[str, Any] = field(default_factory=dict)
 
+    # Offsets are real seconds, as the server's clock counts them: arithmetic goes through UTC
+    # (Python adds and subtracts datetimes of one zone on the wall clock, which is an hour off
+    # across a daylight-saving change).
+
     def local(self, offset: float) -> datetime:
-        return (self.start + timedelta(seconds=offset)).astimezone(self.zone)
+        """The local time ``offset`` real seconds after the start."""
+        return (self.start.astimezone(UTC) + timedelta(seconds=offset)).astimezone(self.zone)
+
+    def offset_at(self, moment: datetime) -> float:
+        """Real seconds from the start to ``moment`` (aware)."""
+        return (moment.astimezone(UTC) - self.start.astimezone(UTC)).total_seconds()
 
     def offset_of(self, hhmm: str) -> float:
         """Seconds from start to ``hhmm`` local on the start's local day (clamped at 0)."""
         local = self.start.astimezone(self.zone)
         hours, minutes = (int(x) for x in hhmm.split(":"))
-        day = local.date()
-        moment = datetime.combine(day, time(0), tzinfo=self.zone) + timedelta(
-            hours=hours, minutes=minutes
-        )
-        return max(0.0, (moment - self.start).total_seconds())
+        day = local.date() + timedelta(days=hours // 24)  # "24:00": the next midnight
+        moment = datetime.combine(day, time(hours % 24, minutes), tzinfo=self.zone)
+        return max(0.0, self.offset_at(moment))
+
+    def next_hour(self, offset: float) -> float:
+        """The offset of the next top of a local hour after ``offset``: an hour of wall time is
+        an hour of real time, except across a daylight-saving change (the clocks' jump lands
+        on a top of the hour, so the next one comes on time)."""
+        local = self.local(offset)
+        into = local.minute * 60 + local.second + local.microsecond / 1e6
+        return offset + 3600 - into
 
     def rate_at(self, arrival: ArrivalBody, offset: float) -> float:
         hour = self.local(offset).hour
@@ -192,9 +207,7 @@ class Scenario:
 
 
 def _next_hour(scenario: Scenario, offset: float) -> float:
-    local = scenario.local(offset)
-    top = local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    return max(offset + 1e-6, (top - scenario.start).total_seconds())
+    return max(offset + 1e-6, scenario.next_hour(offset))
 
 
 def _hourly(arrival: ArrivalBody) -> list[float]:

@@ -246,7 +246,8 @@ class GroupPlan:
     note: str = ""
 
     def operator_hours(self, attribute: str = "operators") -> float:
-        return sum(getattr(h, attribute) * (h.end - h.start) / 3600 for h in self.hours)
+        total: float = sum(getattr(h, attribute) * (h.end - h.start) / 3600 for h in self.hours)
+        return total
 
 
 def hour_windows(scenario: Scenario) -> list[tuple[float, float]]:
@@ -310,9 +311,9 @@ def plan_group(
     if not [s for s in raw.get("operators", []) if group in s["groups"]]:
         result.note = "no shifts"
         return result
-    first_day, end = scenario.local(0).date(), scenario.local(scenario.duration)
-    midnight = end.time() == time(0)
-    if end.date() != first_day and (end.date() != first_day + timedelta(days=1) or not midnight):
+    first_day, last = scenario.local(0).date(), scenario.local(scenario.duration)
+    midnight = last.time() == time(0)
+    if last.date() != first_day and (last.date() != first_day + timedelta(days=1) or not midnight):
         raise ValueError("a plan per hour needs a run within one local day (shifts are HH:MM)")
     template = parse_scenario(staffed(raw, group, 1), base=base).operators[-1]
     result.aht, result.capacity = template.handle_time.mean, template.capacity

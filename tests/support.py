@@ -8,7 +8,7 @@ only live queue positions (state, not history) may be skipped.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -184,9 +184,21 @@ class Client:
                 return frame
 
     async def expect_nothing(self, seconds: float = 0.2) -> None:
+        """No frame within ``seconds``: for virtual time (MockClock), where it means "nothing
+        until everything is idle". On real time use :meth:`expect_quiet`."""
         with trio.move_on_after(seconds):
             frame = json.loads(await self.ws.get_message())
             raise AssertionError(f"expected no frame, got {frame}")
+
+    async def expect_quiet(self, *types: str, timeout: float = TIMEOUT) -> None:
+        """Nothing the server has sent is still to come — no frame at all, or none of
+        ``types`` (frames of other types before it are read and dropped): a ping's pong comes
+        first. The server answers a ping after everything it delivered to this connection
+        before, so this is a barrier, not a wait; frames an actor has yet to produce are not
+        covered (settle the actors first)."""
+        await self.send("ping")
+        while (frame := await self.recv(timeout))["type"] != "pong":
+            assert types and frame["type"] not in types, f"expected no {types or 'frame'}: {frame}"
 
     async def close(self) -> None:
         await self.ws.aclose()
@@ -238,6 +250,30 @@ async def start(
 ) -> dict[str, Any]:
     await client.send("start", service_id=service_id, visitor={"name": name, **visitor})
     return await client.expect("started")
+
+
+async def start_with(client: Client, service_id: int = 27, **fields: Any) -> dict[str, Any]:
+    """Send ``start`` with exactly ``fields``; the server's answer, whatever it is."""
+    await client.send("start", service_id=service_id, **fields)
+    return await client.recv()
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], seconds: float = 10.0
+) -> None:
+    """Wait until ``condition`` holds, checking every 10 ms, for at most ``seconds``.
+
+    Only for what the test cannot wait on directly — work on another thread or process (an
+    SMTP server, PostgreSQL, the outbox worker's thread). Inside trio, wait on the frame or
+    the event itself."""
+    with trio.fail_after(seconds):
+        while True:
+            outcome = condition()
+            if not isinstance(outcome, bool):
+                outcome = await outcome
+            if outcome:
+                return
+            await trio.sleep(0.01)
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from quart_trio import QuartTrio
 
 from omni.config import Config
 from omni.server import open_server
-from tests.support import Client, connect_tcp, free_port, make_config, with_service
+from tests.support import connect_tcp, free_port, make_config, start_with, with_service
 
 SECRET = "provider-secret-key"
 PASSED = "token-of-a-passed-challenge"
@@ -71,9 +71,7 @@ def captcha_config(url: str | None) -> Config:
     return with_service(make_config(**server), 27, lambda body: body.update(captcha=True))
 
 
-async def start_with(client: Client, service_id: int, **fields: Any) -> dict[str, Any]:
-    await client.send("start", service_id=service_id, visitor={"name": "Vera"}, **fields)
-    return await client.recv()
+VERA = {"name": "Vera"}
 
 
 async def test_a_service_that_asks_for_a_captcha() -> None:
@@ -82,19 +80,19 @@ async def test_a_service_that_asks_for_a_captcha() -> None:
         open_server(captcha_config(provider.url), host="127.0.0.1", ws_port=0, http=False) as srv,
         connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
     ):
-        error = await start_with(vera, 27)
+        error = await start_with(vera, 27, visitor=VERA)
         assert error["code"] == "captcha_required", error
         assert provider.seen == []  # nothing to check
-        error = await start_with(vera, 27, captcha="a-made-up-token")
+        error = await start_with(vera, 27, visitor=VERA, captcha="a-made-up-token")
         assert error["code"] == "captcha_failed", error
         assert provider.seen == [{"secret": SECRET, "response": "a-made-up-token"}]
         assert srv.hub.store.conversations() == []  # type: ignore[attr-defined]
-        started = await start_with(vera, 27, captcha=PASSED)
+        started = await start_with(vera, 27, visitor=VERA, captcha=PASSED)
         assert started["type"] == "started", started
         assert provider.seen[-1] == {"secret": SECRET, "response": PASSED}
         # A service that does not ask: no token needed, nobody asked.
         async with connect_tcp(f"{srv.ws_url}/ws/visitor") as will:
-            assert (await start_with(will, 25))["type"] == "started"
+            assert (await start_with(will, 25, visitor=VERA))["type"] == "started"
         assert len(provider.seen) == 2
 
 
@@ -111,7 +109,7 @@ async def test_a_captcha_that_cannot_be_checked_refuses_the_start() -> None:
                 open_server(captcha_config(url), host="127.0.0.1", ws_port=0, http=False) as srv,
                 connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
             ):
-                error = await start_with(vera, 27, captcha=PASSED)
+                error = await start_with(vera, 27, visitor=VERA, captcha=PASSED)
                 assert error["code"] == "captcha_unavailable", (url, mode, error)
                 assert error["message"] == "the CAPTCHA could not be checked; try again"
                 assert srv.hub.store.conversations() == []  # type: ignore[attr-defined]
@@ -123,6 +121,6 @@ async def test_a_captcha_service_on_a_server_without_a_verifier() -> None:
         open_server(captcha_config(None), host="127.0.0.1", ws_port=0, http=False) as srv,
         connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
     ):
-        error = await start_with(vera, 27, captcha=PASSED)
+        error = await start_with(vera, 27, visitor=VERA, captcha=PASSED)
         assert error["code"] == "captcha_unavailable"
         assert "checks none" in error["message"]

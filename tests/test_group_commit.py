@@ -16,7 +16,7 @@ import trio.testing
 from omni.domain.conversation import Conversation, Status
 from omni.store import StoredEvent, StoreError, Write
 from omni.store.postgres import PostgresStore, _db_fetch, open_postgres_store
-from tests.support import make_conversation
+from tests.support import eventually, make_conversation
 
 
 def write(seq: int, conversation_id: str = "c1") -> Write:
@@ -159,6 +159,26 @@ def conversation() -> Conversation:
     return make_conversation(1, Status.ACTIVE, visitor="Ana")
 
 
+async def _count(dsn: str, query: str) -> int:
+    """``query``'s count on a fresh connection (asyncio side of the bridge)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        count: int = await conn.fetchval(query)
+        return count
+    finally:
+        await conn.close()
+
+
+_SLEEPING = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND state = 'active' AND query LIKE 'SELECT pg_sleep%'
+"""
+_OTHERS = """
+SELECT count(*) AS n FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+"""
 _KILL_OTHERS = """
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
@@ -176,10 +196,14 @@ async def test_slow_queries_holding_the_pool_do_not_hold_up_writes(postgres_dsn:
             await store._bridge.run(_db_fetch, store._pool, "SELECT pg_sleep(1.5)")
             finished.append("query")
 
+        async def both_sleeping() -> bool:
+            # Asked on a connection of its own: the pool's two are the ones being waited for.
+            return await store._bridge.run(_count, postgres_dsn, _SLEEPING) == 2
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(slow_query)
             nursery.start_soon(slow_query)
-            await trio.sleep(0.3)  # both pooled connections are taken
+            await eventually(both_sleeping)  # both pooled connections are taken
             await store.write(Write(conversation=conversation(), events=[write(1).events[0]]))
             for seq in range(2, 6):
                 await store.write(write(seq))
@@ -194,7 +218,12 @@ async def test_a_writer_connection_that_broke_is_replaced(postgres_dsn: str) -> 
         await store.write(Write(conversation=conversation(), events=[write(1).events[0]]))
         # The database drops every other connection (a restart, an administrator, a proxy).
         await store._bridge.run(_db_fetch, store._pool, _KILL_OTHERS)
-        await trio.sleep(0.2)  # the backends exit
+
+        async def gone() -> bool:  # the backends exit
+            rows = await store._bridge.run(_db_fetch, store._pool, _OTHERS)
+            return bool(rows[0]["n"] == 0)
+
+        await eventually(gone)
         await store.write(write(2))
         await store.write(write(3))
         assert [e.seq for e in await store.events_after("c1", 0)] == [1, 2, 3]

@@ -16,12 +16,12 @@ import trio
 from omni.config import SECRET_FIELDS, Config
 from omni.server import open_server
 from tests.support import (
-    Client,
     api_token,
     connect_memory,
     login,
     make_config,
     open_memory_gateway,
+    start_with,
     with_items,
     with_service,
 )
@@ -39,11 +39,6 @@ def signed(claims: dict[str, Any], secret: str = SECRET, algorithm: str = "HS256
 
 def config_with_secret() -> Config:
     return with_service(make_config(), 27, lambda body: body.update(identity_secret=SECRET))
-
-
-async def start_with(client: Client, service_id: int = 27, **fields: Any) -> dict[str, Any]:
-    await client.send("start", service_id=service_id, **fields)
-    return await client.recv()
 
 
 async def test_a_signed_identity_identifies_the_visitor(

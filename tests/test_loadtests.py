@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,61 +62,61 @@ def test_smoke_load_has_every_request_type_and_no_failure(tmp_path: Path) -> Non
     assert (tmp_path / "report" / "load.html").stat().st_size > 0
 
 
-def test_locustfile_refuses_a_remote_host() -> None:
-    """Tests and CI talk only to loopback: anything else needs OMNI_LOAD_ALLOW_REMOTE=1."""
-    code = (
-        "import sys; sys.path.insert(0, 'loadtests'); import locustfile as f\n"
-        "assert f.check_host('ws://127.0.0.1:8765') == 'ws://127.0.0.1:8765'\n"
-        "assert f.check_host('http://localhost:1') == 'ws://localhost:1'\n"
-        "try:\n    f.check_host('ws://example.com:8765')\n"
-        "except SystemExit as e:\n    assert 'refusing' in str(e)\n"
-        "else:\n    raise AssertionError('remote host accepted')\n"
-        "assert f.expand_tokens('a,x{1..3}') == ['a', 'x1', 'x2', 'x3']\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNI_LOAD_")}
+def _in_a_fresh_interpreter(code: str, **env: str) -> Any:
+    """Run ``code`` in its own interpreter (importing locust monkey-patches the standard library
+    for gevent, which must not happen in the test process) and return what it printed as
+    JSON: the test's assertions stay in the test."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OMNI_LOAD_")}
+    environment.update(env)
     result = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", "import json, sys; sys.path.insert(0, 'loadtests')\n" + code],
         cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        env=environment,
+        capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 0, result.stdout
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_locustfile_refuses_a_remote_host() -> None:
+    """Tests and CI talk only to loopback: anything else needs OMNI_LOAD_ALLOW_REMOTE=1."""
+    seen = _in_a_fresh_interpreter(
+        "import locustfile as f\n"
+        "try:\n    f.check_host('ws://example.com:8765'); remote = None\n"
+        "except SystemExit as e:\n    remote = str(e)\n"
+        "print(json.dumps({'ip': f.check_host('ws://127.0.0.1:8765'),\n"
+        "    'name': f.check_host('http://localhost:1'), 'remote': remote,\n"
+        "    'tokens': f.expand_tokens('a,x{1..3}')}))\n"
+    )
+    assert seen["ip"] == "ws://127.0.0.1:8765"
+    assert seen["name"] == "ws://localhost:1"
+    assert seen["remote"] is not None and "refusing" in seen["remote"]
+    assert seen["tokens"] == ["a", "x1", "x2", "x3"]
 
 
 def test_load_profiles_add_visitors_on_top_of_the_operators() -> None:
     """The shapes: steady ramps then holds, the morning ramp rises from 10 %, the burst jumps
     after the first third; the operators (fixed_count) are always included."""
-    code = (
-        "import sys; sys.path.insert(0, 'loadtests'); import shapes\n"
+    seen = _in_a_fresh_interpreter(
+        "import shapes\n"
         "class U: fixed_count = 5\n"
         "class V: fixed_count = 0\n"
         "class R: user_classes = [U, V]\n"
-        "def at(cls, t):\n"
-        "    s = cls(); s.runner = R(); s.get_run_time = lambda: t; return s.tick()\n"
-        "assert at(shapes.SteadyShift, 0)[0] == 6\n"
-        "assert at(shapes.SteadyShift, 5)[0] == 5 + 50\n"
-        "assert at(shapes.SteadyShift, 50)[0] == 5 + 100\n"
-        "assert at(shapes.SteadyShift, 100) is None\n"
-        "assert at(shapes.MorningRamp, 0)[0] == 5 + 10\n"
-        "assert at(shapes.MorningRamp, 60)[0] == 5 + 100\n"
-        "assert at(shapes.VisitorBurst, 10)[0] == 5 + 10\n"
-        "assert at(shapes.VisitorBurst, 40)[0] == 5 + 100\n"
-        "assert set(shapes.PROFILES) == {'steady', 'morning-ramp', 'burst'}\n"
+        "def at(name, t):\n"
+        "    s = getattr(shapes, name)(); s.runner = R(); s.get_run_time = lambda: t\n"
+        "    tick = s.tick(); return None if tick is None else tick[0]\n"
+        "cases = [('SteadyShift', 0), ('SteadyShift', 5), ('SteadyShift', 50),\n"
+        "    ('SteadyShift', 100), ('MorningRamp', 0), ('MorningRamp', 60),\n"
+        "    ('VisitorBurst', 10), ('VisitorBurst', 40)]\n"
+        "print(json.dumps({'users': [at(n, t) for n, t in cases],\n"
+        "    'profiles': sorted(shapes.PROFILES)}))\n",
+        OMNI_LOAD_VISITORS="100",
+        OMNI_LOAD_DURATION="100",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNI_LOAD_")}
-    env.update(OMNI_LOAD_VISITORS="100", OMNI_LOAD_DURATION="100")
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout
+    # Operators (5) always, and visitors: steady 1 -> 50 -> 100 -> done; morning 10 % -> 100;
+    # the burst 10 % before the first third, 100 after.
+    assert seen["users"] == [6, 5 + 50, 5 + 100, None, 5 + 10, 5 + 100, 5 + 10, 5 + 100]
+    assert seen["profiles"] == ["burst", "morning-ramp", "steady"]

@@ -7,6 +7,7 @@ import itertools
 import math
 import random
 import statistics
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from simulator.engine import simulate
 from simulator.erlang import erlang_a, erlang_c, erlang_c_asa
-from simulator.report import build_report, event_log, to_html, to_json, to_table
+from simulator.report import _hour_starts, build_report, event_log, to_html, to_json, to_table
 from simulator.scenario import ScenarioError, load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).parent.parent / "simulator" / "scenarios"
@@ -552,3 +553,32 @@ async def test_real_time_against_a_running_server() -> None:
     assert sorted(e.data["operator"] for e in trace.events if e.kind == "login") == [1, 2]
     assert any(e.kind == "ended" for e in trace.events)
     assert "REAL TIME against ws://127.0.0.1:" in to_table(report)
+
+
+def test_local_times_follow_the_servers_clock_across_a_daylight_saving_change() -> None:
+    """New York falls back at 2026-11-01 02:00 EDT: a run from 23:00 EDT has two 01:00 hours.
+    Offsets are real seconds, as the server's clock counts them, so virtual hour 3 is 01:00 EST
+    (06:00 UTC), the local hours start on every top of the hour, and the report has both
+    01:00 hours."""
+    raw = mmc(1, 10, 60, hours=5)
+    raw["start"], raw["timezone"] = "2026-10-31T23:00:00", "America/New_York"
+    raw["operators"][0].update(login="23:00", logout="23:00")
+    scenario = parse_scenario(raw)
+    third = scenario.local(3 * 3600)
+    assert (third.hour, third.utcoffset()) == (1, timedelta(hours=-5))
+    assert third.astimezone(UTC) == datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+    assert scenario.offset_at(third) == 3 * 3600
+    hours = [scenario.local(t).strftime("%H %Z") for t in _hour_starts(scenario)]
+    assert hours == ["23 EDT", "00 EDT", "01 EDT", "01 EST", "02 EST"]
+    report = build_report(scenario, simulate(scenario), scenario.seed, 20)
+    assert list(report["hours"]) == [
+        "2026-10-31 23",
+        "2026-11-01 00",
+        "2026-11-01 01",
+        "2026-11-01 01 (clocks back)",
+        "2026-11-01 02",
+    ]
+    pooled = report["hours_of_day"]["01"]
+    assert pooled["offered"] == sum(
+        report["hours"][k]["offered"] for k in ("2026-11-01 01", "2026-11-01 01 (clocks back)")
+    )

@@ -5,9 +5,7 @@ MemoryStore and PostgresStore (marked ``postgresql``), as in ``test_store_contra
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,38 +13,9 @@ import pytest
 
 from omni.domain.conversation import Conversation, Status, Visitor
 from omni.store import AuditEntry, ConfigChange, ConfigItem, ConversationQuery, Store, Write
-from omni.store.memory import MemoryStore
-from omni.store.postgres import open_postgres_store
 from tests.support import make_conversation
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgresql)])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    dsn = request.getfixturevalue("postgres_dsn")
-    async with open_postgres_store(dsn) as pg:
-        yield pg
-    _drop_database(request.getfixturevalue("postgres_url"), dsn)
-
-
-def _drop_database(server_url: str, dsn: str) -> None:
-    """Drop the test's database once it is done with (fewer buffers to flush at shutdown)."""
-    import asyncpg
-
-    name = dsn.partition("?")[0].rsplit("/", 1)[1]
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
 
 
 # -- configuration and audit ------------------------------------------------------------------

@@ -7,7 +7,6 @@ The PostgreSQL half is marked ``postgresql`` (``pytest -m postgresql`` runs only
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,21 +15,10 @@ import trio
 
 from omni.domain.conversation import Conversation, Status, Visitor
 from omni.store import Store, StoredEvent, StoreError, Write
-from omni.store.memory import MemoryStore
-from omni.store.postgres import PostgresStore, open_postgres_store
+from omni.store.postgres import PostgresStore
 from tests.support import make_conversation
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgresql)])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    dsn = request.getfixturevalue("postgres_dsn")
-    async with open_postgres_store(dsn) as pg:
-        yield pg
 
 
 def conversation(n: int, status: Status = Status.QUEUED, **changes: Any) -> Conversation:
