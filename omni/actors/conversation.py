@@ -341,15 +341,18 @@ class ConversationActor(Actor[ConversationMessage]):
         for effect in effects:
             if isinstance(effect, Emit):
                 self._deliver_event(effect, frames[effect.seq])
-            else:
-                await self._effect_handlers[type(effect)](self, effect)
+                continue
+            # Most effects are carried out at once; those that must wait return an awaitable.
+            pending = self._effect_handlers[type(effect)](self, effect)
+            if pending is not None:
+                await pending
         if conv.status in domain.TERMINAL_STATUSES:
             self._host.forget(conv.id)
             self.stop()
 
     # -- effects after the write, by type ---------------------------------------------------------
 
-    async def _ack(self, effect: Ack) -> None:
+    def _ack(self, effect: Ack) -> None:
         frame = p.encode(p.Ack(self._conv.id, effect.client_id, effect.seq))
         if effect.to == "visitor":
             if self._link.peer is not None:
@@ -359,7 +362,7 @@ class ConversationActor(Actor[ConversationMessage]):
             if link is not None:
                 link.deliver_event(self._conv.id, effect.seq, frame)
 
-    async def _signal(self, effect: Signal) -> None:
+    def _signal(self, effect: Signal) -> None:
         frame = p.encode(effect.frame)
         if effect.to == "visitor":
             if self._link.peer is not None:
@@ -373,32 +376,33 @@ class ConversationActor(Actor[ConversationMessage]):
             if link is not None:
                 link.deliver(frame)
 
-    async def _enter_queue(self, effect: EnterQueue) -> None:
-        await self._host.enqueue(effect.group_id, self._link)
+    def _enter_queue(self, effect: EnterQueue) -> Awaitable[None]:
+        return self._host.enqueue(effect.group_id, self._link)
 
-    async def _leave_queue(self, effect: LeaveQueue) -> None:
-        await self._host.withdraw(effect.group_id, self._conv.id)
+    def _leave_queue(self, effect: LeaveQueue) -> Awaitable[None]:
+        return self._host.withdraw(effect.group_id, self._conv.id)
 
-    async def _release(self, effect: Release) -> None:
+    def _release(self, effect: Release) -> None:
         if effect.rank_last:
             self._host.roster.rank_last(effect.operator_id, self._host.clock.monotonic())
         self._host.release(effect.operator_id, self._conv.id)
 
-    async def _start(self, effect: StartTimer) -> None:
+    def _start(self, effect: StartTimer) -> None:
         self._start_timer(effect.name, effect.seconds)
 
-    async def _cancel(self, effect: CancelTimer) -> None:
+    def _cancel(self, effect: CancelTimer) -> None:
         scope = self._timers.pop(effect.name, None)
         if scope is not None:
             scope.cancel()
 
-    async def _replay(self, effect: ReplayHistory) -> None:
-        await self._replay_to_operator(effect.operator_id, effect.before)
+    def _replay(self, effect: ReplayHistory) -> Awaitable[None]:
+        return self._replay_to_operator(effect.operator_id, effect.before)
 
-    async def _stored(self, effect: Persist | SaveSurvey) -> None:
+    def _stored(self, effect: Persist | SaveSurvey) -> None:
         """Written with the step's other stored effects, before any of these ran."""
 
-    _effect_handlers: dict[type, Callable[[Any, Any], Awaitable[None]]] = {
+    #: Effect type -> its handler: None when done at once, else what to await.
+    _effect_handlers: dict[type, Callable[[Any, Any], Awaitable[None] | None]] = {
         Ack: _ack,
         Signal: _signal,
         EnterQueue: _enter_queue,

@@ -132,7 +132,7 @@ class Visitor(VisitorInfo, frozen=True, omit_defaults=True):
     verified: bool = False
 
 
-class Author(msgspec.Struct, frozen=True, omit_defaults=True):
+class Author(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     kind: Party
     #: Left out where only the kind matters (the visitor's typing indicator).
     name: str | None = None
@@ -208,7 +208,10 @@ class ConversationSummary(msgspec.Struct, frozen=True):
 # -- visitor → server ----------------------------------------------------------------------------
 
 
-class _Inbound(msgspec.Struct, frozen=True, tag_field="type"):
+# Frames take part in no reference cycle: the collector need not track them (gc=False).
+
+
+class _Inbound(msgspec.Struct, frozen=True, gc=False, tag_field="type"):
     pass
 
 
@@ -334,7 +337,7 @@ OperatorFrame = (
 # -- server → client: history (stored, with seq) -------------------------------------------------
 
 
-class _Outbound(msgspec.Struct, frozen=True, tag_field="type"):
+class _Outbound(msgspec.Struct, frozen=True, gc=False, tag_field="type"):
     pass
 
 
