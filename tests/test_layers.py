@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import ast
 import os
+import re
+import sys
 import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,49 @@ def test_the_private_api_detector_sees_what_it_should() -> None:
     """The checker itself: the adapters do use internals (and are allowed to)."""
     assert _private_uses(ROOT / "omni" / "compat" / "trio_websocket.py")
     assert _private_uses(ROOT / "omni" / "compat" / "trio.py")
+
+
+#: Modules imported by path, not as packages (the locustfile's neighbours).
+LOCAL_MODULES = {"shapes", "smoke", "locustfile"}
+
+
+def _imported_distributions() -> dict[str, set[str]]:
+    """Third-party top-level modules the code imports -> the folders that import them."""
+    found: dict[str, set[str]] = {}
+    for folder in ("omni", "admin_api", "simulator", "loadtests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in LOCAL_MODULES:
+                        found.setdefault(top, set()).add(folder)
+    for own in ("omni", "admin_api", "simulator", "loadtests"):
+        found.pop(own, None)
+    return found
+
+
+def _normal(name: str) -> str:
+    """A distribution's name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_imported_package_is_declared() -> None:
+    """Whatever the code imports is a dependency of pyproject.toml (a package that comes only
+    with another one may be dropped by it any day)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        declared += extra
+    names = {_normal(re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0]) for spec in declared}
+    providers = packages_distributions()
+    missing = {
+        module: sorted(providers.get(module, [module]))
+        for module in _imported_distributions()
+        if not {_normal(d) for d in providers.get(module, [module])} & names
+    }
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

@@ -270,7 +270,7 @@ class _WriterConnection:
             self.conn = conn
         return self.conn
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None and not conn.is_closed():
             await conn.close()
@@ -289,7 +289,7 @@ async def _db_writer_connections(dsn: str, count: int) -> list[_WriterConnection
 
 async def _db_close_writers(writers: list[_WriterConnection]) -> None:
     for writer in writers:
-        await writer.close()
+        await writer.aclose()
 
 
 async def _db_commit(
