@@ -161,6 +161,14 @@ def create_app(
         return response
 
     @app.before_request
+    async def whole_body_first() -> None:
+        """Read a request's body before anything answers it, whatever the answer: a response
+        sent while the body is still arriving leaves the connection unusable for the next
+        request on it (keep-alive). Bodies are bounded by MAX_CONTENT_LENGTH."""
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            await request.get_data(cache=True)
+
+    @app.before_request
     async def preflight() -> Response | None:
         if request.method != "OPTIONS" or not request.path.startswith("/api/"):
             return None
