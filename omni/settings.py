@@ -13,6 +13,8 @@ from typing import Annotated
 
 import msgspec
 
+from omni.limits import networks
+
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=7 * 86_400)]
 
@@ -58,6 +60,53 @@ class CaptchaSettings(_Settings, frozen=True):
         return f"CaptchaSettings(verify_url={self.verify_url!r})"
 
 
+Count = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+Rate = Annotated[float, msgspec.Meta(gt=0, le=1_000_000)]
+
+
+class LimitsSettings(_Settings, frozen=True):
+    """``[server.limits]``: what one client may make the server hold or do (docs/security.md
+    explains each, with its default). A client is an IP address (see ``trusted_proxies``)."""
+
+    #: Open websocket connections from one IP.
+    connections_per_ip: Count = 64
+    #: Websocket handshakes one IP may start: a sustained rate per second, and a burst.
+    handshakes_per_second: Rate = 10.0
+    handshake_burst: Count = 30
+    #: Bytes of one websocket message a connection may buffer while it arrives in parts; a
+    #: larger one closes the connection (1009). At least ``max_frame_bytes``.
+    partial_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 256 * 1024
+    #: Seconds a connection may stay without sending ``start``, ``resume`` or ``login``.
+    hello_timeout: PositiveSeconds = 30.0
+    #: Seconds between the server's pings, and how long a pong may take: a peer that does not
+    #: answer is disconnected (its operator's conversations then follow the grace period).
+    #: No pings when ``ping_interval`` is not set.
+    ping_interval: PositiveSeconds | None = 15.0
+    pong_timeout: PositiveSeconds = 10.0
+    #: New conversations one IP may start a minute, and of one service.
+    conversations_per_minute: Count = 10
+    conversations_per_service_per_minute: Count = 5
+    #: Messages and typing frames one connection may send: a rate per second, and a burst.
+    messages_per_second: Rate = 2.0
+    message_burst: Count = 20
+    typing_per_second: Rate = 2.0
+    typing_burst: Count = 10
+    #: Frames refused as too fast, in a row, before the connection is closed (1008).
+    refusals_before_close: Count = 30
+    #: Failed sign-ins (console logins, API tokens) one IP may make before each further one
+    #: makes it wait: first ``failure_wait`` seconds, doubling, up to ``failure_wait_max``.
+    failures_before_wait: Count = 5
+    failure_wait: PositiveSeconds = 1.0
+    failure_wait_max: PositiveSeconds = 900.0
+    #: CAPTCHA checks one IP may cause a minute.
+    captchas_per_minute: Count = 10
+    #: A queued visitor whose connection is gone is abandoned after this many seconds (even
+    #: when the service has no ``queue_timeout``): nothing waits forever for nobody.
+    absent_visitor_timeout: PositiveSeconds = 300.0
+    #: Messages a visitor may leave in an out-of-hours conversation.
+    out_of_hours_messages: Count = 20
+
+
 class ServerSettings(_Settings, frozen=True):
     host: str = "127.0.0.1"
     ws_port: Port = 8765
@@ -74,3 +123,27 @@ class ServerSettings(_Settings, frozen=True):
     smtp: SmtpSettings | None = None
     #: CAPTCHA verification for services that ask for one (F19).
     captcha: CaptchaSettings | None = None
+    #: What one client may make the server hold or do.
+    limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
+    #: Origins of the pages allowed on /ws/operator (the console), besides the server's own
+    #: HTTP origin.
+    console_origins: tuple[Annotated[str, msgspec.Meta(max_length=300)], ...] = ()
+    #: Whether clients that send no ``Origin`` — native apps, command-line tools, not browsers —
+    #: may connect to /ws/visitor and /ws/operator.
+    native_visitors: bool = False
+    native_operators: bool = False
+    #: Reverse proxies (addresses or CIDR blocks) whose ``X-Forwarded-For`` is believed.
+    trusted_proxies: tuple[Annotated[str, msgspec.Meta(max_length=64)], ...] = ()
+    #: Where /metrics, /docs and /openapi.json answer: on the HTTP port (default), or only on
+    #: another address (``"127.0.0.1:9100"``).
+    ops_bind: Annotated[str, msgspec.Meta(pattern=r"^[^\s:]+:\d+$")] | None = None
+    #: A bearer token /metrics, /docs and /openapi.json require (none: open).
+    ops_token: Annotated[str, msgspec.Meta(min_length=22, max_length=200)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.limits.partial_frame_bytes < self.max_frame_bytes:
+            raise ValueError("limits.partial_frame_bytes must be at least max_frame_bytes")
+        try:
+            networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None

@@ -90,6 +90,16 @@ async def test_events_after_returns_the_delivered_frames_in_order(store: Store) 
     assert await store.events_after("other", 0) == []
 
 
+async def test_events_after_pages_a_long_history(store: Store) -> None:
+    conv = conversation(1)
+    await store.write(Write(conversation=conv, events=[event(conv, s, str(s)) for s in range(1, 8)]))
+    pages, after = [], 0
+    while page := await store.events_after("c1", after, limit=3):
+        pages.append([e.seq for e in page])
+        after = page[-1].seq
+    assert pages == [[1, 2, 3], [4, 5, 6], [7]]
+
+
 async def test_a_write_is_all_or_nothing(store: Store) -> None:
     conv = conversation(1)
     await store.write(Write(conversation=conv, events=[event(conv, 1)]))

@@ -78,10 +78,12 @@ class MemoryStore:
     async def find_by_token_hash(self, token_hash: str) -> str | None:
         return self._by_token.get(token_hash)
 
-    async def events_after(self, conversation_id: str, after_seq: int) -> list[StoredEvent]:
+    async def events_after(
+        self, conversation_id: str, after_seq: int, limit: int | None = None
+    ) -> list[StoredEvent]:
         events = self._events.get(conversation_id, [])
         start = bisect_right(events, after_seq, key=lambda e: e.seq)
-        return events[start:]
+        return events[start : None if limit is None else start + limit]
 
     async def survey(self, conversation_id: str) -> dict[str, Any] | None:
         return self._surveys.get(conversation_id)

@@ -105,7 +105,7 @@ WHERE conversation_id = $1 AND (client_id IS NOT NULL OR seq = (
 _Q_FIND_BY_TOKEN = "SELECT id FROM conversations WHERE token_hash = $1"
 _Q_EVENTS_AFTER = """
 SELECT seq, kind, audience, author_key, client_id, frame::text AS frame FROM events
-WHERE conversation_id = $1 AND seq > $2 ORDER BY seq"""
+WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"""
 _Q_SURVEY = "SELECT answers FROM surveys WHERE conversation_id = $1"
 _Q_OPEN_CONVERSATIONS = f"""
 SELECT {_CONVERSATION_COLUMNS} FROM conversations
@@ -556,9 +556,11 @@ class PostgresStore:
         )
         return found
 
-    async def events_after(self, conversation_id: str, after_seq: int) -> list[StoredEvent]:
+    async def events_after(
+        self, conversation_id: str, after_seq: int, limit: int | None = None
+    ) -> list[StoredEvent]:
         rows = await self._bridge.run(
-            _db_fetch, self._pool, _Q_EVENTS_AFTER, conversation_id, after_seq
+            _db_fetch, self._pool, _Q_EVENTS_AFTER, conversation_id, after_seq, limit
         )
         return [
             StoredEvent(
