@@ -376,7 +376,8 @@ def create_app(
         if hub.roster.get(body.operator_id).free <= 0:
             raise Problem(409, f"operator {body.operator_id} has no free capacity")
         try:
-            await session.resume(id)
+            # An operator token was scoped by _load; an administrator may direct anyone.
+            await session.resume(id, scoped=False)
         except domain.Rejected as exc:
             raise Problem(409, exc.message) from None
         except (AskTimeout, ActorCrashed) as exc:

@@ -238,8 +238,10 @@ class Connection:
         self.name = name
         started = time.perf_counter()
         try:
+            # A program, not a browser page: no Origin header (the load configuration lets
+            # native clients in; websocket-client would otherwise make one up from the URL).
             self.ws = websocket.create_connection(
-                url, timeout=Settings.timeout, enable_multithread=False
+                url, timeout=Settings.timeout, enable_multithread=False, suppress_origin=True
             )
         except Exception as exc:
             report(environment, "connect", name, started, exception=exc)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -99,9 +98,22 @@ async def import_items(
     return changed
 
 
+def own_origins(host: str, port: int) -> set[str]:
+    """The origins of the server's own HTTP pages (on all interfaces — 0.0.0.0 — there is no
+    knowing them: ``console_origins`` names them)."""
+    if host in ("0.0.0.0", "::"):
+        return set()
+    names = {"127.0.0.1", "localhost"} if host in ("127.0.0.1", "localhost") else {host}
+    return {f"http://{name}:{port}" for name in names}
+
+
 def hub_settings(server: ServerSettings) -> Settings:
     """The actors' settings for a ``[server]`` table."""
-    return Settings(operator_grace=server.operator_grace_seconds)
+    return Settings(
+        operator_grace=server.operator_grace_seconds,
+        absent_visitor_timeout=server.limits.absent_visitor_timeout,
+        out_of_hours_messages=server.limits.out_of_hours_messages,
+    )
 
 
 @dataclass(frozen=True)
@@ -149,18 +161,19 @@ async def open_server(
     outbox = (
         None if smtp is None else Outbox(store, clock.now, SmtpMailer(smtp), smtp, counters.emails)
     )
+    captcha = config.server.captcha
     async with (
-        # One HTTP client for the server's outbound calls (the CAPTCHA checks), closed last.
-        httpx.AsyncClient() as http_client,
+        # The CAPTCHA checks' own HTTP client, closed last.
+        SiteVerify(captcha, config.server.limits.captchas_per_minute)
+        if captcha is not None
+        else nullcontext() as site_verify,
         open_hub(
             directory,
             store,
             clock,
             entropy=entropy,
             settings=hub_settings(config.server),
-            captcha=None
-            if config.server.captcha is None
-            else SiteVerify(http_client, config.server.captcha),
+            captcha=site_verify,
             outbox=outbox,
             counters=counters,
         ) as hub,
@@ -198,6 +211,8 @@ async def open_server(
 
             binds: list[str] = await nursery.start(run_http)
             bound_http = int(binds[0].rsplit(":", 1)[1])
+            # The console is served from here: its pages may open /ws/operator.
+            gateway.console_origins.update(own_origins(host, bound_http))
         else:
             http_done.set()
         try:

@@ -81,8 +81,8 @@ class LimitsSettings(_Settings, frozen=True):
     #: Seconds between the server's pings, and how long a pong may take: a peer that does not
     #: answer is disconnected (its operator's conversations then follow the grace period).
     #: No pings when ``ping_interval`` is not set.
-    ping_interval: PositiveSeconds | None = 15.0
-    pong_timeout: PositiveSeconds = 10.0
+    ping_interval: PositiveSeconds | None = 10.0
+    pong_timeout: PositiveSeconds = 5.0
     #: New conversations one IP may start a minute, and of one service.
     conversations_per_minute: Count = 10
     conversations_per_service_per_minute: Count = 5

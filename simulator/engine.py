@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import trio
 import trio.testing
 from trio_websocket import (
@@ -27,11 +28,13 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from omni.actors.hub import Settings, open_hub
+from omni.actors.hub import open_hub
 from omni.clock import Clock
 from omni.compat.trio import seed_scheduler
 from omni.entropy import SeededEntropy
 from omni.gateway.server import Gateway
+from omni.server import hub_settings
+from omni.settings import ServerSettings
 from omni.store.memory import MemoryStore
 from simulator.scenario import Operator, Scenario
 
@@ -76,12 +79,24 @@ class Conn:
         return frame
 
 
+def simulated(server: ServerSettings) -> ServerSettings:
+    """The gateway's settings in a simulation: its clients are programs over memory streams
+    (no Origin, nothing to ping: a memory stream does not die silently)."""
+    limits = msgspec.structs.replace(server.limits, ping_interval=None)
+    return msgspec.structs.replace(
+        server, native_visitors=True, native_operators=True, limits=limits
+    )
+
+
 @asynccontextmanager
-async def connect(gateway: Gateway, path: str, servers: trio.Nursery) -> AsyncIterator[Conn]:
-    """A client wired to ``gateway`` through a memory stream pair; the server side runs in
-    ``servers`` so that it sees the client leave as a real disconnect."""
+async def connect(
+    gateway: Gateway, path: str, servers: trio.Nursery, client: str
+) -> AsyncIterator[Conn]:
+    """A client wired to ``gateway`` through a memory stream pair, counted as coming from
+    address ``client``; the server side runs in ``servers`` so that it sees the client leave as
+    a real disconnect."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
-    servers.start_soon(gateway.serve_stream, server_stream)
+    servers.start_soon(gateway.serve_stream, server_stream, client)
     async with trio.open_nursery() as nursery:
         ws = await wrap_client_stream(nursery, client_stream, "localhost", path)  # type: ignore[arg-type]
         try:
@@ -137,6 +152,7 @@ class Simulation:
         self.t0 = 0.0
         self.gateway: Gateway | None = None
         self.servers: trio.Nursery
+        self._connections = 0
 
     def now(self) -> float:
         return trio.current_time() - self.t0
@@ -147,7 +163,10 @@ class Simulation:
     def open_conn(self, path: str) -> Any:
         """An async context manager yielding a :class:`Conn` to ``path`` on the server."""
         assert self.gateway is not None
-        return connect(self.gateway, path, self.servers)
+        # Every simulated person is somebody else, somewhere else: the per-address limits are
+        # for strangers in a crowd, not for a simulated day.
+        self._connections += 1
+        return connect(self.gateway, path, self.servers, f"sim-{self._connections}")
 
     def queue_group(self, cid: str, service: int) -> int | None:
         """The group a just-queued conversation waits in (observed in the hub; never changes
@@ -165,15 +184,14 @@ class Simulation:
         visitor_rngs = [random.Random(master.getrandbits(64)) for _ in arrivals]
         clock = Clock(s.start)
         self.t0 = trio.current_time()
-        settings = Settings(operator_grace=s.config.server.operator_grace_seconds)
         async with open_hub(
             s.config.directory,
             MemoryStore(),
             clock,
             entropy=SeededEntropy(self.seed),
-            settings=settings,
+            settings=hub_settings(s.config.server),
         ) as hub:
-            self.gateway = Gateway(hub, s.config.server)
+            self.gateway = Gateway(hub, simulated(s.config.server))
             async with trio.open_nursery() as servers, trio.open_nursery() as nursery:
                 self.servers = servers
                 for order, (op, rng) in enumerate(zip(s.operators, op_rngs, strict=True)):

@@ -322,7 +322,21 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
     if lo > hi:
         raise fail("$.visitors.messages", "the minimum is above the maximum")
     server_config = {
-        "server": {"host": "127.0.0.1", "operator_grace_seconds": file.operator_grace_seconds},
+        "server": {
+            "host": "127.0.0.1",
+            "operator_grace_seconds": file.operator_grace_seconds,
+            # The simulated crowd is programs (no Origin) from one address (``--real``): the
+            # per-address limits are for strangers, not for a rehearsal.
+            "native_visitors": True,
+            "native_operators": True,
+            "limits": {
+                "connections_per_ip": 1_000_000,
+                "handshakes_per_second": 1_000_000,
+                "handshake_burst": 1_000_000,
+                "conversations_per_minute": 1_000_000,
+                "conversations_per_service_per_minute": 1_000_000,
+            },
+        },
         "schedules": [body_of(s) for s in file.schedules],
         "groups": [body_of(g) for g in file.groups],
         "services": [body_of(s) for s in file.services],

@@ -7,6 +7,7 @@ only live queue positions (state, not history) may be skipped.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -35,7 +36,20 @@ ALWAYS_OPEN = {
 def make_config(**server: Any) -> Config:
     """Two services on always-open schedules, three groups, three operators (tokens ``tok-N``)."""
     raw: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "ws_port": 0, "http_port": 0, **server},
+        # The tests' clients are programs, not browsers: they send no Origin unless a test
+        # says so.
+        "server": {
+            "host": "127.0.0.1",
+            "ws_port": 0,
+            "http_port": 0,
+            "native_visitors": True,
+            "native_operators": True,
+            # Virtual-time tests open their connections at the start and use them later, and
+            # leave frames unread for long stretches — which stops a trio-websocket client from
+            # reading pings too (tests/hardening tests both limits).
+            **server,
+            "limits": {"hello_timeout": 86_400, "ping_interval": None, **server.get("limits", {})},
+        },
         "schedules": [
             ALWAYS_OPEN,
             {"id": "never", "timezone": "America/Sao_Paulo", "weekly": {}},
@@ -79,6 +93,19 @@ def make_config(**server: Any) -> Config:
     }
     return parse_config(raw)
 
+
+#: Limits no test of a feature meets: for the tests that flood a connection on purpose.
+UNLIMITED = {
+    "messages_per_second": 1_000_000,
+    "message_burst": 1_000_000,
+    "typing_per_second": 1_000_000,
+    "typing_burst": 1_000_000,
+    "conversations_per_minute": 1_000_000,
+    "conversations_per_service_per_minute": 1_000_000,
+    "handshakes_per_second": 1_000_000,
+    "handshake_burst": 1_000_000,
+    "connections_per_ip": 1_000_000,
+}
 
 #: The instant the tests' conversations are made around (a Wednesday).
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -205,21 +232,28 @@ class Client:
 
 
 @asynccontextmanager
-async def connect_tcp(url: str) -> AsyncIterator[Client]:
-    async with open_websocket_url(url) as ws:
+async def connect_tcp(url: str, origin: str | None = None) -> AsyncIterator[Client]:
+    """A client over TCP; ``origin`` is sent as the handshake's Origin header."""
+    headers = [(b"Origin", origin.encode())] if origin else None
+    async with open_websocket_url(url, extra_headers=headers) as ws:
         yield Client(ws)
+
+
+_memory_clients = itertools.count(1)
 
 
 @asynccontextmanager
 async def connect_memory(
-    gateway: Gateway, path: str, origin: str | None = None
+    gateway: Gateway, path: str, origin: str | None = None, client: str | None = None
 ) -> AsyncIterator[Client]:
     """A client wired to ``gateway`` through ``trio.testing.memory_stream_pair`` (no socket);
-    ``origin`` is sent as the handshake's Origin header, as a browser page would."""
+    ``origin`` is sent as the handshake's Origin header, as a browser page would; ``client`` is
+    the address it counts as coming from (by default one of its own)."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
     headers = [(b"Origin", origin.encode())] if origin else None
+    client = client or f"memory-{next(_memory_clients)}"
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(gateway.serve_stream, server_stream)
+        nursery.start_soon(gateway.serve_stream, server_stream, client)
         ws = await wrap_client_stream(
             nursery,
             client_stream,  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -17,7 +18,14 @@ from quart_trio import QuartTrio
 
 from omni.config import Config
 from omni.server import open_server
-from tests.support import connect_tcp, free_port, make_config, start_with, with_service
+from tests.support import (
+    UNLIMITED,
+    connect_tcp,
+    free_port,
+    make_config,
+    start_with,
+    with_service,
+)
 
 SECRET = "provider-secret-key"
 PASSED = "token-of-a-passed-challenge"
@@ -85,11 +93,14 @@ async def test_a_service_that_asks_for_a_captcha() -> None:
         assert provider.seen == []  # nothing to check
         error = await start_with(vera, 27, visitor=VERA, captcha="a-made-up-token")
         assert error["code"] == "captcha_failed", error
-        assert provider.seen == [{"secret": SECRET, "response": "a-made-up-token"}]
+        # The visitor's address goes along (``remoteip``): the provider weighs it too.
+        assert provider.seen == [
+            {"secret": SECRET, "response": "a-made-up-token", "remoteip": "127.0.0.1"}
+        ]
         assert srv.hub.store.conversations() == []  # type: ignore[attr-defined]
         started = await start_with(vera, 27, visitor=VERA, captcha=PASSED)
         assert started["type"] == "started", started
-        assert provider.seen[-1] == {"secret": SECRET, "response": PASSED}
+        assert provider.seen[-1] == {"secret": SECRET, "response": PASSED, "remoteip": "127.0.0.1"}
         # A service that does not ask: no token needed, nobody asked.
         async with connect_tcp(f"{srv.ws_url}/ws/visitor") as will:
             assert (await start_with(will, 25, visitor=VERA))["type"] == "started"
@@ -124,3 +135,30 @@ async def test_a_captcha_service_on_a_server_without_a_verifier() -> None:
         error = await start_with(vera, 27, visitor=VERA, captcha=PASSED)
         assert error["code"] == "captcha_unavailable"
         assert "checks none" in error["message"]
+
+
+async def test_captcha_checks_are_limited_per_address_and_failures_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each check is a call to the provider that a stranger causes: one address gets
+    ``captchas_per_minute`` of them; a provider that is down is reported once per interval,
+    not once per visitor."""
+    async with siteverify() as provider:
+        config = captcha_config(provider.url)
+        limits = {**UNLIMITED, "captchas_per_minute": 3}
+        config = with_service(
+            make_config(captcha=config.server.captcha, limits=limits),
+            27,
+            lambda body: body.update(captcha=True),
+        )
+        async with open_server(config, host="127.0.0.1", ws_port=0, http=False) as srv:
+            provider.mode = "error"
+            codes = []
+            for _ in range(5):
+                async with connect_tcp(f"{srv.ws_url}/ws/visitor") as vera:
+                    codes.append(await start_with(vera, 27, visitor=VERA, captcha=PASSED))
+            assert [c["code"] for c in codes] == ["captcha_unavailable"] * 3 + ["rate_limited"] * 2
+            assert 0 < codes[-1]["retry_after"] <= 20
+            assert len(provider.seen) == 3  # the refused ones never reached the provider
+            failures = [r for r in caplog.records if "CAPTCHA" in r.getMessage()]
+            assert len(failures) == 1, [r.getMessage() for r in failures]

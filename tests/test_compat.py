@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from omni.compat import IncompatibleDependency
 from omni.compat import trio as trio_compat
 from omni.compat import trio_websocket as trio_websocket_compat
 from omni.compat.trio_websocket import DirectWriter
-from omni.server import RunningServer
-from tests.support import connect_tcp, login, start
+from omni.server import RunningServer, open_server
+from tests.support import UNLIMITED, connect_tcp, login, make_config, start
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,8 +58,16 @@ def test_the_gateway_refuses_to_start_on_an_unknown_trio_websocket(
         Gateway(hub=None)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+async def flood_server() -> AsyncIterator[RunningServer]:
+    """A server whose rate limits let one operator send as fast as the network takes it."""
+    config = make_config(limits=UNLIMITED)
+    async with open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as running:
+        yield running
+
+
 async def test_direct_writes_keep_frames_whole_and_in_order_when_a_reader_falls_behind(
-    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    flood_server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Frames go straight into an idle socket, and through the writer task once the kernel's
     buffer is full (the rest of a partly written frame first). A visitor who stops reading while
@@ -72,7 +81,7 @@ async def test_direct_writes_keep_frames_whole_and_in_order_when_a_reader_falls_
         return rest
 
     monkeypatch.setattr(DirectWriter, "write", counting)
-    url = server.ws_url
+    url = flood_server.ws_url
     async with connect_tcp(f"{url}/ws/operator") as alice, connect_tcp(f"{url}/ws/visitor") as vera:
         await login(alice, "tok-alice")
         cid = (await start(vera))["conversation_id"]

@@ -66,7 +66,10 @@ from omni.domain.conversation import (
     TransferToGroup,
     TransferToOperator,
     Visitor,
+    VisitorAttached,
+    VisitorDetached,
     VisitorEnd,
+    VisitorGone,
     VisitorIdleClose,
     VisitorIdleWarning,
     VisitorMessage,
@@ -903,6 +906,9 @@ def sample_event(kind: type, operator_id: int) -> Event:
         SurveyExpired: SurveyExpired(),
         ResumeByOperator: ResumeByOperator(operator_id, "Alice", 1),
         QueueTimeout: QueueTimeout(),
+        VisitorDetached: VisitorDetached(),
+        VisitorAttached: VisitorAttached(),
+        VisitorGone: VisitorGone(),
         VisitorIdleWarning: VisitorIdleWarning(),
         VisitorIdleClose: VisitorIdleClose(),
         OperatorReplyTimeout: OperatorReplyTimeout(operator_id),
@@ -993,15 +999,75 @@ def test_resumed_out_of_hours_conversation_requeues_when_grace_expires() -> None
 
 def test_restore_requeues_a_pending_offer() -> None:
     conv = offered(1)
-    assert restore(conv, operator_connected=True, ctx=CTX) == [Persist(), EnterQueue(1)]
+    assert restore(conv, operator_connected=True, ctx=CTX) == [
+        Persist(),
+        signal("operator", "offer_withdrawn", {}, operator_id=1),
+        Release(1),
+        EnterQueue(1),
+        StartTimer("absent", 300.0),
+    ]
     assert (conv.status, conv.offered_to) == (Status.QUEUED, None)
     assert conv.waiting_since == WAITING_SINCE
 
 
 def test_restore_puts_a_queued_conversation_back_in_its_queue() -> None:
     conv = queued()
-    assert restore(conv, operator_connected=False, ctx=CTX) == [EnterQueue(1)]
+    assert restore(conv, operator_connected=False, ctx=CTX) == [
+        EnterQueue(1),
+        StartTimer("absent", 300.0),
+    ]
     assert conv.status is Status.QUEUED
+
+
+def test_restore_keeps_the_queue_timeout_counting_from_when_the_visitor_began_waiting() -> None:
+    ctx = dataclasses.replace(
+        CTX,
+        service=msgspec.structs.replace(
+            SERVICE, timers=msgspec.structs.replace(SERVICE.timers, queue_timeout=120)
+        ),
+    )
+    conv = queued(ctx)
+    later = WAITING_SINCE + timedelta(seconds=50)
+    effects = restore(conv, operator_connected=False, ctx=ctx, now=later)
+    assert StartTimer("queue", 70.0) in effects
+
+
+# --- a visitor who is gone ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build", [queued, offered], ids=["queued", "offered"])
+def test_a_waiting_visitor_who_leaves_is_abandoned_after_the_absence_timeout(build: Any) -> None:
+    conv = build()
+    assert apply(conv, VisitorDetached()) == [StartTimer("absent", 300.0)]
+    effects = apply(conv, VisitorGone())
+    assert conv.status is Status.ABANDONED and conv.ended_by == "visitor_gone"
+    assert Persist() in effects and kinds(effects) == ["ended", "closed"]
+
+
+def test_a_visitor_who_comes_back_stops_the_absence_timer() -> None:
+    conv = queued()
+    apply(conv, VisitorDetached())
+    assert apply(conv, VisitorAttached()) == [CancelTimer("absent")]
+
+
+def test_absence_means_nothing_once_an_operator_holds_the_conversation() -> None:
+    conv = active(1)
+    assert apply(conv, VisitorDetached()) == []
+    assert apply(conv, VisitorGone()) == []
+    assert conv.status is Status.ACTIVE
+
+
+def test_an_out_of_hours_conversation_takes_a_bounded_number_of_visitor_messages() -> None:
+    ctx = dataclasses.replace(CTX, out_of_hours_messages=3)
+    conv, _ = new(group_id=None)
+    for n in range(3):
+        apply(conv, VisitorMessage(f"m{n}", "hello?"), ctx=ctx)
+    with pytest.raises(Rejected) as refused:
+        apply(conv, VisitorMessage("m3", "anyone?"), ctx=ctx)
+    assert refused.value.code == "message_limit"
+    assert conv.last_seq == 4  # out_of_hours and three messages: nothing more was stored
+    # A resend of a stored message is still acknowledged.
+    assert apply(conv, VisitorMessage("m1", "hello?"), ctx=ctx) == [Ack("visitor", "m1", 3)]
 
 
 def test_restore_starts_grace_when_the_operator_is_away() -> None:
@@ -1145,6 +1211,9 @@ def events(operators: st.SearchStrategy[int]) -> st.SearchStrategy[Event]:
         st.just(VisitorIdleWarning()),
         st.just(VisitorIdleClose()),
         st.builds(OperatorReplyTimeout, operators),
+        st.just(VisitorDetached()),
+        st.just(VisitorAttached()),
+        st.just(VisitorGone()),
     )
 
 

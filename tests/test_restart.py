@@ -26,6 +26,8 @@ CONFIG = """
 [server]
 host = "127.0.0.1"
 operator_grace_seconds = 30
+native_visitors = true
+native_operators = true
 
 [[schedules]]
 id = "always"

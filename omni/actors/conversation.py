@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import trio
 
-from omni.actors.peer import Peer
+from omni.actors.peer import History, Peer
 from omni.actors.queue import VisitorLink
 from omni.actors.runtime import Actor, ActorRef
 from omni.clock import Clock
@@ -119,6 +119,11 @@ class OperatorLink(Protocol):
         """A frame that carries ``seq`` (an event or an ack); remembered as sent."""
         ...
 
+    def deliver_history(self, history: History) -> None:
+        """A replay of stored events (see :class:`~omni.actors.peer.History`); remembered as
+        sent up to ``history.before``."""
+        ...
+
     def sent_up_to(self, conversation_id: str) -> int:
         """The highest seq of the conversation this connection was sent."""
         ...
@@ -167,24 +172,31 @@ def check_last_seq(conv: Conversation, last_seq: int) -> None:
         raise Rejected("invalid_seq", f"last_seq must be between 0 and {conv.last_seq}")
 
 
-async def replay_to_visitor(store: Store, conv: Conversation, last_seq: int, peer: Peer) -> None:
-    """``resumed``, then exactly the visitor's stored events after ``last_seq``, in order."""
+def replay_to_visitor(store: Store, conv: Conversation, last_seq: int, peer: Peer) -> None:
+    """``resumed``, then exactly the visitor's stored events after ``last_seq``, in order (as a
+    :class:`History`: read from the store as the visitor reads)."""
     peer.deliver(p.encode(p.Resumed(conv.id, conv.ticket, conv.status, conv.last_seq)))
-    for event in await store.events_after(conv.id, last_seq):
-        if event.audience != "operator":
-            peer.deliver(event.frame)
+    peer.deliver_history(History(store, conv.id, last_seq, conv.last_seq + 1, hidden="operator"))
 
 
 class ConversationActor(Actor[ConversationMessage]):
     expected_errors = (Rejected,)
 
     def __init__(
-        self, host: ConversationHost, entry: ConversationEntry, initial: Conversation | None
+        self,
+        host: ConversationHost,
+        entry: ConversationEntry,
+        initial: Conversation | None,
+        *,
+        new: bool = False,
     ) -> None:
         self._host = host
         self._entry = entry
         self._link: VisitorLink = entry.link
+        #: The state to start from (else it is loaded from the store), and whether it is a new
+        #: conversation (its first effects follow in the mailbox) or one put back into routing.
         self._initial = initial
+        self._new = new
         self._conv: Conversation
         self._timers: dict[str, trio.CancelScope] = {}
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
@@ -197,21 +209,24 @@ class ConversationActor(Actor[ConversationMessage]):
         }
 
     async def started(self) -> None:
-        if self._initial is not None:
-            self._conv, self._initial = self._initial, None
-            return
-        conv = await self._host.store.load_conversation(self._entry.conversation_id)
+        conv, self._initial = self._initial, None
         if conv is None:
-            raise LookupError(f"conversation {self._entry.conversation_id} is not in the store")
+            conv = await self._host.store.load_conversation(self._entry.conversation_id)
+            if conv is None:
+                raise LookupError(f"conversation {self._entry.conversation_id} is not in the store")
         self._conv = conv
-        # A restarted incarnation re-arms the timers its state implies.
-        if conv.status is Status.OFFERED:
-            self._start_timer("offer", self._ctx().service.timers.offer_timeout)
-        elif conv.status is Status.ACTIVE and conv.grace_pending:
-            self._start_timer("grace", self._host.operator_grace)
-        elif conv.status is Status.ENDED:
-            self._start_timer("survey", self._ctx().service.timers.survey_timeout)
         self._entry.status = conv.status
+        if self._new:
+            return
+        # Put back into routing — after a process restart, or a crash of the actor before this
+        # incarnation: one path, whose rules are the domain's (queue place and timers, offer
+        # withdrawn, grace period, survey).
+        operator_id = conv.operator_id
+        connected = operator_id is not None and self._host.operator_link(operator_id) is not None
+        if conv.status is Status.ACTIVE and operator_id is not None:
+            self._host.roster.hold(operator_id, conv.id)
+        now = self._host.clock.now()
+        await self._carry_out(domain.restore(conv, connected, self._ctx(), now))
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -230,9 +245,10 @@ class ConversationActor(Actor[ConversationMessage]):
         if previous is not None and previous is not message.peer:
             previous.close("superseded", "this conversation was resumed on another connection")
         conv = self._conv
-        await replay_to_visitor(self._host.store, conv, message.last_seq, message.peer)
+        replay_to_visitor(self._host.store, conv, message.last_seq, message.peer)
         if conv.status is Status.QUEUED and self._link.position is not None:
             message.peer.deliver(self._link.position_frame())
+        await self._apply(domain.VisitorAttached())
 
     async def _on_detach(self, message: DetachVisitor) -> None:
         if self._link.peer is not message.peer:
@@ -243,12 +259,14 @@ class ConversationActor(Actor[ConversationMessage]):
             # restores it from the store when the visitor or an operator returns.
             self._host.forget(self._conv.id)
             self.stop()
+            return
+        await self._apply(domain.VisitorDetached())
 
     async def _on_sync(self, message: SyncOperator) -> None:
         if self._conv.operator_id != message.operator_id:
             raise Rejected("not_your_conversation", f"conversation {self._conv.id} is not yours")
         check_last_seq(self._conv, message.last_seq)
-        await self._replay_to_operator(
+        self._replay_to_operator(
             message.operator_id, self._conv.last_seq + 1, after=message.last_seq
         )
 
@@ -395,8 +413,8 @@ class ConversationActor(Actor[ConversationMessage]):
         if scope is not None:
             scope.cancel()
 
-    def _replay(self, effect: ReplayHistory) -> Awaitable[None]:
-        return self._replay_to_operator(effect.operator_id, effect.before)
+    def _replay(self, effect: ReplayHistory) -> None:
+        self._replay_to_operator(effect.operator_id, effect.before)
 
     def _stored(self, effect: Persist | SaveSurvey) -> None:
         """Written with the step's other stored effects, before any of these ran."""
@@ -431,6 +449,8 @@ class ConversationActor(Actor[ConversationMessage]):
             return domain.SurveyExpired()
         if name == "queue":
             return domain.QueueTimeout()
+        if name == "absent":
+            return domain.VisitorGone()
         # The turn timers: stale ones (the turn passed meanwhile) are ignored by the rules.
         if name == "idle_warning":
             return domain.VisitorIdleWarning()
@@ -460,19 +480,15 @@ class ConversationActor(Actor[ConversationMessage]):
         if isinstance(effect.frame, p.Message):
             self._host.count_relayed()
 
-    async def _replay_to_operator(
-        self, operator_id: int, before: int, after: int | None = None
-    ) -> None:
+    def _replay_to_operator(self, operator_id: int, before: int, after: int | None = None) -> None:
         """Send the operator's connection the events it lacks below ``before``: after ``after``
         when the client said what it has (sync), else after the last one this connection was
-        sent — so an operator who held the conversation before gets only what is new to them."""
+        sent — so an operator who held the conversation before gets only what is new to them.
+        The replay is read from the store as the console reads it."""
         link = self._host.operator_link(operator_id)
         if link is None:
             return
         if after is None:
             after = link.sent_up_to(self._conv.id)
-        for event in await self._host.store.events_after(self._conv.id, after):
-            if event.seq >= before:
-                break
-            if event.audience != "visitor":
-                link.deliver_event(self._conv.id, event.seq, event.frame)
+        store = self._host.store
+        link.deliver_history(History(store, self._conv.id, after, before, hidden="visitor"))

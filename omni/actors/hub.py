@@ -40,8 +40,8 @@ from omni.actors.conversation import (
 )
 from omni.actors.group import Delivery, Dispatch, Enqueue, GroupMessage, Withdraw, spawn_group
 from omni.actors.operator import OperatorSession
-from omni.actors.peer import Peer
-from omni.actors.ports import CaptchaCheck, CaptchaUnavailable, OutboxSignal
+from omni.actors.peer import History, Peer
+from omni.actors.ports import CaptchaCheck, CaptchaLimited, CaptchaUnavailable, OutboxSignal
 from omni.actors.queue import VisitorLink
 from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor
 from omni.clock import Clock
@@ -69,6 +69,10 @@ class Settings:
     ask_timeout: float = 10.0
     #: Mailbox size of each conversation actor.
     conversation_mailbox: int = 256
+    #: A waiting conversation whose visitor is gone this long is abandoned.
+    absent_visitor_timeout: float = 300.0
+    #: Visitor messages an out-of-hours conversation takes at most.
+    out_of_hours_messages: int = 20
 
     def __post_init__(self) -> None:
         if self.operator_grace < 0:
@@ -81,6 +85,8 @@ class Counters:
 
     messages_relayed: int = 0
     connections: dict[str, int] = field(default_factory=lambda: {"visitor": 0, "operator": 0})
+    #: What the gateway refused or closed, by reason (docs/security.md).
+    refused: dict[str, int] = field(default_factory=dict)
     #: E-mails through the outbox (F14), by outcome: queued, sent, retried, failed.
     emails: dict[str, int] = field(
         default_factory=lambda: {"queued": 0, "sent": 0, "retried": 0, "failed": 0}
@@ -146,7 +152,8 @@ class Hub:
           conversations until they end; a deleted service's open conversations finish under
           its last definition;
         * an operator made inactive or removed is signed out (their conversations go through
-          the grace period and back to the queue); new groups get their actors.
+          the grace period and back to the queue), and so is one whose console token was
+          changed (a rotated token ends the sessions it opened); new groups get their actors.
         """
         previous = self.directory
         for service_id, service in previous.services.items():
@@ -162,6 +169,14 @@ class Hub:
             self.roster.configure(operator.id, operator.name, operator.groups, operator.capacity)
             if not operator.active:
                 self._sign_out(operator.id)
+            else:
+                was = previous.operators.get(operator.id)
+                if was is not None and was.token_hash != operator.token_hash:
+                    self._sign_out(
+                        operator.id,
+                        "credentials_changed",
+                        "the console token you signed in with was changed; sign in again",
+                    )
             self.poke_groups(operator.id)
         for operator_id in list(self.sessions):
             if operator_id not in directory.operators:
@@ -172,12 +187,17 @@ class Hub:
         held = sum(1 for e in self.conversations.values() if e.group_id == group_id)
         return max(held, self.queue_lengths.get(group_id, 0))
 
-    def _sign_out(self, operator_id: int) -> None:
+    def _sign_out(
+        self,
+        operator_id: int,
+        code: str = "operator_deactivated",
+        message: str = "an administrator deactivated this operator",
+    ) -> None:
         session = self.sessions.get(operator_id)
         if session is not None:
             # Closing the connection runs the session's normal close: presence offline,
             # offers back to the queue, grace period for active conversations.
-            session.peer.close("operator_deactivated", "an administrator deactivated this operator")
+            session.peer.close(code, message)
 
     def service(self, service_id: int) -> Service:
         """A service by id: configured, or deleted while conversations of it are open."""
@@ -191,6 +211,8 @@ class Hub:
                 service=service,
                 operator_grace=self.settings.operator_grace,
                 group_names={g.id: g.name for g in self.directory.groups.values()},
+                absent_visitor_timeout=self.settings.absent_visitor_timeout,
+                out_of_hours_messages=self.settings.out_of_hours_messages,
             )
             self._contexts[service_id] = ctx
         return ctx
@@ -263,16 +285,19 @@ class Hub:
         origin: str | None = None,
         identity: str | None = None,
         captcha: str | None = None,
+        *,
+        client: str | None = None,
     ) -> str:
         """A new conversation (F1, F7-F10, F18, F19): ``origin`` is the page's Origin header,
         ``identity`` a signed visitor identity (F8, :mod:`omni.identity`), ``captcha`` the
-        CAPTCHA widget's token. Nothing is created unless every check passes."""
+        CAPTCHA widget's token, ``client`` the visitor's address. Nothing is created unless
+        every check passes."""
         service = self.directory.services.get(service_id)
         if service is None:
             raise Rejected("unknown_service", f"there is no chat service {service_id}")
         admission.check_origin(service, origin)
         if service.captcha:
-            await self._check_captcha(service_id, captcha)
+            await self._check_captcha(service_id, captcha, client)
         signed = None
         if identity is not None:
             if service.identity_secret is None:
@@ -300,13 +325,19 @@ class Hub:
             now=now,
         )
         shown = p.ServiceRef(service.id, service.name, service.shown_avatar())
-        peer.deliver(p.encode(p.Started(conv.id, ticket, token, shown)))
-        entry = self._spawn(conv, peer=peer)
+        # `started` (with the resume token) goes out with the first effects, after the write
+        # that stores the conversation: a visitor is never told of one that is not stored.
+        started = domain.Signal("visitor", p.Started(conv.id, ticket, token, shown))
+        entry = self._spawn(conv, peer=peer, new=True)
         # Sent before anything else can reach the new mailbox, so it is the first thing handled.
-        entry.ref.send_nowait(Effects(effects))
+        entry.ref.send_nowait(Effects([started, *effects]))
         return conv.id
 
-    def _spawn(self, conv: domain.Conversation, *, peer: Peer | None) -> ConversationEntry:
+    def _spawn(
+        self, conv: domain.Conversation, *, peer: Peer | None, new: bool
+    ) -> ConversationEntry:
+        """The conversation's actor: ``new`` when its first effects follow, else it is put back
+        into routing as it starts (and so is every incarnation after a crash)."""
         entry = ConversationEntry(
             conv.id,
             VisitorLink(conv.id, (conv.waiting_since, conv.ticket), peer),
@@ -318,7 +349,7 @@ class Hub:
         def factory() -> ConversationActor:
             # The first incarnation takes the state it was created with; restarts reload it.
             state, first[0] = first[0], None
-            return ConversationActor(self, entry, state)
+            return ConversationActor(self, entry, state, new=new and state is not None)
 
         self._spawned += 1
         # The suffix keeps names unique while a stopping incarnation drains its mailbox.
@@ -341,7 +372,9 @@ class Hub:
         await entry.ref.ask(AttachVisitor(peer, last_seq), timeout=self.settings.ask_timeout)
         return conversation_id
 
-    async def _check_captcha(self, service_id: int, captcha: str | None) -> None:
+    async def _check_captcha(
+        self, service_id: int, captcha: str | None, client: str | None
+    ) -> None:
         """F19: a service that asks for a CAPTCHA starts nothing without a passed one; a check
         that cannot be made refuses too (fails closed), and the visitor may try again."""
         if self._captcha is None:
@@ -352,9 +385,13 @@ class Hub:
         if captcha is None:
             raise Rejected("captcha_required", f"service {service_id} asks for a CAPTCHA")
         try:
-            passed = await self._captcha.verify(captcha)
-        except CaptchaUnavailable as exc:
-            log.warning("CAPTCHA check failed: %s", exc)
+            passed = await self._captcha.verify(captcha, client)
+        except CaptchaLimited as exc:
+            raise Rejected(
+                "rate_limited", "too many CAPTCHA checks from this address", exc.retry_after
+            ) from None
+        except CaptchaUnavailable:
+            # Logged by the check itself, once per interval: not once per visitor.
             raise Rejected(
                 "captcha_unavailable", "the CAPTCHA could not be checked; try again"
             ) from None
@@ -379,10 +416,12 @@ class Hub:
         key = transcript.check_request(conv, service, email, queued)
         if key is not None:
             zone = ZoneInfo(self.directory.zone_of(service))
+            history = History(self.store, conv.id, 0, conv.last_seq + 1, hidden="operator")
             events = [
                 p.decode_event(e.frame)
-                for e in await self.store.events_after(conv.id, 0)
-                if e.audience != "operator" and e.kind in ("message", "transferred")
+                async for page in history.pages()
+                for e in page
+                if e.kind in ("message", "transferred")
             ]
             mail = transcript.render(conv, service, events, zone)
             payload = {"to": email, "subject": mail.subject, "body": mail.body}
@@ -392,17 +431,9 @@ class Hub:
         peer.deliver(p.encode(p.TranscriptQueued(conv.id, email)))
 
     def restore(self, conv: domain.Conversation) -> ConversationEntry:
-        """Give an open conversation loaded from the store an actor again and put it back into
-        routing (see :func:`omni.domain.conversation.restore`)."""
-        operator_id = conv.operator_id
-        if conv.status is Status.ACTIVE and operator_id is not None and operator_id in self.roster:
-            self.roster.hold(operator_id, conv.id)
-        effects = domain.restore(
-            conv, operator_id in self.sessions, self.context(conv.service_id), self.clock.now()
-        )
-        entry = self._spawn(conv, peer=None)
-        entry.ref.send_nowait(Effects(effects))
-        return entry
+        """Give an open conversation loaded from the store an actor again; it puts itself back
+        into routing as it starts (see :meth:`ConversationActor.started`)."""
+        return self._spawn(conv, peer=None, new=False)
 
     async def _replay_finished(self, conversation_id: str, last_seq: int, peer: Peer) -> str:
         """A finished conversation has no actor: replay its end from the store and stop there."""
@@ -410,7 +441,7 @@ class Hub:
         if conv is None:
             raise Rejected("invalid_token", "no conversation has this token")
         check_last_seq(conv, last_seq)
-        await replay_to_visitor(self.store, conv, last_seq, peer)
+        replay_to_visitor(self.store, conv, last_seq, peer)
         return conversation_id
 
     async def entry(

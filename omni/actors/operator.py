@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 from omni.actors.conversation import Apply, ConversationEntry, Summary, SyncOperator
-from omni.actors.peer import Peer
+from omni.actors.peer import History, Peer
 from omni.actors.runtime import ActorStopped
 from omni.clock import Clock
 from omni.domain import conversation as domain
@@ -95,6 +95,12 @@ class OperatorSession:
         self.peer.deliver(frame)
         if seq > self.delivered.get(conversation_id, 0):
             self.delivered[conversation_id] = seq
+
+    def deliver_history(self, history: History) -> None:
+        self.peer.deliver_history(history)
+        last = history.before - 1
+        if last > self.delivered.get(history.conversation_id, 0):
+            self.delivered[history.conversation_id] = last
 
     def sent_up_to(self, conversation_id: str) -> int:
         return self.delivered.get(conversation_id, 0)
@@ -192,16 +198,26 @@ class OperatorSession:
             conversation_id, domain.TransferToOperator(self.id, target.id, target.name)
         )
 
-    async def resume(self, conversation_id: str) -> None:
+    async def resume(self, conversation_id: str, *, scoped: bool = True) -> None:
         """Take an out-of-hours conversation by an active contact (F4). Should it have to be
         requeued later, it goes to this operator's group among the service's links.
+
+        ``scoped``: the operator asks for themselves (console, operator API token), so only a
+        conversation they may see (:meth:`~omni.domain.model.Directory.operator_may_see`); an
+        administrator directing them to one is not limited.
 
         Returns once the conversation is this operator's (and stored so); a refusal is raised
         (:class:`Rejected`), not sent to the console, so the admin API can answer with it."""
         entry = await self.host.entry(conversation_id)
         timeout = self.host.ask_timeout
         summary = await entry.ref.ask(Summary(), timeout=timeout)
-        service = self.host.directory.services.get(summary.service_id)
+        directory = self.host.directory
+        if scoped and not directory.operator_may_see(
+            self.id, summary.service_id, summary.operator_id
+        ):
+            # Alike to a conversation that does not exist: ids of others' are not confirmed.
+            raise Rejected("unknown_conversation", f"no open conversation {conversation_id}")
+        service = directory.services.get(summary.service_id)
         links = [link.group for link in service.links] if service else []
         mine = [g for g in links if g in self.operator.groups]
         group_id = (mine or links or list(self.operator.groups))[0]

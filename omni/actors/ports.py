@@ -15,11 +15,21 @@ class CaptchaUnavailable(Exception):
     """The CAPTCHA could not be checked (not: it was checked and failed)."""
 
 
+class CaptchaLimited(Exception):
+    """The client asked for too many checks; it may ask again after ``retry_after`` s."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after:.1f} s")
+        self.retry_after = retry_after
+
+
 class CaptchaCheck(Protocol):
     """F19: asks the CAPTCHA provider whether a widget's token is a passed challenge."""
 
-    async def verify(self, response: str) -> bool:
-        """True when passed; raises :class:`CaptchaUnavailable` when it cannot be asked."""
+    async def verify(self, response: str, client: str | None = None) -> bool:
+        """True when passed (``client``: the visitor's address); raises
+        :class:`CaptchaUnavailable` when it cannot be asked, :class:`CaptchaLimited` when the
+        client asked too often."""
         ...
 
 

@@ -198,6 +198,21 @@ class SurveyExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class VisitorDetached:
+    """The visitor's connection is gone (closed, dropped, or never there after a restart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorAttached:
+    """The visitor is connected again (resumed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorGone:
+    """The visitor stayed away from a waiting conversation for ``absent_visitor_timeout``."""
+
+
+@dataclass(frozen=True, slots=True)
 class VisitorIdleWarning:
     """The visitor has not answered the operator for the service's ``visitor_idle_warning``."""
 
@@ -246,6 +261,9 @@ Event = (
     | SurveySkipped
     | SurveyExpired
     | QueueTimeout
+    | VisitorDetached
+    | VisitorAttached
+    | VisitorGone
     | ResumeByOperator
     | VisitorIdleWarning
     | VisitorIdleClose
@@ -292,7 +310,7 @@ class Signal:
     operator when ``to`` is the operator side and it is not the current one (offers)."""
 
     to: Party
-    frame: p.Typing | p.Offer | p.OfferWithdrawn
+    frame: p.Typing | p.Offer | p.OfferWithdrawn | p.Started
     operator_id: int | None = None
 
 
@@ -396,6 +414,9 @@ TRANSITIONS: dict[type, dict[Status, Status]] = {
     SurveyExpired: {E: C},
     ResumeByOperator: {OOH: A},
     QueueTimeout: {Q: AB, OF: AB},
+    VisitorDetached: {Q: Q, OF: OF},
+    VisitorAttached: {Q: Q, OF: OF, A: A, E: E, OOH: OOH},
+    VisitorGone: {Q: AB, OF: AB},
     VisitorIdleWarning: {A: A},
     VisitorIdleClose: {A: E},
     OperatorReplyTimeout: {A: Q},
@@ -411,6 +432,9 @@ INTERNAL_EVENTS: frozenset[type] = frozenset(
         GraceExpired,
         SurveyExpired,
         QueueTimeout,
+        VisitorDetached,
+        VisitorAttached,
+        VisitorGone,
         VisitorIdleWarning,
         VisitorIdleClose,
         OperatorReplyTimeout,
@@ -429,6 +453,11 @@ class Context:
     service: Service
     operator_grace: float
     group_names: Mapping[int, str] = field(default_factory=dict)
+    #: A waiting conversation whose visitor is gone this long is abandoned (``visitor_gone``),
+    #: whatever the service's ``queue_timeout``: nothing waits forever for nobody.
+    absent_visitor_timeout: float = 300.0
+    #: Visitor messages an out-of-hours conversation takes at most.
+    out_of_hours_messages: int = 20
 
 
 def open_conversation(
@@ -474,18 +503,29 @@ def restore(
     full timeout."""
     if conv.status in (Status.OFFERED, Status.QUEUED):
         assert conv.group_id is not None
-        effects: list[Effect] = [EnterQueue(conv.group_id)]
+        effects: list[Effect] = []
         if conv.status is Status.OFFERED:
-            conv.status, conv.offered_to = Status.QUEUED, None
-            effects.insert(0, Persist())
+            effects.append(Persist())
+            if conv.offered_to is not None:
+                # The offer died with the actor that made it: the operator's slot is given
+                # back and their console told (nothing to undo after a process restart).
+                effects += [_withdraw(conv, conv.offered_to), Release(conv.offered_to)]
+        conv.status, conv.offered_to = Status.QUEUED, None
+        effects.append(EnterQueue(conv.group_id))
         timeout = ctx.service.timers.queue_timeout
         if timeout is not None and conv.answered_at is None:
             waited = (now - conv.waiting_since).total_seconds() if now is not None else 0.0
             effects.append(StartTimer("queue", max(timeout - waited, 0.0)))
+        # No visitor is connected to a restored conversation until they resume.
+        effects.append(StartTimer("absent", ctx.absent_visitor_timeout))
         return effects
     if conv.status is Status.ACTIVE and not operator_connected:
         conv.grace_pending = True
         return [Persist(), StartTimer("grace", ctx.operator_grace)]
+    if conv.status is Status.ACTIVE and conv.grace_pending:
+        # The operator came back while no actor held the conversation.
+        conv.grace_pending = False
+        return [Persist()]
     if conv.status is Status.ENDED:
         return [StartTimer("survey", ctx.service.timers.survey_timeout)]
     return []
@@ -648,6 +688,15 @@ def _leave_active(conv: Conversation, timers: Timers) -> list[Effect]:
 def _visitor_message(
     conv: Conversation, ev: VisitorMessage, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
+    if conv.status is Status.OUT_OF_HOURS:
+        # Nobody reads along out of hours: the visitor leaves a message, not a flood.
+        left = sum(1 for author, _ in conv.client_ids if author == "v")
+        if left >= ctx.out_of_hours_messages:
+            raise Rejected(
+                "message_limit",
+                f"this conversation takes at most {ctx.out_of_hours_messages} messages "
+                "until an operator answers",
+            )
     author = p.Author("visitor", conv.visitor.name)
     return _message(conv, _client_key(ev), "visitor", author, ev.text, now, ctx.service.timers)
 
@@ -954,6 +1003,24 @@ def _queue_timeout(
     return _end(conv, "queue_timeout", now, ctx, to)
 
 
+def _visitor_detached(
+    conv: Conversation, ev: VisitorDetached, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    return [StartTimer("absent", ctx.absent_visitor_timeout)]
+
+
+def _visitor_attached(
+    conv: Conversation, ev: VisitorAttached, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    return [CancelTimer("absent")]
+
+
+def _visitor_gone(
+    conv: Conversation, ev: VisitorGone, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    return _end(conv, "visitor_gone", now, ctx, to)
+
+
 def _visitor_end(
     conv: Conversation, ev: VisitorEnd, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
@@ -1008,6 +1075,9 @@ _HANDLERS: dict[type, Any] = {
     SurveySkipped: _survey_skipped,
     SurveyExpired: _survey_skipped,
     QueueTimeout: _queue_timeout,
+    VisitorDetached: _visitor_detached,
+    VisitorAttached: _visitor_attached,
+    VisitorGone: _visitor_gone,
     ResumeByOperator: _resume_by_operator,
     VisitorIdleWarning: _idle_warning,
     VisitorIdleClose: _idle_close,

@@ -302,7 +302,17 @@ class Directory:
             # compare_digest on every candidate: the time taken does not tell which matched.
             if hmac.compare_digest(candidate.token_hash, digest):
                 found = candidate
+        if found is not None and found.operator_id is not None:
+            # An operator's token acts as the operator: it works only while they are active.
+            operator = self.operators.get(found.operator_id)
+            if operator is None or not operator.active:
+                return None
         return found
+
+    def embeddable_from(self, origin: str) -> bool:
+        """F18 at the handshake: whether a page of ``origin`` may open a visitor connection —
+        some service accepts it (each ``start`` then checks its own service)."""
+        return any(service.accepts_origin(origin) for service in self.services.values())
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -349,6 +359,12 @@ class Directory:
         return frozenset(
             s.id for s in self.services.values() if any(link.group in groups for link in s.links)
         )
+
+    def operator_may_see(self, operator_id: int, service_id: int, held_by: int | None) -> bool:
+        """Whether an operator may see (and act on) a conversation of ``service_id`` last held
+        by ``held_by``: one they handled, or of a service their groups serve. The console and
+        the API apply this one rule."""
+        return held_by == operator_id or service_id in self.services_of(operator_id)
 
     def operator_by_token(self, token: str) -> Operator | None:
         digest = hash_token(token)

@@ -81,17 +81,25 @@ ERROR_CODES: dict[str, str] = {
     "operator_deactivated": "an administrator deactivated or removed this operator; it closes",
     "server_shutdown": "the server is stopping; the client resumes against the next one",
     "internal_error": "a fault in the server; the connection closes and the client resumes",
+    "rate_limited": "too many frames or new conversations too fast; retry after `retry_after` s",
+    "too_many_attempts": "too many failed sign-ins from this address; retry after `retry_after` s",
+    "message_limit": "the out-of-hours conversation already holds the most visitor messages",
+    "idle_timeout": "the connection sent no `start`, `resume` or `login` in time; it closes",
+    "ping_timeout": "the client did not answer the server's ping in time; it closes",
+    "credentials_changed": "the token this session signed in with was changed; it closes",
 }
 
 
 class Rejected(Exception):
     """A frame or an action refused; ``code`` is the stable protocol error code."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         assert code in ERROR_CODES, code
         super().__init__(message)
         self.code = code
         self.message = message
+        #: Seconds after which the same frame would be accepted (rate limits).
+        self.retry_after = retry_after
 
 
 # -- what frames are made of ---------------------------------------------------------------------
@@ -111,7 +119,7 @@ class Status(StrEnum):
 
 Party = Literal["visitor", "operator"]
 #: Who ended a conversation: a participant, or a deadline of the service (F16).
-EndedBy = Literal["visitor", "operator", "queue_timeout", "visitor_idle"]
+EndedBy = Literal["visitor", "operator", "queue_timeout", "visitor_idle", "visitor_gone"]
 #: Why a conversation left its operator for a queue (or for another operator).
 TransferReason = Literal["transfer", "operator_disconnected", "operator_reply_timeout"]
 
@@ -410,6 +418,9 @@ class Error(_Outbound, frozen=True, tag="error", omit_defaults=True):
     message: str
     conversation_id: str | None = None
     client_id: str | None = None
+    #: Seconds to wait before sending the refused frame again (``rate_limited``,
+    #: ``too_many_attempts``).
+    retry_after: float | None = None
 
 
 class Pong(_Outbound, frozen=True, tag="pong"):
@@ -547,6 +558,10 @@ def _decode(decoder: msgspec.json.Decoder[Any], data: str | bytes, limit: int) -
         raise Rejected("invalid_frame", reason) from None
     except msgspec.DecodeError as exc:
         raise Rejected("bad_json", str(exc)) from None
+    except RecursionError:
+        # msgspec decodes nested arrays and objects recursively: a 2 KB frame of a thousand
+        # brackets exhausts the stack before the decoder can say anything about it.
+        raise Rejected("bad_json", "the JSON is nested too deeply") from None
 
 
 def decode_visitor(data: str | bytes, limit: int) -> VisitorFrame:

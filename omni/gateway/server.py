@@ -2,16 +2,25 @@
 
 Rules:
 
-* The gateway translates; it decides nothing. A frame is decoded (omni.gateway.protocol), turned
-  into a hub call, and every refusal becomes an ``error {code, message}`` frame.
+* The gateway translates; it decides nothing about conversations. A frame is decoded
+  (:mod:`omni.domain.protocol`), turned into a hub call, and every refusal becomes an
+  ``error {code, message}`` frame.
+* It is the door, so it holds the limits on what a stranger may make the server do
+  (:mod:`omni.limits`, ``[server.limits]``, docs/security.md): handshakes and connections per
+  client address, the page's ``Origin``, bytes of a message still arriving, a deadline for the
+  first ``start``/``resume``/``login``, pings with a pong deadline, and per connection a token
+  bucket for messages and one for typing. A refused handshake gets an HTTP status (403, 429); a
+  refused frame an ``error`` frame with ``retry_after``; persistent abuse closes the connection
+  (1008). A check is a dictionary look-up and a little arithmetic: nothing on the hot path waits.
 * Bad input never takes anything down: a malformed, oversized or out-of-place frame gets an error
   and the connection stays open; only a fault of the server itself closes the connection (with
   ``internal_error``), and never the server.
-* Each connection has two tasks — a reader and a writer draining a bounded outbound buffer —
-  owned by the connection's nursery. A client too slow to drain its buffer is disconnected and
-  resumes; actors never wait on a socket. A frame for an idle TCP connection is written
-  straight into its socket (:mod:`omni.compat.trio_websocket`, the only code that reads
-  trio-websocket's internals).
+* Each connection has a reader and a writer draining a bounded buffer of live frames (and a
+  keeper sending pings), owned by the connection's nursery. A client too slow to drain its buffer
+  is disconnected and resumes; actors never wait on a socket. A replay of history is one item in
+  that buffer, sent a page at a time as the client reads it: however long, it never fills the
+  buffer. A frame for an idle TCP connection is written straight into its socket
+  (:mod:`omni.compat.trio_websocket`, the only code that reads trio-websocket's internals).
 * The same handler serves real TCP connections and in-memory streams (``serve_stream``), so the
   simulator and virtual-time tests run this exact code.
 """
@@ -19,6 +28,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,36 +45,70 @@ from trio_websocket import (
 from omni.actors.conversation import DetachVisitor
 from omni.actors.hub import Hub
 from omni.actors.operator import OperatorSession
+from omni.actors.peer import History
 from omni.actors.runtime import ActorCrashed, ActorStopped, AskTimeout
 from omni.compat import trio_websocket as trio_websocket_compat
 from omni.compat.trio_websocket import DirectWriter
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.protocol import Rejected, error_frame
-from omni.settings import ServerSettings
+from omni.limits import Backoff, Counter, Keyed, TokenBucket, client_ip, networks
+from omni.settings import LimitsSettings, ServerSettings
 
 log = logging.getLogger(__name__)
 
 #: Time a closing connection gets to send its last error frame and close handshake.
 CLOSE_TIMEOUT = 2.0
 
+#: Refusals that are the client's doing, counted towards closing a connection that persists.
+_ABUSE = frozenset({"rate_limited", "too_many_attempts"})
+
 
 class WebSocketPeer:
-    """One client connection as the actors see it (:class:`omni.actors.peer.Peer`)."""
+    """One client connection as the actors see it (:class:`omni.actors.peer.Peer`), and what
+    the gateway knows of it: where it comes from, and its rate buckets."""
 
-    __slots__ = ("_direct", "_queued", "_rx", "_scope", "_tx", "_ws", "close_reason", "origin")
+    __slots__ = (
+        "_direct",
+        "_queued",
+        "_rx",
+        "_scope",
+        "_tx",
+        "_ws",
+        "client",
+        "close_reason",
+        "messages",
+        "origin",
+        "refusals",
+        "typing",
+    )
 
-    def __init__(self, ws: WebSocketConnection, buffer: int, scope: trio.CancelScope) -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        buffer: int,
+        scope: trio.CancelScope,
+        client: str,
+        limits: LimitsSettings,
+    ) -> None:
         self._ws = ws
         self._scope = scope
-        # str: a frame to encode and send; bytes: an encoded remainder to send first.
-        self._tx, self._rx = trio.open_memory_channel[str | bytes](buffer)
+        # str: a frame to encode and send; bytes: an encoded remainder to send first;
+        # History: a replay to read from the store and send as the client reads.
+        self._tx, self._rx = trio.open_memory_channel[str | bytes | History](buffer)
         self._direct = DirectWriter.for_connection(ws)
         #: Items handed to the writer task and not yet fully sent.
         self._queued = 0
+        #: The client's address (an IP, see ``trusted_proxies``).
+        self.client = client
         #: The Origin header of the handshake (a browser's page), if any.
         self.origin: str | None = None
         self.close_reason: tuple[str, str] | None = None
+        now = trio.current_time()
+        self.messages = TokenBucket(limits.messages_per_second, limits.message_burst, now)
+        self.typing = TokenBucket(limits.typing_per_second, limits.typing_burst, now)
+        #: Frames refused in a row as abuse (too fast, failed sign-ins).
+        self.refusals = 0
 
     def deliver(self, frame: str) -> None:
         if self.close_reason is not None:
@@ -76,6 +120,13 @@ class WebSocketPeer:
                 return
             if rest is not None:
                 item = rest
+        self._enqueue(item)
+
+    def deliver_history(self, history: History) -> None:
+        if self.close_reason is None:
+            self._enqueue(history)
+
+    def _enqueue(self, item: str | bytes | History) -> None:
         try:
             self._tx.send_nowait(item)
         except trio.WouldBlock:
@@ -90,11 +141,16 @@ class WebSocketPeer:
 
     async def run_writer(self) -> None:
         async for item in self._rx:
-            if isinstance(item, bytes):
+            if isinstance(item, str):
+                await self._ws.send_message(item)
+            elif isinstance(item, bytes):
                 assert self._direct is not None  # only a direct write leaves bytes behind
                 await self._direct.send_rest(item)
             else:
-                await self._ws.send_message(item)
+                # Each page is read when the client has taken the one before it.
+                async for page in item.pages():
+                    for event in page:
+                        await self._ws.send_message(event.frame)
             self._queued -= 1
 
 
@@ -107,15 +163,39 @@ class Gateway:
         trio_websocket_compat.check()
         self.hub = hub
         settings = settings or ServerSettings()
+        self.settings = settings
+        self.limits = limits = settings.limits
         self.limit = settings.max_frame_bytes
         self.outbound_buffer = settings.outbound_buffer
-        self._routes: dict[str, Handler] = {
-            "/ws/visitor": self._visitor,
-            "/ws/operator": self._operator,
+        #: Pages allowed on /ws/operator: the configured console origins, and the server's own
+        #: HTTP origin (added by :func:`omni.server.open_server` once it is bound).
+        self.console_origins: set[str] = set(settings.console_origins)
+        self._trusted = networks(settings.trusted_proxies)
+        self._routes: dict[str, tuple[str, Handler]] = {
+            "/ws/visitor": ("visitor", self._visitor),
+            "/ws/operator": ("operator", self._operator),
         }
         self._peers: set[WebSocketPeer] = set()
         self._all_closed = trio.Event()
         self._all_closed.set()
+        # Per client address; each table is bounded (omni.limits.Keyed).
+        self._connections: Counter[str] = Counter()
+        self._handshakes: Keyed[str, TokenBucket] = Keyed(
+            lambda: _bucket(limits.handshakes_per_second, limits.handshake_burst)
+        )
+        per_minute = limits.conversations_per_minute
+        per_service = limits.conversations_per_service_per_minute
+        self.conversations: Keyed[str, TokenBucket] = Keyed(
+            lambda: _bucket(per_minute / 60, per_minute)
+        )
+        self.service_conversations: Keyed[tuple[str, int], TokenBucket] = Keyed(
+            lambda: _bucket(per_service / 60, per_service)
+        )
+        self.logins: Keyed[str, Backoff] = Keyed(
+            lambda: Backoff(
+                limits.failures_before_wait, limits.failure_wait, limits.failure_wait_max
+            )
+        )
 
     async def shutdown(self) -> None:
         """Close every connection with ``server_shutdown`` and wait until they are gone."""
@@ -127,9 +207,10 @@ class Gateway:
 
     @property
     def hard_limit(self) -> int:
-        # Frames up to 4x the limit are read and answered with frame_too_large; beyond that the
-        # library closes the connection (1009) without buffering them.
-        return 4 * self.limit
+        # Messages up to this size are read and answered (frame_too_large beyond max_frame_bytes);
+        # a larger one — even still arriving in parts — makes the library close the connection
+        # (1009) without buffering more of it.
+        return self.limits.partial_frame_bytes
 
     async def serve(
         self,
@@ -147,38 +228,82 @@ class Gateway:
             task_status=task_status,
         )
 
-    async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve one connection over any trio stream (e.g. ``trio.testing.memory_stream_pair``)."""
+    async def serve_stream(self, stream: trio.abc.Stream, client: str = "memory") -> None:
+        """Serve one connection over any trio stream (e.g. ``trio.testing.memory_stream_pair``);
+        ``client`` is the address it counts as coming from."""
         async with trio.open_nursery() as nursery:
             request = await wrap_server_stream(nursery, stream, max_message_size=self.hard_limit)
-            await self.handle_request(request)
+            await self.handle_request(request, client)
             nursery.cancel_scope.cancel()
 
-    async def handle_request(self, request: WebSocketRequest) -> None:
-        handler = self._routes.get(request.path.partition("?")[0])
-        if handler is None:
+    async def handle_request(self, request: WebSocketRequest, client: str | None = None) -> None:
+        route = self._routes.get(request.path.partition("?")[0])
+        if route is None:
             await request.reject(404, body=b"unknown websocket path")
             return
-        origin = next(
-            (v.decode("latin-1") for k, v in request.headers if k.lower() == b"origin"), None
-        )
+        kind, handler = route
+        origin = forwarded = None
+        for name, value in request.headers:
+            name = name.lower()
+            if name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+        if client is None:
+            remote = request.remote
+            client = client_ip(getattr(remote, "address", str(remote)), forwarded, self._trusted)
+        refusal = self._refuse_handshake(kind, client, origin)
+        if refusal is not None:
+            status, reason, retry_after = refusal
+            self._count("handshake_" + reason.split(":", 1)[0])
+            headers = [] if retry_after is None else [(b"Retry-After", b"%d" % retry_after)]
+            await request.reject(status, extra_headers=headers, body=reason.encode())
+            return
         ws = await request.accept()
-        kind = "visitor" if handler == self._visitor else "operator"
+        self._connections.add(client)
         self.hub.metrics.connections[kind] += 1
         try:
-            await self._run(ws, handler, origin)
+            await self._run(ws, handler, client, origin)
         finally:
             self.hub.metrics.connections[kind] -= 1
+            self._connections.remove(client)
 
-    async def _run(self, ws: WebSocketConnection, handler: Handler, origin: str | None) -> None:
+    def _refuse_handshake(
+        self, kind: str, client: str, origin: str | None
+    ) -> tuple[int, str, int | None] | None:
+        """Why a handshake is refused (HTTP status, reason, Retry-After), or None."""
+        wait = self._handshakes[client].take(trio.current_time())
+        if wait is not None:
+            return 429, "rate: too many handshakes from this address", math.ceil(wait)
+        if self._connections[client] >= self.limits.connections_per_ip:
+            return 429, "connections: too many open connections from this address", 60
+        if origin is None:
+            native = (
+                self.settings.native_visitors
+                if kind == "visitor"
+                else self.settings.native_operators
+            )
+            return None if native else (403, "origin: a browser's Origin is required here", None)
+        allowed = (
+            self.hub.directory.embeddable_from(origin)
+            if kind == "visitor"
+            else origin in self.console_origins
+        )
+        return None if allowed else (403, f"origin: {origin} is not allowed here", None)
+
+    async def _run(
+        self, ws: WebSocketConnection, handler: Handler, client: str, origin: str | None
+    ) -> None:
         with trio.CancelScope() as scope:
-            peer = WebSocketPeer(ws, self.outbound_buffer, scope)
+            peer = WebSocketPeer(ws, self.outbound_buffer, scope, client, self.limits)
             peer.origin = origin
             self._peers.add(peer)
             self._all_closed = trio.Event()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_ignore_closed, peer.run_writer)
+                    if self.limits.ping_interval is not None:
+                        nursery.start_soon(_ignore_closed, self._keep_alive, ws, peer)
                     await _ignore_closed(handler, ws, peer)
                     nursery.cancel_scope.cancel()
             finally:
@@ -187,6 +312,8 @@ class Gateway:
                     self._all_closed.set()
         if peer.close_reason is not None:
             code, message = peer.close_reason
+            if code in ("idle_timeout", "ping_timeout", "rate_limited"):
+                self._count(code)
             with trio.move_on_after(CLOSE_TIMEOUT):
                 try:
                     await ws.send_message(error_frame(code, message))
@@ -194,56 +321,101 @@ class Gateway:
                 except ConnectionClosed:
                     pass
 
-    # -- visitor ------------------------------------------------------------------------------
+    async def _keep_alive(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
+        """Ping every ``ping_interval``; a peer that does not answer within ``pong_timeout``
+        is gone (a dead TCP peer sends no FIN): its connection closes, and what it held
+        follows the usual rules (an operator's grace period, a visitor's absence)."""
+        assert self.limits.ping_interval is not None
+        while True:
+            await trio.sleep(self.limits.ping_interval)
+            with trio.move_on_after(self.limits.pong_timeout):
+                await ws.ping()
+                continue
+            peer.close("ping_timeout", "no answer to the server's ping; reconnect and resume")
+            return
+
+    def _count(self, reason: str) -> None:
+        refused = self.hub.metrics.refused
+        refused[reason] = refused.get(reason, 0) + 1
+
+    # -- frames -------------------------------------------------------------------------------
 
     async def _visitor(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
-        connection = _VisitorConnection(self.hub, peer)
+        connection = _VisitorConnection(self, peer)
         try:
-            while True:
-                data = await ws.get_message()
-                frame: p.VisitorFrame | None = None
-                try:
-                    frame = p.decode_visitor(data, self.limit)
-                    await connection.handle(frame)
-                except Rejected as error:
-                    client_id = getattr(frame, "client_id", None)
-                    peer.deliver(error_frame(error.code, error.message, client_id=client_id))
-                except (AskTimeout, ActorCrashed, ActorStopped) as error:
-                    peer.deliver(error_frame("overloaded", f"try again ({type(error).__name__})"))
+            await self._read(ws, peer, connection, p.decode_visitor)
         finally:
             await connection.aclose()
-
-    # -- operator -----------------------------------------------------------------------------
 
     async def _operator(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
-        connection = _OperatorConnection(self.hub, peer)
+        connection = _OperatorConnection(self, peer)
         try:
-            while True:
-                data = await ws.get_message()
-                frame: p.OperatorFrame | None = None
-                try:
-                    frame = p.decode_operator(data, self.limit)
-                    await connection.handle(frame)
-                except Rejected as error:
-                    peer.deliver(
-                        error_frame(
-                            error.code,
-                            error.message,
-                            conversation_id=getattr(frame, "conversation_id", None),
-                            client_id=getattr(frame, "client_id", None),
-                        )
-                    )
-                except (AskTimeout, ActorCrashed, ActorStopped) as error:
-                    peer.deliver(error_frame("overloaded", f"try again ({type(error).__name__})"))
+            await self._read(ws, peer, connection, p.decode_operator)
         finally:
             await connection.aclose()
+
+    async def _read(
+        self,
+        ws: WebSocketConnection,
+        peer: WebSocketPeer,
+        connection: _VisitorConnection | _OperatorConnection,
+        decode: Callable[[str | bytes, int], Any],
+    ) -> None:
+        """Each frame, charged to its bucket, to its handler; refusals as error frames. Until
+        the connection is bound (``start``, ``resume``, ``login``) it has ``hello_timeout``."""
+        deadline = trio.current_time() + self.limits.hello_timeout
+        limit = self.limit
+        while True:
+            if connection.bound:
+                data = await ws.get_message()
+            else:
+                with trio.move_on_at(deadline):
+                    data = await ws.get_message()
+                if not connection.bound and trio.current_time() >= deadline:
+                    peer.close("idle_timeout", "send `start`, `resume` or `login` first")
+                    return
+            frame: Any = None
+            try:
+                try:
+                    frame = decode(data, limit)
+                finally:
+                    # Every frame costs a token, a broken one too: typing and pings from their
+                    # own bucket, everything else from the messages'.
+                    bucket = peer.typing if type(frame) in _LIGHT_FRAMES else peer.messages
+                    wait = bucket.take(trio.current_time())
+                    if wait is not None:
+                        raise Rejected("rate_limited", "too many frames; slow down", wait)
+                await connection.handle(frame)
+                peer.refusals = 0
+            except Rejected as error:
+                if error.code in _ABUSE:
+                    peer.refusals += 1
+                    if peer.refusals >= self.limits.refusals_before_close:
+                        peer.close(error.code, "too many refused frames; this connection closes")
+                        return
+                peer.deliver(
+                    error_frame(
+                        error.code,
+                        error.message,
+                        conversation_id=getattr(frame, "conversation_id", None),
+                        client_id=getattr(frame, "client_id", None),
+                        retry_after=_seconds(error.retry_after),
+                    )
+                )
+            except (AskTimeout, ActorCrashed, ActorStopped) as error:
+                peer.deliver(error_frame("overloaded", f"try again ({type(error).__name__})"))
+
+
+#: Frames charged to the typing bucket (cheap, and sent often by well-behaved clients).
+_LIGHT_FRAMES = frozenset({p.VisitorTyping, p.OperatorTyping, p.Ping})
 
 
 class _VisitorConnection:
     """One visitor connection's frames, each to its handler; at most one conversation."""
 
-    def __init__(self, hub: Hub, peer: WebSocketPeer) -> None:
-        self.hub = hub
+    def __init__(self, gateway: Gateway, peer: WebSocketPeer) -> None:
+        self.gateway = gateway
+        self.hub = gateway.hub
         self.peer = peer
         self.conversation_id: str | None = None
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
@@ -257,6 +429,10 @@ class _VisitorConnection:
             p.SurveyAnswers: self._event,
             p.SurveySkip: self._event,
         }
+
+    @property
+    def bound(self) -> bool:
+        return self.conversation_id is not None
 
     async def handle(self, frame: p.VisitorFrame) -> None:
         await self._handlers[type(frame)](frame)
@@ -275,6 +451,15 @@ class _VisitorConnection:
 
     async def _start(self, frame: p.Start) -> None:
         self._unbound()
+        gateway, client = self.gateway, self.peer.client
+        now = trio.current_time()
+        for bucket in (
+            gateway.conversations[client],
+            gateway.service_conversations[client, frame.service_id],
+        ):
+            wait = bucket.take(now)
+            if wait is not None:
+                raise Rejected("rate_limited", "too many new conversations; try again later", wait)
         self.conversation_id = await self.hub.start_conversation(
             frame.service_id,
             frame.visitor,
@@ -282,6 +467,7 @@ class _VisitorConnection:
             self.peer.origin,
             frame.identity,
             frame.captcha,
+            client=client,
         )
 
     async def _resume(self, frame: p.Resume) -> None:
@@ -328,8 +514,9 @@ _VISITOR_EVENTS: dict[type, Callable[[], domain.Event]] = {
 class _OperatorConnection:
     """One operator connection's frames, each to its handler, once signed in."""
 
-    def __init__(self, hub: Hub, peer: WebSocketPeer) -> None:
-        self.hub = hub
+    def __init__(self, gateway: Gateway, peer: WebSocketPeer) -> None:
+        self.gateway = gateway
+        self.hub = gateway.hub
         self.peer = peer
         self.session: OperatorSession | None = None
         self._handlers: dict[type, Callable[[OperatorSession, Any], Awaitable[None]]] = {
@@ -344,17 +531,37 @@ class _OperatorConnection:
             p.OpenFolder: lambda s, f: s.folder(f.name, f.cursor),
         }
 
+    @property
+    def bound(self) -> bool:
+        return self.session is not None
+
     async def handle(self, frame: p.OperatorFrame) -> None:
         if isinstance(frame, p.Ping):
             self.peer.deliver(_PONG)
         elif isinstance(frame, p.Login):
             if self.session is not None:
                 raise Rejected("already_logged_in", "this connection is signed in")
-            self.session = await self.hub.login(frame.token, self.peer)
+            self.session = await self._login(frame.token)
         elif self.session is None:
             raise Rejected("not_logged_in", "send `login` first")
         else:
             await self._handlers[type(frame)](self.session, frame)
+
+    async def _login(self, token: str) -> OperatorSession:
+        """Sign in; an address that keeps failing waits longer before each next try."""
+        logins, client = self.gateway.logins, self.peer.client
+        backoff = logins[client]
+        wait = backoff.wait(trio.current_time())
+        if wait is not None:
+            raise Rejected("too_many_attempts", "too many failed sign-ins; wait", wait)
+        try:
+            session = await self.hub.login(token, self.peer)
+        except Rejected as error:
+            if error.code == "invalid_login":
+                backoff.failed(trio.current_time())
+            raise
+        logins.forget(client)
+        return session
 
     async def aclose(self) -> None:
         if self.session is not None:
@@ -366,6 +573,15 @@ _PONG = p.encode(p.Pong())
 
 #: Websocket close codes for the reasons the server closes a connection (1008: policy).
 _CLOSE_CODES = {"internal_error": 1011, "server_shutdown": 1001}
+
+
+def _bucket(rate: float, burst: float) -> TokenBucket:
+    return TokenBucket(rate, burst, trio.current_time())
+
+
+def _seconds(wait: float | None) -> float | None:
+    """A wait as the client is told it: tenths of a second, rounded up."""
+    return None if wait is None else math.ceil(wait * 10) / 10
 
 
 async def _ignore_closed(fn: Callable[..., Awaitable[None]], *args: Any) -> None:
