@@ -13,7 +13,7 @@ Rules of this package:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import msgspec
@@ -114,14 +114,23 @@ def page_cursor(conv: Conversation) -> str:
     return f"{isoformat(conv.created_at)}|{conv.id}"
 
 
+#: The times a cursor (or any time a client gives) may name: beyond them a database's arithmetic
+#: overflows, and no conversation is there anyway.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_cursor(text: str) -> tuple[datetime, str] | None:
-    """:func:`page_cursor`'s text back as ``(created_at, id)``; None if it is not one."""
+    """:func:`page_cursor`'s text back as ``(created_at, id)``; None if it is not one (or names
+    a time outside :data:`EARLIEST`–:data:`LATEST`)."""
     created, _, conversation_id = text.partition("|")
     try:
         at = datetime.fromisoformat(created)
     except ValueError:
         return None
     if not conversation_id or at.tzinfo is None or "\x00" in conversation_id:
+        return None
+    if not EARLIEST <= at <= LATEST:
         return None
     return at, conversation_id
 
