@@ -1,0 +1,177 @@
+"""The embedded PostgreSQL belongs to the ``omni serve`` processes that use it, across a crash:
+real servers on one data directory, killed (SIGKILL) or stopped (SIGTERM).
+
+Rules: every wait has a deadline; the postmaster is watched through ``postmaster.pid`` and
+``/proc``; whatever a test started — servers and the postmaster — is stopped in its
+``finally``, even when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.support import connect_tcp, eventually, start
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    """The pid in the data directory's ``postmaster.pid`` (None when there is none)."""
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
+def _is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def _wait_until_gone(pid: int, timeout: float) -> None:
+    await eventually(lambda: not _is_running(pid), seconds=timeout)
+
+
+class Serve:
+    """One ``omni serve`` process on ``data_dir``, its output in a file of ``log_dir``."""
+
+    def __init__(self, process: trio.Process, log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def ws_url(self) -> str:
+        found = re.search(r"(ws://127\.0\.0\.1:\d+)/ws/visitor", self.output())
+        assert found, self.output()
+        return found.group(1)
+
+    async def stop(self) -> int:
+        """SIGTERM, then its exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(STOP_TIMEOUT):
+            return await self.process.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL, and reap it (a zombie would still look like a user of the database)."""
+        self.process.kill()
+        with trio.fail_after(STOP_TIMEOUT):
+            await self.process.wait()
+
+
+@asynccontextmanager
+async def _serve(data_dir: Path, log: Path) -> AsyncIterator[Serve]:
+    """``omni serve`` on ``data_dir``, yielded once it serves; killed on exit if still running."""
+    env = {k: v for k, v in os.environ.items() if k != "OMNI_DATABASE_URL"}
+    with log.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            [
+                *(sys.executable, "-m", "omni.cli", "serve", "--config", "examples/omni.toml"),
+                *("--ws-port", "0", "--http-port", "0", "--data-dir", str(data_dir)),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+        )
+    serve = Serve(process, log)
+
+    def ready() -> bool:
+        assert process.returncode is None, serve.output()
+        return "serving websockets on" in serve.output()
+
+    try:
+        await eventually(ready, seconds=STARTUP_TIMEOUT)
+        assert "HTTP on http://" in serve.output()
+        yield serve
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.move_on_after(STOP_TIMEOUT):
+                await process.wait()
+
+
+@asynccontextmanager
+async def _postgres_stopped_afterwards(data_dir: Path) -> AsyncIterator[set[int]]:
+    """Yield a set the test adds the postmaster pids it sees to; on exit, any of them (or the
+    one ``postmaster.pid`` names) still running is shut down (SIGQUIT, then SIGKILL)."""
+    seen: set[int] = set()
+    try:
+        yield seen
+    finally:
+        current = _postmaster_pid(data_dir)
+        for pid in seen | ({current} if current is not None else set()):
+            for signum in (signal.SIGQUIT, signal.SIGKILL):
+                if not _is_running(pid):
+                    break
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    break
+                with trio.move_on_after(5):
+                    await _wait_until_gone(pid, timeout=5)
+
+
+@pytest.mark.slow
+async def test_a_server_takes_over_and_stops_the_postgres_a_killed_server_left_running(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "omni-data"
+    async with _postgres_stopped_afterwards(data_dir) as postmasters:
+        async with _serve(data_dir, tmp_path / "first.log") as first:
+            postmaster = _postmaster_pid(data_dir)
+            assert postmaster is not None
+            postmasters.add(postmaster)
+            await first.kill()
+        # The crash leaves the database running (nothing can stop it at SIGKILL)...
+        assert _is_running(postmaster)
+
+        async with _serve(data_dir, tmp_path / "second.log") as second:
+            # ...the next server uses it rather than starting another one...
+            assert _postmaster_pid(data_dir) == postmaster
+            assert await second.stop() == 0, second.output()
+        # ...and, now its only user, stops it when it stops.
+        await _wait_until_gone(postmaster, timeout=10)
+        assert not (data_dir / "postmaster.pid").exists(), second.output()
+
+
+@pytest.mark.slow
+async def test_a_server_leaves_the_postgres_running_for_another_live_server(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "omni-data"
+    async with (
+        _postgres_stopped_afterwards(data_dir) as postmasters,
+        _serve(data_dir, tmp_path / "staying.log") as staying,
+    ):
+        postmaster = _postmaster_pid(data_dir)
+        assert postmaster is not None
+        postmasters.add(postmaster)
+        async with _serve(data_dir, tmp_path / "leaving.log") as leaving:
+            assert _postmaster_pid(data_dir) == postmaster
+            assert await leaving.stop() == 0, leaving.output()
+        # The leaving server has stopped entirely (pg_ctl stop waits), and the database is up.
+        assert _is_running(postmaster), leaving.output()
+        async with connect_tcp(f"{staying.ws_url()}/ws/visitor") as visitor:
+            started = await start(visitor, service_id=25)
+            assert re.fullmatch(r"\d{4}-\d{6}", started["ticket"])
+
+        assert await staying.stop() == 0, staying.output()
+        await _wait_until_gone(postmaster, timeout=10)
