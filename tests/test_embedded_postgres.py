@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from omni.store import StoreError
+from omni.store.embedded import _live_users, _stop
 from tests.support import connect_tcp, eventually, start
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,3 +178,67 @@ async def test_a_server_leaves_the_postgres_running_for_another_live_server(
 
         assert await staying.stop() == 0, staying.output()
         await _wait_until_gone(postmaster, timeout=10)
+
+
+class _Users:
+    """pgserver's DiskList of the pids using a server, in memory."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+
+    def get(self) -> list[int]:
+        return list(self.pids)
+
+    def put(self, pids: list[int]) -> None:
+        self.pids = list(pids)
+
+
+class _FakePostgresServer:
+    """Just the bookkeeping of pgserver's PostgresServer; ``cleanup`` leaves, never stops."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, pids: list[int], postmaster: int) -> None:
+        self.pgdata = Path("/nonexistent/omni-data")
+        self.global_process_id_list = _Users(pids)
+        self.postmaster = postmaster
+
+    def get_pid(self) -> int:
+        return self.postmaster
+
+    def cleanup(self) -> None:
+        self.global_process_id_list.pids.remove(os.getpid())
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait(timeout=STOP_TIMEOUT)
+    return child.pid
+
+
+def test_the_dead_users_of_a_server_are_forgotten_and_the_live_ones_kept() -> None:
+    dead = _dead_pid()
+    parent = os.getppid()  # alive for as long as this test runs
+    server = _FakePostgresServer([dead, parent, os.getpid()], postmaster=parent)
+    assert _live_users(server) == [parent, os.getpid()]
+    assert server.global_process_id_list.pids == [parent, os.getpid()]
+
+
+def test_a_pgserver_that_keeps_its_users_otherwise_is_refused() -> None:
+    with pytest.raises(StoreError, match="does not keep the users of its server"):
+        _live_users(object())
+    server = _FakePostgresServer([os.getpid()], postmaster=os.getppid())
+    server.global_process_id_list.pids = [{"pid": os.getpid()}]  # type: ignore[list-item]
+    with pytest.raises(StoreError, match="not a list of pids"):
+        _live_users(server)
+
+
+def test_a_server_left_running_with_no_user_is_an_error() -> None:
+    """Should pgserver's cleanup ever leave the server running when its last user leaves,
+    leaving the block fails loudly rather than quietly leaving a database behind."""
+    alive = os.getppid()  # stands for a postmaster that pgserver did not stop
+    server = _FakePostgresServer([_dead_pid(), os.getpid()], postmaster=alive)
+    with pytest.raises(StoreError, match="still running although no process uses it"):
+        _stop(server)
+    assert server.global_process_id_list.pids == []
