@@ -13,8 +13,9 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -28,6 +29,18 @@ from tests.support import connect_tcp, eventually, start
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A directory for a test's data directory and server logs, removed afterwards.
+
+    Not pytest's ``tmp_path``: run as root, pgserver runs PostgreSQL as a user of its own, which
+    must be able to traverse every parent of the data directory (pgserver opens them up), and
+    pytest makes its base temporary directory private again whenever a pytest process starts —
+    a concurrent run would lock the database out of its own data directory."""
+    with tempfile.TemporaryDirectory(prefix="omni-test-embedded-") as tmp:
+        yield Path(tmp)
 
 
 def _postmaster_pid(data_dir: Path) -> int | None:
@@ -134,11 +147,11 @@ async def _postgres_stopped_afterwards(data_dir: Path) -> AsyncIterator[set[int]
 
 @pytest.mark.slow
 async def test_a_server_takes_over_and_stops_the_postgres_a_killed_server_left_running(
-    tmp_path: Path,
+    workdir: Path,
 ) -> None:
-    data_dir = tmp_path / "omni-data"
+    data_dir = workdir / "omni-data"
     async with _postgres_stopped_afterwards(data_dir) as postmasters:
-        async with _serve(data_dir, tmp_path / "first.log") as first:
+        async with _serve(data_dir, workdir / "first.log") as first:
             postmaster = _postmaster_pid(data_dir)
             assert postmaster is not None
             postmasters.add(postmaster)
@@ -146,7 +159,7 @@ async def test_a_server_takes_over_and_stops_the_postgres_a_killed_server_left_r
         # The crash leaves the database running (nothing can stop it at SIGKILL)...
         assert _is_running(postmaster)
 
-        async with _serve(data_dir, tmp_path / "second.log") as second:
+        async with _serve(data_dir, workdir / "second.log") as second:
             # ...the next server uses it rather than starting another one...
             assert _postmaster_pid(data_dir) == postmaster
             assert await second.stop() == 0, second.output()
@@ -157,17 +170,17 @@ async def test_a_server_takes_over_and_stops_the_postgres_a_killed_server_left_r
 
 @pytest.mark.slow
 async def test_a_server_leaves_the_postgres_running_for_another_live_server(
-    tmp_path: Path,
+    workdir: Path,
 ) -> None:
-    data_dir = tmp_path / "omni-data"
+    data_dir = workdir / "omni-data"
     async with (
         _postgres_stopped_afterwards(data_dir) as postmasters,
-        _serve(data_dir, tmp_path / "staying.log") as staying,
+        _serve(data_dir, workdir / "staying.log") as staying,
     ):
         postmaster = _postmaster_pid(data_dir)
         assert postmaster is not None
         postmasters.add(postmaster)
-        async with _serve(data_dir, tmp_path / "leaving.log") as leaving:
+        async with _serve(data_dir, workdir / "leaving.log") as leaving:
             assert _postmaster_pid(data_dir) == postmaster
             assert await leaving.stop() == 0, leaving.output()
         # The leaving server has stopped entirely (pg_ctl stop waits), and the database is up.
