@@ -9,7 +9,8 @@ Definitions:
 
 * offered: visitors who sent ``start``; out_of_hours: those told the service was closed;
 * answered / abandoned: assigned to an operator / sent ``end`` while waiting;
-* service level: answered within T seconds / (answered + abandoned), in %;
+* service level: :func:`omni.domain.reports.service_level` (answered within T seconds /
+  (answered + abandoned): those waiting at the end count in neither), in %;
 * asa / p90_wait: mean and 90th percentile wait of answered conversations (s);
 * aht: mean time from assignment to the operator's ``end`` (s);
 * occupancy (groups and hours): busy operator-seconds / logged-in operator-seconds, where busy
@@ -28,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from omni.domain.reports import service_level
 from simulator.engine import Trace
 from simulator.scenario import Scenario
 
@@ -124,14 +126,14 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
         waits = [c["wait"] for c in answered]
         handles = [c["handle"] for c in answered if "handle" in c]
         within = sum(1 for w in waits if w <= threshold)
-        denominator = len(answered) + len(abandoned)
+        level = service_level(within, len(answered), len(abandoned))
         return {
             "offered": len(rows),
             "answered": len(answered),
             "abandoned": len(abandoned),
             "out_of_hours": sum(1 for c in rows if c["status"] == "out_of_hours"),
             "waiting_at_end": sum(1 for c in rows if c["status"] == "waiting_at_end"),
-            "service_level": _r(100.0 * within / denominator if denominator else None, 1),
+            "service_level": _r(None if level is None else 100.0 * level, 1),
             "asa": _r(sum(waits) / len(waits) if waits else None),
             "p90_wait": _r(_p90(waits)),
             "aht": _r(sum(handles) / len(handles) if handles else None),

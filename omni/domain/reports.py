@@ -8,7 +8,8 @@ Rules: a report counts the conversations *created* in its period, per service an
 * abandoned — the visitor left before any operator took it;
 * out_of_hours — arrived while closed (even if an operator resumed it later: it was never
   offered to a queue, so it counts in neither the service level nor the speed of answer);
-* service_level — answered within ``threshold`` seconds of arrival / offered (None if none);
+* service_level — :func:`service_level`: answered within ``threshold`` seconds of arrival /
+  (answered + abandoned), None if neither; conversations still waiting count in neither;
 * asa — average speed of answer: mean seconds from arrival to first answer;
 * aht — average handle time: mean seconds from first answer to the end, over ended ones.
 """
@@ -19,6 +20,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from omni.domain.conversation import Conversation, Status
+
+
+def service_level(answered_within: int, answered: int, abandoned: int) -> float | None:
+    """The service level: the share of the conversations that reached an outcome (an operator
+    answered, or the visitor left unanswered) that were answered within the threshold, in
+    [0, 1]; None when no conversation reached an outcome.
+
+    The one definition for every report (the admin API's and the simulator's), the usual
+    contact-center one: ``answered_within / (answered + abandoned)``. Visitors still waiting at
+    the end of the period count in neither, because their outcome is not known yet: dividing by
+    everyone offered would count a visitor who arrived a second before the period ended as
+    missed, though they may be answered well within the threshold.
+    """
+    if not 0 <= answered_within <= answered or abandoned < 0:
+        raise ValueError(
+            f"impossible counts: {answered_within} answered within the threshold, "
+            f"{answered} answered, {abandoned} abandoned"
+        )
+    outcomes = answered + abandoned
+    return answered_within / outcomes if outcomes else None
 
 
 @dataclass
@@ -48,14 +69,13 @@ class Tally:
             self.abandoned += 1
 
     def figures(self) -> dict[str, float | int | None]:
+        level = service_level(self.answered_in_threshold, self.answered, self.abandoned)
         return {
             "offered": self.offered,
             "answered": self.answered,
             "abandoned": self.abandoned,
             "out_of_hours": self.out_of_hours,
-            "service_level": (
-                round(self.answered_in_threshold / self.offered, 4) if self.offered else None
-            ),
+            "service_level": None if level is None else round(level, 4),
             "asa_seconds": round(sum(self.waits) / len(self.waits), 3) if self.waits else None,
             "aht_seconds": (
                 round(sum(self.handles) / len(self.handles), 3) if self.handles else None
