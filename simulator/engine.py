@@ -240,7 +240,9 @@ class Simulation:
             self.trace.add(self.now(), "queued", visitor=n, service=service, id=cid, group=group)
             ended = trio.Event()
             assigned = trio.Event()
-            state: dict[str, Any] = {"group": group}
+            #: Assigned, or ended by the server while waiting (its queue timeout).
+            settled = trio.Event()
+            state: dict[str, Any] = {"group": group, "left": False}
 
             async def reader() -> None:
                 while True:
@@ -260,6 +262,7 @@ class Simulation:
                         )
                         state["group"] = g
                         assigned.set()
+                        settled.set()
                     elif kind == "transferred":
                         to = f["to"]
                         self.trace.add(
@@ -272,7 +275,21 @@ class Simulation:
                             reason=f["reason"],
                         )
                     elif kind == "ended":
+                        if not assigned.is_set() and not state["left"]:
+                            # The server gave up waiting for an operator (the service's queue
+                            # timeout): the visitor is abandoned as much as one who leaves.
+                            self.trace.add(
+                                self.now(),
+                                "abandoned",
+                                visitor=n,
+                                service=service,
+                                id=cid,
+                                group=state["group"],
+                                wait=round(self.now() - arrived, 3),
+                                by=f["by"],
+                            )
                         ended.set()
+                        settled.set()
                         state["ended_by"] = f["by"]
                     elif kind == "survey":
                         if answers_survey:
@@ -288,8 +305,9 @@ class Simulation:
                 nursery.start_soon(reader)
                 if patience is not None:
                     with trio.move_on_after(patience):
-                        await assigned.wait()
-                    if not assigned.is_set() and not ended.is_set():
+                        await settled.wait()
+                    if not settled.is_set():
+                        state["left"] = True
                         await c.send("end")
                         self.trace.add(
                             self.now(),
@@ -306,8 +324,8 @@ class Simulation:
                 else:
                     return_after_close = False
                 if not return_after_close:
-                    await assigned.wait()
-                    for k, think in enumerate(thinks):
+                    await settled.wait()
+                    for k, think in enumerate(thinks if assigned.is_set() else ()):
                         with trio.move_on_after(think):
                             await ended.wait()
                         if ended.is_set():

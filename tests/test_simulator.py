@@ -153,6 +153,26 @@ def test_service_level_leaves_the_visitors_still_waiting_out() -> None:
     assert total["service_level"] > round(100 * within / total["offered"], 1)
 
 
+def test_a_visitor_the_queue_timeout_ends_is_abandoned_in_the_report() -> None:
+    """The server gives up on a visitor after the service's queue timeout: the simulated visitor
+    sees ``ended {by: "queue_timeout"}`` and the report counts an abandonment, as the admin
+    API's report does — not a visitor still waiting at the end."""
+    raw = mmc(1, 120, 300, hours=1)
+    raw["services"][0]["timers"] = {"queue_timeout": 60}
+    scenario = parse_scenario(raw)
+    trace = simulate(scenario)
+    timed_out = [
+        e for e in trace.events if e.kind == "abandoned" and e.data.get("by") == "queue_timeout"
+    ]
+    total = build_report(scenario, trace, scenario.seed, 20)["total"]
+    assert timed_out and all(59.9 <= e.data["wait"] <= 60.1 for e in timed_out)
+    assert total["abandoned"] == len(timed_out)
+    # Only those who arrived in the last minute can still be waiting.
+    assert total["waiting_at_end"] <= sum(
+        1 for e in trace.events if e.kind == "start" and e.t > 3540
+    )
+
+
 ADDITIVE = ("offered", "answered", "abandoned", "out_of_hours", "waiting_at_end")
 
 
