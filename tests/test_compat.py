@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from trio_websocket import WebSocketConnection
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from omni.compat import IncompatibleDependency
 from omni.compat import trio as trio_compat
@@ -108,6 +109,51 @@ async def test_direct_writes_keep_frames_whole_and_in_order_when_a_reader_falls_
         # Both paths were taken: straight into the socket, and a partial write whose rest
         # went to the writer task (with the frames after it queued behind).
         assert outcomes["direct"] > 0 and outcomes["partial"] > 0, outcomes
+
+
+async def test_a_reader_that_falls_too_far_behind_is_let_go_without_a_garbled_frame() -> None:
+    """A visitor who reads nothing while frames pile up is disconnected (``slow_consumer``) while
+    the server is in the middle of writing a frame to them. Nothing may be written into the
+    middle of that frame: the server finishes it and says why, or drops the connection; the
+    client reads every frame it got whole and then a close — never a garbled stream (1007)."""
+    config = make_config(limits=UNLIMITED, outbound_buffer=16)
+    async with (
+        open_server(config, host="127.0.0.1", ws_port=0, http=False) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
+    ):
+        await login(alice, "tok-alice")
+        cid = (await start(vera))["conversation_id"]
+        await alice.send(
+            "accept", conversation_id=(await alice.until("offer"))["conversation"]["id"]
+        )
+        await vera.until("assigned")
+        size = 7_000
+        connections = srv.hub.metrics.connections
+        with trio.fail_after(20):
+            for n in range(2_000):
+                await alice.send(
+                    "message", conversation_id=cid, client_id=f"m{n}", text=f"{n:05d}" + "x" * size
+                )
+                if connections["visitor"] == 0:
+                    break  # let go
+            while connections["visitor"]:
+                await trio.sleep(0.01)
+        texts, closed = [], None
+        with trio.fail_after(20):
+            while closed is None:
+                try:
+                    frame = await vera.recv()
+                except ConnectionClosed as exc:
+                    closed = exc.reason
+                    break
+                if frame["type"] == "message" and frame["text"][:5].isdigit():
+                    texts.append(frame["text"])
+                elif frame["type"] == "error":
+                    assert frame["code"] == "slow_consumer"
+        assert closed.code in (1006, 1008), closed
+        assert texts and all(len(t) == size + 5 for t in texts)
+        assert [int(t[:5]) for t in texts] == list(range(len(texts)))
 
 
 # -- trio ----------------------------------------------------------------------------------------

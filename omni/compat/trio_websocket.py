@@ -13,7 +13,9 @@ What it relies on, in trio-websocket's ``WebSocketConnection`` (checked by :func
   connection's state, so it must be the same object the library uses);
 * ``_stream`` — the underlying trio stream; only a ``trio.SocketStream`` is written directly
   (anything else — memory streams, TLS — goes through the library);
-* ``_stream_lock`` — the lock the library holds while it writes.
+* ``_stream_lock`` — the lock the library holds while it writes;
+* ``_abort_web_socket()`` — the library's own clean-up for a connection the network dropped,
+  used by :func:`abort`.
 
 Everything else here is public (``WebSocketConnection.closed``, ``SocketStream.socket``,
 ``fileno()``). :func:`check` runs when the gateway is built: an installed version this module
@@ -26,6 +28,7 @@ would make this public.
 
 from __future__ import annotations
 
+import inspect
 import os
 from importlib.metadata import version
 
@@ -63,6 +66,11 @@ def check() -> None:
                 f"trio-websocket {installed}: a connection has no {name} of type "
                 f"{kind.__name__}; omni/compat/trio_websocket.py must be updated"
             )
+    if not inspect.iscoroutinefunction(getattr(probe, "_abort_web_socket", None)):
+        raise IncompatibleDependency(
+            f"trio-websocket {installed}: a connection has no async _abort_web_socket(); "
+            "omni/compat/trio_websocket.py must be updated"
+        )
 
 
 class DirectWriter:
@@ -106,3 +114,13 @@ class DirectWriter:
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise ConnectionClosed(self._ws.closed) from None
+
+
+async def abort(ws: WebSocketConnection) -> None:
+    """Drop the connection without another byte: for a connection whose last frame may be half
+    sent (its writer could not finish it in time), where a close frame — or any frame — would
+    land inside that one and garble the stream. The client sees the TCP connection end (1006)
+    and resumes. trio-websocket has no public way to abort; this closes its stream and lets it
+    clean up as it does when the network drops a connection."""
+    await trio.aclose_forcefully(ws._stream)
+    await ws._abort_web_socket()

@@ -134,22 +134,36 @@ class WebSocketPeer:
             return
         self._queued += 1
 
+    @property
+    def closing(self) -> bool:
+        return self.close_reason is not None
+
     def close(self, code: str, message: str) -> None:
+        """End the connection with ``code``: its reader stops at once; its writer finishes the
+        frame it is sending (a frame cut in half would garble the stream) and sends no new
+        one; then the gateway sends the error frame and closes (:meth:`Gateway._run`)."""
         if self.close_reason is None:
             self.close_reason = (code, message)
             self._scope.cancel()
+            self._tx.close()
 
     async def run_writer(self) -> None:
+        """Send what is queued, in order, until the connection closes (then only the rest of a
+        frame already begun)."""
         async for item in self._rx:
-            if isinstance(item, str):
-                await self._ws.send_message(item)
-            elif isinstance(item, bytes):
+            if isinstance(item, bytes):
                 assert self._direct is not None  # only a direct write leaves bytes behind
                 await self._direct.send_rest(item)
+            elif self.close_reason is not None:
+                continue  # dropped: the client resumes
+            elif isinstance(item, str):
+                await self._ws.send_message(item)
             else:
                 # Each page is read when the client has taken the one before it.
                 async for page in item.pages():
                     for event in page:
+                        if self.closing:
+                            break
                         await self._ws.send_message(event.frame)
             self._queued -= 1
 
@@ -294,32 +308,59 @@ class Gateway:
     async def _run(
         self, ws: WebSocketConnection, handler: Handler, client: str, origin: str | None
     ) -> None:
-        with trio.CancelScope() as scope:
-            peer = WebSocketPeer(ws, self.outbound_buffer, scope, client, self.limits)
-            peer.origin = origin
-            self._peers.add(peer)
-            self._all_closed = trio.Event()
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_ignore_closed, peer.run_writer)
-                    if self.limits.ping_interval is not None:
-                        nursery.start_soon(_ignore_closed, self._keep_alive, ws, peer)
+        """The connection's tasks: the reader (``handler``) under the scope that
+        :meth:`WebSocketPeer.close` cancels; the writer and the pings beside it, so that a
+        close never cuts a frame in half."""
+        reading = trio.CancelScope()
+        peer = WebSocketPeer(ws, self.outbound_buffer, reading, client, self.limits)
+        peer.origin = origin
+        self._peers.add(peer)
+        self._all_closed = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                written = trio.Event()
+                nursery.start_soon(self._write, peer, written)
+                if self.limits.ping_interval is not None:
+                    nursery.start_soon(_ignore_closed, self._keep_alive, ws, peer)
+                with reading:
                     await _ignore_closed(handler, ws, peer)
-                    nursery.cancel_scope.cancel()
-            finally:
-                self._peers.discard(peer)
-                if not self._peers:
-                    self._all_closed.set()
-        if peer.close_reason is not None:
-            code, message = peer.close_reason
-            if code in ("idle_timeout", "ping_timeout", "rate_limited"):
-                self._count(code)
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                try:
-                    await ws.send_message(error_frame(code, message))
-                    await ws.aclose(_CLOSE_CODES.get(code, 1008), code)
-                except ConnectionClosed:
-                    pass
+                if peer.close_reason is not None:
+                    await self._close(ws, peer, written)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._peers.discard(peer)
+            if not self._peers:
+                self._all_closed.set()
+
+    async def _write(self, peer: WebSocketPeer, written: trio.Event) -> None:
+        try:
+            await peer.run_writer()
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("connection writer failed")
+            peer.close("internal_error", "a fault in the server closed this connection")
+        finally:
+            written.set()
+
+    async def _close(
+        self, ws: WebSocketConnection, peer: WebSocketPeer, written: trio.Event
+    ) -> None:
+        """Send the reason and close — once the writer is done with its last frame; if it
+        cannot finish it in time (a client that reads nothing), drop the connection instead."""
+        assert peer.close_reason is not None
+        code, message = peer.close_reason
+        if code in ("idle_timeout", "ping_timeout", "rate_limited", "slow_consumer"):
+            self._count(code)
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await written.wait()
+            try:
+                await ws.send_message(error_frame(code, message))
+                await ws.aclose(_CLOSE_CODES.get(code, 1008), code)
+            except ConnectionClosed:
+                pass
+            return
+        await trio_websocket_compat.abort(ws)
 
     async def _keep_alive(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
         """Ping every ``ping_interval``; a peer that does not answer within ``pong_timeout``

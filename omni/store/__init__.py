@@ -122,7 +122,7 @@ LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 def parse_cursor(text: str) -> tuple[datetime, str] | None:
     """:func:`page_cursor`'s text back as ``(created_at, id)``; None if it is not one (or names
-    a time outside :data:`EARLIEST`–:data:`LATEST`)."""
+    a time outside :data:`EARLIEST` to :data:`LATEST`)."""
     created, _, conversation_id = text.partition("|")
     try:
         at = datetime.fromisoformat(created)
