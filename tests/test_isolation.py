@@ -9,7 +9,14 @@ import trio
 
 from omni.actors.conversation import ConversationActor
 from omni.domain import conversation as domain
-from tests.support import connect_memory, login, open_memory_gateway, start
+from tests.support import (
+    connect_memory,
+    login,
+    make_config,
+    open_memory_gateway,
+    start,
+    with_service,
+)
 
 
 def inject_fault(monkeypatch: pytest.MonkeyPatch, trigger: str = "boom") -> list[str]:
@@ -118,3 +125,55 @@ async def test_a_conversation_that_keeps_crashing_is_given_up_alone(
             assert (await vera.expect("queued"))["position"] == 2
             await vera.send("message", client_id="fine", text="hello again")
             await vera.expect("ack")
+
+
+async def test_a_queued_conversation_restarted_after_a_crash_keeps_its_queue_timer(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A restart goes through the one restore path: the queue timeout still counts from when
+    the visitor began waiting (it used to be lost with the crashed incarnation)."""
+    inject_fault(monkeypatch)
+    config = with_service(
+        make_config(), 25, lambda body: body["timers"].update(queue_timeout=120.0)
+    )
+    async with open_memory_gateway(config) as gw:
+        t0 = trio.current_time()
+        async with connect_memory(gw, "/ws/visitor") as vera:
+            v = await start(vera)
+            await vera.expect("queued")
+            await trio.sleep(30)
+            await vera.send("message", client_id="b", text="boom")
+            assert (await vera.until("error"))["code"] == "internal_error"
+        assert gw.hub.conversations_supervisor.statistics().restarts == 1
+        async with connect_memory(gw, "/ws/visitor") as again:
+            await again.send("resume", token=v["token"], last_seq=0)
+            await again.until("resumed")
+            ended = await again.until("ended", timeout=200)
+            assert ended["by"] == "queue_timeout"
+            assert 119.9 < trio.current_time() - t0 < 120.1
+
+
+async def test_an_offered_conversation_restarted_after_a_crash_is_offered_again(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The offer died with the incarnation that made it: the operator is told, their reserved
+    slot is given back, and the conversation is offered again at once from its queue — not
+    after an offer timeout with a slot held for nothing."""
+    inject_fault(monkeypatch)
+    async with (
+        open_memory_gateway() as gw,
+        connect_memory(gw, "/ws/operator") as carla,  # capacity 1
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
+        await login(carla, "tok-carla")
+        cid = (await start(vera))["conversation_id"]
+        assert (await carla.until("offer"))["conversation"]["id"] == cid
+        before = trio.current_time()
+        await vera.send("message", client_id="b", text="boom")
+        await vera.until("error")
+        assert (await carla.until("offer_withdrawn"))["conversation_id"] == cid
+        again = await carla.until("offer")
+        assert again["conversation"]["id"] == cid
+        assert trio.current_time() - before < 1
+        await carla.send("accept", conversation_id=cid)
+        await carla.until("assigned")
