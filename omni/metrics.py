@@ -57,6 +57,15 @@ class HubCollector(Collector):
         relayed.add_metric([], hub.metrics.messages_relayed)
         yield relayed
 
+        refused = CounterMetricFamily(
+            "omni_refused",
+            "Handshakes refused and connections closed by the limits (docs/security.md), by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(hub.metrics.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+
         emails = CounterMetricFamily(
             "omni_emails",
             "E-mails through the outbox (transcripts), by outcome",

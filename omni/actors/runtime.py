@@ -174,7 +174,8 @@ class Actor(Generic[M]):
 
     def on_rejected(self, message: M, error: Exception) -> None:
         """A message sent without ``ask`` was refused with one of ``expected_errors``."""
-        log.info("%s refused %r: %s", self._ref.name, message, error)
+        # The message's type, not its contents: those may hold what a visitor wrote.
+        log.info("%s refused a %s: %s", self._ref.name, type(message).__name__, error)
 
     def on_crash(self, error: BaseException) -> None:
         """Best-effort cleanup of the dying incarnation (e.g. close its connections)."""

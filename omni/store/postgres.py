@@ -737,14 +737,14 @@ class PostgresStore:
                 )
         except Exception as exc:
             if len(batch.writes) == 1:
-                log.error("a write failed: %s", exc)
+                log.error("a write failed: %s", _reason(exc))
                 batch.errors[0] = exc
             else:
                 # One bad write must not fail its neighbours: commit them one by one.
                 log.warning(
                     "a batch of %d writes failed (%s); retrying them one by one",
                     len(batch.writes),
-                    exc,
+                    _reason(exc),
                 )
                 for position, write in enumerate(batch.writes):
                     alone = _Batch()
@@ -825,3 +825,10 @@ def _redact(dsn: str) -> str:
     credentials, _, host = rest.rpartition("@")
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"
+
+
+def _reason(exc: BaseException) -> str:
+    """A failed write as the log tells it: the error's kind and PostgreSQL's code, never its
+    text — asyncpg's messages quote the values they could not take (what a visitor wrote)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")

@@ -77,6 +77,9 @@ async def test_the_operator_endpoint_takes_only_the_console(
         assert (await _refused(url, None)).status_code == 403
         # A visitor page is no console, even one every service accepts.
         assert (await _refused(url, SHOP)).status_code == 403
+        async with httpx.AsyncClient(base_url=served.http_url) as http:
+            metrics = (await http.get("/metrics")).text
+        assert 'omni_refused_total{reason="handshake_origin"} 3.0' in metrics
         for origin in (CONSOLE, served.http_url):  # configured, and the server's own pages
             async with connect_tcp(url, origin=origin) as alice:
                 welcome = await login(alice, ALICE, available=False)
