@@ -42,14 +42,21 @@ class TokenBucket:
         self._tokens = burst
         self._at = now
 
-    def take(self, now: float, cost: float = 1.0) -> float | None:
-        """Spend ``cost`` tokens: None when allowed, else the seconds until it would be."""
+    def wait(self, now: float, cost: float = 1.0) -> float | None:
+        """None when ``cost`` tokens are there now, else the seconds until they would be;
+        spends nothing."""
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
         if self._tokens >= cost:
-            self._tokens -= cost
             return None
         return (cost - self._tokens) / self.rate if self.rate > 0 else float("inf")
+
+    def take(self, now: float, cost: float = 1.0) -> float | None:
+        """Spend ``cost`` tokens: None when allowed, else the seconds until it would be."""
+        wait = self.wait(now, cost)
+        if wait is None:
+            self._tokens -= cost
+        return wait
 
 
 class Keyed(Generic[K, V]):

@@ -494,13 +494,16 @@ class _VisitorConnection:
         self._unbound()
         gateway, client = self.gateway, self.peer.client
         now = trio.current_time()
-        for bucket in (
+        buckets = (
             gateway.conversations[client],
             gateway.service_conversations[client, frame.service_id],
-        ):
-            wait = bucket.take(now)
-            if wait is not None:
-                raise Rejected("rate_limited", "too many new conversations; try again later", wait)
+        )
+        # Both must allow it before either is spent: a refused start costs nothing.
+        wait = max((w for b in buckets if (w := b.wait(now)) is not None), default=None)
+        if wait is not None:
+            raise Rejected("rate_limited", "too many new conversations; try again later", wait)
+        for bucket in buckets:
+            bucket.take(now)
         self.conversation_id = await self.hub.start_conversation(
             frame.service_id,
             frame.visitor,
