@@ -92,7 +92,9 @@ async def test_events_after_returns_the_delivered_frames_in_order(store: Store) 
 
 async def test_events_after_pages_a_long_history(store: Store) -> None:
     conv = conversation(1)
-    await store.write(Write(conversation=conv, events=[event(conv, s, str(s)) for s in range(1, 8)]))
+    await store.write(
+        Write(conversation=conv, events=[event(conv, s, str(s)) for s in range(1, 8)])
+    )
     pages, after = [], 0
     while page := await store.events_after("c1", after, limit=3):
         pages.append([e.seq for e in page])
