@@ -33,6 +33,9 @@ from omni.entropy import SeededEntropy
 from omni.metrics import make_registry
 from omni.server import RunningServer, open_server
 from tests.support import (
+    TOK_ALICE,
+    TOK_BRUNO,
+    TOK_CARLA,
     api_token,
     connect_memory,
     connect_tcp,
@@ -45,10 +48,10 @@ from tests.support import (
     with_items,
 )
 
-ADMIN = "admin-secret-token"
-SUPERVISOR = "supervisor-secret-token"
-OPERATOR = "operator-secret-token"
-OPERATOR_TOKENS = ("tok-alice", "tok-bruno", "tok-carla")
+ADMIN = "admin-secret-token-Rk6Lx1Vp9Nq"
+SUPERVISOR = "supervisor-secret-token-Gz2Hb8Mc5W"
+OPERATOR = "operator-secret-token-Tf4Yj7Ds3Q"
+OPERATOR_TOKENS = (TOK_ALICE, TOK_BRUNO, TOK_CARLA)
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
 
@@ -192,7 +195,7 @@ CASES = {
         "/api/v1/operators",
         "2",
         {"id": 2, "name": "Bruno", "groups": [2], "capacity": 1, "active": True},
-        {"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-1234"},
+        {"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-1234-Xe5Ru9Kw2P"},
         {"id": 9, "name": "Dora", "groups": [1], "capacity": 3, "active": True},
         {"id": 9, "name": "Dora", "groups": [1, 2], "capacity": 4},
         {"id": 9, "name": "Dora", "groups": [1, 2], "capacity": 4, "active": True},
@@ -201,7 +204,7 @@ CASES = {
         "/api/v1/api-tokens",
         "boss",
         {"id": "boss", "name": "Boss", "role": "supervisor", "operator_id": None},
-        {"id": "ci", "name": "CI", "role": "supervisor", "token": "ci-secret-token"},
+        {"id": "ci", "name": "CI", "role": "supervisor", "token": "ci-secret-token-Pw8Ta2Jm4H"},
         {"id": "ci", "name": "CI", "role": "supervisor", "operator_id": None},
         {"id": "ci", "name": "CI bot", "role": "operator", "operator_id": 2},
         {"id": "ci", "name": "CI bot", "role": "operator", "operator_id": 2},
@@ -365,7 +368,13 @@ INVALID = [
     (
         "post",
         "/api/v1/operators",
-        {"id": 9, "name": "Dora", "groups": [1], "capacity": 0, "token": "tok-dora-1234"},
+        {
+            "id": 9,
+            "name": "Dora",
+            "groups": [1],
+            "capacity": 0,
+            "token": "tok-dora-1234-Xe5Ru9Kw2P",
+        },
         "$.capacity",
     ),
     (
@@ -481,7 +490,7 @@ async def test_changes_that_break_references(http: httpx.AsyncClient, srv: Runni
     assert_problem(
         await http.post(
             "/api/v1/operators",
-            json={"id": 9, "name": "Dora", "groups": [1, 42], "token": "tok-dora-1234"},
+            json={"id": 9, "name": "Dora", "groups": [1, 42], "token": "tok-dora-1234-Xe5Ru9Kw2P"},
         ),
         422,
         "operator 9: unknown group 42",
@@ -558,13 +567,13 @@ async def test_two_operators_cannot_share_a_console_token(
     API must refuse the same state, or whoever holds the token signs in as another operator."""
     before = await audit_ids(http)
     alice = (await http.get("/api/v1/operators/1")).json()
-    put = await http.put("/api/v1/operators/1", json={**alice, "token": "tok-carla"})
+    put = await http.put("/api/v1/operators/1", json={**alice, "token": TOK_CARLA})
     post = await http.post(
         "/api/v1/operators",
-        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-bruno"},
+        json={"id": 9, "name": "Dora", "groups": [1], "token": TOK_BRUNO},
     )
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as carla:
-        welcome = await login(carla, "tok-carla", available=False)
+        welcome = await login(carla, TOK_CARLA, available=False)
     assert welcome["operator"]["id"] == 3, f"Carla's token signed in {welcome['operator']}"
     for response in (put, post):
         assert response.status_code in (409, 422), response.text
@@ -587,7 +596,7 @@ async def test_authentication(srv: RunningServer) -> None:
         r = await anon.post("/api/v1/groups", json={"id": 8, "name": "x"})
         assert_problem(r, 401)
         # An operator's console token is not an API token.
-        assert_problem(await anon.get("/api/v1/conversations", headers=bearer("tok-alice")), 401)
+        assert_problem(await anon.get("/api/v1/conversations", headers=bearer(TOK_ALICE)), 401)
         # The scheme is case-insensitive.
         r = await anon.get("/api/v1/groups/1", headers={"Authorization": f"bearer {ADMIN}"})
         assert r.status_code == 200 and r.json() == {"id": 1, "name": "Support"}
@@ -692,7 +701,7 @@ async def test_an_operator_token_sees_and_resumes_only_as_its_operator(
         handled = (await start(other_handled, 26, name="Hanna"))["conversation_id"]
         for visitor in (mine_closed, other_closed, other_handled):
             await visitor.expect("out_of_hours")
-        await login(alice, "tok-alice", available=False)
+        await login(alice, TOK_ALICE, available=False)
         # Service 26 is not Alice's, but she takes one of its conversations (an admin asks).
         r = await http.post(f"/api/v1/conversations/{handled}/resume", json={"operator_id": 1})
         assert r.status_code == 200 and r.json()["operator_id"] == 1
@@ -737,7 +746,7 @@ async def test_an_operator_token_sees_and_resumes_only_as_its_operator(
 async def test_an_operator_token_is_tied_to_an_existing_operator(
     srv: RunningServer, http: httpx.AsyncClient
 ) -> None:
-    unbound = {"id": "x", "name": "X", "role": "operator", "token": "x-secret-token"}
+    unbound = {"id": "x", "name": "X", "role": "operator", "token": "x-secret-token-Sd9Fg3Kl7M"}
     r = await http.post("/api/v1/api-tokens", json=unbound)
     assert_problem(r, 422, "an operator token needs operator_id")
     r = await http.post("/api/v1/api-tokens", json={**unbound, "operator_id": 99})
@@ -769,10 +778,14 @@ async def test_an_operator_token_is_tied_to_an_existing_operator(
 
 async def test_an_operator_token_stored_without_an_operator_is_refused() -> None:
     """A token stored before tokens named their operator still loads, but gets nothing."""
-    config = with_items(admin_config(), api_token("old", "old-secret-token", Role.OPERATOR))
+    config = with_items(
+        admin_config(), api_token("old", "old-secret-token-Qa5Zs8Wx3R", Role.OPERATOR)
+    )
     async with (
         open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as running,
-        httpx.AsyncClient(base_url=running.http_url, headers=bearer("old-secret-token")) as old,
+        httpx.AsyncClient(
+            base_url=running.http_url, headers=bearer("old-secret-token-Qa5Zs8Wx3R")
+        ) as old,
     ):
         for path in ("/api/v1/conversations", "/api/v1/conversations/2026-000001"):
             assert_problem(await old.get(path), 403, "not tied to an operator")
@@ -787,10 +800,12 @@ async def test_the_last_admin_token_can_be_neither_revoked_nor_demoted(
     assert srv.configuration.get("api_tokens", "root")["role"] == "admin"  # type: ignore[index]
     assert (await http.get("/api/v1/groups")).status_code == 200
     # With a second admin, either may go.
-    second = {"id": "ops", "name": "Ops", "role": "admin", "token": "ops-secret-token"}
+    second = {"id": "ops", "name": "Ops", "role": "admin", "token": "ops-secret-token-Ny6Ub1Ic4E"}
     assert (await http.post("/api/v1/api-tokens", json=second)).status_code == 201
     assert (await http.put("/api/v1/api-tokens/root", json=demoted)).status_code == 200
-    async with httpx.AsyncClient(base_url=srv.http_url, headers=bearer("ops-secret-token")) as ops:
+    async with httpx.AsyncClient(
+        base_url=srv.http_url, headers=bearer("ops-secret-token-Ny6Ub1Ic4E")
+    ) as ops:
         assert_problem(await ops.delete("/api/v1/api-tokens/ops"), 409, "no admin API token")
         assert (await ops.get("/api/v1/api-tokens/root")).json()["role"] == "supervisor"
 
@@ -807,21 +822,28 @@ def _walk_keys(value: Any) -> set[str]:
 
 
 async def test_secrets_never_leave_the_server(http: httpx.AsyncClient, srv: RunningServer) -> None:
-    secrets = [ADMIN, SUPERVISOR, OPERATOR, *OPERATOR_TOKENS, "tok-dora-1234", "tok-dora-5678"]
+    secrets = [
+        ADMIN,
+        SUPERVISOR,
+        OPERATOR,
+        *OPERATOR_TOKENS,
+        "tok-dora-1234-Xe5Ru9Kw2P",
+        "tok-dora-5678-Bn3Lq7Vz6C",
+    ]
     created = await http.post(
         "/api/v1/operators",
-        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-1234"},
+        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-1234-Xe5Ru9Kw2P"},
     )
     assert created.status_code == 201
     assert created.json() == {"id": 9, "name": "Dora", "groups": [1], "capacity": 3, "active": True}
     updated = await http.put(
         "/api/v1/operators/9",
-        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-5678"},
+        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-5678-Bn3Lq7Vz6C"},
     )
     assert updated.status_code == 200 and "token" not in updated.json()
     r = await http.post(
         "/api/v1/api-tokens",
-        json={"id": "ci", "name": "CI", "role": "admin", "token": "ci-secret-1"},
+        json={"id": "ci", "name": "CI", "role": "admin", "token": "ci-secret-1-Mv7Nc2Bx9Lk4"},
     )
     assert r.status_code == 201 and r.json() == {
         "id": "ci",
@@ -829,15 +851,18 @@ async def test_secrets_never_leave_the_server(http: httpx.AsyncClient, srv: Runn
         "role": "admin",
         "operator_id": None,
     }
-    secrets.append("ci-secret-1")
+    secrets.append("ci-secret-1-Mv7Nc2Bx9Lk4")
 
     # The stored body holds only the hash.
     stored = srv.configuration.get("operators", "1")
     assert stored is not None and stored.get("token") is None
     assert re.fullmatch(r"[0-9a-f]{64}", stored["token_hash"])
-    assert stored["token_hash"] == hashlib.sha256(b"tok-alice").hexdigest()
+    assert stored["token_hash"] == hashlib.sha256(TOK_ALICE.encode()).hexdigest()
     dora = srv.configuration.get("operators", "9")
-    assert dora is not None and dora["token_hash"] == hashlib.sha256(b"tok-dora-5678").hexdigest()
+    assert (
+        dora is not None
+        and dora["token_hash"] == hashlib.sha256(b"tok-dora-5678-Bn3Lq7Vz6C").hexdigest()
+    )
     hashes = [hashlib.sha256(s.encode()).hexdigest() for s in secrets]
 
     texts = []
@@ -909,7 +934,7 @@ async def test_updating_an_operator_without_a_token_keeps_it(
     }
     assert srv.configuration.get("operators", "2")["token_hash"] == old_hash  # type: ignore[index]
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as bruno:
-        welcome = await login(bruno, "tok-bruno", available=False)
+        welcome = await login(bruno, TOK_BRUNO, available=False)
         assert welcome["operator"] == {
             "id": 2,
             "name": "Bruno B.",
@@ -920,16 +945,18 @@ async def test_updating_an_operator_without_a_token_keeps_it(
     # A new token replaces the old one.
     r = await http.put(
         "/api/v1/operators/2",
-        json={"id": 2, "name": "Bruno", "groups": [2], "token": "tok-bruno-2026"},
+        json={"id": 2, "name": "Bruno", "groups": [2], "token": "tok-bruno-2026-Hj4Gf8Dk1S"},
     )
     assert r.status_code == 200
     async with (
         connect_tcp(f"{srv.ws_url}/ws/operator") as old,
         connect_tcp(f"{srv.ws_url}/ws/operator") as new,
     ):
-        await old.send("login", token="tok-bruno")
+        await old.send("login", token=TOK_BRUNO)
         assert (await old.expect("error"))["code"] == "invalid_login"
-        assert (await login(new, "tok-bruno-2026", available=False))["operator"]["id"] == 2
+        assert (await login(new, "tok-bruno-2026-Hj4Gf8Dk1S", available=False))["operator"][
+            "id"
+        ] == 2
 
 
 # -- audit ------------------------------------------------------------------------------------
@@ -1058,7 +1085,7 @@ async def world(srv: RunningServer) -> World:
         connect_tcp(f"{url}/ws/operator") as alice,
         connect_tcp(f"{url}/ws/operator") as bruno,
     ):
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         async with connect_tcp(f"{url}/ws/visitor") as vera:
             ids["closed"] = (await start(vera, name="Vera Lopez", email="Vera@Example.com"))[
                 "conversation_id"
@@ -1078,7 +1105,7 @@ async def world(srv: RunningServer) -> World:
         await alice.send("status", status="paused")
         await alice.expect("status", status="paused")
 
-        await login(bruno, "tok-bruno")
+        await login(bruno, TOK_BRUNO)
         async with connect_tcp(f"{url}/ws/visitor") as bob:
             ids["active"] = (await start(bob, 27, name="Bob 50%_off", email="bob@corp.test"))[
                 "conversation_id"
@@ -1360,7 +1387,7 @@ async def test_resume_an_out_of_hours_conversation(
         )
 
         async with connect_tcp(f"{url}/ws/operator") as alice:
-            await login(alice, "tok-alice", available=False)
+            await login(alice, TOK_ALICE, available=False)
             async with httpx.AsyncClient(base_url=srv.http_url, headers=bearer(SUPERVISOR)) as boss:
                 r = await boss.post(path, json={"operator_id": 1})
             assert r.status_code == 200, r.text
@@ -1390,7 +1417,7 @@ async def test_resume_an_out_of_hours_conversation(
 
     # A queued conversation is not out of hours either.
     async with connect_tcp(f"{url}/ws/visitor") as zed, connect_tcp(f"{url}/ws/operator") as carla:
-        await login(carla, "tok-carla", available=False)
+        await login(carla, TOK_CARLA, available=False)
         zid = (await start(zed, 25, name="Zed"))["conversation_id"]
         await zed.expect("queued")
         r = await http.post(f"/api/v1/conversations/{zid}/resume", json={"operator_id": 3})
@@ -1404,7 +1431,7 @@ async def test_resume_after_the_visitor_left(srv: RunningServer, http: httpx.Asy
     cid = started["conversation_id"]
     await eventually(lambda: cid not in srv.hub.conversations)  # the actor is freed
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as bruno:
-        await login(bruno, "tok-bruno", available=False)
+        await login(bruno, TOK_BRUNO, available=False)
         r = await http.post(f"/api/v1/conversations/{cid}/resume", json={"operator_id": 2})
         assert r.status_code == 200 and r.json()["operator_id"] == 2
         assigned = await bruno.until("assigned")
@@ -1441,9 +1468,9 @@ async def test_queue_snapshot(srv: RunningServer, http: httpx.AsyncClient) -> No
         connect_tcp(f"{url}/ws/operator") as bruno,
         connect_tcp(f"{url}/ws/operator") as carla,
     ):
-        await login(alice, "tok-alice")
-        await login(bruno, "tok-bruno")
-        await login(carla, "tok-carla", available=False)
+        await login(alice, TOK_ALICE)
+        await login(bruno, TOK_BRUNO)
+        await login(carla, TOK_CARLA, available=False)
         idle = await snapshot()
         assert [idle[g]["operators"] for g in (1, 2, 3)] == [
             {"available": 1, "busy": 0, "paused": 1},
@@ -1540,7 +1567,7 @@ async def test_reports_in_virtual_time(autojump_clock: trio.testing.MockClock) -
             connect_memory(gw, "/ws/visitor") as v3,
             connect_memory(gw, "/ws/visitor") as v4,
         ):
-            await login(alice, "tok-alice")
+            await login(alice, TOK_ALICE)
             c1 = (await start(v1, 25, name="One"))["conversation_id"]
             await alice.expect("offer")
             await at(4)
@@ -1858,7 +1885,7 @@ async def test_a_new_greeting_is_used_at_once(srv: RunningServer, http: httpx.As
         connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
         connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
     ):
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         cid = (await start(vera, name="Vera"))["conversation_id"]
         await alice.send(
             "accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"]
@@ -1881,7 +1908,7 @@ async def test_deactivating_an_operator_signs_them_out(
     srv: RunningServer, http: httpx.AsyncClient
 ) -> None:
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as carla:
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         body = (await http.get("/api/v1/operators/3")).json()
         assert body == {"id": 3, "name": "Carla", "groups": [1], "capacity": 1, "active": True}
         r = await http.put("/api/v1/operators/3", json={**body, "active": False})
@@ -1892,12 +1919,12 @@ async def test_deactivating_an_operator_signs_them_out(
             await carla.recv()
     assert 3 not in srv.hub.sessions
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as again:
-        await again.send("login", token="tok-carla")
+        await again.send("login", token=TOK_CARLA)
         assert (await again.expect("error"))["code"] == "invalid_login"
     # Active again: the same token works (it was kept).
     assert (await http.put("/api/v1/operators/3", json=body)).status_code == 200
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as back:
-        assert (await login(back, "tok-carla", available=False))["operator"]["id"] == 3
+        assert (await login(back, TOK_CARLA, available=False))["operator"]["id"] == 3
 
 
 async def test_deleting_a_group_with_waiting_conversations_is_refused(

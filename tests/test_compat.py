@@ -16,7 +16,7 @@ from omni.compat import trio as trio_compat
 from omni.compat import trio_websocket as trio_websocket_compat
 from omni.compat.trio_websocket import DirectWriter
 from omni.server import RunningServer
-from tests.support import connect_tcp, login, start
+from tests.support import TOK_ALICE, connect_tcp, login, start
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ async def test_direct_writes_keep_frames_whole_and_in_order_when_a_reader_falls_
     monkeypatch.setattr(DirectWriter, "write", counting)
     url = server.ws_url
     async with connect_tcp(f"{url}/ws/operator") as alice, connect_tcp(f"{url}/ws/visitor") as vera:
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         cid = (await start(vera))["conversation_id"]
         await alice.send(
             "accept", conversation_id=(await alice.until("offer"))["conversation"]["id"]

@@ -16,7 +16,7 @@ BASE: dict[str, Any] = {
     ],
     "groups": [{"id": 1, "name": "G"}],
     "services": [{"id": 25, "name": "S", "schedule": "s", "links": [{"group": 1}]}],
-    "operators": [{"id": 1, "name": "O", "groups": [1], "token": "a-long-token"}],
+    "operators": [{"id": 1, "name": "O", "groups": [1], "token": "a-long-token-Wr5Ty8Ui2Op"}],
 }
 
 
@@ -29,10 +29,10 @@ def test_the_example_configuration_loads() -> None:
     # Monday 2026-11-23: 12:30 in São Paulo (UTC-3) is the lunch break.
     assert business.is_open(datetime(2026, 11, 23, 14, 0, tzinfo=UTC))
     assert not business.is_open(datetime(2026, 11, 23, 15, 30, tzinfo=UTC))
-    assert directory.operator_by_token("alice-example-token") is not None
+    assert directory.operator_by_token("alice-example-7Rk2Qw9ZpX4mLs8V") is not None
     assert directory.operator_by_token("wrong") is None
     # Tokens are kept hashed only.
-    assert all("example-token" not in o.token_hash for o in directory.operators.values())
+    assert all("example-" not in o.token_hash for o in directory.operators.values())
     assert config.server.max_frame_bytes == 65536
 
 
@@ -124,7 +124,7 @@ def test_config_errors_name_the_field(path: str, value: Any, expected: str) -> N
 )
 def test_api_token_errors(token: dict[str, Any], expected: str) -> None:
     raw = copy.deepcopy(BASE)
-    raw["api_tokens"] = [{"id": "t", "name": "T", "token": "t-secret-token", **token}]
+    raw["api_tokens"] = [{"id": "t", "name": "T", "token": "t-secret-token-Gh3Jk7Lz1X", **token}]
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert expected in str(info.value)

@@ -9,7 +9,7 @@ import trio
 
 from omni.actors.conversation import ConversationActor
 from omni.domain import conversation as domain
-from tests.support import connect_memory, login, open_memory_gateway, start
+from tests.support import TOK_ALICE, connect_memory, login, open_memory_gateway, start
 
 
 def inject_fault(monkeypatch: pytest.MonkeyPatch, trigger: str = "boom") -> list[str]:
@@ -34,7 +34,7 @@ async def test_crash_in_one_conversation_leaves_the_others_working(
 ) -> None:
     crashed = inject_fault(monkeypatch)
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as alice:
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         async with (
             connect_memory(gw, "/ws/visitor") as vera,
             connect_memory(gw, "/ws/visitor") as will,

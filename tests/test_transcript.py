@@ -28,6 +28,7 @@ from omni.metrics import make_registry
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
 from tests.support import (
+    TOK_BRUNO,
     Client,
     api_token,
     connect_tcp,
@@ -104,7 +105,7 @@ async def chat(
 
 async def ended_conversation(srv: RunningServer, vera: Client, bruno: Client) -> dict[str, Any]:
     """Vera (service 27, no survey) and Bruno talk, Bruno ends it; Vera is on the closing page."""
-    await login(bruno, "tok-bruno")
+    await login(bruno, TOK_BRUNO)
     started = await start(vera, 27, name="Vera")
     cid = started["conversation_id"]
     await bruno.send("accept", conversation_id=(await bruno.until("offer"))["conversation"]["id"])
@@ -199,7 +200,7 @@ async def test_transcript_requests_that_are_refused(port: int) -> None:
         await olga.send("transcript", email="olga@example.com")
         assert (await olga.expect("error"))["code"] == "transcript_disabled"
 
-        await login(bruno, "tok-bruno")
+        await login(bruno, TOK_BRUNO)
         started = await start(vera, 27, name="Vera")
         await vera.send("transcript", email="vera@example.com")
         error = await vera.until("error")
@@ -336,7 +337,7 @@ async def test_an_item_that_cannot_make_an_email_fails_alone(port: int) -> None:
 
 async def test_the_admin_api_shows_what_became_of_the_emails(port: int) -> None:
     """Support staff see, on the conversation, each transcript e-mail and its fate."""
-    config = with_items(mail_config(port), api_token("root", "admin-secret-token"))
+    config = with_items(mail_config(port), api_token("root", "admin-secret-token-Rk6Lx1Vp9Nq"))
     inbox = Inbox()
     inbox.refuse.add("nobody@example.com")
     async with (
@@ -345,7 +346,8 @@ async def test_the_admin_api_shows_what_became_of_the_emails(port: int) -> None:
         connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
         connect_tcp(f"{srv.ws_url}/ws/operator") as bruno,
         httpx.AsyncClient(
-            base_url=srv.http_url, headers={"Authorization": "Bearer admin-secret-token"}
+            base_url=srv.http_url,
+            headers={"Authorization": "Bearer admin-secret-token-Rk6Lx1Vp9Nq"},
         ) as http,
     ):
         cid = (await ended_conversation(srv, vera, bruno))["conversation_id"]
