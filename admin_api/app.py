@@ -45,7 +45,7 @@ from omni.actors.configuration import Configuration
 from omni.actors.group import QueueSnapshot
 from omni.actors.hub import Hub
 from omni.actors.runtime import ActorCrashed, AskTimeout
-from omni.config import RESOURCES, ApiTokenInput, Resource, public, seal
+from omni.config import RESOURCES, ApiTokenInput, OperatorInput, Resource, public, seal
 from omni.domain import conversation as domain
 from omni.domain import protocol
 from omni.domain.configuration import (
@@ -508,8 +508,8 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
     base = f"/api/v1/{kind.replace('_', '-')}"
     read = WRITE_CONFIG if kind == "api_tokens" else READ_CONFIG
     noun = kind.rstrip("s").replace("_", " ")
-    # An API token is shown once, in the answer to its creation.
-    created = ApiTokenInput if kind == "api_tokens" else resource.public
+    # A token (an operator's, an API token) is shown once, in the answer to its creation.
+    created = resource.input if kind in ("operators", "api_tokens") else resource.public
 
     if resource.key_field is None:  # a singleton: GET and PUT only
 
@@ -565,7 +565,7 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         if config.get(kind, key) is not None:
             raise Problem(409, f"{noun} {key} exists; PUT {base}/{key} to change it")
         issued = None
-        if isinstance(sent, ApiTokenInput) and sent.token is None:
+        if isinstance(sent, OperatorInput | ApiTokenInput) and sent.token is None:
             issued = secrets.token_urlsafe(32)
             sent = msgspec.structs.replace(sent, token=issued)
         body = await _store(config, kind, key, sent, exists=False)

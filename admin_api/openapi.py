@@ -85,12 +85,8 @@ def document(routes: list[Any]) -> dict[str, Any]:
             responses[str(code)] = {"description": ERRORS[code], "content": problem}
         operation["responses"] = responses
         paths.setdefault(route.path, {})[route.method.lower()] = operation
-    # Secrets are never shown (an API token only once, in the answer to its creation).
-    for name, secret in (
-        ("Service", "identity_secret"),
-        ("ServiceInput", "identity_secret"),
-        ("OperatorInput", "token"),
-    ):
+    # Secrets are never shown (a token only once, in the answer to its creation).
+    for name, secret in (("Service", "identity_secret"), ("ServiceInput", "identity_secret")):
         properties = components.get(name, {}).get("properties", {})
         if secret in properties:
             properties[secret]["writeOnly"] = True

@@ -386,8 +386,14 @@ INVALID = [
     (
         "post",
         "/api/v1/operators",
-        {"id": 9, "name": "Dora", "groups": [1]},
-        "an operator needs a token",
+        {"id": 9, "name": "Dora", "groups": [1], "token": "dora-password-2026"},
+        "token is too weak: about 110 bits of entropy, at least 128 are needed",
+    ),
+    (
+        "post",
+        "/api/v1/api-tokens",
+        {"id": "x", "name": "X", "role": "admin", "token": "abababababababababababababababab"},
+        "token is too weak: 2 distinct characters, at least 10 are needed",
     ),
     (
         "post",
@@ -915,6 +921,50 @@ async def test_a_generated_api_token_is_shown_once_and_works(
         "operator_id": None,
     }
     assert token not in (await http.get("/api/v1/audit")).text
+
+
+async def test_a_generated_operator_token_is_shown_once_and_signs_in(
+    http: httpx.AsyncClient, srv: RunningServer
+) -> None:
+    """An operator created without a token gets one of the server's (256 random bits), shown
+    in the creation's answer only, stored as its hash only."""
+    created = await http.post("/api/v1/operators", json={"id": 9, "name": "Dora", "groups": [1]})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    token = body.pop("token")
+    assert body == {"id": 9, "name": "Dora", "groups": [1], "capacity": 3, "active": True}
+    assert isinstance(token, str) and len(token) == 43  # secrets.token_urlsafe(32)
+    assert "token" not in (await http.get("/api/v1/operators/9")).json()
+    stored = srv.configuration.get("operators", "9")
+    assert stored is not None and stored["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in (await http.get("/api/v1/audit")).text
+    async with connect_tcp(f"{srv.ws_url}/ws/operator") as dora:
+        assert (await login(dora, token, available=False))["operator"]["name"] == "Dora"
+
+
+async def test_weak_tokens_are_refused_on_every_way_in(
+    http: httpx.AsyncClient, srv: RunningServer
+) -> None:
+    """Creating or rotating an operator's or an API token's secret needs 128 bits; the refusal
+    names the field, and nothing changes."""
+    alice = (await http.get("/api/v1/operators/1")).json()
+    root = (await http.get("/api/v1/api-tokens/root")).json()
+    before = await audit_ids(http)
+    for method, path, body in (
+        ("PUT", "/api/v1/operators/1", {**alice, "token": "alice-password"}),
+        ("PUT", "/api/v1/api-tokens/root", {**root, "token": "rootrootrootrootrootroot"}),
+        ("POST", "/api/v1/operators", {"id": 9, "name": "D", "groups": [1], "token": "Dora2026!"}),
+        (
+            "POST",
+            "/api/v1/api-tokens",
+            {"id": "ci", "name": "CI", "role": "admin", "token": "x" * 200},
+        ),
+    ):
+        response = await http.request(method, path, json=body)
+        assert_problem(response, 422, "token is too weak")
+    assert await audit_ids(http) == before
+    async with connect_tcp(f"{srv.ws_url}/ws/operator") as alice_console:
+        await login(alice_console, TOK_ALICE, available=False)
 
 
 async def test_updating_an_operator_without_a_token_keeps_it(
