@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,8 @@ SENDER = "chat@omni.test"
 
 
 class Inbox:
-    """An aiosmtpd handler that keeps what it accepts and refuses some recipients (550)."""
+    """An aiosmtpd handler that keeps what it accepts and refuses some recipients (550, quoting
+    the address as mail servers do)."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
@@ -56,7 +58,7 @@ class Inbox:
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
         if address in self.refuse:
-            return "550 5.1.1 no such user here"
+            return f"550 5.1.1 <{address}>: no such user here"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -287,6 +289,51 @@ async def test_an_unreachable_mail_server_is_retried_and_a_refusal_is_not(port: 
             # Failed for good, the other sent: nothing is pending, nothing will be tried again.
             assert await store.outbox_next_due() is None
             assert len(inbox.messages) == 1
+
+
+async def test_logs_hold_no_address_and_no_message_text(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DESIGN §10: nothing logged at INFO or above holds an e-mail address or a word of the
+    conversation — over an attempt that fails, its retry, a send and a refusal whose reply quotes
+    the address. The log names the outbox item and its conversation instead; the whole reason
+    is at DEBUG."""
+    caplog.set_level(logging.DEBUG)
+    async with chat(mail_config(port)) as (srv, vera, bruno):
+        cid = (await ended_conversation(srv, vera, bruno))["conversation_id"]
+        await vera.send("transcript", email="vera@example.com")
+        await vera.expect("transcript_queued")
+
+        async def tried() -> bool:
+            return bool((await srv.hub.store.outbox_items(cid))[0].attempts)
+
+        await eventually(tried)  # nothing listens on the port yet
+        inbox = Inbox()
+        inbox.refuse.add("nobody@example.com")
+        async with smtp_server(port, inbox):
+            await eventually(lambda: len(inbox.messages) == 1)
+            await vera.send("transcript", email="nobody@example.com")
+            await vera.expect("transcript_queued")
+
+            async def given_up() -> bool:
+                return any(i.failed_at for i in await srv.hub.store.outbox_items(cid))
+
+            await eventually(given_up)
+    vera_item, nobody_item = (i.id for i in await srv.hub.store.outbox_items(cid))
+    ours = [r for r in caplog.records if r.name.split(".")[0] in ("omni", "admin_api")]
+    shown = [logging.Formatter().format(r) for r in ours if r.levelno >= logging.INFO]
+    private = ("@example.com", "invoice", "Let me check", "One moment", "Hello!")
+    assert not [line for line in shown for word in private if word in line]
+    assert f"outbox: item {vera_item} (conversation {cid}) failed (ConnectionRefusedError" in (
+        "\n".join(shown)
+    )
+    assert f"outbox: item {vera_item} (conversation {cid}) sent" in shown
+    assert (
+        f"outbox: item {nobody_item} (conversation {cid}) failed after 1 attempt(s): "
+        "SMTPRecipientsRefused 550"
+    ) in shown
+    debug = [r.getMessage() for r in ours if r.levelno == logging.DEBUG]
+    assert any("<nobody@example.com>: no such user here" in line for line in debug)
 
 
 async def test_a_queued_transcript_survives_a_restart(port: int) -> None:
