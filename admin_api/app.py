@@ -3,6 +3,7 @@
 Rules:
 
 * Every route under ``/api/v1`` needs a bearer token of the right role (``admin_api.http``);
+  an address that sends too many wrong ones must wait (429) before its next is looked at;
   ``/healthz``, ``/metrics``, ``/openapi.json``, ``/docs`` and ``/protocol.schema.json`` (the
   websocket protocol as JSON Schema) are open.
 * Routes are declared through :class:`Api`, which records what the OpenAPI document says about
@@ -35,6 +36,7 @@ from admin_api.http import (
     OPERATIONS,
     READ_CONFIG,
     WRITE_CONFIG,
+    Attempts,
     Handler,
     Problem,
     json_response,
@@ -60,6 +62,7 @@ from omni.domain.model import Role
 from omni.domain.protocol import ConversationSummary
 from omni.domain.reports import report
 from omni.domain.routing import Presence
+from omni.settings import ServerSettings
 from omni.store import ConversationQuery, page_cursor, parse_cursor
 
 log = logging.getLogger(__name__)
@@ -83,9 +86,10 @@ class RouteDoc:
 class Api:
     """Declares routes on the app and remembers them for the OpenAPI document."""
 
-    def __init__(self, app: QuartTrio, hub: Hub) -> None:
+    def __init__(self, app: QuartTrio, hub: Hub, attempts: Attempts) -> None:
         self.app = app
         self.hub = hub
+        self.attempts = attempts
         self.routes: list[RouteDoc] = []
 
     def route(
@@ -103,7 +107,11 @@ class Api:
         errors: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
-            guarded = requires(roles, lambda: self.hub.directory)(handler) if roles else handler
+            guarded = (
+                requires(roles, lambda: self.hub.directory, self.attempts)(handler)
+                if roles
+                else handler
+            )
             endpoint = f"{method.lower()} {path}"
             self.app.add_url_rule(
                 _quart_path(path), endpoint=endpoint, view_func=guarded, methods=[method]
@@ -127,11 +135,15 @@ def create_app(
     registry: CollectorRegistry,
     configuration: Configuration | None = None,
     *,
-    cors_origins: tuple[str, ...] = (),
+    settings: ServerSettings | None = None,
 ) -> QuartTrio:
+    """The admin API for ``hub``, with the ``[server]`` settings it follows (CORS origins,
+    limits on failed tokens, trusted proxies)."""
+    settings = settings or ServerSettings()
+    cors_origins = settings.cors_origins
     app = QuartTrio("omni")
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    api = Api(app, hub)
+    api = Api(app, hub, Attempts(settings.limits, settings.trusted_proxies))
     app.extensions["omni_api"] = api
 
     # -- errors, CORS -------------------------------------------------------------------------

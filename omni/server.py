@@ -180,12 +180,7 @@ async def open_server(
             hc.bind = [f"{host}:{config.server.http_port if http_port is None else http_port}"]
             hc.accesslog = None
             hc.graceful_timeout = DRAIN_SECONDS
-            app = create_app(
-                hub,
-                make_registry(hub),
-                configuration,
-                cors_origins=tuple(config.server.cors_origins),
-            )
+            app = create_app(hub, make_registry(hub), configuration, settings=config.server)
             stop_http = trio.Event()
 
             async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:

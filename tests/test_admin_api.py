@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -588,6 +589,89 @@ async def test_two_operators_cannot_share_a_console_token(
 
 
 # -- authentication and roles -----------------------------------------------------------------
+
+
+BACKOFF = {"failures_before_wait": 3, "failure_wait": 2.0, "failure_wait_max": 5.0}
+
+
+@asynccontextmanager
+async def api_without_token(**server: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A whole server (``admin_config(**server)``) and an HTTP client without a token."""
+    async with (
+        open_server(admin_config(**server), host="127.0.0.1", ws_port=0, http_port=0) as srv,
+        httpx.AsyncClient(base_url=srv.http_url, timeout=10) as http,
+    ):
+        yield http
+
+
+async def _groups(
+    http: httpx.AsyncClient, token: str, forwarded: str | None = None
+) -> httpx.Response:
+    headers = bearer(token) | ({"X-Forwarded-For": forwarded} if forwarded else {})
+    return await http.get("/api/v1/groups", headers=headers)
+
+
+def assert_waits(response: httpx.Response, seconds: int) -> None:
+    body = assert_problem(response, 429, f"try again in {seconds} s")
+    assert body["type"] == "https://omni.dev/problems/too-many-attempts"
+    assert response.headers["Retry-After"] == str(seconds)
+
+
+async def test_wrong_tokens_make_the_address_wait_longer_each_time(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """After ``failures_before_wait`` wrong tokens, each further one makes the address wait
+    ``failure_wait`` seconds, doubled each time up to ``failure_wait_max``; while it waits, any
+    token it sends — the right one too — gets 429 and ``Retry-After`` (whole seconds, rounded
+    up) without being looked at. A right token forgets the address's failures."""
+    mock_clock.rate = 1.0
+    async with api_without_token(limits=BACKOFF) as http:
+        for _ in range(3):
+            assert_problem(await _groups(http, "wrong-token"), 401, "unknown or revoked")
+        assert_problem(await _groups(http, "wrong-token"), 401)  # the 4th: wait 2 s
+        assert_waits(await _groups(http, "wrong-token"), 2)
+        assert_waits(await _groups(http, ADMIN), 2)
+        # Without a token there is nothing to guess: 401 as always.
+        assert_problem(await http.get("/api/v1/groups"), 401, "send an API token")
+        mock_clock.jump(1.5)
+        assert_waits(await _groups(http, ADMIN), 1)  # 0.5 s left, rounded up
+        mock_clock.jump(0.6)
+        assert_problem(await _groups(http, "wrong-token"), 401)  # the 5th: wait 4 s
+        assert_waits(await _groups(http, ADMIN), 4)
+        mock_clock.jump(4.1)
+        assert_problem(await _groups(http, "wrong-token"), 401)  # the 6th: 8 s, capped at 5
+        assert_waits(await _groups(http, "wrong-token"), 5)
+        mock_clock.jump(5.1)
+        assert (await _groups(http, ADMIN)).status_code == 200
+        # Forgotten: three free failures again, then 2 s.
+        for _ in range(4):
+            assert_problem(await _groups(http, "wrong-token"), 401)
+        assert_waits(await _groups(http, SUPERVISOR), 2)
+
+
+async def test_a_forged_forwarded_for_does_not_escape_the_wait() -> None:
+    """Without trusted proxies, ``X-Forwarded-For`` is the client's own say: each request
+    naming another address still counts against the peer's."""
+    async with api_without_token(limits=BACKOFF) as http:
+        for n in range(4):
+            response = await _groups(http, "wrong-token", forwarded=f"203.0.113.{n}")
+            assert_problem(response, 401)
+        assert_waits(await _groups(http, ADMIN, forwarded="198.51.100.9"), 2)
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_waits() -> None:
+    """With 127.0.0.1 a trusted proxy, the address it forwards for is the client: that one
+    waits; other clients behind the same proxy, and the proxy itself, do not."""
+    async with api_without_token(limits=BACKOFF, trusted_proxies=["127.0.0.1"]) as http:
+        # The proxy appends the address it got the request from; what the client wrote
+        # before it (here 10.9.9.9) is not believed.
+        for n in range(4):
+            forwarded = f"10.{n}.{n}.{n}, 203.0.113.7"
+            assert_problem(await _groups(http, "wrong-token", forwarded=forwarded), 401)
+        assert_waits(await _groups(http, ADMIN, forwarded="203.0.113.7"), 2)
+        assert_waits(await _groups(http, ADMIN, forwarded="10.9.9.9, 203.0.113.7"), 2)
+        assert (await _groups(http, ADMIN, forwarded="203.0.113.8")).status_code == 200
+        assert (await _groups(http, ADMIN)).status_code == 200  # the proxy's own request
 
 
 async def test_authentication(srv: RunningServer) -> None:
