@@ -352,16 +352,36 @@ def create_app(
     @api.route(
         "GET",
         "/api/v1/conversations/{id}/transcript",
-        summary="The whole conversation: every stored event in seq order",
+        summary="The conversation's stored events in seq order, a page at a time",
         tag="conversations",
         roles=CONVERSATIONS,
         response=schemas.Transcript,
+        query=[
+            (
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                "events with a larger seq: next_after of the previous page (0)",
+            ),
+            (
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": TRANSCRIPT_PAGE_MAX},
+                f"page size ({TRANSCRIPT_PAGE})",
+            ),
+        ],
     )
     async def transcript(id: str) -> Response:
         conv = await _load(id)
-        events = await config.store.events_after(id, 0)
+        after = _int_arg("after", 0, 0, MAX_SEQ) or 0
+        limit = _int_arg("limit", TRANSCRIPT_PAGE, 1, TRANSCRIPT_PAGE_MAX) or TRANSCRIPT_PAGE
+        # One more than the page: whether there is a next one, without counting the history.
+        events = await config.store.events_after(id, after, limit + 1)
+        page = events[:limit]
         return json_response(
-            schemas.Transcript(conv.summary(), [msgspec.Raw(e.frame.encode()) for e in events])
+            schemas.Transcript(
+                conv.summary(),
+                [msgspec.Raw(e.frame.encode()) for e in page],
+                page[-1].seq if len(events) > limit else None,
+            )
         )
 
     @api.route(
@@ -510,6 +530,12 @@ def create_app(
 
 
 TITLE_FALLBACK = "the request could not be handled"
+
+#: Events of a transcript page: by default, and at most. A page is read whole into memory.
+TRANSCRIPT_PAGE = 200
+TRANSCRIPT_PAGE_MAX = 1000
+#: The largest seq the store holds (a PostgreSQL integer).
+MAX_SEQ = 2**31 - 1
 
 #: The protocol's JSON Schema, encoded once: it changes only with the code.
 PROTOCOL_SCHEMA = msgspec.json.encode(protocol.json_schema())

@@ -33,6 +33,7 @@ from omni.domain.reports import report
 from omni.entropy import SeededEntropy
 from omni.metrics import make_registry
 from omni.server import RunningServer, open_server
+from omni.store import StoredEvent, Write
 from tests.support import (
     TOK_ALICE,
     TOK_BRUNO,
@@ -1479,6 +1480,7 @@ async def test_conversation_detail_and_transcript(world: World, http: httpx.Asyn
     ]
     assert alice_got == [e for e in events if e["type"] != "survey"]
 
+    assert body["next_after"] is None  # one page holds it all
     ooh = (await http.get(f"/api/v1/conversations/{ids['out_of_hours']}/transcript")).json()
     assert [(e["type"], e["seq"]) for e in ooh["events"]] == [("out_of_hours", 1)]
     assert ooh["events"][0]["message"] == "We are closed."
@@ -1493,6 +1495,44 @@ async def test_conversation_detail_and_transcript(world: World, http: httpx.Asyn
         assert (
             await desk.get(f"/api/v1/conversations/{ids['closed']}/transcript")
         ).status_code == 200
+
+
+async def test_a_long_transcript_comes_a_page_at_a_time(
+    srv: RunningServer, http: httpx.AsyncClient
+) -> None:
+    """``after`` and ``limit`` (200 by default, 1000 at most) page the events; ``next_after``
+    says where the next page starts, and is null on the last page — also when the last page
+    happens to be full."""
+    conv = make_conversation(1, Status.CLOSED)
+    events = [
+        StoredEvent(conv.id, seq, "message", "both", json.dumps({"seq": seq, "text": f"m{seq}"}))
+        for seq in range(1, 451)
+    ]
+    conv.last_seq = 450
+    await srv.hub.store.write(Write(conversation=conv, events=events))
+    url = "/api/v1/conversations/c1/transcript"
+
+    async def page(**params: int) -> tuple[list[int], int | None]:
+        response = await http.get(url, params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["conversation"]["id"] == "c1"
+        return [e["seq"] for e in body["events"]], body["next_after"]
+
+    assert await page() == (list(range(1, 201)), 200)
+    assert await page(after=200) == (list(range(201, 401)), 400)
+    assert await page(after=400) == (list(range(401, 451)), None)
+    assert await page(after=250) == (list(range(251, 451)), None)  # exactly full: the last
+    assert await page(after=0, limit=1000) == (list(range(1, 451)), None)
+    assert await page(after=10, limit=3) == ([11, 12, 13], 13)
+    assert await page(after=450) == ([], None)
+    for params, detail in (
+        ({"limit": 0}, "limit must be between 1 and 1000"),
+        ({"limit": 1001}, "limit must be between 1 and 1000"),
+        ({"after": -1}, "after must be between 0 and 2147483647"),
+        ({"after": "ten"}, "after must be a whole number"),
+    ):
+        assert_problem(await http.get(url, params=params), 400, detail)
 
 
 # -- resume (F4) ------------------------------------------------------------------------------
