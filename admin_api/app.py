@@ -4,8 +4,10 @@ Rules:
 
 * Every route under ``/api/v1`` needs a bearer token of the right role (``admin_api.http``);
   an address that sends too many wrong ones must wait (429) before its next is looked at;
-  ``/healthz``, ``/metrics``, ``/openapi.json``, ``/docs`` and ``/protocol.schema.json`` (the
-  websocket protocol as JSON Schema) are open.
+  ``/healthz`` and ``/protocol.schema.json`` (the websocket protocol as JSON Schema) are open.
+* The operations endpoints ``/metrics``, ``/openapi.json`` and ``/docs`` are served with the
+  API, or — when ``[server] ops_bind`` is set — only by the app of :func:`create_ops_app`, on
+  that other listener; with ``[server] ops_token`` they need it as a bearer token.
 * Routes are declared through :class:`Api`, which records what the OpenAPI document says about
   them (``admin_api.openapi``): the document is generated from the same declarations and the
   same msgspec structs that validate the bodies, so it cannot drift from the code.
@@ -16,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 from collections.abc import Callable
@@ -39,6 +42,7 @@ from admin_api.http import (
     Attempts,
     Handler,
     Problem,
+    bearer_token,
     json_response,
     read_body,
     requires,
@@ -148,19 +152,7 @@ def create_app(
 
     # -- errors, CORS -------------------------------------------------------------------------
 
-    @app.errorhandler(Problem)
-    async def problem(error: Problem) -> Response:
-        return error.response()
-
-    @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        return Problem(status, error.description or TITLE_FALLBACK).response()
-
-    @app.errorhandler(Exception)
-    async def crash(error: Exception) -> Response:
-        log.exception("admin API request failed")
-        return Problem(500, "the server could not handle this request", kind="internal").response()
+    _problem_details(app)
 
     @app.after_request
     async def cors(response: Response) -> Response:
@@ -208,27 +200,14 @@ def create_app(
             )
         )
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/openapi.json")
-    async def openapi() -> Response:
-        from admin_api.openapi import document
-
-        return json_response(document(api.routes))
+    if settings.ops_bind is None:
+        _ops_routes(app, registry, api, settings.ops_token)
 
     @app.get("/protocol.schema.json")
     async def protocol_schema() -> Response:
         """The websocket protocol, both directions, as JSON Schema: the pages are written
         against it."""
         return Response(PROTOCOL_SCHEMA, content_type="application/schema+json")
-
-    @app.get("/docs")
-    async def docs() -> Response:
-        from admin_api.openapi import DOCS_PAGE
-
-        return Response(DOCS_PAGE, content_type="text/html; charset=utf-8")
 
     if configuration is None:
         return app
@@ -527,6 +506,68 @@ def create_app(
         )
 
     return app
+
+
+def create_ops_app(
+    app: QuartTrio, registry: CollectorRegistry, settings: ServerSettings
+) -> QuartTrio:
+    """The operations endpoints of ``app`` (the API of :func:`create_app`, whose OpenAPI
+    document it serves), for the ``[server] ops_bind`` listener: nothing else answers there."""
+    ops = QuartTrio("omni-ops")
+    _problem_details(ops)
+    _ops_routes(ops, registry, app.extensions["omni_api"], settings.ops_token)
+    return ops
+
+
+def _problem_details(app: QuartTrio) -> None:
+    """Every error of ``app`` as problem details."""
+
+    @app.errorhandler(Problem)
+    async def problem(error: Problem) -> Response:
+        return error.response()
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        return Problem(status, error.description or TITLE_FALLBACK).response()
+
+    @app.errorhandler(Exception)
+    async def crash(error: Exception) -> Response:
+        log.exception("admin API request failed")
+        return Problem(500, "the server could not handle this request", kind="internal").response()
+
+
+def _ops_routes(app: QuartTrio, registry: CollectorRegistry, api: Api, token: str | None) -> None:
+    """``/metrics``, ``/openapi.json`` and ``/docs`` on ``app``; with ``token``, each needs it
+    as a bearer token (wrong ones counted against the client like the API's)."""
+    if token is not None:
+        expected = token.encode()
+
+        @app.before_request
+        async def ops_token() -> None:
+            if request.path not in ("/metrics", "/openapi.json", "/docs"):
+                return
+            sent = bearer_token()
+            if sent is None:
+                raise Problem(401, "send the operations token: Authorization: Bearer <token>")
+            if not api.attempts.admit(lambda: hmac.compare_digest(sent.encode(), expected) or None):
+                raise Problem(401, "wrong operations token")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        from admin_api.openapi import document
+
+        return json_response(document(api.routes))
+
+    @app.get("/docs")
+    async def docs() -> Response:
+        from admin_api.openapi import DOCS_PAGE
+
+        return Response(DOCS_PAGE, content_type="text/html; charset=utf-8")
 
 
 TITLE_FALLBACK = "the request could not be handled"

@@ -2046,6 +2046,68 @@ async def test_crud_through_the_quart_test_client(srv: RunningServer) -> None:
     assert 5 not in srv.hub.directory.groups
 
 
+# -- operations endpoints ---------------------------------------------------------------------
+
+OPS_TOKEN = "ops-metrics-Tq8Wz2Lx5Kp9Rv3N"
+OPS_PATHS = ("/metrics", "/openapi.json", "/docs")
+
+
+@asynccontextmanager
+async def ops_server(**server: Any) -> AsyncIterator[tuple[RunningServer, httpx.AsyncClient]]:
+    async with (
+        open_server(admin_config(**server), host="127.0.0.1", ws_port=0, http_port=0) as srv,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        yield srv, http
+
+
+async def _assert_ops_answer(http: httpx.AsyncClient, base: str, **headers: str) -> None:
+    metrics = await http.get(f"{base}/metrics", headers=headers)
+    assert metrics.status_code == 200 and "omni_connections" in metrics.text
+    document = await http.get(f"{base}/openapi.json", headers=headers)
+    assert "/api/v1/conversations/{id}/transcript" in document.json()["paths"]
+    docs = await http.get(f"{base}/docs", headers=headers)
+    assert docs.status_code == 200 and "Omni admin API" in docs.text
+
+
+async def test_ops_bind_serves_the_operations_endpoints_there_only() -> None:
+    """With ``ops_bind``, /metrics, /openapi.json and /docs answer on that listener alone: 404
+    on the HTTP port, where /healthz and the API stay; nothing but them on the other."""
+    async with ops_server(ops_bind="127.0.0.1:0") as (srv, http):
+        assert srv.ops_url is not None and srv.ops_url != srv.http_url
+        for path in OPS_PATHS:
+            assert_problem(await http.get(srv.http_url + path), 404)
+        assert (await http.get(f"{srv.http_url}/healthz")).status_code == 200
+        groups = await http.get(f"{srv.http_url}/api/v1/groups", headers=bearer(ADMIN))
+        assert groups.status_code == 200
+        await _assert_ops_answer(http, srv.ops_url)
+        for path in ("/healthz", "/api/v1/groups", "/protocol.schema.json"):
+            assert_problem(await http.get(srv.ops_url + path, headers=bearer(ADMIN)), 404)
+
+
+async def test_ops_token_guards_the_operations_endpoints() -> None:
+    """With ``ops_token``, the operations endpoints want it as a bearer token (401 problem
+    details otherwise, an API token included); /healthz and the protocol schema stay open.
+    Wrong ones count against the address like wrong API tokens (6 here: below the limit)."""
+    async with ops_server(ops_token=OPS_TOKEN, limits={"failures_before_wait": 6}) as (srv, http):
+        for path in OPS_PATHS:
+            for headers in ({}, bearer(ADMIN), bearer("ops-metrics-guess")):
+                response = await http.get(srv.http_url + path, headers=headers)
+                assert_problem(response, 401)
+                assert response.headers["www-authenticate"] == 'Bearer realm="omni"'
+        await _assert_ops_answer(http, srv.http_url, **bearer(OPS_TOKEN))
+        assert (await http.get(f"{srv.http_url}/healthz")).status_code == 200
+        assert (await http.get(f"{srv.http_url}/protocol.schema.json")).status_code == 200
+
+
+async def test_ops_bind_and_ops_token_together() -> None:
+    async with ops_server(ops_bind="127.0.0.1:0", ops_token=OPS_TOKEN) as (srv, http):
+        assert srv.ops_url is not None
+        assert_problem(await http.get(f"{srv.ops_url}/metrics"), 401)
+        await _assert_ops_answer(http, srv.ops_url, **bearer(OPS_TOKEN))
+        assert_problem(await http.get(f"{srv.http_url}/metrics", headers=bearer(OPS_TOKEN)), 404)
+
+
 # -- live changes -----------------------------------------------------------------------------
 
 
