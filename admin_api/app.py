@@ -3,8 +3,11 @@
 Rules:
 
 * Every route under ``/api/v1`` needs a bearer token of the right role (``admin_api.http``);
-  ``/healthz``, ``/metrics``, ``/openapi.json``, ``/docs`` and ``/protocol.schema.json`` (the
-  websocket protocol as JSON Schema) are open.
+  an address that sends too many wrong ones must wait (429) before its next is looked at;
+  ``/healthz`` and ``/protocol.schema.json`` (the websocket protocol as JSON Schema) are open.
+* The operations endpoints ``/metrics``, ``/openapi.json`` and ``/docs`` are served with the
+  API, or — when ``[server] ops_bind`` is set — only by the app of :func:`create_ops_app`, on
+  that other listener; with ``[server] ops_token`` they need it as a bearer token.
 * Routes are declared through :class:`Api`, which records what the OpenAPI document says about
   them (``admin_api.openapi``): the document is generated from the same declarations and the
   same msgspec structs that validate the bodies, so it cannot drift from the code.
@@ -15,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 from collections.abc import Callable
@@ -35,8 +39,10 @@ from admin_api.http import (
     OPERATIONS,
     READ_CONFIG,
     WRITE_CONFIG,
+    Attempts,
     Handler,
     Problem,
+    bearer_token,
     json_response,
     read_body,
     requires,
@@ -45,7 +51,7 @@ from omni.actors.configuration import Configuration
 from omni.actors.group import QueueSnapshot
 from omni.actors.hub import Hub
 from omni.actors.runtime import ActorCrashed, AskTimeout
-from omni.config import RESOURCES, ApiTokenInput, Resource, public, seal
+from omni.config import RESOURCES, ApiTokenInput, OperatorInput, Resource, public, seal
 from omni.domain import conversation as domain
 from omni.domain import protocol
 from omni.domain.configuration import (
@@ -60,6 +66,7 @@ from omni.domain.model import Role
 from omni.domain.protocol import ConversationSummary
 from omni.domain.reports import report
 from omni.domain.routing import Presence
+from omni.settings import ServerSettings
 from omni.store import ConversationQuery, page_cursor, parse_cursor
 
 log = logging.getLogger(__name__)
@@ -83,9 +90,10 @@ class RouteDoc:
 class Api:
     """Declares routes on the app and remembers them for the OpenAPI document."""
 
-    def __init__(self, app: QuartTrio, hub: Hub) -> None:
+    def __init__(self, app: QuartTrio, hub: Hub, attempts: Attempts) -> None:
         self.app = app
         self.hub = hub
+        self.attempts = attempts
         self.routes: list[RouteDoc] = []
 
     def route(
@@ -103,7 +111,11 @@ class Api:
         errors: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
-            guarded = requires(roles, lambda: self.hub.directory)(handler) if roles else handler
+            guarded = (
+                requires(roles, lambda: self.hub.directory, self.attempts)(handler)
+                if roles
+                else handler
+            )
             endpoint = f"{method.lower()} {path}"
             self.app.add_url_rule(
                 _quart_path(path), endpoint=endpoint, view_func=guarded, methods=[method]
@@ -127,28 +139,20 @@ def create_app(
     registry: CollectorRegistry,
     configuration: Configuration | None = None,
     *,
-    cors_origins: tuple[str, ...] = (),
+    settings: ServerSettings | None = None,
 ) -> QuartTrio:
+    """The admin API for ``hub``, with the ``[server]`` settings it follows (CORS origins,
+    limits on failed tokens, trusted proxies)."""
+    settings = settings or ServerSettings()
+    cors_origins = settings.cors_origins
     app = QuartTrio("omni")
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    api = Api(app, hub)
+    api = Api(app, hub, Attempts(settings.limits, settings.trusted_proxies))
     app.extensions["omni_api"] = api
 
     # -- errors, CORS -------------------------------------------------------------------------
 
-    @app.errorhandler(Problem)
-    async def problem(error: Problem) -> Response:
-        return error.response()
-
-    @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        return Problem(status, error.description or TITLE_FALLBACK).response()
-
-    @app.errorhandler(Exception)
-    async def crash(error: Exception) -> Response:
-        log.exception("admin API request failed")
-        return Problem(500, "the server could not handle this request", kind="internal").response()
+    _problem_details(app)
 
     @app.after_request
     async def cors(response: Response) -> Response:
@@ -196,27 +200,14 @@ def create_app(
             )
         )
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/openapi.json")
-    async def openapi() -> Response:
-        from admin_api.openapi import document
-
-        return json_response(document(api.routes))
+    if settings.ops_bind is None:
+        _ops_routes(app, registry, api, settings.ops_token)
 
     @app.get("/protocol.schema.json")
     async def protocol_schema() -> Response:
         """The websocket protocol, both directions, as JSON Schema: the pages are written
         against it."""
         return Response(PROTOCOL_SCHEMA, content_type="application/schema+json")
-
-    @app.get("/docs")
-    async def docs() -> Response:
-        from admin_api.openapi import DOCS_PAGE
-
-        return Response(DOCS_PAGE, content_type="text/html; charset=utf-8")
 
     if configuration is None:
         return app
@@ -340,16 +331,36 @@ def create_app(
     @api.route(
         "GET",
         "/api/v1/conversations/{id}/transcript",
-        summary="The whole conversation: every stored event in seq order",
+        summary="The conversation's stored events in seq order, a page at a time",
         tag="conversations",
         roles=CONVERSATIONS,
         response=schemas.Transcript,
+        query=[
+            (
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                "events with a larger seq: next_after of the previous page (0)",
+            ),
+            (
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": TRANSCRIPT_PAGE_MAX},
+                f"page size ({TRANSCRIPT_PAGE})",
+            ),
+        ],
     )
     async def transcript(id: str) -> Response:
         conv = await _load(id)
-        events = await config.store.events_after(id, 0)
+        after = _int_arg("after", 0, 0, MAX_SEQ) or 0
+        limit = _int_arg("limit", TRANSCRIPT_PAGE, 1, TRANSCRIPT_PAGE_MAX) or TRANSCRIPT_PAGE
+        # One more than the page: whether there is a next one, without counting the history.
+        events = await config.store.events_after(id, after, limit + 1)
+        page = events[:limit]
         return json_response(
-            schemas.Transcript(conv.summary(), [msgspec.Raw(e.frame.encode()) for e in events])
+            schemas.Transcript(
+                conv.summary(),
+                [msgspec.Raw(e.frame.encode()) for e in page],
+                page[-1].seq if len(events) > limit else None,
+            )
         )
 
     @api.route(
@@ -498,7 +509,75 @@ def create_app(
     return app
 
 
+def create_ops_app(
+    app: QuartTrio, registry: CollectorRegistry, settings: ServerSettings
+) -> QuartTrio:
+    """The operations endpoints of ``app`` (the API of :func:`create_app`, whose OpenAPI
+    document it serves), for the ``[server] ops_bind`` listener: nothing else answers there."""
+    ops = QuartTrio("omni-ops")
+    _problem_details(ops)
+    _ops_routes(ops, registry, app.extensions["omni_api"], settings.ops_token)
+    return ops
+
+
+def _problem_details(app: QuartTrio) -> None:
+    """Every error of ``app`` as problem details."""
+
+    @app.errorhandler(Problem)
+    async def problem(error: Problem) -> Response:
+        return error.response()
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        return Problem(status, error.description or TITLE_FALLBACK).response()
+
+    @app.errorhandler(Exception)
+    async def crash(error: Exception) -> Response:
+        log.exception("admin API request failed")
+        return Problem(500, "the server could not handle this request", kind="internal").response()
+
+
+def _ops_routes(app: QuartTrio, registry: CollectorRegistry, api: Api, token: str | None) -> None:
+    """``/metrics``, ``/openapi.json`` and ``/docs`` on ``app``; with ``token``, each needs it
+    as a bearer token (wrong ones counted against the client like the API's)."""
+    if token is not None:
+        expected = token.encode()
+
+        @app.before_request
+        async def ops_token() -> None:
+            if request.path not in ("/metrics", "/openapi.json", "/docs"):
+                return
+            sent = bearer_token()
+            if sent is None:
+                raise Problem(401, "send the operations token: Authorization: Bearer <token>")
+            if not api.attempts.admit(lambda: hmac.compare_digest(sent.encode(), expected) or None):
+                raise Problem(401, "wrong operations token")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        from admin_api.openapi import document
+
+        return json_response(document(api.routes))
+
+    @app.get("/docs")
+    async def docs() -> Response:
+        from admin_api.openapi import DOCS_PAGE
+
+        return Response(DOCS_PAGE, content_type="text/html; charset=utf-8")
+
+
 TITLE_FALLBACK = "the request could not be handled"
+
+#: Events of a transcript page: by default, and at most. A page is read whole into memory.
+TRANSCRIPT_PAGE = 200
+TRANSCRIPT_PAGE_MAX = 1000
+#: The largest seq the store holds (a PostgreSQL integer).
+MAX_SEQ = 2**31 - 1
 
 #: The protocol's JSON Schema, encoded once: it changes only with the code.
 PROTOCOL_SCHEMA = msgspec.json.encode(protocol.json_schema())
@@ -509,8 +588,8 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
     base = f"/api/v1/{kind.replace('_', '-')}"
     read = WRITE_CONFIG if kind == "api_tokens" else READ_CONFIG
     noun = kind.rstrip("s").replace("_", " ")
-    # An API token is shown once, in the answer to its creation.
-    created = ApiTokenInput if kind == "api_tokens" else resource.public
+    # A token (an operator's, an API token) is shown once, in the answer to its creation.
+    created = resource.input if kind in ("operators", "api_tokens") else resource.public
 
     if resource.key_field is None:  # a singleton: GET and PUT only
 
@@ -566,7 +645,7 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         if config.get(kind, key) is not None:
             raise Problem(409, f"{noun} {key} exists; PUT {base}/{key} to change it")
         issued = None
-        if isinstance(sent, ApiTokenInput) and sent.token is None:
+        if isinstance(sent, OperatorInput | ApiTokenInput) and sent.token is None:
             issued = secrets.token_urlsafe(32)
             sent = msgspec.structs.replace(sent, token=issued)
         body = await _store(config, kind, key, sent, exists=False)

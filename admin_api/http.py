@@ -4,18 +4,28 @@ JSON bodies validated by msgspec.
 Rules: every error leaves as ``application/problem+json`` with ``type``, ``title``, ``status``
 and ``detail`` (and ``errors`` where a body field is at fault); handlers raise :class:`Problem`
 rather than building responses. Nothing is written before a body has been fully validated.
+
+Guessing tokens does not pay (DESIGN §10): :class:`Attempts` counts the wrong bearer tokens of
+each client IP; past ``failures_before_wait`` of them the IP must wait, longer after each further
+failure, and while it waits its tokens are answered 429 without being looked at. The client IP
+is the peer's address, or what ``X-Forwarded-For`` says only when the peer is a trusted proxy.
+Time is trio's clock.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
 
 import msgspec
+import trio
 from quart import Response, g, request
 
 from omni.domain.model import Directory, Role
+from omni.limits import Backoff, Keyed, client_ip, networks
+from omni.settings import LimitsSettings
 
 T = TypeVar("T")
 
@@ -31,6 +41,7 @@ TITLES = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -40,11 +51,20 @@ MAX_BODY = 1024 * 1024
 
 
 class Problem(Exception):
-    def __init__(self, status: int, detail: str, *, kind: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.kind = kind or TITLES.get(status, "error").lower().replace(" ", "-")
+        self.headers = headers or {}
         self.extra = extra
 
     def response(self) -> Response:
@@ -60,6 +80,7 @@ class Problem(Exception):
         )
         if self.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="omni"'
+        response.headers.update(self.headers)
         return response
 
 
@@ -100,20 +121,68 @@ OPERATIONS = frozenset({Role.ADMIN, Role.SUPERVISOR})
 Handler = Callable[..., Awaitable[Response]]
 
 
+class Attempts:
+    """The failed bearer tokens of each client IP, in a bounded table (``omni.limits``)."""
+
+    def __init__(
+        self, limits: LimitsSettings | None = None, trusted_proxies: tuple[str, ...] = ()
+    ) -> None:
+        limits = limits or LimitsSettings()
+        self._trusted = networks(trusted_proxies)
+        self._failures: Keyed[str, Backoff] = Keyed(
+            lambda: Backoff(
+                limits.failures_before_wait, limits.failure_wait, limits.failure_wait_max
+            )
+        )
+
+    def client(self) -> str:
+        """The current request's client IP."""
+        forwarded = ", ".join(request.headers.getlist("X-Forwarded-For")) or None
+        return client_ip(request.remote_addr or "", forwarded, self._trusted)
+
+    def admit(self, look_up: Callable[[], T | None]) -> T | None:
+        """What ``look_up`` finds for the request's token (None: a wrong one), counted against
+        the client: a :class:`Problem` 429 with ``Retry-After`` instead while the client must
+        wait (the token is then not looked up). A right token forgets the client's failures."""
+        ip, now = self.client(), trio.current_time()
+        backoff = self._failures[ip]
+        wait = backoff.wait(now)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise Problem(
+                429,
+                f"too many wrong tokens from this address; try again in {seconds} s",
+                kind="too-many-attempts",
+                headers={"Retry-After": str(seconds)},
+            )
+        found = look_up()
+        if found is None:
+            backoff.failed(now)
+        else:
+            self._failures.forget(ip)
+        return found
+
+
+def bearer_token() -> str | None:
+    """The request's ``Authorization: Bearer`` token, if it sends one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def requires(
-    roles: frozenset[Role], directory: Callable[[], Directory]
+    roles: frozenset[Role], directory: Callable[[], Directory], attempts: Attempts
 ) -> Callable[[Handler], Handler]:
-    """Let the request through only with ``Authorization: Bearer <token>`` of one of ``roles``;
-    the token's id is then ``g.actor`` (for the audit log)."""
+    """Let the request through only with ``Authorization: Bearer <token>`` of one of ``roles``
+    (wrong tokens counted by ``attempts``); the token's id is then ``g.actor`` (for the audit
+    log)."""
 
     def decorate(handler: Handler) -> Handler:
         @wraps(handler)
         async def guarded(*args: Any, **kwargs: Any) -> Response:
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = bearer_token()
+            if token is None:
                 raise Problem(401, "send an API token: Authorization: Bearer <token>")
-            found = directory().api_token(token.strip())
+            found = attempts.admit(lambda: directory().api_token(token))
             if found is None:
                 raise Problem(401, "unknown or revoked API token")
             if found.role not in roles:

@@ -18,6 +18,7 @@ ERRORS = {
     413: "The body is too large",
     415: "The body is not JSON",
     422: "The body is valid JSON but not a valid resource",
+    429: "Too many wrong tokens from this address: wait Retry-After seconds",
     503: "Did not finish in time; the request may still take effect",
 }
 
@@ -77,20 +78,20 @@ def document(routes: list[Any]) -> dict[str, Any]:
         if route.body is not None:
             codes += [413, 415, 422]
         if route.roles:
-            codes += [401, 403]
+            codes += [401, 403, 429]
             operation["security"] = [{"bearer": []}]
             operation["description"] = "Roles: " + ", ".join(sorted(r.value for r in route.roles))
         codes += route.errors
         for code in sorted(codes):
             responses[str(code)] = {"description": ERRORS[code], "content": problem}
+        if 429 in codes:
+            responses["429"]["headers"] = {
+                "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}
+            }
         operation["responses"] = responses
         paths.setdefault(route.path, {})[route.method.lower()] = operation
-    # Secrets are never shown (an API token only once, in the answer to its creation).
-    for name, secret in (
-        ("Service", "identity_secret"),
-        ("ServiceInput", "identity_secret"),
-        ("OperatorInput", "token"),
-    ):
+    # Secrets are never shown (a token only once, in the answer to its creation).
+    for name, secret in (("Service", "identity_secret"), ("ServiceInput", "identity_secret")):
         properties = components.get(name, {}).get("properties", {})
         if secret in properties:
             properties[secret]["writeOnly"] = True

@@ -55,8 +55,11 @@ class ConversationDetail(msgspec.Struct):
 
 class Transcript(msgspec.Struct):
     conversation: ConversationSummary
-    #: Every stored event, exactly as the participants received it (docs/protocol.md §2.2).
+    #: One page of the stored events, in seq order, exactly as the participants received them
+    #: (docs/protocol.md §2.2).
     events: list[msgspec.Raw]
+    #: Pass as ``after`` to get the next page; null on the last page.
+    next_after: int | None
 
 
 class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -82,6 +82,11 @@ MAX_SKIPPED = 200  # frames skipped while waiting for one (acks, greetings, queu
 MAX_RELAYED = 10_000_000  # frames one bare relay connection forwards at most
 
 
+def operator_token(n: int) -> str:
+    """Operator ``n``'s console token (strong enough for the server; public: benchmarks only)."""
+    return f"bench-op-{n}-Jr5Wq9Zm3Xk7Lp2V"
+
+
 # == servers (run in a subprocess with --serve) ==================================================
 
 
@@ -159,7 +164,7 @@ def omni_config(operators: int) -> Any:
                     "name": f"Operator {n}",
                     "groups": [1],
                     "capacity": 1,
-                    "token": f"bench-op-{n}",
+                    "token": operator_token(n),
                 }
                 for n in range(1, operators + 1)
             ],
@@ -579,7 +584,7 @@ async def run_omni(server: ServerProcess, args: argparse.Namespace, profile: boo
 
             async def sign_in(item: tuple[int, WebSocketConnection]) -> None:
                 number, ws = item
-                await send(ws, "login", token=f"bench-op-{number}")
+                await send(ws, "login", token=operator_token(number))
                 await until(ws, "welcome")
                 await send(ws, "status", status="available")
                 await until(ws, "status")

@@ -31,8 +31,8 @@ Parameters (command line, or the environment variable in brackets):
 
 ``--omni-services`` [OMNI_LOAD_SERVICES]          service ids, comma separated (default ``1,2``)
 ``--omni-operator-tokens`` [OMNI_LOAD_OPERATOR_TOKENS]
-    operator tokens, comma separated; ``load-op-{1..50}`` expands to a range (the default,
-    matching ``loadtests/omni-load.toml``)
+    operator tokens, comma separated; ``load-op-{1..50}-Kq7Zx2Lw9Rv4Tp8M`` expands to a range
+    (the default, matching ``loadtests/omni-load.toml``)
 ``--omni-operators`` [OMNI_LOAD_OPERATORS]        operator users (default: one per token;
     ``smoke.py`` passes its ``--operators``)
 ``--omni-workers`` [OMNI_LOAD_WORKERS]            number of locust worker processes, so each
@@ -79,6 +79,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 log = logging.getLogger("omni.load")
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+#: The operators' tokens of ``loadtests/omni-load.toml`` (public: for load tests only).
+TOKENS = "load-op-{1..50}-Kq7Zx2Lw9Rv4Tp8M"
 
 # ── parameters ────────────────────────────────────────────────────────────────────────────────
 
@@ -94,7 +96,7 @@ def _add_arguments(parser: Any) -> None:
     add(
         "--omni-operator-tokens",
         "OMNI_LOAD_OPERATOR_TOKENS",
-        "load-op-{1..50}",
+        TOKENS,
         "operator tokens, comma separated; PREFIX{A..B} expands to a range",
     )
     add("--omni-operators", "OMNI_LOAD_OPERATORS", "", "operator users (default: one per token)")
@@ -127,7 +129,7 @@ def parse_range(spec: str) -> tuple[float, float]:
 
 class Settings:
     services: list[int] = [1, 2]
-    tokens: list[str] = expand_tokens("load-op-{1..50}")
+    tokens: list[str] = expand_tokens(TOKENS)
     workers = 1
     messages = (2.0, 4.0)
     message_interval = (1.0, 3.0)

@@ -176,9 +176,14 @@ async def _serve(config: Config, args: argparse.Namespace, database_url: str | N
                 config, store=store, host=args.host, ws_port=args.ws_port, http_port=args.http_port
             ) as server,
         ):
+            ops = (
+                "/healthz, /metrics"
+                if server.ops_url is None
+                else f"/healthz; /metrics, /docs and /openapi.json on {server.ops_url} only"
+            )
             print(
                 f"omni: serving websockets on {server.ws_url}/ws/visitor and /ws/operator, "
-                f"HTTP on {server.http_url} (/healthz, /metrics)",
+                f"HTTP on {server.http_url} ({ops})",
                 flush=True,
             )
             async for signum in signals:

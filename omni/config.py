@@ -43,7 +43,7 @@ from omni.domain.model import (
     hash_token,
 )
 from omni.domain.schedule import Schedule
-from omni.domain.values import Secret, SigningKey
+from omni.domain.values import Secret, SigningKey, secret_weakness
 from omni.settings import ServerSettings
 
 
@@ -51,18 +51,32 @@ class ConfigError(Exception):
     pass
 
 
+def _check_token(token: str | None) -> None:
+    """Refuse a guessable secret where it is sent (the file, an API body): msgspec reports the
+    ``ValueError`` with the resource's path."""
+    if token is not None and (weakness := secret_weakness(token)) is not None:
+        raise ValueError(f"token is too weak: {weakness}")
+
+
 class OperatorInput(OperatorProfile, frozen=True, kw_only=True):
-    """An operator as an administrator sends them. ``token`` (the console sign-in secret) is
-    required on creation, kept when left out of an update, stored only as its hash."""
+    """An operator as an administrator sends them. ``token`` (the console sign-in secret, at
+    least 128 bits) is kept when left out of an update, stored only as its hash; the API issues
+    one when it is left out of a creation, and shows it once."""
 
     token: Secret | None = None
+
+    def __post_init__(self) -> None:
+        _check_token(self.token)
 
 
 class ApiTokenInput(ApiTokenProfile, frozen=True, kw_only=True):
-    """An API token as an administrator sends it; ``token`` is given on creation only (the
-    API issues one when it is left out, and shows it once)."""
+    """An API token as an administrator sends it; ``token`` (at least 128 bits) is given on
+    creation only (the API issues one when it is left out, and shows it once)."""
 
     token: Secret | None = None
+
+    def __post_init__(self) -> None:
+        _check_token(self.token)
 
 
 class ServiceInput(Service, frozen=True, kw_only=True):
@@ -86,7 +100,7 @@ def seal(kind: str, sent: Any, stored: dict[str, Any] | None = None) -> Any:
             token_hash = stored["token_hash"]
         else:
             noun = "an operator" if isinstance(sent, OperatorInput) else "an API token"
-            raise ValueError(f"{noun} needs a token (at least 8 characters)")
+            raise ValueError(f"{noun} needs a token (at least 128 bits)")
         entity = Operator if isinstance(sent, OperatorInput) else ApiToken
         return entity(**fields, token_hash=token_hash)
     if isinstance(sent, ServiceInput):

@@ -14,6 +14,10 @@ Rules:
   queued. Dates come from the hub's :class:`~omni.clock.Clock`, so ``MockClock`` drives it.
 * A store that fails is logged and tried again after ``retry_seconds``; the worker never takes
   the server down.
+* Logs name an item by its id and its conversation's id, never by its recipient, its dedupe key
+  (which holds the address) or its text; a failure is logged by its kind and SMTP code only,
+  since a mail server's reply often quotes the address. The whole reason is kept with the item
+  (``last_error``, shown to administrators by the API) and logged at DEBUG.
 """
 
 from __future__ import annotations
@@ -74,6 +78,20 @@ def email_message(payload: dict[str, Any], sender: str, at: datetime) -> EmailMe
     return message
 
 
+def summary(error: BaseException) -> str:
+    """What a log line above DEBUG may say of a failed attempt: the error's kind and SMTP codes,
+    not its text."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = sorted({code for code, _ in error.recipients.values()})
+        return f"{type(error).__name__} {', '.join(map(str, codes))}"
+    code = getattr(error, "smtp_code", None)
+    if isinstance(code, int):
+        return f"{type(error).__name__} {code}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{type(error).__name__}: {error.strerror}"  # the mail server's, not the address
+    return type(error).__name__
+
+
 def permanent(error: BaseException) -> bool:
     """An SMTP refusal that trying again cannot fix (5xx)."""
     if isinstance(error, smtplib.SMTPRecipientsRefused):
@@ -123,12 +141,19 @@ class Outbox:
 
     async def _deliver(self, item: OutboxItem) -> None:
         if item.kind != "email":
+            log.error("outbox: item %d has an unknown kind %r", item.id, item.kind)
             await self._give_up(item, f"unknown kind {item.kind!r}")
             return
         try:
             message = email_message(item.payload, self.settings.sender, self.now())
         except (KeyError, TypeError, ValueError) as exc:
             # A payload that cannot make an e-mail never will: do not retry it.
+            log.error(
+                "outbox: item %d (conversation %s) makes no e-mail (%s)",
+                item.id,
+                item.conversation_id,
+                type(exc).__name__,
+            )
             await self._give_up(item, f"bad payload: {exc!r}"[:500])
             return
         try:
@@ -141,19 +166,30 @@ class Outbox:
         else:
             await self.store.outbox_sent(item.id, self.now())
             self._count("sent")
-            log.info(
-                "outbox: item %d (%s) sent to %s", item.id, item.dedupe_key, item.payload["to"]
-            )
+            log.info("outbox: item %d (conversation %s) sent", item.id, item.conversation_id)
 
     async def _failed(self, item: OutboxItem, error: BaseException) -> None:
         reason = f"{type(error).__name__}: {error}"[:500]
         attempts = item.attempts + 1
+        log.debug("outbox: item %d, attempt %d: %s", item.id, attempts, reason)
         if permanent(error) or attempts >= self.settings.max_attempts:
-            log.error("outbox: item %d failed after %d attempt(s): %s", item.id, attempts, reason)
+            log.error(
+                "outbox: item %d (conversation %s) failed after %d attempt(s): %s",
+                item.id,
+                item.conversation_id,
+                attempts,
+                summary(error),
+            )
             await self._give_up(item, reason)
             return
         wait = min(self.settings.retry_seconds * 2 ** (attempts - 1), MAX_BACKOFF)
-        log.warning("outbox: item %d failed (%s); retrying in %.0f s", item.id, reason, wait)
+        log.warning(
+            "outbox: item %d (conversation %s) failed (%s); retrying in %.0f s",
+            item.id,
+            item.conversation_id,
+            summary(error),
+            wait,
+        )
         await self.store.outbox_retry(item.id, self.now() + timedelta(seconds=wait), reason)
         self._count("retried")
 

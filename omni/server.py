@@ -1,4 +1,5 @@
-"""One Omni server: the hub's actors, the websocket gateway and the HTTP app in one nursery.
+"""One Omni server: the hub's actors, the websocket gateway and the HTTP app (and the
+operations endpoints' own listener, ``[server] ops_bind``) in one nursery.
 
 Rules: :func:`open_server` owns everything it starts; leaving the block shuts down gracefully —
 websocket clients get a ``server_shutdown`` error and a 1001 close (they resume against the
@@ -19,8 +20,9 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from quart_trio import QuartTrio
 
-from admin_api.app import create_app
+from admin_api.app import create_app, create_ops_app
 from omni.actors.configuration import Configuration
 from omni.actors.hub import Counters, Hub, Settings, open_hub
 from omni.captcha import SiteVerify
@@ -126,6 +128,9 @@ class RunningServer:
     http_port: int | None
     #: The e-mail outbox worker (``[server.smtp]``), if any.
     outbox: Outbox | None = None
+    #: Where /metrics, /docs and /openapi.json answer when ``[server] ops_bind`` is set
+    #: (``http://host:port``); None: on the HTTP port.
+    ops_url: str | None = None
 
     @property
     def ws_url(self) -> str:
@@ -187,43 +192,47 @@ async def open_server(
             gateway.serve, host, config.server.ws_port if ws_port is None else ws_port
         )
         bound_http: int | None = None
-        http_done = trio.Event()
-        if http:
+        ops_url: str | None = None
+        stop_http = trio.Event()
+        http_running: list[trio.Event] = []
+
+        async def run_http(
+            app: QuartTrio, bind: str, task_status: trio.TaskStatus[list[str]]
+        ) -> None:
+            """Serve ``app`` on ``bind`` until ``stop_http``; started: the bound URLs."""
             hc = HypercornConfig()
-            hc.bind = [f"{host}:{config.server.http_port if http_port is None else http_port}"]
+            hc.bind = [bind]
             hc.accesslog = None
             hc.graceful_timeout = DRAIN_SECONDS
-            app = create_app(
-                hub,
-                make_registry(hub),
-                configuration,
-                cors_origins=tuple(config.server.cors_origins),
-            )
-            stop_http = trio.Event()
+            done = trio.Event()
+            http_running.append(done)
+            try:
+                await hypercorn_serve(
+                    app, hc, shutdown_trigger=stop_http.wait, task_status=task_status
+                )
+            finally:
+                done.set()
 
-            async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
-                try:
-                    await hypercorn_serve(
-                        app, hc, shutdown_trigger=stop_http.wait, task_status=task_status
-                    )
-                finally:
-                    http_done.set()
-
-            binds: list[str] = await nursery.start(run_http)
+        if http:
+            registry = make_registry(hub)
+            app = create_app(hub, registry, configuration, settings=config.server)
+            port = config.server.http_port if http_port is None else http_port
+            binds: list[str] = await nursery.start(run_http, app, f"{host}:{port}")
             bound_http = int(binds[0].rsplit(":", 1)[1])
             # The console is served from here: its pages may open /ws/operator.
             gateway.console_origins.update(own_origins(host, bound_http))
-        else:
-            http_done.set()
+            if config.server.ops_bind is not None:
+                ops = create_ops_app(app, registry, config.server)
+                ops_url = (await nursery.start(run_http, ops, config.server.ops_bind))[0]
         try:
             yield RunningServer(
-                hub, gateway, configuration, host, ws_server.port, bound_http, outbox
+                hub, gateway, configuration, host, ws_server.port, bound_http, outbox, ops_url
             )
         finally:
             with trio.move_on_after(DRAIN_SECONDS) as drain:
                 drain.shield = True
-                if http:
-                    stop_http.set()
+                stop_http.set()
                 await gateway.shutdown()
-                await http_done.wait()
+                for done in http_running:
+                    await done.wait()
             nursery.cancel_scope.cancel()

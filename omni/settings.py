@@ -13,6 +13,7 @@ from typing import Annotated
 
 import msgspec
 
+from omni.domain.values import secret_weakness
 from omni.limits import networks
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
@@ -147,3 +148,5 @@ class ServerSettings(_Settings, frozen=True):
             networks(self.trusted_proxies)
         except ValueError as exc:
             raise ValueError(f"trusted_proxies: {exc}") from None
+        if self.ops_token is not None and (weakness := secret_weakness(self.ops_token)):
+            raise ValueError(f"ops_token is too weak: {weakness}")

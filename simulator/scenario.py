@@ -74,7 +74,7 @@ class ShiftBody(_Struct):
     leave: Literal["finish", "drop"] = "finish"
     #: The operator's console token. Only ``omni-sim run --real`` needs it (the server must know
     #: it); ``{id}`` is replaced by the operator id, and is required when ``count`` > 1.
-    #: Default: ``sim-operator-token-{id}``.
+    #: Default: ``sim-operator-{id}-Wq4Zr8Kx2Lm6Tn9V`` (public: for simulations only).
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
@@ -285,7 +285,7 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
             name = (shift.name or "Operator") + (
                 f" {oid}" if shift.count > 1 or not shift.name else ""
             )
-            token = (shift.token or "sim-operator-token-{id}").replace("{id}", str(oid))
+            token = (shift.token or "sim-operator-{id}-Wq4Zr8Kx2Lm6Tn9V").replace("{id}", str(oid))
             raw_ops.append(
                 {
                     "id": oid,

@@ -26,6 +26,11 @@ from omni.gateway.server import Gateway
 
 TIMEOUT = 10.0
 
+#: The operators' console tokens of :func:`make_config` (configured secrets need 128 bits).
+TOK_ALICE = "tok-alice-Vq7Lx2ZpK9mR4wTs"
+TOK_BRUNO = "tok-bruno-Hc5Jd8Nf1Gk6Py0U"
+TOK_CARLA = "tok-carla-Ee3Rt7Yu1Io9Pa4S"
+
 ALWAYS_OPEN = {
     "id": "always",
     "timezone": "UTC",
@@ -34,7 +39,8 @@ ALWAYS_OPEN = {
 
 
 def make_config(**server: Any) -> Config:
-    """Two services on always-open schedules, three groups, three operators (tokens ``tok-N``)."""
+    """Two services on always-open schedules, three groups, three operators (tokens
+    :data:`TOK_ALICE`, :data:`TOK_BRUNO`, :data:`TOK_CARLA`)."""
     raw: dict[str, Any] = {
         # The tests' clients are programs, not browsers: they send no Origin unless a test
         # says so.
@@ -86,9 +92,9 @@ def make_config(**server: Any) -> Config:
             },
         ],
         "operators": [
-            {"id": 1, "name": "Alice", "groups": [1, 2], "capacity": 2, "token": "tok-alice"},
-            {"id": 2, "name": "Bruno", "groups": [2], "capacity": 1, "token": "tok-bruno"},
-            {"id": 3, "name": "Carla", "groups": [1], "capacity": 1, "token": "tok-carla"},
+            {"id": 1, "name": "Alice", "groups": [1, 2], "capacity": 2, "token": TOK_ALICE},
+            {"id": 2, "name": "Bruno", "groups": [2], "capacity": 1, "token": TOK_BRUNO},
+            {"id": 3, "name": "Carla", "groups": [1], "capacity": 1, "token": TOK_CARLA},
         ],
     }
     return parse_config(raw)

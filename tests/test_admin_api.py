@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -32,7 +33,11 @@ from omni.domain.reports import report
 from omni.entropy import SeededEntropy
 from omni.metrics import make_registry
 from omni.server import RunningServer, open_server
+from omni.store import StoredEvent, Write
 from tests.support import (
+    TOK_ALICE,
+    TOK_BRUNO,
+    TOK_CARLA,
     api_token,
     connect_memory,
     connect_tcp,
@@ -45,10 +50,10 @@ from tests.support import (
     with_items,
 )
 
-ADMIN = "admin-secret-token"
-SUPERVISOR = "supervisor-secret-token"
-OPERATOR = "operator-secret-token"
-OPERATOR_TOKENS = ("tok-alice", "tok-bruno", "tok-carla")
+ADMIN = "admin-secret-token-Rk6Lx1Vp9Nq"
+SUPERVISOR = "supervisor-secret-token-Gz2Hb8Mc5W"
+OPERATOR = "operator-secret-token-Tf4Yj7Ds3Q"
+OPERATOR_TOKENS = (TOK_ALICE, TOK_BRUNO, TOK_CARLA)
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
 
@@ -192,7 +197,7 @@ CASES = {
         "/api/v1/operators",
         "2",
         {"id": 2, "name": "Bruno", "groups": [2], "capacity": 1, "active": True},
-        {"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-1234"},
+        {"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-1234-Xe5Ru9Kw2P"},
         {"id": 9, "name": "Dora", "groups": [1], "capacity": 3, "active": True},
         {"id": 9, "name": "Dora", "groups": [1, 2], "capacity": 4},
         {"id": 9, "name": "Dora", "groups": [1, 2], "capacity": 4, "active": True},
@@ -201,7 +206,7 @@ CASES = {
         "/api/v1/api-tokens",
         "boss",
         {"id": "boss", "name": "Boss", "role": "supervisor", "operator_id": None},
-        {"id": "ci", "name": "CI", "role": "supervisor", "token": "ci-secret-token"},
+        {"id": "ci", "name": "CI", "role": "supervisor", "token": "ci-secret-token-Pw8Ta2Jm4H"},
         {"id": "ci", "name": "CI", "role": "supervisor", "operator_id": None},
         {"id": "ci", "name": "CI bot", "role": "operator", "operator_id": 2},
         {"id": "ci", "name": "CI bot", "role": "operator", "operator_id": 2},
@@ -365,7 +370,13 @@ INVALID = [
     (
         "post",
         "/api/v1/operators",
-        {"id": 9, "name": "Dora", "groups": [1], "capacity": 0, "token": "tok-dora-1234"},
+        {
+            "id": 9,
+            "name": "Dora",
+            "groups": [1],
+            "capacity": 0,
+            "token": "tok-dora-1234-Xe5Ru9Kw2P",
+        },
         "$.capacity",
     ),
     (
@@ -377,8 +388,14 @@ INVALID = [
     (
         "post",
         "/api/v1/operators",
-        {"id": 9, "name": "Dora", "groups": [1]},
-        "an operator needs a token",
+        {"id": 9, "name": "Dora", "groups": [1], "token": "dora-password-2026"},
+        "token is too weak: about 110 bits of entropy, at least 128 are needed",
+    ),
+    (
+        "post",
+        "/api/v1/api-tokens",
+        {"id": "x", "name": "X", "role": "admin", "token": "abababababababababababababababab"},
+        "token is too weak: 2 distinct characters, at least 10 are needed",
     ),
     (
         "post",
@@ -481,7 +498,7 @@ async def test_changes_that_break_references(http: httpx.AsyncClient, srv: Runni
     assert_problem(
         await http.post(
             "/api/v1/operators",
-            json={"id": 9, "name": "Dora", "groups": [1, 42], "token": "tok-dora-1234"},
+            json={"id": 9, "name": "Dora", "groups": [1, 42], "token": "tok-dora-1234-Xe5Ru9Kw2P"},
         ),
         422,
         "operator 9: unknown group 42",
@@ -558,13 +575,13 @@ async def test_two_operators_cannot_share_a_console_token(
     API must refuse the same state, or whoever holds the token signs in as another operator."""
     before = await audit_ids(http)
     alice = (await http.get("/api/v1/operators/1")).json()
-    put = await http.put("/api/v1/operators/1", json={**alice, "token": "tok-carla"})
+    put = await http.put("/api/v1/operators/1", json={**alice, "token": TOK_CARLA})
     post = await http.post(
         "/api/v1/operators",
-        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-bruno"},
+        json={"id": 9, "name": "Dora", "groups": [1], "token": TOK_BRUNO},
     )
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as carla:
-        welcome = await login(carla, "tok-carla", available=False)
+        welcome = await login(carla, TOK_CARLA, available=False)
     assert welcome["operator"]["id"] == 3, f"Carla's token signed in {welcome['operator']}"
     for response in (put, post):
         assert response.status_code in (409, 422), response.text
@@ -573,6 +590,89 @@ async def test_two_operators_cannot_share_a_console_token(
 
 
 # -- authentication and roles -----------------------------------------------------------------
+
+
+BACKOFF = {"failures_before_wait": 3, "failure_wait": 2.0, "failure_wait_max": 5.0}
+
+
+@asynccontextmanager
+async def api_without_token(**server: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A whole server (``admin_config(**server)``) and an HTTP client without a token."""
+    async with (
+        open_server(admin_config(**server), host="127.0.0.1", ws_port=0, http_port=0) as srv,
+        httpx.AsyncClient(base_url=srv.http_url, timeout=10) as http,
+    ):
+        yield http
+
+
+async def _groups(
+    http: httpx.AsyncClient, token: str, forwarded: str | None = None
+) -> httpx.Response:
+    headers = bearer(token) | ({"X-Forwarded-For": forwarded} if forwarded else {})
+    return await http.get("/api/v1/groups", headers=headers)
+
+
+def assert_waits(response: httpx.Response, seconds: int) -> None:
+    body = assert_problem(response, 429, f"try again in {seconds} s")
+    assert body["type"] == "https://omni.dev/problems/too-many-attempts"
+    assert response.headers["Retry-After"] == str(seconds)
+
+
+async def test_wrong_tokens_make_the_address_wait_longer_each_time(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """After ``failures_before_wait`` wrong tokens, each further one makes the address wait
+    ``failure_wait`` seconds, doubled each time up to ``failure_wait_max``; while it waits, any
+    token it sends — the right one too — gets 429 and ``Retry-After`` (whole seconds, rounded
+    up) without being looked at. A right token forgets the address's failures."""
+    mock_clock.rate = 1.0
+    async with api_without_token(limits=BACKOFF) as http:
+        for _ in range(3):
+            assert_problem(await _groups(http, "wrong-token"), 401, "unknown or revoked")
+        assert_problem(await _groups(http, "wrong-token"), 401)  # the 4th: wait 2 s
+        assert_waits(await _groups(http, "wrong-token"), 2)
+        assert_waits(await _groups(http, ADMIN), 2)
+        # Without a token there is nothing to guess: 401 as always.
+        assert_problem(await http.get("/api/v1/groups"), 401, "send an API token")
+        mock_clock.jump(1.5)
+        assert_waits(await _groups(http, ADMIN), 1)  # 0.5 s left, rounded up
+        mock_clock.jump(0.6)
+        assert_problem(await _groups(http, "wrong-token"), 401)  # the 5th: wait 4 s
+        assert_waits(await _groups(http, ADMIN), 4)
+        mock_clock.jump(4.1)
+        assert_problem(await _groups(http, "wrong-token"), 401)  # the 6th: 8 s, capped at 5
+        assert_waits(await _groups(http, "wrong-token"), 5)
+        mock_clock.jump(5.1)
+        assert (await _groups(http, ADMIN)).status_code == 200
+        # Forgotten: three free failures again, then 2 s.
+        for _ in range(4):
+            assert_problem(await _groups(http, "wrong-token"), 401)
+        assert_waits(await _groups(http, SUPERVISOR), 2)
+
+
+async def test_a_forged_forwarded_for_does_not_escape_the_wait() -> None:
+    """Without trusted proxies, ``X-Forwarded-For`` is the client's own say: each request
+    naming another address still counts against the peer's."""
+    async with api_without_token(limits=BACKOFF) as http:
+        for n in range(4):
+            response = await _groups(http, "wrong-token", forwarded=f"203.0.113.{n}")
+            assert_problem(response, 401)
+        assert_waits(await _groups(http, ADMIN, forwarded="198.51.100.9"), 2)
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_waits() -> None:
+    """With 127.0.0.1 a trusted proxy, the address it forwards for is the client: that one
+    waits; other clients behind the same proxy, and the proxy itself, do not."""
+    async with api_without_token(limits=BACKOFF, trusted_proxies=["127.0.0.1"]) as http:
+        # The proxy appends the address it got the request from; what the client wrote
+        # before it (here 10.9.9.9) is not believed.
+        for n in range(4):
+            forwarded = f"10.{n}.{n}.{n}, 203.0.113.7"
+            assert_problem(await _groups(http, "wrong-token", forwarded=forwarded), 401)
+        assert_waits(await _groups(http, ADMIN, forwarded="203.0.113.7"), 2)
+        assert_waits(await _groups(http, ADMIN, forwarded="10.9.9.9, 203.0.113.7"), 2)
+        assert (await _groups(http, ADMIN, forwarded="203.0.113.8")).status_code == 200
+        assert (await _groups(http, ADMIN)).status_code == 200  # the proxy's own request
 
 
 async def test_authentication(srv: RunningServer) -> None:
@@ -587,7 +687,7 @@ async def test_authentication(srv: RunningServer) -> None:
         r = await anon.post("/api/v1/groups", json={"id": 8, "name": "x"})
         assert_problem(r, 401)
         # An operator's console token is not an API token.
-        assert_problem(await anon.get("/api/v1/conversations", headers=bearer("tok-alice")), 401)
+        assert_problem(await anon.get("/api/v1/conversations", headers=bearer(TOK_ALICE)), 401)
         # The scheme is case-insensitive.
         r = await anon.get("/api/v1/groups/1", headers={"Authorization": f"bearer {ADMIN}"})
         assert r.status_code == 200 and r.json() == {"id": 1, "name": "Support"}
@@ -692,7 +792,7 @@ async def test_an_operator_token_sees_and_resumes_only_as_its_operator(
         handled = (await start(other_handled, 26, name="Hanna"))["conversation_id"]
         for visitor in (mine_closed, other_closed, other_handled):
             await visitor.expect("out_of_hours")
-        await login(alice, "tok-alice", available=False)
+        await login(alice, TOK_ALICE, available=False)
         # Service 26 is not Alice's, but she takes one of its conversations (an admin asks).
         r = await http.post(f"/api/v1/conversations/{handled}/resume", json={"operator_id": 1})
         assert r.status_code == 200 and r.json()["operator_id"] == 1
@@ -737,7 +837,7 @@ async def test_an_operator_token_sees_and_resumes_only_as_its_operator(
 async def test_an_operator_token_is_tied_to_an_existing_operator(
     srv: RunningServer, http: httpx.AsyncClient
 ) -> None:
-    unbound = {"id": "x", "name": "X", "role": "operator", "token": "x-secret-token"}
+    unbound = {"id": "x", "name": "X", "role": "operator", "token": "x-secret-token-Sd9Fg3Kl7M"}
     r = await http.post("/api/v1/api-tokens", json=unbound)
     assert_problem(r, 422, "an operator token needs operator_id")
     r = await http.post("/api/v1/api-tokens", json={**unbound, "operator_id": 99})
@@ -769,10 +869,14 @@ async def test_an_operator_token_is_tied_to_an_existing_operator(
 
 async def test_an_operator_token_stored_without_an_operator_is_refused() -> None:
     """A token stored before tokens named their operator still loads, but gets nothing."""
-    config = with_items(admin_config(), api_token("old", "old-secret-token", Role.OPERATOR))
+    config = with_items(
+        admin_config(), api_token("old", "old-secret-token-Qa5Zs8Wx3R", Role.OPERATOR)
+    )
     async with (
         open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as running,
-        httpx.AsyncClient(base_url=running.http_url, headers=bearer("old-secret-token")) as old,
+        httpx.AsyncClient(
+            base_url=running.http_url, headers=bearer("old-secret-token-Qa5Zs8Wx3R")
+        ) as old,
     ):
         for path in ("/api/v1/conversations", "/api/v1/conversations/2026-000001"):
             assert_problem(await old.get(path), 403, "not tied to an operator")
@@ -787,10 +891,12 @@ async def test_the_last_admin_token_can_be_neither_revoked_nor_demoted(
     assert srv.configuration.get("api_tokens", "root")["role"] == "admin"  # type: ignore[index]
     assert (await http.get("/api/v1/groups")).status_code == 200
     # With a second admin, either may go.
-    second = {"id": "ops", "name": "Ops", "role": "admin", "token": "ops-secret-token"}
+    second = {"id": "ops", "name": "Ops", "role": "admin", "token": "ops-secret-token-Ny6Ub1Ic4E"}
     assert (await http.post("/api/v1/api-tokens", json=second)).status_code == 201
     assert (await http.put("/api/v1/api-tokens/root", json=demoted)).status_code == 200
-    async with httpx.AsyncClient(base_url=srv.http_url, headers=bearer("ops-secret-token")) as ops:
+    async with httpx.AsyncClient(
+        base_url=srv.http_url, headers=bearer("ops-secret-token-Ny6Ub1Ic4E")
+    ) as ops:
         assert_problem(await ops.delete("/api/v1/api-tokens/ops"), 409, "no admin API token")
         assert (await ops.get("/api/v1/api-tokens/root")).json()["role"] == "supervisor"
 
@@ -807,21 +913,28 @@ def _walk_keys(value: Any) -> set[str]:
 
 
 async def test_secrets_never_leave_the_server(http: httpx.AsyncClient, srv: RunningServer) -> None:
-    secrets = [ADMIN, SUPERVISOR, OPERATOR, *OPERATOR_TOKENS, "tok-dora-1234", "tok-dora-5678"]
+    secrets = [
+        ADMIN,
+        SUPERVISOR,
+        OPERATOR,
+        *OPERATOR_TOKENS,
+        "tok-dora-1234-Xe5Ru9Kw2P",
+        "tok-dora-5678-Bn3Lq7Vz6C",
+    ]
     created = await http.post(
         "/api/v1/operators",
-        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-1234"},
+        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-1234-Xe5Ru9Kw2P"},
     )
     assert created.status_code == 201
     assert created.json() == {"id": 9, "name": "Dora", "groups": [1], "capacity": 3, "active": True}
     updated = await http.put(
         "/api/v1/operators/9",
-        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-5678"},
+        json={"id": 9, "name": "Dora", "groups": [1], "token": "tok-dora-5678-Bn3Lq7Vz6C"},
     )
     assert updated.status_code == 200 and "token" not in updated.json()
     r = await http.post(
         "/api/v1/api-tokens",
-        json={"id": "ci", "name": "CI", "role": "admin", "token": "ci-secret-1"},
+        json={"id": "ci", "name": "CI", "role": "admin", "token": "ci-secret-1-Mv7Nc2Bx9Lk4"},
     )
     assert r.status_code == 201 and r.json() == {
         "id": "ci",
@@ -829,15 +942,18 @@ async def test_secrets_never_leave_the_server(http: httpx.AsyncClient, srv: Runn
         "role": "admin",
         "operator_id": None,
     }
-    secrets.append("ci-secret-1")
+    secrets.append("ci-secret-1-Mv7Nc2Bx9Lk4")
 
     # The stored body holds only the hash.
     stored = srv.configuration.get("operators", "1")
     assert stored is not None and stored.get("token") is None
     assert re.fullmatch(r"[0-9a-f]{64}", stored["token_hash"])
-    assert stored["token_hash"] == hashlib.sha256(b"tok-alice").hexdigest()
+    assert stored["token_hash"] == hashlib.sha256(TOK_ALICE.encode()).hexdigest()
     dora = srv.configuration.get("operators", "9")
-    assert dora is not None and dora["token_hash"] == hashlib.sha256(b"tok-dora-5678").hexdigest()
+    assert (
+        dora is not None
+        and dora["token_hash"] == hashlib.sha256(b"tok-dora-5678-Bn3Lq7Vz6C").hexdigest()
+    )
     hashes = [hashlib.sha256(s.encode()).hexdigest() for s in secrets]
 
     texts = []
@@ -892,6 +1008,50 @@ async def test_a_generated_api_token_is_shown_once_and_works(
     assert token not in (await http.get("/api/v1/audit")).text
 
 
+async def test_a_generated_operator_token_is_shown_once_and_signs_in(
+    http: httpx.AsyncClient, srv: RunningServer
+) -> None:
+    """An operator created without a token gets one of the server's (256 random bits), shown
+    in the creation's answer only, stored as its hash only."""
+    created = await http.post("/api/v1/operators", json={"id": 9, "name": "Dora", "groups": [1]})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    token = body.pop("token")
+    assert body == {"id": 9, "name": "Dora", "groups": [1], "capacity": 3, "active": True}
+    assert isinstance(token, str) and len(token) == 43  # secrets.token_urlsafe(32)
+    assert "token" not in (await http.get("/api/v1/operators/9")).json()
+    stored = srv.configuration.get("operators", "9")
+    assert stored is not None and stored["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in (await http.get("/api/v1/audit")).text
+    async with connect_tcp(f"{srv.ws_url}/ws/operator") as dora:
+        assert (await login(dora, token, available=False))["operator"]["name"] == "Dora"
+
+
+async def test_weak_tokens_are_refused_on_every_way_in(
+    http: httpx.AsyncClient, srv: RunningServer
+) -> None:
+    """Creating or rotating an operator's or an API token's secret needs 128 bits; the refusal
+    names the field, and nothing changes."""
+    alice = (await http.get("/api/v1/operators/1")).json()
+    root = (await http.get("/api/v1/api-tokens/root")).json()
+    before = await audit_ids(http)
+    for method, path, body in (
+        ("PUT", "/api/v1/operators/1", {**alice, "token": "alice-password"}),
+        ("PUT", "/api/v1/api-tokens/root", {**root, "token": "rootrootrootrootrootroot"}),
+        ("POST", "/api/v1/operators", {"id": 9, "name": "D", "groups": [1], "token": "Dora2026!"}),
+        (
+            "POST",
+            "/api/v1/api-tokens",
+            {"id": "ci", "name": "CI", "role": "admin", "token": "x" * 200},
+        ),
+    ):
+        response = await http.request(method, path, json=body)
+        assert_problem(response, 422, "token is too weak")
+    assert await audit_ids(http) == before
+    async with connect_tcp(f"{srv.ws_url}/ws/operator") as alice_console:
+        await login(alice_console, TOK_ALICE, available=False)
+
+
 async def test_updating_an_operator_without_a_token_keeps_it(
     http: httpx.AsyncClient, srv: RunningServer
 ) -> None:
@@ -909,7 +1069,7 @@ async def test_updating_an_operator_without_a_token_keeps_it(
     }
     assert srv.configuration.get("operators", "2")["token_hash"] == old_hash  # type: ignore[index]
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as bruno:
-        welcome = await login(bruno, "tok-bruno", available=False)
+        welcome = await login(bruno, TOK_BRUNO, available=False)
         assert welcome["operator"] == {
             "id": 2,
             "name": "Bruno B.",
@@ -920,16 +1080,18 @@ async def test_updating_an_operator_without_a_token_keeps_it(
     # A new token replaces the old one.
     r = await http.put(
         "/api/v1/operators/2",
-        json={"id": 2, "name": "Bruno", "groups": [2], "token": "tok-bruno-2026"},
+        json={"id": 2, "name": "Bruno", "groups": [2], "token": "tok-bruno-2026-Hj4Gf8Dk1S"},
     )
     assert r.status_code == 200
     async with (
         connect_tcp(f"{srv.ws_url}/ws/operator") as old,
         connect_tcp(f"{srv.ws_url}/ws/operator") as new,
     ):
-        await old.send("login", token="tok-bruno")
+        await old.send("login", token=TOK_BRUNO)
         assert (await old.expect("error"))["code"] == "invalid_login"
-        assert (await login(new, "tok-bruno-2026", available=False))["operator"]["id"] == 2
+        assert (await login(new, "tok-bruno-2026-Hj4Gf8Dk1S", available=False))["operator"][
+            "id"
+        ] == 2
 
 
 # -- audit ------------------------------------------------------------------------------------
@@ -1058,7 +1220,7 @@ async def world(srv: RunningServer) -> World:
         connect_tcp(f"{url}/ws/operator") as alice,
         connect_tcp(f"{url}/ws/operator") as bruno,
     ):
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         async with connect_tcp(f"{url}/ws/visitor") as vera:
             ids["closed"] = (await start(vera, name="Vera Lopez", email="Vera@Example.com"))[
                 "conversation_id"
@@ -1078,7 +1240,7 @@ async def world(srv: RunningServer) -> World:
         await alice.send("status", status="paused")
         await alice.expect("status", status="paused")
 
-        await login(bruno, "tok-bruno")
+        await login(bruno, TOK_BRUNO)
         async with connect_tcp(f"{url}/ws/visitor") as bob:
             ids["active"] = (await start(bob, 27, name="Bob 50%_off", email="bob@corp.test"))[
                 "conversation_id"
@@ -1318,6 +1480,7 @@ async def test_conversation_detail_and_transcript(world: World, http: httpx.Asyn
     ]
     assert alice_got == [e for e in events if e["type"] != "survey"]
 
+    assert body["next_after"] is None  # one page holds it all
     ooh = (await http.get(f"/api/v1/conversations/{ids['out_of_hours']}/transcript")).json()
     assert [(e["type"], e["seq"]) for e in ooh["events"]] == [("out_of_hours", 1)]
     assert ooh["events"][0]["message"] == "We are closed."
@@ -1332,6 +1495,44 @@ async def test_conversation_detail_and_transcript(world: World, http: httpx.Asyn
         assert (
             await desk.get(f"/api/v1/conversations/{ids['closed']}/transcript")
         ).status_code == 200
+
+
+async def test_a_long_transcript_comes_a_page_at_a_time(
+    srv: RunningServer, http: httpx.AsyncClient
+) -> None:
+    """``after`` and ``limit`` (200 by default, 1000 at most) page the events; ``next_after``
+    says where the next page starts, and is null on the last page — also when the last page
+    happens to be full."""
+    conv = make_conversation(1, Status.CLOSED)
+    events = [
+        StoredEvent(conv.id, seq, "message", "both", json.dumps({"seq": seq, "text": f"m{seq}"}))
+        for seq in range(1, 451)
+    ]
+    conv.last_seq = 450
+    await srv.hub.store.write(Write(conversation=conv, events=events))
+    url = "/api/v1/conversations/c1/transcript"
+
+    async def page(**params: int) -> tuple[list[int], int | None]:
+        response = await http.get(url, params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["conversation"]["id"] == "c1"
+        return [e["seq"] for e in body["events"]], body["next_after"]
+
+    assert await page() == (list(range(1, 201)), 200)
+    assert await page(after=200) == (list(range(201, 401)), 400)
+    assert await page(after=400) == (list(range(401, 451)), None)
+    assert await page(after=250) == (list(range(251, 451)), None)  # exactly full: the last
+    assert await page(after=0, limit=1000) == (list(range(1, 451)), None)
+    assert await page(after=10, limit=3) == ([11, 12, 13], 13)
+    assert await page(after=450) == ([], None)
+    for params, detail in (
+        ({"limit": 0}, "limit must be between 1 and 1000"),
+        ({"limit": 1001}, "limit must be between 1 and 1000"),
+        ({"after": -1}, "after must be between 0 and 2147483647"),
+        ({"after": "ten"}, "after must be a whole number"),
+    ):
+        assert_problem(await http.get(url, params=params), 400, detail)
 
 
 # -- resume (F4) ------------------------------------------------------------------------------
@@ -1360,7 +1561,7 @@ async def test_resume_an_out_of_hours_conversation(
         )
 
         async with connect_tcp(f"{url}/ws/operator") as alice:
-            await login(alice, "tok-alice", available=False)
+            await login(alice, TOK_ALICE, available=False)
             async with httpx.AsyncClient(base_url=srv.http_url, headers=bearer(SUPERVISOR)) as boss:
                 r = await boss.post(path, json={"operator_id": 1})
             assert r.status_code == 200, r.text
@@ -1390,7 +1591,7 @@ async def test_resume_an_out_of_hours_conversation(
 
     # A queued conversation is not out of hours either.
     async with connect_tcp(f"{url}/ws/visitor") as zed, connect_tcp(f"{url}/ws/operator") as carla:
-        await login(carla, "tok-carla", available=False)
+        await login(carla, TOK_CARLA, available=False)
         zid = (await start(zed, 25, name="Zed"))["conversation_id"]
         await zed.expect("queued")
         r = await http.post(f"/api/v1/conversations/{zid}/resume", json={"operator_id": 3})
@@ -1404,7 +1605,7 @@ async def test_resume_after_the_visitor_left(srv: RunningServer, http: httpx.Asy
     cid = started["conversation_id"]
     await eventually(lambda: cid not in srv.hub.conversations)  # the actor is freed
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as bruno:
-        await login(bruno, "tok-bruno", available=False)
+        await login(bruno, TOK_BRUNO, available=False)
         r = await http.post(f"/api/v1/conversations/{cid}/resume", json={"operator_id": 2})
         assert r.status_code == 200 and r.json()["operator_id"] == 2
         assigned = await bruno.until("assigned")
@@ -1441,9 +1642,9 @@ async def test_queue_snapshot(srv: RunningServer, http: httpx.AsyncClient) -> No
         connect_tcp(f"{url}/ws/operator") as bruno,
         connect_tcp(f"{url}/ws/operator") as carla,
     ):
-        await login(alice, "tok-alice")
-        await login(bruno, "tok-bruno")
-        await login(carla, "tok-carla", available=False)
+        await login(alice, TOK_ALICE)
+        await login(bruno, TOK_BRUNO)
+        await login(carla, TOK_CARLA, available=False)
         idle = await snapshot()
         assert [idle[g]["operators"] for g in (1, 2, 3)] == [
             {"available": 1, "busy": 0, "paused": 1},
@@ -1540,7 +1741,7 @@ async def test_reports_in_virtual_time(autojump_clock: trio.testing.MockClock) -
             connect_memory(gw, "/ws/visitor") as v3,
             connect_memory(gw, "/ws/visitor") as v4,
         ):
-            await login(alice, "tok-alice")
+            await login(alice, TOK_ALICE)
             c1 = (await start(v1, 25, name="One"))["conversation_id"]
             await alice.expect("offer")
             await at(4)
@@ -1847,6 +2048,68 @@ async def test_crud_through_the_quart_test_client(srv: RunningServer) -> None:
     assert 5 not in srv.hub.directory.groups
 
 
+# -- operations endpoints ---------------------------------------------------------------------
+
+OPS_TOKEN = "ops-metrics-Tq8Wz2Lx5Kp9Rv3N"
+OPS_PATHS = ("/metrics", "/openapi.json", "/docs")
+
+
+@asynccontextmanager
+async def ops_server(**server: Any) -> AsyncIterator[tuple[RunningServer, httpx.AsyncClient]]:
+    async with (
+        open_server(admin_config(**server), host="127.0.0.1", ws_port=0, http_port=0) as srv,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        yield srv, http
+
+
+async def _assert_ops_answer(http: httpx.AsyncClient, base: str, **headers: str) -> None:
+    metrics = await http.get(f"{base}/metrics", headers=headers)
+    assert metrics.status_code == 200 and "omni_connections" in metrics.text
+    document = await http.get(f"{base}/openapi.json", headers=headers)
+    assert "/api/v1/conversations/{id}/transcript" in document.json()["paths"]
+    docs = await http.get(f"{base}/docs", headers=headers)
+    assert docs.status_code == 200 and "Omni admin API" in docs.text
+
+
+async def test_ops_bind_serves_the_operations_endpoints_there_only() -> None:
+    """With ``ops_bind``, /metrics, /openapi.json and /docs answer on that listener alone: 404
+    on the HTTP port, where /healthz and the API stay; nothing but them on the other."""
+    async with ops_server(ops_bind="127.0.0.1:0") as (srv, http):
+        assert srv.ops_url is not None and srv.ops_url != srv.http_url
+        for path in OPS_PATHS:
+            assert_problem(await http.get(srv.http_url + path), 404)
+        assert (await http.get(f"{srv.http_url}/healthz")).status_code == 200
+        groups = await http.get(f"{srv.http_url}/api/v1/groups", headers=bearer(ADMIN))
+        assert groups.status_code == 200
+        await _assert_ops_answer(http, srv.ops_url)
+        for path in ("/healthz", "/api/v1/groups", "/protocol.schema.json"):
+            assert_problem(await http.get(srv.ops_url + path, headers=bearer(ADMIN)), 404)
+
+
+async def test_ops_token_guards_the_operations_endpoints() -> None:
+    """With ``ops_token``, the operations endpoints want it as a bearer token (401 problem
+    details otherwise, an API token included); /healthz and the protocol schema stay open.
+    Wrong ones count against the address like wrong API tokens (6 here: below the limit)."""
+    async with ops_server(ops_token=OPS_TOKEN, limits={"failures_before_wait": 6}) as (srv, http):
+        for path in OPS_PATHS:
+            for headers in ({}, bearer(ADMIN), bearer("ops-metrics-guess")):
+                response = await http.get(srv.http_url + path, headers=headers)
+                assert_problem(response, 401)
+                assert response.headers["www-authenticate"] == 'Bearer realm="omni"'
+        await _assert_ops_answer(http, srv.http_url, **bearer(OPS_TOKEN))
+        assert (await http.get(f"{srv.http_url}/healthz")).status_code == 200
+        assert (await http.get(f"{srv.http_url}/protocol.schema.json")).status_code == 200
+
+
+async def test_ops_bind_and_ops_token_together() -> None:
+    async with ops_server(ops_bind="127.0.0.1:0", ops_token=OPS_TOKEN) as (srv, http):
+        assert srv.ops_url is not None
+        assert_problem(await http.get(f"{srv.ops_url}/metrics"), 401)
+        await _assert_ops_answer(http, srv.ops_url, **bearer(OPS_TOKEN))
+        assert_problem(await http.get(f"{srv.http_url}/metrics", headers=bearer(OPS_TOKEN)), 404)
+
+
 # -- live changes -----------------------------------------------------------------------------
 
 
@@ -1860,7 +2123,7 @@ async def test_a_new_greeting_is_used_at_once(srv: RunningServer, http: httpx.As
         connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
         connect_tcp(f"{srv.ws_url}/ws/visitor") as vera,
     ):
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         cid = (await start(vera, name="Vera"))["conversation_id"]
         await alice.send(
             "accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"]
@@ -1883,7 +2146,7 @@ async def test_deactivating_an_operator_signs_them_out(
     srv: RunningServer, http: httpx.AsyncClient
 ) -> None:
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as carla:
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         body = (await http.get("/api/v1/operators/3")).json()
         assert body == {"id": 3, "name": "Carla", "groups": [1], "capacity": 1, "active": True}
         r = await http.put("/api/v1/operators/3", json={**body, "active": False})
@@ -1894,12 +2157,12 @@ async def test_deactivating_an_operator_signs_them_out(
             await carla.recv()
     assert 3 not in srv.hub.sessions
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as again:
-        await again.send("login", token="tok-carla")
+        await again.send("login", token=TOK_CARLA)
         assert (await again.expect("error"))["code"] == "invalid_login"
     # Active again: the same token works (it was kept).
     assert (await http.put("/api/v1/operators/3", json=body)).status_code == 200
     async with connect_tcp(f"{srv.ws_url}/ws/operator") as back:
-        assert (await login(back, "tok-carla", available=False))["operator"]["id"] == 3
+        assert (await login(back, TOK_CARLA, available=False))["operator"]["id"] == 3
 
 
 async def test_deleting_a_group_with_waiting_conversations_is_refused(

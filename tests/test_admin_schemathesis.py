@@ -50,9 +50,9 @@ from omni.store import Store
 from omni.store.memory import MemoryStore
 from omni.store.postgres import open_postgres_store
 from tests.conftest import fresh_database
-from tests.support import api_token, connect_tcp, login, make_config, start, with_items
+from tests.support import TOK_ALICE, api_token, connect_tcp, login, make_config, start, with_items
 
-ADMIN_TOKEN = "admin-secret-token"
+ADMIN_TOKEN = "admin-secret-token-Rk6Lx1Vp9Nq"
 MAX_EXAMPLES = 15
 CHECKS = [not_a_server_error, response_schema_conformance]
 #: Dependency order: a resource only refers to kinds before it.
@@ -150,7 +150,7 @@ async def _serve(box: dict[str, Any], ready: threading.Event, database_url: str 
             connect_tcp(f"{ws}/ws/visitor") as v_queued,
             connect_tcp(f"{ws}/ws/visitor") as v_ooh,
         ):
-            await login(alice, "tok-alice")
+            await login(alice, TOK_ALICE)
             ids: dict[str, str] = {}
             # active: service 25 (group 1), answered by Alice, one message each way
             ids["active"] = (await start(v_active, 25, "Vera"))["conversation_id"]

@@ -10,7 +10,7 @@ from trio_websocket import ConnectionClosed
 
 from omni.domain.protocol import ERROR_CODES
 from omni.server import RunningServer
-from tests.support import connect_memory, connect_tcp, login, open_memory_gateway, start
+from tests.support import TOK_ALICE, connect_memory, connect_tcp, login, open_memory_gateway, start
 
 VISITOR_CASES = [
     ("{not json", "bad_json"),
@@ -90,15 +90,15 @@ async def test_operator_bad_frames_before_login(
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as op:
         await op.send_raw(frame)
         assert (await op.expect("error"))["code"] == code
-        await login(op, "tok-alice")
+        await login(op, TOK_ALICE)
         assert 1 in gw.hub.sessions
 
 
 async def test_operator_errors_after_login(autojump_clock: trio.testing.MockClock) -> None:
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as op:
-        await login(op, "tok-alice")
+        await login(op, TOK_ALICE)
         cases = [
-            ({"type": "login", "token": "tok-alice"}, "already_logged_in"),
+            ({"type": "login", "token": TOK_ALICE}, "already_logged_in"),
             ({"type": "status", "status": "asleep"}, "invalid_frame"),
             ({"type": "accept", "conversation_id": "nope"}, "unknown_conversation"),
             (

@@ -63,7 +63,7 @@ async def test_serve_runs_the_example_and_stops_gracefully_on_sigterm(tmp_path: 
             connect_tcp(f"{ws_url.group(1)}/ws/operator") as op,
             connect_tcp(f"{ws_url.group(1)}/ws/visitor") as vera,
         ):
-            welcome = await login(op, "alice-example-token")
+            welcome = await login(op, "alice-example-7Rk2Qw9ZpX4mLs8V")
             assert [g["name"] for g in welcome["groups"]] == ["Support L1", "Support L2"]
             started = await start(vera, service_id=25)
             assert re.fullmatch(r"\d{4}-000001", started["ticket"])

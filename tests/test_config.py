@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from omni.config import ConfigError, load_config, parse_config
+from omni.domain.values import secret_weakness
 
 BASE: dict[str, Any] = {
     "schedules": [
@@ -16,7 +17,7 @@ BASE: dict[str, Any] = {
     ],
     "groups": [{"id": 1, "name": "G"}],
     "services": [{"id": 25, "name": "S", "schedule": "s", "links": [{"group": 1}]}],
-    "operators": [{"id": 1, "name": "O", "groups": [1], "token": "a-long-token"}],
+    "operators": [{"id": 1, "name": "O", "groups": [1], "token": "a-long-token-Wr5Ty8Ui2Op"}],
 }
 
 
@@ -29,10 +30,10 @@ def test_the_example_configuration_loads() -> None:
     # Monday 2026-11-23: 12:30 in São Paulo (UTC-3) is the lunch break.
     assert business.is_open(datetime(2026, 11, 23, 14, 0, tzinfo=UTC))
     assert not business.is_open(datetime(2026, 11, 23, 15, 30, tzinfo=UTC))
-    assert directory.operator_by_token("alice-example-token") is not None
+    assert directory.operator_by_token("alice-example-7Rk2Qw9ZpX4mLs8V") is not None
     assert directory.operator_by_token("wrong") is None
     # Tokens are kept hashed only.
-    assert all("example-token" not in o.token_hash for o in directory.operators.values())
+    assert all("example-" not in o.token_hash for o in directory.operators.values())
     assert config.server.max_frame_bytes == 65536
 
 
@@ -124,12 +125,67 @@ def test_config_errors_name_the_field(path: str, value: Any, expected: str) -> N
 )
 def test_api_token_errors(token: dict[str, Any], expected: str) -> None:
     raw = copy.deepcopy(BASE)
-    raw["api_tokens"] = [{"id": "t", "name": "T", "token": "t-secret-token", **token}]
+    raw["api_tokens"] = [{"id": "t", "name": "T", "token": "t-secret-token-Gh3Jk7Lz1X", **token}]
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert expected in str(info.value)
     raw["api_tokens"][0].update(role="operator", operator_id=1)
     assert parse_config(raw).directory.api_tokens["t"].operator_id == 1
+
+
+@pytest.mark.parametrize(
+    ("secret", "weakness"),
+    [
+        # 28 lower-case letters: 28 x log2(26) = 131.6 bits; 27 are 126.9.
+        ("abcdefghijklmnopqrstuvwxyzab", None),
+        ("abcdefghijklmnopqrstuvwxyza", "about 127 bits of entropy, at least 128 are needed"),
+        # Lower case, upper case, digits and others: 95 characters, 6.57 bits each.
+        ("a-B3cD4eF5gH6iJ7kL8m", None),
+        ("a-B3cD4eF5gH6iJ7kL8", "about 125 bits of entropy, at least 128 are needed"),
+        # A character outside ASCII counts as an "other" one.
+        ("ébcdefghijklmnopqrstuvw", None),
+        ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "1 distinct character,"),
+        ("0123456780123456780123456780123456780123456789", None),
+        ("012345678012345678012345678012345678012345678", "9 distinct characters, at least 10"),
+        ("tok-alice", "9 distinct characters"),
+        ("alice-example-token", "about 112 bits"),
+    ],
+)
+def test_secret_strength_is_estimated_from_length_and_character_classes(
+    secret: str, weakness: str | None
+) -> None:
+    found = secret_weakness(secret)
+    if weakness is None:
+        assert found is None
+    else:
+        assert found is not None and found.startswith(weakness), found
+
+
+@pytest.mark.parametrize(
+    ("kind", "entry", "where"),
+    [
+        ("operators", {"id": 1, "name": "O", "groups": [1]}, "$.operators[0]"),
+        ("api_tokens", {"id": "t", "name": "T", "role": "admin"}, "$.api_tokens[0]"),
+    ],
+)
+def test_a_weak_token_in_the_file_is_refused_naming_it(
+    kind: str, entry: dict[str, Any], where: str
+) -> None:
+    raw = copy.deepcopy(BASE)
+    raw[kind] = [{**entry, "token": "alice-example-token"}]
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert str(info.value) == (
+        f"token is too weak: about 112 bits of entropy, at least 128 are needed - at `{where}`"
+    )
+    raw[kind][0]["token"] = "alice-example-7Rk2Qw9ZpX4mLs8V"
+    assert parse_config(raw)
+
+
+def test_a_weak_ops_token_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"ops_token is too weak: .* - at `\$.server`"):
+        parse_config({"server": {"ops_token": "metrics-metrics-metrics"}})
+    assert parse_config({"server": {"ops_token": "metrics-Qw7Zx2Lp9Vk4Rt8M"}})
 
 
 def test_bad_toml_names_the_file(tmp_path: Any) -> None:

@@ -41,7 +41,7 @@ from omni.domain.conversation import Conversation
 from omni.gateway.server import Gateway
 from omni.store import StoredEvent
 from omni.store.memory import MemoryStore
-from tests.support import connect_memory, make_config, open_memory_gateway
+from tests.support import TOK_ALICE, TOK_CARLA, connect_memory, make_config, open_memory_gateway
 
 T = TypeVar("T")
 
@@ -178,8 +178,8 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.clock = trio.testing.MockClock()
         self.visitors: list[Visitor] = []
         self.operators = [
-            Operator("alice", "o1", id=1, token="tok-alice"),
-            Operator("carla", "o3", id=3, token="tok-carla"),
+            Operator("alice", "o1", id=1, token=TOK_ALICE),
+            Operator("carla", "o3", id=3, token=TOK_CARLA),
         ]
         self.by_label = {op.label: op for op in self.operators}
         self.view: View | None = None

@@ -15,7 +15,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from omni.actors.hub import Hub
 from omni.server import RunningServer
-from tests.support import Client, connect_memory, connect_tcp, login, open_memory_gateway, start
+from tests.support import (
+    TOK_ALICE,
+    Client,
+    connect_memory,
+    connect_tcp,
+    login,
+    open_memory_gateway,
+    start,
+)
 
 Connect = Callable[[str], AbstractAsyncContextManager[Client]]
 
@@ -32,7 +40,7 @@ async def test_the_same_flow_in_virtual_time(autojump_clock: trio.testing.MockCl
         async with connect_memory(gw, "/ws/visitor") as vera:
             cid = (await start(vera))["conversation_id"]
             async with connect_memory(gw, "/ws/operator") as alice:
-                await login(alice, "tok-alice")
+                await login(alice, TOK_ALICE)
                 await alice.send(
                     "accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"]
                 )
@@ -47,7 +55,7 @@ async def test_the_same_flow_in_virtual_time(autojump_clock: trio.testing.MockCl
 
 async def whole_conversation(connect: Connect, hub: Hub) -> None:
     async with connect("/ws/operator") as alice, connect("/ws/visitor") as vera:
-        welcome = await login(alice, "tok-alice")
+        welcome = await login(alice, TOK_ALICE)
         assert welcome["operator"]["name"] == "Alice"
         assert welcome["conversations"] == []
 
@@ -116,7 +124,7 @@ async def test_metrics_and_health_over_http(server: RunningServer) -> None:
         connect_tcp(f"{url}/ws/visitor") as will,
         httpx.AsyncClient(base_url=server.http_url) as http,
     ):
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         cid = (await start(vera))["conversation_id"]
         await alice.send("accept", conversation_id=(await alice.until("offer"))["conversation_id"])
         await vera.until("message")  # the greeting

@@ -12,6 +12,9 @@ import pytest
 import trio
 
 from tests.support import (
+    TOK_ALICE,
+    TOK_BRUNO,
+    TOK_CARLA,
     connect_memory,
     login,
     make_config,
@@ -42,7 +45,7 @@ async def test_queue_positions_are_live(autojump_clock: trio.testing.MockClock) 
         assert (await v3.expect("queued"))["position"] == 2
         # An operator takes the head: the last one moves up again.
         async with connect_memory(gw, "/ws/operator") as carla:
-            await login(carla, "tok-carla")
+            await login(carla, TOK_CARLA)
             offer = await carla.expect("offer")
             await carla.send("accept", conversation_id=offer["conversation"]["id"])
             await v2.expect("assigned")
@@ -97,7 +100,7 @@ async def test_paused_operator_gets_no_offers(autojump_clock: trio.testing.MockC
         connect_memory(gw, "/ws/operator") as carla,
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        welcome = await login(carla, "tok-carla", available=False)
+        welcome = await login(carla, TOK_CARLA, available=False)
         assert welcome["operator"]["status"] == "paused"
         await start(vera)
         await vera.expect("queued")
@@ -120,9 +123,9 @@ async def test_routing_offers_to_the_operator_idle_longest(
         connect_memory(gw, "/ws/operator") as alice,
         connect_memory(gw, "/ws/operator") as carla,
     ):
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         await trio.sleep(10)
-        await login(alice, "tok-alice")  # available later: idle for less time
+        await login(alice, TOK_ALICE)  # available later: idle for less time
         async with connect_memory(gw, "/ws/visitor") as v1, connect_memory(gw, "/ws/visitor") as v2:
             await start(v1)
             offer = await carla.expect("offer")
@@ -139,9 +142,9 @@ async def test_unanswered_offer_moves_on(autojump_clock: trio.testing.MockClock)
         connect_memory(gw, "/ws/operator") as alice,
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         await trio.sleep(1)
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         await start(vera)
         offer = await carla.expect("offer")
         withdrawn = await carla.expect("offer_withdrawn", timeout=60)
@@ -157,7 +160,7 @@ async def test_transfer_to_group_keeps_history(autojump_clock: trio.testing.Mock
         connect_memory(gw, "/ws/operator") as carla,
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         started = await start(vera)
         cid = started["conversation_id"]
         await carla.send(
@@ -179,7 +182,7 @@ async def test_transfer_to_group_keeps_history(autojump_clock: trio.testing.Mock
         await carla.send("message", conversation_id=cid, client_id="x", text="still here?")
         assert (await carla.expect("error"))["code"] == "not_your_conversation"
         async with connect_memory(gw, "/ws/operator") as bruno:
-            await login(bruno, "tok-bruno")
+            await login(bruno, TOK_BRUNO)
             offer = await bruno.expect("offer")
             assert offer["conversation"]["id"] == cid
             await bruno.send("accept", conversation_id=cid)
@@ -200,7 +203,7 @@ async def test_transfer_to_named_operator(autojump_clock: trio.testing.MockClock
         connect_memory(gw, "/ws/operator") as alice,
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         cid = (await start(vera))["conversation_id"]
         await carla.send(
             "accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"]
@@ -216,7 +219,7 @@ async def test_transfer_to_named_operator(autojump_clock: trio.testing.MockClock
         assert (await carla.expect("error"))["code"] == "unknown_operator"
         await carla.send("transfer", conversation_id=cid, group_id=2, operator_id=1)
         assert (await carla.expect("error"))["code"] == "invalid_frame"
-        await login(alice, "tok-alice", available=False)
+        await login(alice, TOK_ALICE, available=False)
         await carla.send("transfer", conversation_id=cid, operator_id=1)
         assert (await carla.expect("transferred"))["to"]["name"] == "Alice"
         await vera.expect("transferred")
@@ -241,7 +244,7 @@ async def test_operator_disconnect_grace_then_requeue(
     ):
         wall = time.monotonic()
         async with connect_memory(gw, "/ws/operator") as carla:
-            await login(carla, "tok-carla")
+            await login(carla, TOK_CARLA)
             cid = (await start(vera))["conversation_id"]
             await carla.send("accept", conversation_id=cid)
             await vera.expect("assigned")
@@ -249,7 +252,7 @@ async def test_operator_disconnect_grace_then_requeue(
         # Carla's console dropped. She comes back within the 10-minute grace period.
         await trio.sleep(300)
         async with connect_memory(gw, "/ws/operator") as carla:
-            welcome = await login(carla, "tok-carla", available=False)
+            welcome = await login(carla, TOK_CARLA, available=False)
             assert welcome["operator"]["status"] == "available"  # restored
             assert [c["id"] for c in welcome["conversations"]] == [cid]
             last = welcome["conversations"][0]["last_seq"]
@@ -268,7 +271,7 @@ async def test_operator_disconnect_grace_then_requeue(
         assert transferred["reason"] == "operator_disconnected"
         assert (await vera.expect("queued"))["position"] == 1
         async with connect_memory(gw, "/ws/operator") as alice:
-            await login(alice, "tok-alice")
+            await login(alice, TOK_ALICE)
             assert (await alice.expect("offer"))["conversation"]["id"] == cid
         assert time.monotonic() - wall < 5, "virtual time: the grace periods cost no wall time"
 
@@ -277,7 +280,7 @@ async def test_resume_replays_exactly_the_missed_events(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla:
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         async with connect_memory(gw, "/ws/visitor") as vera:
             started = await start(vera)
             cid, token = started["conversation_id"], started["token"]
@@ -318,7 +321,7 @@ async def test_end_by_operator_skip_survey_and_no_survey_service(
         connect_memory(gw, "/ws/visitor") as vera,
         connect_memory(gw, "/ws/visitor") as will,
     ):
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         cid = (await start(vera))["conversation_id"]
         await alice.send(
             "accept", conversation_id=(await alice.expect("offer"))["conversation"]["id"]
@@ -353,7 +356,7 @@ async def test_survey_times_out(autojump_clock: trio.testing.MockClock) -> None:
         connect_memory(gw, "/ws/operator") as alice,
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         cid = (await start(vera))["conversation_id"]
         await alice.send("accept", conversation_id=cid)
         await vera.send("end")
@@ -370,7 +373,7 @@ async def test_an_operator_who_gets_a_conversation_back_is_sent_only_what_is_new
         connect_memory(gw, "/ws/operator") as carla,
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         cid = (await start(vera))["conversation_id"]
         await carla.send(
             "accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"]
@@ -406,7 +409,7 @@ async def test_queue_timeout_abandons_a_waiting_visitor(
         await vera.expect("queued")
         await trio.sleep(60)
         async with connect_memory(gw, "/ws/operator") as carla:
-            await login(carla, "tok-carla")
+            await login(carla, TOK_CARLA)
             await carla.send(
                 "accept", conversation_id=(await carla.expect("offer"))["conversation"]["id"]
             )
@@ -433,7 +436,7 @@ async def test_a_resend_after_the_end_still_gets_its_ack(
     with the original seq, nothing is stored twice (protocol: a repeated client_id returns the
     same ack)."""
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as carla:
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         async with connect_memory(gw, "/ws/visitor") as vera:
             started = await start(vera)
             cid = started["conversation_id"]
@@ -502,7 +505,7 @@ async def test_an_idle_visitor_is_warned_then_the_conversation_ends(
         connect_memory(gw, "/ws/operator") as bruno,
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        await login(bruno, "tok-bruno")
+        await login(bruno, TOK_BRUNO)
         cid = (await start(vera, 27))["conversation_id"]
         await bruno.send(
             "accept", conversation_id=(await bruno.until("offer"))["conversation"]["id"]
@@ -544,7 +547,7 @@ async def test_a_missed_reply_deadline_gives_the_visitor_to_another_operator(
         connect_memory(gw, "/ws/operator") as carla,
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        await login(carla, "tok-carla")  # group 1
+        await login(carla, TOK_CARLA)  # group 1
         cid = (await start(vera, 25))["conversation_id"]
         await carla.send(
             "accept", conversation_id=(await carla.until("offer"))["conversation"]["id"]
@@ -560,7 +563,7 @@ async def test_a_missed_reply_deadline_gives_the_visitor_to_another_operator(
         async with connect_memory(gw, "/ws/operator") as alice:
             # Alice became available just now and Carla was offered long ago, so Carla would
             # be idle longest — but she let the visitor down, so she ranks last.
-            await login(alice, "tok-alice")
+            await login(alice, TOK_ALICE)
             await vera.send("message", client_id="v2", text="Are you there?")
             asked = trio.current_time()
             transferred = await vera.until("transferred", timeout=100)
@@ -595,8 +598,8 @@ async def test_the_out_of_hours_folder(
         connect_memory(gw, "/ws/operator") as alice,
         connect_memory(gw, "/ws/operator") as bruno,
     ):
-        await login(alice, "tok-alice", available=False)  # groups 1, 2: services 25, 27
-        await login(bruno, "tok-bruno", available=False)  # group 2: service 27
+        await login(alice, TOK_ALICE, available=False)  # groups 1, 2: services 25, 27
+        await login(bruno, TOK_BRUNO, available=False)  # group 2: service 27
         ids = []
         for name, service in (("Olga", 25), ("Fritz", 26), ("Pia", 25), ("Quinn", 25)):
             async with connect_memory(gw, "/ws/visitor") as visitor:

@@ -16,6 +16,7 @@ import trio
 from omni.config import SECRET_FIELDS, Config
 from omni.server import open_server
 from tests.support import (
+    TOK_BRUNO,
     api_token,
     connect_memory,
     login,
@@ -49,7 +50,7 @@ async def test_a_signed_identity_identifies_the_visitor(
         connect_memory(gw, "/ws/operator") as bruno,
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        await login(bruno, "tok-bruno")
+        await login(bruno, TOK_BRUNO)
         token = signed({"name": "Vera Lopez", "email": "vera@example.com", "service_id": 27})
         # What the page typed is ignored in favour of the signed claims; custom fields stay.
         typed = {"name": "Somebody Else", "email": "evil@example.com", "fields": {"plan": "gold"}}
@@ -146,8 +147,8 @@ async def test_a_service_without_a_secret_accepts_no_identity(
 
 
 async def test_the_identity_secret_is_write_only() -> None:
-    admin = {"Authorization": "Bearer admin-secret-token-1234"}
-    config = with_items(make_config(), api_token("root", "admin-secret-token-1234"))
+    admin = {"Authorization": "Bearer admin-secret-token-1234-Ko8Ip2Lm"}
+    config = with_items(make_config(), api_token("root", "admin-secret-token-1234-Ko8Ip2Lm"))
     assert "identity_secret" in SECRET_FIELDS
     async with (
         open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as srv,

@@ -28,7 +28,7 @@ EXAMPLE = "examples/omni.toml"
 #: The example's resources: 2 schedules, 3 groups, 2 services, 4 operators, 1 API token and
 #: the parameters.
 EXAMPLE_RESOURCES = 13
-ADMIN = {"Authorization": "Bearer admin-example-token"}
+ADMIN = {"Authorization": "Bearer admin-example-4Fy7Gh2Xc9Vb5Mn3"}
 
 pytestmark = pytest.mark.postgresql
 
@@ -216,7 +216,8 @@ async def test_an_import_that_the_store_cannot_hold_is_refused_or_served(
     clash = tmp_path / "clash.toml"
     clash.write_text(
         '[[groups]]\nid = 1\nname = "Support L1"\n\n'
-        '[[operators]]\nid = 9\nname = "Zoe"\ngroups = [1]\ntoken = "alice-example-token"\n',
+        '[[operators]]\nid = 9\nname = "Zoe"\ngroups = [1]\n'
+        'token = "alice-example-7Rk2Qw9ZpX4mLs8V"\n',
         encoding="utf-8",
     )
     code, out, err = await _omni(postgres_dsn, "import-config", str(clash))

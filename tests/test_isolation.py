@@ -10,6 +10,8 @@ import trio
 from omni.actors.conversation import ConversationActor
 from omni.domain import conversation as domain
 from tests.support import (
+    TOK_ALICE,
+    TOK_CARLA,
     connect_memory,
     login,
     make_config,
@@ -41,7 +43,7 @@ async def test_crash_in_one_conversation_leaves_the_others_working(
 ) -> None:
     crashed = inject_fault(monkeypatch)
     async with open_memory_gateway() as gw, connect_memory(gw, "/ws/operator") as alice:
-        await login(alice, "tok-alice")
+        await login(alice, TOK_ALICE)
         async with (
             connect_memory(gw, "/ws/visitor") as vera,
             connect_memory(gw, "/ws/visitor") as will,
@@ -165,7 +167,7 @@ async def test_an_offered_conversation_restarted_after_a_crash_is_offered_again(
         connect_memory(gw, "/ws/operator") as carla,  # capacity 1
         connect_memory(gw, "/ws/visitor") as vera,
     ):
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         cid = (await start(vera))["conversation_id"]
         assert (await carla.until("offer"))["conversation"]["id"] == cid
         before = trio.current_time()

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import re
 import sys
@@ -40,10 +41,16 @@ OMNI_MODULES = sorted(
 def test_the_import_contracts_hold(capsys: pytest.CaptureFixture[str]) -> None:
     cwd = os.getcwd()
     os.chdir(ROOT)
+    # lint_imports configures logging with dictConfig, which disables every logger that exists
+    # (Omni's too): the tests after this one would see no log record. They are put back.
+    loggers = logging.root.manager.loggerDict.values()
+    enabled = [x for x in loggers if isinstance(x, logging.Logger) and not x.disabled]
     try:
         status = lint_imports(config_filename="pyproject.toml", no_cache=True, no_logo=True)
     finally:
         os.chdir(cwd)
+        for logger in enabled:
+            logger.disabled = False
     report = capsys.readouterr().out
     assert status == 0, report
     assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in report

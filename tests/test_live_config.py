@@ -28,9 +28,19 @@ from omni.actors.hub import Hub
 from omni.entropy import SeededEntropy
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
-from tests.support import Client, api_token, connect_tcp, login, make_config, start, with_items
+from tests.support import (
+    TOK_BRUNO,
+    TOK_CARLA,
+    Client,
+    api_token,
+    connect_tcp,
+    login,
+    make_config,
+    start,
+    with_items,
+)
 
-ADMIN_TOKEN = "admin-live-config-token"
+ADMIN_TOKEN = "admin-live-config-token-Zx4Cv6Bn"
 #: Operator grace period of these servers, seconds (real time: kept short).
 GRACE = 1.0
 #: "At once": a live change must show within this (no timer is involved).
@@ -185,7 +195,7 @@ async def test_a_schedule_closed_live_keeps_the_queue_and_turns_new_visitors_awa
         assert (await omni.conversation(c3))["status"] == "out_of_hours"
 
         # The queue kept its order: the first operator's offer is the head, Vera's.
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         await _accept(carla, c1)
         assert (await v2.expect("queued"))["position"] == 1
         assert (await v4.expect("queued"))["position"] == 2
@@ -203,7 +213,7 @@ async def test_an_operator_added_to_a_group_gets_its_waiting_conversations_at_on
         connect_tcp(f"{ws}/ws/visitor") as v1,
         connect_tcp(f"{ws}/ws/visitor") as v2,
     ):
-        welcome = await login(bruno, "tok-bruno")
+        welcome = await login(bruno, TOK_BRUNO)
         assert [g["id"] for g in welcome["groups"]] == [2]
         c1, _ = await _queued(v1, 25, "Vera")  # group 1: not Bruno's
         c2, _ = await _queued(v2, 25, "Will")
@@ -246,7 +256,7 @@ async def test_an_operator_made_inactive_is_signed_out_and_their_conversation_re
         connect_tcp(f"{ws}/ws/operator") as carla,
         connect_tcp(f"{ws}/ws/visitor") as vera,
     ):
-        await login(carla, "tok-carla")
+        await login(carla, TOK_CARLA)
         cid, _ = await _queued(vera, 25, "Vera")
         await _accept(carla, cid)
         await vera.until("assigned")
@@ -277,12 +287,12 @@ async def test_an_operator_made_inactive_is_signed_out_and_their_conversation_re
 
         # An inactive operator cannot sign in again.
         async with connect_tcp(f"{ws}/ws/operator") as again:
-            await again.send("login", token="tok-carla")
+            await again.send("login", token=TOK_CARLA)
             assert (await again.expect("error"))["code"] == "invalid_login"
         # Active again: she signs in and is offered the conversation she lost.
         await omni.edit("/api/v1/operators/3", active=True)
         async with connect_tcp(f"{ws}/ws/operator") as back:
-            await login(back, "tok-carla")
+            await login(back, TOK_CARLA)
             await _accept(back, cid)
 
 
@@ -299,7 +309,7 @@ async def test_a_group_unlinked_from_a_service_keeps_its_open_conversations(
         connect_tcp(f"{ws}/ws/visitor") as v2,
         connect_tcp(f"{ws}/ws/visitor") as v3,
     ):
-        await login(carla, "tok-carla")  # group 1, capacity 1
+        await login(carla, TOK_CARLA)  # group 1, capacity 1
         c1, _ = await _queued(v1, 25, "Vera")
         await _accept(carla, c1)
         await v1.until("assigned")
@@ -346,7 +356,7 @@ async def test_capacity_changes_apply_to_the_next_offers(omni: Omni) -> None:
         connect_tcp(f"{ws}/ws/visitor") as v3,
         connect_tcp(f"{ws}/ws/visitor") as v4,
     ):
-        await login(carla, "tok-carla")  # capacity 1
+        await login(carla, TOK_CARLA)  # capacity 1
         c1, _ = await _queued(v1, 25, "Vera")
         await _accept(carla, c1)
         c2, _ = await _queued(v2, 25, "Will")
@@ -382,7 +392,7 @@ async def test_a_group_deleted_while_it_holds_an_open_conversation_strands_nobod
     ws = omni.server.ws_url
     async with connect_tcp(f"{ws}/ws/visitor") as vera:
         async with connect_tcp(f"{ws}/ws/operator") as bruno:
-            await login(bruno, "tok-bruno")  # group 2
+            await login(bruno, TOK_BRUNO)  # group 2
             cid, _ = await _queued(vera, 27, "Vera")  # service 27 -> group 2
             await _accept(bruno, cid)
             await vera.until("assigned")
@@ -427,7 +437,7 @@ async def test_a_deleted_services_open_conversations_survive_a_restart() -> None
             connect_tcp(f"{ws}/ws/visitor") as quinn,
             connect_tcp(f"{ws}/ws/visitor") as olga,
         ):
-            await login(carla, "tok-carla")  # group 1, capacity 1
+            await login(carla, TOK_CARLA)  # group 1, capacity 1
             active = await start(vera, 25, "Vera")
             await _accept(carla, active["conversation_id"])
             await vera.until("assigned")
@@ -460,7 +470,7 @@ async def test_a_deleted_services_open_conversations_survive_a_restart() -> None
             connect_tcp(f"{ws}/ws/visitor") as quinn,
             connect_tcp(f"{ws}/ws/visitor") as olga,
         ):
-            await login(carla, "tok-carla")
+            await login(carla, TOK_CARLA)
             await vera.send("resume", token=active["token"], last_seq=0)
             assert (await vera.until("resumed"))["status"] == "active"
             await quinn.send("resume", token=queued["token"], last_seq=0)

@@ -15,7 +15,7 @@ import pytest
 
 from omni.domain import protocol as p
 from omni.server import RunningServer
-from tests.support import Client, connect_memory, open_memory_gateway
+from tests.support import TOK_ALICE, Client, connect_memory, open_memory_gateway
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 SCHEMA = p.json_schema()
@@ -96,7 +96,7 @@ async def test_every_frame_of_a_session_fits_its_direction() -> None:
         await alice.until("pong")
         await alice.send("accept", conversation_id="nope")
         await alice.until("error")
-        await alice.send("login", token="tok-alice")
+        await alice.send("login", token=TOK_ALICE)
         await alice.until("welcome")
         await vera.send("message", client_id="early", text="hi")
         await vera.until("error")

@@ -20,6 +20,7 @@ from simulator.engine import Trace
 from simulator.report import build_report
 from simulator.scenario import parse_scenario
 from tests.support import (
+    TOK_ALICE,
     api_token,
     connect_memory,
     login,
@@ -135,7 +136,7 @@ async def test_the_admin_api_report_leaves_visitors_still_waiting_out_of_the_ser
             connect_memory(gw, "/ws/visitor") as c,
             connect_memory(gw, "/ws/visitor") as d,
         ):
-            await login(alice, "tok-alice")
+            await login(alice, TOK_ALICE)
             first = (await start(a, 25, name="A"))["conversation_id"]
             await alice.expect("offer")
             await at(5)

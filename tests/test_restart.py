@@ -56,7 +56,7 @@ id = 1
 name = "Alice"
 groups = [1]
 capacity = 3
-token = "alice-restart-token"
+token = "alice-restart-token-Uy3Te7Wq9"
 """
 
 
@@ -120,7 +120,7 @@ async def test_sigkill_loses_no_acknowledged_message(postgres_dsn: str, tmp_path
     tokens: dict[str, tuple[str, int]] = {}
     try:
         async with connect_tcp(f"{server.url}/ws/operator") as alice:
-            await login(alice, "alice-restart-token")
+            await login(alice, "alice-restart-token-Uy3Te7Wq9")
             visitors: list[tuple[Client, str]] = []
             async with (
                 connect_tcp(f"{server.url}/ws/visitor") as v1,
@@ -198,7 +198,7 @@ async def test_sigkill_loses_no_acknowledged_message(postgres_dsn: str, tmp_path
             assert {sent_text[(cid, c)] for c in acked[cid]} <= texts
             # The operator comes back within the grace period: the conversation is still hers.
             async with connect_tcp(f"{server.url}/ws/operator") as alice:
-                welcome = await login(alice, "alice-restart-token", available=False)
+                welcome = await login(alice, "alice-restart-token-Uy3Te7Wq9", available=False)
                 assert sorted(c["id"] for c in welcome["conversations"]) == sorted(acked)
                 assert welcome["operator"]["status"] == "paused"
                 await back.send("message", client_id="after", text="after the crash")

@@ -520,12 +520,15 @@ def test_operator_tokens_from_the_scenario() -> None:
     raw = mmc(2, 10, 60, 1)
     scenario = parse_scenario(raw)
     assert [op.token for op in scenario.operators] == [
-        "sim-operator-token-1",
-        "sim-operator-token-2",
+        "sim-operator-1-Wq4Zr8Kx2Lm6Tn9V",
+        "sim-operator-2-Wq4Zr8Kx2Lm6Tn9V",
     ]
-    raw["operators"][0]["token"] = "secret-{id}"
-    assert [op.token for op in parse_scenario(raw).operators] == ["secret-1", "secret-2"]
-    raw["operators"][0]["token"] = "secret"
+    raw["operators"][0]["token"] = "secret-{id}-Hq3Vn7Zx1Lp5Rw9K"
+    assert [op.token for op in parse_scenario(raw).operators] == [
+        "secret-1-Hq3Vn7Zx1Lp5Rw9K",
+        "secret-2-Hq3Vn7Zx1Lp5Rw9K",
+    ]
+    raw["operators"][0]["token"] = "secret-Hq3Vn7Zx1Lp5Rw9K"
     with pytest.raises(ScenarioError, match=r"\$\.operators\[0\]\.token"):
         parse_scenario(raw)
 
@@ -567,7 +570,10 @@ async def test_real_time_against_a_running_server() -> None:
 
     raw = mmc(2, 2400, 2, hours=10 / 3600, seed=4)
     raw["operators"][0].update(
-        capacity=2, token="real-sim-{id}", reply_delay=0.3, handle_time={"mean": 2, "kind": "fixed"}
+        capacity=2,
+        token="real-sim-{id}-Bt6Yc2Np8Qm4Xs1D",
+        reply_delay=0.3,
+        handle_time={"mean": 2, "kind": "fixed"},
     )
     raw["visitors"] = {
         "messages": [1, 1],
