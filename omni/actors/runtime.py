@@ -316,6 +316,7 @@ class Supervisor:
     async def _loop(actor: Actor[Any], child: _Child) -> None:
         expected = actor.expected_errors
         async for message, reply in child.rx:
+            result: Any = None
             try:
                 result = await actor.handle(message)
             except expected as error:
@@ -331,6 +332,9 @@ class Supervisor:
                 if reply is not None:
                     reply.set(result)
             child.handled += 1
+            # An idle actor holds nothing of its last message (a detached visitor's whole
+            # connection, say) while it waits for the next one.
+            del message, reply, result
 
     @staticmethod
     def _close_mailbox(child: _Child, error: Exception) -> None:

@@ -459,24 +459,16 @@ class _VisitorConnection:
         self.hub = gateway.hub
         self.peer = peer
         self.conversation_id: str | None = None
-        self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
-            p.Start: self._start,
-            p.Resume: self._resume,
-            p.Ping: self._ping,
-            p.TranscriptRequest: self._transcript,
-            p.VisitorMessage: self._event,
-            p.VisitorTyping: self._event,
-            p.VisitorEnd: self._event,
-            p.SurveyAnswers: self._event,
-            p.SurveySkip: self._event,
-        }
 
     @property
     def bound(self) -> bool:
         return self.conversation_id is not None
 
     async def handle(self, frame: p.VisitorFrame) -> None:
-        await self._handlers[type(frame)](frame)
+        # A table of the class, not of the instance: bound methods held by the connection
+        # itself would make every closed connection a reference cycle, kept until a full
+        # collection (docs/capacity.md).
+        await _VISITOR_HANDLERS[type(frame)](self, frame)
 
     async def aclose(self) -> None:
         if self.conversation_id is None:
@@ -537,6 +529,20 @@ class _VisitorConnection:
         await self.hub.send_event(
             conversation_id, _visitor_event(frame), self.peer, missing="conversation_closed"
         )
+
+
+#: Visitor frame type -> its handler.
+_VISITOR_HANDLERS: dict[type, Callable[[_VisitorConnection, Any], Awaitable[None]]] = {
+    p.Start: _VisitorConnection._start,
+    p.Resume: _VisitorConnection._resume,
+    p.Ping: _VisitorConnection._ping,
+    p.TranscriptRequest: _VisitorConnection._transcript,
+    p.VisitorMessage: _VisitorConnection._event,
+    p.VisitorTyping: _VisitorConnection._event,
+    p.VisitorEnd: _VisitorConnection._event,
+    p.SurveyAnswers: _VisitorConnection._event,
+    p.SurveySkip: _VisitorConnection._event,
+}
 
 
 def _visitor_event(frame: p.VisitorFrame) -> domain.Event:
