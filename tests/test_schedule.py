@@ -603,3 +603,13 @@ def test_consecutive_changes_alternate(case: tuple[Schedule, datetime]) -> None:
         state = not state
         assert s.is_open(t) == state
         at = t
+
+
+def test_a_wall_time_the_clocks_skip_is_the_instant_an_hour_later() -> None:
+    """2025-03-09 02:00 does not exist in New York (clocks go from 02:00 to 03:00): an aware
+    datetime naming it is the instant of 03:00 EDT, outside a 02:00-02:01 interval — as
+    next_change, which works in UTC, sees it (hypothesis found the disagreement)."""
+    s = sched("America/New_York", {6: (iv("02:00", "02:01"),)})
+    assert not s.is_open(datetime(2025, 3, 9, 2, 0, tzinfo=NEW_YORK))
+    assert s.is_open(datetime(2025, 3, 16, 2, 0, 30, tzinfo=NEW_YORK))
+    assert_first_change(s, datetime(2025, 3, 8, 12, 0, tzinfo=NEW_YORK))

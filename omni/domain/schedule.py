@@ -257,7 +257,10 @@ class Schedule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=Tru
         True iff the wall time of ``at`` in ``self.timezone`` lies in ``[start, end)`` of an
         interval of its local date. Raises ``ValueError`` for a naive datetime.
         """
-        local = _require_aware(at).astimezone(self._zone)
+        # Through UTC: ``astimezone`` to an instant's own zone returns it unchanged, and an
+        # aware datetime in the schedule's zone may name a wall time that does not exist (the
+        # hour skipped when clocks go forward) — its instant is an hour later on the wall.
+        local = _require_aware(at).astimezone(UTC).astimezone(self._zone)
         return self._open_at_wall(local.replace(tzinfo=None))
 
     def next_change(self, at: datetime) -> datetime | None:
