@@ -133,6 +133,7 @@ class BareRelay:
 def omni_config(operators: int) -> Any:
     """One always-open service, one group, ``operators`` operators of capacity 1."""
     from omni.config import parse_config
+    from omni.settings import ONE_ADDRESS_CROWD
 
     always = {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
     return parse_config(
@@ -146,11 +147,7 @@ def omni_config(operators: int) -> Any:
                 "native_visitors": True,
                 "native_operators": True,
                 "limits": {
-                    "connections_per_ip": 1_000_000,
-                    "handshakes_per_second": 1_000_000,
-                    "handshake_burst": 1_000_000,
-                    "conversations_per_minute": 1_000_000,
-                    "conversations_per_service_per_minute": 1_000_000,
+                    **ONE_ADDRESS_CROWD,
                     "messages_per_second": 1_000_000,
                     "message_burst": 1_000_000,
                 },

@@ -108,6 +108,18 @@ class LimitsSettings(_Settings, frozen=True):
     out_of_hours_messages: Count = 20
 
 
+#: ``[server.limits]`` for a crowd of programs on one address — a simulation, a benchmark, a
+#: test — where the per-address limits meant for strangers would refuse the crowd itself. Add
+#: the per-connection rates to flood one connection on purpose.
+ONE_ADDRESS_CROWD: dict[str, int] = {
+    "connections_per_ip": 1_000_000,
+    "handshakes_per_second": 1_000_000,
+    "handshake_burst": 1_000_000,
+    "conversations_per_minute": 1_000_000,
+    "conversations_per_service_per_minute": 1_000_000,
+}
+
+
 class ServerSettings(_Settings, frozen=True):
     host: str = "127.0.0.1"
     ws_port: Port = 8765

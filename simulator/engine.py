@@ -244,6 +244,18 @@ class Simulation:
             settled = trio.Event()
             state: dict[str, Any] = {"group": group, "left": False}
 
+            def abandoned(**why: Any) -> None:
+                self.trace.add(
+                    self.now(),
+                    "abandoned",
+                    visitor=n,
+                    service=service,
+                    id=cid,
+                    group=state["group"],
+                    wait=round(self.now() - arrived, 3),
+                    **why,
+                )
+
             async def reader() -> None:
                 while True:
                     f = await c.recv()
@@ -278,16 +290,7 @@ class Simulation:
                         if not assigned.is_set() and not state["left"]:
                             # The server gave up waiting for an operator (the service's queue
                             # timeout): the visitor is abandoned as much as one who leaves.
-                            self.trace.add(
-                                self.now(),
-                                "abandoned",
-                                visitor=n,
-                                service=service,
-                                id=cid,
-                                group=state["group"],
-                                wait=round(self.now() - arrived, 3),
-                                by=f["by"],
-                            )
+                            abandoned(by=f["by"])
                         ended.set()
                         settled.set()
                         state["ended_by"] = f["by"]
@@ -309,15 +312,7 @@ class Simulation:
                     if not settled.is_set():
                         state["left"] = True
                         await c.send("end")
-                        self.trace.add(
-                            self.now(),
-                            "abandoned",
-                            visitor=n,
-                            service=service,
-                            id=cid,
-                            group=state["group"],
-                            wait=round(self.now() - arrived, 3),
-                        )
+                        abandoned()
                         return_after_close = True
                     else:
                         return_after_close = False

@@ -25,6 +25,7 @@ from omni.config import Config, ConfigError, parse_config
 from omni.domain.configuration import body_of
 from omni.domain.model import Group, Service
 from omni.domain.schedule import Schedule
+from omni.settings import ONE_ADDRESS_CROWD
 
 HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -329,13 +330,7 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
             # per-address limits are for strangers, not for a rehearsal.
             "native_visitors": True,
             "native_operators": True,
-            "limits": {
-                "connections_per_ip": 1_000_000,
-                "handshakes_per_second": 1_000_000,
-                "handshake_burst": 1_000_000,
-                "conversations_per_minute": 1_000_000,
-                "conversations_per_service_per_minute": 1_000_000,
-            },
+            "limits": ONE_ADDRESS_CROWD,
         },
         "schedules": [body_of(s) for s in file.schedules],
         "groups": [body_of(g) for g in file.groups],

@@ -23,6 +23,7 @@ from omni.domain.configuration import ConfigItem, build_directory, item_of
 from omni.domain.conversation import Conversation, Status, Visitor
 from omni.domain.model import ApiToken, Role, hash_token
 from omni.gateway.server import Gateway
+from omni.settings import ONE_ADDRESS_CROWD
 
 TIMEOUT = 10.0
 
@@ -102,15 +103,11 @@ def make_config(**server: Any) -> Config:
 
 #: Limits no test of a feature meets: for the tests that flood a connection on purpose.
 UNLIMITED = {
+    **ONE_ADDRESS_CROWD,
     "messages_per_second": 1_000_000,
     "message_burst": 1_000_000,
     "typing_per_second": 1_000_000,
     "typing_burst": 1_000_000,
-    "conversations_per_minute": 1_000_000,
-    "conversations_per_service_per_minute": 1_000_000,
-    "handshakes_per_second": 1_000_000,
-    "handshake_burst": 1_000_000,
-    "connections_per_ip": 1_000_000,
 }
 
 #: The instant the tests' conversations are made around (a Wednesday).
