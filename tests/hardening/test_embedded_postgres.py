@@ -26,7 +26,7 @@ from omni.store import StoreError
 from omni.store.embedded import _live_users, _stop
 from tests.support import connect_tcp, eventually, start
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 
