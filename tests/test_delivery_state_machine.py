@@ -41,7 +41,14 @@ from omni.domain.conversation import Conversation
 from omni.gateway.server import Gateway
 from omni.store import StoredEvent
 from omni.store.memory import MemoryStore
-from tests.support import TOK_ALICE, TOK_CARLA, connect_memory, make_config, open_memory_gateway
+from tests.support import (
+    TOK_ALICE,
+    TOK_CARLA,
+    UNLIMITED,
+    connect_memory,
+    make_config,
+    open_memory_gateway,
+)
 
 T = TypeVar("T")
 
@@ -205,7 +212,9 @@ class DeliveryMachine(RuleBasedStateMachine):
             self._ready.set()
 
     async def _main(self) -> None:
-        config = make_config(operator_grace_seconds=GRACE_SECONDS)
+        # A run is a long burst of frames on few connections in little virtual time: the rate
+        # limits (tested in tests/hardening) would refuse it.
+        config = make_config(operator_grace_seconds=GRACE_SECONDS, limits=UNLIMITED)
         async with open_memory_gateway(config) as gw, trio.open_nursery() as nursery:
             self._gw, self._nursery = gw, nursery
             self._stop = trio.Event()

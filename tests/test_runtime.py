@@ -22,7 +22,10 @@ from omni.actors.runtime import (
     ActorStopped,
     AskTimeout,
     MailboxFull,
+    Supervisor,
     SupervisorStatistics,
+    Timer,
+    Timers,
     open_supervisor,
 )
 
@@ -518,8 +521,8 @@ async def test_call_later_delivers_after_the_delay(autojump_clock: trio.testing.
         async with open_supervisor("t") as sup:
             ref = sup.spawn("w", worker(world))
             start = trio.current_time()
-            scope = await ref.ask(("arm", 5, ("tick", "a")))
-            assert isinstance(scope, trio.CancelScope)
+            timer = await ref.ask(("arm", 5, ("tick", "a")))
+            assert isinstance(timer, Timer) and timer.deadline == pytest.approx(start + 5)
             await trio.sleep(4.9)
             assert world.ticks == []
             await trio.sleep(0.2)
@@ -538,6 +541,30 @@ async def test_call_later_scope_cancels_the_timer(autojump_clock: trio.testing.M
             scope.cancel()
             await trio.sleep(20)
             assert [tag for tag, _ in world.ticks] == ["kept"]
+
+
+async def test_timers_due_at_one_instant_fire_in_the_order_they_were_set(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Trio wakes tasks sleeping until the same instant in an order of its own (by memory
+    address, different in every process); the runtime's timers fire in the order they were set
+    (one actor's mailbox shows it: it takes them first in, first out), whichever supervisor of
+    the shared queue set them, so a simulation replays the same run."""
+    world = World()
+    timers = Timers()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(timers.run)
+            first = Supervisor("first", nursery, timers=timers)
+            second = Supervisor("second", nursery, timers=timers)
+            ref = first.spawn("w", worker(world))
+            other = second.spawn("other", worker(world))
+            for n in range(8):
+                await ref.ask(("arm", 5, ("tick", f"t{n}")))
+            await other.ask(("arm", 4, ("tick", "earlier")))
+            await trio.sleep(6)
+            assert [tag for tag, _ in world.ticks] == ["earlier", *(f"t{n}" for n in range(8))]
+            nursery.cancel_scope.cancel()
 
 
 async def test_timers_of_a_crashed_incarnation_do_not_fire(

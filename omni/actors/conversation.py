@@ -22,11 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import trio
-
 from omni.actors.peer import History, Peer
 from omni.actors.queue import VisitorLink
-from omni.actors.runtime import Actor, ActorRef
+from omni.actors.runtime import Actor, ActorRef, Timer
 from omni.clock import Clock
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
@@ -198,7 +196,7 @@ class ConversationActor(Actor[ConversationMessage]):
         self._initial = initial
         self._new = new
         self._conv: Conversation
-        self._timers: dict[str, trio.CancelScope] = {}
+        self._timers: dict[str, Timer] = {}
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Apply: self._on_apply,
             Effects: self._on_effects,

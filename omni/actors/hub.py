@@ -43,7 +43,7 @@ from omni.actors.operator import OperatorSession
 from omni.actors.peer import History, Peer
 from omni.actors.ports import CaptchaCheck, CaptchaLimited, CaptchaUnavailable, OutboxSignal
 from omni.actors.queue import VisitorLink
-from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor
+from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor, Timers
 from omni.clock import Clock
 from omni.domain import admission, configuration, transcript
 from omni.domain import conversation as domain
@@ -117,9 +117,12 @@ class Hub:
         self._captcha = captcha
         #: The outbox worker (``[server.smtp]``); None: transcripts are not offered.
         self._outbox = outbox
-        self.groups_supervisor = Supervisor("groups", nursery)
+        # One timer queue for all the hub's actors: timers due together fire in the order set.
+        timers = Timers()
+        nursery.start_soon(timers.run)
+        self.groups_supervisor = Supervisor("groups", nursery, timers=timers)
         self.conversations_supervisor = Supervisor(
-            "conversations", nursery, on_give_up=self.on_conversation_given_up
+            "conversations", nursery, on_give_up=self.on_conversation_given_up, timers=timers
         )
         self.roster = Roster()
         self.sessions: dict[int, OperatorSession] = {}

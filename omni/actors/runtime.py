@@ -13,15 +13,21 @@ Rules of this module:
   (one-for-one). More than ``max_restarts`` crashes within ``window`` seconds and the supervisor
   gives up on that child only: pending asks fail with :class:`ActorCrashed` and later sends with
   :class:`ActorStopped`.
-* Timers (``call_later``) run in the incarnation's own nursery, on trio's clock: they die with
-  the incarnation that set them, and ``MockClock`` drives them.
+* Timers (``call_later``) are kept by one :class:`Timers` queue per runtime, on trio's clock
+  (``MockClock`` drives them): timers due at the same instant fire in the order they were set —
+  trio wakes tasks sleeping until one instant in an order of its own (by memory address), which
+  differs from one process to the next, and a simulation must replay the same run. A timer dies
+  with the incarnation that set it.
 * No task outlives its owner: an actor lives in its supervisor's nursery, a supervisor in the
   nursery of whoever opened it.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -153,6 +159,56 @@ class ActorRef(Generic[M]):
         )
 
 
+class Timer:
+    """A message due at ``deadline`` (trio's clock); :meth:`cancel` disarms it."""
+
+    __slots__ = ("_fire", "_owner", "deadline")
+
+    def __init__(self, deadline: float, fire: Callable[[], None], owner: set[Timer]) -> None:
+        self.deadline = deadline
+        self._fire: Callable[[], None] | None = fire
+        self._owner = owner
+        owner.add(self)
+
+    def cancel(self) -> None:
+        self._fire = None
+        self._owner.discard(self)
+
+    def _run(self) -> None:
+        fire, self._fire = self._fire, None
+        self._owner.discard(self)
+        if fire is not None:
+            fire()
+
+
+class Timers:
+    """One queue for the timers of every actor it serves, and one task sleeping until the
+    earliest: due timers fire in (deadline, order set) order — the same in every run."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._order = itertools.count()
+        self._sleep = trio.CancelScope()
+
+    def at(self, deadline: float, fire: Callable[[], None], owner: set[Timer]) -> Timer:
+        timer = Timer(deadline, fire, owner)
+        heapq.heappush(self._heap, (deadline, next(self._order), timer))
+        if deadline < self._sleep.deadline:
+            self._sleep.deadline = deadline
+        return timer
+
+    async def run(self) -> None:
+        """Fire timers as they fall due, until cancelled."""
+        heap = self._heap
+        while True:
+            self._sleep = trio.CancelScope(deadline=heap[0][0] if heap else math.inf)
+            with self._sleep:
+                await trio.sleep_forever()
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                heapq.heappop(heap)[2]._run()
+
+
 class Actor(Generic[M]):
     """Base class: subclasses implement :meth:`handle` and, if they keep state, :meth:`started`."""
 
@@ -161,6 +217,8 @@ class Actor(Generic[M]):
 
     _ref: ActorRef[M]
     _nursery: trio.Nursery
+    _timer_queue: Timers
+    _armed: set[Timer]
 
     @property
     def ref(self) -> ActorRef[M]:
@@ -180,21 +238,27 @@ class Actor(Generic[M]):
     def on_crash(self, error: BaseException) -> None:
         """Best-effort cleanup of the dying incarnation (e.g. close its connections)."""
 
-    def call_later(self, seconds: float, message: M) -> trio.CancelScope:
-        """Deliver ``message`` to this actor after ``seconds`` (trio's clock); cancel the scope
-        to disarm it."""
-        scope = trio.CancelScope()
+    def call_later(self, seconds: float, message: M) -> Timer:
+        """Deliver ``message`` to this actor after ``seconds`` (trio's clock); ``cancel()``
+        the timer to disarm it."""
+        return self._timer_queue.at(
+            trio.current_time() + seconds, lambda: self._deliver(message), self._armed
+        )
 
-        async def timer() -> None:
-            with scope:
-                await trio.sleep(seconds)
-                try:
-                    await self._ref.send(message)
-                except ActorStopped:
-                    pass
+    def _deliver(self, message: M) -> None:
+        try:
+            self._ref.send_nowait(message)
+        except MailboxFull:
+            # Never hold up the other timers: wait for room beside them.
+            self._nursery.start_soon(self._send_later, message)
+        except ActorStopped:
+            pass
 
-        self._nursery.start_soon(timer)
-        return scope
+    async def _send_later(self, message: M) -> None:
+        try:
+            await self._ref.send(message)
+        except ActorStopped:
+            pass
 
     def stop(self) -> None:
         """Stop after the messages already in the mailbox."""
@@ -232,9 +296,15 @@ class Supervisor:
         max_restarts: int = 5,
         window: float = 60.0,
         on_give_up: Callable[[str, BaseException], None] | None = None,
+        timers: Timers | None = None,
     ) -> None:
         self.name = name
         self._nursery = nursery
+        if timers is None:
+            timers = Timers()
+            nursery.start_soon(timers.run)
+        #: The runtime's timers (shared with the other supervisors of one hub).
+        self.timers = timers
         self.max_restarts = max_restarts
         self.window = window
         self._on_give_up = on_give_up
@@ -299,18 +369,23 @@ class Supervisor:
     async def _incarnation(self, child: _Child, ref: ActorRef[Any]) -> None:
         actor = child.factory()
         actor._ref = ref
+        actor._timer_queue = self.timers
+        actor._armed = set()
         try:
             async with trio.open_nursery() as nursery:
                 actor._nursery = nursery
                 await actor.started()
                 await self._loop(actor, child)
-                nursery.cancel_scope.cancel()  # timers die with the incarnation
+                nursery.cancel_scope.cancel()
         except Exception as exc:
             try:
                 actor.on_crash(_unwrap(exc))
             except Exception:
                 log.exception("%s: on_crash of %s failed", self.name, child.name)
             raise
+        finally:
+            for timer in list(actor._armed):  # timers die with the incarnation
+                timer.cancel()
 
     @staticmethod
     async def _loop(actor: Actor[Any], child: _Child) -> None:
