@@ -220,7 +220,7 @@ async def open_server(
             binds: list[str] = await nursery.start(run_http, app, f"{host}:{port}")
             bound_http = int(binds[0].rsplit(":", 1)[1])
             # The console is served from here: its pages may open /ws/operator.
-            gateway.console_origins.update(own_origins(host, bound_http))
+            gateway.own_origins.update(own_origins(host, bound_http))
             if config.server.ops_bind is not None:
                 ops = create_ops_app(app, registry, config.server)
                 ops_url = (await nursery.start(run_http, ops, config.server.ops_bind))[0]

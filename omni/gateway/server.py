@@ -181,8 +181,11 @@ class Gateway:
         self.limits = limits = settings.limits
         self.limit = settings.max_frame_bytes
         self.outbound_buffer = settings.outbound_buffer
-        #: Pages allowed on /ws/operator: the configured console origins, and the server's own
-        #: HTTP origin (added by :func:`omni.server.open_server` once it is bound).
+        #: The origins of the server's own pages (the WebChat, the console), added by
+        #: :func:`omni.server.open_server` once the HTTP port is bound.
+        self.own_origins: set[str] = set()
+        #: Pages allowed on /ws/operator besides the server's own: the configured console
+        #: origins.
         self.console_origins: set[str] = set(settings.console_origins)
         self._trusted = networks(settings.trusted_proxies)
         self._routes: dict[str, tuple[str, Handler]] = {
@@ -299,9 +302,12 @@ class Gateway:
             )
             return None if native else (403, "origin: a browser's Origin is required here", None)
         allowed = (
-            self.hub.directory.embeddable_from(origin)
-            if kind == "visitor"
-            else origin in self.console_origins
+            origin in self.own_origins
+            or (
+                self.hub.directory.embeddable_from(origin)
+                if kind == "visitor"
+                else origin in self.console_origins
+            )
         )
         return None if allowed else (403, f"origin: {origin} is not allowed here", None)
 
@@ -313,7 +319,9 @@ class Gateway:
         close never cuts a frame in half."""
         reading = trio.CancelScope()
         peer = WebSocketPeer(ws, self.outbound_buffer, reading, client, self.limits)
-        peer.origin = origin
+        # The server's own WebChat is embedded only where the service's allowed_origins let the
+        # browser frame it (its page's CSP frame-ancestors): its start is not checked again.
+        peer.origin = None if origin in self.own_origins else origin
         self._peers.add(peer)
         self._all_closed = trio.Event()
         try:

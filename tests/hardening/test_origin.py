@@ -58,6 +58,10 @@ async def test_the_visitor_endpoint_takes_only_pages_a_service_accepts(
             refused_start = await start_with(vera, 26, visitor={"name": "Vera"})
             assert refused_start["code"] == "origin_not_allowed", refused_start
             assert (await start_with(vera, 25, visitor={"name": "Vera"}))["type"] == "started"
+        # The server's own WebChat page is let in, and starts on any service: where it may be
+        # embedded is its CSP's frame-ancestors (the service's allowed_origins), for the browser.
+        async with connect_tcp(url, origin=served.http_url) as own:
+            assert (await start_with(own, 25, visitor={"name": "Ona"}))["type"] == "started"
         # A service that lists no origins may be embedded anywhere: then any page gets in.
         await _allow(served, 26, [])
         async with connect_tcp(url, origin=EVIL) as eve:
