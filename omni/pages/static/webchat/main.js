@@ -1,0 +1,209 @@
+// The WebChat page: wires the service's public configuration, the protocol client, the state
+// and the view together. Everything it knows of the page's URL: `?service=ID` (which service)
+// and `embed=1` (it runs in the widget's iframe, and talks to the widget with postMessage).
+
+import { language, strings } from "./i18n.js";
+import { Connection } from "./protocol.js";
+import { initial, reduce } from "./state.js";
+import { View } from "./view.js";
+
+const PALETTE = ["button", "header", "panels", "visitor_bubble", "operator_bubble"];
+const CAPTCHA_GLOBALS = { turnstile: "turnstile", hcaptcha: "hcaptcha", recaptcha: "grecaptcha" };
+
+const root = document.getElementById("omni");
+const params = new URLSearchParams(location.search);
+const serviceId = params.get("service");
+const embedded = params.get("embed") === "1" && window.parent !== window;
+
+main().catch((error) => {
+  console.error(error);
+  root.textContent = strings(language("auto", navigator.languages)).unavailable;
+});
+
+async function main() {
+  if (!serviceId) {
+    await chooseService();
+    return;
+  }
+  const reply = await fetch(`/api/public/services/${encodeURIComponent(serviceId)}`);
+  const lang0 = language("auto", navigator.languages);
+  if (!reply.ok) {
+    const view = new View(root, strings(lang0), lang0, {});
+    view.message(reply.status === 404 ? strings(lang0).unknown_service : strings(lang0).unavailable);
+    return;
+  }
+  const config = await reply.json();
+  const lang = language(config.language, navigator.languages);
+  document.documentElement.lang = lang;
+  document.title = config.name;
+  paint(config.palette);
+  const t = strings(lang);
+  let state = initial(config);
+  let captchaToken = null;
+  let captchaWidget = null;
+  let identity = null;
+  let lastNotified = 0;
+
+  const view = new View(root, t, lang, {});
+  view.setConfig(config);
+
+  const dispatch = (event) => {
+    state = reduce(state, event);
+    view.render(state);
+    if (embedded && state.unread !== lastNotified) {
+      lastNotified = state.unread;
+      window.parent.postMessage({ omni: "unread", count: state.unread }, "*");
+    }
+  };
+
+  const connection = new Connection({
+    url: config.ws_url,
+    service: config.id,
+    storage: storage(),
+    onFrame: (frame) => {
+      dispatch(frame.type === "typing" ? { ...frame, now: Date.now() } : frame);
+      if (frame.type === "error" && frame.code.startsWith("captcha")) resetCaptcha();
+    },
+    onStatus: (status) => dispatch({ action: "status", status }),
+  });
+
+  view.actions = {
+    start(visitor) {
+      if (config.captcha && !captchaToken) {
+        dispatch({ action: "captcha_missing" });
+        return;
+      }
+      dispatch({ action: "starting", name: visitor.name });
+      connection.start(startFrame(config, visitor, null, captchaToken));
+    },
+    send(text) {
+      const clientId = connection.message(text);
+      dispatch({ action: "send", clientId, text, at: new Date().toISOString() });
+    },
+    typing() {
+      if (state.phase === "active") connection.typing();
+    },
+    end() {
+      connection.send({ type: "end" });
+    },
+    survey(answers) {
+      dispatch({ action: "survey_sent" });
+      connection.send({ type: "survey", answers });
+    },
+    skipSurvey() {
+      dispatch({ action: "survey_sent" });
+      connection.send({ type: "survey_skip" });
+    },
+    transcript(email) {
+      connection.send({ type: "transcript", email });
+    },
+    newConversation() {
+      connection.forget();
+      connection.close();
+      dispatch({ action: "new_conversation" });
+      connection.open();
+    },
+    formShown(box) {
+      captchaWidget = null;
+      captchaToken = null;
+      if (config.captcha && config.captcha.provider) renderCaptcha(config.captcha, box);
+    },
+  };
+
+  async function renderCaptcha(captcha, box) {
+    const name = CAPTCHA_GLOBALS[captcha.provider];
+    await loadScript(captcha.script_url);
+    const api = await until(() => window[name]);
+    const options = { sitekey: captcha.site_key, callback: (token) => (captchaToken = token), "expired-callback": () => (captchaToken = null) };
+    captchaWidget = { api, id: api.render(box, options) };
+  }
+
+  function resetCaptcha() {
+    captchaToken = null;
+    if (captchaWidget && captchaWidget.api.reset) captchaWidget.api.reset(captchaWidget.id);
+  }
+
+  if (embedded) {
+    window.addEventListener("message", (event) => {
+      if (event.source !== window.parent || !event.data || typeof event.data !== "object") return;
+      if (event.data.omni === "opened") dispatch({ action: "seen" });
+      if (event.data.omni === "identify" && typeof event.data.token === "string") identity = event.data.token;
+    });
+    window.parent.postMessage({ omni: "ready" }, "*");
+    // The widget answers `ready` with the signed identity it holds, if any.
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+  document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && dispatch({ action: "seen" }));
+  setInterval(() => dispatch({ action: "tick", now: Date.now() }), 1000);
+
+  if (connection.hasConversation) {
+    dispatch({ action: "resuming" }); // a reload: resume, no form
+    for (const [clientId, text] of connection.unacknowledged) dispatch({ action: "send", clientId, text });
+  } else if (identity && config.identity) {
+    // A logged-in visitor (F8): who they are is signed; no form.
+    dispatch({ action: "starting", name: null });
+    connection.start(startFrame(config, null, identity, null));
+  } else {
+    view.render(state);
+  }
+  connection.open();
+  window.addEventListener("pagehide", () => connection.close());
+}
+
+function startFrame(config, visitor, identity, captcha) {
+  const frame = { service_id: config.id };
+  if (visitor) {
+    frame.visitor = { name: visitor.name };
+    if (visitor.email) frame.visitor.email = visitor.email;
+    if (visitor.phone) frame.visitor.phone = visitor.phone;
+  }
+  if (identity) frame.identity = identity;
+  if (captcha) frame.captcha = captcha;
+  return frame;
+}
+
+async function chooseService() {
+  const lang = language("auto", navigator.languages);
+  document.documentElement.lang = lang;
+  const view = new View(root, strings(lang), lang, {});
+  const reply = await fetch("/api/public/services");
+  const { services } = reply.ok ? await reply.json() : { services: [] };
+  view.services(services, (id) => `/webchat?service=${id}`);
+}
+
+function paint(palette) {
+  for (const name of PALETTE) {
+    if (palette && palette[name]) document.documentElement.style.setProperty(`--omni-${name.replace("_", "-")}`, palette[name]);
+  }
+}
+
+function storage() {
+  try {
+    const probe = "omni.probe";
+    localStorage.setItem(probe, "1");
+    localStorage.removeItem(probe);
+    return localStorage;
+  } catch {
+    return null;
+  }
+}
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = src;
+    script.async = true;
+    script.onload = resolve;
+    script.onerror = reject;
+    document.head.append(script);
+  });
+}
+
+async function until(get, timeout = 10_000) {
+  const started = Date.now();
+  while (!get()) {
+    if (Date.now() - started > timeout) throw new Error("timed out");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return get();
+}

@@ -1,0 +1,227 @@
+// What the WebChat shows, as one value, and the one place it changes: reduce(state, event).
+//
+// Rules of this module:
+// - No DOM, no socket, no clock of its own: an event is a frame from the server (what
+//   protocol.js passes on, each once and in order) or an action of the page ({action: …});
+//   `reduce` returns the next state and never changes the one it is given.
+// - A message is one entry whoever sent it: the visitor's own is shown at once as "sending"
+//   under its client_id, becomes "sent" with its seq when the ack comes, and is never shown a
+//   second time when a replay brings it back as a `message` frame.
+
+/** The state before anything is known. */
+export function initial(config) {
+  return {
+    config, // the service's public configuration (/api/public/services/{id})
+    phase: "form", // form | starting | resuming | queued | active | ended | survey | closed | out_of_hours | unavailable
+    connection: "connecting", // connecting | online | offline
+    conversationId: null,
+    ticket: null,
+    visitorName: null,
+    position: null,
+    estimatedWait: null,
+    opensAt: config && config.opens_at ? config.opens_at : null,
+    operator: null, // {id, name}
+    avatar: config ? config.avatar : null,
+    messages: [], // {key, seq, author: {kind, name}, text, at, status}
+    typingUntil: 0,
+    outOfHoursMessage: null,
+    idleWarning: null,
+    endedBy: null,
+    survey: null, // {questions}
+    surveySent: false,
+    closingMessage: null,
+    transcript: { sent: [], error: null },
+    error: null, // {code, message}: the last refusal worth showing
+    unread: 0,
+  };
+}
+
+/** The next state after `event` (a server frame, or {action}). */
+export function reduce(state, event) {
+  if (event.action) return act(state, event);
+  const frame = event;
+  switch (frame.type) {
+    case "started":
+      return { ...state, phase: "queued", conversationId: frame.conversation_id, ticket: frame.ticket, error: null, avatar: frame.service.avatar || state.avatar };
+    case "resumed":
+      return {
+        ...state,
+        conversationId: frame.conversation_id,
+        ticket: frame.ticket,
+        phase: phaseOf(frame.status, state),
+        error: null,
+      };
+    case "queued":
+      return {
+        ...state,
+        phase: ["form", "starting", "resuming", "queued"].includes(state.phase) ? "queued" : state.phase,
+        position: frame.position,
+        estimatedWait: frame.estimated_wait ?? null,
+      };
+    case "out_of_hours":
+      return { ...state, phase: "out_of_hours", outOfHoursMessage: frame.message, opensAt: frame.opens_at ?? state.opensAt };
+    case "assigned":
+      return {
+        ...state,
+        phase: "active",
+        operator: frame.operator,
+        avatar: frame.avatar || state.avatar,
+        visitorName: frame.conversation && frame.conversation.visitor ? frame.conversation.visitor.name : state.visitorName,
+        ticket: frame.conversation ? frame.conversation.ticket : state.ticket,
+        position: null,
+        estimatedWait: null,
+        messages: stored(state.messages, notice(frame, "assigned", { name: frame.operator.name })),
+      };
+    case "message":
+      return received(state, frame);
+    case "ack":
+      return acknowledged(state, frame);
+    case "typing":
+      return { ...state, typingUntil: event.now === undefined ? Infinity : event.now + 6000 };
+    case "transferred":
+      return {
+        ...state,
+        phase: frame.to.kind === "group" ? "queued" : state.phase,
+        operator: frame.to.kind === "operator" ? { id: frame.to.id, name: frame.to.name } : state.operator,
+        messages: stored(state.messages, notice(frame, `transferred_${frame.to.kind}`, { name: frame.to.name })),
+      };
+    case "idle_warning":
+      return { ...state, idleWarning: { closesIn: frame.closes_in } };
+    case "ended":
+      return {
+        ...state,
+        phase: "ended",
+        endedBy: frame.by,
+        idleWarning: null,
+        position: null,
+        typingUntil: 0,
+        messages: stored(state.messages, notice(frame, `ended_${frame.by}`, {})),
+      };
+    case "survey":
+      return { ...state, phase: "survey", survey: { questions: frame.questions } };
+    case "closed":
+      return { ...state, phase: "closed", closingMessage: frame.message, survey: null };
+    case "transcript_queued":
+      return { ...state, transcript: { sent: [...state.transcript.sent, frame.email], error: null } };
+    case "forgotten":
+      return { ...initial(state.config), connection: state.connection };
+    case "error":
+      return refused(state, frame);
+    default:
+      return state;
+  }
+}
+
+function act(state, event) {
+  switch (event.action) {
+    case "status":
+      return { ...state, connection: event.status };
+    case "starting":
+      return { ...state, phase: "starting", visitorName: event.name, error: null };
+    case "resuming":
+      return { ...state, phase: "resuming" };
+    case "captcha_missing":
+      return { ...state, phase: "form", error: { code: "captcha_required", message: "" } };
+    case "send":
+      return {
+        ...state,
+        messages: [
+          ...state.messages,
+          { key: event.clientId, seq: null, author: { kind: "visitor", name: state.visitorName }, text: event.text, at: event.at ?? null, status: "sending" },
+        ],
+      };
+    case "survey_sent":
+      return { ...state, surveySent: true };
+    case "seen":
+      return { ...state, unread: 0 };
+    case "tick":
+      return state.typingUntil && state.typingUntil <= event.now ? { ...state, typingUntil: 0 } : state;
+    case "new_conversation":
+      return { ...initial(state.config), connection: state.connection };
+    case "unavailable":
+      return { ...state, phase: "unavailable", error: { code: event.code, message: event.message } };
+    default:
+      return state;
+  }
+}
+
+function phaseOf(status, state) {
+  switch (status) {
+    case "queued":
+    case "offered":
+      return "queued";
+    case "active":
+      return "active";
+    case "ended":
+      return state.survey ? "survey" : "ended";
+    case "out_of_hours":
+      return "out_of_hours";
+    case "closed":
+    case "abandoned":
+      return "closed";
+    default:
+      return state.phase;
+  }
+}
+
+function received(state, frame) {
+  const entry = { key: `s${frame.seq}`, seq: frame.seq, author: frame.author, text: frame.text, at: frame.at, status: "sent" };
+  if (state.messages.some((m) => m.seq === frame.seq)) return state;
+  // Before the visitor's messages still on their way: those go out after what is stored.
+  const messages = stored(state.messages, entry);
+  return {
+    ...state,
+    messages,
+    typingUntil: frame.author.kind === "operator" ? 0 : state.typingUntil,
+    unread: frame.author.kind === "operator" ? state.unread + 1 : state.unread,
+  };
+}
+
+function acknowledged(state, frame) {
+  const known = state.messages.some((m) => m.seq === frame.seq);
+  const messages = [];
+  for (const m of state.messages) {
+    if (m.key === frame.client_id) {
+      // A replay already showed this message (it was stored before the connection dropped):
+      // the pending copy goes.
+      if (!known) messages.push({ ...m, seq: frame.seq, status: "sent" });
+    } else {
+      messages.push(m);
+    }
+  }
+  return { ...state, messages };
+}
+
+function refused(state, frame) {
+  if (frame.client_id) {
+    const failed = new Set(["message_too_long", "invalid_frame", "conversation_closed", "message_limit", "invalid_state"]);
+    if (failed.has(frame.code)) {
+      return {
+        ...state,
+        messages: state.messages.map((m) => (m.key === frame.client_id ? { ...m, status: "failed", error: frame.code } : m)),
+        error: { code: frame.code, message: frame.message },
+      };
+    }
+    return state; // rate_limited: protocol.js sends it again after retry_after
+  }
+  if (["captcha_required", "captcha_failed", "captcha_unavailable", "invalid_identity", "invalid_frame", "origin_not_allowed", "unknown_service", "rate_limited"].includes(frame.code) && (state.phase === "starting" || state.phase === "form")) {
+    return { ...state, phase: "form", error: { code: frame.code, message: frame.message } };
+  }
+  if (frame.code === "invalid_survey") return { ...state, surveySent: false, error: { code: frame.code, message: frame.message } };
+  if (["invalid_email", "too_many_transcripts", "transcript_unavailable", "transcript_disabled"].includes(frame.code)) {
+    return { ...state, transcript: { ...state.transcript, error: frame.code } };
+  }
+  if (frame.code === "superseded") return { ...state, phase: "unavailable", error: { code: frame.code, message: frame.message } };
+  return { ...state, error: { code: frame.code, message: frame.message } };
+}
+
+/** ``messages`` with a stored entry added: in seq order, before the ones still being sent. */
+function stored(messages, entry) {
+  if (messages.some((m) => m.seq === entry.seq)) return messages;
+  const at = messages.findIndex((m) => m.seq === null);
+  return at < 0 ? [...messages, entry] : [...messages.slice(0, at), entry, ...messages.slice(at)];
+}
+
+function notice(frame, kind, fields) {
+  return { key: `s${frame.seq}`, seq: frame.seq, author: { kind: "system" }, notice: kind, ...fields, at: null, status: "sent" };
+}

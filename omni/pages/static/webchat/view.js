@@ -1,0 +1,533 @@
+// The WebChat's screens, drawn from the state (state.js) into the page's #omni root.
+//
+// Rules of this module:
+// - It reads the state and calls the `actions` it is given; it never talks to the server.
+// - Elements are made with dom.js (text stays text); the palette is CSS custom properties.
+// - The conversation log is a `role="log"` live region: each message is added once (keyed by
+//   its seq or client_id) and screen readers announce it; status changes (queue position,
+//   connection) go to a separate polite status region.
+// - Focus moves on purpose: to the first field of the form, to the composer once the
+//   conversation is open, to the heading of the survey and of the closing screen.
+
+import { append, fill, h } from "./dom.js";
+import { when } from "./i18n.js";
+
+const EMAIL = /^[^@\s,<>()]+@[^@\s,<>()]+\.[^@\s,<>()]+$/;
+
+export class View {
+  constructor(root, t, lang, actions) {
+    this.root = root;
+    this.t = t;
+    this.lang = lang;
+    this.actions = actions;
+    this.phase = null;
+    this.rendered = new Map(); // message key -> element
+    this.statusText = "";
+    this.build();
+  }
+
+  build() {
+    const t = this.t;
+    this.logo = h("img", { class: "omni-logo", alt: "", hidden: true });
+    this.avatar = h("img", { class: "omni-avatar", alt: "", hidden: true });
+    this.heading = h("h1", { class: "omni-title", id: "omni-title" });
+    this.subtitle = h("p", { class: "omni-subtitle" });
+    this.endButton = h("button", { type: "button", class: "omni-end", hidden: true, onclick: () => this.confirmEnd() }, t.end);
+    this.header = h(
+      "header",
+      { class: "omni-header" },
+      this.logo,
+      this.avatar,
+      h("div", { class: "omni-heading" }, this.heading, this.subtitle),
+      this.endButton,
+    );
+    this.status = h("p", { class: "omni-status", role: "status", "aria-live": "polite" });
+    this.banner = h("p", { class: "omni-banner", role: "alert", hidden: true });
+    this.main = h("main", { class: "omni-main", "aria-labelledby": "omni-title" });
+    this.root.replaceChildren(this.header, this.banner, this.status, this.main);
+  }
+
+  setConfig(config) {
+    const image = config.avatar && config.avatar.image;
+    this.avatar.hidden = !image;
+    if (image) this.avatar.src = image;
+    this.logo.hidden = !config.logo;
+    if (config.logo) this.logo.src = config.logo;
+    fill(this.heading, config.name);
+  }
+
+  // -- one entry point: draw the state ----------------------------------------------------------
+
+  render(state) {
+    const t = this.t;
+    this.banner.hidden = state.connection !== "offline";
+    if (state.connection === "offline") fill(this.banner, t.offline);
+    if (state.phase !== this.phase) {
+      this.phase = state.phase;
+      this.rendered.clear();
+      this.screen(state);
+    }
+    this.update(state);
+  }
+
+  screen(state) {
+    const t = this.t;
+    // What belonged to the screen being replaced.
+    this.log = this.typingLine = this.warning = this.sideName = this.sideTicket = null;
+    this.formError = this.startButton = this.transcriptStatus = this.surveyError = null;
+    this.composerInput = null;
+    this.endButton.hidden = !["queued", "active"].includes(state.phase);
+    switch (state.phase) {
+      case "form":
+      case "starting":
+        fill(this.main, this.form(state));
+        this.focusFirst(this.main);
+        return;
+      case "queued":
+      case "active":
+      case "out_of_hours":
+      case "ended":
+        fill(this.main, this.conversation(state));
+        if (state.phase !== "ended") this.composerInput.focus();
+        return;
+      case "survey":
+        fill(this.main, this.conversation(state, false), this.surveyForm(state));
+        this.surveyHeading.focus();
+        return;
+      case "closed":
+        fill(this.main, this.conversation(state, false), this.closing(state));
+        this.closingHeading.focus();
+        return;
+      case "resuming":
+        fill(this.main, h("p", { class: "omni-wait" }, t.starting));
+        return;
+      case "unavailable":
+        fill(this.main, h("p", { class: "omni-error" }, state.error && state.error.code === "superseded" ? t.superseded : t.unavailable));
+        return;
+      default:
+        fill(this.main);
+    }
+  }
+
+  update(state) {
+    const t = this.t;
+    fill(this.subtitle, state.operator ? t.operator_is(state.operator.name) : "");
+    this.setStatus(this.statusLine(state));
+    if (this.formError) {
+      fill(this.formError, state.error ? this.errorText(state.error) : "");
+      this.startButton.disabled = state.phase === "starting";
+      fill(this.startButton, state.phase === "starting" ? t.starting : t.start);
+    }
+    if (this.log) this.updateLog(state);
+    if (this.typingLine) {
+      const typing = state.typingUntil > 0 && state.operator;
+      fill(this.typingLine, typing ? t.typing(state.operator.name) : "");
+    }
+    if (this.sideName) {
+      fill(this.sideName, state.visitorName || "");
+      fill(this.sideTicket, state.ticket || "");
+    }
+    if (this.warning) {
+      this.warning.hidden = !state.idleWarning;
+      if (state.idleWarning) fill(this.warning, t.idle_warning(state.idleWarning.closesIn));
+    }
+    if (this.transcriptStatus) {
+      const { sent, error } = state.transcript;
+      fill(this.transcriptStatus, error ? t.transcript_error[error] || t.error_generic : sent.length ? t.transcript_sent(sent[sent.length - 1]) : "");
+    }
+    if (this.surveyError) fill(this.surveyError, state.error && state.error.code === "invalid_survey" ? state.error.message : "");
+  }
+
+  statusLine(state) {
+    const t = this.t;
+    if (state.phase === "queued") {
+      const parts = [state.position ? t.queued(state.position) : t.queued_waiting];
+      if (state.estimatedWait !== null && state.estimatedWait !== undefined) parts.push(t.estimated_wait(state.estimatedWait));
+      return parts.join(" ");
+    }
+    return "";
+  }
+
+  setStatus(text) {
+    if (text !== this.statusText) {
+      this.statusText = text;
+      fill(this.status, text);
+    }
+  }
+
+  errorText(error) {
+    const t = this.t;
+    if (error.code === "rate_limited") return t.error_rate_limited;
+    if (error.code.startsWith("captcha")) return t.error_captcha;
+    if (error.code === "message_limit") return t.message_limit;
+    return error.message || t.error_generic;
+  }
+
+  // -- the identification form (F7, F8, F19) ------------------------------------------------------
+
+  form(state) {
+    const t = this.t;
+    const config = state.config;
+    const required = config.required_fields || {};
+    const field = (name, label, type, isRequired, autocomplete) => {
+      const input = h("input", { id: `omni-${name}`, name, type, required: isRequired, autocomplete, maxlength: name === "name" ? 200 : 320, "aria-describedby": `omni-${name}-error` });
+      const error = h("span", { class: "omni-field-error", id: `omni-${name}-error` });
+      return {
+        input,
+        error,
+        el: h(
+          "p",
+          { class: "omni-field" },
+          h("label", { for: `omni-${name}` }, label, isRequired ? "" : h("span", { class: "omni-optional" }, ` (${t.optional})`)),
+          input,
+          error,
+        ),
+      };
+    };
+    const name = field("name", t.name, "text", true, "name");
+    const email = field("email", t.email, "email", !!required.email, "email");
+    const phone = field("phone", t.phone, "tel", !!required.phone, "tel");
+    this.captchaBox = h("div", { class: "omni-captcha" });
+    this.formError = h("p", { class: "omni-error", role: "alert" });
+    this.startButton = h("button", { type: "submit", class: "omni-primary" }, t.start);
+    const form = h(
+      "form",
+      {
+        class: "omni-form",
+        novalidate: true,
+        onsubmit: (event) => {
+          event.preventDefault();
+          const problems = [
+            [name, name.input.value.trim() ? "" : t.required],
+            [email, email.input.value.trim() ? (EMAIL.test(email.input.value.trim()) ? "" : t.invalid_email) : required.email ? t.required : ""],
+            [phone, phone.input.value.trim() || !required.phone ? "" : t.required],
+          ];
+          let first = null;
+          for (const [f, problem] of problems) {
+            fill(f.error, problem);
+            f.input.setAttribute("aria-invalid", problem ? "true" : "false");
+            if (problem && !first) first = f.input;
+          }
+          if (first) {
+            first.focus();
+            return;
+          }
+          this.actions.start({
+            name: name.input.value.trim(),
+            email: email.input.value.trim() || null,
+            phone: phone.input.value.trim() || null,
+          });
+        },
+      },
+      name.el,
+      email.el,
+      phone.el,
+      this.captchaBox,
+      this.formError,
+      this.startButton,
+    );
+    this.actions.formShown(this.captchaBox);
+    return form;
+  }
+
+  // -- the conversation -----------------------------------------------------------------------------
+
+  conversation(state, composer = true) {
+    const t = this.t;
+    this.sideName = h("span", { class: "omni-visitor-name" });
+    this.sideTicket = h("span", { class: "omni-ticket-number" });
+    const side = h(
+      "aside",
+      { class: "omni-side", "aria-label": t.ticket },
+      h("span", { class: "omni-side-label" }, t.you, ": "),
+      this.sideName,
+      h("span", { class: "omni-side-label" }, " · ", t.ticket, ": "),
+      this.sideTicket,
+    );
+    this.log = h("ol", { class: "omni-log", role: "log", "aria-live": "polite", "aria-label": t.title });
+    this.typingLine = h("p", { class: "omni-typing", "aria-live": "off" });
+    this.warning = h("p", { class: "omni-warning", role: "alert", hidden: true });
+    const parts = [side];
+    if (state.phase === "out_of_hours") {
+      parts.push(
+        h(
+          "section",
+          { class: "omni-closed-notice" },
+          h("h2", {}, t.out_of_hours_title),
+          h("p", {}, state.outOfHoursMessage || ""),
+          state.opensAt ? h("p", {}, t.opens_at(when(state.opensAt, this.lang))) : null,
+          h("p", {}, t.leave_message),
+        ),
+      );
+    }
+    parts.push(this.log, this.typingLine, this.warning);
+    if (composer && state.phase !== "ended") parts.push(this.composer());
+    else this.composerInput = null;
+    return h("div", { class: "omni-conversation" }, ...parts);
+  }
+
+  updateLog(state) {
+    let previous = null;
+    for (const message of state.messages) {
+      let el = this.rendered.get(message.key);
+      if (el) {
+        if (el.dataset.status !== message.status) this.setMessageStatus(el, message);
+      } else {
+        el = this.messageElement(message);
+        this.rendered.set(message.key, el);
+        // In the state's order: a stored message goes before those still being sent.
+        if (previous) previous.after(el);
+        else this.log.prepend(el);
+        el.scrollIntoView({ block: "end" });
+      }
+      previous = el;
+    }
+    // A pending copy the server had already stored (a replay showed it) is gone from the state.
+    if (this.rendered.size > state.messages.length) {
+      const keys = new Set(state.messages.map((m) => m.key));
+      for (const [key, el] of this.rendered) {
+        if (!keys.has(key)) {
+          el.remove();
+          this.rendered.delete(key);
+        }
+      }
+    }
+  }
+
+  messageElement(message) {
+    const t = this.t;
+    if (message.notice) {
+      const text = typeof t[message.notice] === "function" ? t[message.notice](message.name || "") : t[message.notice] || "";
+      return h("li", { class: "omni-notice", "data-seq": message.seq, "data-status": message.status }, text);
+    }
+    const mine = message.author.kind === "visitor";
+    const who = mine ? t.you_said : message.author.name || "";
+    const meta = h("span", { class: "omni-meta" });
+    const el = h(
+      "li",
+      { class: `omni-message ${mine ? "omni-mine" : "omni-theirs"}`, "data-seq": message.seq ?? "" },
+      h("span", { class: "omni-author" }, who),
+      h("p", { class: "omni-text" }, message.text),
+      meta,
+    );
+    el.meta = meta;
+    this.setMessageStatus(el, message);
+    return el;
+  }
+
+  setMessageStatus(el, message) {
+    const t = this.t;
+    el.dataset.status = message.status;
+    if (!el.meta) return;
+    if (message.seq) el.dataset.seq = message.seq;
+    const time = message.at ? new Date(message.at).toLocaleTimeString(this.lang, { hour: "2-digit", minute: "2-digit" }) : "";
+    fill(el.meta, message.status === "sending" ? t.sending : message.status === "failed" ? t.failed : time);
+  }
+
+  composer() {
+    const t = this.t;
+    this.composerInput = h("textarea", {
+      id: "omni-compose",
+      class: "omni-input",
+      rows: 1,
+      maxlength: 8000,
+      "aria-label": t.message_label,
+      placeholder: t.message_label,
+      onkeydown: (event) => {
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+          event.preventDefault();
+          submit();
+        }
+      },
+      oninput: () => this.actions.typing(),
+    });
+    const submit = () => {
+      const text = this.composerInput.value.trim();
+      if (!text) return;
+      this.composerInput.value = "";
+      this.actions.send(text);
+      this.composerInput.focus();
+    };
+    this.emojiButton = h("button", { type: "button", class: "omni-emoji-button", "aria-label": t.emoji, "aria-expanded": "false", "aria-haspopup": "dialog", onclick: () => this.toggleEmoji() }, "🙂");
+    this.emojiPanel = h("div", { class: "omni-emoji-panel", role: "dialog", "aria-label": t.emoji, hidden: true });
+    return h(
+      "form",
+      {
+        class: "omni-composer",
+        onsubmit: (event) => {
+          event.preventDefault();
+          submit();
+        },
+      },
+      this.emojiPanel,
+      this.emojiButton,
+      this.composerInput,
+      h("button", { type: "submit", class: "omni-primary omni-send" }, t.send),
+    );
+  }
+
+  async toggleEmoji() {
+    const open = this.emojiPanel.hidden;
+    this.emojiPanel.hidden = !open;
+    this.emojiButton.setAttribute("aria-expanded", String(open));
+    if (!open) {
+      this.emojiButton.focus();
+      return;
+    }
+    if (!this.emojiPanel.firstChild) {
+      // The picker's data is loaded the first time it opens: not part of the first load.
+      const { picker } = await import("./emoji.js");
+      append(
+        this.emojiPanel,
+        picker(this.lang, (emoji) => this.insert(emoji), () => this.toggleEmoji()),
+      );
+    }
+    const first = this.emojiPanel.querySelector("button");
+    if (first) first.focus();
+  }
+
+  insert(text) {
+    const input = this.composerInput;
+    if (!input) return;
+    const start = input.selectionStart ?? input.value.length;
+    const end = input.selectionEnd ?? input.value.length;
+    input.value = input.value.slice(0, start) + text + input.value.slice(end);
+    input.selectionStart = input.selectionEnd = start + text.length;
+    this.toggleEmoji();
+    input.focus();
+  }
+
+  confirmEnd() {
+    const t = this.t;
+    if (this.confirmBox) return;
+    const close = () => {
+      this.confirmBox.remove();
+      this.confirmBox = null;
+      this.endButton.focus();
+    };
+    const no = h("button", { type: "button", onclick: close }, t.end_no);
+    this.confirmBox = h(
+      "div",
+      { class: "omni-confirm", role: "alertdialog", "aria-label": t.end_confirm, onkeydown: (e) => e.key === "Escape" && close() },
+      h("p", {}, t.end_confirm),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "omni-primary",
+          onclick: () => {
+            this.confirmBox.remove();
+            this.confirmBox = null;
+            this.actions.end();
+          },
+        },
+        t.end_yes,
+      ),
+      no,
+    );
+    this.header.after(this.confirmBox);
+    no.focus();
+  }
+
+  // -- the survey and the closing page ----------------------------------------------------------------
+
+  surveyForm(state) {
+    const t = this.t;
+    const answers = {};
+    this.surveyHeading = h("h2", { tabindex: "-1" }, t.survey_title);
+    this.surveyError = h("p", { class: "omni-error", role: "alert" });
+    // The default survey's questions are Omni's own: asked in the page's language.
+    const label = (q) => (state.config.survey === "default" && t.default_survey[q.id]) || q.label;
+    const questions = state.survey.questions.map((q) => {
+      if (q.kind === "rating") {
+        const legend = h("legend", {}, label(q));
+        const choices = [];
+        for (let n = q.min; n <= q.max; n += 1) {
+          const id = `omni-q-${q.id}-${n}`;
+          choices.push(
+            h("input", { type: "radio", id, name: `omni-q-${q.id}`, value: String(n), required: q.required, onchange: () => (answers[q.id] = n) }),
+            h("label", { for: id, title: t.rating_of(n, q.max) }, String(n)),
+          );
+        }
+        return h("fieldset", { class: "omni-rating" }, legend, h("div", { class: "omni-rating-choices" }, choices));
+      }
+      const id = `omni-q-${q.id}`;
+      return h(
+        "p",
+        { class: "omni-field" },
+        h("label", { for: id }, label(q)),
+        h("textarea", { id, maxlength: 2000, rows: 3, required: q.required, oninput: (e) => (answers[q.id] = e.target.value.trim() || null) }),
+      );
+    });
+    return h(
+      "form",
+      {
+        class: "omni-survey",
+        onsubmit: (event) => {
+          event.preventDefault();
+          this.actions.survey(answers);
+        },
+      },
+      this.surveyHeading,
+      questions,
+      this.surveyError,
+      h("p", { class: "omni-buttons" }, h("button", { type: "submit", class: "omni-primary" }, t.survey_send), h("button", { type: "button", onclick: () => this.actions.skipSurvey() }, t.survey_skip)),
+    );
+  }
+
+  closing(state) {
+    const t = this.t;
+    this.closingHeading = h("h2", { tabindex: "-1" }, t.closed_title);
+    const parts = [this.closingHeading];
+    if (state.closingMessage) parts.push(h("p", { class: "omni-closing-message" }, state.closingMessage));
+    // The transcript is for a conversation an operator answered (docs/protocol.md §4.8).
+    if (state.config.transcript && state.operator) {
+      const input = h("input", { id: "omni-transcript-email", type: "email", autocomplete: "email", maxlength: 320 });
+      this.transcriptStatus = h("p", { class: "omni-transcript-status", role: "status" });
+      parts.push(
+        h(
+          "form",
+          {
+            class: "omni-transcript",
+            onsubmit: (event) => {
+              event.preventDefault();
+              const email = input.value.trim();
+              if (email) this.actions.transcript(email);
+            },
+          },
+          h("label", { for: "omni-transcript-email" }, t.transcript_offer),
+          h("span", { class: "omni-inline" }, input, h("button", { type: "submit" }, t.transcript_send)),
+          this.transcriptStatus,
+        ),
+      );
+    } else {
+      this.transcriptStatus = null;
+    }
+    parts.push(h("button", { type: "button", class: "omni-primary", onclick: () => this.actions.newConversation() }, t.new_chat));
+    return h("section", { class: "omni-closing" }, parts);
+  }
+
+  // -- the list of services (/webchat with no service) --------------------------------------------------
+
+  services(list, link) {
+    const t = this.t;
+    fill(this.heading, t.title);
+    const items = list.map((s) =>
+      h(
+        "li",
+        {},
+        h("a", { href: link(s.id), class: "omni-service" }, s.avatar && s.avatar.image ? h("img", { src: s.avatar.image, alt: "" }) : null, h("span", {}, s.name)),
+      ),
+    );
+    fill(this.main, h("h2", {}, t.choose_service), items.length ? h("ul", { class: "omni-services" }, items) : h("p", {}, t.no_services));
+  }
+
+  message(text) {
+    fill(this.main, h("p", { class: "omni-error", role: "alert" }, text));
+  }
+
+  focusFirst(el) {
+    const first = el.querySelector("input, textarea, button");
+    if (first) first.focus();
+  }
+}
