@@ -167,6 +167,8 @@ def test_captcha_settings_old_and_new() -> None:
         ("server", {"public_url": "chat.example"}, "at `$.server.public_url`"),
         ("server", {"public_ws_url": "https://chat.example"}, "at `$.server.public_ws_url`"),
         ("server", {"public_ws_url": "wss://chat.example/"}, "at `$.server.public_ws_url`"),
+        ("services.0.language", "fr", "at `$.services[0].language`"),
+        ("services.0.public", "yes", "at `$.services[0].public`"),
     ],
 )
 def test_config_errors_name_the_field(path: str, value: Any, expected: str) -> None:
