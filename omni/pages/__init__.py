@@ -5,3 +5,7 @@ An edge: it may read the domain, the settings and the live configuration of the 
 given; it never imports the gateway or the admin API. The composition root (``omni.server``)
 installs it on the app (:func:`install_pages`).
 """
+
+from omni.pages.site import Pages, PublicUrls, install_pages
+
+__all__ = ["Pages", "PublicUrls", "install_pages"]
