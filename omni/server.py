@@ -238,8 +238,11 @@ async def open_server(
             # Known now when the system chose the port (nobody could reach it before).
             urls = PublicUrls.of(config.server, host, bound_http, ws_server.port)
             pages.serve_at(urls)
-            # The console is served from here: its pages may open /ws/operator.
-            gateway.console_origins.update({*own_origins(host, bound_http), origin_of(urls.page)})
+            # The pages are served from here: the console may open /ws/operator, and the
+            # WebChat /ws/visitor whatever page embeds it (its frame-ancestors decide that).
+            ours = {*own_origins(host, bound_http), origin_of(urls.page)}
+            gateway.console_origins.update(ours)
+            gateway.page_origins.update(ours)
             if config.server.ops_bind is not None:
                 ops = create_ops_app(app, registry, config.server)
                 ops_url = (await nursery.start(run_http, ops, config.server.ops_bind))[0]

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trio_websocket
 
 from omni.clock import Clock
 from omni.config import Config
@@ -31,7 +32,10 @@ from tests.support import (
     TOK_BRUNO,
     TOK_CARLA,
     api_token,
+    connect_tcp,
     make_config,
+    start,
+    start_with,
     with_items,
 )
 
@@ -526,5 +530,43 @@ async def test_behind_a_proxy_the_pages_use_the_public_urls() -> None:
         assert shop["ws_url"] == "wss://chat.example.com/omni/ws/visitor"
         policy = csp(await http.get("/webchat?service=33"))
         assert policy["connect-src"] == "'self' wss://chat.example.com"
-        # The public origin is the server's own: the console may connect.
+        # The public origin is the server's own: the console and the WebChat may connect.
         assert "https://chat.example.com" in srv.gateway.console_origins
+        async with connect_tcp(
+            f"{srv.ws_url}/ws/visitor", origin="https://chat.example.com"
+        ) as vera:
+            assert (await start(vera, 33))["type"] == "started"
+
+
+# -- the WebChat's own page on /ws/visitor ---------------------------------------------------
+
+
+async def test_the_webchat_page_may_connect_for_a_service_other_sites_embed(
+    srv: RunningServer,
+) -> None:
+    """Service 33 may be embedded by the shop only. The WebChat runs on Omni's origin inside
+    the shop's iframe (``frame-ancestors`` keeps it there): its conversation starts. A page of
+    another site still may not start one."""
+    for origin in (srv.http_url, srv.http_url.replace("127.0.0.1", "localhost"), SHOP[0]):
+        async with connect_tcp(f"{srv.ws_url}/ws/visitor", origin=origin) as vera:
+            assert (await start(vera, 33))["type"] == "started", origin
+    async with connect_tcp(f"{srv.ws_url}/ws/visitor", origin="https://evil.example") as eve:
+        refused = await start_with(eve, 33, visitor={"name": "Eve"})
+        assert (refused["type"], refused["code"]) == ("error", "origin_not_allowed")
+
+
+async def test_a_site_no_service_accepts_is_refused_at_the_handshake() -> None:
+    """When every service lists its origins, another site's page does not get a connection;
+    the server's own pages do."""
+    config = pages_config()
+    for item in config.items:
+        if item.kind == "services":
+            item.body["allowed_origins"] = list(SHOP)
+    config = with_items(config)
+    async with open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as srv:
+        with pytest.raises(trio_websocket.ConnectionRejected) as refused:
+            async with connect_tcp(f"{srv.ws_url}/ws/visitor", origin="https://evil.example"):
+                pass
+        assert refused.value.status_code == 403
+        async with connect_tcp(f"{srv.ws_url}/ws/visitor", origin=srv.http_url) as vera:
+            assert (await start(vera, 25))["type"] == "started"

@@ -101,7 +101,8 @@ class WebSocketPeer:
         self._queued = 0
         #: The client's address (an IP, see ``trusted_proxies``).
         self.client = client
-        #: The Origin header of the handshake (a browser's page), if any.
+        #: The Origin header of the handshake (a browser's page), if any; None for the
+        #: server's own pages too (``Gateway.page_origins``).
         self.origin: str | None = None
         self.close_reason: tuple[str, str] | None = None
         now = trio.current_time()
@@ -184,6 +185,11 @@ class Gateway:
         #: Pages allowed on /ws/operator: the configured console origins, and the server's own
         #: HTTP origin (added by :func:`omni.server.open_server` once it is bound).
         self.console_origins: set[str] = set(settings.console_origins)
+        #: The origins of the server's own pages (added by :func:`omni.server.open_server`):
+        #: on /ws/visitor the WebChat, which runs there whatever site embeds it. A service's
+        #: ``allowed_origins`` are not asked of it — they name the sites that may embed the
+        #: chat, and its page's ``frame-ancestors`` holds it to them (docs/pages.md).
+        self.page_origins: set[str] = set()
         self._trusted = networks(settings.trusted_proxies)
         self._routes: dict[str, tuple[str, Handler]] = {
             "/ws/visitor": ("visitor", self._visitor),
@@ -276,6 +282,8 @@ class Gateway:
         ws = await request.accept()
         self._connections.add(client)
         self.hub.metrics.connections[kind] += 1
+        if kind == "visitor" and origin in self.page_origins:
+            origin = None  # Omni's own page: not an embedding site (see page_origins)
         try:
             await self._run(ws, handler, client, origin)
         finally:
@@ -299,7 +307,7 @@ class Gateway:
             )
             return None if native else (403, "origin: a browser's Origin is required here", None)
         allowed = (
-            self.hub.directory.embeddable_from(origin)
+            origin in self.page_origins or self.hub.directory.embeddable_from(origin)
             if kind == "visitor"
             else origin in self.console_origins
         )
