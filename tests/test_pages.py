@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,9 +23,10 @@ import trio_websocket
 from omni.clock import Clock
 from omni.config import Config
 from omni.domain.configuration import item_of
-from omni.domain.model import Avatar, GroupLink, Parameters, RequiredFields, Service
+from omni.domain.model import Avatar, Directory, GroupLink, Parameters, RequiredFields, Service
 from omni.domain.schedule import Interval, Schedule, Week
 from omni.entropy import SeededEntropy
+from omni.pages.site import Openings
 from omni.server import RunningServer, open_server
 from tests.support import (
     T0,
@@ -570,3 +572,37 @@ async def test_a_site_no_service_accepts_is_refused_at_the_handshake() -> None:
         assert refused.value.status_code == 403
         async with connect_tcp(f"{srv.ws_url}/ws/visitor", origin=srv.http_url) as vera:
             assert (await start(vera, 25))["type"] == "started"
+
+
+def test_next_openings_are_kept_while_they_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The public configuration asks at each load; the schedules are searched again only when
+    the configuration changed, the answer has passed, or "never" is old."""
+    searched: list[datetime] = []
+    search = Directory.next_opening
+
+    def counted(directory: Directory, service: Service, at: datetime) -> datetime | None:
+        searched.append(at)
+        return search(directory, service, at)
+
+    monkeypatch.setattr(Directory, "next_opening", counted)
+    config = pages_config()
+    directory, openings = config.directory, Openings()
+    thursday, never = directory.services[32], directory.services[26]
+    opening = datetime.fromisoformat(THURSDAY_OPENING)
+    assert openings.next_opening(directory, thursday, T0) == opening
+    assert openings.next_opening(directory, thursday, T0 + timedelta(hours=20)) == opening
+    assert len(searched) == 1
+    # A new configuration (even an equal one): searched again.
+    rebuilt = with_items(config).directory
+    assert openings.next_opening(rebuilt, thursday, T0 + timedelta(hours=21)) == opening
+    assert len(searched) == 2
+    # Past the opening (and closed again): searched again, a week later.
+    later = opening + timedelta(hours=9)
+    assert openings.next_opening(rebuilt, thursday, later) == opening + timedelta(days=7)
+    assert len(searched) == 3
+    # "Never" is believed for a while, then asked again.
+    assert openings.next_opening(rebuilt, never, T0) is None
+    assert openings.next_opening(rebuilt, never, T0 + Openings.RECHECK / 2) is None
+    assert len(searched) == 4
+    assert openings.next_opening(rebuilt, never, T0 + Openings.RECHECK) is None
+    assert len(searched) == 5

@@ -41,8 +41,9 @@ from omni.settings import ServerSettings
 #: How long a browser (or a proxy) keeps the embed script before asking again: its URL is
 #: stable, so a new version reaches customers' sites within this many seconds.
 WIDGET_MAX_AGE = 300
-#: The languages of the pages, and the one for a browser that asks for neither.
-LANGUAGES: tuple[Language, ...] = ("pt-BR", "en")
+#: The pages' languages by the primary subtag a browser asks for (any Portuguese is pt-BR),
+#: and the one for a browser that asks for neither.
+LANGUAGES: dict[str, Language] = {"pt": "pt-BR", "en": "en"}
 DEFAULT_LANGUAGE: Language = "en"
 #: The largest service id (``omni.domain.values.Id``).
 _MAX_ID = 2_147_483_647
@@ -268,8 +269,8 @@ def install_pages(
 
 def negotiate(setting: Language, accept_language: str | None) -> Language:
     """The language of a page: the service's setting, or — ``auto`` — the first of
-    :data:`LANGUAGES` the browser's ``Accept-Language`` prefers (any Portuguese is pt-BR,
-    any English en), else :data:`DEFAULT_LANGUAGE`."""
+    :data:`LANGUAGES` the browser's ``Accept-Language`` prefers, else
+    :data:`DEFAULT_LANGUAGE`."""
     if setting != "auto":
         return setting
     ranked: list[tuple[float, int, str]] = []
@@ -285,11 +286,9 @@ def negotiate(setting: Language, accept_language: str | None) -> Language:
         if quality > 0:
             ranked.append((-quality, index, tag.strip().lower()))
     for _, _, tag in sorted(ranked):
-        primary = tag.split("-", 1)[0]
-        if primary == "pt":
-            return "pt-BR"
-        if primary == "en":
-            return "en"
+        language = LANGUAGES.get(tag.split("-", 1)[0])
+        if language is not None:
+            return language
     return DEFAULT_LANGUAGE
 
 
