@@ -145,7 +145,8 @@ def create_app(
     limits on failed tokens, trusted proxies)."""
     settings = settings or ServerSettings()
     cors_origins = settings.cors_origins
-    app = QuartTrio("omni")
+    # No static folder: the pages (omni.pages) serve /static/ with hashed names.
+    app = QuartTrio("omni", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     api = Api(app, hub, Attempts(settings.limits, settings.trusted_proxies))
     app.extensions["omni_api"] = api
@@ -514,7 +515,7 @@ def create_ops_app(
 ) -> QuartTrio:
     """The operations endpoints of ``app`` (the API of :func:`create_app`, whose OpenAPI
     document it serves), for the ``[server] ops_bind`` listener: nothing else answers there."""
-    ops = QuartTrio("omni-ops")
+    ops = QuartTrio("omni-ops", static_folder=None)
     _problem_details(ops)
     _ops_routes(ops, registry, app.extensions["omni_api"], settings.ops_token)
     return ops

@@ -11,6 +11,7 @@ clock, to give the hub's :class:`~omni.clock.Clock` its epoch, unless a clock is
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
@@ -33,9 +34,13 @@ from omni.entropy import Entropy
 from omni.gateway.server import Gateway
 from omni.metrics import make_registry
 from omni.outbox import Outbox, SmtpMailer
+from omni.pages import Pages, PublicUrls, install_pages
+from omni.pages.policy import origin_of
 from omni.settings import ServerSettings
 from omni.store import ConfigChange, Store, StoreError
 from omni.store.memory import MemoryStore
+
+log = logging.getLogger(__name__)
 
 #: Seconds connections get to close after a shutdown was asked for.
 DRAIN_SECONDS = 5.0
@@ -131,6 +136,8 @@ class RunningServer:
     #: Where /metrics, /docs and /openapi.json answer when ``[server] ops_bind`` is set
     #: (``http://host:port``); None: on the HTTP port.
     ops_url: str | None = None
+    #: The pages on the HTTP port (None without HTTP).
+    pages: Pages | None = None
 
     @property
     def ws_url(self) -> str:
@@ -193,6 +200,7 @@ async def open_server(
         )
         bound_http: int | None = None
         ops_url: str | None = None
+        pages: Pages | None = None
         stop_http = trio.Event()
         http_running: list[trio.Event] = []
 
@@ -217,16 +225,38 @@ async def open_server(
             registry = make_registry(hub)
             app = create_app(hub, registry, configuration, settings=config.server)
             port = config.server.http_port if http_port is None else http_port
+            if host in ("0.0.0.0", "::") and config.server.public_url is None:
+                log.warning(
+                    "serving on all interfaces without [server] public_url: the pages assume "
+                    "browsers reach them at 127.0.0.1 (docs/pages.md)"
+                )
+            pages = install_pages(
+                app, hub, config.server, PublicUrls.of(config.server, host, port, ws_server.port)
+            )
             binds: list[str] = await nursery.start(run_http, app, f"{host}:{port}")
             bound_http = int(binds[0].rsplit(":", 1)[1])
-            # The console is served from here: its pages may open /ws/operator.
-            gateway.own_origins.update(own_origins(host, bound_http))
+            # Known now when the system chose the port (nobody could reach it before).
+            urls = PublicUrls.of(config.server, host, bound_http, ws_server.port)
+            pages.serve_at(urls)
+            # The pages are served from here: the console may open /ws/operator, and the
+            # WebChat /ws/visitor whatever page embeds it (its frame-ancestors decide that).
+            ours = {*own_origins(host, bound_http), origin_of(urls.page)}
+            gateway.console_origins.update(ours)
+            gateway.page_origins.update(ours)
             if config.server.ops_bind is not None:
                 ops = create_ops_app(app, registry, config.server)
                 ops_url = (await nursery.start(run_http, ops, config.server.ops_bind))[0]
         try:
             yield RunningServer(
-                hub, gateway, configuration, host, ws_server.port, bound_http, outbox, ops_url
+                hub,
+                gateway,
+                configuration,
+                host,
+                ws_server.port,
+                bound_http,
+                outbox,
+                ops_url,
+                pages,
             )
         finally:
             with trio.move_on_after(DRAIN_SECONDS) as drain:

@@ -9,7 +9,7 @@ provider), so none of them depends on the file's format. Unlike the configuratio
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -48,17 +48,47 @@ class SmtpSettings(_Settings, frozen=True):
         return f"SmtpSettings(host={self.host!r}, port={self.port})"
 
 
+#: The CAPTCHA providers whose widget the pages know how to show (and allow in their
+#: Content-Security-Policy).
+CaptchaProvider = Literal["turnstile", "hcaptcha", "recaptcha"]
+#: A CAPTCHA site key: public (every page that shows the widget carries it).
+SiteKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)]
+#: An https URL that may go into a page's attributes and its Content-Security-Policy.
+HttpsUrl = Annotated[str, msgspec.Meta(pattern=r"^https://[^\s\"'<>;,]+$", max_length=500)]
+
+
 class CaptchaSettings(_Settings, frozen=True):
-    """The CAPTCHA provider's verification endpoint (F19): reCAPTCHA, hCaptcha and Turnstile
-    all speak the same "siteverify" protocol."""
+    """The CAPTCHA provider (F19): its verification endpoint — reCAPTCHA, hCaptcha and
+    Turnstile all speak the same "siteverify" protocol — and, for the pages to show its widget,
+    the ``provider``, the public ``site_key`` and the widget's ``script_url``: all three, or
+    none (a server with only ``verify_url`` and ``secret`` checks tokens, but its pages cannot
+    show a CAPTCHA, and the public configuration says so)."""
 
     #: e.g. https://challenges.cloudflare.com/turnstile/v0/siteverify
     verify_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+$", max_length=500)]
     secret: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     timeout: PositiveSeconds = 5.0
+    provider: CaptchaProvider | None = None
+    #: The provider's public key for the widget (not a secret: every page shows it).
+    site_key: SiteKey | None = None
+    #: The provider's widget script, e.g. https://challenges.cloudflare.com/turnstile/v0/api.js
+    script_url: HttpsUrl | None = None
+
+    def __post_init__(self) -> None:
+        shown = (self.provider, self.site_key, self.script_url)
+        if any(v is not None for v in shown) and any(v is None for v in shown):
+            raise ValueError(
+                "provider, site_key and script_url go together: the pages need all three to "
+                "show a CAPTCHA"
+            )
+
+    @property
+    def for_pages(self) -> bool:
+        """Whether the pages can show this provider's widget."""
+        return self.provider is not None
 
     def __repr__(self) -> str:
-        return f"CaptchaSettings(verify_url={self.verify_url!r})"
+        return f"CaptchaSettings(verify_url={self.verify_url!r}, provider={self.provider!r})"
 
 
 Count = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
@@ -120,10 +150,29 @@ ONE_ADDRESS_CROWD: dict[str, int] = {
 }
 
 
+#: An origin as browsers write it: scheme, host, optional port; no path.
+PublicOrigin = Annotated[
+    str, msgspec.Meta(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", max_length=300)
+]
+#: A websocket base URL: scheme, host, optional port, optional path prefix (no trailing slash).
+PublicWsBase = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^wss?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*$", max_length=300
+    ),
+]
+
+
 class ServerSettings(_Settings, frozen=True):
     host: str = "127.0.0.1"
     ws_port: Port = 8765
     http_port: Port = 8080
+    #: The origin the pages are served from, as browsers see it (behind a reverse proxy, the
+    #: proxy's: ``https://chat.example.com``). Default: ``http://<host>:<http_port>``.
+    public_url: PublicOrigin | None = None
+    #: The websocket base URL the pages connect to (``/ws/visitor`` is appended), as browsers
+    #: see it (``wss://chat.example.com``). Default: ``ws://<host>:<ws_port>``.
+    public_ws_url: PublicWsBase | None = None
     #: Largest accepted websocket frame, in UTF-8 bytes; larger ones get ``frame_too_large``.
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     #: How long a disconnected operator keeps their conversations before they are requeued.

@@ -37,6 +37,15 @@ def test_the_example_configuration_loads() -> None:
     assert config.server.max_frame_bytes == 65536
 
 
+CAPTCHA = {"verify_url": "https://captcha.test/siteverify", "secret": "captcha-secret"}
+CAPTCHA_FOR_PAGES = {
+    **CAPTCHA,
+    "provider": "turnstile",
+    "site_key": "0x4AAAAAAA-site_key.1",
+    "script_url": "https://challenges.cloudflare.com/turnstile/v0/api.js",
+}
+
+
 def _broken(path: str, value: Any) -> dict[str, Any]:
     raw = copy.deepcopy(BASE)
     target: Any = raw
@@ -46,6 +55,28 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
     last = keys[-1]
     target[int(last) if last.isdigit() else last] = value
     return raw
+
+
+def test_captcha_settings_old_and_new() -> None:
+    """A ``[server.captcha]`` with only the verification endpoint still loads (its pages cannot
+    show a CAPTCHA); with the provider, site key and script URL they can."""
+    raw = copy.deepcopy(BASE)
+    raw["server"] = {"captcha": CAPTCHA}
+    old = parse_config(raw).server.captcha
+    assert old is not None and not old.for_pages
+    raw["server"] = {
+        "captcha": CAPTCHA_FOR_PAGES,
+        "public_url": "https://chat.example",
+        "public_ws_url": "wss://chat.example/omni",
+    }
+    server = parse_config(raw).server
+    assert server.captcha is not None and server.captcha.for_pages
+    assert server.captcha.site_key == "0x4AAAAAAA-site_key.1"
+    assert (server.public_url, server.public_ws_url) == (
+        "https://chat.example",
+        "wss://chat.example/omni",
+    )
+    assert "secret" not in repr(server.captcha)
 
 
 @pytest.mark.parametrize(
@@ -106,6 +137,38 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
             {"captcha": {"verify_url": "ftp://example.com/verify", "secret": "s"}},
             "at `$.server.captcha.verify_url`",
         ),
+        (
+            "server",
+            {"captcha": {**CAPTCHA, "provider": "turnstile", "site_key": "0x4AAA"}},
+            "provider, site_key and script_url go together: the pages need all three to show a "
+            "CAPTCHA - at `$.server.captcha`",
+        ),
+        (
+            "server",
+            {"captcha": {**CAPTCHA_FOR_PAGES, "script_url": "http://cdn.test/api.js"}},
+            "at `$.server.captcha.script_url`",
+        ),
+        (
+            "server",
+            {"captcha": {**CAPTCHA_FOR_PAGES, "script_url": "https://x.test/a.js; script-src *"}},
+            "at `$.server.captcha.script_url`",
+        ),
+        (
+            "server",
+            {"captcha": {**CAPTCHA_FOR_PAGES, "site_key": "a key"}},
+            "at `$.server.captcha.site_key`",
+        ),
+        (
+            "server",
+            {"captcha": {**CAPTCHA_FOR_PAGES, "provider": "friendly"}},
+            "at `$.server.captcha.provider`",
+        ),
+        ("server", {"public_url": "https://chat.example/omni"}, "at `$.server.public_url`"),
+        ("server", {"public_url": "chat.example"}, "at `$.server.public_url`"),
+        ("server", {"public_ws_url": "https://chat.example"}, "at `$.server.public_ws_url`"),
+        ("server", {"public_ws_url": "wss://chat.example/"}, "at `$.server.public_ws_url`"),
+        ("services.0.language", "fr", "at `$.services[0].language`"),
+        ("services.0.public", "yes", "at `$.services[0].public`"),
     ],
 )
 def test_config_errors_name_the_field(path: str, value: Any, expected: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from omni.domain.model import Directory, Group, GroupLink, Service
 from omni.domain.schedule import Interval, Schedule, SpecialDay, Week
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
@@ -613,3 +614,82 @@ def test_a_wall_time_the_clocks_skip_is_the_instant_an_hour_later() -> None:
     assert not s.is_open(datetime(2025, 3, 9, 2, 0, tzinfo=NEW_YORK))
     assert s.is_open(datetime(2025, 3, 16, 2, 0, 30, tzinfo=NEW_YORK))
     assert_first_change(s, datetime(2025, 3, 8, 12, 0, tzinfo=NEW_YORK))
+
+
+# -- a service's next opening (Directory.next_opening) ------------------------------------
+
+
+def directory_of(service_hours: Schedule | None, link_hours: Schedule | None) -> Directory:
+    """One service (id 1) whose hours are ``service_hours`` and whose one group's link has
+    ``link_hours`` (None: no schedule there)."""
+    schedules = {}
+    if service_hours is not None:
+        schedules["hours"] = msgspec.structs.replace(service_hours, id="hours")
+    if link_hours is not None:
+        schedules["link"] = msgspec.structs.replace(link_hours, id="link")
+    service = Service(
+        id=1,
+        name="S",
+        schedule="hours" if service_hours is not None else None,
+        links=(GroupLink(group=1, schedule="link" if link_hours is not None else None),),
+    )
+    return Directory({1: service}, {1: Group(1, "G")}, {}, schedules)
+
+
+def test_next_opening_of_a_closed_service_is_its_schedules_next_open_instant() -> None:
+    d = directory_of(office(), None)
+    service = d.services[1]
+    # Friday 18:30 in São Paulo: closed until Monday 08:00 (11:00 UTC).
+    assert d.next_opening(service, sp(2026, 3, 6, 18, 30)) == utc(2026, 3, 9, 11)
+    # In the lunch break: 13:00 local.
+    assert d.next_opening(service, sp(2026, 3, 4, 12, 15)) == utc(2026, 3, 4, 16)
+    # Open now: no next opening.
+    assert d.next_opening(service, sp(2026, 3, 4, 9)) is None
+
+
+def test_next_opening_needs_the_service_and_a_link_open_together() -> None:
+    """The service's hours are the office's; its only group works afternoons (13:00-20:00):
+    on Monday at 07:00 the service opens at 08:00, but nobody answers before 13:00."""
+    afternoons = sched("America/Sao_Paulo", {day: (iv("13:00", "20:00"),) for day in range(7)})
+    d = directory_of(office(), afternoons)
+    assert d.next_opening(d.services[1], sp(2026, 3, 2, 7)) == utc(2026, 3, 2, 16)
+    # Friday 18:00: the group still works, the service does not; Monday 13:00 both do.
+    assert d.next_opening(d.services[1], sp(2026, 3, 6, 18)) == utc(2026, 3, 9, 16)
+
+
+def test_a_service_that_never_opens_has_no_next_opening() -> None:
+    closed = sched("UTC", {})
+    d = directory_of(closed, None)
+    assert d.next_opening(d.services[1], utc(2026, 3, 2)) is None
+    # Hours that never meet: mornings for the service, evenings for its only group.
+    mornings = sched("UTC", {day: (iv("08:00", "12:00"),) for day in range(7)})
+    evenings = sched("UTC", {day: (iv("18:00", "22:00"),) for day in range(7)})
+    d = directory_of(mornings, evenings)
+    assert d.next_opening(d.services[1], utc(2026, 3, 2)) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(schedule_and_instant(), st.one_of(st.none(), schedules()))
+def test_next_opening_is_the_first_instant_a_group_takes_conversations(
+    case: tuple[Schedule, datetime], link_hours: Schedule | None
+) -> None:
+    service_hours, at = case
+    d = directory_of(service_hours, link_hours)
+    service = d.services[1]
+    opening = d.next_opening(service, at)
+    if d.route(service, at) is not None:
+        assert opening is None
+        return
+    # Openness changes only where a schedule does: none of those before the answer is open.
+    every = [s for s in (service_hours, link_hours) if s is not None]
+    moment = at
+    for _ in range(200):
+        changes = [c for s in every if (c := s.next_change(moment)) is not None]
+        if not changes or (opening is not None and min(changes) >= opening):
+            break
+        moment = min(changes)
+        assert d.route(service, moment) is None, (moment, opening)
+    if opening is not None:
+        assert opening.tzinfo is UTC
+        assert at < opening <= at + timedelta(days=400)
+        assert d.route(service, opening) is not None

@@ -174,7 +174,8 @@ class Timer:
         self._fire = None
         self._owner.discard(self)
 
-    def _run(self) -> None:
+    def expire(self) -> None:
+        """Run it now (the queue calls this when it falls due); a cancelled one does nothing."""
         fire, self._fire = self._fire, None
         self._owner.discard(self)
         if fire is not None:
@@ -206,7 +207,7 @@ class Timers:
                 await trio.sleep_forever()
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                heapq.heappop(heap)[2]._run()
+                heapq.heappop(heap)[2].expire()
 
 
 class Actor(Generic[M]):

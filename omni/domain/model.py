@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
-from omni.domain.schedule import Schedule
+from omni.domain.schedule import LOOKAHEAD, Schedule
 from omni.domain.values import Colour, Id, ImageRef, Key, Name, Origin, Seconds, SigningKey, Text
 
 _T = TypeVar("_T")
@@ -120,6 +120,10 @@ class RequiredFields(_Entity, frozen=True):
     phone: bool = False
 
 
+#: The languages of the pages; ``auto``: the visitor's browser's (pt-BR or English).
+Language = Literal["auto", "pt-BR", "en"]
+
+
 class GroupLink(_Entity, frozen=True):
     """A service's link to an operator group; an optional schedule of its own (F2, F5)."""
 
@@ -155,6 +159,11 @@ class Service(_Entity, frozen=True):
     #: The key the embedding site signs visitors' identities with (F8, JWT HS256); None: it
     #: accepts none. Write-only in the API; never in a repr.
     identity_secret: SigningKey | None = None
+    #: The language of the service's WebChat page; ``auto``: the visitor's browser's.
+    language: Language = "auto"
+    #: Listed on ``/webchat`` without a service (the visitor's choice, F7); a service that is
+    #: not is still reachable by its id (``/webchat?service=ID``).
+    public: bool = True
 
     def __post_init__(self) -> None:
         ids = [q.id for q in self.survey_questions]
@@ -392,3 +401,31 @@ class Directory:
             if link.schedule is None or self.schedules[link.schedule].is_open(at):
                 return link.group
         return None
+
+    def next_opening(self, service: Service, at: datetime) -> datetime | None:
+        """When ``service``, closed at ``at``, next takes conversations (:meth:`route` finds a
+        group), in UTC; None when it is open at ``at``, or opens not within the schedules'
+        look-ahead (400 days) of ``at``.
+
+        Openness can only change where one of its schedules (the service's, its links') does,
+        so the answer is the first of those changes at which :meth:`route` finds a group."""
+        if self.route(service, at) is not None:
+            return None
+        keys = {service.schedule, *(link.schedule for link in service.links)}
+        # Each schedule's next change after the moment looked at (None: none ahead).
+        upcoming = {
+            key: self.schedules[key].next_change(at) for key in sorted(k for k in keys if k)
+        }
+        limit = at + LOOKAHEAD
+        while True:
+            changes = [c for c in upcoming.values() if c is not None]
+            if not changes:
+                return None
+            moment = min(changes)
+            if moment > limit:
+                return None
+            if self.route(service, moment) is not None:
+                return moment
+            for key, change in upcoming.items():
+                if change == moment:
+                    upcoming[key] = self.schedules[key].next_change(moment)

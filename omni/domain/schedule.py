@@ -41,7 +41,7 @@ import msgspec
 
 from omni.domain.values import Key, Name, WallTime
 
-__all__ = ["WEEKDAYS", "Interval", "Schedule", "SpecialDay", "Week"]
+__all__ = ["LOOKAHEAD", "WEEKDAYS", "Interval", "Schedule", "SpecialDay", "Week"]
 
 MINUTES_PER_DAY = 24 * 60
 #: How far ahead :meth:`Schedule.next_change` looks before answering ``None``.

@@ -101,7 +101,8 @@ class WebSocketPeer:
         self._queued = 0
         #: The client's address (an IP, see ``trusted_proxies``).
         self.client = client
-        #: The Origin header of the handshake (a browser's page), if any.
+        #: The Origin header of the handshake (a browser's page), if any; None for the
+        #: server's own pages too (``Gateway.page_origins``).
         self.origin: str | None = None
         self.close_reason: tuple[str, str] | None = None
         now = trio.current_time()
@@ -181,12 +182,14 @@ class Gateway:
         self.limits = limits = settings.limits
         self.limit = settings.max_frame_bytes
         self.outbound_buffer = settings.outbound_buffer
-        #: The origins of the server's own pages (the WebChat, the console), added by
-        #: :func:`omni.server.open_server` once the HTTP port is bound.
-        self.own_origins: set[str] = set()
-        #: Pages allowed on /ws/operator besides the server's own: the configured console
-        #: origins.
+        #: Pages allowed on /ws/operator: the configured console origins, and the server's own
+        #: HTTP origin (added by :func:`omni.server.open_server` once it is bound).
         self.console_origins: set[str] = set(settings.console_origins)
+        #: The origins of the server's own pages (added by :func:`omni.server.open_server`):
+        #: on /ws/visitor the WebChat, which runs there whatever site embeds it. A service's
+        #: ``allowed_origins`` are not asked of it — they name the sites that may embed the
+        #: chat, and its page's ``frame-ancestors`` holds it to them (docs/pages.md).
+        self.page_origins: set[str] = set()
         self._trusted = networks(settings.trusted_proxies)
         self._routes: dict[str, tuple[str, Handler]] = {
             "/ws/visitor": ("visitor", self._visitor),
@@ -279,6 +282,8 @@ class Gateway:
         ws = await request.accept()
         self._connections.add(client)
         self.hub.metrics.connections[kind] += 1
+        if kind == "visitor" and origin in self.page_origins:
+            origin = None  # Omni's own page: not an embedding site (see page_origins)
         try:
             await self._run(ws, handler, client, origin)
         finally:
@@ -302,12 +307,9 @@ class Gateway:
             )
             return None if native else (403, "origin: a browser's Origin is required here", None)
         allowed = (
-            origin in self.own_origins
-            or (
-                self.hub.directory.embeddable_from(origin)
-                if kind == "visitor"
-                else origin in self.console_origins
-            )
+            origin in self.page_origins or self.hub.directory.embeddable_from(origin)
+            if kind == "visitor"
+            else origin in self.console_origins
         )
         return None if allowed else (403, f"origin: {origin} is not allowed here", None)
 
@@ -319,9 +321,7 @@ class Gateway:
         close never cuts a frame in half."""
         reading = trio.CancelScope()
         peer = WebSocketPeer(ws, self.outbound_buffer, reading, client, self.limits)
-        # The server's own WebChat is embedded only where the service's allowed_origins let the
-        # browser frame it (its page's CSP frame-ancestors): its start is not checked again.
-        peer.origin = None if origin in self.own_origins else origin
+        peer.origin = origin
         self._peers.add(peer)
         self._all_closed = trio.Event()
         try:

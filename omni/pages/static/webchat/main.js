@@ -34,6 +34,11 @@ async function main() {
   }
   const config = await reply.json();
   const lang = language(config.language, navigator.languages);
+  if (config.captcha && !config.captcha.provider) {
+    // The service asks for a CAPTCHA this server cannot show: nobody could start.
+    new View(root, strings(lang), lang, {}).message(strings(lang).unavailable);
+    return;
+  }
   document.documentElement.lang = lang;
   document.title = config.name;
   paint(config.palette);

@@ -6,7 +6,7 @@
   try {
     var me = document.currentScript;
     if (!me || window.Omni && window.Omni.service) return;
-    var origin = new URL(me.src).origin;
+    var origin = "{{ public_url }}"; // the server fills in its public origin when it starts
     var service = me.getAttribute("data-service");
     var lang = (navigator.language || "en").toLowerCase().indexOf("pt") === 0;
     var label = lang ? "Abrir o chat" : "Open chat";

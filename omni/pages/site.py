@@ -1,0 +1,360 @@
+"""The pages on the HTTP port: the visitor's WebChat, the embed script, their static assets and
+the public configuration they read (DESIGN §9; docs/pages.md).
+
+Rules of this module:
+
+* It is an edge, like the admin API and beside it on the same Quart app: it reads the live
+  configuration (``directory``) and the clock of the hub it is given, and decides nothing —
+  the public view is :mod:`omni.pages.public`, the headers :mod:`omni.pages.policy`.
+* Everything that depends only on the code and the server's settings — the assets, their
+  hashes and gzipped bodies, the compiled shells, the embed script — is built once, at
+  start-up; what depends on the configuration (the CSP, the public configuration) is built at
+  each request, so an administrator's change shows on the next load without a restart.
+* Pages get the security headers; the public API gets open CORS (``*``, no credentials) and
+  ``ETag`` revalidation; assets are immutable; the embed script has a stable URL and a short
+  cache life.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+from quart import Blueprint, Quart, Response, request
+
+from omni.clock import Clock
+from omni.domain.model import Directory, Language, Service
+from omni.pages import policy
+from omni.pages.assets import CACHE_FOREVER, AssetRegistry, accepts_gzip
+from omni.pages.assets import FOLDER as STATIC
+from omni.pages.public import service_config, service_list
+from omni.pages.shells import FOLDER as TEMPLATES
+from omni.pages.shells import Raw, Template
+from omni.settings import ServerSettings
+
+#: How long a browser (or a proxy) keeps the embed script before asking again: its URL is
+#: stable, so a new version reaches customers' sites within this many seconds.
+WIDGET_MAX_AGE = 300
+#: The pages' languages by the primary subtag a browser asks for (any Portuguese is pt-BR),
+#: and the one for a browser that asks for neither.
+LANGUAGES: dict[str, Language] = {"pt": "pt-BR", "en": "en"}
+DEFAULT_LANGUAGE: Language = "en"
+#: The largest service id (``omni.domain.values.Id``).
+_MAX_ID = 2_147_483_647
+
+_encoder = msgspec.json.Encoder()
+
+
+class Live(Protocol):
+    """What the pages read of the running server (the hub): the live configuration and the
+    clock."""
+
+    @property
+    def directory(self) -> Directory: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+
+@dataclass(frozen=True)
+class PublicUrls:
+    """Where browsers reach the server: the pages' origin and the websocket base URL."""
+
+    page: str
+    ws: str
+
+    @classmethod
+    def of(cls, settings: ServerSettings, host: str, http_port: int, ws_port: int) -> PublicUrls:
+        """The configured ``public_url`` and ``public_ws_url``, else the addresses the server
+        is bound to (on all interfaces, 127.0.0.1: a browser cannot open 0.0.0.0)."""
+        shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        return cls(
+            settings.public_url or f"http://{shown}:{http_port}",
+            settings.public_ws_url or f"ws://{shown}:{ws_port}",
+        )
+
+
+class Openings:
+    """``Directory.next_opening`` answers, kept while they hold: a closed service's next
+    opening stays the answer until that instant (the configuration unchanged), so the public
+    configuration — asked at each page load, by anyone — does not search the schedules again
+    each time. "Never within the look-ahead" is asked again after :data:`RECHECK`."""
+
+    #: How long "it does not open within the look-ahead" is believed.
+    RECHECK = timedelta(minutes=10)
+
+    def __init__(self) -> None:
+        self._directory: Directory | None = None
+        self._known: dict[int, tuple[datetime, datetime | None]] = {}
+
+    def next_opening(self, directory: Directory, service: Service, at: datetime) -> datetime | None:
+        if directory is not self._directory:  # a new configuration: nothing known holds
+            self._directory, self._known = directory, {}
+        known = self._known.get(service.id)
+        if known is not None:
+            asked, opening = known
+            until = opening if opening is not None else asked + self.RECHECK
+            if asked <= at < until and directory.route(service, at) is None:
+                return opening
+        opening = directory.next_opening(service, at)
+        self._known[service.id] = (at, opening)
+        return opening
+
+
+@dataclass(frozen=True)
+class _Script:
+    """The embed script, rendered for one public origin."""
+
+    body: bytes
+    gzipped: bytes
+    etag: str
+
+
+class Pages:
+    """The pages of one server, installed on its Quart app by :func:`install_pages`."""
+
+    def __init__(
+        self,
+        live: Live,
+        settings: ServerSettings,
+        urls: PublicUrls,
+        *,
+        static: Path = STATIC,
+        templates: Path = TEMPLATES,
+    ) -> None:
+        self.live = live
+        self.settings = settings
+        self.openings = Openings()
+        self.assets = AssetRegistry.load(static)
+        self._templates = templates
+        self.webchat = Template.load(
+            "webchat.html", self.assets, frozenset({"lang", "data_service"}), folder=templates
+        )
+        self.serve_at(urls)
+
+    def serve_at(self, urls: PublicUrls) -> None:
+        """Tell the pages where browsers reach the server (once the HTTP port is bound, when
+        it was chosen by the system)."""
+        self.urls = urls
+        script = Template.load(
+            "widget.js",
+            self.assets,
+            frozenset({"public_url"}),
+            origin=urls.page,
+            folder=self._templates,
+        )
+        body = script.render(public_url=urls.page).encode("utf-8")
+        self._widget = _Script(body, gzip.compress(body, mtime=0), _etag(body))
+
+    # -- the routes ----------------------------------------------------------------------------
+
+    def blueprint(self) -> Blueprint:
+        pages = Blueprint("pages", __name__)
+        pages.add_url_rule("/webchat", "webchat", self.webchat_page, methods=["GET"])
+        pages.add_url_rule("/widget.js", "widget", self.widget, methods=["GET"])
+        pages.add_url_rule("/static/<path:path>", "static", self.static, methods=["GET"])
+        pages.add_url_rule("/api/public/services", "services", self.services, methods=["GET"])
+        pages.add_url_rule("/api/public/services/<id>", "service", self.service, methods=["GET"])
+        return pages
+
+    async def webchat_page(self) -> Response:
+        """``/webchat[?service=ID]``: the WebChat's shell. A malformed or unknown id still
+        gets the page (its script tells the visitor), without ``data-service`` when the id is
+        not a whole number."""
+        directory = self.live.directory
+        service_id = _service_id(request.args.get("service"))
+        service = directory.services.get(service_id) if service_id is not None else None
+        setting = service.language if service is not None else "auto"
+        html = self.webchat.render(
+            lang=negotiate(setting, request.headers.get("Accept-Language")),
+            data_service=Raw("" if service_id is None else f' data-service="{service_id}"'),
+        )
+        shown = [service] if service is not None else _public(directory)
+        csp = policy.content_security_policy(
+            ws_url=self.urls.ws,
+            services=shown,
+            logo=directory.parameters.logo,
+            captcha=self.settings.captcha,
+            ancestors=policy.frame_ancestors(service),
+        )
+        headers = {
+            **policy.page_headers(csp),
+            "Cache-Control": "no-cache",
+            "Vary": "Accept-Language",
+        }
+        return Response(html, content_type="text/html; charset=utf-8", headers=headers)
+
+    async def widget(self) -> Response:
+        """``/widget.js``: the embed script, at a stable URL."""
+        script = self._widget
+        packed = accepts_gzip(request.headers.get("Accept-Encoding"))
+        etag = script.etag[:-1] + '.gz"' if packed else script.etag
+        headers = {
+            "Cache-Control": f"public, max-age={WIDGET_MAX_AGE}",
+            "ETag": etag,
+            "Vary": "Accept-Encoding",
+            "Access-Control-Allow-Origin": "*",
+            # Loaded by other sites' pages, also by those that require it (COEP).
+            "Cross-Origin-Resource-Policy": "cross-origin",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if _matches(request.headers.get("If-None-Match"), etag):
+            return _not_modified(headers)
+        if packed:
+            headers["Content-Encoding"] = "gzip"
+        body = script.gzipped if packed else script.body
+        return Response(body, content_type="text/javascript; charset=utf-8", headers=headers)
+
+    async def static(self, path: str) -> Response:
+        """``/static/<name>.<hash>.<ext>``: an asset, for ever; anything else is 404."""
+        asset = self.assets.at(request.path)
+        if asset is None:
+            return _problem(404, f"no asset at {request.path}")
+        headers = {"Cache-Control": CACHE_FOREVER, "X-Content-Type-Options": "nosniff"}
+        body = asset.body
+        if asset.gzipped is not None:
+            headers["Vary"] = "Accept-Encoding"
+            if accepts_gzip(request.headers.get("Accept-Encoding")):
+                headers["Content-Encoding"] = "gzip"
+                body = asset.gzipped
+        return Response(body, content_type=asset.content_type, headers=headers)
+
+    async def services(self) -> Response:
+        """``/api/public/services``: the public services."""
+        return _public_json(service_list(self.live.directory, self.live.clock.now()))
+
+    async def service(self, id: str) -> Response:
+        """``/api/public/services/{id}``: one service's widget configuration (public or not)."""
+        directory = self.live.directory
+        service_id = _service_id(id)
+        service = directory.services.get(service_id) if service_id is not None else None
+        if service is None:
+            return _problem(404, f"there is no chat service {id}", cors=True)
+        config = service_config(
+            directory,
+            service,
+            self.live.clock.now(),
+            captcha=self.settings.captcha,
+            mail=self.settings.smtp is not None,
+            ws_base=self.urls.ws,
+            next_opening=partial(self.openings.next_opening, directory),
+        )
+        return _public_json(config)
+
+
+def install_pages(
+    app: Quart,
+    live: Live,
+    settings: ServerSettings,
+    urls: PublicUrls,
+    *,
+    static: Path = STATIC,
+    templates: Path = TEMPLATES,
+) -> Pages:
+    """Serve the pages on ``app`` (the admin API's), reading ``live``; :class:`AssetError` or
+    :class:`TemplateError` when the static folder or a template cannot be served."""
+    if any(rule.rule.startswith("/static/") for rule in app.url_map.iter_rules()):
+        raise RuntimeError("the app already serves /static/: create it with static_folder=None")
+    pages = Pages(live, settings, urls, static=static, templates=templates)
+    app.register_blueprint(pages.blueprint())
+    return pages
+
+
+def negotiate(setting: Language, accept_language: str | None) -> Language:
+    """The language of a page: the service's setting, or — ``auto`` — the first of
+    :data:`LANGUAGES` the browser's ``Accept-Language`` prefers, else
+    :data:`DEFAULT_LANGUAGE`."""
+    if setting != "auto":
+        return setting
+    ranked: list[tuple[float, int, str]] = []
+    for index, part in enumerate((accept_language or "").split(",")):
+        tag, _, parameters = part.strip().partition(";")
+        quality = 1.0
+        key, _, value = parameters.strip().partition("=")
+        if key.strip().lower() == "q":
+            try:
+                quality = float(value)
+            except ValueError:
+                quality = 0.0
+        if quality > 0:
+            ranked.append((-quality, index, tag.strip().lower()))
+    for _, _, tag in sorted(ranked):
+        language = LANGUAGES.get(tag.split("-", 1)[0])
+        if language is not None:
+            return language
+    return DEFAULT_LANGUAGE
+
+
+def _service_id(raw: str | None) -> int | None:
+    """A service id in its canonical spelling (digits, no sign or leading zero), else None."""
+    if raw is None or not raw.isascii() or not raw.isdigit() or raw.startswith("0"):
+        return None
+    value = int(raw) if len(raw) <= 10 else _MAX_ID + 1
+    return value if value <= _MAX_ID else None
+
+
+def _public(directory: Directory) -> list[Service]:
+    return [s for _, s in sorted(directory.services.items()) if s.public]
+
+
+def _etag(body: bytes) -> str:
+    """A strong validator of ``body``: its hash."""
+    return f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weak comparison, as RFC 9110 asks)."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def _public_json(data: Any) -> Response:
+    """A public API answer: open to every origin (no credentials), revalidated at each use
+    by its ``ETag``; 304 when the client's copy is current."""
+    body = _encoder.encode(data)
+    etag = _etag(body)
+    headers = {
+        "Cache-Control": "no-cache",
+        "ETag": etag,
+        "Access-Control-Allow-Origin": "*",
+    }
+    if _matches(request.headers.get("If-None-Match"), etag):
+        return _not_modified(headers)
+    return Response(body, content_type="application/json", headers=headers)
+
+
+def _not_modified(headers: dict[str, str]) -> Response:
+    """304: the client's copy is current (the headers it would have got, without a body)."""
+    response = Response(b"", status=304, headers=headers)
+    del response.headers["Content-Type"]
+    return response
+
+
+def _problem(status: int, detail: str, *, cors: bool = False) -> Response:
+    """An RFC 9457 problem, like the admin API's."""
+    title = {404: "Not Found"}.get(status, "Error")
+    body = {
+        "type": f"https://omni.dev/problems/{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    headers = {"Access-Control-Allow-Origin": "*"} if cors else {}
+    return Response(
+        _encoder.encode(body),
+        status=status,
+        content_type="application/problem+json",
+        headers=headers,
+    )
