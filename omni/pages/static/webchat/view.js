@@ -30,6 +30,7 @@ export class View {
     const t = this.t;
     this.logo = h("img", { class: "omni-logo", alt: "", hidden: true });
     this.avatar = h("img", { class: "omni-avatar", alt: "", hidden: true });
+    this.initial = h("span", { class: "omni-avatar omni-initial", "aria-hidden": "true", hidden: true });
     this.heading = h("h1", { class: "omni-title", id: "omni-title" });
     this.subtitle = h("p", { class: "omni-subtitle" });
     this.endButton = h("button", { type: "button", class: "omni-end", hidden: true, onclick: () => this.confirmEnd() }, t.end);
@@ -38,6 +39,7 @@ export class View {
       { class: "omni-header" },
       this.logo,
       this.avatar,
+      this.initial,
       h("div", { class: "omni-heading" }, this.heading, this.subtitle),
       this.endButton,
     );
@@ -51,6 +53,10 @@ export class View {
     const image = config.avatar && config.avatar.image;
     this.avatar.hidden = !image;
     if (image) this.avatar.src = image;
+    // Without a picture, the avatar's initial (the name is said by the heading).
+    const name = (config.avatar && config.avatar.name) || config.name || "";
+    this.initial.hidden = !!image || !name;
+    fill(this.initial, [...name][0] || "");
     this.logo.hidden = !config.logo;
     if (config.logo) this.logo.src = config.logo;
     fill(this.heading, config.name);
@@ -194,6 +200,7 @@ export class View {
       "form",
       {
         class: "omni-form",
+        "aria-describedby": "omni-form-intro",
         novalidate: true,
         onsubmit: (event) => {
           event.preventDefault();
@@ -219,6 +226,7 @@ export class View {
           });
         },
       },
+      h("p", { class: "omni-intro", id: "omni-form-intro" }, t.form_intro),
       name.el,
       email.el,
       phone.el,
@@ -236,18 +244,16 @@ export class View {
     const t = this.t;
     this.sideName = h("span", { class: "omni-visitor-name" });
     this.sideTicket = h("span", { class: "omni-ticket-number" });
+    // The guide's side panel: who the visitor is and their ticket number.
     const side = h(
       "aside",
       { class: "omni-side", "aria-label": t.ticket },
-      h("span", { class: "omni-side-label" }, t.you, ": "),
-      this.sideName,
-      h("span", { class: "omni-side-label" }, " · ", t.ticket, ": "),
-      this.sideTicket,
+      h("dl", {}, h("div", {}, h("dt", {}, t.you), h("dd", {}, this.sideName)), h("div", {}, h("dt", {}, t.ticket), h("dd", {}, this.sideTicket))),
     );
     this.log = h("ol", { class: "omni-log", role: "log", "aria-live": "polite", "aria-label": t.title });
     this.typingLine = h("p", { class: "omni-typing", "aria-live": "off" });
     this.warning = h("p", { class: "omni-warning", role: "alert", hidden: true });
-    const parts = [side];
+    const parts = [];
     if (state.phase === "out_of_hours") {
       parts.push(
         h(
@@ -263,7 +269,7 @@ export class View {
     parts.push(this.log, this.typingLine, this.warning);
     if (composer && state.phase !== "ended") parts.push(this.composer());
     else this.composerInput = null;
-    return h("div", { class: "omni-conversation" }, ...parts);
+    return h("div", { class: "omni-conversation" }, side, h("div", { class: "omni-thread" }, ...parts));
   }
 
   updateLog(state) {
