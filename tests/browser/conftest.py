@@ -5,21 +5,18 @@ each test's own. Without Playwright or Chromium the tests fail, saying what to i
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import Browser, BrowserUnavailable, Chromium, open_browser
-from tests.browser.harness import screenshots_folder as _screenshots_folder
+from tests.browser.harness import (
+    Browser,
+    BrowserUnavailable,
+    Chromium,
+    Screenshots,
+    open_browser,
+    screenshots_folder,
+)
 from tests.browser.site import ForeignSite, open_foreign_site
-
-
-@dataclass
-class Screenshots:
-    folder: Path
-    saved: list[Path] = field(default_factory=list)
-
 
 _screenshots_key = pytest.StashKey[Screenshots]()
 _chromium_key = pytest.StashKey[str]()
@@ -41,7 +38,7 @@ def chromium(pytestconfig: pytest.Config) -> Iterator[Chromium]:
 @pytest.fixture(scope="session")
 def screenshots(pytestconfig: pytest.Config) -> Screenshots:
     """Where screenshots go, and those saved this session (listed at the end of the run)."""
-    shots = Screenshots(_screenshots_folder())
+    shots = Screenshots(screenshots_folder())
     pytestconfig.stash[_screenshots_key] = shots
     return shots
 

@@ -84,6 +84,14 @@ def screenshots_folder() -> Path:
     return (Path(artifacts) if artifacts else REPO / "artifacts") / "screenshots"
 
 
+@dataclass
+class Screenshots:
+    """Where a session's screenshots go, and those it saved."""
+
+    folder: Path
+    saved: list[Path] = field(default_factory=list)
+
+
 # -- what a page reports ---------------------------------------------------------------------
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from omni.server import RunningServer
-from tests.browser.conftest import Screenshots
 from tests.browser.harness import (
     PHONE,
     Browser,
     BrowserUnavailable,
     Chromium,
+    Screenshots,
     open_browser,
 )
 from tests.browser.site import JS, ForeignSite
@@ -45,7 +45,7 @@ name.addEventListener("keydown", (e) => { if (e.key === "Enter") news.textConten
 """
 
 
-def _page(site: ForeignSite, body: str, title: str = "Test") -> str:
+def _page(body: str, title: str = "Test") -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>{title}</title></head><body><main>{body}</main></body></html>"""
 
@@ -92,7 +92,7 @@ async def test_axe_finds_what_is_inaccessible_and_passes_a_clean_page(
     assert [str(v) for v in await page.axe() if v.serious] == []
 
     broken = '<button id="mute"></button><p style="color:#bbb;background:#fff">faint</p>'
-    await page.goto(foreign_site.serve("/broken", _page(foreign_site, broken)))
+    await page.goto(foreign_site.serve("/broken", _page(broken)))
     violations = {v.id: v for v in await page.axe()}
     assert violations["button-name"].targets == ("#mute",)
     assert violations["button-name"].serious
@@ -106,7 +106,7 @@ async def test_console_messages_are_recorded_and_are_no_problem(
 ) -> None:
     script = "<script>console.log('hi'); console.error('not fatal')</script>"
     page = await browser.new_page()
-    await page.goto(foreign_site.serve("/", _page(foreign_site, script)))
+    await page.goto(foreign_site.serve("/", _page(script)))
     await page.wait_for_function("true")
     assert [(m.type, m.text) for m in page.console] == [("log", "hi"), ("error", "not fatal")]
     assert page.problems == []
@@ -116,7 +116,7 @@ async def test_an_unexpected_problem_fails_the_test(
     chromium: Chromium, foreign_site: ForeignSite, tmp_path: Path
 ) -> None:
     script = "<script>throw new Error('boom')</script>"
-    url = foreign_site.serve("/", _page(foreign_site, script))
+    url = foreign_site.serve("/", _page(script))
     with pytest.raises(AssertionError, match=r"(?s)problems:.*uncaught: Error: boom"):
         async with open_browser(chromium, "unexpected", tmp_path) as browser:
             page = await browser.new_page()
@@ -143,7 +143,7 @@ async def test_an_expected_problem_does_not_fail_the_test_and_axe_keeps_to_the_c
     csp = {"Content-Security-Policy": "default-src 'self'"}
     inline = "<p id='x'>before</p><script>document.getElementById('x').textContent = 'ran'</script>"
     page = await browser.new_page()
-    await page.goto(foreign_site.serve("/", _page(foreign_site, inline), headers=csp))
+    await page.goto(foreign_site.serve("/", _page(inline), headers=csp))
     problem = await page.expect_problem(r"Content Security Policy.*script-src")
     assert problem.kind == "csp"
     assert await page.text("#x") == "before"
@@ -162,7 +162,7 @@ async def test_a_request_blocked_by_cors_is_a_problem(
     other_origin = foreign_site.url("/data", host="localhost")
     script = f"<script>fetch({other_origin!r}).catch(() => {{}})</script>"
     page = await browser.new_page()
-    await page.goto(foreign_site.serve("/", _page(foreign_site, script)))
+    await page.goto(foreign_site.serve("/", _page(script)))
     problem = await page.expect_problem("blocked by CORS policy")
     assert problem.kind == "cors"
 
@@ -177,7 +177,7 @@ async def test_websocket_frames_with_omni_are_observed(
       ws.onmessage = (e) => {{ document.getElementById("got").textContent = e.data; ws.close(); }};
     </script><p id="got"></p>"""
     page = await browser.new_page()
-    await page.goto(foreign_site.serve("/", _page(foreign_site, script)))
+    await page.goto(foreign_site.serve("/", _page(script)))
     pong = await page.wait_for_frame("pong")
     assert pong.json() == {"type": "pong"}
     assert pong.url == f"{server.ws_url}/ws/visitor"
@@ -199,9 +199,9 @@ async def test_a_cross_site_iframe_is_observed_too(
       const ws = new WebSocket("{server.ws_url}/ws/visitor");
       ws.onopen = () => ws.send(JSON.stringify({{type: "ping"}}));
     </script>"""
-    inner_url = foreign_site.serve("/inner", _page(foreign_site, inner))
+    inner_url = foreign_site.serve("/inner", _page(inner))
     outer = f'<iframe title="chat" src="{inner_url}"></iframe>'
-    foreign_site.serve("/outer", _page(foreign_site, outer))
+    foreign_site.serve("/outer", _page(outer))
     page = await browser.new_page()
     await page.goto(foreign_site.url("/outer", host="localhost"))
     await page.wait_for_frame("pong")
@@ -214,7 +214,7 @@ async def test_requests_are_recorded_with_their_size(
     foreign_site.serve("/big.js", "/*" + "x" * 20_000 + "*/", JS)
     body = '<script src="/big.js"></script><script src="/missing.js"></script>'
     page = await browser.new_page()
-    await page.goto(foreign_site.serve("/", _page(foreign_site, body)))
+    await page.goto(foreign_site.serve("/", _page(body)))
     requests = {r.url.rsplit("/", 1)[1]: r for r in await page.requests()}
     assert requests.keys() == {"", "big.js", "missing.js"}
     big = requests["big.js"]
