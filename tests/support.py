@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import trio
@@ -337,6 +338,79 @@ async def open_memory_gateway(
         settings=hub_settings(config.server),
     ) as hub:
         yield Gateway(hub, config.server)
+
+
+class Relay:
+    """A TCP relay to a server's port on 127.0.0.1, that can play dead: :meth:`freeze` stops it
+    forwarding anything either way while both sockets stay open — a peer gone without a FIN —
+    :meth:`sever` closes every connection it carries (new ones are relayed again), and
+    :meth:`cut` does that and closes new ones at once until :meth:`restore` (the network is
+    down). ``target`` may be set after the relay is listening (a server configured with its
+    URL)."""
+
+    def __init__(self, target: int | None = None) -> None:
+        self.target = target
+        self.url = ""
+        self.port = 0
+        self._frozen = False
+        self._down = False
+        self._links: list[trio.CancelScope] = []
+
+    def freeze(self) -> None:
+        self._frozen = True
+
+    def sever(self) -> None:
+        for link in self._links:
+            link.cancel()
+        self._links.clear()
+
+    def cut(self) -> None:
+        self._down = True
+        self.sever()
+
+    def restore(self) -> None:
+        self._down = False
+
+    async def link(self, client: trio.SocketStream) -> None:
+        assert self.target is not None, "the relay's target port is not set"
+        if self._down:
+            await client.aclose()
+            return
+        with trio.CancelScope() as scope:
+            self._links.append(scope)
+            server = await trio.open_tcp_stream("127.0.0.1", self.target)
+            async with client, server, trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
+                nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, link: trio.CancelScope
+    ) -> None:
+        try:
+            while True:
+                data = await source.receive_some(65_536)
+                if self._frozen:
+                    await trio.sleep_forever()  # holds what it read, and reads no more
+                if not data:
+                    break
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        link.cancel()  # one side is gone: so is the other
+
+
+@asynccontextmanager
+async def open_relay(target: int | None = None) -> AsyncIterator[Relay]:
+    """A :class:`Relay` listening on a free port of 127.0.0.1 (``relay.url``: ``ws://…``)."""
+    proxy = Relay(target)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, proxy.link, 0, host="127.0.0.1"))
+        proxy.port = listeners[0].socket.getsockname()[1]
+        proxy.url = f"ws://127.0.0.1:{proxy.port}"
+        try:
+            yield proxy
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 def free_port() -> int:

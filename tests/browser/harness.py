@@ -64,6 +64,8 @@ LAST_SCREENSHOT_SECONDS = 3.0
 #: The trio side's margin over a deadline Playwright enforces itself: Playwright's error (which
 #: says what it was waiting for) comes first.
 SLACK = 2.0
+# What Playwright takes for a function rather than an expression to evaluate.
+_FUNCTION = re.compile(r"\s*(async\s+)?(function\b|\([^)]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)")
 #: Where screenshots go unless ``OMNI_ARTIFACTS`` names the artifacts folder.
 REPO = Path(__file__).resolve().parents[2]
 
@@ -490,7 +492,12 @@ class Page:
         )
 
     async def wait_for_function(self, js: str, arg: Any = None, timeout: float = TIMEOUT) -> Any:
-        """Wait until a JavaScript expression or function is truthy; that value."""
+        """Wait until a JavaScript expression or function is truthy; that value.
+
+        An expression is wrapped in a function: Playwright polls a bare expression with
+        ``eval``, which a page's CSP without ``'unsafe-eval'`` (Omni's own) refuses."""
+        if not _FUNCTION.match(js):
+            js = f"() => ({js})"
 
         async def wait() -> Any:
             handle = await self._page.wait_for_function(js, arg=arg, timeout=timeout * 1000)

@@ -18,7 +18,6 @@ import json
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,7 +38,7 @@ from wsproto.events import (
 )
 
 from tests.hardening.serve import ADMIN, ALICE, Served, serving
-from tests.support import Client, login, start, start_with
+from tests.support import Client, Relay, login, open_relay, start, start_with
 
 Frame = dict[str, Any]
 Header = tuple[bytes, bytes]
@@ -244,60 +243,12 @@ async def raw_connect(url: str) -> AsyncIterator[RawClient]:
         yield client
 
 
-class Relay:
-    """A TCP relay to the server's websocket port that can play dead: :meth:`freeze` stops it
-    forwarding anything either way while both sockets stay open — a peer gone without a FIN —
-    and :meth:`sever` closes every connection it carries."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.url = ""
-        self._frozen = False
-        self._links: list[trio.CancelScope] = []
-
-    def freeze(self) -> None:
-        self._frozen = True
-
-    def sever(self) -> None:
-        for link in self._links:
-            link.cancel()
-
-    async def link(self, client: trio.SocketStream) -> None:
-        with trio.CancelScope() as scope:
-            self._links.append(scope)
-            server = await trio.open_tcp_stream("127.0.0.1", self.target)
-            async with client, server, trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
-                nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
-
-    async def _pump(
-        self, source: trio.SocketStream, sink: trio.SocketStream, link: trio.CancelScope
-    ) -> None:
-        try:
-            while True:
-                data = await source.receive_some(65_536)
-                if self._frozen:
-                    await trio.sleep_forever()  # holds what it read, and reads no more
-                if not data:
-                    break
-                await sink.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        link.cancel()  # one side is gone: so is the other
-
-
 @asynccontextmanager
 async def relay(served: Served) -> AsyncIterator[Relay]:
     port = urlsplit(served.ws_url).port
     assert port is not None
-    proxy = Relay(port)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, proxy.link, 0, host="127.0.0.1"))
-        proxy.url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
-        try:
-            yield proxy
-        finally:
-            nursery.cancel_scope.cancel()
+    async with open_relay(port) as proxy:
+        yield proxy
 
 
 # -- 1. connections per client address ----------------------------------------------------------

@@ -15,7 +15,11 @@ export function picker(lang, choose, close) {
   const grid = h("div", { class: "omni-emoji-grid", role: "grid" });
   const tabs = h("div", { class: "omni-emoji-tabs", role: "tablist" });
   const show = (category) => {
-    for (const tab of tabs.children) tab.setAttribute("aria-selected", String(tab.dataset.category === category));
+    for (const tab of tabs.children) {
+      const selected = tab.dataset.category === category;
+      tab.setAttribute("aria-selected", String(selected));
+      tab.tabIndex = selected ? 0 : -1; // one stop in the Tab order; arrows move between tabs
+    }
     const rows = [];
     const list = EMOJI[category];
     for (let i = 0; i < list.length; i += COLUMNS) {
@@ -36,6 +40,17 @@ export function picker(lang, choose, close) {
       h("button", { type: "button", role: "tab", "data-category": category, "aria-label": names[category], title: names[category], onclick: () => show(category) }, EMOJI[category][0]),
     );
   }
+  tabs.addEventListener("keydown", (event) => {
+    const all = [...tabs.children];
+    const at = all.indexOf(document.activeElement);
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+    if (step && at >= 0) {
+      event.preventDefault();
+      const next = all[(at + step + all.length) % all.length];
+      show(next.dataset.category);
+      next.focus();
+    }
+  });
   grid.addEventListener("keydown", (event) => {
     const cells = [...grid.querySelectorAll("button")];
     const at = cells.indexOf(document.activeElement);

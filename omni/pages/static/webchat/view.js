@@ -28,8 +28,18 @@ export class View {
 
   build() {
     const t = this.t;
-    this.logo = h("img", { class: "omni-logo", alt: "", hidden: true });
-    this.avatar = h("img", { class: "omni-avatar", alt: "", hidden: true });
+    // A picture that does not load is hidden (the avatar's initial stands in): never a broken
+    // image in the header.
+    this.logo = h("img", { class: "omni-logo", alt: "", hidden: true, onerror: () => (this.logo.hidden = true) });
+    this.avatar = h("img", {
+      class: "omni-avatar",
+      alt: "",
+      hidden: true,
+      onerror: () => {
+        this.avatar.hidden = true;
+        this.initial.hidden = !this.initial.textContent;
+      },
+    });
     this.initial = h("span", { class: "omni-avatar omni-initial", "aria-hidden": "true", hidden: true });
     this.heading = h("h1", { class: "omni-title", id: "omni-title" });
     this.subtitle = h("p", { class: "omni-subtitle" });
@@ -250,7 +260,10 @@ export class View {
       { class: "omni-side", "aria-label": t.ticket },
       h("dl", {}, h("div", {}, h("dt", {}, t.you), h("dd", {}, this.sideName)), h("div", {}, h("dt", {}, t.ticket), h("dd", {}, this.sideTicket))),
     );
-    this.log = h("ol", { class: "omni-log", role: "log", "aria-live": "polite", "aria-label": t.title });
+    // The live region is a box around the list: `role="log"` on the list itself would take
+    // its list semantics away (and its items would be orphans to a screen reader).
+    this.log = h("ol", { class: "omni-items" });
+    const region = h("div", { class: "omni-log", role: "log", "aria-live": "polite", "aria-label": t.title, tabindex: "0" }, this.log);
     this.typingLine = h("p", { class: "omni-typing", "aria-live": "off" });
     this.warning = h("p", { class: "omni-warning", role: "alert", hidden: true });
     const parts = [];
@@ -266,7 +279,7 @@ export class View {
         ),
       );
     }
-    parts.push(this.log, this.typingLine, this.warning);
+    parts.push(region, this.typingLine, this.warning);
     if (composer && state.phase !== "ended") parts.push(this.composer());
     else this.composerInput = null;
     return h("div", { class: "omni-conversation" }, side, h("div", { class: "omni-thread" }, ...parts));
@@ -383,12 +396,10 @@ export class View {
     if (!this.emojiPanel.firstChild) {
       // The picker's data is loaded the first time it opens: not part of the first load.
       const { picker } = await import("./emoji.js");
-      append(
-        this.emojiPanel,
-        picker(this.lang, (emoji) => this.insert(emoji), () => this.toggleEmoji()),
-      );
+      append(this.emojiPanel, [picker(this.lang, (emoji) => this.insert(emoji), () => this.toggleEmoji())]);
     }
-    const first = this.emojiPanel.querySelector("button");
+    // Straight into the grid (Shift+Tab reaches the categories).
+    const first = this.emojiPanel.querySelector('.omni-emoji[tabindex="0"]');
     if (first) first.focus();
   }
 
@@ -522,7 +533,12 @@ export class View {
       h(
         "li",
         {},
-        h("a", { href: link(s.id), class: "omni-service" }, s.avatar && s.avatar.image ? h("img", { src: s.avatar.image, alt: "" }) : null, h("span", {}, s.name)),
+        h(
+          "a",
+          { href: link(s.id), class: "omni-service" },
+          s.avatar && s.avatar.image ? h("img", { src: s.avatar.image, alt: "", onerror: (e) => e.target.remove() }) : null,
+          h("span", {}, s.name),
+        ),
       ),
     );
     fill(this.main, h("h2", {}, t.choose_service), items.length ? h("ul", { class: "omni-services" }, items) : h("p", {}, t.no_services));

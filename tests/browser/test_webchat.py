@@ -1,0 +1,369 @@
+"""The visitor's WebChat in real Chromium, against a real Omni server on 127.0.0.1, with an
+operator driven over the websocket protocol.
+
+Each test looks at the page as a visitor would: what it shows (text, not markup), what it sends
+and receives, where the focus is, and whether axe finds a serious or critical violation in each
+state; screenshots of each state are saved (tests/browser/harness.py says where).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from omni.server import RunningServer, open_server
+from omni.store.memory import MemoryStore
+from tests.browser.harness import PHONE, Browser, Page
+from tests.support import (
+    TOK_ALICE,
+    Client,
+    api_token,
+    connect_tcp,
+    login,
+    make_config,
+    open_relay,
+    with_items,
+    with_service,
+)
+
+pytestmark = pytest.mark.browser
+
+DESKTOP = (1024, 720)
+ADMIN = "admin-pages-Zx8Cv2Bn5Mq9Lw3Kt7Rj"
+#: Every message of the visitor's is acknowledged (none shows "sending…").
+ALL_SENT = "[...document.querySelectorAll('.omni-mine')].every(e => e.dataset.status === 'sent')"
+XSS = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+@asynccontextmanager
+async def omni(config: Any = None, **server: Any) -> AsyncIterator[RunningServer]:
+    """A whole Omni (memory store) on 127.0.0.1: its WebChat on the HTTP port."""
+    config = config or make_config(**server)
+    async with open_server(
+        config, store=MemoryStore(), host="127.0.0.1", ws_port=0, http_port=0
+    ) as running:
+        yield running
+
+
+def webchat(srv: RunningServer, service: int = 25) -> str:
+    return f"{srv.http_url}/webchat?service={service}"
+
+
+async def no_serious_violations(page: Page, state: str) -> None:
+    violations = await page.axe()
+    serious = [str(v) for v in violations if v.serious]
+    assert not serious, f"{state}: {serious}"
+
+
+async def accept_next(alice: Client) -> str:
+    offer = await alice.until("offer")
+    conversation_id: str = offer["conversation"]["id"]
+    await alice.send("accept", conversation_id=conversation_id)
+    await alice.until("assigned")
+    return conversation_id
+
+
+async def from_visitor(alice: Client) -> str:
+    """The text of the next message the visitor sent (the operator also gets their own
+    greeting as a message)."""
+    while (frame := await alice.until("message"))["author"]["kind"] != "visitor":
+        pass
+    text: str = frame["text"]
+    return text
+
+
+async def start_from_form(page: Page, name: str = "Vera", email: str = "") -> None:
+    await page.wait_for("#omni-name")
+    await page.fill("#omni-name", name)
+    if email:
+        await page.fill("#omni-email", email)
+    await page.click("form.omni-form button[type=submit]")
+
+
+async def messages_shown(page: Page) -> list[str]:
+    texts: list[str] = await page.evaluate(
+        "[...document.querySelectorAll('.omni-message .omni-text')].map(e => e.textContent)"
+    )
+    return texts
+
+
+# -- a whole conversation ---------------------------------------------------------------------
+
+
+async def test_a_visitor_has_a_whole_conversation_in_the_page(browser: Browser) -> None:
+    smtp = {"host": "127.0.0.1", "port": 9, "sender": "chat@example.com", "timeout": 1}
+    async with (
+        omni(smtp=smtp) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+    ):
+        page = await browser.new_page(viewport=PHONE, locale="pt-BR", timezone="UTC")
+        assert await page.goto(webchat(srv)) == 200
+        await page.wait_for("#omni-name")
+        assert await page.evaluate("document.documentElement.lang") == "pt-BR"
+        assert await page.evaluate("document.activeElement.id") == "omni-name"
+        await page.screenshot("form")
+        await no_serious_violations(page, "form")
+
+        # Nobody is signed in yet: the visitor waits, told their place in the queue.
+        await start_from_form(page, "Vera", "vera@example.com")
+        await page.wait_for("text=Você é o próximo da fila.")
+        await page.screenshot("queued")
+        await no_serious_violations(page, "queued")
+
+        await login(alice, TOK_ALICE)
+        conversation_id = await accept_next(alice)
+        await page.wait_for("text=Hi Vera, Alice here.")
+        assert "Você está falando com Alice." in await page.text(".omni-subtitle")
+        assert re.fullmatch(r"\d{4}-\d{6}", await page.text(".omni-ticket-number"))
+        assert await page.text(".omni-visitor-name") == "Vera"
+
+        # Messages both ways, typing both ways.
+        await page.fill("#omni-compose", "Meu pedido atrasou 😟")
+        # Typing in the composer tells the operator (once every few seconds, not per key).
+        assert (await alice.until("typing"))["author"]["kind"] == "visitor"
+        await page.press("#omni-compose", "Enter")
+        assert await from_visitor(alice) == "Meu pedido atrasou 😟"
+        await page.wait_for_function(
+            "document.querySelector('.omni-mine[data-status=sent]') !== null"
+        )
+        await alice.send("typing", conversation_id=conversation_id)
+        await page.wait_for("text=Alice está digitando…")
+        await alice.send(
+            "message", conversation_id=conversation_id, client_id="a1", text="Vou verificar."
+        )
+        await page.wait_for("text=Vou verificar.")
+        assert await messages_shown(page) == [
+            "Hi Vera, Alice here.",
+            "Meu pedido atrasou 😟",
+            "Vou verificar.",
+        ]
+        await page.screenshot("active")
+        await no_serious_violations(page, "active")
+
+        # The visitor ends it; the default survey, in Portuguese; then the closing page.
+        await page.click("button.omni-end")
+        await page.screenshot("confirm-end")
+        await page.click("text=Sim, encerrar")
+        await page.wait_for("text=Como foi o atendimento?")
+        assert (await alice.until("ended"))["by"] == "visitor"
+        assert await page.text("legend") == "Como você avalia esta conversa?"
+        await page.screenshot("survey")
+        await no_serious_violations(page, "survey")
+        await page.click("label[for=omni-q-rating-5]")
+        await page.click("form.omni-survey button[type=submit]")
+        await page.wait_for("text=Conversa encerrada")
+        assert await page.text(".omni-closing-message") == "Bye!"
+
+        # The transcript by e-mail, offered because the service sends it and SMTP is set.
+        await page.fill("#omni-transcript-email", "vera@example.com")
+        await page.click("form.omni-transcript button[type=submit]")
+        await page.wait_for("text=Vamos enviá-la para vera@example.com.")
+        await page.screenshot("closed")
+        await no_serious_violations(page, "closed")
+        stored = srv.hub.store.conversations()  # type: ignore[attr-defined]
+        assert [c.status.value for c in stored] == ["closed"]
+        assert await srv.hub.store.survey(conversation_id) == {"rating": 5}
+
+
+async def test_the_queue_position_and_the_out_of_hours_page(browser: Browser) -> None:
+    async with omni() as srv:
+        first = await browser.new_page(viewport=PHONE, locale="en-US")
+        await first.goto(webchat(srv))
+        await start_from_form(first, "Ann")
+        await first.wait_for("text=You are next in line.")
+        second = await browser.new_page(viewport=PHONE, locale="en-US")
+        await second.goto(webchat(srv))
+        await start_from_form(second, "Bob")
+        await second.wait_for("text=You are number 2 in line.")
+        # Ann leaves the queue: Bob moves up.
+        await first.click("button.omni-end")
+        await first.click("text=Yes, end it")
+        await second.wait_for("text=You are next in line.")
+
+        closed = await browser.new_page(viewport=PHONE, locale="en-US")
+        await closed.goto(webchat(srv, 26))
+        await start_from_form(closed, "Cid")
+        await closed.wait_for("text=We are closed.")
+        await closed.fill("#omni-compose", "Please call me back")
+        await closed.press("#omni-compose", "Enter")
+        await closed.wait_for_function(
+            "document.querySelector('.omni-mine[data-status=sent]') !== null"
+        )
+        await closed.screenshot("out-of-hours")
+        await no_serious_violations(closed, "out of hours")
+
+
+# -- nothing lost, nothing twice ----------------------------------------------------------------
+
+
+async def test_a_dropped_connection_and_a_reload_lose_and_repeat_nothing(
+    browser: Browser,
+) -> None:
+    async with open_relay() as relay:
+        config = make_config(public_ws_url=relay.url)
+        async with omni(config) as srv, connect_tcp(f"{srv.ws_url}/ws/operator") as alice:
+            relay.target = srv.ws_port
+            await login(alice, TOK_ALICE)
+            page = await browser.new_page(viewport=PHONE, locale="en-US")
+            await page.goto(webchat(srv))
+            await start_from_form(page, "Vera")
+            conversation_id = await accept_next(alice)
+            await page.wait_for("text=Hi Vera, Alice here.")
+            await page.fill("#omni-compose", "one")
+            await page.press("#omni-compose", "Enter")
+            assert await from_visitor(alice) == "one"
+            await page.wait_for_function(
+                "document.querySelector('.omni-mine[data-status=sent]') !== null"
+            )
+
+            # The network drops every connection; the page says so and comes back by itself.
+            relay.cut()
+            await page.wait_for("text=Offline — reconnecting…")
+            await page.screenshot("offline")
+            relay.restore()
+            for n in (2, 3):
+                await alice.send(
+                    "message", conversation_id=conversation_id, client_id=f"a{n}", text=f"op {n}"
+                )
+            await page.wait_for("text=op 3")
+            await page.fill("#omni-compose", "two")
+            await page.press("#omni-compose", "Enter")
+            assert await from_visitor(alice) == "two"
+            await page.wait_for_function(ALL_SENT)
+            expected = ["Hi Vera, Alice here.", "one", "op 2", "op 3", "two"]
+            assert await messages_shown(page) == expected
+
+            # A message typed while the connection is down is sent once it is back.
+            relay.cut()
+            await page.wait_for("text=Offline — reconnecting…")
+            await page.fill("#omni-compose", "while offline")
+            await page.press("#omni-compose", "Enter")
+            await page.wait_for("text=sending…")
+            relay.restore()
+            assert await from_visitor(alice) == "while offline"
+            await page.wait_for_function(ALL_SENT)
+            expected.append("while offline")
+            assert await messages_shown(page) == expected
+
+            # A reload returns to the same conversation, every message once.
+            await page.run(lambda p: p.reload())
+            await page.wait_for("text=while offline")
+            assert await messages_shown(page) == expected
+            await alice.expect_quiet("message")
+            stored = [
+                e.data["text"]
+                for e in srv.hub.store.all_events(conversation_id)  # type: ignore[attr-defined]
+                if e.kind == "message"
+            ]
+            assert stored == expected
+
+
+# -- text stays text ------------------------------------------------------------------------------
+
+
+async def test_names_and_messages_that_look_like_html_show_as_text(browser: Browser) -> None:
+    config = make_config()
+    async with omni(config) as srv, connect_tcp(f"{srv.ws_url}/ws/operator") as alice:
+        await login(alice, TOK_ALICE)
+        page = await browser.new_page(viewport=PHONE, locale="en-US")
+        dialogs: list[str] = []
+        await page.run(lambda p: _record_dialogs(p, dialogs))
+        await page.goto(webchat(srv))
+        await start_from_form(page, XSS, "vera@example.com")
+        conversation_id = await accept_next(alice)
+        await page.fill("#omni-compose", XSS + "<script>document.title='pwned'</script>")
+        await page.press("#omni-compose", "Enter")
+        await from_visitor(alice)
+        await alice.send(
+            "message", conversation_id=conversation_id, client_id="x", text=f"<b>bold</b>{XSS}"
+        )
+        await page.wait_for_function("document.querySelectorAll('.omni-theirs').length === 2")
+        assert await page.text(".omni-visitor-name") == XSS
+        texts = await messages_shown(page)
+        assert texts[-2] == XSS + "<script>document.title='pwned'</script>"
+        assert texts[-1] == f"<b>bold</b>{XSS}"
+        assert f"Hi {XSS}, Alice here." in texts[0]
+        # Nothing of it became markup, nothing of it ran.
+        markup = "document.querySelectorAll(':is(.omni-items, .omni-side) :is(img, b, script)')"
+        assert await page.evaluate(f"{markup}.length") == 0
+        assert await page.evaluate("document.title") != "pwned"
+        assert dialogs == []
+        await page.screenshot("html-as-text")
+
+
+async def _record_dialogs(page: Any, dialogs: list[str]) -> None:
+    page.on("dialog", lambda d: dialogs.append(d.message))
+
+
+# -- keyboard only, at 360 px ----------------------------------------------------------------------
+
+
+async def test_a_conversation_with_the_keyboard_alone(browser: Browser) -> None:
+    async with omni() as srv, connect_tcp(f"{srv.ws_url}/ws/operator") as alice:
+        await login(alice, TOK_ALICE)
+        page = await browser.new_page(viewport=(360, 640), locale="en-US")
+        await page.goto(webchat(srv))
+        await page.wait_for("#omni-name")
+        await page.type("Kim")  # the name field has the focus
+        await page.keyboard("Tab", "Tab")  # e-mail, phone (optional)
+        await page.keyboard("Tab", "Enter")  # the start button
+        conversation_id = await accept_next(alice)
+        await page.wait_for("text=Hi Kim, Alice here.")
+        assert await page.evaluate("document.activeElement.id") == "omni-compose"
+        await page.type("hello")
+        await page.keyboard("Enter")
+        assert await from_visitor(alice) == "hello"
+        # The emoji picker: open it, move with the arrows, pick with Enter.
+        await page.keyboard("Shift+Tab", "Enter")
+        await page.wait_for_function("document.activeElement.classList.contains('omni-emoji')")
+        await page.keyboard("ArrowRight", "Enter")
+        assert await page.evaluate("document.activeElement.id") == "omni-compose"
+        assert await page.evaluate("document.getElementById('omni-compose').value") == "😁"
+        await page.keyboard("Enter")
+        assert await from_visitor(alice) == "😁"
+        await alice.send("end", conversation_id=conversation_id)
+        await page.wait_for("text=How was it?")
+        # The survey: Tab to the rating, arrows to choose, Tab to Send.
+        await page.keyboard("Tab", "ArrowRight", "ArrowRight", "ArrowRight")
+        await page.keyboard("Tab", "Tab", "Enter")
+        await page.wait_for("text=Conversation closed")
+        assert (await alice.until("closed"))["type"] == "closed"
+        await page.screenshot("keyboard-closed")
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360, f"the page scrolls sideways at 360 px ({width} px)"
+
+
+# -- configuration, live ---------------------------------------------------------------------------
+
+
+async def test_the_palette_and_language_follow_the_configuration_without_a_restart(
+    browser: Browser,
+) -> None:
+    config = with_service(
+        with_items(make_config(), api_token("admin", ADMIN)),
+        25,
+        lambda body: body.update(language="pt-BR"),
+    )
+    async with omni(config) as srv:
+        page = await browser.new_page(viewport=DESKTOP, locale="en-US")
+        await page.goto(webchat(srv))
+        await page.wait_for("text=Iniciar conversa")  # the service speaks Portuguese
+        assert await page.evaluate("document.documentElement.lang") == "pt-BR"
+        await page.screenshot("desktop-form")
+        auth = {"Authorization": f"Bearer {ADMIN}"}
+        async with httpx.AsyncClient(base_url=srv.http_url, headers=auth) as api:
+            parameters = (await api.get("/api/v1/parameters")).json()
+            parameters["palette"]["button"] = "#8a1538"
+            reply = await api.put("/api/v1/parameters", json=parameters)
+            assert reply.status_code == 200, reply.text
+        await page.run(lambda p: p.reload())
+        await page.wait_for("text=Iniciar conversa")
+        colour = await page.evaluate(
+            "getComputedStyle(document.querySelector('.omni-primary')).backgroundColor"
+        )
+        assert colour == "rgb(138, 21, 56)"
