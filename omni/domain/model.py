@@ -23,13 +23,13 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
 import msgspec
 
-from omni.domain.schedule import Schedule
+from omni.domain.schedule import LOOKAHEAD, Schedule
 from omni.domain.values import Colour, Id, ImageRef, Key, Name, Origin, Seconds, SigningKey, Text
 
 _T = TypeVar("_T")
@@ -392,3 +392,33 @@ class Directory:
             if link.schedule is None or self.schedules[link.schedule].is_open(at):
                 return link.group
         return None
+
+    def next_opening(self, service: Service, at: datetime) -> datetime | None:
+        """The first instant from ``at`` on (``at`` itself if open) at which :meth:`route`
+        gives ``service`` a group — when a new conversation would be queued — in UTC; None if
+        that does not happen within the schedules' look-ahead (400 days from ``at``).
+
+        :meth:`route` depends only on whether each schedule involved (the service's and its
+        links') is open, and each of those changes only at its
+        :meth:`~omni.domain.schedule.Schedule.next_change` (daylight-saving changes
+        included), so the answer is ``at`` or one of those instants: they are visited in
+        order, each schedule's next change computed again only once it is reached."""
+        start = at.astimezone(UTC)
+        if self.route(service, start) is not None:
+            return start
+        keys = [service.schedule, *(link.schedule for link in service.links)]
+        schedules = [self.schedules[key] for key in dict.fromkeys(keys) if key is not None]
+        limit = start + LOOKAHEAD
+        upcoming = {i: s.next_change(start) for i, s in enumerate(schedules)}
+        while True:
+            changes = [change for change in upcoming.values() if change is not None]
+            if not changes:
+                return None
+            moment = min(changes)
+            if moment > limit:
+                return None
+            if self.route(service, moment) is not None:
+                return moment
+            for i, change in upcoming.items():
+                if change == moment:
+                    upcoming[i] = schedules[i].next_change(moment)
