@@ -32,6 +32,7 @@ measures agree). docs/protocol.md §4.3 and docs/simulator.md have the figures.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 #: Answers kept per group (the most recent).
@@ -79,6 +80,10 @@ class WaitEstimator:
     def __len__(self) -> int:
         return len(self._answers)
 
+    def __iter__(self) -> Iterator[Answer]:
+        """The answers kept, oldest first."""
+        return iter(self._answers)
+
     def answered(self, at: float, ahead: int, waited: float) -> None:
         """An operator took a visitor at ``at`` who had ``ahead`` places to move when they
         joined the queue ``waited`` seconds before. Times go forward: an answer earlier than
@@ -104,9 +109,6 @@ class WaitEstimator:
     def estimate(self, ahead: int, now: float) -> int | None:
         """The displayed wait, in seconds, for a visitor with ``ahead`` places to move."""
         return wait_for(ahead, self.pace(now) if ahead > 0 else None)
-
-    def statistics(self) -> dict[str, int]:
-        return {"answers": len(self._answers)}
 
 
 def wait_for(ahead: int, pace: float | None) -> int | None:
