@@ -38,7 +38,7 @@ from dataclasses import dataclass
 #: Answers kept per group (the most recent).
 KEEP = 20
 #: Seconds after which an answer no longer counts.
-HORIZON = 30 * 60.0
+HORIZON = 60 * 60.0
 #: Places the recent answers must have moved, together, for an estimate to be given.
 MINIMUM = 3
 #: The longest estimate given, in seconds: a longer one is shown as this.
