@@ -237,7 +237,19 @@ class Simulation:
                 self.trace.add(self.now(), "out_of_hours", visitor=n, service=service, id=cid)
                 return
             group = self.queue_group(cid, service)
-            self.trace.add(self.now(), "queued", visitor=n, service=service, id=cid, group=group)
+            # What the visitor was told to expect when they joined (null: unknown), to set
+            # against the wait they had (the report's `estimates`).
+            estimate = frame.get("estimated_wait")
+            self.trace.add(
+                self.now(),
+                "queued",
+                visitor=n,
+                service=service,
+                id=cid,
+                group=group,
+                position=frame.get("position"),
+                estimate=estimate,
+            )
             ended = trio.Event()
             assigned = trio.Event()
             #: Assigned, or ended by the server while waiting (its queue timeout).

@@ -17,6 +17,14 @@ Definitions:
   means holding at least one conversation; an operator counts in each of their groups;
 * longest_queue: most conversations waiting at once; for an hour, across all groups and
   counting those already waiting when the hour began (pooled: the highest of its days').
+
+``estimates`` (per group and in total) sets the estimated wait each visitor was told when they
+joined the queue (their first ``queued`` frame) against the wait they had until an operator took
+them — answered visitors only, as an abandoned visitor's wait is not known: quoted / unknown
+(told an estimate / told null), mae and bias (mean absolute and mean signed error, s),
+median_relative_error, within_50_percent and within_1_minute (%), where a relative error is
+|estimate - wait| / wait, a wait under a second counting as one second; ``waited`` repeats them
+for the visitors who waited at least a second (the others, answered at once, were mostly told 0).
 """
 
 from __future__ import annotations
@@ -75,6 +83,8 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
                 c["status"] = "out_of_hours"
             elif e.kind == "queued":
                 c["group"] = d["group"]
+                if "estimate" in d:
+                    c["estimate"] = d["estimate"]
                 queue_changes.append((e.t, 1, c["service"], d["group"]))
             elif e.kind == "requeued":
                 queue_changes.append((e.t, 1, c["service"], d["group"]))
@@ -153,6 +163,16 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
         return _r(100.0 * work / on if on else None, 1)
 
     all_convs = [convs[k] for k in sorted(convs)]
+    estimates = {
+        "total": _estimates(all_convs),
+        "groups": {
+            str(gid): {
+                "name": scenario.group_names[gid],
+                **_estimates([c for c in all_convs if c.get("group") == gid]),
+            }
+            for gid in sorted(scenario.group_names)
+        },
+    }
     services = {}
     for sid in sorted(scenario.service_names):
         rows = [c for c in all_convs if c["service"] == sid]
@@ -256,6 +276,7 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
         "groups": groups,
         "hours": hours,
         "hours_of_day": hours_of_day,
+        "estimates": estimates,
         "series": series,
     }
     if trace.mode != "virtual":
@@ -271,6 +292,42 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
             }
         )
     return report
+
+
+def _estimates(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How close the estimated waits the answered visitors of ``rows`` were told came to their
+    waits (see the module's docstring)."""
+    told = [c for c in rows if c["status"] == "answered" and "estimate" in c]
+    pairs = [(c["estimate"], c["wait"]) for c in told if c["estimate"] is not None]
+    waited = [(estimate, wait) for estimate, wait in pairs if wait >= 1.0]
+    return {
+        "quoted": len(pairs),
+        "unknown": len(told) - len(pairs),
+        **accuracy(pairs),
+        "waited": {"quoted": len(waited), **accuracy(waited)},
+    }
+
+
+def accuracy(pairs: list[tuple[float, float]]) -> dict[str, float | None]:
+    """The accuracy figures of (estimate, wait) pairs (see the module's docstring); None each
+    when there are none."""
+    if not pairs:
+        return dict.fromkeys(
+            ("mae", "bias", "median_relative_error", "within_50_percent", "within_1_minute")
+        )
+    errors = [estimate - wait for estimate, wait in pairs]
+    relative = sorted(abs(e - w) / max(w, 1.0) for e, w in pairs)
+    middle = len(relative) // 2
+    median = (
+        relative[middle] if len(relative) % 2 else (relative[middle - 1] + relative[middle]) / 2
+    )
+    return {
+        "mae": _r(sum(map(abs, errors)) / len(errors), 1),
+        "bias": _r(sum(errors) / len(errors), 1),
+        "median_relative_error": _r(100.0 * median, 1),
+        "within_50_percent": _r(100.0 * sum(r <= 0.5 for r in relative) / len(relative), 1),
+        "within_1_minute": _r(100.0 * sum(abs(e) <= 60 for e in errors) / len(errors), 1),
+    }
 
 
 def _hour_windows(scenario: Scenario, end: float) -> list[tuple[float, float]]:
@@ -378,7 +435,41 @@ def to_table(report: dict[str, Any]) -> str:
                 + "".join(fmt(row.get(f)).rjust(8) for f, _ in COLUMNS)
             )
         out.append("")
+    out += _estimates_table(report.get("estimates"), fmt)
     return "\n".join(out)
+
+
+ESTIMATE_COLUMNS = [
+    ("quoted", "told"),
+    ("unknown", "null"),
+    ("mae", "MAE s"),
+    ("bias", "bias s"),
+    ("median_relative_error", "medRE%"),
+    ("within_50_percent", "±50%"),
+    ("within_1_minute", "±1min"),
+]
+
+
+def _estimates_table(estimates: dict[str, Any] | None, fmt: Any) -> list[str]:
+    """The ``Wait estimates`` table: per group and in total, over every answered visitor and
+    over those who waited."""
+    if not estimates:
+        return []
+    rows = {f"{k} {v['name']}": v for k, v in estimates["groups"].items()}
+    rows["all"] = estimates["total"]
+    lines = {}
+    for name, row in rows.items():
+        lines[name] = row
+        lines[f"{name}, waited"] = {**row["waited"], "unknown": None}
+    title = "Wait estimates (answered visitors)"
+    width = max([len(title)] + [len(n) for n in lines])
+    head = title.ljust(width) + "".join(h.rjust(8) for _, h in ESTIMATE_COLUMNS)
+    out = [head, "-" * len(head)]
+    for name, row in lines.items():
+        out.append(
+            name.ljust(width) + "".join(fmt(row.get(f)).rjust(8) for f, _ in ESTIMATE_COLUMNS)
+        )
+    return [*out, ""]
 
 
 def to_html(report: dict[str, Any]) -> str:

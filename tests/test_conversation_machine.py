@@ -33,6 +33,7 @@ from omni.domain.conversation import (
     TRANSITIONS,
     Accept,
     Ack,
+    Answered,
     CancelTimer,
     Context,
     Conversation,
@@ -236,9 +237,31 @@ def test_open_out_of_hours_tells_the_visitor() -> None:
     assert conv.group_id is None
     assert effects == [
         Persist(),
-        emitted(1, "out_of_hours", "visitor", {"message": "We are closed."}, None),
+        emitted(
+            1, "out_of_hours", "visitor", {"message": "We are closed.", "opens_at": None}, None
+        ),
     ]
     assert conv.last_seq == 1
+
+
+def test_out_of_hours_says_when_the_service_opens() -> None:
+    opens = at(3600)
+    _, effects = open_conversation(
+        conversation_id="c1",
+        ticket="T-1",
+        token_hash="hash",
+        service=SERVICE,
+        visitor=Visitor("Vera"),
+        group_id=None,
+        now=at(0),
+        opens_at=opens,
+    )
+    [notice] = emits(effects)
+    assert notice.frame == p.OutOfHours("c1", 1, "We are closed.", opens)
+    # ...as an ISO 8601 UTC time; a notice stored without it (older servers) reads as unknown.
+    assert data(notice)["opens_at"] == "2026-11-25T13:00:00Z"
+    old = p.decode_event('{"type":"out_of_hours","conversation_id":"c1","seq":1,"message":"x"}')
+    assert isinstance(old, p.OutOfHours) and old.opens_at is None
 
 
 # --- offers and acceptance ----------------------------------------------------------------------
@@ -289,6 +312,7 @@ def test_accept_assigns_replays_and_greets() -> None:
     assert (conv.operator_id, conv.operator_name, conv.offered_to) == (1, "Alice", None)
     assert CancelTimer("offer") in effects
     assert Persist() in effects
+    assert Answered(1) in effects  # taken from group 1's queue: its wait estimate learns
     order = [e for e in effects if isinstance(e, ReplayHistory | Emit)]
     assert order[0] == ReplayHistory(1, before=1)
     assigned, greeting = order[1:]
@@ -576,6 +600,7 @@ def test_transfer_to_operator_hands_over() -> None:
     assert replay == ReplayHistory(2, before=seq + 2)
     assert (assigned.seq, assigned.kind, assigned.operator_id) == (seq + 2, "assigned", 2)
     assert data(assigned)["operator"] == {"id": 2, "name": "Bob"}
+    assert not any(isinstance(e, Answered) for e in effects)  # nobody left a queue
 
 
 def test_transfer_to_operator_during_grace_cancels_it() -> None:
@@ -963,6 +988,7 @@ def test_resume_by_operator_out_of_hours() -> None:
     assert conv.status is Status.ACTIVE
     assert (conv.operator_id, conv.operator_name, conv.group_id) == (3, "Carol", 2)
     assert effects[:2] == [Persist(), ReplayHistory(3, before=3)]
+    assert not any(isinstance(e, Answered) for e in effects)  # nobody left a queue
     [assigned] = emits(effects)
     assert (assigned.seq, assigned.kind, assigned.operator_id) == (3, "assigned", 3)
     assert data(assigned)["operator"] == {"id": 3, "name": "Carol"}

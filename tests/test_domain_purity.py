@@ -89,7 +89,7 @@ def _clock_reads(tree: ast.Module) -> list[tuple[int, str]]:
 
 def test_domain_has_modules() -> None:
     names = {path.name for path in DOMAIN_FILES}
-    assert {"conversation.py", "model.py", "routing.py", "schedule.py"} <= names
+    assert {"conversation.py", "estimate.py", "model.py", "routing.py", "schedule.py"} <= names
 
 
 @pytest.mark.parametrize("path", DOMAIN_FILES, ids=_relative)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from simulator.engine import simulate
+from simulator.engine import Trace, simulate
 from simulator.erlang import erlang_a, erlang_c, erlang_c_asa
 from simulator.report import _hour_starts, build_report, event_log, to_html, to_json, to_table
 from simulator.scenario import ScenarioError, load_scenario, parse_scenario
@@ -627,3 +627,107 @@ def test_local_times_follow_the_servers_clock_across_a_daylight_saving_change() 
     assert pooled["offered"] == sum(
         report["hours"][k]["offered"] for k in ("2026-11-01 01", "2026-11-01 01 (clocks back)")
     )
+
+
+# -- wait estimates -------------------------------------------------------------------------------
+
+
+def test_the_report_sets_each_estimate_against_the_wait() -> None:
+    """M/M/3 at rho = 0.89 for 4 hours: every answered visitor's first ``queued`` frame is in the
+    trace with its estimate; the report's figures are those of (estimate, wait) over them; and
+    the pace Omni learnt from the answers is the queue's, handle time / operators (100 s / 3)."""
+    scenario = parse_scenario(mmc(3, 96, 100, hours=4))
+    trace = simulate(scenario)
+    report = build_report(scenario, trace, scenario.seed, 20)
+    joined = {e.data["visitor"]: e.data for e in trace.events if e.kind == "queued"}
+    waits: dict[int, float] = {}
+    for e in trace.events:
+        if e.kind == "assigned":
+            waits.setdefault(e.data["visitor"], e.data["wait"])
+    told = [(joined[v]["estimate"], w) for v, w in waits.items()]
+    pairs = [(e, w) for e, w in told if e is not None]
+    estimates = report["estimates"]["total"]
+    assert estimates["quoted"] == len(pairs) > 300
+    assert estimates["unknown"] == len(told) - len(pairs) > 0  # the first ones: no answers yet
+    assert estimates["mae"] == round(statistics.fmean(abs(e - w) for e, w in pairs), 1)
+    assert estimates["bias"] == round(statistics.fmean(e - w for e, w in pairs), 1)
+    waited = [(e, w) for e, w in pairs if w >= 1]
+    assert estimates["waited"]["quoted"] == len(waited) > 200
+    assert estimates["waited"]["within_1_minute"] == round(
+        100 * sum(abs(e - w) <= 60 for e, w in waited) / len(waited), 1
+    )
+    assert report["estimates"]["groups"]["1"]["quoted"] == len(pairs)
+    # Told 0 exactly when an operator was free: answered at once.
+    assert all(w == 0 for e, w in pairs if e == 0)
+    per_place = [d["estimate"] / d["position"] for d in joined.values() if d["estimate"]]
+    assert statistics.median(per_place) == pytest.approx(100 / 3, rel=0.15)
+    assert "Wait estimates (answered visitors)" in to_table(report)
+
+
+def test_the_figures_of_estimates_against_waits() -> None:
+    """By hand: relative errors count a wait under a second as a second; a null estimate is
+    unknown, not an error; visitors who gave up have no wait to compare with."""
+    trace = Trace()
+    trace.add(0, "login", operator=1, groups=[1])
+    story = [  # visitor, estimate, wait (None: abandoned)
+        (1, 0, 0.0),
+        (2, 5, 0.0),
+        (3, 60, 100.0),
+        (4, 300, 150.0),
+        (5, None, 30.0),
+        (6, 40, None),
+    ]
+    for visitor, estimate, wait in story:
+        trace.add(visitor, "start", visitor=visitor, service=1)
+        trace.add(
+            visitor,
+            "queued",
+            visitor=visitor,
+            service=1,
+            id=f"c{visitor}",
+            group=1,
+            position=1,
+            estimate=estimate,
+        )
+        if wait is None:
+            trace.add(
+                visitor + 50,
+                "abandoned",
+                visitor=visitor,
+                service=1,
+                id=f"c{visitor}",
+                group=1,
+                wait=50.0,
+            )
+        else:
+            trace.add(
+                visitor + wait,
+                "assigned",
+                visitor=visitor,
+                service=1,
+                id=f"c{visitor}",
+                group=1,
+                operator=1,
+                wait=wait,
+            )
+    trace.add(1000, "end")
+    scenario = parse_scenario(mmc(1, 1, 60, hours=1))
+    estimates = build_report(scenario, trace, 1, 20)["estimates"]["total"]
+    # errors 0, 5, -40, 150; relative 0, 5 (5 s / 1 s), 0.4, 1.0.
+    assert estimates == {
+        "quoted": 4,
+        "unknown": 1,
+        "mae": 48.8,
+        "bias": 28.8,
+        "median_relative_error": 70.0,
+        "within_50_percent": 50.0,
+        "within_1_minute": 75.0,
+        "waited": {
+            "quoted": 2,
+            "mae": 95.0,
+            "bias": 55.0,
+            "median_relative_error": 70.0,
+            "within_50_percent": 50.0,
+            "within_1_minute": 50.0,
+        },
+    }

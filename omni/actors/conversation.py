@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from omni.actors.peer import History, Peer
-from omni.actors.queue import VisitorLink
+from omni.actors.queue import QueueEntry, VisitorLink
 from omni.actors.runtime import Actor, ActorRef, Timer
 from omni.clock import Clock
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.conversation import (
     Ack,
+    Answered,
     CancelTimer,
     Conversation,
     Emit,
@@ -164,6 +165,15 @@ class ConversationHost(Protocol):
         """A chat message was stored and delivered (metrics)."""
         ...
 
+    def answered(self, group_id: int, entry: QueueEntry) -> None:
+        """An operator took the conversation from ``group_id``'s queue, which it joined as
+        ``entry`` says: the group's wait estimate learns from it."""
+        ...
+
+    def estimated_wait(self, group_id: int, ahead: int) -> int | None:
+        """The group's current estimate for a visitor with ``ahead`` places to move."""
+        ...
+
 
 def check_last_seq(conv: Conversation, last_seq: int) -> None:
     if not 0 <= last_seq <= conv.last_seq:
@@ -244,8 +254,12 @@ class ConversationActor(Actor[ConversationMessage]):
             previous.close("superseded", "this conversation was resumed on another connection")
         conv = self._conv
         replay_to_visitor(self._host.store, conv, message.last_seq, message.peer)
-        if conv.status is Status.QUEUED and self._link.position is not None:
-            message.peer.deliver(self._link.position_frame())
+        link = self._link
+        if conv.status is Status.QUEUED and link.position is not None:
+            assert conv.group_id is not None
+            # The position as last reported, with the estimate as it stands now.
+            link.estimated_wait = self._host.estimated_wait(conv.group_id, link.position)
+            message.peer.deliver(link.position_frame())
         await self._apply(domain.VisitorAttached())
 
     async def _on_detach(self, message: DetachVisitor) -> None:
@@ -398,6 +412,11 @@ class ConversationActor(Actor[ConversationMessage]):
     def _leave_queue(self, effect: LeaveQueue) -> Awaitable[None]:
         return self._host.withdraw(effect.group_id, self._conv.id)
 
+    def _answered(self, effect: Answered) -> None:
+        entry, self._link.entered = self._link.entered, None
+        if entry is not None and entry.group_id == effect.group_id:
+            self._host.answered(effect.group_id, entry)
+
     def _release(self, effect: Release) -> None:
         if effect.rank_last:
             self._host.roster.rank_last(effect.operator_id, self._host.clock.monotonic())
@@ -423,6 +442,7 @@ class ConversationActor(Actor[ConversationMessage]):
         Signal: _signal,
         EnterQueue: _enter_queue,
         LeaveQueue: _leave_queue,
+        Answered: _answered,
         Release: _release,
         StartTimer: _start,
         CancelTimer: _cancel,

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from omni.actors.queue import Pop, Push, QueueActor, Remove, Snapshot, VisitorLink
 from omni.actors.runtime import Actor, ActorRef, Supervisor
 from omni.clock import Clock
+from omni.domain.estimate import WaitEstimator
 from omni.domain.routing import Roster
 
 #: Delay before retrying a dispatch that found a conversation's mailbox full.
@@ -109,7 +110,10 @@ class GroupActor(Actor[GroupMessage]):
         return result
 
     async def _enqueue(self, message: Enqueue) -> None:
-        self.waiting = await self._queue.ask(Push(message.link))
+        # The slots free now go to the head of the queue at once: a visitor within them waits
+        # for nobody (their estimated wait is 0).
+        free = self._host.roster.free_slots(self.group_id)
+        self.waiting = await self._queue.ask(Push(message.link, free))
 
     async def _withdraw(self, message: Withdraw) -> None:
         self.waiting = await self._queue.ask(Remove(message.conversation_id))
@@ -149,10 +153,15 @@ class GroupActor(Actor[GroupMessage]):
                 return
 
 
-def spawn_group(supervisor: Supervisor, host: GroupHost, group_id: int) -> ActorRef[GroupMessage]:
-    """Spawn a group's queue and group actors under ``supervisor``."""
+def spawn_group(
+    supervisor: Supervisor, host: GroupHost, group_id: int, estimator: WaitEstimator
+) -> ActorRef[GroupMessage]:
+    """Spawn a group's queue and group actors under ``supervisor``; the queue reports the
+    waits ``estimator`` estimates (it outlives restarts of either actor: the hub keeps it)."""
     queue: ActorRef[Any] = supervisor.spawn(
-        f"queue:{group_id}", lambda: QueueActor(group_id), mailbox_size=1024
+        f"queue:{group_id}",
+        lambda: QueueActor(group_id, estimator, host.clock),
+        mailbox_size=1024,
     )
     group: ActorRef[GroupMessage] = supervisor.spawn(
         f"group:{group_id}", lambda: GroupActor(group_id, host, queue), mailbox_size=1024

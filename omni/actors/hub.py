@@ -42,7 +42,7 @@ from omni.actors.group import Delivery, Dispatch, Enqueue, GroupMessage, Withdra
 from omni.actors.operator import OperatorSession
 from omni.actors.peer import History, Peer
 from omni.actors.ports import CaptchaCheck, CaptchaLimited, CaptchaUnavailable, OutboxSignal
-from omni.actors.queue import VisitorLink
+from omni.actors.queue import QueueEntry, VisitorLink
 from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor, Timers
 from omni.clock import Clock
 from omni.domain import admission, configuration, transcript
@@ -50,6 +50,7 @@ from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, Rejected, Status
+from omni.domain.estimate import WaitEstimator
 from omni.domain.model import Directory, Service, hash_token
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
@@ -131,6 +132,10 @@ class Hub:
         self.metrics = counters if counters is not None else Counters()
         self.remembered_presence: dict[int, Presence] = {}
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
+        #: Each group's wait estimate, fed here with its answers and read by its queue actor
+        #: when it reports positions: like the roster, a plain object touched only
+        #: synchronously, which outlives restarts of the actors.
+        self.estimators: dict[int, WaitEstimator] = {}
         self._contexts: dict[int, Context] = {}
         self._retired_services: dict[int, Service] = {}
         self._spawned = 0
@@ -166,7 +171,10 @@ class Hub:
         self._contexts.clear()
         for group_id in directory.groups:
             if group_id not in self._groups:
-                self._groups[group_id] = spawn_group(self.groups_supervisor, self, group_id)
+                estimator = self.estimators[group_id] = WaitEstimator()
+                self._groups[group_id] = spawn_group(
+                    self.groups_supervisor, self, group_id, estimator
+                )
                 self.queue_lengths[group_id] = 0
         for operator in directory.operators.values():
             self.roster.configure(operator.id, operator.name, operator.groups, operator.capacity)
@@ -257,6 +265,16 @@ class Hub:
     def count_relayed(self) -> None:
         self.metrics.messages_relayed += 1
 
+    def answered(self, group_id: int, entry: QueueEntry) -> None:
+        estimator = self.estimators.get(group_id)
+        if estimator is not None:
+            now = self.clock.monotonic()
+            estimator.answered(now, entry.ahead, now - entry.at)
+
+    def estimated_wait(self, group_id: int, ahead: int) -> int | None:
+        estimator = self.estimators.get(group_id)
+        return estimator.estimate(ahead, self.clock.monotonic()) if estimator else None
+
     def is_open(self, conversation_id: str) -> bool:
         return conversation_id in self.conversations
 
@@ -318,14 +336,16 @@ class Hub:
         year = admission.ticket_year(self.directory, service, now)
         ticket = admission.ticket(year, await self.store.next_ticket(year))
         token = self.entropy.token()
+        group_id = self.directory.route(service, now)
         conv, effects = domain.open_conversation(
             conversation_id=self.entropy.identifier(),
             ticket=ticket,
             token_hash=hash_token(token),
             service=service,
             visitor=visitor,
-            group_id=self.directory.route(service, now),
+            group_id=group_id,
             now=now,
+            opens_at=None if group_id is not None else self.directory.next_opening(service, now),
         )
         shown = p.ServiceRef(service.id, service.name, service.shown_avatar())
         # `started` (with the resume token) goes out with the first effects, after the write

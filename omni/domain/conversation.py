@@ -329,6 +329,16 @@ class LeaveQueue:
 
 
 @dataclass(frozen=True, slots=True)
+class Answered:
+    """An operator took the conversation from the group's queue (an accepted offer): the
+    group's wait estimate learns from how long it waited (:mod:`omni.domain.estimate`).
+    Transfers to an operator and resumes of out-of-hours conversations took nobody from a
+    queue, and are not answers in this sense."""
+
+    group_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Release:
     """Free the operator's slot held by this conversation; ``rank_last``: the operator let it
     down (a reply deadline missed) and goes behind the other idle operators for the next offer."""
@@ -372,6 +382,7 @@ Effect = (
     | Signal
     | EnterQueue
     | LeaveQueue
+    | Answered
     | Release
     | StartTimer
     | CancelTimer
@@ -469,8 +480,11 @@ def open_conversation(
     visitor: Visitor,
     group_id: int | None,
     now: datetime,
+    opens_at: datetime | None = None,
 ) -> tuple[Conversation, list[Effect]]:
-    """A new conversation: queued in ``group_id``, or out of hours when it is None."""
+    """A new conversation: queued in ``group_id``, or out of hours when it is None — then the
+    visitor is told the service's message and ``opens_at``, when it next takes conversations
+    (:meth:`~omni.domain.model.Directory.next_opening`; None: not within the look-ahead)."""
     conv = Conversation(
         id=conversation_id,
         ticket=ticket,
@@ -485,7 +499,15 @@ def open_conversation(
     )
     effects: list[Effect] = [Persist()]
     if group_id is None:
-        effects.append(_emit(conv, "visitor", p.OutOfHours, message=service.out_of_hours_message))
+        effects.append(
+            _emit(
+                conv,
+                "visitor",
+                p.OutOfHours,
+                message=service.out_of_hours_message,
+                opens_at=opens_at,
+            )
+        )
     else:
         effects.append(EnterQueue(group_id))
         if service.timers.queue_timeout is not None:
@@ -765,10 +787,12 @@ def _accept(
         "{visitor}", conv.visitor.name
     )
     assigned = _assigned(conv, ctx)
+    assert conv.group_id is not None
     effects: list[Effect] = [
         CancelTimer("offer"),
         CancelTimer("queue"),
         Persist(),
+        Answered(conv.group_id),
         ReplayHistory(ev.operator_id, before=assigned.seq),
         assigned,
     ]

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 
@@ -409,6 +409,7 @@ class Directory:
 
         Openness can only change where one of its schedules (the service's, its links') does,
         so the answer is the first of those changes at which :meth:`route` finds a group."""
+        at = at.astimezone(UTC)
         if self.route(service, at) is not None:
             return None
         keys = {service.schedule, *(link.schedule for link in service.links)}

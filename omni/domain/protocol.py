@@ -394,6 +394,10 @@ class Closed(_Event, frozen=True, tag="closed"):
 
 class OutOfHours(_Event, frozen=True, tag="out_of_hours"):
     message: str
+    #: The next instant the service takes conversations again (a new one would be queued);
+    #: null if it does not open within the schedules' look-ahead (400 days). Events stored
+    #: before this field existed lack it: unknown.
+    opens_at: datetime | None = None
 
 
 Event = Message | Assigned | Transferred | IdleWarning | Ended | Survey | Closed | OutOfHours
@@ -447,6 +451,9 @@ class Queued(_Outbound, frozen=True, tag="queued"):
     conversation_id: str
     #: 1 = next.
     position: int
+    #: Seconds the visitor can expect to wait from now, learnt from the group's recent answers
+    #: (:mod:`omni.domain.estimate`); null when too few recent answers to tell.
+    estimated_wait: int | None
 
 
 class TranscriptQueued(_Outbound, frozen=True, tag="transcript_queued"):

@@ -98,6 +98,11 @@ class Roster:
     def has_candidate(self, group_id: int) -> bool:
         return any(state.eligible(group_id) for state in self._operators.values())
 
+    def free_slots(self, group_id: int) -> int:
+        """How many conversations of ``group_id`` could be offered right now (the free
+        capacity of its eligible operators, which other groups may also claim)."""
+        return sum(state.free for state in self._operators.values() if state.eligible(group_id))
+
     def reserve(self, operator_id: int, conversation_id: str, now: float) -> None:
         """Count ``conversation_id`` against the operator's capacity (an offer or a transfer)."""
         state = self._operators[operator_id]
