@@ -54,7 +54,15 @@ CaptchaProvider = Literal["turnstile", "hcaptcha", "recaptcha"]
 #: A CAPTCHA site key: public (every page that shows the widget carries it).
 SiteKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)]
 #: An https URL that may go into a page's attributes and its Content-Security-Policy.
-HttpsUrl = Annotated[str, msgspec.Meta(pattern=r"^https://[^\s\"'<>;,]+$", max_length=500)]
+#: A script the pages load: https, or plain http on the loopback interface (which browsers
+#: count as secure: a provider's stand-in on a developer's machine or in the tests).
+ScriptUrl = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(https://[^\s\"'<>;,]+|http://(127\.0\.0\.1|localhost)(:[0-9]{1,5})?/[^\s\"'<>;,]*)$",
+        max_length=500,
+    ),
+]
 
 
 class CaptchaSettings(_Settings, frozen=True):
@@ -72,7 +80,7 @@ class CaptchaSettings(_Settings, frozen=True):
     #: The provider's public key for the widget (not a secret: every page shows it).
     site_key: SiteKey | None = None
     #: The provider's widget script, e.g. https://challenges.cloudflare.com/turnstile/v0/api.js
-    script_url: HttpsUrl | None = None
+    script_url: ScriptUrl | None = None
 
     def __post_init__(self) -> None:
         shown = (self.provider, self.site_key, self.script_url)

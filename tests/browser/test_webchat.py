@@ -15,13 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
 from tests.browser.harness import PHONE, Browser, Page
+from tests.browser.operator import accept_next, from_visitor
+from tests.browser.site import JS, ForeignSite
 from tests.support import (
     TOK_ALICE,
-    Client,
     api_token,
     connect_tcp,
     login,
@@ -30,6 +32,8 @@ from tests.support import (
     with_items,
     with_service,
 )
+from tests.test_captcha import PASSED, siteverify
+from tests.test_captcha import SECRET as CAPTCHA_SECRET
 
 pytestmark = pytest.mark.browser
 
@@ -58,23 +62,6 @@ async def no_serious_violations(page: Page, state: str) -> None:
     violations = await page.axe()
     serious = [str(v) for v in violations if v.serious]
     assert not serious, f"{state}: {serious}"
-
-
-async def accept_next(alice: Client) -> str:
-    offer = await alice.until("offer")
-    conversation_id: str = offer["conversation"]["id"]
-    await alice.send("accept", conversation_id=conversation_id)
-    await alice.until("assigned")
-    return conversation_id
-
-
-async def from_visitor(alice: Client) -> str:
-    """The text of the next message the visitor sent (the operator also gets their own
-    greeting as a message)."""
-    while (frame := await alice.until("message"))["author"]["kind"] != "visitor":
-        pass
-    text: str = frame["text"]
-    return text
 
 
 async def start_from_form(page: Page, name: str = "Vera", email: str = "") -> None:
@@ -367,3 +354,94 @@ async def test_the_palette_and_language_follow_the_configuration_without_a_resta
             "getComputedStyle(document.querySelector('.omni-primary')).backgroundColor"
         )
         assert colour == "rgb(138, 21, 56)"
+
+
+# -- the choice of services, and a CAPTCHA ----------------------------------------------------
+
+
+async def test_the_webchat_without_a_service_offers_the_public_ones(browser: Browser) -> None:
+    config = with_service(make_config(), 27, lambda body: body.update(public=False))
+    async with omni(config) as srv:
+        page = await browser.new_page(viewport=PHONE, locale="en-US")
+        await page.goto(f"{srv.http_url}/webchat")
+        await page.wait_for("a.omni-service >> nth=0")
+        names = await page.evaluate(
+            "[...document.querySelectorAll('a.omni-service')].map(a => a.textContent)"
+        )
+        assert names == ["Support", "Closed service"]  # 27 is not public
+        await page.screenshot("choose")
+        await no_serious_violations(page, "choose")
+        await page.click("text=Support")
+        await page.wait_for("#omni-name")
+        assert await page.evaluate("location.search") == "?service=25"
+
+
+#: A stand-in for the provider's widget script, with the API the page uses of Turnstile's.
+FAKE_TURNSTILE = """
+window.turnstile = {
+  render(box, options) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "fake-captcha";
+    button.textContent = "I am human (" + options.sitekey + ")";
+    button.addEventListener("click", () => options.callback("token-of-a-passed-challenge"));
+    box.append(button);
+    return "widget-1";
+  },
+  reset() {},
+};
+"""
+
+
+async def test_a_captcha_from_the_configured_provider_guards_the_start(
+    browser: Browser, foreign_site: ForeignSite
+) -> None:
+    script = foreign_site.serve("/turnstile/v0/api.js", FAKE_TURNSTILE, JS)
+    async with siteverify() as provider:
+        captcha = {
+            "verify_url": provider.url,
+            "secret": CAPTCHA_SECRET,
+            "timeout": 2,
+            "provider": "turnstile",
+            "site_key": "site-key-1",
+            "script_url": script,
+        }
+        config = with_service(
+            make_config(captcha=captcha), 25, lambda body: body.update(captcha=True)
+        )
+        async with omni(config) as srv, connect_tcp(f"{srv.ws_url}/ws/operator") as alice:
+            await login(alice, TOK_ALICE)
+            page = await browser.new_page(viewport=PHONE, locale="en-US")
+            await page.goto(webchat(srv))
+            # The provider's script, from the configured URL (the CSP lets that origin in).
+            await page.wait_for("text=I am human (site-key-1)")
+            await page.fill("#omni-name", "Vera")
+            await page.click("form button[type=submit]")
+            await page.wait_for("[role=alert]:not([hidden])")
+            assert provider.seen == []  # nothing sent without the check done
+            await page.click("button.fake-captcha")
+            await page.click("form button[type=submit]")
+            await accept_next(alice)
+            await page.wait_for("text=Hi Vera, Alice here.")
+            assert [s["response"] for s in provider.seen] == [PASSED]
+            await page.screenshot("after-captcha")
+
+
+async def test_a_visitor_who_takes_their_time_over_the_form_is_not_cut_off(
+    browser: Browser,
+) -> None:
+    # The server closes a connection that says nothing for `hello_timeout`: the page holds
+    # none until the visitor starts, so reading the form slowly shows no "offline".
+    config = make_config(limits={"hello_timeout": 1})
+    async with omni(config) as srv, connect_tcp(f"{srv.ws_url}/ws/operator") as alice:
+        await login(alice, TOK_ALICE)
+        page = await browser.new_page(viewport=PHONE, locale="en-US")
+        await page.goto(webchat(srv))
+        await page.wait_for("#omni-name")
+        await trio.sleep(2.5)
+        assert page.sockets == []
+        assert await page.evaluate("document.querySelector('.omni-banner').hidden")
+        await start_from_form(page, "Slow")
+        await accept_next(alice)
+        await page.wait_for("text=Hi Slow, Alice here.")
+        assert len(page.sockets) == 1

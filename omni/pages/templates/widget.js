@@ -1,7 +1,9 @@
 /* Omni's embed script: <script async src="https://chat.example/widget.js" data-service="25">.
    Adds a floating chat button (with an unread badge) that opens the WebChat in an iframe.
-   It lives in a closed shadow root (no CSS leaks in or out), defines no global but `Omni`
-   (Omni.identify(jwt), Omni.open(), Omni.close()), and never throws into the host page. */
+   It lives in a shadow root (no CSS leaks in or out), defines no global but `Omni`
+   (Omni.identify(jwt), Omni.open(), Omni.close()), and never throws into the host page.
+   While the visitor has a conversation going, the next page of the site loads the chat hidden
+   at once, so that it resumes and the badge counts the operator's messages. */
 (function () {
   try {
     var me = document.currentScript;
@@ -13,7 +15,34 @@
     var closeLabel = lang ? "Fechar o chat" : "Close chat";
     var identity = null, frame = null, open = false, unread = 0;
     var host = document.createElement("div");
-    var root = host.attachShadow({ mode: "closed" });
+    var root = host.attachShadow({ mode: "open" }); // open: styles are isolated either way
+    var key = "omni.widget." + service; // set while a conversation is going (the host's storage)
+    var remember = function (going) {
+      try {
+        if (going) localStorage.setItem(key, "1");
+        else localStorage.removeItem(key);
+      } catch (error) {} // storage refused: the chat loads when opened, as the first time
+    };
+    // The chat's own storage, kept here for it: a browser may give a cross-site frame none.
+    var prefix = "omni.chat." + service + ":";
+    var kept = function () {
+      var items = {};
+      try {
+        for (var i = 0; i < localStorage.length; i++) {
+          var name = localStorage.key(i);
+          if (name && name.indexOf(prefix) === 0) items[name.slice(prefix.length)] = localStorage.getItem(name);
+        }
+      } catch (error) {}
+      return items;
+    };
+    var keep = function (name, value) {
+      try {
+        if (value === null) localStorage.removeItem(prefix + name);
+        else localStorage.setItem(prefix + name, value);
+      } catch (error) {}
+    };
+    var going = false;
+    try { going = localStorage.getItem(key) === "1"; } catch (error) {}
     var css =
       ":host{all:initial}" +
       "button{position:fixed;right:20px;bottom:20px;width:60px;height:60px;border:0;border-radius:50%;background:#0b5fff;color:#fff;cursor:pointer;box-shadow:0 4px 16px rgba(0,0,0,.3);z-index:2147483646;font:600 26px/1 system-ui,sans-serif}" +
@@ -48,7 +77,7 @@
     };
     var show = function (value) {
       open = value;
-      if (open && !frame) {
+      if ((open || going) && !frame) {
         frame = document.createElement("iframe");
         frame.title = label;
         frame.src = origin + "/webchat?service=" + encodeURIComponent(service) + "&embed=1";
@@ -60,8 +89,8 @@
       if (open) {
         unread = 0;
         badge.hidden = true;
-        post({ omni: "opened" });
       }
+      post({ omni: open ? "opened" : "closed" });
     };
     button.addEventListener("click", function () { show(!open); });
 
@@ -69,8 +98,12 @@
       if (!frame || event.origin !== origin || event.source !== frame.contentWindow) return;
       var data = event.data || {};
       if (data.omni === "ready") {
-        if (identity) post({ omni: "identify", token: identity });
-        if (open) post({ omni: "opened" });
+        post({ omni: "hello", identity: identity, open: open, storage: kept() });
+      } else if (data.omni === "store" && /^omni\.[\w.-]{1,64}$/.test(data.key)) {
+        keep(data.key, typeof data.value === "string" && data.value.length < 65536 ? data.value : null);
+      } else if (data.omni === "going") {
+        going = data.value === true;
+        remember(going);
       } else if (data.omni === "unread" && !open) {
         unread = data.count;
         badge.hidden = !unread;
@@ -93,6 +126,7 @@
       close: function () { show(false); },
     };
     (document.body || document.documentElement).appendChild(host);
+    if (going) show(false); // resume the conversation, hidden, for the badge
   } catch (error) {
     if (window.console) console.warn("Omni widget:", error);
   }

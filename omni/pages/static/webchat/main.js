@@ -9,6 +9,8 @@ import { View } from "./view.js";
 
 const PALETTE = ["button", "header", "panels", "visitor_bubble", "operator_bubble"];
 const CAPTCHA_GLOBALS = { turnstile: "turnstile", hcaptcha: "hcaptcha", recaptcha: "grecaptcha" };
+// The phases in which a conversation is going (the widget keeps the chat loaded across pages).
+const GOING = ["starting", "resuming", "queued", "active", "out_of_hours", "ended", "survey"];
 
 const root = document.getElementById("omni");
 const params = new URLSearchParams(location.search);
@@ -46,27 +48,51 @@ async function main() {
   let state = initial(config);
   let captchaToken = null;
   let captchaWidget = null;
-  let identity = null;
   let lastNotified = 0;
 
   const view = new View(root, t, lang, {});
   view.setConfig(config);
 
+  let lastGoing = null;
+  // Embedded, the widget first says what it holds: the signed identity, whether the chat is
+  // open, and — where the browser gives a cross-site frame no storage of its own — the
+  // conversation kept in the site's storage for it.
+  const hello = embedded ? await greetWidget() : null;
+  let identity = hello ? hello.identity : null;
+  let widgetOpen = hello ? hello.open : false; // embedded: whether the widget shows the chat
+  const saved = storage() || (hello ? widgetStorage(hello.storage) : null);
+  const SEEN = "omni.seen"; // the last message the visitor saw, for the widget's badge
+
+  // The visitor sees what arrives while the page is visible (and, embedded, the widget open).
+  const watching = () => document.visibilityState === "visible" && (!embedded || widgetOpen);
+  const markSeen = () => {
+    dispatch({ action: "seen" });
+    if (saved && state.seenSeq) saved.setItem(SEEN, String(state.seenSeq));
+  };
+
   const dispatch = (event) => {
     state = reduce(state, event);
     view.render(state);
-    if (embedded && state.unread !== lastNotified) {
+    if (!embedded) return;
+    if (state.unread !== lastNotified) {
       lastNotified = state.unread;
-      window.parent.postMessage({ omni: "unread", count: state.unread }, "*");
+      window.parent.postMessage({ omni: "unread", count: state.unread }, parentOrigin());
+    }
+    // Whether a conversation is going: the widget then loads the chat on the site's next page.
+    const going = GOING.includes(state.phase);
+    if (going !== lastGoing) {
+      lastGoing = going;
+      window.parent.postMessage({ omni: "going", value: going }, parentOrigin());
     }
   };
 
   const connection = new Connection({
     url: config.ws_url,
     service: config.id,
-    storage: storage(),
+    storage: saved,
     onFrame: (frame) => {
       dispatch(frame.type === "typing" ? { ...frame, now: Date.now() } : frame);
+      if (frame.type === "message" && watching()) markSeen();
       if (frame.type === "error" && frame.code.startsWith("captcha")) resetCaptcha();
     },
     onStatus: (status) => dispatch({ action: "status", status }),
@@ -103,6 +129,7 @@ async function main() {
       connection.send({ type: "transcript", email });
     },
     newConversation() {
+      if (saved) saved.removeItem(SEEN);
       connection.forget();
       connection.close();
       dispatch({ action: "new_conversation" });
@@ -114,6 +141,12 @@ async function main() {
       if (config.captcha && config.captcha.provider) renderCaptcha(config.captcha, box);
     },
   };
+
+  function startIdentified() {
+    // A logged-in visitor (F8): who they are is signed; no form.
+    dispatch({ action: "starting", name: null });
+    connection.start(startFrame(config, null, identity, null));
+  }
 
   async function renderCaptcha(captcha, box) {
     const name = CAPTCHA_GLOBALS[captcha.provider];
@@ -131,28 +164,77 @@ async function main() {
   if (embedded) {
     window.addEventListener("message", (event) => {
       if (event.source !== window.parent || !event.data || typeof event.data !== "object") return;
-      if (event.data.omni === "opened") dispatch({ action: "seen" });
-      if (event.data.omni === "identify" && typeof event.data.token === "string") identity = event.data.token;
+      if (event.data.omni === "opened") {
+        widgetOpen = true;
+        markSeen();
+      }
+      if (event.data.omni === "closed") widgetOpen = false;
+      if (event.data.omni === "identify" && typeof event.data.token === "string") {
+        identity = event.data.token;
+        // Identified after the form was shown (Omni.identify called late): no form after all.
+        if (state.phase === "form" && config.identity && !connection.hasConversation) startIdentified();
+      }
     });
-    window.parent.postMessage({ omni: "ready" }, "*");
-    // The widget answers `ready` with the signed identity it holds, if any.
-    await new Promise((resolve) => setTimeout(resolve, 150));
   }
-  document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && dispatch({ action: "seen" }));
+  document.addEventListener("visibilitychange", () => watching() && markSeen());
   setInterval(() => dispatch({ action: "tick", now: Date.now() }), 1000);
 
   if (connection.hasConversation) {
     dispatch({ action: "resuming" }); // a reload: resume, no form
+    const seen = Number(saved && saved.getItem(SEEN));
+    if (seen > 0) dispatch({ action: "seen", seq: seen });
     for (const [clientId, text] of connection.unacknowledged) dispatch({ action: "send", clientId, text });
   } else if (identity && config.identity) {
-    // A logged-in visitor (F8): who they are is signed; no form.
-    dispatch({ action: "starting", name: null });
-    connection.start(startFrame(config, null, identity, null));
+    startIdentified();
   } else {
     view.render(state);
   }
   connection.open();
   window.addEventListener("pagehide", () => connection.close());
+}
+
+/** The embedding page's origin, where it is known (else any: frame-ancestors chose it). */
+function parentOrigin() {
+  const ancestors = location.ancestorOrigins;
+  return ancestors && ancestors.length ? ancestors[0] : "*";
+}
+
+/** Tell the widget the chat is ready; its `hello` (or, after a while, nothing from it). */
+function greetWidget() {
+  const nothing = { identity: null, open: false, storage: {} };
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(nothing), 2000);
+    const listen = (event) => {
+      if (event.source !== window.parent || !event.data || event.data.omni !== "hello") return;
+      window.removeEventListener("message", listen);
+      clearTimeout(timer);
+      const data = event.data;
+      resolve({
+        identity: typeof data.identity === "string" ? data.identity : null,
+        open: data.open === true,
+        storage: data.storage && typeof data.storage === "object" ? data.storage : {},
+      });
+    };
+    window.addEventListener("message", listen);
+    window.parent.postMessage({ omni: "ready" }, parentOrigin());
+  });
+}
+
+/** Storage kept by the widget in the site's own storage (a cross-site frame may have none). */
+function widgetStorage(items) {
+  const data = new Map(Object.entries(items).filter(([, value]) => typeof value === "string"));
+  const tell = (key, value) => window.parent.postMessage({ omni: "store", key, value }, parentOrigin());
+  return {
+    getItem: (key) => (data.has(key) ? data.get(key) : null),
+    setItem(key, value) {
+      data.set(key, String(value));
+      tell(key, String(value));
+    },
+    removeItem(key) {
+      data.delete(key);
+      tell(key, null);
+    },
+  };
 }
 
 function startFrame(config, visitor, identity, captcha) {

@@ -16,6 +16,8 @@
 const BACKOFF_FIRST = 500; // ms
 const BACKOFF_MAX = 30_000;
 const TYPING_EVERY = 3_000; // ms between two typing frames while the visitor types
+// Refusals of a message that sending it again cannot change (the page shows it "not sent").
+const REFUSED = new Set(["message_too_long", "invalid_frame", "conversation_closed", "message_limit", "invalid_state"]);
 
 export class Connection {
   /**
@@ -67,10 +69,11 @@ export class Connection {
     return [...this.pending];
   }
 
-  /** Open the socket; it resumes the remembered conversation, if any. */
+  /** Resume the remembered conversation, if any. With none, the socket opens with `start`:
+   * a visitor reading the form holds no connection (the server would close an idle one). */
   open() {
     this.closed = false;
-    this._connect();
+    if (this.token || this.startFrame) this._connect();
   }
 
   /** Start a new conversation: `start` with these fields (service_id is added). */
@@ -117,13 +120,19 @@ export class Connection {
     this.closed = true;
     if (this.timer !== null) this.clock.clearTimeout(this.timer);
     if (this.ws) this.ws.close(1000);
+    // Done with that socket now: its close event may come late, and start() must not wait for it.
+    this.ws = null;
+    this.bound = false;
   }
 
   // -- the socket ------------------------------------------------------------------------------
 
   _connect() {
     if (this.closed) return;
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
     this.timer = null;
+    // One socket at a time: start() may come before open(), or while a reconnect waits.
+    if (this.ws && this.ws.readyState <= 1) return;
     this.bound = false;
     this.onStatus("connecting");
     const ws = new this.Socket(this.url);
@@ -149,6 +158,7 @@ export class Connection {
       this.ws = null;
       this.bound = false;
       if (this.closed) return;
+      if (!this.token && !this.startFrame) return; // nothing to bind: `start` connects again
       this.onStatus("offline");
       this._retry();
     };
@@ -211,6 +221,9 @@ export class Connection {
     if (frame.code === "superseded") {
       // Another tab took the conversation: do not fight over it.
       this.closed = true;
+    }
+    if (frame.client_id && REFUSED.has(frame.code) && this.pending.delete(frame.client_id)) {
+      this._save(); // not to be sent again after a reconnect, nor shown as sending after a reload
     }
     if (frame.code === "rate_limited" && frame.client_id && this.pending.has(frame.client_id)) {
       const text = this.pending.get(frame.client_id);

@@ -32,7 +32,8 @@ export function initial(config) {
     closingMessage: null,
     transcript: { sent: [], error: null },
     error: null, // {code, message}: the last refusal worth showing
-    unread: 0,
+    unread: 0, // the operator's messages after `seenSeq`, the last one the visitor saw
+    seenSeq: 0,
   };
 }
 
@@ -132,8 +133,11 @@ function act(state, event) {
       };
     case "survey_sent":
       return { ...state, surveySent: true };
-    case "seen":
-      return { ...state, unread: 0 };
+    case "seen": {
+      // Everything shown is seen (or, from a reload, what the visitor had seen before it).
+      const seq = event.seq ?? state.messages.reduce((last, m) => Math.max(last, m.seq || 0), state.seenSeq);
+      return { ...state, unread: 0, seenSeq: Math.max(state.seenSeq, seq) };
+    }
     case "tick":
       return state.typingUntil && state.typingUntil <= event.now ? { ...state, typingUntil: 0 } : state;
     case "new_conversation":
@@ -173,7 +177,8 @@ function received(state, frame) {
     ...state,
     messages,
     typingUntil: frame.author.kind === "operator" ? 0 : state.typingUntil,
-    unread: frame.author.kind === "operator" ? state.unread + 1 : state.unread,
+    // A replay after a reload repeats messages already seen: only newer ones are unread.
+    unread: frame.author.kind === "operator" && frame.seq > state.seenSeq ? state.unread + 1 : state.unread,
   };
 }
 

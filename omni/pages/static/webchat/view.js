@@ -78,8 +78,10 @@ export class View {
     const t = this.t;
     this.banner.hidden = state.connection !== "offline";
     if (state.connection === "offline") fill(this.banner, t.offline);
-    if (state.phase !== this.phase) {
-      this.phase = state.phase;
+    // The form stays while it is sent (and comes back with a refusal): what was typed stays.
+    const screen = state.phase === "starting" ? "form" : state.phase;
+    if (screen !== this.phase) {
+      this.phase = screen;
       this.rendered.clear();
       this.screen(state);
     }
