@@ -11,12 +11,15 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from omni.config import Config
+from omni.domain.configuration import build_directory
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
 from tests.browser.harness import PHONE, Browser, Page
@@ -29,6 +32,7 @@ from tests.support import (
     login,
     make_config,
     open_relay,
+    start_with,
     with_items,
     with_service,
 )
@@ -41,6 +45,7 @@ DESKTOP = (1024, 720)
 ADMIN = "admin-pages-Zx8Cv2Bn5Mq9Lw3Kt7Rj"
 #: Every message of the visitor's is acknowledged (none shows "sending…").
 ALL_SENT = "[...document.querySelectorAll('.omni-mine')].every(e => e.dataset.status === 'sent')"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 XSS = "<img src=x onerror=\"document.title='pwned'\">"
 
 
@@ -158,7 +163,16 @@ async def test_a_visitor_has_a_whole_conversation_in_the_page(browser: Browser) 
 
 
 async def test_the_queue_position_and_the_out_of_hours_page(browser: Browser) -> None:
-    async with omni() as srv:
+    # Service 26 opens for half an hour a day, two hours from now (UTC).
+    now = datetime.now(UTC)
+    opens = (now + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    config = make_config()
+    for item in config.items:
+        if item.kind == "schedules" and item.key == "never":
+            item.body["timezone"] = "UTC"
+            item.body["weekly"] = {day: [[f"{opens:%H}:00", f"{opens:%H}:30"]] for day in DAYS}
+    config = Config(config.server, config.items, build_directory(config.items))
+    async with omni(config) as srv:
         first = await browser.new_page(viewport=PHONE, locale="en-US")
         await first.goto(webchat(srv))
         await start_from_form(first, "Ann")
@@ -167,22 +181,60 @@ async def test_the_queue_position_and_the_out_of_hours_page(browser: Browser) ->
         await second.goto(webchat(srv))
         await start_from_form(second, "Bob")
         await second.wait_for("text=You are number 2 in line.")
+        await second.screenshot("queued-second")
         # Ann leaves the queue: Bob moves up.
         await first.click("button.omni-end")
         await first.click("text=Yes, end it")
         await second.wait_for("text=You are next in line.")
 
-        closed = await browser.new_page(viewport=PHONE, locale="en-US")
+        closed = await browser.new_page(viewport=PHONE, locale="pt-BR", timezone="UTC")
         await closed.goto(webchat(srv, 26))
         await start_from_form(closed, "Cid")
         await closed.wait_for("text=We are closed.")
-        await closed.fill("#omni-compose", "Please call me back")
+        day = "hoje" if opens.date() == now.date() else "amanhã"
+        assert f"Voltamos a atender {day} às {opens:%H}:00." in await closed.text(
+            ".omni-closed-notice"
+        )
+        await closed.fill("#omni-compose", "Por favor, me liguem")
         await closed.press("#omni-compose", "Enter")
         await closed.wait_for_function(
             "document.querySelector('.omni-mine[data-status=sent]') !== null"
         )
         await closed.screenshot("out-of-hours")
         await no_serious_violations(closed, "out of hours")
+
+
+async def test_the_estimated_wait_is_learnt_from_the_groups_answers(browser: Browser) -> None:
+    async with (
+        omni() as srv,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as v1,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as v2,
+        connect_tcp(f"{srv.ws_url}/ws/visitor") as v3,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+    ):
+        # Three visitors wait with nobody signed in: the group has no pace yet.
+        for n, visitor in enumerate((v1, v2, v3), 1):
+            assert (await start_with(visitor, 25, visitor={"name": f"V{n}"}))["type"] == "started"
+        page = await browser.new_page(viewport=PHONE, locale="en-US")
+        await page.goto(webchat(srv))
+        await start_from_form(page, "Dee")
+        await page.wait_for("text=You are number 4 in line.")
+        assert "Estimated wait" not in await page.text(".omni-status")
+        # Alice answers two of them (three places moved between them): the group has a pace.
+        await login(alice, TOK_ALICE)
+        # Her two free slots: two offers at once.
+        offers = [await alice.until("offer"), await alice.until("offer")]
+        for offer in offers:
+            await alice.send("accept", conversation_id=offer["conversation"]["id"])
+        await page.wait_for("text=You are number 2 in line.")
+        for _ in offers:
+            await alice.until("assigned")
+        # Estimates go out with positions: when Dee next moves up, she is told the wait.
+        await v3.send("end")
+        await page.wait_for("text=You are next in line.")
+        status = await page.text(".omni-status")
+        assert re.fullmatch(r"You are next in line\. Estimated wait: [^.]+\.", status), status
+        await page.screenshot("estimated-wait")
 
 
 # -- nothing lost, nothing twice ----------------------------------------------------------------
@@ -445,3 +497,35 @@ async def test_a_visitor_who_takes_their_time_over_the_form_is_not_cut_off(
         await accept_next(alice)
         await page.wait_for("text=Hi Slow, Alice here.")
         assert len(page.sockets) == 1
+
+
+async def test_the_form_asks_for_the_fields_the_service_requires(browser: Browser) -> None:
+    config = with_service(
+        make_config(), 25, lambda body: body.update(required_fields={"email": True})
+    )
+    async with omni(config) as srv, connect_tcp(f"{srv.ws_url}/ws/operator") as alice:
+        await login(alice, TOK_ALICE)
+        page = await browser.new_page(viewport=PHONE, locale="en-US")
+        await page.goto(webchat(srv))
+        await page.wait_for("#omni-name")
+        labels = await page.evaluate(
+            "[...document.querySelectorAll('.omni-form label')].map(l => l.textContent)"
+        )
+        assert labels == ["Your name", "E-mail", "Phone (optional)"]
+        # Nothing typed: each required field says so, and the focus goes to the first.
+        await page.click("form button[type=submit]")
+        assert await page.text("#omni-name-error") == "Please fill in this field."
+        assert await page.text("#omni-email-error") == "Please fill in this field."
+        assert await page.text("#omni-phone-error") == ""
+        assert await page.evaluate("document.activeElement.id") == "omni-name"
+        await no_serious_violations(page, "form errors")
+        await page.screenshot("form-errors")
+        await page.fill("#omni-name", "Vera")
+        await page.fill("#omni-email", "not an address")
+        await page.click("form button[type=submit]")
+        assert await page.text("#omni-email-error") != ""
+        assert await page.evaluate("document.activeElement.id") == "omni-email"
+        await page.fill("#omni-email", "vera@example.com")
+        await page.click("form button[type=submit]")
+        offer = await alice.until("offer")
+        assert offer["conversation"]["visitor"]["email"] == "vera@example.com"
