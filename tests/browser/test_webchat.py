@@ -529,3 +529,50 @@ async def test_the_form_asks_for_the_fields_the_service_requires(browser: Browse
         await page.click("form button[type=submit]")
         offer = await alice.until("offer")
         assert offer["conversation"]["visitor"]["email"] == "vera@example.com"
+
+
+async def test_a_custom_survey_of_every_kind_and_a_service_with_none(browser: Browser) -> None:
+    questions = [
+        {"id": "stars", "kind": "rating", "label": "Stars?", "min": 1, "max": 5},
+        {"id": "nps", "kind": "scale", "label": "Recommend us (0-10)?", "min": 0, "max": 10},
+        {"id": "topic", "kind": "choice", "label": "About?", "options": ["Orders", "Billing"]},
+        {"id": "note", "kind": "text", "label": "Anything else?", "max_length": 50},
+    ]
+    config = with_service(
+        make_config(),
+        25,
+        lambda body: body.update(survey="custom", survey_questions=questions),
+    )
+    async with omni(config) as srv, connect_tcp(f"{srv.ws_url}/ws/operator") as alice:
+        await login(alice, TOK_ALICE)
+        page = await browser.new_page(viewport=PHONE, locale="en-US")
+        await page.goto(webchat(srv))
+        await start_from_form(page, "Vera")
+        conversation_id = await accept_next(alice)
+        await page.wait_for("text=Hi Vera, Alice here.")
+        await alice.send("end", conversation_id=conversation_id)
+        await page.wait_for("text=Recommend us (0-10)?")
+        assert await page.evaluate("document.querySelectorAll('[name=omni-q-nps]').length") == 11
+        assert await page.evaluate("document.getElementById('omni-q-note').maxLength") == 50
+        await no_serious_violations(page, "custom survey")
+        await page.screenshot("custom-survey")
+        await page.click("label[for=omni-q-nps-9]")  # 0..10: the tenth is 9
+        await page.click("text=Billing")
+        await page.fill("#omni-q-note", "Fast.")
+        await page.click("form.omni-survey button[type=submit]")
+        await page.wait_for("text=Conversation closed")
+        assert await srv.hub.store.survey(conversation_id) == {
+            "nps": 9,
+            "topic": "Billing",
+            "note": "Fast.",
+        }
+
+        # A service with no survey closes straight away, with its closing message.
+        other = await browser.new_page(viewport=PHONE, locale="en-US")
+        await other.goto(webchat(srv, 27))
+        await start_from_form(other, "Will")
+        conversation_id = await accept_next(alice)
+        await alice.send("end", conversation_id=conversation_id)
+        await other.wait_for("text=Conversation closed")
+        assert await other.text(".omni-closing-message") == "See you."
+        assert await other.evaluate("document.querySelector('form.omni-survey')") is None

@@ -457,25 +457,33 @@ export class View {
     this.surveyError = h("p", { class: "omni-error", role: "alert" });
     // The default survey's questions are Omni's own: asked in the page's language.
     const label = (q) => (state.config.survey === "default" && t.default_survey[q.id]) || q.label;
+    // Each kind its own control: a row of numbers (rating, scale), a list of options (choice),
+    // a text box (text). A question a visitor leaves out is simply not answered.
+    const group = (q, values, text, className) => {
+      const choices = values.map((value, n) => {
+        const id = `omni-q-${q.id}-${n}`;
+        return h(
+          "span",
+          { class: "omni-choice" },
+          h("input", { type: "radio", id, name: `omni-q-${q.id}`, value: String(value), required: q.required, onchange: () => (answers[q.id] = value) }),
+          h("label", { for: id, title: text(value) }, String(value)),
+        );
+      });
+      return h("fieldset", { class: className }, h("legend", {}, label(q)), h("div", { class: `${className}-choices` }, choices));
+    };
     const questions = state.survey.questions.map((q) => {
-      if (q.kind === "rating") {
-        const legend = h("legend", {}, label(q));
-        const choices = [];
-        for (let n = q.min; n <= q.max; n += 1) {
-          const id = `omni-q-${q.id}-${n}`;
-          choices.push(
-            h("input", { type: "radio", id, name: `omni-q-${q.id}`, value: String(n), required: q.required, onchange: () => (answers[q.id] = n) }),
-            h("label", { for: id, title: t.rating_of(n, q.max) }, String(n)),
-          );
-        }
-        return h("fieldset", { class: "omni-rating" }, legend, h("div", { class: "omni-rating-choices" }, choices));
+      if (q.kind === "rating" || q.kind === "scale") {
+        const values = [];
+        for (let n = q.min; n <= q.max; n += 1) values.push(n);
+        return group(q, values, (n) => t.rating_of(n, q.max), "omni-rating");
       }
+      if (q.kind === "choice") return group(q, q.options || [], (option) => option, "omni-options");
       const id = `omni-q-${q.id}`;
       return h(
         "p",
         { class: "omni-field" },
         h("label", { for: id }, label(q)),
-        h("textarea", { id, maxlength: 2000, rows: 3, required: q.required, oninput: (e) => (answers[q.id] = e.target.value.trim() || null) }),
+        h("textarea", { id, maxlength: q.max_length || 2000, rows: 3, required: q.required, oninput: (e) => (answers[q.id] = e.target.value.trim() || null) }),
       );
     });
     return h(
