@@ -45,10 +45,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """The benchmarks (print figures; not pass/fail checks): relay, then store."""
-    session.install("-e", ".[bench]")
+    """The benchmarks (print figures): relay, store, then the WebChat's weight in Chromium
+    (which also checks the pages' size budgets)."""
+    session.install("-e", ".[bench,test]")
     session.run("python", "benchmarks/relay.py", *session.posargs)
     session.run("python", "benchmarks/store.py")
+    session.run("python", "benchmarks/page_weight.py")
 
 
 @nox.session(python="3.11")

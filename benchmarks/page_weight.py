@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import trio
+from interrupts import exit_status, until_signalled
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from omni.store.bridge import ThreadBridge
@@ -848,44 +849,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP: the run stops as after Ctrl-C (the server and its database too)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-async def run_until_signalled(args: argparse.Namespace) -> dict[str, Any]:
-    """:func:`run`, cancelled (its ``finally`` blocks stopping the server) by SIGTERM/SIGHUP."""
-    result: dict[str, Any] = {}
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def measured() -> None:
-                result.update(await run(args))
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(measured)
-            async for signum in signals:
-                raise Interrupted(signum)
-    return result
-
-
-def _interruption(exc: BaseException) -> int | None:
-    """The exit status for Ctrl-C or a signal inside (nested) exception groups, else None."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            if (status := _interruption(inner)) is not None:
-                return status
-        return None
-    if isinstance(exc, KeyboardInterrupt):
-        return 128 + signal.SIGINT
-    if isinstance(exc, Interrupted):
-        return 128 + exc.signum
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -894,9 +857,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("page_weight needs Playwright: pip install -e '.[test]'", file=sys.stderr)
         return 2
     try:
-        result = trio.run(run_until_signalled, args)
+        result = trio.run(until_signalled(run), args)
     except BaseException as exc:
-        if (status := _interruption(exc)) is None:
+        if (status := exit_status(exc)) is None:
             raise
         print("interrupted", file=sys.stderr)
         return status

@@ -140,6 +140,7 @@ async def test_a_visitor_has_a_whole_conversation_in_the_page(browser: Browser) 
         # The visitor ends it; the default survey, in Portuguese; then the closing page.
         await page.click("button.omni-end")
         await page.screenshot("confirm-end")
+        await no_serious_violations(page, "confirm end")
         await page.click("text=Sim, encerrar")
         await page.wait_for("text=Como foi o atendimento?")
         assert (await alice.until("ended"))["by"] == "visitor"
