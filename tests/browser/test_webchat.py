@@ -557,7 +557,7 @@ async def test_a_custom_survey_of_every_kind_and_a_service_with_none(browser: Br
         assert await page.evaluate("document.getElementById('omni-q-note').maxLength") == 50
         await no_serious_violations(page, "custom survey")
         await page.screenshot("custom-survey")
-        await page.click("label[for=omni-q-nps-9]")  # 0..10: the tenth is 9
+        await page.click("label[for=omni-q-nps-9]")
         await page.click("text=Billing")
         await page.fill("#omni-q-note", "Fast.")
         await page.click("form.omni-survey button[type=submit]")

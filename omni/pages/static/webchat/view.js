@@ -461,7 +461,7 @@ export class View {
     // a text box (text). A question a visitor leaves out is simply not answered.
     const group = (q, values, text, className) => {
       const choices = values.map((value, n) => {
-        const id = `omni-q-${q.id}-${n}`;
+        const id = `omni-q-${q.id}-${typeof value === "number" ? value : n}`;
         return h(
           "span",
           { class: "omni-choice" },
