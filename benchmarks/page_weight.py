@@ -62,7 +62,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -76,7 +75,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import trio
-from interrupts import exit_status, until_signalled
+from lifecycle import exit_status, stop_embedded, stop_server, until_signalled
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from omni.store.bridge import ThreadBridge
@@ -243,39 +242,14 @@ async def serving(scratch: Path) -> AsyncIterator[Server]:
                 yield Server(process, found[1].decode(), found[2].decode(), output)
             finally:
                 with trio.CancelScope(shield=True):
-                    await _stop(process)
+                    await stop_server(process, STOP_TIMEOUT)
                     with trio.move_on_after(2):
                         await drained.wait()
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await _stop(process)
-        _stop_embedded(data_dir)
-
-
-async def _stop(process: trio.Process) -> None:
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    with trio.move_on_after(STOP_TIMEOUT):
-        await process.wait()
-    if process.returncode is None:
-        print(f"omni serve ignored SIGTERM for {STOP_TIMEOUT:.0f} s: SIGKILL", file=sys.stderr)
-        process.kill()
-        with trio.move_on_after(STOP_TIMEOUT):
-            await process.wait()
-
-
-def _stop_embedded(data_dir: Path) -> None:
-    """Stop an embedded PostgreSQL its server left behind (killed before it could stop it)."""
-    pid_file = data_dir / "postmaster.pid"
-    if pid_file.exists():
-        with contextlib.suppress(ValueError, OSError):
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # fast shutdown
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while pid_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
+            await stop_server(process, STOP_TIMEOUT)
+        stop_embedded(data_dir, STOP_TIMEOUT)
 
 
 # == the operator ================================================================================

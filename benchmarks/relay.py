@@ -34,7 +34,6 @@ own time) to stderr; the figures are then not representative (use ``--repeat 1``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import json
 import math
@@ -57,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from lifecycle import stop_embedded
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
@@ -269,17 +269,6 @@ async def _serve(
             ):
                 print(f"PORT {server.ws_port}", flush=True)
                 await _control(profiler)
-
-
-def _stop_embedded(data_dir: str) -> None:
-    """Stop the embedded PostgreSQL the rounds shared (each server left it running for the next)."""
-    pid_file = Path(data_dir) / "postmaster.pid"
-    if pid_file.exists():
-        with contextlib.suppress(ValueError, OSError):
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # fast shutdown
-            deadline = time.monotonic() + 30
-            while pid_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
 
 
 def interrupted(exc: BaseException) -> bool:
@@ -843,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGINT
     finally:
         if scratch is not None:
-            _stop_embedded(args.data_dir)
+            stop_embedded(args.data_dir)
             shutil.rmtree(scratch, ignore_errors=True)
     if not args.json:
         print(table(result))
