@@ -6,6 +6,8 @@ const STRINGS = {
   en: {
     title: "Chat",
     choose_service: "How can we help?",
+    service_open: "Open now",
+    service_closed: "Closed now: leave a message",
     no_services: "No chat service is available right now.",
     unknown_service: "This chat service does not exist.",
     form_intro: "To start, tell us who you are.",
@@ -76,6 +78,8 @@ const STRINGS = {
   "pt-BR": {
     title: "Chat",
     choose_service: "Como podemos ajudar?",
+    service_open: "Atendendo agora",
+    service_closed: "Fora do horário: deixe uma mensagem",
     no_services: "Nenhum serviço de chat está disponível agora.",
     unknown_service: "Este serviço de chat não existe.",
     form_intro: "Para começar, diga quem você é.",

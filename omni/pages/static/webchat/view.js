@@ -547,7 +547,8 @@ export class View {
           "a",
           { href: link(s.id), class: "omni-service" },
           s.avatar && s.avatar.image ? h("img", { src: s.avatar.image, alt: "", onerror: (e) => e.target.remove() }) : null,
-          h("span", {}, s.name),
+          h("span", { class: "omni-service-name" }, s.name),
+          h("span", { class: `omni-service-state${s.open ? " omni-open" : ""}` }, s.open ? t.service_open : t.service_closed),
         ),
       ),
     );
