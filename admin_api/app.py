@@ -21,7 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import GenericAlias
@@ -41,17 +41,32 @@ from admin_api.http import (
     WRITE_CONFIG,
     Attempts,
     Handler,
+    Principal,
     Problem,
     bearer_token,
     json_response,
     read_body,
     requires,
 )
+from omni.accounts import (
+    SESSION_PREFIX,
+    Accounts,
+    check_password,
+    hash_password_off_loop,
+)
 from omni.actors.configuration import Configuration
 from omni.actors.group import QueueSnapshot
 from omni.actors.hub import Hub
 from omni.actors.runtime import ActorCrashed, AskTimeout
-from omni.config import RESOURCES, ApiTokenInput, OperatorInput, Resource, public, seal
+from omni.config import (
+    RESOURCES,
+    ApiTokenInput,
+    OperatorInput,
+    Resource,
+    UserInput,
+    public,
+    seal,
+)
 from omni.domain import conversation as domain
 from omni.domain import protocol
 from omni.domain.configuration import (
@@ -62,7 +77,7 @@ from omni.domain.configuration import (
     key_of,
 )
 from omni.domain.conversation import Conversation, Status
-from omni.domain.model import Role
+from omni.domain.model import Role, User, UserProfile, password_weakness
 from omni.domain.protocol import ConversationSummary
 from omni.domain.reports import report
 from omni.domain.routing import Presence
@@ -90,11 +105,25 @@ class RouteDoc:
 class Api:
     """Declares routes on the app and remembers them for the OpenAPI document."""
 
-    def __init__(self, app: QuartTrio, hub: Hub, attempts: Attempts) -> None:
+    def __init__(self, app: QuartTrio, hub: Hub, attempts: Attempts, accounts: Accounts) -> None:
         self.app = app
         self.hub = hub
         self.attempts = attempts
+        self.accounts = accounts
         self.routes: list[RouteDoc] = []
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """Who ``token`` speaks for: a sign-in session (``omni_session_…``) or an API token."""
+        if token.startswith(SESSION_PREFIX):
+            signed_in = await self.accounts.session(token)
+            if signed_in is None:
+                return None
+            user = signed_in.user
+            return Principal(f"user:{user.id}", user.role, user.operator_id, user.id)
+        found = self.hub.directory.api_token(token)
+        if found is None:
+            return None
+        return Principal(f"token:{found.id}", found.role, found.operator_id)
 
     def route(
         self,
@@ -112,9 +141,7 @@ class Api:
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
             guarded = (
-                requires(roles, lambda: self.hub.directory, self.attempts)(handler)
-                if roles
-                else handler
+                requires(roles, self.authenticate, self.attempts)(handler) if roles else handler
             )
             endpoint = f"{method.lower()} {path}"
             self.app.add_url_rule(
@@ -148,7 +175,8 @@ def create_app(
     # No static folder: the pages (omni.pages) serve /static/ with hashed names.
     app = QuartTrio("omni", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    api = Api(app, hub, Attempts(settings.limits, settings.trusted_proxies))
+    attempts = Attempts(settings.limits, settings.trusted_proxies)
+    api = Api(app, hub, attempts, Accounts(hub, settings.session_ttl))
     app.extensions["omni_api"] = api
 
     # -- errors, CORS -------------------------------------------------------------------------
@@ -218,6 +246,7 @@ def create_app(
 
     for resource in RESOURCES.values():
         _resource_routes(api, config, resource)
+    _session_routes(api, config)
 
     @api.route(
         "GET",
@@ -587,7 +616,7 @@ PROTOCOL_SCHEMA = msgspec.json.encode(protocol.json_schema())
 def _resource_routes(api: Api, config: Configuration, resource: Resource) -> None:
     kind = resource.kind
     base = f"/api/v1/{kind.replace('_', '-')}"
-    read = WRITE_CONFIG if kind == "api_tokens" else READ_CONFIG
+    read = WRITE_CONFIG if kind in ("api_tokens", "users") else READ_CONFIG
     noun = kind.rstrip("s").replace("_", " ")
     # A token (an operator's, an API token) is shown once, in the answer to its creation.
     created = resource.input if kind in ("operators", "api_tokens") else resource.public
@@ -649,7 +678,10 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         if isinstance(sent, OperatorInput | ApiTokenInput) and sent.token is None:
             issued = secrets.token_urlsafe(32)
             sent = msgspec.structs.replace(sent, token=issued)
-        body = await _store(config, kind, key, sent, exists=False)
+        password_hash = None
+        if isinstance(sent, UserInput) and sent.password is not None:
+            password_hash = await hash_password_off_loop(sent.password)
+        body = await _store(config, kind, key, sent, exists=False, password_hash=password_hash)
         out = public(body)
         assert out is not None
         if issued is not None:
@@ -685,6 +717,10 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         sent = await read_body(resource.input)
         if key_of(kind, sent) != key:
             raise Problem(422, f"the body's id must be {key}", kind="invalid-body")
+        if isinstance(sent, UserInput) and sent.password is not None:
+            raise Problem(
+                422, f"set a password with PUT {base}/{key}/password", kind="invalid-body"
+            )
         body = await _store(config, kind, key, sent, exists=True)
         return json_response(public(body))
 
@@ -703,7 +739,149 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
             raise Problem(404, f"no {noun} {key}") from None
         except ConfigRejected as exc:
             raise Problem(_status(exc), exc.message, kind="conflict") from None
+        if kind == "users":
+            # A user made again with this id starts at generation 0: no old session with it.
+            await config.store.end_sessions(key)
         return Response("", status=204)
+
+
+def _session_routes(api: Api, config: Configuration) -> None:
+    """People's sign-in (user name and password) and sessions, their own password, and an
+    administrator's password reset (docs/admin-api.md, "Signing in")."""
+    accounts, attempts = api.accounts, api.attempts
+
+    def _profile(user: User) -> UserProfile:
+        return msgspec.convert(public(body_of(user)), UserProfile)
+
+    def _signed_in() -> Principal:
+        principal: Principal = g.principal
+        if principal.user_id is None:
+            raise Problem(403, "an API token has no session: sign in with a user name")
+        return principal
+
+    async def _new_session(user: User) -> schemas.SessionOut:
+        token, session = await accounts.open_session(user)
+        return schemas.SessionOut(token, session.expires_at, _profile(user))
+
+    @api.route(
+        "POST",
+        "/api/v1/session",
+        summary="Sign in with a user name and a password: a session token, shown once",
+        tag="session",
+        roles=None,
+        body=schemas.SignInRequest,
+        response=schemas.SessionOut,
+        status=201,
+        errors=(401, 429),
+    )
+    async def sign_in() -> Response:
+        sent = await read_body(schemas.SignInRequest)
+        user = await attempts.admit_async(
+            lambda: accounts.check(sent.username, sent.password), name=sent.username
+        )
+        if user is None:
+            raise Problem(401, "wrong user name or password", kind="wrong-credentials")
+        return json_response(await _new_session(user), status=201)
+
+    @api.route(
+        "GET",
+        "/api/v1/session",
+        summary="The session of the request: whom it acts for, until when",
+        tag="session",
+        roles=CONVERSATIONS,
+        response=schemas.SessionInfo,
+    )
+    async def session_info() -> Response:
+        _signed_in()
+        signed_in = await accounts.session(bearer_token() or "")
+        if signed_in is None:
+            raise Problem(401, "this session has ended")
+        return json_response(
+            schemas.SessionInfo(signed_in.session.expires_at, _profile(signed_in.user))
+        )
+
+    @api.route(
+        "DELETE",
+        "/api/v1/session",
+        summary="Sign out: ends every session of the person, consoles included",
+        tag="session",
+        roles=CONVERSATIONS,
+        status=204,
+    )
+    async def sign_out() -> Response:
+        principal = _signed_in()
+        assert principal.user_id is not None
+        await _end(principal.user_id, principal.actor)
+        return Response("", status=204)
+
+    @api.route(
+        "POST",
+        "/api/v1/session/password",
+        summary="Change one's own password (the old one required): ends every session of the "
+        "person and answers with a new one",
+        tag="session",
+        roles=CONVERSATIONS,
+        body=schemas.PasswordChange,
+        response=schemas.SessionOut,
+        errors=(401,),
+    )
+    async def change_password() -> Response:
+        principal = _signed_in()
+        assert principal.user_id is not None
+        sent = await read_body(schemas.PasswordChange)
+        user = hub_user(principal.user_id)
+        _check_rules(sent.new_password, user.username)
+        ok = await attempts.admit_async(
+            lambda: _true_or_none(check_password(user.password_hash, sent.old_password)),
+            name=user.username,
+        )
+        if ok is None:
+            raise Problem(401, "the old password is wrong", kind="wrong-credentials")
+        new_hash = await hash_password_off_loop(sent.new_password)
+        await _end(user.id, principal.actor, password_hash=new_hash)
+        return json_response(await _new_session(hub_user(user.id)))
+
+    @api.route(
+        "PUT",
+        "/api/v1/users/{key}/password",
+        summary="Set or reset a user's password: ends every session of the user",
+        tag="users",
+        roles=WRITE_CONFIG,
+        body=schemas.PasswordSet,
+        status=204,
+    )
+    async def set_password(key: str) -> Response:
+        body = config.get("users", key)
+        if body is None:
+            raise Problem(404, f"no user {key}")
+        sent = await read_body(schemas.PasswordSet)
+        _check_rules(sent.password, body["username"])
+        new_hash = await hash_password_off_loop(sent.password)
+        await _end(key, g.actor, password_hash=new_hash)
+        return Response("", status=204)
+
+    def hub_user(user_id: str) -> User:
+        user = api.hub.directory.users.get(user_id)
+        if user is None:
+            raise Problem(404, f"no user {user_id}")
+        return user
+
+    async def _end(user_id: str, actor: str, *, password_hash: str | None = None) -> None:
+        try:
+            await accounts.end_sessions(config, user_id, actor, password_hash=password_hash)
+        except LookupError:
+            raise Problem(404, f"no user {user_id}") from None
+        except ConfigRejected as exc:
+            raise Problem(_status(exc), exc.message, kind="conflict") from None
+
+
+def _check_rules(password: str, username: str) -> None:
+    if (weakness := password_weakness(password, username)) is not None:
+        raise Problem(422, weakness, kind="weak-password")
+
+
+async def _true_or_none(check: Awaitable[bool]) -> bool | None:
+    return True if await check else None
 
 
 def _status(refusal: ConfigRejected) -> int:
@@ -712,12 +890,19 @@ def _status(refusal: ConfigRejected) -> int:
 
 
 async def _store(
-    config: Configuration, kind: str, key: str, sent: Any, *, exists: bool | None
+    config: Configuration,
+    kind: str,
+    key: str,
+    sent: Any,
+    *,
+    exists: bool | None,
+    password_hash: str | None = None,
 ) -> dict[str, Any]:
     """Seal what was sent (secrets hashed, a secret left out kept) and store it; the stored
-    body."""
+    body. A user's password comes hashed already (``password_hash``: hashing blocks)."""
+    before = config.get(kind, key)
     try:
-        entity = seal(kind, sent, config.get(kind, key))
+        entity = seal(kind, sent, before, password_hash=password_hash)
     except ValueError as exc:
         raise Problem(422, str(exc), kind="invalid-body") from None
     body = body_of(entity)
@@ -727,6 +912,9 @@ async def _store(
         raise Problem(404, f"no {kind} {key}") from None
     except ConfigRejected as exc:
         raise Problem(_status(exc), exc.message, kind="invalid-configuration") from None
+    if isinstance(entity, User) and entity.generation != (before or {}).get("generation", 0):
+        # The change ended the user's sessions (deactivated, another role): forget them.
+        await config.store.end_sessions(key)
     return body
 
 

@@ -109,7 +109,13 @@ def document(routes: list[Any]) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token, or a session token (POST /api/v1/session)",
+                }
+            },
         },
     }
 

@@ -8,10 +8,11 @@ writes them (ISO 8601, UTC)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
+from omni.domain.model import PASSWORD_MAX, UserProfile
 from omni.domain.protocol import ConversationSummary
 
 
@@ -122,3 +123,32 @@ class AuditPage(msgspec.Struct):
     items: list[AuditOut]
     #: Pass as ``before`` to get older entries; null on the last page.
     next_before: int | None
+
+
+class SignInRequest(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=PASSWORD_MAX)]
+
+
+class SessionOut(msgspec.Struct):
+    """A new session: its token (shown this once), when it expires, whom it acts for."""
+
+    token: str
+    expires_at: datetime
+    user: UserProfile
+
+
+class SessionInfo(msgspec.Struct):
+    """The session of the request: when it expires, whom it acts for."""
+
+    expires_at: datetime
+    user: UserProfile
+
+
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    old_password: Annotated[str, msgspec.Meta(min_length=1, max_length=PASSWORD_MAX)]
+    new_password: Annotated[str, msgspec.Meta(min_length=1, max_length=PASSWORD_MAX)]
+
+
+class PasswordSet(msgspec.Struct, forbid_unknown_fields=True):
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=PASSWORD_MAX)]

@@ -18,10 +18,11 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
+from omni.accounts import hash_password
 from omni.domain.configuration import (
     KINDS,
     ConfigInvalid,
@@ -32,6 +33,7 @@ from omni.domain.configuration import (
     key_of,
 )
 from omni.domain.model import (
+    PASSWORD_MAX,
     ApiToken,
     ApiTokenProfile,
     Directory,
@@ -40,7 +42,10 @@ from omni.domain.model import (
     OperatorProfile,
     Parameters,
     Service,
+    User,
+    UserProfile,
     hash_token,
+    password_weakness,
 )
 from omni.domain.schedule import Schedule
 from omni.domain.values import Secret, SigningKey, secret_weakness
@@ -79,6 +84,20 @@ class ApiTokenInput(ApiTokenProfile, frozen=True, kw_only=True):
         _check_token(self.token)
 
 
+class UserInput(UserProfile, frozen=True, kw_only=True):
+    """A person who signs in, as an administrator sends them: ``password`` (in clear, hashed
+    with argon2id before anything is kept) only when the user is created — the API's ``PUT
+    /api/v1/users/{key}/password`` sets it later; without one the user cannot sign in yet."""
+
+    password: Annotated[str, msgspec.Meta(max_length=PASSWORD_MAX)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.password is not None and (
+            weakness := password_weakness(self.password, self.username)
+        ):
+            raise ValueError(weakness)
+
+
 class ServiceInput(Service, frozen=True, kw_only=True):
     """A service as an administrator sends it: ``identity_secret`` left out keeps the stored
     one; ``null`` removes it."""
@@ -87,10 +106,34 @@ class ServiceInput(Service, frozen=True, kw_only=True):
     identity_secret: SigningKey | msgspec.UnsetType | None = msgspec.UNSET  # type: ignore[assignment]
 
 
-def seal(kind: str, sent: Any, stored: dict[str, Any] | None = None) -> Any:
+def seal(
+    kind: str,
+    sent: Any,
+    stored: dict[str, Any] | None = None,
+    *,
+    password_hash: str | None = None,
+) -> Any:
     """The entity to keep for what an administrator sent (``stored``: the body it replaces):
     clear tokens become their hash, a secret left out keeps the stored one. ``ValueError``
-    when a secret is required and there is none."""
+    when a secret is required and there is none.
+
+    A user's ``password`` becomes ``password_hash`` — the one given (hashed off the event loop
+    by the caller), else hashed here, which blocks: for files only. A user keeps their stored
+    hash and session generation; a change that ends their sessions raises it
+    (:meth:`User.ends_sessions`)."""
+    if isinstance(sent, UserInput):
+        fields = msgspec.structs.asdict(sent)
+        password = fields.pop("password")
+        before = None if stored is None else msgspec.convert(stored, User)
+        if password is not None and password_hash is None:
+            password_hash = hash_password(password)
+        if password_hash is None and before is not None:
+            password_hash = before.password_hash
+        generation = 0 if before is None else before.generation
+        user = User(**fields, password_hash=password_hash, generation=generation)
+        if user.ends_sessions(before):
+            user = msgspec.structs.replace(user, generation=generation + 1)
+        return user
     if isinstance(sent, OperatorInput | ApiTokenInput):
         fields = msgspec.structs.asdict(sent)
         token = fields.pop("token")
@@ -135,11 +178,15 @@ RESOURCES: dict[str, Resource] = {
         Resource("operators", OperatorInput, OperatorProfile),
         Resource("parameters", Parameters, Parameters),
         Resource("api_tokens", ApiTokenInput, ApiTokenProfile),
+        Resource("users", UserInput, UserProfile),
     )
 }
 
-#: Fields never shown (secrets are write-only).
-SECRET_FIELDS = frozenset({"token", "token_hash", "identity_secret"})
+#: Fields never shown: secrets are write-only, and a user's session generation is
+#: bookkeeping.
+SECRET_FIELDS = frozenset(
+    {"token", "token_hash", "identity_secret", "password", "password_hash", "generation"}
+)
 
 
 def public(body: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -160,6 +207,7 @@ class ConfigFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     operators: tuple[OperatorInput, ...] = ()
     parameters: Parameters | None = None
     api_tokens: tuple[ApiTokenInput, ...] = ()
+    users: tuple[UserInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,7 +240,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise ConfigError(str(exc)) from None
     items: list[ConfigItem] = []
     try:
-        for kind in ("schedules", "groups", "services", "operators", "api_tokens"):
+        for kind in ("schedules", "groups", "services", "operators", "api_tokens", "users"):
             sent: tuple[Any, ...] = getattr(file, kind)
             keys = [key_of(kind, entity) for entity in sent]
             duplicates = sorted({k for k in keys if keys.count(k) > 1})

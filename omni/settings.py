@@ -185,6 +185,9 @@ class ServerSettings(_Settings, frozen=True):
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     #: How long a disconnected operator keeps their conversations before they are requeued.
     operator_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 120.0
+    #: How long a sign-in session (user name and password) lasts, from the sign-in: a fixed
+    #: lifetime, not renewed by use (a stolen session expires; people sign in once a shift).
+    session_ttl: Annotated[float, msgspec.Meta(ge=60, le=7 * 86_400)] = 8 * 3600.0
     #: Frames buffered for one client before it is considered too slow and disconnected.
     outbound_buffer: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 1024
     #: Origins allowed to call the admin API from a browser (CORS); none by default.

@@ -51,7 +51,7 @@ from omni.domain import protocol as p
 from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, Rejected, Status
 from omni.domain.estimate import WaitEstimator
-from omni.domain.model import Directory, Service, hash_token
+from omni.domain.model import Directory, Operator, Service, hash_token
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.identity import IdentityError, verify_identity
@@ -189,9 +189,18 @@ class Hub:
                         "the console token you signed in with was changed; sign in again",
                     )
             self.poke_groups(operator.id)
-        for operator_id in list(self.sessions):
+        for operator_id, session in list(self.sessions.items()):
             if operator_id not in directory.operators:
                 self._sign_out(operator_id)
+            elif session.account is not None:
+                user = directory.session_user(*session.account)
+                if user is None or user.operator_id != operator_id:
+                    self._sign_out(
+                        operator_id,
+                        "session_ended",
+                        "your session ended (signed out, password changed, or deactivated); "
+                        "sign in again",
+                    )
 
     def open_in_group(self, group_id: int) -> int:
         """Conversations still in ``group_id``: waiting in its queue, or held there."""
@@ -547,11 +556,32 @@ class Hub:
     # -- operators ------------------------------------------------------------------------------
 
     async def login(self, token: str, peer: Peer) -> OperatorSession:
+        """Sign ``peer`` in with an operator's console token."""
         operator = self.directory.operator_by_token(token)
         if operator is None:
             raise Rejected("invalid_login", "unknown or inactive operator token")
+        return await self._open_session(operator, peer, None)
+
+    async def login_with_session(
+        self, user_id: str, generation: int, peer: Peer
+    ) -> OperatorSession:
+        """Sign ``peer`` in as the operator a person's sign-in session (of ``user_id`` at
+        ``generation``, unexpired: the caller checked) acts for; the connection is closed with
+        ``session_ended`` when that session ends."""
+        user = self.directory.session_user(user_id, generation)
+        operator = None
+        if user is not None and user.operator_id is not None:
+            operator = self.directory.operators.get(user.operator_id)
+        if operator is None or not operator.active:
+            raise Rejected("invalid_login", "this session does not sign in an active operator")
+        return await self._open_session(operator, peer, (user_id, generation))
+
+    async def _open_session(
+        self, operator: Operator, peer: Peer, account: tuple[str, int] | None
+    ) -> OperatorSession:
         previous = self.sessions.get(operator.id)
         session = OperatorSession(self, operator, peer)
+        session.account = account
         if previous is not None:
             previous.replaced = True
             previous.peer.close("session_replaced", "you signed in on another connection")

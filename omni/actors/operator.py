@@ -78,6 +78,10 @@ class OperatorSession:
         self.operator = operator
         self.peer = peer
         self.replaced = False
+        #: The sign-in session this connection logged in with: (user id, the user's session
+        #: generation); None for a console token. The hub closes the connection when that
+        #: session ends.
+        self.account: tuple[str, int] | None = None
         #: conversation -> highest seq this connection has been sent (replays skip below it).
         self.delivered: dict[str, int] = {}
 

@@ -32,6 +32,7 @@ from omni.domain.model import (
     Parameters,
     Role,
     Service,
+    User,
 )
 from omni.domain.schedule import Schedule
 
@@ -81,6 +82,7 @@ KINDS: dict[str, Kind] = {
         Kind("operators", Operator, "id"),
         Kind("parameters", Parameters, None),
         Kind("api_tokens", ApiToken, "id"),
+        Kind("users", User, "id"),
     )
 }
 
@@ -126,6 +128,7 @@ def build_directory(items: Iterable[ConfigItem]) -> Directory:
             operators={o.id: o for o in entities["operators"]},
             parameters=parameters[0] if parameters else Parameters(),
             api_tokens={t.id: t for t in entities["api_tokens"]},
+            users={u.id: u for u in entities["users"]},
         )
     except ValueError as exc:
         raise ConfigInvalid(str(exc)) from None

@@ -12,8 +12,10 @@ Rules of this module:
   read the directory they are given and never mutate it, so a change can be applied live by
   swapping one reference.
 * Secrets never stay in clear: an operator's console token and an API token are kept as
-  their SHA-256 (``token_hash``). The clear token exists only in what an administrator sends
-  (``omni.config``'s input types), and a service's identity secret is never shown (repr).
+  their SHA-256 (``token_hash``), a person's password as its argon2id hash (``password_hash``,
+  made and checked off the event loop by ``omni.accounts``, never here). The clear token
+  exists only in what an administrator sends (``omni.config``'s input types), and a
+  service's identity secret is never shown (repr).
 * No I/O and no clock: whether something is open is asked with an explicit instant.
 """
 
@@ -254,6 +256,63 @@ class ApiToken(ApiTokenProfile, frozen=True, kw_only=True):
     token_hash: str
 
 
+#: What a user name may be: letters, digits and ``. _ - @``, compared without regard to case.
+UserName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
+
+#: A password's length, in characters: long enough to resist guessing (NIST SP 800-63B asks at
+#: least 8; people's passphrases pass 12 easily), short enough that hashing one costs nothing
+#: unusual.
+PASSWORD_MIN, PASSWORD_MAX = 12, 256
+
+
+def password_weakness(password: str, username: str) -> str | None:
+    """Why ``password`` may not be ``username``'s password, or None when it may."""
+    if len(password) < PASSWORD_MIN:
+        return f"a password needs at least {PASSWORD_MIN} characters"
+    if len(password) > PASSWORD_MAX:
+        return f"a password has at most {PASSWORD_MAX} characters"
+    if username.casefold() in password.casefold():
+        return "a password must not contain the user name"
+    if len(set(password)) < 4:
+        return "a password needs at least 4 different characters"
+    return None
+
+
+class UserProfile(_Entity, frozen=True):
+    """A person who signs in with a user name and a password, as an administrator sees them
+    (no secret). ``role`` is an API token's: an ``operator`` acts for one operator
+    (``operator_id``), in the API and on the console."""
+
+    id: Key
+    username: UserName
+    name: Name
+    role: Role
+    operator_id: Id | None = None
+    active: bool = True
+
+
+class User(UserProfile, frozen=True, kw_only=True):
+    """A person as stored: the profile, their password's argon2id hash (None: none set yet,
+    they cannot sign in), and the generation of their sessions — a session is good only for
+    the generation it was opened in, so raising it ends every session of the person at once
+    (signing out, a password change, deactivation)."""
+
+    password_hash: str | None = None
+    generation: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, username={self.username!r}, role={self.role.value})"
+
+    def ends_sessions(self, before: User | None) -> bool:
+        """Whether replacing ``before`` with this must end ``before``'s sessions: what a
+        session may do changed (role, operator, user name) or the person was deactivated."""
+        return before is not None and (
+            (before.role, before.operator_id, before.username.casefold())
+            != (self.role, self.operator_id, self.username.casefold())
+            or (before.active and not self.active)
+        )
+
+
 class Palette(_Entity, frozen=True):
     """The widget's colours (F6)."""
 
@@ -299,6 +358,7 @@ class Directory:
     schedules: Mapping[str, Schedule]
     parameters: Parameters = field(default_factory=Parameters)
     api_tokens: Mapping[str, ApiToken] = field(default_factory=dict)
+    users: Mapping[str, User] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Directory:
@@ -317,6 +377,26 @@ class Directory:
             if operator is None or not operator.active:
                 return None
         return found
+
+    def user_by_name(self, username: str) -> User | None:
+        """The user of ``username`` (whatever its case), active or not."""
+        folded = username.casefold()
+        return next((u for u in self.users.values() if u.username.casefold() == folded), None)
+
+    def session_user(self, user_id: str, generation: int) -> User | None:
+        """The user a session of ``generation`` acts for, while it is good: the user is
+        active, has a password, is still at that generation, and — an operator — their operator
+        is active. (Whether the session has expired is the caller's, who has the clock.)"""
+        user = self.users.get(user_id)
+        if user is None or not user.active or user.password_hash is None:
+            return None
+        if user.generation != generation:
+            return None
+        if user.operator_id is not None:
+            operator = self.operators.get(user.operator_id)
+            if operator is None or not operator.active:
+                return None
+        return user
 
     def embeddable_from(self, origin: str) -> bool:
         """F18 at the handshake: whether a page of ``origin`` may open a visitor connection —
@@ -352,6 +432,16 @@ class Directory:
                 )
             elif token.operator_id not in self.operators:
                 problems.append(f"api token {token.id}: unknown operator {token.operator_id}")
+        names = [u.username.casefold() for u in self.users.values()]
+        if (twice := _repeated(names)) is not None:
+            problems.append(f"two users have the user name {twice!r}")
+        for user in self.users.values():
+            if user.role is Role.OPERATOR and user.operator_id is None:
+                problems.append(f"user {user.id}: an operator needs operator_id")
+            elif user.operator_id is not None and user.role is not Role.OPERATOR:
+                problems.append(f"user {user.id}: only an operator is tied to an operator")
+            elif user.operator_id is not None and user.operator_id not in self.operators:
+                problems.append(f"user {user.id}: unknown operator {user.operator_id}")
         api_hashes = [t.token_hash for t in self.api_tokens.values()]
         if len(set(api_hashes)) != len(api_hashes):
             problems.append("two API tokens are the same secret")

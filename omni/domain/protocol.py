@@ -64,7 +64,7 @@ ERROR_CODES: dict[str, str] = {
     "too_many_transcripts": "the transcript already went to the most addresses allowed (3)",
     "not_logged_in": "an operator frame before a successful `login`",
     "already_logged_in": "`login` on a connection that is already signed in",
-    "invalid_login": "the operator token is unknown or the operator inactive",
+    "invalid_login": "the operator token or session is unknown, ended, or the operator inactive",
     "unknown_conversation": "no open conversation has this id",
     "not_your_conversation": "the conversation is held by another operator",
     "unknown_folder": "`folder` with a name the console does not have (out_of_hours)",
@@ -87,6 +87,7 @@ ERROR_CODES: dict[str, str] = {
     "idle_timeout": "the connection sent no `start`, `resume` or `login` in time; it closes",
     "ping_timeout": "the client did not answer the server's ping in time; it closes",
     "credentials_changed": "the token this session signed in with was changed; it closes",
+    "session_ended": "the sign-in session this connection logged in with ended; it closes",
 }
 
 
@@ -283,6 +284,8 @@ VisitorFrame = (
 
 
 class Login(_Inbound, frozen=True, tag="login"):
+    #: An operator's console token, or a sign-in session's token (``omni_session_…``) of a
+    #: user with the operator role.
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 

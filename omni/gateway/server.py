@@ -42,6 +42,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
+from omni.accounts import SESSION_PREFIX, Accounts
 from omni.actors.conversation import DetachVisitor
 from omni.actors.hub import Hub
 from omni.actors.operator import OperatorSession
@@ -211,6 +212,8 @@ class Gateway:
         self.service_conversations: Keyed[tuple[str, int], TokenBucket] = Keyed(
             lambda: _bucket(per_service / 60, per_service)
         )
+        #: Sign-in sessions, which ``login`` accepts beside console tokens.
+        self.accounts = Accounts(hub, settings.session_ttl)
         self.logins: Keyed[str, Backoff] = Keyed(
             lambda: Backoff(
                 limits.failures_before_wait, limits.failure_wait, limits.failure_wait_max
@@ -613,7 +616,14 @@ class _OperatorConnection:
         if wait is not None:
             raise Rejected("too_many_attempts", "too many failed sign-ins; wait", wait)
         try:
-            session = await self.hub.login(token, self.peer)
+            if token.startswith(SESSION_PREFIX):
+                signed_in = await self.gateway.accounts.session(token)
+                if signed_in is None:
+                    raise Rejected("invalid_login", "this session has ended or expired")
+                user, generation = signed_in.user, signed_in.session.generation
+                session = await self.hub.login_with_session(user.id, generation, self.peer)
+            else:
+                session = await self.hub.login(token, self.peer)
         except Rejected as error:
             if error.code == "invalid_login":
                 backoff.failed(trio.current_time())

@@ -7,7 +7,7 @@ Rules of this package:
   deliveries only after it returns.
 * A conversation's events are kept with their ``seq``; ``(conversation_id, seq)`` is unique and
   an event is never rewritten.
-* Stores keep the hash of a resume token, never the token.
+* Stores keep the hash of a resume token, never the token; the same for sign-in sessions.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "ConfigItem",
     "ConversationQuery",
     "OutboxItem",
+    "SignInSession",
     "Store",
     "StoreError",
     "StoredEvent",
@@ -152,6 +153,18 @@ class OutboxItem:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SignInSession:
+    """A person's session (``omni.accounts``): the SHA-256 of its token, the user it acts for
+    and the user's generation it was opened in, and its lifetime."""
+
+    token_hash: str
+    user_id: str
+    generation: int
+    created_at: datetime
+    expires_at: datetime
+
+
 @dataclass(slots=True)
 class Write:
     """What one step of one conversation changes."""
@@ -214,6 +227,21 @@ class Store(Protocol):
 
     async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
         """Newest first."""
+        ...
+
+    # -- sign-in sessions -------------------------------------------------------------------
+
+    async def add_session(self, session: SignInSession) -> None:
+        """Keep a new session, durably before it returns; sessions expired at its
+        ``created_at`` are forgotten on the way."""
+        ...
+
+    async def find_session(self, token_hash: str) -> SignInSession | None:
+        """The session of this token hash, expired or not (the caller has the clock)."""
+        ...
+
+    async def end_sessions(self, user_id: str) -> int:
+        """Forget every session of ``user_id``; how many there were."""
         ...
 
     # -- outbox -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from omni.store import (
     ConfigItem,
     ConversationQuery,
     OutboxItem,
+    SignInSession,
     StoredEvent,
     StoreError,
     Write,
@@ -37,6 +38,7 @@ class MemoryStore:
         self._config: dict[tuple[str, str], ConfigItem] = {}
         self._audit: list[AuditEntry] = []
         self._outbox: dict[int, OutboxItem] = {}
+        self._sessions: dict[str, SignInSession] = {}
         self.writes = 0
 
     async def next_ticket(self, year: int) -> int:
@@ -120,6 +122,23 @@ class MemoryStore:
             if entry.kind == kind and entry.key == key and entry.action == "delete":
                 return _json_copy(entry.before)
         return None
+
+    # -- sign-in sessions -----------------------------------------------------------------------
+
+    async def add_session(self, session: SignInSession) -> None:
+        expired = [h for h, s in self._sessions.items() if s.expires_at <= session.created_at]
+        for token_hash in expired:
+            del self._sessions[token_hash]
+        self._sessions[session.token_hash] = session
+
+    async def find_session(self, token_hash: str) -> SignInSession | None:
+        return self._sessions.get(token_hash)
+
+    async def end_sessions(self, user_id: str) -> int:
+        ended = [h for h, s in self._sessions.items() if s.user_id == user_id]
+        for token_hash in ended:
+            del self._sessions[token_hash]
+        return len(ended)
 
     # -- outbox -----------------------------------------------------------------------------
 

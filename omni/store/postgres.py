@@ -44,6 +44,7 @@ from omni.store import (
     ConfigItem,
     ConversationQuery,
     OutboxItem,
+    SignInSession,
     StoredEvent,
     StoreError,
     Write,
@@ -129,6 +130,15 @@ ORDER BY id DESC LIMIT 1"""
 _Q_AUDIT = """
 SELECT id, at, actor, action, kind, key, before, after FROM audit_log
 WHERE $2::bigint IS NULL OR id < $2 ORDER BY id DESC LIMIT $1"""
+
+_Q_FORGET_EXPIRED_SESSIONS = "DELETE FROM sessions WHERE expires_at <= $1"
+_Q_ADD_SESSION = """
+INSERT INTO sessions (token_hash, user_id, generation, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5)"""
+_Q_FIND_SESSION = """
+SELECT token_hash, user_id, generation, created_at, expires_at FROM sessions
+WHERE token_hash = $1"""
+_Q_END_SESSIONS = "DELETE FROM sessions WHERE user_id = $1"
 
 _Q_ENQUEUE = """
 INSERT INTO outbox (kind, dedupe_key, conversation_id, payload, created_at, next_attempt_at)
@@ -318,6 +328,24 @@ async def _db_insert_events(conn: Any, events: list[tuple[Any, ...]]) -> None:
         await conn.copy_records_to_table("events", records=events, columns=_EVENT_COLUMNS)
     elif events:
         await conn.execute(_Q_INSERT_EVENT, *events[0])
+
+
+async def _db_add_session(pool: Any, session: SignInSession) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_Q_FORGET_EXPIRED_SESSIONS, session.created_at)
+        await conn.execute(
+            _Q_ADD_SESSION,
+            session.token_hash,
+            session.user_id,
+            session.generation,
+            session.created_at,
+            session.expires_at,
+        )
+
+
+async def _db_execute(pool: Any, query: str, *args: Any) -> str:
+    status: str = await pool.execute(query, *args)
+    return status
 
 
 async def _db_change_config(pool: Any, change: Any, action: str) -> int:
@@ -622,6 +650,26 @@ class PostgresStore:
             _db_fetchval, self._pool, _Q_LAST_DELETED, kind, key
         )
         return before
+
+    async def add_session(self, session: SignInSession) -> None:
+        await self._bridge.run(_db_add_session, self._pool, session)
+
+    async def find_session(self, token_hash: str) -> SignInSession | None:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_FIND_SESSION, token_hash)
+        if not rows:
+            return None
+        row = rows[0]
+        return SignInSession(
+            row["token_hash"],
+            row["user_id"],
+            row["generation"],
+            row["created_at"],
+            row["expires_at"],
+        )
+
+    async def end_sessions(self, user_id: str) -> int:
+        status = await self._bridge.run(_db_execute, self._pool, _Q_END_SESSIONS, user_id)
+        return int(status.rpartition(" ")[2] or 0)
 
     async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
         rows = await self._bridge.run(_db_fetch, self._pool, _Q_AUDIT, limit, before_id)
