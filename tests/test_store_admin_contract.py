@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from omni.domain.conversation import Conversation, Status, Visitor
-from omni.store import AuditEntry, ConfigChange, ConfigItem, ConversationQuery, Store, Write
+from omni.store import (
+    AuditEntry,
+    ConfigChange,
+    ConfigItem,
+    ConversationQuery,
+    SignInSession,
+    Store,
+    Write,
+)
 from tests.support import make_conversation
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -454,3 +462,38 @@ async def test_conversations_created_between_is_half_open(filled: Store) -> None
     [closed] = await filled.conversations_created_between(NOW, NOW + timedelta(seconds=1.5))
     assert closed.status is Status.CLOSED and closed.answered_at == CONVERSATIONS[0].answered_at
     assert closed.visitor == Visitor("Vera Lopez", "Vera@Example.com")
+
+
+# -- sign-in sessions -------------------------------------------------------------------------
+
+
+def sign_in_session(token_hash: str, user_id: str, hours: float = 8) -> SignInSession:
+    return SignInSession(token_hash, user_id, 3, NOW, NOW + timedelta(hours=hours))
+
+
+async def test_a_session_is_kept_by_its_hash_and_found_again(store: Store) -> None:
+    kept = sign_in_session("ab" * 32, "ana")
+    await store.add_session(kept)
+    found = await store.find_session("ab" * 32)
+    assert found is not None
+    assert (found.token_hash, found.user_id, found.generation) == ("ab" * 32, "ana", 3)
+    assert found.created_at == NOW and found.expires_at == NOW + timedelta(hours=8)
+    assert await store.find_session("cd" * 32) is None
+
+
+async def test_ending_a_users_sessions_ends_all_of_theirs_and_no_one_elses(store: Store) -> None:
+    for index, user in enumerate(("ana", "ana", "bia")):
+        await store.add_session(sign_in_session(f"{index:064x}", user))
+    assert await store.end_sessions("ana") == 2
+    assert await store.find_session(f"{0:064x}") is None
+    assert await store.find_session(f"{1:064x}") is None
+    assert await store.find_session(f"{2:064x}") is not None
+    assert await store.end_sessions("ana") == 0
+
+
+async def test_a_new_session_forgets_the_expired_ones(store: Store) -> None:
+    old = SignInSession("01" * 32, "ana", 0, NOW - timedelta(hours=9), NOW - timedelta(hours=1))
+    await store.add_session(old)
+    await store.add_session(sign_in_session("02" * 32, "bia"))
+    assert await store.find_session("01" * 32) is None
+    assert await store.find_session("02" * 32) is not None
