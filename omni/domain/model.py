@@ -271,7 +271,9 @@ def password_weakness(password: str, username: str) -> str | None:
         return f"a password needs at least {PASSWORD_MIN} characters"
     if len(password) > PASSWORD_MAX:
         return f"a password has at most {PASSWORD_MAX} characters"
-    if username.casefold() in password.casefold():
+    name, folded = username.casefold(), password.casefold()
+    # A short name (``ana``) may well be inside a good passphrase; a longer one may not.
+    if folded == name or (len(name) >= 4 and name in folded):
         return "a password must not contain the user name"
     if len(set(password)) < 4:
         return "a password needs at least 4 different characters"
