@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -98,11 +99,28 @@ async def import_items(
     changed = 0
     for item in items:
         before = existing.get((item.kind, item.key))
-        if before == item.body:
+        body = item.body
+        if item.kind == "users" and before is not None:
+            body = _imported_user(body, before)
+        if before == body:
             continue
-        await store.change_config(ConfigChange(item.kind, item.key, item.body, before, actor, now))
+        await store.change_config(ConfigChange(item.kind, item.key, body, before, actor, now))
+        if item.kind == "users" and before is not None:
+            await store.end_sessions(item.key)
         changed += 1
     return changed
+
+
+def _imported_user(body: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """A file's user over a stored one: a password in the file sets only a first password (a
+    file is read again and again; each read hashes it anew), and any other change ends the
+    user's sessions (a higher generation)."""
+    kept = {**body, "generation": before.get("generation", 0)}
+    if before.get("password_hash") is not None:
+        kept["password_hash"] = before["password_hash"]
+    if kept != before:
+        kept["generation"] += 1
+    return kept
 
 
 def own_origins(host: str, port: int) -> set[str]:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "examples/omni.toml"
 #: The example's resources: 2 schedules, 3 groups, 2 services, 4 operators, 1 API token and
 #: the parameters.
-EXAMPLE_RESOURCES = 13
+EXAMPLE_RESOURCES = 14
 ADMIN = {"Authorization": "Bearer admin-example-4Fy7Gh2Xc9Vb5Mn3"}
 
 pytestmark = pytest.mark.postgresql
