@@ -137,6 +137,9 @@ class Pages:
         self.webchat = Template.load(
             "webchat.html", self.assets, frozenset({"lang", "data_service"}), folder=templates
         )
+        self.console = Template.load(
+            "console.html", self.assets, frozenset({"lang", "ws_url"}), folder=templates
+        )
         self.serve_at(urls)
 
     def serve_at(self, urls: PublicUrls) -> None:
@@ -158,6 +161,7 @@ class Pages:
     def blueprint(self) -> Blueprint:
         pages = Blueprint("pages", __name__)
         pages.add_url_rule("/webchat", "webchat", self.webchat_page, methods=["GET"])
+        pages.add_url_rule("/console", "console", self.console_page, methods=["GET"])
         pages.add_url_rule("/widget.js", "widget", self.widget, methods=["GET"])
         pages.add_url_rule("/static/<path:path>", "static", self.static, methods=["GET"])
         pages.add_url_rule("/api/public/services", "services", self.services, methods=["GET"])
@@ -183,6 +187,29 @@ class Pages:
             logo=directory.parameters.logo,
             captcha=self.settings.captcha,
             ancestors=policy.frame_ancestors(service),
+        )
+        headers = {
+            **policy.page_headers(csp),
+            "Cache-Control": "no-cache",
+            "Vary": "Accept-Language",
+        }
+        return Response(html, content_type="text/html; charset=utf-8", headers=headers)
+
+    async def console_page(self) -> Response:
+        """``/console``: the operators' console. Nobody may frame it (a signed-in console in
+        someone else's frame could be clicked on unseen); it talks to the websocket and the
+        admin API, nothing else."""
+        directory = self.live.directory
+        html = self.console.render(
+            lang=negotiate("auto", request.headers.get("Accept-Language")),
+            ws_url=self.urls.ws,
+        )
+        csp = policy.content_security_policy(
+            ws_url=self.urls.ws,
+            services=[],
+            logo=directory.parameters.logo,
+            captcha=None,
+            ancestors="'none'",
         )
         headers = {
             **policy.page_headers(csp),

@@ -1,0 +1,139 @@
+"""The operator console (/console) in real Chromium, against a real Omni on 127.0.0.1: operators
+sign in with their user name and password, take conversations from visitors on the WebChat
+(another browser context: another person), chat, transfer and end — looked at as an operator
+would: what the page shows, where the focus is, and what axe finds in each state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from omni.server import RunningServer, open_server
+from omni.store.memory import MemoryStore
+from tests.browser.harness import Browser, Page
+from tests.support import api_token, make_config, with_items
+
+pytestmark = pytest.mark.browser
+
+ADMIN = "admin-console-tests-Hq3Wz8Lm2Xv"
+DESK = (1280, 800)
+PHONE = (390, 844)
+PASSWORDS = {"alice": "green tea at nine, 1", "carla": "blue kites over dunes 3"}
+USERS = (
+    {"id": "alice", "username": "alice", "name": "Alice", "role": "operator", "operator_id": 1},
+    {"id": "carla", "username": "carla", "name": "Carla", "role": "operator", "operator_id": 3},
+    {"id": "sam", "username": "sam", "name": "Sam", "role": "supervisor"},
+)
+XSS = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+@asynccontextmanager
+async def omni(config: Any = None) -> AsyncIterator[RunningServer]:
+    """A whole Omni (memory store) with operators who sign in by password."""
+    config = with_items(config or make_config(), api_token("root", ADMIN))
+    async with open_server(
+        config, store=MemoryStore(), host="127.0.0.1", ws_port=0, http_port=0
+    ) as running:
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        async with httpx.AsyncClient(base_url=running.http_url, headers=headers) as api:
+            for user in USERS:
+                password = PASSWORDS.get(user["id"], "quiet harbour lights 9")
+                reply = await api.post("/api/v1/users", json={**user, "password": password})
+                assert reply.status_code == 201, reply.text
+        yield running
+
+
+async def sign_in(page: Page, srv: RunningServer, user: str) -> None:
+    await page.goto(f"{srv.http_url}/console")
+    await page.fill("#c-username", user)
+    await page.fill("#c-password", PASSWORDS[user])
+    await page.press("#c-password", "Enter")
+    await page.wait_for("#c-status")
+    await page.wait_for_function(
+        "!document.querySelector('.c-banner') || document.querySelector('.c-banner').hidden"
+    )
+
+
+async def be_available(page: Page) -> None:
+    await page.run(lambda p: p.select_option("#c-status", "available"))
+
+
+async def visitor(browser: Browser, srv: RunningServer, name: str, service: int = 25) -> Page:
+    page = await browser.new_page(viewport=PHONE, locale="en-US")
+    await page.goto(f"{srv.http_url}/webchat?service={service}")
+    await page.fill("#omni-name", name)
+    await page.click("form button[type=submit]")
+    return page
+
+
+async def no_serious_violations(page: Page, state: str) -> None:
+    serious = [str(v) for v in await page.axe() if v.serious]
+    assert not serious, f"{state}: {serious}"
+
+
+async def messages(page: Page) -> list[str]:
+    texts: list[str] = await page.evaluate(
+        "[...document.querySelectorAll('.c-message .c-text')].map(e => e.textContent)"
+    )
+    return texts
+
+
+async def test_an_operator_signs_in_takes_a_conversation_chats_and_ends_it(
+    browser: Browser,
+) -> None:
+    async with omni() as srv:
+        alice = await browser.new_page(viewport=DESK, locale="en-US")
+        await alice.goto(f"{srv.http_url}/console")
+        await alice.wait_for("#c-username")
+        await alice.screenshot("signin")
+        await no_serious_violations(alice, "sign in")
+        # A wrong password says so, and keeps the user name.
+        await alice.fill("#c-username", "alice")
+        await alice.fill("#c-password", "not the password at all")
+        await alice.press("#c-password", "Enter")
+        await alice.wait_for("text=Wrong user name or password.")
+        await sign_in(alice, srv, "alice")
+        assert await alice.text(".c-me") == "Alice"
+        await be_available(alice)
+
+        vera = await visitor(browser, srv, "Vera")
+        await alice.wait_for(".c-offer")
+        offer = await alice.text(".c-offer")
+        assert "Vera" in offer and "Support" in offer and "s to accept" in offer
+        await alice.screenshot("offer")
+        await no_serious_violations(alice, "offer")
+        await alice.click(".c-accept")
+        await alice.wait_for("text=Hi Vera, Alice here.")
+        await vera.wait_for("text=Hi Vera, Alice here.")
+        assert await alice.evaluate("document.activeElement.id") == "c-compose"
+        assert await alice.text(".c-facts") != ""
+
+        await vera.fill("#omni-compose", "Where is my order?")
+        await alice.wait_for("text=Vera is typing…")  # typing reaches the console
+        await vera.press("#omni-compose", "Enter")
+        await alice.wait_for("text=Where is my order?")
+        await alice.type("On its way 🚚")
+        await alice.keyboard("Enter")
+        await vera.wait_for("text=On its way 🚚")
+        await alice.wait_for_function(
+            "[...document.querySelectorAll('.c-mine')].every(e => e.dataset.status === 'sent')"
+        )
+        assert await messages(alice) == [
+            "Hi Vera, Alice here.",
+            "Where is my order?",
+            "On its way 🚚",
+        ]
+        await alice.screenshot("chatting")
+        await no_serious_violations(alice, "chatting")
+
+        await alice.click("button.c-end")
+        await alice.click("text=Yes, end it")
+        await alice.wait_for("button.c-dismiss")
+        await vera.wait_for("text=The operator ended the conversation.")
+        await alice.click("button.c-dismiss")
+        await alice.wait_for("text=Choose a conversation.")
