@@ -16,7 +16,7 @@ import pytest
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
 from tests.browser.harness import Browser, Page
-from tests.support import api_token, make_config, with_items
+from tests.support import api_token, eventually, make_config, open_relay, with_items
 
 pytestmark = pytest.mark.browser
 
@@ -33,9 +33,9 @@ XSS = "<img src=x onerror=\"document.title='pwned'\">"
 
 
 @asynccontextmanager
-async def omni(config: Any = None) -> AsyncIterator[RunningServer]:
+async def omni(config: Any = None, **server: Any) -> AsyncIterator[RunningServer]:
     """A whole Omni (memory store) with operators who sign in by password."""
-    config = with_items(config or make_config(), api_token("root", ADMIN))
+    config = with_items(config or make_config(**server), api_token("root", ADMIN))
     async with open_server(
         config, store=MemoryStore(), host="127.0.0.1", ws_port=0, http_port=0
     ) as running:
@@ -137,3 +137,115 @@ async def test_an_operator_signs_in_takes_a_conversation_chats_and_ends_it(
         await vera.wait_for("text=The operator ended the conversation.")
         await alice.click("button.c-dismiss")
         await alice.wait_for("text=Choose a conversation.")
+
+
+async def test_a_reload_and_a_dropped_connection_lose_and_repeat_nothing(
+    browser: Browser,
+) -> None:
+    async with open_relay() as relay, omni(public_ws_url=relay.url) as srv:
+        relay.target = srv.ws_port
+        alice = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(alice, srv, "alice")
+        await be_available(alice)
+        vera = await visitor(browser, srv, "Vera")
+        await alice.click(".c-accept")
+        await alice.wait_for("text=Hi Vera, Alice here.")
+        await vera.fill("#omni-compose", "one")
+        await vera.press("#omni-compose", "Enter")
+        await alice.wait_for("text=one")
+
+        # A reload: still signed in, the conversation back with its history, once.
+        await alice.run(lambda p: p.reload())
+        await alice.wait_for("text=one")
+        expected = ["Hi Vera, Alice here.", "one"]
+        assert await messages(alice) == expected
+        assert await alice.evaluate("document.getElementById('c-status').value") == "available"
+
+        # The network drops: the console says so; the visitor writes meanwhile; the console
+        # comes back by itself and catches up; what the operator typed offline goes out once.
+        relay.cut()
+        await alice.wait_for("text=Offline — reconnecting…")
+        await alice.screenshot("offline")
+        await alice.fill("#c-compose", "typed offline")
+        await alice.press("#c-compose", "Enter")
+        relay.restore()
+        await vera.fill("#omni-compose", "two")
+        await vera.press("#omni-compose", "Enter")
+        await alice.wait_for("text=two")
+        await vera.wait_for("text=typed offline")
+        await alice.wait_for_function(
+            "[...document.querySelectorAll('.c-mine')].every(e => e.dataset.status === 'sent')"
+        )
+        shown = await messages(alice)
+        assert sorted(shown) == sorted([*expected, "typed offline", "two"])
+        assert len(shown) == len(set(shown))
+        stored = [
+            e.data["text"]
+            for e in srv.hub.store.all_events(  # type: ignore[attr-defined]
+                alice_conversation(srv)
+            )
+            if e.kind == "message"
+        ]
+        assert sorted(stored) == sorted(shown)
+
+
+def alice_conversation(srv: RunningServer) -> str:
+    (conversation,) = srv.hub.store.conversations()  # type: ignore[attr-defined]
+    conversation_id: str = conversation.id
+    return conversation_id
+
+
+async def test_names_messages_and_fields_that_look_like_html_show_as_text(
+    browser: Browser,
+) -> None:
+    async with omni() as srv:
+        alice = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(alice, srv, "alice")
+        await be_available(alice)
+        vera = await browser.new_page(viewport=PHONE, locale="en-US")
+        await vera.goto(f"{srv.http_url}/webchat?service=25")
+        await vera.fill("#omni-name", XSS)
+        await vera.fill("#omni-email", "vera@example.com")
+        await vera.fill("#omni-phone", XSS)
+        await vera.click("form button[type=submit]")
+        await alice.wait_for(".c-offer")
+        await alice.click(".c-accept")
+        await alice.wait_for("#c-compose")
+        await vera.fill("#omni-compose", f"<script>document.title='pwned'</script>{XSS}")
+        await vera.press("#omni-compose", "Enter")
+        await alice.wait_for_function("document.querySelectorAll('.c-theirs').length === 1")
+        assert await alice.text(".c-conversation-title") == f"{XSS} · 2026-000001"
+        assert XSS in await alice.text(".c-facts")
+        assert (await messages(alice))[-1] == f"<script>document.title='pwned'</script>{XSS}"
+        markup = "document.querySelectorAll('.c-body :is(img, script):not(.omni-emoji-panel *)')"
+        assert await alice.evaluate(f"{markup}.length") == 0
+        assert await alice.evaluate("document.title") != "pwned"
+        await alice.screenshot("html-as-text")
+
+
+async def test_signing_out_and_deactivation_end_the_consoles_session(browser: Browser) -> None:
+    async with omni() as srv:
+        alice = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(alice, srv, "alice")
+        saved = await alice.evaluate("JSON.parse(sessionStorage.getItem('omni.console.session'))")
+        await alice.click("button.c-signout")
+        await alice.wait_for("#c-username")
+        # Signed out: the socket is closed, the tab forgot the session, and the server too.
+        await eventually(lambda: [s.closed for s in alice.sockets] == [True])
+        assert await alice.evaluate("sessionStorage.getItem('omni.console.session')") is None
+        headers = {"Authorization": f"Bearer {saved['token']}"}
+        async with httpx.AsyncClient(base_url=srv.http_url, headers=headers) as http:
+            assert (await http.get("/api/v1/session")).status_code == 401
+
+        # Deactivated by an administrator while signed in: the console says the session is over.
+        carla = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(carla, srv, "carla")
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        async with httpx.AsyncClient(base_url=srv.http_url, headers=headers) as api:
+            user = (await api.get("/api/v1/users/carla")).json()
+            user["active"] = False
+            reply = await api.put("/api/v1/users/carla", json=user)
+            assert reply.status_code == 200, reply.text
+        await carla.wait_for("text=Your session ended. Please sign in again.")
+        await carla.screenshot("session-ended")
+        await no_serious_violations(carla, "session ended")
