@@ -16,7 +16,14 @@ import pytest
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
 from tests.browser.harness import Browser, Page
-from tests.support import api_token, eventually, make_config, open_relay, with_items
+from tests.support import (
+    api_token,
+    eventually,
+    make_config,
+    open_relay,
+    with_items,
+    with_service,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -249,3 +256,79 @@ async def test_signing_out_and_deactivation_end_the_consoles_session(browser: Br
         await carla.wait_for("text=Your session ended. Please sign in again.")
         await carla.screenshot("session-ended")
         await no_serious_violations(carla, "session ended")
+
+
+async def test_two_conversations_at_once_with_unread_counts_then_the_history(
+    browser: Browser,
+) -> None:
+    async with omni() as srv:
+        alice = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(alice, srv, "alice")
+        await be_available(alice)  # capacity 2
+        vera = await visitor(browser, srv, "Vera")
+        await alice.click(".c-accept")
+        await alice.wait_for("text=Hi Vera, Alice here.")
+        will = await visitor(browser, srv, "Will")
+        await alice.click(".c-accept")
+        await alice.wait_for("text=Hi Will, Alice here.")  # the one just taken is open
+        # Vera writes while Will's conversation is open: her line counts one unread.
+        await vera.fill("#omni-compose", "hello?")
+        await vera.press("#omni-compose", "Enter")
+        vera_item = ".c-chat[data-id] >> nth=0"
+        await alice.wait_for_function(
+            "document.querySelector('.c-chat .c-badge:not([hidden])')?.textContent === '1'"
+        )
+        assert await alice.evaluate("document.title") == "(1) Omni console"
+        await alice.screenshot("two-conversations")
+        await no_serious_violations(alice, "two conversations")
+        await alice.click(vera_item)
+        await alice.wait_for("text=hello?")
+        await alice.wait_for_function("document.querySelector('.c-badge:not([hidden])') === null")
+        assert await alice.evaluate("document.title") == "Omni console"
+        # Both end; the history finds them, and shows a transcript read-only.
+        for page in (vera, will):
+            await page.click("button.omni-end")
+            await page.click("text=Yes, end it")
+            await page.click("text=Skip")
+            await page.wait_for("text=Conversation closed")
+        await alice.click("#c-tab-history")
+        await alice.fill("#c-search", "Vera")
+        await alice.press("#c-search", "Enter")
+        await alice.wait_for(".c-history-list .c-chat")
+        assert "Vera" in await alice.text(".c-history-list")
+        assert "Will" not in await alice.text(".c-history-list")
+        await alice.click(".c-history-list .c-chat")
+        await alice.wait_for(".c-transcript h3")
+        lines = await alice.evaluate(
+            "[...document.querySelectorAll('.c-transcript-lines .c-text')].map(e => e.textContent)"
+        )
+        assert lines == ["Hi Vera, Alice here.", "hello?"]
+        assert (
+            await alice.evaluate("document.querySelectorAll('.c-transcript textarea').length") == 0
+        )
+        await alice.screenshot("history")
+        await no_serious_violations(alice, "history")
+
+
+async def test_the_out_of_hours_folder_and_contacting_the_visitor(browser: Browser) -> None:
+    # The closed service is served by Carla's group (its schedule keeps it closed).
+    config = with_service(make_config(), 26, lambda body: body.update(links=[{"group": 1}]))
+    async with omni(config) as srv:
+        olga = await visitor(browser, srv, "Olga", service=26)  # closed: out of hours
+        await olga.wait_for("text=We are closed.")
+        await olga.fill("#omni-compose", "Call me back please")
+        await olga.press("#omni-compose", "Enter")
+        await olga.wait_for_function(
+            "document.querySelector('.omni-mine[data-status=sent]') !== null"
+        )
+        carla = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(carla, srv, "carla")
+        await carla.click("#c-tab-folder")
+        await carla.wait_for(".c-folder-item")
+        assert "Olga" in await carla.text(".c-folder-item")
+        await carla.screenshot("folder")
+        await no_serious_violations(carla, "folder")
+        await carla.click(".c-folder-item .c-resume")
+        await carla.wait_for("text=Call me back please")
+        await olga.wait_for("text=You are talking to Carla.")
+        await carla.wait_for_function("document.querySelector('.c-folder-item') === null")

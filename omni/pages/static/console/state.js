@@ -35,6 +35,13 @@ function withConversation(state, id, change) {
   return { ...state, conversations: { ...state.conversations, [id]: change(current) } };
 }
 
+/** A history frame of a conversation not (yet) shown: its replay comes before its `assigned`
+ * (accept, a transfer to this operator, a resume), so it is kept, hidden, until then. */
+function known(state, id) {
+  if (state.conversations[id]) return state;
+  return { ...state, conversations: { ...state.conversations, [id]: { ...held(null), hidden: true } } };
+}
+
 /** The next state after `event` (a server frame, or {action}). */
 export function reduce(state, event) {
   if (event.action) return act(state, event);
@@ -85,7 +92,7 @@ export function reduce(state, event) {
     case "typing":
       return withConversation(state, frame.conversation_id, (c) => ({ ...c, typingUntil: frame.now + 6000 }));
     case "transferred":
-      return withConversation(state, frame.conversation_id, (c) => {
+      return withConversation(known(state, frame.conversation_id), frame.conversation_id, (c) => {
         const mine = frame.to.kind === "operator" && state.me && frame.to.id === state.me.id;
         return {
           ...c,
@@ -96,7 +103,7 @@ export function reduce(state, event) {
     case "idle_warning":
       return withConversation(state, frame.conversation_id, (c) => ({ ...c, idleWarning: frame.closes_in }));
     case "ended":
-      return withConversation(state, frame.conversation_id, (c) => ({
+      return withConversation(known(state, frame.conversation_id), frame.conversation_id, (c) => ({
         ...c,
         ended: true,
         typingUntil: 0,
@@ -184,27 +191,29 @@ function assigned(state, frame) {
   const mine = state.me && frame.operator.id === state.me.id;
   const offers = state.offers.filter((o) => o.id !== id);
   if (!mine) {
-    return withConversation({ ...state, offers }, id, (c) => ({ ...c, summary: frame.conversation || c.summary, messages: [...c.messages, notice(frame, "assigned_other", frame.operator.name)] }));
+    return withConversation(known({ ...state, offers }, id), id, (c) => ({ ...c, summary: frame.conversation || c.summary, messages: [...c.messages, notice(frame, "assigned_other", frame.operator.name)] }));
   }
   const existing = state.conversations[id];
+  const listed = state.order.includes(id);
   const conversation = existing
-    ? { ...existing, summary: frame.conversation || existing.summary, ended: false, closed: false, transferredTo: null }
+    ? { ...existing, summary: frame.conversation || existing.summary, hidden: false, ended: false, closed: false, transferredTo: null }
     : held(frame.conversation);
   conversation.messages = [...conversation.messages, notice(frame, "assigned", frame.operator.name)];
+  if (!listed) conversation.unread = 0; // it opens: its history is being read
   return {
     ...state,
     offers,
     conversations: { ...state.conversations, [id]: conversation },
-    order: existing ? state.order : [...state.order, id],
-    selected: existing ? state.selected : id, // a conversation just taken is the one to answer
+    order: listed ? state.order : [...state.order, id],
+    selected: listed ? state.selected : id, // a conversation just taken is the one to answer
     folder: { ...state.folder, items: state.folder.items.filter((s) => s.id !== id) },
   };
 }
 
 function message(state, frame) {
   const id = frame.conversation_id;
+  state = known(state, id);
   const c = state.conversations[id];
-  if (!c) return state;
   if (c.messages.some((m) => m.seq === frame.seq)) return state;
   const entry = { key: `s${frame.seq}`, seq: frame.seq, author: frame.author, text: frame.text, at: frame.at, status: "sent" };
   // Stored messages go before the operator's own still on their way.
@@ -224,5 +233,5 @@ function notice(frame, kind, name = "") {
 
 /** The conversations with visitor messages the operator has not looked at, summed. */
 export function unreadTotal(state) {
-  return Object.values(state.conversations).reduce((sum, c) => sum + c.unread, 0);
+  return Object.values(state.conversations).reduce((sum, c) => sum + (c.hidden ? 0 : c.unread), 0);
 }
