@@ -332,3 +332,52 @@ async def test_the_out_of_hours_folder_and_contacting_the_visitor(browser: Brows
         await carla.wait_for("text=Call me back please")
         await olga.wait_for("text=You are talking to Carla.")
         await carla.wait_for_function("document.querySelector('.c-folder-item') === null")
+
+
+async def tab_to(page: Page, selector: str, most: int = 15) -> None:
+    """Press Tab until ``selector`` has the focus (at most ``most`` times)."""
+    for _ in range(most):
+        if await page.evaluate(f"document.activeElement.matches({selector!r})"):
+            return
+        await page.keyboard("Tab")
+    raise AssertionError(f"{selector} not reached with Tab")
+
+
+async def test_the_console_with_the_keyboard_alone_in_portuguese(browser: Browser) -> None:
+    async with omni() as srv:
+        alice = await browser.new_page(viewport=DESK, locale="pt-BR")
+        await alice.goto(f"{srv.http_url}/console")
+        await alice.wait_for("text=Usuário")
+        assert await alice.evaluate("document.activeElement.id") == "c-username"
+        await alice.type("alice")
+        await alice.keyboard("Tab")
+        await alice.type(PASSWORDS["alice"])
+        await alice.keyboard("Enter")
+        await alice.wait_for("#c-status")
+        await tab_to(alice, "#c-status")
+        await alice.keyboard("ArrowUp")  # Em pausa → Disponível
+        await alice.wait_for_function("document.getElementById('c-status').value === 'available'")
+        vera = await visitor(browser, srv, "Vera")
+        await alice.wait_for("text=Chegando")  # announced: a live region says who
+        assert "Vera" in await alice.text(".c-sr")
+        await tab_to(alice, ".c-accept")
+        await alice.keyboard("Enter")
+        await alice.wait_for("text=Hi Vera, Alice here.")
+        assert await alice.evaluate("document.activeElement.id") == "c-compose"
+        await alice.type("Olá!")
+        await alice.keyboard("Enter")
+        await vera.wait_for("text=Olá!")
+        # The emoji picker from the keyboard: Shift+Tab to it, arrows, Enter.
+        await alice.keyboard("Shift+Tab", "Enter")
+        await alice.wait_for_function("document.activeElement.classList.contains('omni-emoji')")
+        await alice.keyboard("ArrowRight", "Enter")
+        assert await alice.evaluate("document.activeElement.id") == "c-compose"
+        await alice.keyboard("Enter")
+        await vera.wait_for("text=😁")
+        await tab_to(alice, "button.c-end")
+        await alice.keyboard("Enter")
+        assert await alice.evaluate("document.activeElement.textContent") == "Não"
+        await alice.keyboard("Shift+Tab", "Enter")  # Sim, encerrar
+        await alice.wait_for("button.c-dismiss")
+        await alice.screenshot("keyboard-pt-BR")
+        await no_serious_violations(alice, "ended")
