@@ -8,6 +8,7 @@ import { OperatorConnection } from "./connection.js";
 import { initial, reduce, unreadTotal } from "./state.js";
 import { ConsoleView } from "./view.js";
 import { language, strings } from "./i18n.js";
+import { loadSession, saveSession, signIn, signOut } from "./signin.js";
 
 const root = document.getElementById("console");
 const wsUrl = document.body.dataset.ws;
@@ -19,7 +20,7 @@ document.title = t.title;
 
 let state = initial();
 let connection = null;
-let session = load();
+let session = loadSession(KEY);
 const view = new ConsoleView(root, t, lang, {});
 
 const dispatch = (event) => {
@@ -33,33 +34,17 @@ view.actions = {
   async signIn(username, password) {
     state = { ...state, signingIn: true, error: null };
     view.render(state);
-    let reply;
-    try {
-      reply = await fetch("/api/v1/session", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ username, password }),
-      });
-    } catch {
-      return failed({ code: "network" });
-    }
-    if (reply.status === 401) return failed({ code: "wrong_credentials" });
-    if (reply.status === 429) return failed({ code: "too_many_attempts", retryAfter: Number(reply.headers.get("Retry-After")) || 1 });
-    if (!reply.ok) return failed({ code: "failed" });
-    const body = await reply.json();
-    if (!body.user || body.user.role !== "operator") {
-      await fetch("/api/v1/session", { method: "DELETE", headers: { Authorization: `Bearer ${body.token}` } }).catch(() => {});
-      return failed({ code: "not_an_operator" });
-    }
-    session = { token: body.token, expires_at: body.expires_at, user: body.user };
-    save(session);
+    const result = await signIn(username, password, ["operator"]);
+    if (result.error) return failed(result.error);
+    session = result.session;
+    saveSession(KEY, session);
     askForNotifications();
     connect();
   },
   async signOut() {
     const token = session && session.token;
     end();
-    if (token) await fetch("/api/v1/session", { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
+    await signOut(token);
   },
   status(status, reason) {
     const frame = { type: "status", status };
@@ -168,7 +153,7 @@ function end(error = null) {
   if (connection) connection.close();
   connection = null;
   session = null;
-  save(null);
+  saveSession(KEY, null);
   failed(error);
 }
 
@@ -215,27 +200,6 @@ function alertOffer(frame) {
 
 function askForNotifications() {
   if ("Notification" in window && Notification.permission === "default") Notification.requestPermission().catch(() => {});
-}
-
-// -- the session, for this tab ------------------------------------------------------------------
-
-function load() {
-  try {
-    const saved = JSON.parse(sessionStorage.getItem(KEY) || "null");
-    if (saved && saved.token && (!saved.expires_at || new Date(saved.expires_at) > new Date())) return saved;
-  } catch {
-    // no storage: sign in at each load
-  }
-  return null;
-}
-
-function save(value) {
-  try {
-    if (value) sessionStorage.setItem(KEY, JSON.stringify(value));
-    else sessionStorage.removeItem(KEY);
-  } catch {
-    // no storage
-  }
 }
 
 setInterval(() => dispatch({ action: "tick", now: Date.now() }), 1000);

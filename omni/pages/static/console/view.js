@@ -10,6 +10,7 @@
 //   which main.js plays.
 
 import { append, fill, h } from "../webchat/dom.js";
+import { SigninScreen } from "./signin.js";
 
 export class ConsoleView {
   constructor(root, t, lang, actions) {
@@ -30,7 +31,7 @@ export class ConsoleView {
     if (screen !== this.shown) {
       this.shown = screen;
       this.open = null;
-      if (screen === "signin") this.signinScreen(state);
+      if (screen === "signin") this.signinScreen();
       else this.consoleScreen();
     }
     if (screen === "signin") this.updateSignin(state);
@@ -39,53 +40,12 @@ export class ConsoleView {
 
   // -- signing in -------------------------------------------------------------------------------
 
-  signinScreen(state) {
-    const t = this.t;
-    this.user = h("input", { id: "c-username", name: "username", autocomplete: "username", required: true, maxlength: 200 });
-    this.password = h("input", { id: "c-password", name: "password", type: "password", autocomplete: "current-password", required: true, maxlength: 256 });
-    this.signinError = h("p", { class: "c-error", role: "alert" });
-    this.signinButton = h("button", { type: "submit", class: "c-primary" }, t.signin);
-    const form = h(
-      "form",
-      {
-        class: "c-signin",
-        novalidate: true,
-        onsubmit: (event) => {
-          event.preventDefault();
-          const username = this.user.value.trim();
-          const password = this.password.value;
-          if (!username) return this.user.focus();
-          if (!password) return this.password.focus();
-          this.actions.signIn(username, password);
-        },
-      },
-      h("h1", {}, t.title),
-      h("h2", {}, t.signin_title),
-      h("p", { class: "c-field" }, h("label", { for: "c-username" }, t.username), this.user),
-      h("p", { class: "c-field" }, h("label", { for: "c-password" }, t.password), this.password),
-      this.signinError,
-      this.signinButton,
-    );
-    this.root.replaceChildren(h("main", { class: "c-signin-page" }, form));
-    this.user.focus();
-    void state;
+  signinScreen() {
+    this.signin = new SigninScreen(this.root, this.t, this.t.title, (user, password) => this.actions.signIn(user, password));
   }
 
   updateSignin(state) {
-    const t = this.t;
-    const error = state.error;
-    let text = "";
-    if (error) {
-      if (error.code === "wrong_credentials") text = t.wrong_credentials;
-      else if (error.code === "too_many_attempts") text = t.too_many_attempts(error.retryAfter || 1);
-      else if (error.code === "not_an_operator") text = t.not_an_operator;
-      else if (error.code === "session_over") text = t.session_over;
-      else text = t.signin_failed;
-    }
-    fill(this.signinError, text);
-    this.signinButton.disabled = !!state.signingIn;
-    fill(this.signinButton, state.signingIn ? t.signing_in : t.signin);
-    if (text && !state.signingIn) this.password.value = "";
+    this.signin.update(state.error, state.signingIn);
   }
 
   // -- the console ------------------------------------------------------------------------------
