@@ -137,9 +137,12 @@ class Pages:
         self.webchat = Template.load(
             "webchat.html", self.assets, frozenset({"lang", "data_service"}), folder=templates
         )
-        self.console = Template.load(
-            "console.html", self.assets, frozenset({"lang", "ws_url"}), folder=templates
-        )
+        self.staff = {
+            name: Template.load(
+                f"{name}.html", self.assets, frozenset({"lang", "ws_url"}), folder=templates
+            )
+            for name in ("console", "supervisor")
+        }
         self.serve_at(urls)
 
     def serve_at(self, urls: PublicUrls) -> None:
@@ -161,7 +164,8 @@ class Pages:
     def blueprint(self) -> Blueprint:
         pages = Blueprint("pages", __name__)
         pages.add_url_rule("/webchat", "webchat", self.webchat_page, methods=["GET"])
-        pages.add_url_rule("/console", "console", self.console_page, methods=["GET"])
+        pages.add_url_rule("/console", "console", partial(self.staff_page, "console"))
+        pages.add_url_rule("/supervisor", "supervisor", partial(self.staff_page, "supervisor"))
         pages.add_url_rule("/widget.js", "widget", self.widget, methods=["GET"])
         pages.add_url_rule("/static/<path:path>", "static", self.static, methods=["GET"])
         pages.add_url_rule("/api/public/services", "services", self.services, methods=["GET"])
@@ -195,12 +199,12 @@ class Pages:
         }
         return Response(html, content_type="text/html; charset=utf-8", headers=headers)
 
-    async def console_page(self) -> Response:
-        """``/console``: the operators' console. Nobody may frame it (a signed-in console in
-        someone else's frame could be clicked on unseen); it talks to the websocket and the
-        admin API, nothing else."""
+    async def staff_page(self, name: str) -> Response:
+        """``/console`` (operators) and ``/supervisor`` (the live view). Nobody may frame them
+        (a signed-in page in someone else's frame could be clicked on unseen); they talk to
+        the websocket and the admin API, nothing else."""
         directory = self.live.directory
-        html = self.console.render(
+        html = self.staff[name].render(
             lang=negotiate("auto", request.headers.get("Accept-Language")),
             ws_url=self.urls.ws,
         )
