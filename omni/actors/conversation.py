@@ -46,6 +46,7 @@ from omni.domain.conversation import (
     Signal,
     StartTimer,
     Status,
+    SupervisorAssign,
     TransferToOperator,
 )
 from omni.domain.routing import CapacityExceeded, Roster
@@ -308,7 +309,7 @@ class ConversationActor(Actor[ConversationMessage]):
 
     async def _apply(self, event: Event) -> None:
         reserved: int | None = None
-        if isinstance(event, TransferToOperator | ResumeByOperator):
+        if isinstance(event, TransferToOperator | ResumeByOperator | SupervisorAssign):
             # Reserve the target's slot first (no await between check and reserve), so the rules
             # see a transfer that is already known to fit.
             target = event.target_id if isinstance(event, TransferToOperator) else event.operator_id
