@@ -166,6 +166,11 @@ class ConversationHost(Protocol):
         """A chat message was stored and delivered (metrics)."""
         ...
 
+    def conversation_changed(self, conv: Conversation) -> None:
+        """The conversation's record (status, group, operator, times) was stored anew (the
+        supervisors' board); never called for a chat message."""
+        ...
+
     def answered(self, group_id: int, entry: QueueEntry) -> None:
         """An operator took the conversation from ``group_id``'s queue, which it joined as
         ``entry`` says: the group's wait estimate learns from it."""
@@ -369,6 +374,8 @@ class ConversationActor(Actor[ConversationMessage]):
             await self._host.store.write(write)
         self._entry.status = conv.status
         self._entry.group_id = conv.group_id
+        if write.conversation is not None:
+            self._host.conversation_changed(conv)
         for effect in effects:
             if isinstance(effect, Emit):
                 self._deliver_event(effect, frames[effect.seq])

@@ -216,6 +216,13 @@ class Store(Protocol):
         """Newest first."""
         ...
 
+    async def record_action(
+        self, at: datetime, actor: str, action: str, kind: str, key: str, detail: dict[str, Any]
+    ) -> AuditEntry:
+        """Record in the audit log an action that changed no configuration (a supervisor's
+        transfer, say): ``detail`` is kept as its ``after``, ``before`` is null."""
+        ...
+
     # -- outbox -----------------------------------------------------------------------------
 
     async def enqueue(
