@@ -1,4 +1,4 @@
-"""The supervisors' live view, ``/ws/supervisor`` (issue 14; docs/protocol.md §7).
+"""The supervisors' live view, ``/ws/supervisor`` (issue 14; docs/protocol.md §10).
 
 Every test runs the real gateway, hub and actors under ``MockClock(autojump_threshold=0)``: a
 board is pushed at most once a virtual second, and its figures follow the virtual day.
@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import jsonschema
 import trio
 import trio.testing
 
+from omni.domain import protocol as p
 from omni.domain.model import Role
 from omni.domain.protocol import isoformat
 from omni.gateway.server import Gateway
@@ -309,6 +311,15 @@ async def test_a_supervisor_assigns_and_transfers(
                 {"from": {"status": "queued", "group_id": 2}, "operator_id": 2},
             ),
         ]
+        # Every frame the supervisor got is one the published schema admits.
+        schema = p.json_schema()
+        check = jsonschema.Draft202012Validator(
+            {"$ref": "#/$defs/server_to_supervisor", "$defs": schema["$defs"]},
+            format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+        )
+        assert {f["type"] for f in boss.received} == {"welcome", "board", "done", "error"}
+        for frame in boss.received:
+            assert check.is_valid(frame), frame
 
 
 async def test_a_new_day_starts_with_nothing_counted(
