@@ -297,15 +297,20 @@ async def test_a_supervisor_assigns_and_transfers(
         assert operator(board, 3)["held"] == 0
         audit = await gw.hub.store.audit_entries(10)
         assert [(e.actor, e.action, e.key, e.after) for e in audit] == [
-            ("boss", "transfer", cid, {"from": {"status": "active", "group_id": 2}, "group_id": 1}),
             (
-                "boss",
+                "token:boss",
+                "transfer",
+                cid,
+                {"from": {"status": "active", "group_id": 2}, "group_id": 1},
+            ),
+            (
+                "token:boss",
                 "transfer",
                 cid,
                 {"from": {"status": "active", "group_id": 2}, "operator_id": 3},
             ),
             (
-                "boss",
+                "token:boss",
                 "assign",
                 cid,
                 {"from": {"status": "queued", "group_id": 2}, "operator_id": 2},

@@ -672,7 +672,7 @@ class Hub:
             target = {"operator_id": event.operator_id}
         detail = {"from": {"status": was[0], "group_id": was[1]}, **target}
         await self.store.record_action(
-            self.clock.now(), who.id, action, "conversations", conversation_id, detail
+            self.clock.now(), f"token:{who.id}", action, "conversations", conversation_id, detail
         )
         origin.deliver(p.encode(p.Done(action, conversation_id)))
 
