@@ -79,7 +79,7 @@ from omni.domain.configuration import (
 from omni.domain.conversation import Conversation, Status
 from omni.domain.model import Role, User, UserProfile, password_weakness
 from omni.domain.protocol import ConversationSummary
-from omni.domain.reports import report
+from omni.domain.reports import DEFAULT_THRESHOLD, report
 from omni.domain.routing import Presence
 from omni.settings import ServerSettings
 from omni.store import ConversationQuery, page_cursor, parse_cursor
@@ -507,7 +507,7 @@ def create_app(
             (
                 "threshold",
                 {"type": "integer", "minimum": 1, "maximum": 86400},
-                "service level: answered within this many seconds (20)",
+                f"service level: answered within this many seconds ({DEFAULT_THRESHOLD})",
             ),
         ],
     )
@@ -516,7 +516,7 @@ def create_app(
         start = _time_arg("from") or end - timedelta(days=1)
         if start >= end:
             raise Problem(400, "from must be before to")
-        threshold = _int_arg("threshold", 20, 1, 86400) or 20
+        threshold = _int_arg("threshold", DEFAULT_THRESHOLD, 1, 86400) or DEFAULT_THRESHOLD
         found = await config.store.conversations_created_between(start, end)
         result = report(found, float(threshold))
         return json_response(

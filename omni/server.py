@@ -138,6 +138,7 @@ def hub_settings(server: ServerSettings) -> Settings:
         operator_grace=server.operator_grace_seconds,
         absent_visitor_timeout=server.limits.absent_visitor_timeout,
         out_of_hours_messages=server.limits.out_of_hours_messages,
+        timezone=server.timezone,
     )
 
 

@@ -10,6 +10,7 @@ provider), so none of them depends on the file's format. Unlike the configuratio
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -212,8 +213,15 @@ class ServerSettings(_Settings, frozen=True):
     ops_bind: Annotated[str, msgspec.Meta(pattern=r"^[^\s:]+:\d+$")] | None = None
     #: A bearer token /metrics, /docs and /openapi.json require (none: open).
     ops_token: Annotated[str, msgspec.Meta(min_length=22, max_length=200)] | None = None
+    #: The installation's time zone (IANA name): the day the supervisor's live view counts
+    #: "today" in (``/ws/supervisor``, docs/protocol.md §7).
+    timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
 
     def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"timezone: {self.timezone!r} is not a known time zone") from None
         if self.limits.partial_frame_bytes < self.max_frame_bytes:
             raise ValueError("limits.partial_frame_bytes must be at least max_frame_bytes")
         try:

@@ -61,6 +61,8 @@ from omni.domain.conversation import (
     Signal,
     StartTimer,
     Status,
+    SupervisorAssign,
+    SupervisorTransferToGroup,
     SurveyAnswered,
     SurveyExpired,
     SurveySkipped,
@@ -906,6 +908,61 @@ def test_a_disconnected_operator_loses_the_conversation_at_the_earlier_deadline(
     assert apply(conv, GraceExpired(1), ctx=CTX_TIMED) == []
 
 
+# --- a supervisor's transfer and assignment (the live view) ------------------------------------
+
+
+def test_a_supervisor_assigns_a_queued_conversation_as_an_accepted_offer() -> None:
+    conv = queued()
+    effects = apply(conv, SupervisorAssign(3, "Carla"), t=5)
+    assert conv.status is Status.ACTIVE and conv.operator_id == 3 and conv.answered_at == at(5)
+    assert LeaveQueue(1) in effects and Answered(1) in effects
+    assert kinds(effects) == ["assigned", "message"]  # as after an accept: the greeting
+
+
+def test_a_supervisor_assigns_an_offered_conversation_to_someone_else() -> None:
+    conv = offered(1)
+    effects = apply(conv, SupervisorAssign(3, "Carla"))
+    assert signal("operator", "offer_withdrawn", {}, operator_id=1) in effects
+    assert Release(1) in effects and CancelTimer("offer") in effects
+    assert conv.status is Status.ACTIVE and conv.operator_id == 3 and conv.offered_to is None
+
+
+def test_a_supervisor_assigns_an_offered_conversation_to_its_operator() -> None:
+    conv = offered(1)
+    effects = apply(conv, SupervisorAssign(1, "Alice"))
+    assert Release(1) not in effects  # the offer's slot is the one it keeps
+    assert conv.status is Status.ACTIVE and conv.operator_id == 1
+
+
+def test_a_supervisor_transfers_a_waiting_conversation_to_a_group_keeping_its_place() -> None:
+    conv = queued()
+    effects = apply(conv, SupervisorTransferToGroup(2, "Billing"))
+    assert kinds(effects) == ["transferred"]
+    assert LeaveQueue(1) in effects and effects[-1] == EnterQueue(2)
+    assert conv.status is Status.QUEUED and conv.group_id == 2
+    assert conv.waiting_since == WAITING_SINCE
+    reject(conv, SupervisorTransferToGroup(2, "Billing"), "invalid_transfer")
+
+
+def test_a_supervisor_moves_a_stuck_active_conversation() -> None:
+    conv = active(1)
+    apply(conv, OperatorLeft(1))  # the grace period runs: stuck
+    effects = apply(conv, SupervisorAssign(3, "Carla", transfer=True))
+    assert kinds(effects) == ["transferred", "assigned"]
+    assert Release(1) in effects and CancelTimer("grace") in effects
+    assert conv.operator_id == 3 and not conv.grace_pending
+    effects = apply(conv, SupervisorTransferToGroup(2, "Billing"))
+    assert Release(3) in effects and effects[-1] == EnterQueue(2)
+    assert conv.status is Status.QUEUED and conv.operator_id is None
+
+
+def test_a_supervisor_assigns_only_waiting_conversations() -> None:
+    conv = active(1)
+    reject(conv, SupervisorAssign(3, "Carla"), "invalid_state")
+    reject(conv, SupervisorAssign(1, "Alice", transfer=True), "invalid_transfer")
+    reject(ended(), SupervisorAssign(3, "Carla"), "invalid_state")
+
+
 # --- nothing after the end ----------------------------------------------------------------------
 
 
@@ -937,6 +994,8 @@ def sample_event(kind: type, operator_id: int) -> Event:
         VisitorIdleWarning: VisitorIdleWarning(),
         VisitorIdleClose: VisitorIdleClose(),
         OperatorReplyTimeout: OperatorReplyTimeout(operator_id),
+        SupervisorTransferToGroup: SupervisorTransferToGroup(2, "Billing"),
+        SupervisorAssign: SupervisorAssign(operator_id, "Alice", transfer=True),
     }
     assert set(samples) == set(ALL_EVENT_TYPES)
     return samples[kind]

@@ -169,6 +169,8 @@ SECTIONS = {
     "server_to_visitor": "### 4.2 Server → visitor",
     "operator_to_server": "### 5.1 Operator → server",
     "server_to_operator": "### 5.2 Server → operator",
+    "supervisor_to_server": "### 10.1 Supervisor → server",
+    "server_to_supervisor": "### 10.2 Server → supervisor",
 }
 
 

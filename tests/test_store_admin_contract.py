@@ -158,6 +158,24 @@ async def test_audit_time_is_an_instant(store: Store) -> None:
     assert entry.at == at == datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
 
 
+async def test_an_action_is_audited_without_changing_the_configuration(store: Store) -> None:
+    await store.change_config(change("groups", "1", GROUP))
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    detail = {"from": {"status": "queued", "group_id": 1}, "operator_id": 3}
+    recorded = await store.record_action(at, "boss", "assign", "conversations", "c1", detail)
+    [entry, _] = await store.audit_entries(2)
+    assert entry == recorded
+    assert (entry.at, entry.actor, entry.action, entry.kind, entry.key) == (
+        at,
+        "boss",
+        "assign",
+        "conversations",
+        "c1",
+    )
+    assert (entry.before, entry.after) == (None, detail)
+    assert await items(store) == {("groups", "1"): GROUP}
+
+
 async def test_audit_entries_page_newest_first(store: Store) -> None:
     ids = []
     for n in range(7):

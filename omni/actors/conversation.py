@@ -46,6 +46,7 @@ from omni.domain.conversation import (
     Signal,
     StartTimer,
     Status,
+    SupervisorAssign,
     TransferToOperator,
 )
 from omni.domain.routing import CapacityExceeded, Roster
@@ -163,6 +164,11 @@ class ConversationHost(Protocol):
 
     def count_relayed(self) -> None:
         """A chat message was stored and delivered (metrics)."""
+        ...
+
+    def conversation_changed(self, conv: Conversation) -> None:
+        """The conversation's record (status, group, operator, times) was stored anew (the
+        supervisors' board); never called for a chat message."""
         ...
 
     def answered(self, group_id: int, entry: QueueEntry) -> None:
@@ -308,7 +314,7 @@ class ConversationActor(Actor[ConversationMessage]):
 
     async def _apply(self, event: Event) -> None:
         reserved: int | None = None
-        if isinstance(event, TransferToOperator | ResumeByOperator):
+        if isinstance(event, TransferToOperator | ResumeByOperator | SupervisorAssign):
             # Reserve the target's slot first (no await between check and reserve), so the rules
             # see a transfer that is already known to fit.
             target = event.target_id if isinstance(event, TransferToOperator) else event.operator_id
@@ -368,6 +374,8 @@ class ConversationActor(Actor[ConversationMessage]):
             await self._host.store.write(write)
         self._entry.status = conv.status
         self._entry.group_id = conv.group_id
+        if write.conversation is not None:
+            self._host.conversation_changed(conv)
         for effect in effects:
             if isinstance(effect, Emit):
                 self._deliver_event(effect, frames[effect.seq])

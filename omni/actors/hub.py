@@ -24,10 +24,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import trio
 
+from omni.actors.board import BoardPublisher
 from omni.actors.conversation import (
     Apply,
     AttachVisitor,
@@ -46,12 +49,15 @@ from omni.actors.queue import QueueEntry, VisitorLink
 from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor, Timers
 from omni.clock import Clock
 from omni.domain import admission, configuration, transcript
+from omni.domain import board as board_rules
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
+from omni.domain.board import Today
 from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, Rejected, Status
 from omni.domain.estimate import WaitEstimator
-from omni.domain.model import Directory, Operator, Service, hash_token
+from omni.domain.model import Directory, Operator, Role, Service, User, hash_token
+from omni.domain.reports import DEFAULT_THRESHOLD
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.identity import IdentityError, verify_identity
@@ -74,6 +80,10 @@ class Settings:
     absent_visitor_timeout: float = 300.0
     #: Visitor messages an out-of-hours conversation takes at most.
     out_of_hours_messages: int = 20
+    #: The installation's time zone: the day the supervisor's board counts (IANA name).
+    timezone: str = "UTC"
+    #: The board's service level: answered within this many seconds (the reports' default).
+    service_level_threshold: float = DEFAULT_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.operator_grace < 0:
@@ -85,7 +95,9 @@ class Counters:
     """Plain counters the metrics exporter reads at scrape time (nothing to do per message)."""
 
     messages_relayed: int = 0
-    connections: dict[str, int] = field(default_factory=lambda: {"visitor": 0, "operator": 0})
+    connections: dict[str, int] = field(
+        default_factory=lambda: {"visitor": 0, "operator": 0, "supervisor": 0}
+    )
     #: What the gateway refused or closed, by reason (docs/security.md).
     refused: dict[str, int] = field(default_factory=dict)
     #: E-mails through the outbox (F14), by outcome: queued, sent, retried, failed.
@@ -139,6 +151,21 @@ class Hub:
         self._contexts: dict[int, Context] = {}
         self._retired_services: dict[int, Service] = {}
         self._spawned = 0
+        #: Today's figures for the supervisors' board, fed every change of a conversation
+        #: (seeded from the store by :func:`open_hub`).
+        self.today = Today(
+            ZoneInfo(settings.timezone), settings.service_level_threshold, clock.now()
+        )
+        #: Why each paused operator paused, where known. Nothing sets it yet: pause reasons
+        #: come with the console's ``status {status, reason}`` (another branch), which fills
+        #: this and calls ``self.board.changed()``; the board shows it as ``pause_reason``.
+        self.pause_reasons: dict[int, str] = {}
+        #: The supervisors' live view, and the API token each watcher signed in with.
+        self.board = BoardPublisher(self.make_board, clock)
+        #: Who watches the live view, by connection: ("token", API token id, 0) or ("user", user
+        #: id, session generation), checked again at each configuration change.
+        self.supervisors: dict[Peer, tuple[str, str, int]] = {}
+        nursery.start_soon(self.board.run)
         self.directory = directory
         self.apply_directory(directory)
 
@@ -201,6 +228,27 @@ class Hub:
                         "your session ended (signed out, password changed, or deactivated); "
                         "sign in again",
                     )
+        for peer, (kind, key, generation) in list(self.supervisors.items()):
+            if kind == "user":
+                user = directory.session_user(key, generation)
+                if user is None or user.role not in SUPERVISING:
+                    peer.close(
+                        "session_ended",
+                        "your session ended (signed out, password changed, or deactivated); "
+                        "sign in again",
+                    )
+                continue
+            token = directory.api_tokens.get(key)
+            if (
+                token is None
+                or token.role not in SUPERVISING
+                or token != previous.api_tokens.get(key)
+            ):
+                peer.close(
+                    "credentials_changed",
+                    "the token you signed in with was changed or revoked; sign in again",
+                )
+        self.board.changed()
 
     def open_in_group(self, group_id: int) -> int:
         """Conversations still in ``group_id``: waiting in its queue, or held there."""
@@ -267,6 +315,15 @@ class Hub:
     def release(self, operator_id: int, conversation_id: str) -> None:
         if self.roster.release(operator_id, conversation_id):
             self.poke_groups(operator_id)
+            self.board.changed()
+
+    def conversation_changed(self, conv: domain.Conversation) -> None:
+        self.today.roll(self.clock.now())
+        self.today.count(conv)
+        self.board.changed()
+
+    def presence_changed(self, operator_id: int) -> None:
+        self.board.changed()
 
     def forget(self, conversation_id: str) -> None:
         self.conversations.pop(conversation_id, None)
@@ -301,6 +358,7 @@ class Hub:
 
     def queue_changed(self, group_id: int, waiting: int) -> None:
         self.queue_lengths[group_id] = waiting
+        self.board.changed()
 
     def running(self, conversation_id: str) -> ConversationEntry | None:
         return self.conversations.get(conversation_id)
@@ -588,6 +646,116 @@ class Hub:
         await session.open(previous is not None)
         return session
 
+    # -- supervisors (the live view) ------------------------------------------------------------
+
+    async def supervisor_login(self, token: str) -> p.SupervisorInfo:
+        """Who ``token`` signs in to the live view as: the one check of ``/ws/supervisor``
+        (an API token of role admin or supervisor). Sign-in sessions — bearer tokens with a
+        role — plug in here, and only here."""
+        found = self.directory.api_token(token)
+        if found is None or found.role not in SUPERVISING:
+            raise Rejected(
+                "invalid_login", "unknown token, or not a supervisor's or an administrator's"
+            )
+        role: Literal["admin", "supervisor"] = "admin" if found.role is Role.ADMIN else "supervisor"
+        return p.SupervisorInfo(found.id, found.name, role)
+
+    def supervisor_session(self, user: User) -> p.SupervisorInfo:
+        """Who a person's sign-in session (unexpired, of a good generation: the caller
+        checked) signs in to the live view as: a supervisor or an administrator, as
+        ``user:<id>``."""
+        if user.role not in SUPERVISING:
+            raise Rejected(
+                "invalid_login", "this session is not a supervisor's or an administrator's"
+            )
+        role: Literal["admin", "supervisor"] = "admin" if user.role is Role.ADMIN else "supervisor"
+        return p.SupervisorInfo(f"user:{user.id}", user.name, role)
+
+    def watch_board(self, who: p.SupervisorInfo, peer: Peer, generation: int | None = None) -> None:
+        """``peer`` watches the board; ``generation``: of the session it signed in with."""
+        if generation is None:
+            self.supervisors[peer] = ("token", who.id, 0)
+        else:
+            self.supervisors[peer] = ("user", who.id.removeprefix("user:"), generation)
+        self.board.watch(peer)
+
+    def unwatch_board(self, peer: Peer) -> None:
+        self.supervisors.pop(peer, None)
+        self.board.unwatch(peer)
+
+    def make_board(self) -> p.Board:
+        now = self.clock.now()
+        self.today.roll(now)
+        waiting: dict[int, list[datetime]] = {}
+        for entry in self.conversations.values():
+            if entry.status in _WAITING and entry.group_id is not None:
+                waiting.setdefault(entry.group_id, []).append(entry.link.key[0])
+        directory = self.directory
+        return board_rules.board(
+            self.today,
+            now,
+            directory.groups,
+            waiting,
+            [o for o in directory.operators.values() if o.active],
+            self.roster,
+            self.pause_reasons,
+        )
+
+    async def supervise(
+        self,
+        who: p.SupervisorInfo,
+        conversation_id: str,
+        event: domain.SupervisorAssign | domain.SupervisorTransferToGroup,
+        origin: Peer,
+    ) -> None:
+        """A supervisor's transfer or assignment: carried out by the conversation (refusals
+        raised as :class:`Rejected`), recorded in the audit log, confirmed with ``done``."""
+        entry = self.conversations.get(conversation_id)
+        if entry is None:
+            raise Rejected("unknown_conversation", f"no open conversation {conversation_id}")
+        was = (entry.status.value, entry.group_id)
+        try:
+            await entry.ref.ask(Apply(event, origin), timeout=self.settings.ask_timeout)
+        except ActorStopped:
+            raise Rejected(
+                "conversation_closed", f"conversation {conversation_id} has ended"
+            ) from None
+        if isinstance(event, domain.SupervisorTransferToGroup):
+            action: Literal["transfer", "assign"] = "transfer"
+            target = {"group_id": event.group_id}
+        else:
+            action = "transfer" if event.transfer else "assign"
+            target = {"operator_id": event.operator_id}
+        detail = {"from": {"status": was[0], "group_id": was[1]}, **target}
+        await self.store.record_action(
+            self.clock.now(), _actor(who), action, "conversations", conversation_id, detail
+        )
+        origin.deliver(p.encode(p.Done(action, conversation_id)))
+
+    def supervisor_transfer(
+        self, group_id: int | None, operator_id: int | None
+    ) -> domain.SupervisorAssign | domain.SupervisorTransferToGroup:
+        """The event of a supervisor's ``transfer`` (its target checked, as an operator's)."""
+        if (group_id is None) == (operator_id is None):
+            raise Rejected(
+                "invalid_frame", "transfer needs exactly one of group_id and operator_id"
+            )
+        if group_id is not None:
+            group = self.directory.groups.get(group_id)
+            if group is None:
+                raise Rejected("unknown_group", f"there is no group {group_id}")
+            return domain.SupervisorTransferToGroup(group.id, group.name)
+        assert operator_id is not None
+        return self.supervisor_assign(operator_id, transfer=True)
+
+    def supervisor_assign(
+        self, operator_id: int, *, transfer: bool = False
+    ) -> domain.SupervisorAssign:
+        target = self.directory.operators.get(operator_id)
+        if target is None or not target.active:
+            raise Rejected("unknown_operator", f"there is no operator {operator_id}")
+        return domain.SupervisorAssign(target.id, target.name, transfer)
+
     # -- inspection -----------------------------------------------------------------------------
 
     def conversations_by_status(self) -> dict[str, int]:
@@ -595,6 +763,19 @@ class Hub:
         for entry in self.conversations.values():
             counts[entry.status.value] = counts.get(entry.status.value, 0) + 1
         return counts
+
+
+#: The roles that may watch the board and act on it.
+SUPERVISING = frozenset({Role.ADMIN, Role.SUPERVISOR})
+
+
+def _actor(who: p.SupervisorInfo) -> str:
+    """The audit log's actor for a supervisor: ``token:<id>``, or ``user:<id>`` for a person."""
+    return who.id if who.id.startswith("user:") else f"token:{who.id}"
+
+
+#: Conversations waiting for an operator (an offer not yet accepted still waits).
+_WAITING = frozenset({Status.QUEUED, Status.OFFERED})
 
 
 @asynccontextmanager
@@ -623,6 +804,9 @@ async def open_hub(
             outbox=outbox,
             counters=counters,
         )
+        today = hub.today
+        for conv in await store.conversations_created_between(today.start, today.end):
+            today.count(conv)
         for conv in await store.open_conversations():
             if await hub.recall_service(conv.service_id):
                 hub.restore(conv)

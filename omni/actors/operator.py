@@ -71,6 +71,10 @@ class OperatorHost(Protocol):
         """The operator's groups may dispatch (a slot freed, or the operator is available)."""
         ...
 
+    def presence_changed(self, operator_id: int) -> None:
+        """The operator signed in, changed status or left (the supervisors' board)."""
+        ...
+
 
 class OperatorSession:
     def __init__(self, host: OperatorHost, operator: Operator, peer: Peer) -> None:
@@ -122,6 +126,7 @@ class OperatorSession:
             )
             host.remembered_presence.pop(op.id, None)
             host.roster.set_presence(op.id, presence, host.clock.monotonic())
+            host.presence_changed(op.id)
             for conversation_id in sorted(state.load):
                 entry = host.running(conversation_id)
                 if entry is not None:
@@ -154,6 +159,7 @@ class OperatorSession:
         state = host.roster.get(self.id)
         host.remembered_presence[self.id] = state.presence
         host.roster.set_presence(self.id, Presence.OFFLINE, host.clock.monotonic())
+        host.presence_changed(self.id)
         for conversation_id in sorted(state.load):
             entry = host.running(conversation_id)
             if entry is not None:
@@ -164,6 +170,7 @@ class OperatorSession:
     async def set_status(self, status: Literal["available", "paused"]) -> None:
         presence = Presence(status)
         self.host.roster.set_presence(self.id, presence, self.host.clock.monotonic())
+        self.host.presence_changed(self.id)
         self.peer.deliver(p.encode(p.StatusSet(status)))
         if presence is Presence.AVAILABLE:
             self.host.poke_groups(self.id)

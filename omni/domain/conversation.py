@@ -242,6 +242,28 @@ class ResumeByOperator:
     group_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class SupervisorTransferToGroup:
+    """A supervisor moves the conversation to a group's queue (keeping its place by when the
+    visitor began waiting): a waiting one out of its queue or its pending offer, an active one
+    away from its operator — "stuck" ones too, whose operator is gone or silent."""
+
+    group_id: int
+    group_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorAssign:
+    """A supervisor gives the conversation to an operator (capacity reserved by the caller):
+    a waiting one straight out of its queue or its pending offer, as an accepted offer would
+    (``assign``, the supervisor's take-over); ``transfer``: announced as a transfer
+    (``transferred`` first), and then an active one may also be taken from its operator."""
+
+    operator_id: int
+    operator_name: str
+    transfer: bool = False
+
+
 Event = (
     VisitorMessage
     | OperatorMessage
@@ -268,6 +290,8 @@ Event = (
     | VisitorIdleWarning
     | VisitorIdleClose
     | OperatorReplyTimeout
+    | SupervisorTransferToGroup
+    | SupervisorAssign
 )
 
 # --- effects ----------------------------------------------------------------------------------
@@ -431,6 +455,8 @@ TRANSITIONS: dict[type, dict[Status, Status]] = {
     VisitorIdleWarning: {A: A},
     VisitorIdleClose: {A: E},
     OperatorReplyTimeout: {A: Q},
+    SupervisorTransferToGroup: {Q: Q, OF: Q, A: Q},
+    SupervisorAssign: {Q: A, OF: A, A: A},
 }
 
 #: Events produced by the system itself (routing, timers, presence): late ones are dropped.
@@ -780,20 +806,35 @@ def _accept(
 ) -> list[Effect]:
     if conv.offered_to != ev.operator_id:
         raise Rejected("not_offered", f"conversation {conv.id} is not offered to you")
+    return _take(conv, ev.operator_id, ev.operator_name, now, ctx, to)
+
+
+def _take(
+    conv: Conversation,
+    operator_id: int,
+    operator_name: str,
+    now: datetime,
+    ctx: Context,
+    to: Status,
+    before: list[Effect] | None = None,
+) -> list[Effect]:
+    """A waiting conversation becomes ``operator_id``'s, answered (an accepted offer, a
+    supervisor's assignment): ``before`` are the effects of taking it from where it waited."""
     conv.status, conv.offered_to = to, None
-    conv.operator_id, conv.operator_name = ev.operator_id, ev.operator_name
+    conv.operator_id, conv.operator_name = operator_id, operator_name
     conv.answered_at = conv.answered_at or now
-    greeting = ctx.service.greeting.replace("{operator}", ev.operator_name).replace(
+    greeting = ctx.service.greeting.replace("{operator}", operator_name).replace(
         "{visitor}", conv.visitor.name
     )
     assigned = _assigned(conv, ctx)
     assert conv.group_id is not None
     effects: list[Effect] = [
+        *(before or ()),
         CancelTimer("offer"),
         CancelTimer("queue"),
         Persist(),
         Answered(conv.group_id),
-        ReplayHistory(ev.operator_id, before=assigned.seq),
+        ReplayHistory(operator_id, before=assigned.seq),
         assigned,
     ]
     if greeting:
@@ -803,7 +844,7 @@ def _accept(
                 "both",
                 p.Message,
                 id=f"{conv.id}-{conv.last_seq + 1}",
-                author=p.Author("operator", ev.operator_name, ev.operator_id),
+                author=p.Author("operator", operator_name, operator_id),
                 text=greeting,
                 at=now,
             )
@@ -829,17 +870,23 @@ def _assigned(conv: Conversation, ctx: Context) -> Emit:
 def _transfer_to_group(
     conv: Conversation, ev: TransferToGroup, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
+    return _active_to_group(conv, ev.group_id, ev.group_name, ctx, to)
+
+
+def _active_to_group(
+    conv: Conversation, group_id: int, group_name: str, ctx: Context, to: Status
+) -> list[Effect]:
     previous = conv.operator_id
     assert previous is not None
-    # Emitted first, so that it still reaches the operator who made the transfer.
+    # Emitted first, so that it still reaches the operator who held it.
     transferred = _emit(
         conv,
         "both",
         p.Transferred,
-        to=p.TransferTarget("group", ev.group_id, ev.group_name),
+        to=p.TransferTarget("group", group_id, group_name),
         reason="transfer",
     )
-    conv.status, conv.group_id = to, ev.group_id
+    conv.status, conv.group_id = to, group_id
     conv.operator_id = conv.operator_name = None
     conv.grace_pending = False
     return [
@@ -848,7 +895,7 @@ def _transfer_to_group(
         *_leave_active(conv, ctx.service.timers),
         Release(previous),
         Persist(),
-        EnterQueue(ev.group_id),
+        EnterQueue(group_id),
     ]
 
 
@@ -857,22 +904,30 @@ def _transfer_to_operator(
 ) -> list[Effect]:
     if ev.target_id == ev.operator_id:
         raise Rejected("invalid_transfer", "cannot transfer a conversation to yourself")
+    return _active_to_operator(conv, ev.target_id, ev.target_name, ctx)
+
+
+def _active_to_operator(
+    conv: Conversation, target_id: int, target_name: str, ctx: Context
+) -> list[Effect]:
+    previous = conv.operator_id
+    assert previous is not None
     transferred = _emit(
         conv,
         "both",
         p.Transferred,
-        to=p.TransferTarget("operator", ev.target_id, ev.target_name),
+        to=p.TransferTarget("operator", target_id, target_name),
         reason="transfer",
     )
-    conv.operator_id, conv.operator_name = ev.target_id, ev.target_name
+    conv.operator_id, conv.operator_name = target_id, target_name
     conv.grace_pending = False
     assigned = _assigned(conv, ctx)
     effects: list[Effect] = [
         transferred,
         CancelTimer("grace"),
-        Release(ev.operator_id),
+        Release(previous),
         Persist(),
-        ReplayHistory(ev.target_id, before=assigned.seq),
+        ReplayHistory(target_id, before=assigned.seq),
         assigned,
     ]
     reply = ctx.service.timers.operator_reply
@@ -1080,6 +1135,67 @@ def _resume_by_operator(
     return [Persist(), ReplayHistory(ev.operator_id, before=assigned.seq), assigned]
 
 
+def _out_of_waiting(conv: Conversation, keep_offer_to: int | None = None) -> list[Effect]:
+    """Take a waiting conversation out of where it waits: its group's queue, or the offer
+    pending with an operator (withdrawn, their slot freed — unless it is ``keep_offer_to``'s,
+    who is about to get the conversation with that very slot)."""
+    assert conv.group_id is not None
+    if conv.status is Status.QUEUED:
+        return [LeaveQueue(conv.group_id)]
+    offered, conv.offered_to = conv.offered_to, None
+    effects: list[Effect] = [CancelTimer("offer")]
+    if offered is not None and offered != keep_offer_to:
+        effects += [_withdraw(conv, offered), Release(offered)]
+    return effects
+
+
+def _supervisor_to_group(
+    conv: Conversation, ev: SupervisorTransferToGroup, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    if conv.status is Status.ACTIVE:
+        return _active_to_group(conv, ev.group_id, ev.group_name, ctx, to)
+    if ev.group_id == conv.group_id:
+        raise Rejected("invalid_transfer", f"conversation {conv.id} already waits in that group")
+    effects = _out_of_waiting(conv)
+    effects.append(
+        _emit(
+            conv,
+            "both",
+            p.Transferred,
+            to=p.TransferTarget("group", ev.group_id, ev.group_name),
+            reason="transfer",
+        )
+    )
+    conv.status, conv.group_id = to, ev.group_id
+    return [*effects, Persist(), EnterQueue(ev.group_id)]
+
+
+def _supervisor_assign(
+    conv: Conversation, ev: SupervisorAssign, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    if conv.status is Status.ACTIVE:
+        if not ev.transfer:
+            raise Rejected(
+                "invalid_state",
+                f"conversation {conv.id} is active: transfer it rather than assign it",
+            )
+        if ev.operator_id == conv.operator_id:
+            raise Rejected("invalid_transfer", f"operator {ev.operator_id} already holds it")
+        return _active_to_operator(conv, ev.operator_id, ev.operator_name, ctx)
+    before = _out_of_waiting(conv, keep_offer_to=ev.operator_id)
+    if ev.transfer:
+        before.append(
+            _emit(
+                conv,
+                "both",
+                p.Transferred,
+                to=p.TransferTarget("operator", ev.operator_id, ev.operator_name),
+                reason="transfer",
+            )
+        )
+    return _take(conv, ev.operator_id, ev.operator_name, now, ctx, to, before)
+
+
 _HANDLERS: dict[type, Any] = {
     VisitorMessage: _visitor_message,
     OperatorMessage: _operator_message,
@@ -1106,5 +1222,7 @@ _HANDLERS: dict[type, Any] = {
     VisitorIdleWarning: _idle_warning,
     VisitorIdleClose: _idle_close,
     OperatorReplyTimeout: _reply_timeout,
+    SupervisorTransferToGroup: _supervisor_to_group,
+    SupervisorAssign: _supervisor_assign,
 }
 assert set(_HANDLERS) == set(TRANSITIONS), "every event of the table has a handler"

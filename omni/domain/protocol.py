@@ -20,7 +20,7 @@ Rules of this module:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -64,7 +64,8 @@ ERROR_CODES: dict[str, str] = {
     "too_many_transcripts": "the transcript already went to the most addresses allowed (3)",
     "not_logged_in": "an operator frame before a successful `login`",
     "already_logged_in": "`login` on a connection that is already signed in",
-    "invalid_login": "the operator token or session is unknown, ended, or the operator inactive",
+    "invalid_login": "the token or session is unknown or ended, the operator inactive, or "
+    "(supervisor) not a supervisor's or an administrator's",
     "unknown_conversation": "no open conversation has this id",
     "not_your_conversation": "the conversation is held by another operator",
     "unknown_folder": "`folder` with a name the console does not have (out_of_hours)",
@@ -345,6 +346,19 @@ OperatorFrame = (
     | Ping
 )
 
+# -- supervisor → server -------------------------------------------------------------------------
+
+
+class Assign(_Inbound, frozen=True, tag="assign"):
+    """A supervisor takes a waiting conversation out of its queue straight to an operator."""
+
+    conversation_id: ConversationId
+    operator_id: int
+
+
+#: ``login`` and ``transfer`` are the operator's frames, ``ping`` the visitor's.
+SupervisorFrame = Login | Transfer | Assign | Ping
+
 # -- server → client: history (stored, with seq) -------------------------------------------------
 
 
@@ -500,6 +514,77 @@ class Folder(_Outbound, frozen=True, tag="folder"):
     next_cursor: str | None
 
 
+class SupervisorInfo(msgspec.Struct, frozen=True):
+    """Who signed in to the live view: the API token's id and name, and its role."""
+
+    id: str
+    name: str
+    role: Literal["admin", "supervisor"]
+
+
+class SupervisorWelcome(_Outbound, frozen=True, tag="welcome"):
+    supervisor: SupervisorInfo
+
+
+class GroupBoard(msgspec.Struct, frozen=True):
+    """One group on the board: its queue now, and today's figures so far."""
+
+    id: int
+    name: str
+    #: Conversations waiting: queued, or offered and not yet accepted.
+    waiting: int
+    #: When the one waiting longest began waiting (the page ticks the wait from it); null
+    #: when none waits.
+    oldest_waiting_since: datetime | None
+    #: Today's conversations last in this group (as the reports count them).
+    offered: int
+    answered: int
+    abandoned: int
+    #: Answered within ``threshold_seconds`` / (answered + abandoned); null: no outcome yet.
+    service_level: float | None
+    #: The service level of each 15-minute interval of the day, from ``day_start`` up to the
+    #: current one; null where nothing counted.
+    intervals: tuple[float | None, ...]
+
+
+class OperatorBoard(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    groups: tuple[int, ...]
+    presence: Literal["available", "paused", "offline"]
+    #: Why a paused operator paused; null when not paused or no reason was given.
+    pause_reason: str | None
+    #: Conversations offered to or held by the operator.
+    held: int
+    capacity: int
+    #: Signed in and every slot taken (``held >= capacity``).
+    busy: bool
+
+
+class Board(_Outbound, frozen=True, tag="board"):
+    """The supervisor's live view: sent after ``welcome`` and whenever what it shows changes
+    (at most one a second)."""
+
+    #: The server's time when the board was made.
+    at: datetime
+    #: The day today's figures cover, in ``timezone``.
+    day: date
+    timezone: str
+    #: The day's first instant; interval ``i`` starts ``i * interval_minutes`` after it.
+    day_start: datetime
+    interval_minutes: int
+    threshold_seconds: float
+    groups: tuple[GroupBoard, ...]
+    operators: tuple[OperatorBoard, ...]
+
+
+class Done(_Outbound, frozen=True, tag="done"):
+    """A supervisor's action was carried out."""
+
+    action: Literal["transfer", "assign"]
+    conversation_id: str
+
+
 ToVisitor = Event | Ack | Typing | Error | Pong | Started | Resumed | Queued | TranscriptQueued
 #: Operators never get visitor-only events (the survey, the out-of-hours notice).
 ToOperator = (
@@ -520,11 +605,14 @@ ToOperator = (
     | Folder
 )
 
+ToSupervisor = SupervisorWelcome | Board | Done | Error | Pong
+
 # -- codecs --------------------------------------------------------------------------------------
 
 _encoder = msgspec.json.Encoder()
 _visitor_decoder = msgspec.json.Decoder(VisitorFrame)
 _operator_decoder = msgspec.json.Decoder(OperatorFrame)
+_supervisor_decoder = msgspec.json.Decoder(SupervisorFrame)
 _event_decoder = msgspec.json.Decoder(Event)
 
 
@@ -584,12 +672,19 @@ def decode_operator(data: str | bytes, limit: int) -> OperatorFrame:
     return frame
 
 
-#: The four directions of the protocol, as published in the JSON Schema.
+def decode_supervisor(data: str | bytes, limit: int) -> SupervisorFrame:
+    frame: SupervisorFrame = _decode(_supervisor_decoder, data, limit)
+    return frame
+
+
+#: The six directions of the protocol, as published in the JSON Schema.
 DIRECTIONS: dict[str, Any] = {
     "visitor_to_server": VisitorFrame,
     "server_to_visitor": ToVisitor,
     "operator_to_server": OperatorFrame,
     "server_to_operator": ToOperator,
+    "supervisor_to_server": SupervisorFrame,
+    "server_to_supervisor": ToSupervisor,
 }
 
 
@@ -606,7 +701,8 @@ def json_schema() -> dict[str, Any]:
         "$id": "/protocol.schema.json",
         "title": f"Omni websocket protocol, version {VERSION}",
         "description": (
-            "Frames are JSON text frames on /ws/visitor and /ws/operator; `type` names the "
+            "Frames are JSON text frames on /ws/visitor, /ws/operator and /ws/supervisor; "
+            "`type` names the "
             "frame. Clients must ignore fields they do not know. See docs/protocol.md."
         ),
         "anyOf": [{"$ref": f"#/$defs/{direction}"} for direction in DIRECTIONS],

@@ -18,8 +18,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
 from omni.domain.conversation import Conversation, Status
+
+#: The service level's threshold, in seconds, where none is asked for (the reports' default,
+#: the supervisor's board).
+DEFAULT_THRESHOLD = 20
+
+
+class Outcome(Protocol):
+    """What a report reads of a conversation (a :class:`Conversation` is one)."""
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def answered_at(self) -> datetime | None: ...
+
+    @property
+    def ended_at(self) -> datetime | None: ...
+
+    @property
+    def arrived_out_of_hours(self) -> bool: ...
 
 
 def service_level(answered_within: int, answered: int, abandoned: int) -> float | None:
@@ -52,7 +77,7 @@ class Tally:
     waits: list[float] = field(default_factory=list)
     handles: list[float] = field(default_factory=list)
 
-    def add(self, conv: Conversation, threshold: float) -> None:
+    def add(self, conv: Outcome, threshold: float) -> None:
         if conv.arrived_out_of_hours or conv.status is Status.OUT_OF_HOURS:
             self.out_of_hours += 1
             return

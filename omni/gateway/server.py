@@ -1,4 +1,5 @@
-"""The websocket gateway on trio-websocket: ``/ws/visitor`` and ``/ws/operator``.
+"""The websocket gateway on trio-websocket: ``/ws/visitor``, ``/ws/operator`` and
+``/ws/supervisor`` (the supervisors' live view, under the operator's Origin rules).
 
 Rules:
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from trio_websocket import (
@@ -57,6 +58,8 @@ from omni.limits import Backoff, Counter, Keyed, TokenBucket, client_ip, network
 from omni.settings import LimitsSettings, ServerSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Time a closing connection gets to send its last error frame and close handshake.
 CLOSE_TIMEOUT = 2.0
@@ -195,6 +198,8 @@ class Gateway:
         self._routes: dict[str, tuple[str, Handler]] = {
             "/ws/visitor": ("visitor", self._visitor),
             "/ws/operator": ("operator", self._operator),
+            # The console's page hosts the live view: the same Origin rules as /ws/operator.
+            "/ws/supervisor": ("supervisor", self._supervisor),
         }
         self._peers: set[WebSocketPeer] = set()
         self._all_closed = trio.Event()
@@ -406,11 +411,18 @@ class Gateway:
         finally:
             await connection.aclose()
 
+    async def _supervisor(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
+        connection = _SupervisorConnection(self, peer)
+        try:
+            await self._read(ws, peer, connection, p.decode_supervisor)
+        finally:
+            connection.aclose()
+
     async def _read(
         self,
         ws: WebSocketConnection,
         peer: WebSocketPeer,
-        connection: _VisitorConnection | _OperatorConnection,
+        connection: _VisitorConnection | _OperatorConnection | _SupervisorConnection,
         decode: Callable[[str | bytes, int], Any],
     ) -> None:
         """Each frame, charged to its bucket, to its handler; refusals as error frames. Until
@@ -610,31 +622,91 @@ class _OperatorConnection:
 
     async def _login(self, token: str) -> OperatorSession:
         """Sign in; an address that keeps failing waits longer before each next try."""
-        logins, client = self.gateway.logins, self.peer.client
-        backoff = logins[client]
-        wait = backoff.wait(trio.current_time())
-        if wait is not None:
-            raise Rejected("too_many_attempts", "too many failed sign-ins; wait", wait)
-        try:
+
+        async def attempt() -> OperatorSession:
             if token.startswith(SESSION_PREFIX):
                 signed_in = await self.gateway.accounts.session(token)
                 if signed_in is None:
                     raise Rejected("invalid_login", "this session has ended or expired")
                 user, generation = signed_in.user, signed_in.session.generation
-                session = await self.hub.login_with_session(user.id, generation, self.peer)
-            else:
-                session = await self.hub.login(token, self.peer)
-        except Rejected as error:
-            if error.code == "invalid_login":
-                backoff.failed(trio.current_time())
-            raise
-        logins.forget(client)
-        return session
+                return await self.hub.login_with_session(user.id, generation, self.peer)
+            return await self.hub.login(token, self.peer)
+
+        return await _sign_in(self.gateway, self.peer, attempt)
 
     async def aclose(self) -> None:
         if self.session is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                 await self.session.aclose()
+
+
+class _SupervisorConnection:
+    """One supervisor's live view: once signed in, every new board, and their actions."""
+
+    def __init__(self, gateway: Gateway, peer: WebSocketPeer) -> None:
+        self.gateway = gateway
+        self.hub = gateway.hub
+        self.peer = peer
+        self.supervisor: p.SupervisorInfo | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self.supervisor is not None
+
+    async def handle(self, frame: p.SupervisorFrame) -> None:
+        if isinstance(frame, p.Ping):
+            self.peer.deliver(_PONG)
+        elif isinstance(frame, p.Login):
+            if self.supervisor is not None:
+                raise Rejected("already_logged_in", "this connection is signed in")
+            token = frame.token
+            generation: int | None = None
+
+            async def attempt() -> p.SupervisorInfo:
+                nonlocal generation
+                if token.startswith(SESSION_PREFIX):
+                    signed_in = await self.gateway.accounts.session(token)
+                    if signed_in is None:
+                        raise Rejected("invalid_login", "this session has ended or expired")
+                    generation = signed_in.session.generation
+                    return self.hub.supervisor_session(signed_in.user)
+                return await self.hub.supervisor_login(token)
+
+            who = await _sign_in(self.gateway, self.peer, attempt)
+            self.supervisor = who
+            self.peer.deliver(p.encode(p.SupervisorWelcome(who)))
+            self.hub.watch_board(who, self.peer, generation)
+        elif self.supervisor is None:
+            raise Rejected("not_logged_in", "send `login` first")
+        elif isinstance(frame, p.Transfer):
+            event = self.hub.supervisor_transfer(frame.group_id, frame.operator_id)
+            await self.hub.supervise(self.supervisor, frame.conversation_id, event, self.peer)
+        else:
+            event = self.hub.supervisor_assign(frame.operator_id)
+            await self.hub.supervise(self.supervisor, frame.conversation_id, event, self.peer)
+
+    def aclose(self) -> None:
+        if self.supervisor is not None:
+            self.hub.unwatch_board(self.peer)
+
+
+async def _sign_in(gateway: Gateway, peer: WebSocketPeer, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Sign in (``attempt``: the hub's check of the token, not made while the address must
+    wait); an address that keeps failing waits longer before each next try, on every
+    endpoint alike."""
+    logins, client = gateway.logins, peer.client
+    backoff = logins[client]
+    wait = backoff.wait(trio.current_time())
+    if wait is not None:
+        raise Rejected("too_many_attempts", "too many failed sign-ins; wait", wait)
+    try:
+        signed_in = await attempt()
+    except Rejected as error:
+        if error.code == "invalid_login":
+            backoff.failed(trio.current_time())
+        raise
+    logins.forget(client)
+    return signed_in
 
 
 _PONG = p.encode(p.Pong())

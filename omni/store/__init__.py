@@ -244,6 +244,15 @@ class Store(Protocol):
         """Forget every session of ``user_id``; how many there were."""
         ...
 
+    # -- the audit log's actions ------------------------------------------------------------
+
+    async def record_action(
+        self, at: datetime, actor: str, action: str, kind: str, key: str, detail: dict[str, Any]
+    ) -> AuditEntry:
+        """Record in the audit log an action that changed no configuration (a supervisor's
+        transfer, say): ``detail`` is kept as its ``after``, ``before`` is null."""
+        ...
+
     # -- outbox -----------------------------------------------------------------------------
 
     async def enqueue(

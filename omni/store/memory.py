@@ -226,6 +226,17 @@ class MemoryStore:
         entries = [e for e in reversed(self._audit) if before_id is None or e.id < before_id]
         return entries[:limit]
 
+    async def record_action(
+        self, at: datetime, actor: str, action: str, kind: str, key: str, detail: dict[str, Any]
+    ) -> AuditEntry:
+        try:
+            after = _json_copy(detail)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise StoreError(f"not storable as JSON: {exc}") from None
+        entry = AuditEntry(len(self._audit) + 1, at, actor, action, kind, key, None, after)
+        self._audit.append(entry)
+        return entry
+
     # -- inspection, for tests and reports ------------------------------------------------------
 
     def conversations(self) -> list[Conversation]:

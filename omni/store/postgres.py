@@ -671,6 +671,14 @@ class PostgresStore:
         status = await self._bridge.run(_db_execute, self._pool, _Q_END_SESSIONS, user_id)
         return int(status.rpartition(" ")[2] or 0)
 
+    async def record_action(
+        self, at: datetime, actor: str, action: str, kind: str, key: str, detail: dict[str, Any]
+    ) -> AuditEntry:
+        entry_id: int = await self._bridge.run(
+            _db_fetchval, self._pool, _Q_INSERT_AUDIT, at, actor, action, kind, key, None, detail
+        )
+        return AuditEntry(entry_id, at, actor, action, kind, key, None, detail)
+
     async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
         rows = await self._bridge.run(_db_fetch, self._pool, _Q_AUDIT, limit, before_id)
         return [
