@@ -30,7 +30,11 @@ pytestmark = pytest.mark.browser
 ADMIN = "admin-console-tests-Hq3Wz8Lm2Xv"
 DESK = (1280, 800)
 PHONE = (390, 844)
-PASSWORDS = {"alice": "green tea at nine, 1", "carla": "blue kites over dunes 3"}
+PASSWORDS = {
+    "alice": "green tea at nine, 1",
+    "carla": "blue kites over dunes 3",
+    "sam": "quiet harbour lights 9",
+}
 USERS = (
     {"id": "alice", "username": "alice", "name": "Alice", "role": "operator", "operator_id": 1},
     {"id": "carla", "username": "carla", "name": "Carla", "role": "operator", "operator_id": 3},
@@ -49,7 +53,7 @@ async def omni(config: Any = None, **server: Any) -> AsyncIterator[RunningServer
         headers = {"Authorization": f"Bearer {ADMIN}"}
         async with httpx.AsyncClient(base_url=running.http_url, headers=headers) as api:
             for user in USERS:
-                password = PASSWORDS.get(user["id"], "quiet harbour lights 9")
+                password = PASSWORDS[user["id"]]
                 reply = await api.post("/api/v1/users", json={**user, "password": password})
                 assert reply.status_code == 201, reply.text
         yield running
@@ -381,3 +385,78 @@ async def test_the_console_with_the_keyboard_alone_in_portuguese(browser: Browse
         await alice.wait_for("button.c-dismiss")
         await alice.screenshot("keyboard-pt-BR")
         await no_serious_violations(alice, "ended")
+
+
+async def board_row(page: Page, kind: str, key: int) -> str:
+    return await page.text(f"tr[data-{kind}='{key}']")
+
+
+async def test_two_consoles_and_the_supervisors_live_view(browser: Browser) -> None:
+    async with omni() as srv:
+        sam = await browser.new_page(viewport=DESK, locale="en-US")
+        await sam.goto(f"{srv.http_url}/supervisor")
+        await sam.fill("#c-username", "sam")
+        await sam.fill("#c-password", PASSWORDS["sam"])
+        await sam.press("#c-password", "Enter")
+        await sam.wait_for("tr[data-group='1']")
+        assert "Sam" in await sam.text(".c-me")
+        alice = await browser.new_page(viewport=DESK, locale="en-US")
+        carla = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(carla, srv, "carla")
+        await sign_in(alice, srv, "alice")
+        # Carla became available first: she has been idle longest, and gets the offer.
+        await be_available(carla)
+        await sam.wait_for_function(
+            "document.querySelector(\"tr[data-operator='3'] .s-state\").textContent === 'Available'"
+        )
+        await be_available(alice)
+        vera = await visitor(browser, srv, "Vera")
+        await carla.wait_for(".c-offer")
+        assert await alice.evaluate("document.querySelector('.c-offer')") is None
+        await sam.wait_for_function(
+            "document.querySelector(\"tr[data-group='1'] .s-waiting\").textContent === '1'"
+        )
+        await sam.screenshot("waiting")
+        await carla.click(".c-accept")
+        await carla.wait_for("text=Hi Vera, Carla here.")
+        await sam.wait_for_function(
+            "document.querySelector(\"tr[data-operator='3'] .s-state\").textContent === 'Busy'"
+        )
+        assert "1/1" in await board_row(sam, "operator", 3)
+        await vera.fill("#omni-compose", "I need billing")
+        await vera.press("#omni-compose", "Enter")
+        await carla.wait_for("text=I need billing")
+
+        # Carla transfers to Alice by name: the list shows operators with room.
+        await carla.click("button.c-transfer")
+        await carla.wait_for(".c-targets")
+        await carla.screenshot("transfer")
+        await no_serious_violations(carla, "transfer")
+        await carla.click(".c-targets >> text=Alice")
+        await alice.wait_for("text=I need billing")  # the history came along
+        await vera.wait_for("text=You are talking to Alice.")
+        await carla.wait_for("button.c-dismiss")
+        await sam.wait_for_function(
+            "document.querySelector(\"tr[data-operator='1']\").textContent.includes('1/2')"
+        )
+        await alice.fill("#c-compose", "Alice from billing here")
+        await alice.press("#c-compose", "Enter")
+        await vera.wait_for("text=Alice from billing here")
+
+        # The supervisor moves it back to Carla from the live view.
+        await sam.wait_for("tr[data-conversation]")
+        await sam.run(
+            lambda p: p.select_option("tr[data-conversation] select >> nth=0", label="Carla")
+        )
+        await sam.click("tr[data-conversation] .s-assign")
+        await sam.wait_for("text=Moved.")
+        await carla.wait_for("text=Alice from billing here")
+        await vera.wait_for("text=You are talking to Carla.")
+        await sam.screenshot("live-view")
+        await no_serious_violations(sam, "live view")
+
+        await carla.click("button.c-end")
+        await carla.click("text=Yes, end it")
+        await sam.wait_for_function(
+            "document.querySelector(\"tr[data-group='1']\").textContent.includes('100%')"
+        )

@@ -213,7 +213,14 @@ function chart(group) {
     for (const [k, v] of Object.entries({ x, width: 5, y: height * (1 - value), height: Math.max(1, height * value), class: value >= 0.8 ? "s-good" : "s-bad" })) bar.setAttribute(k, v);
     svg.append(bar);
   });
-  return h("figure", { class: "s-chart" }, h("figcaption", {}, t.chart(group.name)), svg);
+  for (const i of [0, 24, 48, 72]) {
+    const tick = document.createElementNS(ns, "text");
+    for (const [k, v] of Object.entries({ x: i * 6 + 2, y: height + 12, class: "s-tick" })) tick.setAttribute(k, v);
+    tick.textContent = slot(i);
+    svg.append(tick);
+  }
+  const empty = group.intervals.every((value) => value === null);
+  return h("figure", { class: "s-chart" }, h("figcaption", {}, t.chart(group.name)), svg, empty ? h("p", { class: "c-meta s-nothing" }, t.nothing_yet) : null);
 }
 
 function slot(i) {
