@@ -52,6 +52,7 @@ from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, Rejected, Status
 from omni.domain.estimate import WaitEstimator
 from omni.domain.model import Directory, Service, hash_token
+from omni.domain.reports import PauseLog
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.identity import IdentityError, verify_identity
@@ -130,7 +131,10 @@ class Hub:
         self.conversations: dict[str, ConversationEntry] = {}
         self.queue_lengths: dict[int, int] = {}
         self.metrics = counters if counters is not None else Counters()
-        self.remembered_presence: dict[int, Presence] = {}
+        #: Presence (and pause reason) an operator had when their connection dropped.
+        self.remembered_presence: dict[int, tuple[Presence, str | None]] = {}
+        #: The operators' pauses, for the reports (in memory: docs/decisions.md, issue 14).
+        self.pauses = PauseLog()
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
         #: Each group's wait estimate, fed here with its answers and read by its queue actor
         #: when it reports positions: like the roster, a plain object touched only
@@ -289,6 +293,21 @@ class Hub:
         except ActorStopped:
             return Delivery.GONE
         return Delivery.SENT
+
+    def folder_changed(self, summary: p.ConversationSummary, entered: bool) -> None:
+        """An out-of-hours conversation entered the folder, or left it (resumed, closed):
+        every signed-in operator whose scope holds it is told, so consoles need not poll."""
+        change = (
+            p.FolderChanged("out_of_hours", added=summary)
+            if entered
+            else p.FolderChanged("out_of_hours", removed=summary.id)
+        )
+        frame = p.encode(change)
+        for operator_id, session in sorted(self.sessions.items()):
+            if self.directory.operator_may_see(
+                operator_id, summary.service_id, summary.operator_id
+            ):
+                session.deliver(frame)
 
     def queue_changed(self, group_id: int, waiting: int) -> None:
         self.queue_lengths[group_id] = waiting
