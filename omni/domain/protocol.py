@@ -67,7 +67,7 @@ ERROR_CODES: dict[str, str] = {
     "invalid_login": "the operator token is unknown or the operator inactive",
     "unknown_conversation": "no open conversation has this id",
     "not_your_conversation": "the conversation is held by another operator",
-    "unknown_pause_reason": "`status paused` with a `reason` that is not one of the configured ones",
+    "unknown_pause_reason": "`status paused` with a `reason` that is not a configured one",
     "unknown_folder": "`folder` with a name the console does not have (out_of_hours)",
     "invalid_cursor": "`folder` with a cursor the server did not give",
     "not_offered": "`accept` for a conversation not offered to this operator (or no longer)",

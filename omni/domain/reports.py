@@ -142,8 +142,10 @@ class PauseLog:
                 return  # the same pause goes on
             del self._open[operator_id]
             self._closed.append(Pause(operator_id, current.reason, current.start, at))
-            while self._closed and self._closed[0].end is not None and (
-                self._closed[0].end < at - self.keep
+            while (
+                self._closed
+                and self._closed[0].end is not None
+                and (self._closed[0].end < at - self.keep)
             ):
                 self._closed.popleft()
         if paused:
