@@ -7,7 +7,7 @@ Rules of this module:
   outbound frames are encoded once (:func:`encode`) and the same text goes to every recipient
   and, for history, into the store.
 * A conversation is described on the wire in one shape, :class:`ConversationSummary`: in
-  ``welcome``, ``offer``, ``assigned``, ``folder`` and the admin API alike.
+  ``welcome``, ``offer``, ``assigned``, ``folder``, ``folder_changed`` and the admin API alike.
 * Times are ``datetime`` objects (UTC) until msgspec encodes them as ISO 8601 with ``Z``: the one
   formatter of the protocol.
 * Anything that does not fit becomes a :class:`Rejected` with one of the stable codes of
