@@ -79,7 +79,7 @@ from omni.domain.configuration import (
 from omni.domain.conversation import Conversation, Status
 from omni.domain.model import Role, User, UserProfile, password_weakness
 from omni.domain.protocol import ConversationSummary
-from omni.domain.reports import DEFAULT_THRESHOLD, report
+from omni.domain.reports import DEFAULT_THRESHOLD, paused_time, report
 from omni.domain.routing import Presence
 from omni.settings import ServerSettings
 from omni.store import ConversationQuery, page_cursor, parse_cursor
@@ -497,7 +497,7 @@ def create_app(
     @api.route(
         "GET",
         "/api/v1/reports",
-        summary="Service and group figures over a period",
+        summary="Service, group and operator figures over a period",
         tag="operations",
         roles=OPERATIONS,
         response=schemas.ReportOut,
@@ -532,6 +532,22 @@ def create_app(
                 groups=[
                     msgspec.convert({**v, "group_id": k}, schemas.GroupFigures)
                     for k, v in result.groups.items()
+                ],
+                operators=[
+                    schemas.OperatorFigures(
+                        operator_id=operator_id,
+                        paused_seconds=round(sum(reasons.values()), 3),
+                        paused=[
+                            schemas.PausedFor(reason, seconds)
+                            # By reason id, the unspecified ones (null) last.
+                            for reason, seconds in sorted(
+                                reasons.items(), key=lambda r: (r[0] is None, r[0] or "")
+                            )
+                        ],
+                    )
+                    for operator_id, reasons in paused_time(
+                        hub.pauses.pauses(), start, end, hub.clock.now()
+                    ).items()
                 ],
             )
         )

@@ -99,6 +99,19 @@ class GroupFigures(Figures):
     group_id: int = 0
 
 
+class PausedFor(msgspec.Struct):
+    #: A pause reason's id; null: the operator gave none.
+    reason: str | None
+    seconds: float
+
+
+class OperatorFigures(msgspec.Struct):
+    operator_id: int
+    #: Seconds paused within the period, in all, and by pause reason.
+    paused_seconds: float
+    paused: list[PausedFor]
+
+
 class ReportOut(msgspec.Struct):
     start: datetime
     end: datetime
@@ -106,6 +119,8 @@ class ReportOut(msgspec.Struct):
     total: Figures
     services: list[ServiceFigures]
     groups: list[GroupFigures]
+    #: Operators paused within the period (since this server started: pauses are in memory).
+    operators: list[OperatorFigures] = []
 
 
 class AuditOut(msgspec.Struct):

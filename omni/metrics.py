@@ -44,13 +44,25 @@ class HubCollector(Collector):
         yield queues
 
         operators = GaugeMetricFamily(
-            "omni_operators", "Operators by presence", labels=["presence"]
+            "omni_operators",
+            "Operators by presence, and paused ones by pause reason ('' when none given)",
+            labels=["presence", "reason"],
         )
-        counts: dict[str, int] = {"available": 0, "paused": 0, "offline": 0}
+        # Every configured reason has a series (0 too), and only those: the label set stays
+        # bounded whatever was configured before (a reason since removed counts as '').
+        reasons = [r.id for r in hub.directory.parameters.pause_reasons]
+        counts: dict[tuple[str, str], int] = {
+            ("available", ""): 0,
+            ("offline", ""): 0,
+            ("paused", ""): 0,
+            **{("paused", reason): 0 for reason in reasons},
+        }
         for operator in hub.roster:
-            counts[operator.presence.value] += 1
-        for presence, count in sorted(counts.items()):
-            operators.add_metric([presence], count)
+            reason = operator.pause_reason or ""
+            key = (operator.presence.value, reason if reason in reasons else "")
+            counts[key] = counts.get(key, 0) + 1
+        for labels, count in sorted(counts.items()):
+            operators.add_metric(list(labels), count)
         yield operators
 
         relayed = CounterMetricFamily("omni_messages_relayed", "Chat messages stored and delivered")

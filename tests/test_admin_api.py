@@ -279,6 +279,12 @@ async def test_parameters_are_a_singleton(http: httpx.AsyncClient) -> None:
             "types": ["image/png", "image/jpeg", "application/pdf"],
             "folder": "attachments",
         },
+        "pause_reasons": [
+            {"id": "lunch", "label": "Lunch"},
+            {"id": "break", "label": "Break"},
+            {"id": "training", "label": "Training"},
+            {"id": "other", "label": "Other"},
+        ],
     }
     got = await http.get("/api/v1/parameters")
     assert got.status_code == 200 and got.json() == defaults
@@ -1075,6 +1081,7 @@ async def test_updating_an_operator_without_a_token_keeps_it(
             "name": "Bruno B.",
             "capacity": 2,
             "status": "paused",
+            "reason": None,
         }
         assert [g["id"] for g in welcome["groups"]] == [1, 2]
     # A new token replaces the old one.
@@ -1311,8 +1318,13 @@ async def test_list_conversations_with_filters(world: World, http: httpx.AsyncCl
         "last_seq",
         "waited",
     }
-    # The protocol's one summary shape: the history's last seq, and no wait outside an offer.
-    assert closed["last_seq"] > 3 and closed["waited"] is None
+    # The protocol's one summary shape: the history's last seq, and the wait until answered.
+    assert closed["last_seq"] > 3
+    answered_at, created_at = (
+        datetime.fromisoformat(closed[k].replace("Z", "+00:00"))
+        for k in ("answered_at", "created_at")
+    )
+    assert closed["waited"] == round((answered_at - created_at).total_seconds(), 3)
     ooh = by_id[ids["out_of_hours"]]
     assert ooh["status"] == "out_of_hours" and ooh["group_id"] is None
     assert ooh["answered_at"] is None and ooh["operator_id"] is None
@@ -1388,7 +1400,9 @@ async def test_report_over_http(world: World) -> None:
         r = await boss.get("/api/v1/reports")
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     body = r.json()
-    assert set(body) == {"start", "end", "threshold_seconds", "total", "services", "groups"}
+    assert set(body) == {
+        "start", "end", "threshold_seconds", "total", "services", "groups", "operators",
+    }  # fmt: skip
     start_at = datetime.fromisoformat(body["start"].replace("Z", "+00:00"))
     end_at = datetime.fromisoformat(body["end"].replace("Z", "+00:00"))
     assert end_at - start_at == timedelta(days=1) and body["threshold_seconds"] == 20

@@ -133,8 +133,12 @@ async def test_metrics_and_health_over_http(server: RunningServer) -> None:
             pass  # the greeting Alice sent comes first
         await alice.send("message", conversation_id=cid, client_id="a1", text="Hello")
         await vera.until("message")
-        await alice.send("status", status="paused")
-        await alice.until("status")
+        await alice.send("status", status="paused", reason="lunch")
+        assert await alice.until("status") == {
+            "type": "status",
+            "status": "paused",
+            "reason": "lunch",
+        }
         await start(will, name="Will")
         await will.expect("queued")
         health = (await http.get("/healthz")).json()
@@ -151,7 +155,11 @@ async def test_metrics_and_health_over_http(server: RunningServer) -> None:
     assert samples[("omni_conversations", (("state", "active"),))] == 1
     assert samples[("omni_conversations", (("state", "queued"),))] == 1
     assert samples[("omni_queue_length", (("group", "1"),))] == 1
-    assert samples[("omni_operators", (("presence", "paused"),))] == 1
-    assert samples[("omni_operators", (("presence", "offline"),))] == 2
+    # Paused operators by pause reason: every configured one has a series, '' is "none given".
+    assert samples[("omni_operators", (("presence", "paused"), ("reason", "lunch")))] == 1
+    assert samples[("omni_operators", (("presence", "paused"), ("reason", "break")))] == 0
+    assert samples[("omni_operators", (("presence", "paused"), ("reason", "")))] == 0
+    assert samples[("omni_operators", (("presence", "offline"), ("reason", "")))] == 2
+    assert samples[("omni_operators", (("presence", "available"), ("reason", "")))] == 0
     # The greeting, Vera's message and Alice's reply.
     assert samples[("omni_messages_relayed_total", ())] == 3

@@ -608,6 +608,9 @@ async def test_the_out_of_hours_folder(
                 ids.append(started["conversation_id"])
             await trio.sleep(1)
         olga, _fritz, pia, quinn = ids
+        # Each one in Alice's scope was pushed to her as it arrived (tests/test_console.py).
+        for conversation_id in (olga, pia, quinn):
+            assert (await alice.expect("folder_changed"))["added"]["id"] == conversation_id
 
         await alice.send("folder", name="out_of_hours")
         page = await alice.expect("folder")
@@ -625,6 +628,7 @@ async def test_the_out_of_hours_folder(
         # Resumed, it leaves the folder.
         await alice.send("resume", conversation_id=pia)
         await alice.until("assigned")
+        assert (await alice.expect("folder_changed"))["removed"] == pia
         await alice.send("folder", name="out_of_hours")
         assert [c["id"] for c in (await alice.expect("folder"))["conversations"]] == [quinn, olga]
 

@@ -180,6 +180,10 @@ class ConversationHost(Protocol):
         """The group's current estimate for a visitor with ``ahead`` places to move."""
         ...
 
+    def folder_changed(self, summary: p.ConversationSummary, entered: bool) -> None:
+        """The conversation entered the out-of-hours folder, or left it (F4)."""
+        ...
+
 
 def check_last_seq(conv: Conversation, last_seq: int) -> None:
     if not 0 <= last_seq <= conv.last_seq:
@@ -372,6 +376,7 @@ class ConversationActor(Actor[ConversationMessage]):
                 write.survey_skipped = effect.answers is None
         if write.events or write.conversation is not None:
             await self._host.store.write(write)
+        was = self._entry.status
         self._entry.status = conv.status
         self._entry.group_id = conv.group_id
         if write.conversation is not None:
@@ -384,6 +389,12 @@ class ConversationActor(Actor[ConversationMessage]):
             pending = self._effect_handlers[type(effect)](self, effect)
             if pending is not None:
                 await pending
+        # The folder of out-of-hours conversations (F4) follows the stored status: a new one
+        # enters it with its `out_of_hours` notice, and it leaves it however its status changes.
+        if any(isinstance(e, Emit) and isinstance(e.frame, p.OutOfHours) for e in effects):
+            self._host.folder_changed(conv.summary(), entered=True)
+        elif was is Status.OUT_OF_HOURS and conv.status is not Status.OUT_OF_HOURS:
+            self._host.folder_changed(conv.summary(), entered=False)
         if conv.status in domain.TERMINAL_STATUSES:
             self._host.forget(conv.id)
             self.stop()

@@ -57,7 +57,7 @@ from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, Rejected, Status
 from omni.domain.estimate import WaitEstimator
 from omni.domain.model import Directory, Operator, Role, Service, User, hash_token
-from omni.domain.reports import DEFAULT_THRESHOLD
+from omni.domain.reports import DEFAULT_THRESHOLD, PauseLog
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.identity import IdentityError, verify_identity
@@ -142,7 +142,10 @@ class Hub:
         self.conversations: dict[str, ConversationEntry] = {}
         self.queue_lengths: dict[int, int] = {}
         self.metrics = counters if counters is not None else Counters()
-        self.remembered_presence: dict[int, Presence] = {}
+        #: Presence (and pause reason) an operator had when their connection dropped.
+        self.remembered_presence: dict[int, tuple[Presence, str | None]] = {}
+        #: The operators' pauses, for the reports (in memory: docs/decisions.md, issue 14).
+        self.pauses = PauseLog()
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
         #: Each group's wait estimate, fed here with its answers and read by its queue actor
         #: when it reports positions: like the roster, a plain object touched only
@@ -156,10 +159,6 @@ class Hub:
         self.today = Today(
             ZoneInfo(settings.timezone), settings.service_level_threshold, clock.now()
         )
-        #: Why each paused operator paused, where known. Nothing sets it yet: pause reasons
-        #: come with the console's ``status {status, reason}`` (another branch), which fills
-        #: this and calls ``self.board.changed()``; the board shows it as ``pause_reason``.
-        self.pause_reasons: dict[int, str] = {}
         #: The supervisors' live view, and the API token each watcher signed in with.
         self.board = BoardPublisher(self.make_board, clock)
         #: Who watches the live view, by connection: ("token", API token id, 0) or ("user", user
@@ -355,6 +354,21 @@ class Hub:
         except ActorStopped:
             return Delivery.GONE
         return Delivery.SENT
+
+    def folder_changed(self, summary: p.ConversationSummary, entered: bool) -> None:
+        """An out-of-hours conversation entered the folder, or left it (resumed, closed):
+        every signed-in operator whose scope holds it is told, so consoles need not poll."""
+        change = (
+            p.FolderChanged("out_of_hours", added=summary)
+            if entered
+            else p.FolderChanged("out_of_hours", removed=summary.id)
+        )
+        frame = p.encode(change)
+        for operator_id, session in sorted(self.sessions.items()):
+            if self.directory.operator_may_see(
+                operator_id, summary.service_id, summary.operator_id
+            ):
+                session.deliver(frame)
 
     def queue_changed(self, group_id: int, waiting: int) -> None:
         self.queue_lengths[group_id] = waiting
@@ -698,8 +712,19 @@ class Hub:
             waiting,
             [o for o in directory.operators.values() if o.active],
             self.roster,
-            self.pause_reasons,
+            self._pause_labels(),
         )
+
+    def _pause_labels(self) -> dict[int, str]:
+        """Why each paused operator paused, as the configured reason's label (its id if the
+        reason has left the list since)."""
+        parameters = self.directory.parameters
+        labels = {}
+        for state in self.roster:
+            if state.pause_reason is not None:
+                reason = parameters.pause_reason(state.pause_reason)
+                labels[state.id] = reason.label if reason else state.pause_reason
+        return labels
 
     async def supervise(
         self,

@@ -26,6 +26,7 @@ from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.conversation import Rejected
 from omni.domain.model import Directory, Operator
+from omni.domain.reports import PauseLog
 from omni.domain.routing import Presence, Roster
 from omni.store import ConversationQuery, Store, page_cursor, parse_cursor
 
@@ -53,8 +54,14 @@ class OperatorHost(Protocol):
 
     #: The signed-in operators' sessions, by operator id.
     sessions: dict[int, OperatorSession]
-    #: Presence an operator had when their connection dropped, restored if they come back.
-    remembered_presence: dict[int, Presence]
+    #: Presence (and pause reason) an operator had when their connection dropped, restored
+    #: if they come back.
+    remembered_presence: dict[int, tuple[Presence, str | None]]
+
+    @property
+    def pauses(self) -> PauseLog:
+        """The operators' pauses, for the reports."""
+        ...
 
     def running(self, conversation_id: str) -> ConversationEntry | None:
         """The conversation's actor, if it has one now."""
@@ -119,14 +126,9 @@ class OperatorSession:
         state = host.roster.configure(op.id, op.name, op.groups, op.capacity)
         if not takeover:
             returning = bool(state.load)
-            presence = (
-                host.remembered_presence.pop(op.id, Presence.PAUSED)
-                if returning
-                else Presence.PAUSED
-            )
-            host.remembered_presence.pop(op.id, None)
-            host.roster.set_presence(op.id, presence, host.clock.monotonic())
-            host.presence_changed(op.id)
+            fresh: tuple[Presence, str | None] = (Presence.PAUSED, None)
+            remembered = host.remembered_presence.pop(op.id, fresh)
+            self._set_presence(*(remembered if returning else fresh))
             for conversation_id in sorted(state.load):
                 entry = host.running(conversation_id)
                 if entry is not None:
@@ -141,11 +143,14 @@ class OperatorSession:
                 summaries.append(summary)
         directory = host.directory
         welcome = p.Welcome(
-            operator=p.OperatorInfo(op.id, op.name, op.capacity, state.presence.value),
+            operator=p.OperatorInfo(
+                op.id, op.name, op.capacity, state.presence.value, state.pause_reason
+            ),
             groups=tuple(
                 p.GroupRef(g, directory.groups[g].name) for g in op.groups if g in directory.groups
             ),
             conversations=tuple(summaries),
+            pause_reasons=directory.parameters.pause_reasons,
         )
         self.peer.deliver(p.encode(welcome))
         host.poke_groups(op.id)
@@ -157,9 +162,8 @@ class OperatorSession:
             return
         del host.sessions[self.id]
         state = host.roster.get(self.id)
-        host.remembered_presence[self.id] = state.presence
-        host.roster.set_presence(self.id, Presence.OFFLINE, host.clock.monotonic())
-        host.presence_changed(self.id)
+        host.remembered_presence[self.id] = (state.presence, state.pause_reason)
+        self._set_presence(Presence.OFFLINE)
         for conversation_id in sorted(state.load):
             entry = host.running(conversation_id)
             if entry is not None:
@@ -167,11 +171,26 @@ class OperatorSession:
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def set_status(self, status: Literal["available", "paused"]) -> None:
+    def _set_presence(self, presence: Presence, reason: str | None = None) -> None:
+        """The operator's presence in the roster (routing, metrics) and the pause log
+        (reports)."""
+        host = self.host
+        host.roster.set_presence(self.id, presence, host.clock.monotonic(), reason)
+        host.pauses.presence(self.id, presence is Presence.PAUSED, reason, host.clock.now())
+        host.presence_changed(self.id)
+
+    async def set_status(
+        self, status: Literal["available", "paused"], reason: str | None = None
+    ) -> None:
+        """``paused`` may give one of the configured pause reasons (by id)."""
         presence = Presence(status)
-        self.host.roster.set_presence(self.id, presence, self.host.clock.monotonic())
-        self.host.presence_changed(self.id)
-        self.peer.deliver(p.encode(p.StatusSet(status)))
+        if reason is not None:
+            if presence is not Presence.PAUSED:
+                raise Rejected("invalid_frame", "a reason goes only with status paused")
+            if self.host.directory.parameters.pause_reason(reason) is None:
+                raise Rejected("unknown_pause_reason", f"there is no pause reason {reason!r}")
+        self._set_presence(presence, reason)
+        self.peer.deliver(p.encode(p.StatusSet(status, reason)))
         if presence is Presence.AVAILABLE:
             self.host.poke_groups(self.id)
 
@@ -208,6 +227,36 @@ class OperatorSession:
         await self._send(
             conversation_id, domain.TransferToOperator(self.id, target.id, target.name)
         )
+
+    async def targets(self, conversation_id: str) -> None:
+        """What a ``transfer`` of the held conversation would accept now: the groups linked to
+        its service (its current group too: a transfer there requeues it), and the signed-in
+        operators other than this one who have free capacity (paused ones too, as a transfer
+        to an operator accepts them)."""
+        entry = await self.host.entry(conversation_id)
+        summary = await entry.ref.ask(Summary(), timeout=self.host.ask_timeout)
+        if summary.operator_id != self.id:
+            raise Rejected("not_your_conversation", f"conversation {conversation_id} is not yours")
+        if summary.status is not domain.Status.ACTIVE:
+            raise Rejected(
+                "invalid_state", f"conversation {conversation_id} is {summary.status.value}"
+            )
+        host = self.host
+        directory = host.directory
+        service = directory.services.get(summary.service_id)
+        links = [link.group for link in service.links] if service else []
+        groups = tuple(
+            p.GroupRef(g, directory.groups[g].name) for g in links if g in directory.groups
+        )
+        operators = []
+        for operator_id in sorted(host.sessions):
+            operator = directory.operators.get(operator_id)
+            if operator_id == self.id or operator is None or not operator.active:
+                continue
+            free = host.roster.get(operator_id).free
+            if free > 0:
+                operators.append(p.TargetOperator(operator_id, operator.name, free))
+        self.peer.deliver(p.encode(p.Targets(conversation_id, groups, tuple(operators))))
 
     async def resume(self, conversation_id: str, *, scoped: bool = True) -> None:
         """Take an out-of-hours conversation by an active contact (F4). Should it have to be

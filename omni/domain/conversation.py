@@ -75,7 +75,10 @@ class Conversation:
     turn: Party | None = None
 
     def summary(self, *, waited: float | None = None) -> p.ConversationSummary:
-        """The conversation as the protocol and the API show it."""
+        """The conversation as the protocol and the API show it. ``waited``: in an offer, the
+        wait so far; otherwise, once answered, the wait from arrival to the first answer."""
+        if waited is None and self.answered_at is not None:
+            waited = round(max((self.answered_at - self.created_at).total_seconds(), 0.0), 3)
         return p.ConversationSummary(
             id=self.id,
             ticket=self.ticket,

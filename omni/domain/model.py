@@ -337,14 +337,48 @@ class Attachments(_Entity, frozen=True):
     folder: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] = "attachments"
 
 
+class PauseReason(_Entity, frozen=True):
+    """Why an operator is paused (issue 14): the console offers the configured list, metrics
+    and reports count paused operators by its ``id``."""
+
+    id: Key
+    label: Name
+
+
+#: Pause reasons an installation starts with; an administrator edits the list (parameters).
+DEFAULT_PAUSE_REASONS: tuple[PauseReason, ...] = (
+    PauseReason(id="lunch", label="Lunch"),
+    PauseReason(id="break", label="Break"),
+    PauseReason(id="training", label="Training"),
+    PauseReason(id="other", label="Other"),
+)
+
+#: At most this many pause reasons: each is a label value of a Prometheus series.
+MAX_PAUSE_REASONS = 20
+
+
 class Parameters(_Entity, frozen=True):
-    """Installation-wide settings: the widget's look (F6) and identification policy (F7)."""
+    """Installation-wide settings: the widget's look (F6), identification policy (F7) and the
+    operators' pause reasons."""
 
     palette: Palette = msgspec.field(default_factory=Palette)
     logo: ImageRef = ""
     #: Every identification field is required, whatever each service says (F7).
     all_fields_required: bool = False
     attachments: Attachments = msgspec.field(default_factory=Attachments)
+    #: The reasons an operator may give for a pause, in the order the console shows them;
+    #: none: pauses carry no reason.
+    pause_reasons: Annotated[
+        tuple[PauseReason, ...], msgspec.Meta(max_length=MAX_PAUSE_REASONS)
+    ] = DEFAULT_PAUSE_REASONS
+
+    def __post_init__(self) -> None:
+        twice = _repeated([reason.id for reason in self.pause_reasons])
+        if twice is not None:
+            raise ValueError(f"pause_reasons: id {twice!r} is used twice")
+
+    def pause_reason(self, reason_id: str) -> PauseReason | None:
+        return next((r for r in self.pause_reasons if r.id == reason_id), None)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Rules of this module:
   outbound frames are encoded once (:func:`encode`) and the same text goes to every recipient
   and, for history, into the store.
 * A conversation is described on the wire in one shape, :class:`ConversationSummary`: in
-  ``welcome``, ``offer``, ``assigned``, ``folder`` and the admin API alike.
+  ``welcome``, ``offer``, ``assigned``, ``folder``, ``folder_changed`` and the admin API alike.
 * Times are ``datetime`` objects (UTC) until msgspec encodes them as ISO 8601 with ``Z``: the one
   formatter of the protocol.
 * Anything that does not fit becomes a :class:`Rejected` with one of the stable codes of
@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from omni.domain.model import Avatar, QuestionKind, SurveyQuestion
+from omni.domain.model import Avatar, PauseReason, QuestionKind, SurveyQuestion
 
 #: The protocol's version; docs/protocol.md describes it.
 VERSION = 1
@@ -68,6 +68,7 @@ ERROR_CODES: dict[str, str] = {
     "(supervisor) not a supervisor's or an administrator's",
     "unknown_conversation": "no open conversation has this id",
     "not_your_conversation": "the conversation is held by another operator",
+    "unknown_pause_reason": "`status paused` with a `reason` that is not a configured one",
     "unknown_folder": "`folder` with a name the console does not have (out_of_hours)",
     "invalid_cursor": "`folder` with a cursor the server did not give",
     "not_offered": "`accept` for a conversation not offered to this operator (or no longer)",
@@ -211,7 +212,8 @@ class ConversationSummary(msgspec.Struct, frozen=True):
     answered_at: datetime | None = None
     ended_at: datetime | None = None
     ended_by: EndedBy | None = None
-    #: In an offer: seconds the visitor has waited so far; null elsewhere.
+    #: Seconds the visitor waited for an operator: in an offer, so far; once an operator took
+    #: it, from arrival to that first answer; null while not answered (outside offers).
     waited: float | None = None
 
 
@@ -292,6 +294,9 @@ class Login(_Inbound, frozen=True, tag="login"):
 
 class SetStatus(_Inbound, frozen=True, tag="status"):
     status: Literal["available", "paused"]
+    #: With ``paused``: the id of one of the configured pause reasons (``welcome``'s
+    #: ``pause_reasons``); null: unspecified. Not allowed with ``available``.
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
 class Accept(_Inbound, frozen=True, tag="accept"):
@@ -327,6 +332,12 @@ class OperatorResume(_Inbound, frozen=True, tag="resume"):
     conversation_id: ConversationId
 
 
+class AskTargets(_Inbound, frozen=True, tag="targets"):
+    """Where the held conversation could be transferred to right now."""
+
+    conversation_id: ConversationId
+
+
 class OpenFolder(_Inbound, frozen=True, tag="folder"):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     cursor: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
@@ -343,6 +354,7 @@ OperatorFrame = (
     | OperatorEnd
     | OperatorResume
     | OpenFolder
+    | AskTargets
     | Ping
 )
 
@@ -483,6 +495,8 @@ class OperatorInfo(msgspec.Struct, frozen=True):
     name: str
     capacity: int
     status: Literal["available", "paused", "offline"]
+    #: The pause reason's id while ``paused`` with one; null otherwise.
+    reason: str | None = None
 
 
 class Welcome(_Outbound, frozen=True, tag="welcome"):
@@ -490,10 +504,39 @@ class Welcome(_Outbound, frozen=True, tag="welcome"):
     groups: tuple[GroupRef, ...]
     #: The active conversations this operator holds, by id.
     conversations: tuple[ConversationSummary, ...]
+    #: The reasons a pause may give (``status {status: "paused", reason}``), in display order.
+    pause_reasons: tuple[PauseReason, ...] = ()
 
 
 class StatusSet(_Outbound, frozen=True, tag="status"):
     status: Literal["available", "paused"]
+    #: The pause reason's id; null when available or paused without one.
+    reason: str | None = None
+
+
+class TargetOperator(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    #: Conversations they could take now (capacity less what they hold or are offered).
+    free: int
+
+
+class Targets(_Outbound, frozen=True, tag="targets"):
+    """Answer to ``targets``: what a ``transfer`` of the conversation would accept now."""
+
+    conversation_id: str
+    #: The groups linked to the conversation's service, in the service's order.
+    groups: tuple[GroupRef, ...]
+    #: Signed-in operators other than the asker with free capacity, by id.
+    operators: tuple[TargetOperator, ...]
+
+
+class FolderChanged(_Outbound, frozen=True, tag="folder_changed", omit_defaults=True):
+    """A folder gained a conversation (``added``) or lost one (``removed``, its id)."""
+
+    name: str
+    added: ConversationSummary | None = None
+    removed: str | None = None
 
 
 class Offer(_Outbound, frozen=True, tag="offer"):
@@ -603,6 +646,8 @@ ToOperator = (
     | Offer
     | OfferWithdrawn
     | Folder
+    | FolderChanged
+    | Targets
 )
 
 ToSupervisor = SupervisorWelcome | Board | Done | Error | Pong

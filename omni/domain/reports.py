@@ -12,13 +12,18 @@ Rules: a report counts the conversations *created* in its period, per service an
   (answered + abandoned), None if neither; conversations still waiting count in neither;
 * asa — average speed of answer: mean seconds from arrival to first answer;
 * aht — average handle time: mean seconds from first answer to the end, over ended ones.
+
+Paused time per operator and pause reason (:class:`PauseLog`, :func:`paused_time`) counts the
+seconds of each pause that fall inside the period, open pauses up to "now". Pauses are kept in
+memory by the server that saw them (docs/decisions.md, issue 14): a restart forgets them.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from omni.domain.conversation import Conversation, Status
@@ -131,3 +136,62 @@ def report(conversations: Iterable[Conversation], threshold: float) -> Report:
         groups={k: v.figures() for k, v in sorted(groups.items())},
         total=total.figures(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """One pause of an operator: from ``start`` until ``end`` (None: still paused)."""
+
+    operator_id: int
+    reason: str | None
+    start: datetime
+    end: datetime | None = None
+
+
+class PauseLog:
+    """The operators' pauses, for the reports: the open ones, and the finished ones of the
+    last ``keep`` (at most ``limit`` of them, oldest dropped first). A pause ends when the
+    operator becomes available or goes offline, or gives another reason."""
+
+    def __init__(self, keep: timedelta = timedelta(days=31), limit: int = 100_000) -> None:
+        self.keep = keep
+        self._open: dict[int, Pause] = {}
+        self._closed: deque[Pause] = deque(maxlen=limit)
+
+    def presence(self, operator_id: int, paused: bool, reason: str | None, at: datetime) -> None:
+        """The operator's presence changed at ``at``: paused (with ``reason``), or not."""
+        current = self._open.get(operator_id)
+        if current is not None:
+            if paused and current.reason == reason:
+                return  # the same pause goes on
+            del self._open[operator_id]
+            self._closed.append(Pause(operator_id, current.reason, current.start, at))
+            while (
+                self._closed
+                and self._closed[0].end is not None
+                and (self._closed[0].end < at - self.keep)
+            ):
+                self._closed.popleft()
+        if paused:
+            self._open[operator_id] = Pause(operator_id, reason, at)
+
+    def pauses(self) -> list[Pause]:
+        return [*self._closed, *self._open.values()]
+
+
+def paused_time(
+    pauses: Iterable[Pause], start: datetime, end: datetime, now: datetime
+) -> dict[int, dict[str | None, float]]:
+    """Seconds each operator was paused within ``[start, end)``, by pause reason (None:
+    unspecified); a pause still open counts up to ``now``. Operators with none are left out."""
+    found: dict[int, dict[str | None, float]] = {}
+    for pause in pauses:
+        until = min(pause.end if pause.end is not None else now, end)
+        seconds = (until - max(pause.start, start)).total_seconds()
+        if seconds > 0:
+            reasons = found.setdefault(pause.operator_id, {})
+            reasons[pause.reason] = reasons.get(pause.reason, 0.0) + seconds
+    return {
+        operator_id: {reason: round(s, 3) for reason, s in reasons.items()}
+        for operator_id, reasons in sorted(found.items())
+    }

@@ -36,6 +36,8 @@ class OperatorState:
     groups: frozenset[int]
     capacity: int
     presence: Presence = Presence.OFFLINE
+    #: Why they are paused (a configured pause reason's id); None when not paused or unsaid.
+    pause_reason: str | None = None
     #: Monotonic time (seconds) since which the operator has been waiting for work.
     idle_since: float = 0.0
     load: set[str] = field(default_factory=set)
@@ -79,11 +81,15 @@ class Roster:
             state.name, state.groups, state.capacity = name, frozenset(groups), capacity
         return state
 
-    def set_presence(self, operator_id: int, presence: Presence, now: float) -> None:
+    def set_presence(
+        self, operator_id: int, presence: Presence, now: float, reason: str | None = None
+    ) -> None:
+        """Set the operator's presence; ``reason`` counts only with ``paused``."""
         state = self._operators[operator_id]
         if presence is Presence.AVAILABLE and state.presence is not Presence.AVAILABLE:
             state.idle_since = now
         state.presence = presence
+        state.pause_reason = reason if presence is Presence.PAUSED else None
 
     def pick(self, group_id: int) -> OperatorState | None:
         """The operator who should get the next conversation of ``group_id``, if any."""

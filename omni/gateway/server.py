@@ -593,7 +593,7 @@ class _OperatorConnection:
         self.peer = peer
         self.session: OperatorSession | None = None
         self._handlers: dict[type, Callable[[OperatorSession, Any], Awaitable[None]]] = {
-            p.SetStatus: lambda s, f: s.set_status(f.status),
+            p.SetStatus: lambda s, f: s.set_status(f.status, f.reason),
             p.Accept: lambda s, f: s.accept(f.conversation_id),
             p.OperatorMessage: lambda s, f: s.message(f.conversation_id, f.client_id, f.text),
             p.OperatorTyping: lambda s, f: s.typing(f.conversation_id),
@@ -602,6 +602,7 @@ class _OperatorConnection:
             p.Sync: lambda s, f: s.sync(f.conversation_id, f.last_seq),
             p.OperatorResume: lambda s, f: s.resume(f.conversation_id),
             p.OpenFolder: lambda s, f: s.folder(f.name, f.cursor),
+            p.AskTargets: lambda s, f: s.targets(f.conversation_id),
         }
 
     @property
