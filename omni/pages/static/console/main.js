@@ -60,7 +60,6 @@ view.actions = {
   },
   tab(key) {
     dispatch({ action: "tab", tab: key });
-    if (key === "folder" && !state.folder.loaded) connection.send({ type: "folder", name: "out_of_hours" });
   },
   folderMore() {
     if (state.folder.next) connection.send({ type: "folder", name: "out_of_hours", cursor: state.folder.next });
@@ -135,6 +134,11 @@ function connect() {
         return;
       }
       if (frame.type === "typing") return dispatch({ ...frame, now: Date.now() });
+      if (frame.type === "welcome") {
+        dispatch(frame);
+        connection.send({ type: "folder", name: "out_of_hours" }); // then kept live by folder_changed
+        return;
+      }
       if (frame.type === "error" && ["invalid_login", "session_ended", "session_replaced", "operator_deactivated", "credentials_changed"].includes(frame.code)) {
         end(frame.code === "session_replaced" ? null : { code: "session_over" });
         return;

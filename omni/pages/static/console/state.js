@@ -65,6 +65,8 @@ export function reduce(state, event) {
         conversations,
         order,
         selected: state.selected ?? order[0] ?? null,
+        // The folder is asked for again after each welcome: its pushes are not replayed.
+        folder: { items: [], next: null, loaded: false },
         error: null,
       };
     }

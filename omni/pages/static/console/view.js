@@ -131,6 +131,8 @@ export class ConsoleView {
       this.reasonSelect.value = me.reason || "";
     }
     this.updateOffers(state);
+    const waiting = state.folder.items.length;
+    fill(this.tabs.folder, t.folder, waiting ? h("span", { class: "c-count" }, ` (${waiting}${state.folder.next ? "+" : ""})`) : null);
     for (const key of Object.keys(this.tabs)) {
       const selected = state.tab === key;
       this.tabs[key].setAttribute("aria-selected", String(selected));
