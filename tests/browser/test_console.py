@@ -129,6 +129,7 @@ async def test_an_operator_signs_in_takes_a_conversation_chats_and_ends_it(
         await vera.press("#omni-compose", "Enter")
         await alice.wait_for("text=Where is my order?")
         await alice.type("On its way 🚚")
+        await vera.wait_for("text=Alice is typing…")  # the console's typing reaches the visitor
         await alice.keyboard("Enter")
         await vera.wait_for("text=On its way 🚚")
         await alice.wait_for_function(
@@ -318,18 +319,21 @@ async def test_the_out_of_hours_folder_and_contacting_the_visitor(browser: Brows
     # The closed service is served by Carla's group (its schedule keeps it closed).
     config = with_service(make_config(), 26, lambda body: body.update(links=[{"group": 1}]))
     async with omni(config) as srv:
-        olga = await visitor(browser, srv, "Olga", service=26)  # closed: out of hours
+        carla = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(carla, srv, "carla")
+        await carla.click("#c-tab-folder")
+        await carla.wait_for("text=No conversation waits out of hours.")
+        # A visitor arrives while the service is closed: the folder shows her at once (pushed).
+        olga = await visitor(browser, srv, "Olga", service=26)
         await olga.wait_for("text=We are closed.")
         await olga.fill("#omni-compose", "Call me back please")
         await olga.press("#omni-compose", "Enter")
         await olga.wait_for_function(
             "document.querySelector('.omni-mine[data-status=sent]') !== null"
         )
-        carla = await browser.new_page(viewport=DESK, locale="en-US")
-        await sign_in(carla, srv, "carla")
-        await carla.click("#c-tab-folder")
         await carla.wait_for(".c-folder-item")
         assert "Olga" in await carla.text(".c-folder-item")
+        assert await carla.text("#c-tab-folder") == "Out of hours (1)"
         await carla.screenshot("folder")
         await no_serious_violations(carla, "folder")
         await carla.click(".c-folder-item .c-resume")
@@ -460,3 +464,38 @@ async def test_two_consoles_and_the_supervisors_live_view(browser: Browser) -> N
         await sam.wait_for_function(
             "document.querySelector(\"tr[data-group='1']\").textContent.includes('100%')"
         )
+
+
+async def test_signing_in_is_throttled(browser: Browser) -> None:
+    async with omni(limits={"failures_before_wait": 2, "failure_wait": 60}) as srv:
+        page = await browser.new_page(viewport=DESK, locale="en-US")
+        await page.goto(f"{srv.http_url}/console")
+        for _ in range(3):  # two failures are free; the third starts a wait
+            await page.fill("#c-username", "alice")
+            await page.fill("#c-password", "a wrong password again")
+            await page.press("#c-password", "Enter")
+            await page.wait_for("text=Wrong user name or password.")
+            await page.evaluate("document.querySelector('.c-error').textContent = ''")
+        await page.fill("#c-password", PASSWORDS["alice"])  # right, but too soon
+        await page.press("#c-password", "Enter")
+        await page.wait_for("text=/Too many attempts. Try again in \\d+ s\\./")
+        assert await page.evaluate("document.getElementById('c-status')") is None
+        await page.screenshot("throttled")
+        await no_serious_violations(page, "throttled")
+
+
+async def test_a_pause_reason_shows_on_the_live_view(browser: Browser) -> None:
+    async with omni() as srv:
+        sam = await browser.new_page(viewport=DESK, locale="pt-BR")
+        await sam.goto(f"{srv.http_url}/supervisor")
+        await sam.fill("#c-username", "sam")
+        await sam.fill("#c-password", PASSWORDS["sam"])
+        await sam.press("#c-password", "Enter")
+        await sam.wait_for("tr[data-operator='3']")
+        carla = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(carla, srv, "carla")
+        await carla.run(lambda p: p.select_option("#c-reason", "lunch"))
+        await carla.wait_for_function("document.getElementById('c-reason').value === 'lunch'")
+        await sam.wait_for("text=Em pausa: Lunch")
+        await sam.screenshot("paused-for-lunch")
+        await no_serious_violations(sam, "live view in Portuguese")
