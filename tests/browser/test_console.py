@@ -499,3 +499,44 @@ async def test_a_pause_reason_shows_on_the_live_view(browser: Browser) -> None:
         await sam.wait_for("text=Em pausa: Lunch")
         await sam.screenshot("paused-for-lunch")
         await no_serious_violations(sam, "live view in Portuguese")
+
+
+async def test_the_operator_changes_their_password_and_keeps_working(browser: Browser) -> None:
+    async with omni() as srv:
+        alice = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(alice, srv, "alice")
+        async with httpx.AsyncClient(base_url=srv.http_url) as http:  # another session of hers
+            reply = await http.post(
+                "/api/v1/session", json={"username": "alice", "password": PASSWORDS["alice"]}
+            )
+            other = {"Authorization": f"Bearer {reply.json()['token']}"}
+            assert (await http.get("/api/v1/session", headers=other)).status_code == 200
+        await be_available(alice)
+        vera = await visitor(browser, srv, "Vera")
+        await alice.click(".c-accept")
+        await alice.wait_for("text=Hi Vera, Alice here.")
+        await alice.click("button.c-password")
+        await alice.fill("#c-old-password", "not it at all, sorry")
+        await alice.fill("#c-new-password", "a brand new passphrase 2")
+        await alice.fill("#c-repeat-password", "a brand new passphrase 2")
+        await alice.press("#c-repeat-password", "Enter")
+        await alice.wait_for("text=The current password is wrong.")
+        await no_serious_violations(alice, "password dialog")
+        await alice.fill("#c-old-password", PASSWORDS["alice"])
+        await alice.press("#c-repeat-password", "Enter")
+        await alice.wait_for_function("document.querySelector('.c-password-box') === null")
+        # This console goes on with a new session, the conversation still there, once; the
+        # other session ended.
+        async with httpx.AsyncClient(base_url=srv.http_url) as http:
+            assert (await http.get("/api/v1/session", headers=other)).status_code == 401
+        await vera.fill("#omni-compose", "still there?")
+        await vera.press("#omni-compose", "Enter")
+        await alice.wait_for("text=still there?")
+        assert await messages(alice) == ["Hi Vera, Alice here.", "still there?"]
+        notices = await alice.evaluate(
+            "[...document.querySelectorAll('.c-notice')].map(e => e.textContent)"
+        )
+        assert notices == ["Alice took the conversation."]
+        await alice.fill("#c-compose", "yes")
+        await alice.press("#c-compose", "Enter")
+        await vera.wait_for("text=yes")

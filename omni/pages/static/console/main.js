@@ -21,6 +21,7 @@ document.title = t.title;
 let state = initial();
 let connection = null;
 let session = loadSession(KEY);
+let changingPassword = false;
 const view = new ConsoleView(root, t, lang, {});
 
 const dispatch = (event) => {
@@ -45,6 +46,30 @@ view.actions = {
     const token = session && session.token;
     end();
     await signOut(token);
+  },
+  /** The owner's password change: null when done (the console signs in again with the
+   * new session the server answers with), else what to tell them. */
+  async changePassword(oldPassword, newPassword) {
+    changingPassword = true; // every session ends, this console's too: not a sign-out
+    try {
+      const reply = await fetch("/api/v1/session/password", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${session.token}` },
+        body: JSON.stringify({ old_password: oldPassword, new_password: newPassword }),
+      }).catch(() => null);
+      if (!reply) return t.error;
+      if (reply.status === 401) return t.old_password_wrong;
+      if (reply.status === 429) return t.too_many_attempts(Number(reply.headers.get("Retry-After")) || 1);
+      if (!reply.ok) return (await reply.json().catch(() => ({}))).detail || t.error;
+      const body = await reply.json();
+      session = { token: body.token, expires_at: body.expires_at, user: body.user };
+      saveSession(KEY, session);
+      if (connection) connection.close();
+      connect(true);
+      return null;
+    } finally {
+      changingPassword = false;
+    }
   },
   status(status, reason) {
     const frame = { type: "status", status };
@@ -120,9 +145,13 @@ function failed(error) {
   view.render(state);
 }
 
-function connect() {
-  state = { ...initial(), phase: "connecting" };
-  view.render(state);
+function connect(again = false) {
+  // Signing in again (a new session) keeps what the page shows; the server's welcome and
+  // sync bring the rest.
+  if (!again) {
+    state = { ...initial(), phase: "connecting" };
+    view.render(state);
+  }
   loadServices();
   connection = new OperatorConnection({
     url: `${wsUrl}/ws/operator`,
@@ -139,6 +168,7 @@ function connect() {
         connection.send({ type: "folder", name: "out_of_hours" }); // then kept live by folder_changed
         return;
       }
+      if (frame.type === "error" && frame.code === "session_ended" && changingPassword) return; // a new session follows
       if (frame.type === "error" && ["invalid_login", "session_ended", "session_replaced", "operator_deactivated", "credentials_changed"].includes(frame.code)) {
         end(frame.code === "session_replaced" ? null : { code: "session_over" });
         return;

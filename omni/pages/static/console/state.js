@@ -99,7 +99,7 @@ export function reduce(state, event) {
         return {
           ...c,
           transferredTo: mine ? null : frame.to,
-          messages: [...c.messages, notice(frame, mine ? "transferred_to_me" : frame.reason === "transfer" ? "transferred" : `transferred_${frame.reason}`, frame.to.name)],
+          messages: add(c.messages, notice(frame, mine ? "transferred_to_me" : frame.reason === "transfer" ? "transferred" : `transferred_${frame.reason}`, frame.to.name)),
         };
       });
     case "idle_warning":
@@ -109,7 +109,7 @@ export function reduce(state, event) {
         ...c,
         ended: true,
         typingUntil: 0,
-        messages: [...c.messages, notice(frame, `ended_${frame.by}`)],
+        messages: add(c.messages, notice(frame, `ended_${frame.by}`)),
       }));
     case "closed":
       return withConversation(state, frame.conversation_id, (c) => ({ ...c, ended: true, closed: true }));
@@ -193,14 +193,14 @@ function assigned(state, frame) {
   const mine = state.me && frame.operator.id === state.me.id;
   const offers = state.offers.filter((o) => o.id !== id);
   if (!mine) {
-    return withConversation(known({ ...state, offers }, id), id, (c) => ({ ...c, summary: frame.conversation || c.summary, messages: [...c.messages, notice(frame, "assigned_other", frame.operator.name)] }));
+    return withConversation(known({ ...state, offers }, id), id, (c) => ({ ...c, summary: frame.conversation || c.summary, messages: add(c.messages, notice(frame, "assigned_other", frame.operator.name)) }));
   }
   const existing = state.conversations[id];
   const listed = state.order.includes(id);
   const conversation = existing
     ? { ...existing, summary: frame.conversation || existing.summary, hidden: false, ended: false, closed: false, transferredTo: null }
     : held(frame.conversation);
-  conversation.messages = [...conversation.messages, notice(frame, "assigned", frame.operator.name)];
+  conversation.messages = add(conversation.messages, notice(frame, "assigned", frame.operator.name));
   if (!listed) conversation.unread = 0; // it opens: its history is being read
   return {
     ...state,
@@ -227,6 +227,11 @@ function message(state, frame) {
     ...state,
     conversations: { ...state.conversations, [id]: { ...c, messages, unread, typingUntil: fromVisitor ? 0 : c.typingUntil, idleWarning: fromVisitor ? null : c.idleWarning } },
   };
+}
+
+/** `entry` after `messages`, unless one with its `seq` is there already (a replay). */
+function add(messages, entry) {
+  return entry.seq != null && messages.some((m) => m.seq === entry.seq) ? messages : [...messages, entry];
 }
 
 function notice(frame, kind, name = "") {

@@ -67,6 +67,7 @@ export class ConsoleView {
       h("h1", { class: "c-title" }, t.title),
       h("span", { class: "c-status" }, h("label", { for: "c-status" }, t.status_label), this.statusSelect, this.reasonBox),
       this.name,
+      h("button", { type: "button", class: "c-password", "aria-haspopup": "dialog", onclick: () => this.passwordDialog() }, t.change_password),
       h("button", { type: "button", class: "c-signout", onclick: () => this.actions.signOut() }, t.sign_out),
     );
     this.banner = h("p", { class: "c-banner", role: "status", hidden: true });
@@ -95,6 +96,50 @@ export class ConsoleView {
     this.mainPane = h("main", { class: "c-main", id: "c-main" });
     this.visitorPane = h("aside", { class: "c-visitor", "aria-label": t.visitor });
     this.root.replaceChildren(top, this.banner, this.errorLine, this.announcer, h("div", { class: "c-body" }, side, this.mainPane, this.visitorPane));
+  }
+
+  /** The owner changes their password: the current one, the new one twice. */
+  passwordDialog() {
+    const t = this.t;
+    if (this.passwordBox) return this.passwordBox.querySelector("input").focus();
+    const field = (id, label, autocomplete) => {
+      const input = h("input", { id, type: "password", autocomplete, required: true, maxlength: 256 });
+      return [input, h("p", { class: "c-field" }, h("label", { for: id }, label), input)];
+    };
+    const [old, oldField] = field("c-old-password", t.old_password, "current-password");
+    const [fresh, freshField] = field("c-new-password", t.new_password, "new-password");
+    const [again, againField] = field("c-repeat-password", t.repeat_password, "new-password");
+    const message = h("p", { class: "c-error", role: "alert" });
+    const close = () => {
+      this.passwordBox.remove();
+      this.passwordBox = null;
+    };
+    this.passwordBox = h(
+      "form",
+      {
+        class: "c-password-box",
+        role: "dialog",
+        "aria-label": t.change_password,
+        onkeydown: (e) => e.key === "Escape" && close(),
+        onsubmit: async (event) => {
+          event.preventDefault();
+          if (fresh.value !== again.value) return fill(message, t.passwords_differ);
+          const problem = await this.actions.changePassword(old.value, fresh.value);
+          if (problem) return fill(message, problem);
+          close();
+          fill(this.errorLine, "");
+          fill(this.announcer, t.password_changed);
+        },
+      },
+      h("h2", {}, t.change_password),
+      oldField,
+      freshField,
+      againField,
+      message,
+      h("p", { class: "c-buttons" }, h("button", { type: "submit", class: "c-primary" }, t.save_password), h("button", { type: "button", onclick: close }, t.cancel)),
+    );
+    this.root.querySelector(".c-top").after(this.passwordBox);
+    old.focus();
   }
 
   tabKeys(event, key) {
