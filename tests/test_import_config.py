@@ -25,9 +25,9 @@ import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "examples/omni.toml"
-#: The example's resources: 2 schedules, 3 groups, 2 services, 4 operators, 1 API token and
+#: The example's resources: 2 schedules, 3 groups, 2 services, 4 operators, 1 API token, 3 users and
 #: the parameters.
-EXAMPLE_RESOURCES = 14
+EXAMPLE_RESOURCES = 16
 ADMIN = {"Authorization": "Bearer admin-example-4Fy7Gh2Xc9Vb5Mn3"}
 
 pytestmark = pytest.mark.postgresql
