@@ -9,7 +9,7 @@
 // - Offers are announced (an assertive live region) — with a sound and a desktop notification,
 //   which main.js plays.
 
-import { append, fill, h } from "../webchat/dom.js";
+import { append, confirmAfter, fill, h, syncLog } from "../webchat/dom.js";
 import { SigninScreen } from "./signin.js";
 
 export class ConsoleView {
@@ -454,30 +454,9 @@ export class ConsoleView {
   }
 
   updateLog(c) {
-    let previous = null;
-    for (const m of c.messages) {
-      let el = this.rendered.get(m.key);
-      if (!el) {
-        el = this.messageElement(m);
-        this.rendered.set(m.key, el);
-        if (previous) previous.after(el);
-        else this.log.prepend(el);
-        el.scrollIntoView({ block: "end" });
-      } else if (el.dataset.status !== m.status) {
-        this.setStatus(el, m);
-      }
-      previous = el;
-    }
-    if (this.rendered.size > c.messages.length) {
-      const keys = new Set(c.messages.map((m) => m.key));
-      for (const [key, el] of this.rendered) {
-        if (!keys.has(key)) {
-          el.remove();
-          this.rendered.delete(key);
-        }
-      }
-    }
+    syncLog(this.log, this.rendered, c.messages, (m) => this.messageElement(m), (el, m) => this.setStatus(el, m));
   }
+
 
   messageElement(m) {
     const t = this.t;
@@ -536,35 +515,13 @@ export class ConsoleView {
 
   confirmEnd() {
     const t = this.t;
-    if (this.confirmBox) return;
-    const close = () => {
-      this.confirmBox.remove();
-      this.confirmBox = null;
-      this.endButton.focus();
-    };
-    const no = h("button", { type: "button", onclick: close }, t.end_no);
-    this.confirmBox = h(
-      "div",
-      { class: "c-confirm", role: "alertdialog", "aria-label": t.end_confirm, onkeydown: (e) => e.key === "Escape" && close() },
-      h("p", {}, t.end_confirm),
-      h(
-        "button",
-        {
-          type: "button",
-          class: "c-danger",
-          onclick: () => {
-            const id = this.open;
-            close();
-            this.actions.end(id);
-          },
-        },
-        t.end_yes,
-      ),
-      no,
-    );
-    this.endButton.after(this.confirmBox);
-    no.focus();
+    const id = this.open;
+    const box = confirmAfter(this.endButton, { question: t.end_confirm, yesLabel: t.end_yes, noLabel: t.end_no, className: "c-confirm", yesClass: "c-danger" }, () => this.actions.end(id));
+    if (!box) return;
+    this.endButton.after(box);
+    box.querySelector("button:last-child").focus();
   }
+
 
   async toggleEmoji() {
     const open = this.emojiPanel.hidden;

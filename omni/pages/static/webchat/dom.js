@@ -35,3 +35,60 @@ export function fill(el, ...children) {
   el.replaceChildren();
   return append(el, children);
 }
+
+/**
+ * Make the conversation log `list` show `messages` in their order: each message's element is
+ * made once (`make(message)`, kept in `rendered` by its `key`) and scrolled into view, a
+ * message whose `status` changed is `restatus(el, message)`-ed, and elements of messages gone
+ * from the state (a pending copy a replay showed stored) are removed. The WebChat's and the
+ * console's logs alike: added to, never redrawn, so a screen reader reads each message once.
+ */
+export function syncLog(list, rendered, messages, make, restatus) {
+  let previous = null;
+  for (const message of messages) {
+    let el = rendered.get(message.key);
+    if (!el) {
+      el = make(message);
+      rendered.set(message.key, el);
+      // In the state's order: a stored message goes before those still being sent.
+      if (previous) previous.after(el);
+      else list.prepend(el);
+      el.scrollIntoView({ block: "end" });
+    } else if (el.dataset.status !== message.status) {
+      restatus(el, message);
+    }
+    previous = el;
+  }
+  if (rendered.size > messages.length) {
+    const keys = new Set(messages.map((m) => m.key));
+    for (const [key, el] of rendered) {
+      if (!keys.has(key)) {
+        el.remove();
+        rendered.delete(key);
+      }
+    }
+  }
+}
+
+/**
+ * Ask a yes/no question right after `anchor`: an alertdialog whose "no" has the focus; "no"
+ * or Escape closes it and gives the focus back to `anchor`, "yes" closes it and calls `yes`.
+ * Returns null if `anchor` has one open already, else the dialog.
+ */
+export function confirmAfter(anchor, { question, yesLabel, noLabel, className, yesClass }, yes) {
+  if (anchor.confirmBox) return null;
+  const close = () => {
+    box.remove();
+    anchor.confirmBox = null;
+  };
+  const no = h("button", { type: "button", onclick: () => (close(), anchor.focus()) }, noLabel);
+  const box = h(
+    "div",
+    { class: className, role: "alertdialog", "aria-label": question, onkeydown: (e) => e.key === "Escape" && (close(), anchor.focus()) },
+    h("p", {}, question),
+    h("button", { type: "button", class: yesClass, onclick: () => (close(), yes()) }, yesLabel),
+    no,
+  );
+  anchor.confirmBox = box;
+  return box;
+}

@@ -9,7 +9,7 @@
 // - Focus moves on purpose: to the first field of the form, to the composer once the
 //   conversation is open, to the heading of the survey and of the closing screen.
 
-import { append, fill, h } from "./dom.js";
+import { append, confirmAfter, fill, h, syncLog } from "./dom.js";
 import { when } from "./i18n.js";
 
 const EMAIL = /^[^@\s,<>()]+@[^@\s,<>()]+\.[^@\s,<>()]+$/;
@@ -288,32 +288,9 @@ export class View {
   }
 
   updateLog(state) {
-    let previous = null;
-    for (const message of state.messages) {
-      let el = this.rendered.get(message.key);
-      if (el) {
-        if (el.dataset.status !== message.status) this.setMessageStatus(el, message);
-      } else {
-        el = this.messageElement(message);
-        this.rendered.set(message.key, el);
-        // In the state's order: a stored message goes before those still being sent.
-        if (previous) previous.after(el);
-        else this.log.prepend(el);
-        el.scrollIntoView({ block: "end" });
-      }
-      previous = el;
-    }
-    // A pending copy the server had already stored (a replay showed it) is gone from the state.
-    if (this.rendered.size > state.messages.length) {
-      const keys = new Set(state.messages.map((m) => m.key));
-      for (const [key, el] of this.rendered) {
-        if (!keys.has(key)) {
-          el.remove();
-          this.rendered.delete(key);
-        }
-      }
-    }
+    syncLog(this.log, this.rendered, state.messages, (m) => this.messageElement(m), (el, m) => this.setMessageStatus(el, m));
   }
+
 
   messageElement(message) {
     const t = this.t;
@@ -418,35 +395,12 @@ export class View {
 
   confirmEnd() {
     const t = this.t;
-    if (this.confirmBox) return;
-    const close = () => {
-      this.confirmBox.remove();
-      this.confirmBox = null;
-      this.endButton.focus();
-    };
-    const no = h("button", { type: "button", onclick: close }, t.end_no);
-    this.confirmBox = h(
-      "div",
-      { class: "omni-confirm", role: "alertdialog", "aria-label": t.end_confirm, onkeydown: (e) => e.key === "Escape" && close() },
-      h("p", {}, t.end_confirm),
-      h(
-        "button",
-        {
-          type: "button",
-          class: "omni-primary",
-          onclick: () => {
-            this.confirmBox.remove();
-            this.confirmBox = null;
-            this.actions.end();
-          },
-        },
-        t.end_yes,
-      ),
-      no,
-    );
-    this.header.after(this.confirmBox);
-    no.focus();
+    const box = confirmAfter(this.endButton, { question: t.end_confirm, yesLabel: t.end_yes, noLabel: t.end_no, className: "omni-confirm", yesClass: "omni-primary" }, () => this.actions.end());
+    if (!box) return;
+    this.header.after(box);
+    box.querySelector("button:last-child").focus();
   }
+
 
   // -- the survey and the closing page ----------------------------------------------------------------
 
