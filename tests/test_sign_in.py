@@ -273,3 +273,24 @@ async def test_an_expired_session_is_refused(srv: RunningServer, clock: Clock) -
     assert await status_with(srv, olga) == 401
     async for alice in console(srv, olga):
         assert (await alice.expect("error"))["code"] == "invalid_login"
+
+
+async def test_a_console_and_a_live_view_close_when_their_session_expires(
+    srv: RunningServer, clock: Clock
+) -> None:
+    olga, sam = await sign_in(srv, "olga"), await sign_in(srv, "sam")
+    async with (
+        connect_tcp(f"{srv.ws_url}/ws/operator") as console,
+        connect_tcp(f"{srv.ws_url}/ws/supervisor") as view,
+    ):
+        await console.send("login", token=olga)
+        assert (await console.expect("welcome"))["operator"]["id"] == 1
+        await view.send("login", token=sam)
+        assert (await view.until("welcome"))["supervisor"]["id"] == "user:sam"
+        clock.epoch += timedelta(hours=8, seconds=1)
+        # The next frame either sends (a ping here) finds the session over.
+        for client in (console, view):
+            await client.send("ping")
+            assert (await client.until("error"))["code"] == "session_ended"
+            with pytest.raises(ConnectionClosed):
+                await client.recv()

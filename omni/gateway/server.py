@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import trio
@@ -430,7 +431,18 @@ class Gateway:
         deadline = trio.current_time() + self.limits.hello_timeout
         limit = self.limit
         while True:
-            if connection.bound:
+            if connection.bound and connection.expires is not None:
+                # Signed in with a person's session: the connection ends with it.
+                left = (connection.expires - self.hub.clock.now()).total_seconds()
+                received: str | bytes | None = None
+                if left > 0:
+                    with trio.move_on_after(left):
+                        received = await ws.get_message()
+                if received is None:
+                    peer.close("session_ended", "your session expired; sign in again")
+                    return
+                data = received
+            elif connection.bound:
                 data = await ws.get_message()
             else:
                 with trio.move_on_at(deadline):
@@ -481,6 +493,7 @@ class _VisitorConnection:
         self.gateway = gateway
         self.hub = gateway.hub
         self.peer = peer
+        self.expires: datetime | None = None  # visitors have no sign-in session
         self.conversation_id: str | None = None
 
     @property
@@ -591,6 +604,8 @@ class _OperatorConnection:
         self.gateway = gateway
         self.hub = gateway.hub
         self.peer = peer
+        #: When the sign-in session this connection logged in with expires (None: a token).
+        self.expires: datetime | None = None
         self.session: OperatorSession | None = None
         self._handlers: dict[type, Callable[[OperatorSession, Any], Awaitable[None]]] = {
             p.SetStatus: lambda s, f: s.set_status(f.status, f.reason),
@@ -630,6 +645,7 @@ class _OperatorConnection:
                 if signed_in is None:
                     raise Rejected("invalid_login", "this session has ended or expired")
                 user, generation = signed_in.user, signed_in.session.generation
+                self.expires = signed_in.session.expires_at
                 return await self.hub.login_with_session(user.id, generation, self.peer)
             return await self.hub.login(token, self.peer)
 
@@ -648,6 +664,8 @@ class _SupervisorConnection:
         self.gateway = gateway
         self.hub = gateway.hub
         self.peer = peer
+        #: When the sign-in session this connection logged in with expires (None: a token).
+        self.expires: datetime | None = None
         self.supervisor: p.SupervisorInfo | None = None
 
     @property
@@ -670,6 +688,7 @@ class _SupervisorConnection:
                     if signed_in is None:
                         raise Rejected("invalid_login", "this session has ended or expired")
                     generation = signed_in.session.generation
+                    self.expires = signed_in.session.expires_at
                     return self.hub.supervisor_session(signed_in.user)
                 return await self.hub.supervisor_login(token)
 
