@@ -28,6 +28,7 @@ from types import GenericAlias
 from typing import Any
 
 import msgspec
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from quart import Response, g, request
 from quart_trio import QuartTrio
@@ -519,6 +520,10 @@ def create_app(
         threshold = _int_arg("threshold", DEFAULT_THRESHOLD, 1, 86400) or DEFAULT_THRESHOLD
         found = await config.store.conversations_created_between(start, end)
         result = report(found, float(threshold))
+        # The pauses are written behind the sessions: the ones just changed first (a moment).
+        with trio.move_on_after(hub.ask_timeout):
+            await hub.pauses.flush()
+        pauses = await config.store.pauses_between(start, end)
         return json_response(
             schemas.ReportOut(
                 start=start,
@@ -546,7 +551,7 @@ def create_app(
                         ],
                     )
                     for operator_id, reasons in paused_time(
-                        hub.pauses.pauses(), start, end, hub.clock.now()
+                        pauses, start, end, hub.clock.now()
                     ).items()
                 ],
             )

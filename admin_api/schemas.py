@@ -119,7 +119,7 @@ class ReportOut(msgspec.Struct):
     total: Figures
     services: list[ServiceFigures]
     groups: list[GroupFigures]
-    #: Operators paused within the period (since this server started: pauses are in memory).
+    #: Operators paused within the period (the stored pauses).
     operators: list[OperatorFigures] = []
 
 

@@ -316,10 +316,11 @@ async def eventually(
 
 @asynccontextmanager
 async def open_memory_gateway(
-    config: Config | None = None, *, epoch: Any = None, **settings: Any
+    config: Config | None = None, *, epoch: Any = None, store: Any = None, **settings: Any
 ) -> AsyncIterator[Gateway]:
-    """A hub and gateway on the memory store, reached only through in-memory streams: with
-    ``MockClock(autojump_threshold=0)`` everything runs in virtual time."""
+    """A hub and gateway on the memory store (``store``: one a previous run used, to restart),
+    reached only through in-memory streams: with ``MockClock(autojump_threshold=0)``
+    everything runs in virtual time."""
     from datetime import UTC, datetime
 
     from omni.actors.hub import open_hub
@@ -332,7 +333,7 @@ async def open_memory_gateway(
     clock = Clock(epoch or datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
     async with open_hub(
         config.directory,
-        MemoryStore(),
+        store if store is not None else MemoryStore(),
         clock,
         entropy=SeededEntropy(1),
         settings=hub_settings(config.server),

@@ -15,9 +15,13 @@ import trio.testing
 
 from admin_api.app import create_app
 from omni.actors.configuration import Configuration
+from omni.actors.pauses import PauseRecorder
+from omni.clock import Clock
 from omni.domain.model import DEFAULT_PAUSE_REASONS, Parameters, Role
-from omni.domain.reports import Pause, PauseLog, paused_time
+from omni.domain.reports import Pause, paused_time
 from omni.metrics import make_registry
+from omni.store import StoreError
+from omni.store.memory import MemoryStore
 from tests.support import (
     TOK_ALICE,
     TOK_BRUNO,
@@ -252,25 +256,141 @@ def test_paused_time_clips_pauses_to_the_period() -> None:
     def at(seconds: float) -> datetime:
         return t0 + timedelta(seconds=seconds)
 
-    log = PauseLog(keep=timedelta(seconds=1000))
-    log.presence(1, True, "lunch", at(0))
-    log.presence(1, True, "lunch", at(10))  # the same pause goes on
-    log.presence(2, True, None, at(5))
-    log.presence(1, False, None, at(100))
-    log.presence(2, True, "break", at(50))
-    assert log.pauses() == [
+    pauses = [
         Pause(1, "lunch", at(0), at(100)),
         Pause(2, None, at(5), at(50)),
         Pause(2, "break", at(50)),
     ]
-    assert paused_time(log.pauses(), at(20), at(60), now=at(70)) == {
+    assert paused_time(pauses, at(20), at(60), now=at(70)) == {
         1: {"lunch": 40.0},
         2: {None: 30.0, "break": 10.0},
     }
-    assert paused_time(log.pauses(), at(200), at(300), now=at(250)) == {2: {"break": 50.0}}
-    # Finished pauses older than `keep` are forgotten.
-    log.presence(2, False, None, at(2000))
-    assert log.pauses() == [Pause(2, "break", at(50), at(2000))]
+    assert paused_time(pauses, at(200), at(300), now=at(250)) == {2: {"break": 50.0}}
+
+
+async def test_paused_time_survives_a_restart(autojump_clock: trio.testing.MockClock) -> None:
+    supervisor = "supervisor-console-token-0123"
+    cfg = with_items(make_config(), api_token("boss", supervisor, Role.SUPERVISOR))
+    store = MemoryStore()
+    async with open_memory_gateway(cfg, store=store) as gw:
+        t0 = gw.hub.clock.now()
+        async with connect_memory(gw, "/ws/operator") as alice:
+            await login(alice, TOK_ALICE, available=False)  # paused, no reason: 5 s
+            await trio.sleep(5)
+            await alice.send("status", status="paused", reason="lunch")
+            await alice.until("status")
+            await trio.sleep(60)
+            await alice.send("status", status="available")
+            await alice.until("status")
+            await trio.sleep(10)
+            await alice.send("status", status="paused", reason="break")
+            await alice.until("status")
+            await trio.sleep(30)
+        # The server stops while she is still signed in and paused: the pause ends there.
+        stopped = gw.hub.clock.now()
+    await trio.sleep(3600)  # the server is down for an hour
+    async with open_memory_gateway(cfg, store=store, epoch=stopped + timedelta(hours=1)) as gw:
+        hub = gw.hub
+        app = create_app(
+            hub, make_registry(hub), Configuration(hub, hub.store, cfg.items, hub.clock.now)
+        )
+        start = t0.isoformat().replace("+00:00", "Z")
+        r = await app.test_client().get(
+            f"/api/v1/reports?from={start}", headers={"Authorization": f"Bearer {supervisor}"}
+        )
+        assert r.status_code == 200
+        assert (await r.get_json())["operators"] == [
+            {
+                "operator_id": 1,
+                "paused_seconds": 95.0,
+                "paused": [
+                    {"reason": "break", "seconds": 30.0},
+                    {"reason": "lunch", "seconds": 60.0},
+                    {"reason": None, "seconds": 5.0},
+                ],
+            }
+        ]
+
+
+async def test_a_crash_leaves_pauses_ending_at_the_last_heartbeat(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    clock = Clock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+    t0 = clock.now()
+    recorder = PauseRecorder(store, clock, heartbeat=60)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recorder.run)
+        recorder.presence(1, True, "lunch", clock.now())
+        await trio.sleep(150)  # heartbeats at 60 s and 120 s
+        assert recorder.statistics()["written"] == 3
+        nursery.cancel_scope.cancel()  # killed: the pause is never ended (no close())
+    assert await store.pauses_between(t0, clock.now()) == [Pause(1, "lunch", t0)]
+    # The next start-up (open_hub) ends it where it was last known to go on.
+    async with open_memory_gateway(store=store, epoch=clock.now() + timedelta(minutes=5)):
+        pass
+    assert await store.pauses_between(t0, clock.now()) == [
+        Pause(1, "lunch", t0, t0 + timedelta(seconds=120))
+    ]
+
+
+async def test_the_recorder_writes_each_change_once_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    clock = Clock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+    t0 = clock.now()
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    recorder = PauseRecorder(store, clock)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recorder.run)
+        # All at once, before the task runs: written in this order.
+        recorder.presence(1, True, "lunch", at(0))
+        recorder.presence(1, True, "lunch", at(10))  # the same pause goes on
+        recorder.presence(2, True, None, at(5))
+        recorder.presence(1, False, None, at(20))
+        recorder.presence(1, False, None, at(25))  # not paused: nothing to end
+        recorder.presence(2, True, "break", at(30))
+        await recorder.flush()
+        assert recorder.statistics() == {"open": 1, "pending": 0, "written": 4, "failures": 0}
+        assert await store.pauses_between(at(0), at(100)) == [
+            Pause(1, "lunch", at(0), at(20)),
+            Pause(2, None, at(5), at(30)),
+            Pause(2, "break", at(30)),
+        ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_pause_write_is_tried_again_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    clock = Clock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+    t0 = clock.now()
+
+    class Flaky(MemoryStore):
+        failures = 2
+
+        async def pause_started(self, operator_id: int, reason: str | None, at: datetime) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise StoreError("the database is away")
+            await super().pause_started(operator_id, reason, at)
+
+    store = Flaky()
+    recorder = PauseRecorder(store, clock)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recorder.run)
+        recorder.presence(1, True, "lunch", t0)
+        recorder.presence(1, False, None, t0 + timedelta(seconds=30))
+        await recorder.flush()
+        assert recorder.statistics()["failures"] == 2
+        assert await store.pauses_between(t0, clock.now() + timedelta(seconds=60)) == [
+            Pause(1, "lunch", t0, t0 + timedelta(seconds=30))
+        ]
+        nursery.cancel_scope.cancel()
 
 
 # -- transfer targets -----------------------------------------------------------------------------

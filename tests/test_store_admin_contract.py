@@ -17,6 +17,7 @@ from omni.store import (
     ConfigChange,
     ConfigItem,
     ConversationQuery,
+    Pause,
     SignInSession,
     Store,
     Write,
@@ -515,3 +516,79 @@ async def test_a_new_session_forgets_the_expired_ones(store: Store) -> None:
     await store.add_session(sign_in_session("02" * 32, "bia"))
     assert await store.find_session("01" * 32) is None
     assert await store.find_session("02" * 32) is not None
+
+
+# -- operators' pauses ------------------------------------------------------------------------
+
+
+def at(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+async def test_a_pause_is_kept_from_its_start_to_its_end(store: Store) -> None:
+    await store.pause_started(1, "lunch", at(0))
+    await store.pause_started(2, None, at(5))
+    assert await store.pauses_between(at(0), at(100)) == [
+        Pause(1, "lunch", at(0)),
+        Pause(2, None, at(5)),
+    ]
+    await store.pause_ended(1, at(60))
+    await store.pause_ended(1, at(90))  # none open: nothing changes
+    await store.pause_ended(3, at(90))  # never paused
+    assert await store.pauses_between(at(0), at(100)) == [
+        Pause(1, "lunch", at(0), at(60)),
+        Pause(2, None, at(5)),
+    ]
+
+
+async def test_a_new_reason_ends_the_open_pause_where_the_next_starts(store: Store) -> None:
+    await store.pause_started(1, None, at(0))
+    await store.pause_started(1, "break", at(30))
+    await store.pause_ended(1, at(45))
+    await store.pause_started(1, "lunch", at(50))
+    assert await store.pauses_between(at(0), at(100)) == [
+        Pause(1, None, at(0), at(30)),
+        Pause(1, "break", at(30), at(45)),
+        Pause(1, "lunch", at(50)),
+    ]
+
+
+async def test_pauses_between_are_those_overlapping_the_half_open_period(store: Store) -> None:
+    await store.pause_started(1, "a", at(0))
+    await store.pause_ended(1, at(10))  # ends as the period starts: out
+    await store.pause_started(1, "b", at(15))
+    await store.pause_ended(1, at(25))  # inside
+    await store.pause_started(2, "c", at(5))
+    await store.pause_ended(2, at(40))  # across both bounds
+    await store.pause_started(3, "d", at(30))  # starts as the period ends: out
+    await store.pause_started(4, "e", at(12))
+    await store.pause_ended(4, at(12))  # no length: out
+    await store.pause_started(5, None, at(-50))  # still open, started before: in
+    found = await store.pauses_between(at(10), at(30))
+    assert [(p.operator_id, p.reason) for p in found] == [(5, None), (2, "c"), (1, "b")]
+    assert await store.pauses_between(at(30), at(10)) == []
+    assert await store.pauses_between(at(10), at(10)) == []
+
+
+async def test_a_pause_never_ends_before_it_started(store: Store) -> None:
+    await store.pause_started(1, None, at(10))
+    await store.pause_ended(1, at(5))
+    # Ended (no longer open), with no length (so it overlaps nothing).
+    assert await store.pauses_between(at(0), at(100)) == []
+
+
+async def test_interrupted_pauses_end_where_they_were_last_known_to_go_on(store: Store) -> None:
+    await store.pause_started(1, "lunch", at(0))
+    await store.pause_started(2, None, at(50))
+    await store.pause_started(3, None, at(0))
+    await store.pause_ended(3, at(20))
+    await store.pauses_ongoing(at(60))
+    await store.pauses_ongoing(at(55))  # a late heartbeat never moves one back
+    await store.pause_started(4, "break", at(70))  # after the last heartbeat
+    assert await store.end_interrupted_pauses() == 3
+    assert await store.pauses_between(at(0), at(1000)) == [
+        Pause(1, "lunch", at(0), at(60)),
+        Pause(3, None, at(0), at(20)),
+        Pause(2, None, at(50), at(60)),
+    ]  # and 4 ended where it started: no length, so it is in no period
+    assert await store.end_interrupted_pauses() == 0

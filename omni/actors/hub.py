@@ -43,6 +43,7 @@ from omni.actors.conversation import (
 )
 from omni.actors.group import Delivery, Dispatch, Enqueue, GroupMessage, Withdraw, spawn_group
 from omni.actors.operator import OperatorSession
+from omni.actors.pauses import PauseRecorder
 from omni.actors.peer import History, Peer
 from omni.actors.ports import CaptchaCheck, CaptchaLimited, CaptchaUnavailable, OutboxSignal
 from omni.actors.queue import QueueEntry, VisitorLink
@@ -57,7 +58,7 @@ from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, Rejected, Status
 from omni.domain.estimate import WaitEstimator
 from omni.domain.model import Directory, Operator, Role, Service, User, hash_token
-from omni.domain.reports import DEFAULT_THRESHOLD, PauseLog
+from omni.domain.reports import DEFAULT_THRESHOLD
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.identity import IdentityError, verify_identity
@@ -144,8 +145,9 @@ class Hub:
         self.metrics = counters if counters is not None else Counters()
         #: Presence (and pause reason) an operator had when their connection dropped.
         self.remembered_presence: dict[int, tuple[Presence, str | None]] = {}
-        #: The operators' pauses, for the reports (in memory: docs/decisions.md, issue 14).
-        self.pauses = PauseLog()
+        #: The operators' pauses, written to the store behind their sessions (the reports).
+        self.pauses = PauseRecorder(store, clock)
+        nursery.start_soon(self.pauses.run)
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
         #: Each group's wait estimate, fed here with its answers and read by its queue actor
         #: when it reports positions: like the roster, a plain object touched only
@@ -816,7 +818,11 @@ async def open_hub(
     counters: Counters | None = None,
 ) -> AsyncIterator[Hub]:
     """The hub and its actors; leaving the block cancels them all. Every open conversation in
-    the store is put back into routing first, in queue order (restart safety)."""
+    the store is put back into routing first, in queue order (restart safety), and the pauses
+    a stopped server left open are ended where it last knew them to go on."""
+    interrupted = await store.end_interrupted_pauses()
+    if interrupted:
+        log.warning("ended %d pauses left open by the last run", interrupted)
     async with trio.open_nursery() as nursery:
         hub = Hub(
             directory,
@@ -845,4 +851,5 @@ async def open_hub(
         try:
             yield hub
         finally:
+            await hub.pauses.close()
             nursery.cancel_scope.cancel()

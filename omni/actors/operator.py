@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 from omni.actors.conversation import Apply, ConversationEntry, Summary, SyncOperator
+from omni.actors.pauses import PauseRecorder
 from omni.actors.peer import History, Peer
 from omni.actors.runtime import ActorStopped
 from omni.clock import Clock
@@ -26,7 +27,6 @@ from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.conversation import Rejected
 from omni.domain.model import Directory, Operator
-from omni.domain.reports import PauseLog
 from omni.domain.routing import Presence, Roster
 from omni.store import ConversationQuery, Store, page_cursor, parse_cursor
 
@@ -59,8 +59,8 @@ class OperatorHost(Protocol):
     remembered_presence: dict[int, tuple[Presence, str | None]]
 
     @property
-    def pauses(self) -> PauseLog:
-        """The operators' pauses, for the reports."""
+    def pauses(self) -> PauseRecorder:
+        """Records the operators' pauses in the store (the reports)."""
         ...
 
     def running(self, conversation_id: str) -> ConversationEntry | None:
@@ -172,8 +172,8 @@ class OperatorSession:
     # -- commands ---------------------------------------------------------------------------
 
     def _set_presence(self, presence: Presence, reason: str | None = None) -> None:
-        """The operator's presence in the roster (routing, metrics) and the pause log
-        (reports)."""
+        """The operator's presence in the roster (routing, metrics), and their pauses in the
+        store (the reports: written behind, never waited for here)."""
         host = self.host
         host.roster.set_presence(self.id, presence, host.clock.monotonic(), reason)
         host.pauses.presence(self.id, presence is Presence.PAUSED, reason, host.clock.now())

@@ -13,17 +13,16 @@ Rules: a report counts the conversations *created* in its period, per service an
 * asa — average speed of answer: mean seconds from arrival to first answer;
 * aht — average handle time: mean seconds from first answer to the end, over ended ones.
 
-Paused time per operator and pause reason (:class:`PauseLog`, :func:`paused_time`) counts the
-seconds of each pause that fall inside the period, open pauses up to "now". Pauses are kept in
-memory by the server that saw them (docs/decisions.md, issue 14): a restart forgets them.
+Paused time per operator and pause reason (:func:`paused_time`) counts the seconds of each
+:class:`Pause` that fall inside the period, open pauses up to "now". The pauses are stored
+(``Store.pauses_between``; docs/decisions.md, issue 14), so a restart keeps them.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 from omni.domain.conversation import Conversation, Status
@@ -146,37 +145,6 @@ class Pause:
     reason: str | None
     start: datetime
     end: datetime | None = None
-
-
-class PauseLog:
-    """The operators' pauses, for the reports: the open ones, and the finished ones of the
-    last ``keep`` (at most ``limit`` of them, oldest dropped first). A pause ends when the
-    operator becomes available or goes offline, or gives another reason."""
-
-    def __init__(self, keep: timedelta = timedelta(days=31), limit: int = 100_000) -> None:
-        self.keep = keep
-        self._open: dict[int, Pause] = {}
-        self._closed: deque[Pause] = deque(maxlen=limit)
-
-    def presence(self, operator_id: int, paused: bool, reason: str | None, at: datetime) -> None:
-        """The operator's presence changed at ``at``: paused (with ``reason``), or not."""
-        current = self._open.get(operator_id)
-        if current is not None:
-            if paused and current.reason == reason:
-                return  # the same pause goes on
-            del self._open[operator_id]
-            self._closed.append(Pause(operator_id, current.reason, current.start, at))
-            while (
-                self._closed
-                and self._closed[0].end is not None
-                and (self._closed[0].end < at - self.keep)
-            ):
-                self._closed.popleft()
-        if paused:
-            self._open[operator_id] = Pause(operator_id, reason, at)
-
-    def pauses(self) -> list[Pause]:
-        return [*self._closed, *self._open.values()]
 
 
 def paused_time(

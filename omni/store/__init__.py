@@ -21,6 +21,7 @@ import msgspec
 from omni.domain.configuration import ConfigItem
 from omni.domain.conversation import Conversation
 from omni.domain.protocol import isoformat
+from omni.domain.reports import Pause
 
 __all__ = [
     "AuditEntry",
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigItem",
     "ConversationQuery",
     "OutboxItem",
+    "Pause",
     "SignInSession",
     "Store",
     "StoreError",
@@ -251,6 +253,32 @@ class Store(Protocol):
     ) -> AuditEntry:
         """Record in the audit log an action that changed no configuration (a supervisor's
         transfer, say): ``detail`` is kept as its ``after``, ``before`` is null."""
+        ...
+
+    # -- operators' pauses (issue 14) -------------------------------------------------------
+
+    async def pause_started(self, operator_id: int, reason: str | None, at: datetime) -> None:
+        """The operator paused at ``at`` (``reason``: a pause reason's id, or None); a pause of
+        theirs still open ends at ``at`` first (a change of reason). Durable when it returns."""
+        ...
+
+    async def pause_ended(self, operator_id: int, at: datetime) -> None:
+        """The operator's open pause, if any, ends at ``at`` (never before it started)."""
+        ...
+
+    async def pauses_ongoing(self, at: datetime) -> None:
+        """Every open pause is known to go on at ``at`` (the heartbeat): a pause a crash left
+        open ends there at the next start-up (:meth:`end_interrupted_pauses`)."""
+        ...
+
+    async def end_interrupted_pauses(self) -> int:
+        """At start-up: end every pause still open (left by a server that stopped without
+        ending it) at the last instant it was known to go on; how many there were."""
+        ...
+
+    async def pauses_between(self, start: datetime, end: datetime) -> list[Pause]:
+        """The pauses that overlap ``[start, end)``, open ones too (``end`` None), by start.
+        A pause of no length overlaps nothing."""
         ...
 
     # -- outbox -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from omni.store import (
     ConfigItem,
     ConversationQuery,
     OutboxItem,
+    Pause,
     SignInSession,
     StoredEvent,
     StoreError,
@@ -39,6 +40,9 @@ class MemoryStore:
         self._audit: list[AuditEntry] = []
         self._outbox: dict[int, OutboxItem] = {}
         self._sessions: dict[str, SignInSession] = {}
+        #: Every pause, in the order started, and the last instant each open one was seen.
+        self._pauses: list[Pause] = []
+        self._pause_seen: dict[int, datetime] = {}
         self.writes = 0
 
     async def next_ticket(self, year: int) -> int:
@@ -139,6 +143,43 @@ class MemoryStore:
         for token_hash in ended:
             del self._sessions[token_hash]
         return len(ended)
+
+    # -- operators' pauses ----------------------------------------------------------------------
+
+    async def pause_started(self, operator_id: int, reason: str | None, at: datetime) -> None:
+        await self.pause_ended(operator_id, at)
+        self._pause_seen[len(self._pauses)] = at
+        self._pauses.append(Pause(operator_id, reason, at))
+
+    async def pause_ended(self, operator_id: int, at: datetime) -> None:
+        for index in list(self._pause_seen):
+            pause = self._pauses[index]
+            if pause.operator_id == operator_id:
+                self._end_pause(index, max(at, pause.start))
+
+    async def pauses_ongoing(self, at: datetime) -> None:
+        for index, seen in self._pause_seen.items():
+            self._pause_seen[index] = max(seen, at)
+
+    async def end_interrupted_pauses(self) -> int:
+        interrupted = list(self._pause_seen.items())
+        for index, seen in interrupted:
+            self._end_pause(index, seen)
+        return len(interrupted)
+
+    def _end_pause(self, index: int, at: datetime) -> None:
+        del self._pause_seen[index]
+        self._pauses[index] = dataclasses.replace(self._pauses[index], end=at)
+
+    async def pauses_between(self, start: datetime, end: datetime) -> list[Pause]:
+        if start >= end:
+            return []
+        found = [
+            p
+            for p in self._pauses
+            if p.start < end and (p.end is None or (p.end > start and p.end > p.start))
+        ]
+        return sorted(found, key=lambda p: p.start)
 
     # -- outbox -----------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from omni.store import (
     ConfigItem,
     ConversationQuery,
     OutboxItem,
+    Pause,
     SignInSession,
     StoredEvent,
     StoreError,
@@ -139,6 +140,22 @@ _Q_FIND_SESSION = """
 SELECT token_hash, user_id, generation, created_at, expires_at FROM sessions
 WHERE token_hash = $1"""
 _Q_END_SESSIONS = "DELETE FROM sessions WHERE user_id = $1"
+
+# An open pause never ends before it started (the table's check): the clock is the server's
+# own, but a pause is ended by whatever instant the caller gives.
+_Q_END_PAUSE = """
+UPDATE pauses SET ended_at = greatest(started_at, $2)
+WHERE operator_id = $1 AND ended_at IS NULL"""
+_Q_START_PAUSE = """
+INSERT INTO pauses (operator_id, reason, started_at, seen_at) VALUES ($1, $2, $3, $3)"""
+_Q_PAUSES_ONGOING = """
+UPDATE pauses SET seen_at = greatest(seen_at, $1) WHERE ended_at IS NULL"""
+_Q_END_INTERRUPTED_PAUSES = "UPDATE pauses SET ended_at = seen_at WHERE ended_at IS NULL"
+# The same expression as the pauses_period index, so that the index answers it.
+_Q_PAUSES_BETWEEN = """
+SELECT operator_id, reason, started_at, ended_at FROM pauses
+WHERE tstzrange(started_at, ended_at, '[)') && tstzrange($1, $2, '[)')
+ORDER BY started_at, id"""
 
 _Q_ENQUEUE = """
 INSERT INTO outbox (kind, dedupe_key, conversation_id, payload, created_at, next_attempt_at)
@@ -341,6 +358,12 @@ async def _db_add_session(pool: Any, session: SignInSession) -> None:
             session.created_at,
             session.expires_at,
         )
+
+
+async def _db_start_pause(pool: Any, operator_id: int, reason: str | None, at: datetime) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_Q_END_PAUSE, operator_id, at)
+        await conn.execute(_Q_START_PAUSE, operator_id, reason, at)
 
 
 async def _db_execute(pool: Any, query: str, *args: Any) -> str:
@@ -692,6 +715,30 @@ class PostgresStore:
                 row["before"],
                 row["after"],
             )
+            for row in rows
+        ]
+
+    # -- operators' pauses ----------------------------------------------------------------------
+
+    async def pause_started(self, operator_id: int, reason: str | None, at: datetime) -> None:
+        await self._bridge.run(_db_start_pause, self._pool, operator_id, reason, at)
+
+    async def pause_ended(self, operator_id: int, at: datetime) -> None:
+        await self._bridge.run(_db_execute, self._pool, _Q_END_PAUSE, operator_id, at)
+
+    async def pauses_ongoing(self, at: datetime) -> None:
+        await self._bridge.run(_db_execute, self._pool, _Q_PAUSES_ONGOING, at)
+
+    async def end_interrupted_pauses(self) -> int:
+        status = await self._bridge.run(_db_execute, self._pool, _Q_END_INTERRUPTED_PAUSES)
+        return int(status.rpartition(" ")[2] or 0)
+
+    async def pauses_between(self, start: datetime, end: datetime) -> list[Pause]:
+        if start >= end:
+            return []  # an empty period (and tstzrange refuses a reversed one)
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_PAUSES_BETWEEN, start, end)
+        return [
+            Pause(row["operator_id"], row["reason"], row["started_at"], row["ended_at"])
             for row in rows
         ]
 
