@@ -226,6 +226,7 @@ export class ConsoleView {
     const t = this.t;
     const items = state.order.map((id) => ({ id, c: state.conversations[id] }));
     this.chatEmpty.hidden = items.length > 0;
+    fill(this.chatEmpty, state.me && state.me.status === "available" ? t.no_chats_available : t.no_chats);
     keyed(
       this.chatList,
       items,
