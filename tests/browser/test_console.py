@@ -164,11 +164,11 @@ async def test_a_reload_and_a_dropped_connection_lose_and_repeat_nothing(
         await alice.wait_for("text=Hi Vera, Alice here.")
         await vera.fill("#omni-compose", "one")
         await vera.press("#omni-compose", "Enter")
-        await alice.wait_for("text=one")
+        await alice.wait_for('text="one"')
 
         # A reload: still signed in, the conversation back with its history, once.
         await alice.run(lambda p: p.reload())
-        await alice.wait_for("text=one")
+        await alice.wait_for('text="one"')
         expected = ["Hi Vera, Alice here.", "one"]
         assert await messages(alice) == expected
         assert await alice.evaluate("document.getElementById('c-status').value") == "available"
@@ -183,7 +183,7 @@ async def test_a_reload_and_a_dropped_connection_lose_and_repeat_nothing(
         relay.restore()
         await vera.fill("#omni-compose", "two")
         await vera.press("#omni-compose", "Enter")
-        await alice.wait_for("text=two")
+        await alice.wait_for('text="two"')
         await vera.wait_for("text=typed offline")
         await alice.wait_for_function(
             "[...document.querySelectorAll('.c-mine')].every(e => e.dataset.status === 'sent')"
