@@ -271,7 +271,7 @@ async def test_the_page_language(
     headers = {"Accept-Language": accept_language} if accept_language else {}
     r = await http.get("/webchat", params={"service": service}, headers=headers)
     assert f'<html lang="{lang}">' in r.text
-    assert r.headers["vary"] == "Accept-Language"
+    assert r.headers["vary"] == "Accept-Language, Accept-Encoding"
 
 
 # -- the public configuration ----------------------------------------------------------------
@@ -382,7 +382,7 @@ async def test_revalidation_by_etag(http: httpx.AsyncClient) -> None:
     for path in ("/api/public/services", "/api/public/services/25"):
         first = await http.get(path)
         etag = first.headers["etag"]
-        assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
+        assert re.fullmatch(r'"[0-9a-f]{32}\.gz"', etag)  # httpx takes gzip
         for sent in (etag, f"W/{etag}", f'"other", {etag}', "*"):
             again = await http.get(path, headers={"If-None-Match": sent})
             assert again.status_code == 304, sent
@@ -606,3 +606,16 @@ def test_next_openings_are_kept_while_they_hold(monkeypatch: pytest.MonkeyPatch)
     assert len(searched) == 4
     assert openings.next_opening(rebuilt, never, T0 + Openings.RECHECK) is None
     assert len(searched) == 5
+
+
+@pytest.mark.parametrize("path", ["/webchat?service=25", "/console", "/api/public/services/25"])
+async def test_shells_and_the_public_configuration_are_gzipped_when_asked(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    plain = await http.get(path, headers={"Accept-Encoding": "identity"})
+    packed = await http.get(path, headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert "Accept-Encoding" in packed.headers["vary"]
+    assert packed.content == plain.content  # httpx decoded it
+    assert int(packed.headers["content-length"]) < len(plain.content)

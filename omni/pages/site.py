@@ -195,9 +195,8 @@ class Pages:
         headers = {
             **policy.page_headers(csp),
             "Cache-Control": "no-cache",
-            "Vary": "Accept-Language",
         }
-        return Response(html, content_type="text/html; charset=utf-8", headers=headers)
+        return _html(html, headers)
 
     async def staff_page(self, name: str) -> Response:
         """``/console`` (operators) and ``/supervisor`` (the live view). Nobody may frame them
@@ -218,9 +217,8 @@ class Pages:
         headers = {
             **policy.page_headers(csp),
             "Cache-Control": "no-cache",
-            "Vary": "Accept-Language",
         }
-        return Response(html, content_type="text/html; charset=utf-8", headers=headers)
+        return _html(html, headers)
 
     async def widget(self) -> Response:
         """``/widget.js``: the embed script, at a stable URL."""
@@ -353,17 +351,40 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 def _public_json(data: Any) -> Response:
     """A public API answer: open to every origin (no credentials), revalidated at each use
-    by its ``ETag``; 304 when the client's copy is current."""
+    by its ``ETag`` (one per encoding); 304 when the client's copy is current."""
     body = _encoder.encode(data)
     etag = _etag(body)
+    packed = accepts_gzip(request.headers.get("Accept-Encoding"))
     headers = {
         "Cache-Control": "no-cache",
-        "ETag": etag,
+        "ETag": etag[:-1] + '.gz"' if packed else etag,
         "Access-Control-Allow-Origin": "*",
+        "Vary": "Accept-Encoding",
     }
-    if _matches(request.headers.get("If-None-Match"), etag):
+    if _matches(request.headers.get("If-None-Match"), headers["ETag"]):
         return _not_modified(headers)
-    return Response(body, content_type="application/json", headers=headers)
+    return _maybe_gzipped(body, "application/json", headers, packed)
+
+
+def _maybe_gzipped(
+    body: bytes, content_type: str, headers: dict[str, str], packed: bool
+) -> Response:
+    """``body`` as is, or gzipped when the client takes it (``packed``): the pages' shells and
+    the public configuration are made per request, so they are compressed per request (a
+    kilobyte or two, microseconds)."""
+    if packed:
+        body = gzip.compress(body, compresslevel=6, mtime=0)
+        headers = {**headers, "Content-Encoding": "gzip"}
+    return Response(body, content_type=content_type, headers=headers)
+
+
+def _html(html: str, headers: dict[str, str]) -> Response:
+    """A page's shell, gzipped when the client takes it."""
+    packed = accepts_gzip(request.headers.get("Accept-Encoding"))
+    vary = "Accept-Language, Accept-Encoding"
+    return _maybe_gzipped(
+        html.encode("utf-8"), "text/html; charset=utf-8", {**headers, "Vary": vary}, packed
+    )
 
 
 def _not_modified(headers: dict[str, str]) -> Response:
