@@ -82,6 +82,7 @@ from omni.domain.model import Role, User, UserProfile, password_weakness
 from omni.domain.protocol import ConversationSummary
 from omni.domain.reports import DEFAULT_THRESHOLD, paused_time, report
 from omni.domain.routing import Presence
+from omni.limits import Backoff, Keyed
 from omni.settings import ServerSettings
 from omni.store import ConversationQuery, page_cursor, parse_cursor
 
@@ -168,6 +169,7 @@ def create_app(
     configuration: Configuration | None = None,
     *,
     settings: ServerSettings | None = None,
+    sign_in_failures: Keyed[str, Backoff] | None = None,
 ) -> QuartTrio:
     """The admin API for ``hub``, with the ``[server]`` settings it follows (CORS origins,
     limits on failed tokens, trusted proxies)."""
@@ -176,7 +178,7 @@ def create_app(
     # No static folder: the pages (omni.pages) serve /static/ with hashed names.
     app = QuartTrio("omni", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    attempts = Attempts(settings.limits, settings.trusted_proxies)
+    attempts = Attempts(settings.limits, settings.trusted_proxies, sign_in_failures)
     api = Api(app, hub, attempts, Accounts(hub, settings.session_ttl))
     app.extensions["omni_api"] = api
 

@@ -143,8 +143,14 @@ class Attempts:
     passwords of each user name, in bounded tables (``omni.limits``)."""
 
     def __init__(
-        self, limits: LimitsSettings | None = None, trusted_proxies: tuple[str, ...] = ()
+        self,
+        limits: LimitsSettings | None = None,
+        trusted_proxies: tuple[str, ...] = (),
+        per_address: Keyed[str, Backoff] | None = None,
     ) -> None:
+        """``per_address``: the failures of each client IP, when they are shared with the
+        websocket's sign-ins (the server passes the gateway's: one budget per address for
+        every credential, not one per door)."""
         limits = limits or LimitsSettings()
         self._trusted = networks(trusted_proxies)
 
@@ -153,7 +159,9 @@ class Attempts:
                 limits.failures_before_wait, limits.failure_wait, limits.failure_wait_max
             )
 
-        self._failures: Keyed[str, Backoff] = Keyed(backoff)
+        self._failures: Keyed[str, Backoff] = (
+            per_address if per_address is not None else Keyed(backoff)
+        )
         self._names: Keyed[str, Backoff] = Keyed(backoff)
 
     def client(self) -> str:

@@ -242,7 +242,14 @@ async def open_server(
 
         if http:
             registry = make_registry(hub)
-            app = create_app(hub, registry, configuration, settings=config.server)
+            # One budget of failed credentials per address, whichever door they knock at.
+            app = create_app(
+                hub,
+                registry,
+                configuration,
+                settings=config.server,
+                sign_in_failures=gateway.logins,
+            )
             port = config.server.http_port if http_port is None else http_port
             if host in ("0.0.0.0", "::") and config.server.public_url is None:
                 log.warning(

@@ -294,3 +294,17 @@ async def test_a_console_and_a_live_view_close_when_their_session_expires(
             assert (await client.until("error"))["code"] == "session_ended"
             with pytest.raises(ConnectionClosed):
                 await client.recv()
+
+
+async def test_one_budget_of_failures_per_address_whichever_door(srv: RunningServer) -> None:
+    # Four wrong bearer tokens over HTTP from 127.0.0.1 (three are free here; the fourth
+    # starts a wait of a second) ...
+    olga = await sign_in(srv, "olga")  # (from another address, beforehand: it takes time)
+    for _ in range(4):
+        async with _http(srv, "not-a-token-at-all-0123456789", ip="127.0.0.1") as http:
+            assert (await http.get("/api/v1/conversations")).status_code == 401
+    # ... and the console's login from the same address must wait too, a right one included.
+    async with connect_tcp(f"{srv.ws_url}/ws/operator") as client:
+        await client.send("login", token=olga)
+        frame = await client.recv()
+    assert (frame["type"], frame.get("code")) == ("error", "too_many_attempts"), frame

@@ -714,7 +714,9 @@ async def _sign_in(gateway: Gateway, peer: WebSocketPeer, attempt: Callable[[], 
     """Sign in (``attempt``: the hub's check of the token, not made while the address must
     wait); an address that keeps failing waits longer before each next try, on every
     endpoint alike."""
-    logins, client = gateway.logins, peer.client
+    # Keyed by the address as text: the admin API counts its failed credentials in this same
+    # table (one budget per address, whichever door).
+    logins, client = gateway.logins, str(peer.client)
     backoff = logins[client]
     wait = backoff.wait(trio.current_time())
     if wait is not None:
