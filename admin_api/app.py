@@ -35,6 +35,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from admin_api import schemas
+from admin_api.attachments import UPLOAD_PATH, AttachmentOut, AttachmentRoutes, LinkOut
 from admin_api.http import (
     CONVERSATIONS,
     OPERATIONS,
@@ -59,6 +60,7 @@ from omni.actors.configuration import Configuration
 from omni.actors.group import QueueSnapshot
 from omni.actors.hub import Hub
 from omni.actors.runtime import ActorCrashed, AskTimeout
+from omni.attachments import Uploads
 from omni.config import (
     RESOURCES,
     ApiTokenInput,
@@ -170,14 +172,27 @@ def create_app(
     *,
     settings: ServerSettings | None = None,
     sign_in_failures: Keyed[str, Backoff] | None = None,
+    uploads: Uploads | None = None,
 ) -> QuartTrio:
     """The admin API for ``hub``, with the ``[server]`` settings it follows (CORS origins,
-    limits on failed tokens, trusted proxies)."""
+    limits on failed tokens, trusted proxies); with ``uploads``, the attachment routes."""
     settings = settings or ServerSettings()
     cors_origins = settings.cors_origins
     # No static folder: the pages (omni.pages) serve /static/ with hashed names.
     app = QuartTrio("omni", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    base_request = app.request_class
+
+    class OmniRequest(base_request):  # type: ignore[valid-type,misc]
+        """An upload's body may be as large as the largest file a service accepts (counted
+        again, per service, while it streams in); every other body at most 1 MiB."""
+
+        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any):
+            if method == "POST" and UPLOAD_PATH.fullmatch(path):
+                kwargs["max_content_length"] = max(hub.directory.largest_attachment(), 1)
+            super().__init__(method, scheme, path, *args, **kwargs)
+
+    app.request_class = OmniRequest
     attempts = Attempts(settings.limits, settings.trusted_proxies, sign_in_failures)
     api = Api(app, hub, attempts, Accounts(hub, settings.session_ttl))
     app.extensions["omni_api"] = api
@@ -200,9 +215,22 @@ def create_app(
     async def whole_body_first() -> None:
         """Read a request's body before anything answers it, whatever the answer: a response
         sent while the body is still arriving leaves the connection unusable for the next
-        request on it (keep-alive). Bodies are bounded by MAX_CONTENT_LENGTH."""
+        request on it (keep-alive). Bodies are bounded by MAX_CONTENT_LENGTH. An upload
+        streams instead, and a refused one closes its connection (admin_api.attachments)."""
+        if request.method == "POST" and UPLOAD_PATH.fullmatch(request.path):
+            return
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             await request.get_data(cache=True)
+
+    @app.after_request
+    async def close_after_refused_upload(response: Response) -> Response:
+        if (
+            request.method == "POST"
+            and UPLOAD_PATH.fullmatch(request.path)
+            and response.status_code >= 400
+        ):
+            response.headers["Connection"] = "close"
+        return response
 
     @app.before_request
     async def preflight() -> Response | None:
@@ -250,6 +278,8 @@ def create_app(
     for resource in RESOURCES.values():
         _resource_routes(api, config, resource)
     _session_routes(api, config)
+    if uploads is not None:
+        _attachment_routes(api, AttachmentRoutes(hub, attempts, api.accounts, uploads))
 
     @api.route(
         "GET",
@@ -896,6 +926,55 @@ def _session_routes(api: Api, config: Configuration) -> None:
             raise Problem(404, f"no user {user_id}") from None
         except ConfigRejected as exc:
             raise Problem(_status(exc), exc.message, kind="conflict") from None
+
+
+def _attachment_routes(api: Api, routes: AttachmentRoutes) -> None:
+    """Upload, download and download links (admin_api.attachments says who may do what)."""
+
+    async def upload(id: str) -> Response:
+        return await routes.upload(id)
+
+    async def download(id: str) -> Response:
+        return await routes.download(id)
+
+    async def link(id: str) -> Response:
+        return await routes.link(id)
+
+    api.route(
+        "POST",
+        "/api/v1/conversations/{id}/attachments",
+        summary="Upload a file into a conversation (the raw bytes as the body; ?name= its "
+        "name): bearer = the visitor's resume token, or the holding operator's token or "
+        "session. A pending upload, until a message carries it",
+        tag="attachments",
+        roles=None,
+        response=AttachmentOut,
+        status=201,
+        query=[("name", {"type": "string", "maxLength": 1000}, "the file's name")],
+        errors=(401, 403, 404, 408, 409, 413, 415, 422, 429),
+    )(upload)
+    api.route(
+        "GET",
+        "/api/v1/attachments/{id}",
+        summary="Download a file: with a bearer token (a participant, a supervisor, an "
+        "administrator) or a download link's expires and signature",
+        tag="attachments",
+        roles=None,
+        query=[
+            ("expires", {"type": "string", "maxLength": 20}, "a download link's expiry"),
+            ("signature", {"type": "string", "maxLength": 64}, "a download link's signature"),
+        ],
+        errors=(401, 429),
+    )(download)
+    api.route(
+        "POST",
+        "/api/v1/attachments/{id}/link",
+        summary="A download link for <img> and <a> (which send no bearer token), short-lived",
+        tag="attachments",
+        roles=None,
+        response=LinkOut,
+        errors=(401, 429),
+    )(link)
 
 
 def _check_rules(password: str, username: str) -> None:

@@ -173,7 +173,12 @@ async def _serve(config: Config, args: argparse.Namespace, database_url: str | N
         async with (
             open_store(database_url, args.data_dir) as store,
             open_server(
-                config, store=store, host=args.host, ws_port=args.ws_port, http_port=args.http_port
+                config,
+                store=store,
+                host=args.host,
+                ws_port=args.ws_port,
+                http_port=args.http_port,
+                data_dir=args.data_dir,
             ) as server,
         ):
             ops = (

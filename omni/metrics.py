@@ -14,11 +14,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from omni.actors.hub import Hub
+from omni.attachments import AttachmentCounters
 
 
 class HubCollector(Collector):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, attachments: AttachmentCounters | None = None) -> None:
         self.hub = hub
+        self.attachments = attachments
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         hub = self.hub
@@ -87,6 +89,9 @@ class HubCollector(Collector):
             emails.add_metric([outcome], count)
         yield emails
 
+        if self.attachments is not None:
+            yield from _attachment_metrics(self.attachments)
+
         stats = hub.conversations_supervisor.statistics()
         restarts = CounterMetricFamily(
             "omni_actor_restarts", "Actor restarts after a crash", labels=["supervisor"]
@@ -96,7 +101,39 @@ class HubCollector(Collector):
         yield restarts
 
 
-def make_registry(hub: Hub) -> CollectorRegistry:
+def make_registry(hub: Hub, attachments: AttachmentCounters | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HubCollector(hub))
+    registry.register(HubCollector(hub, attachments))
     return registry
+
+
+def _attachment_metrics(
+    counters: AttachmentCounters,
+) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    uploaded = CounterMetricFamily("omni_attachment_uploads", "Uploads kept (F11)")
+    uploaded.add_metric([], counters.uploaded_files)
+    yield uploaded
+    uploaded_bytes = CounterMetricFamily("omni_attachment_upload_bytes", "Bytes of uploads kept")
+    uploaded_bytes.add_metric([], counters.uploaded_bytes)
+    yield uploaded_bytes
+    refused = CounterMetricFamily(
+        "omni_attachment_uploads_refused",
+        "Uploads refused, by reason (the problem type's last part)",
+        labels=["reason"],
+    )
+    for reason, count in sorted((counters.refused or {}).items()):
+        refused.add_metric([reason], count)
+    yield refused
+    files = GaugeMetricFamily(
+        "omni_attachments_stored", "Attachments kept (as of the last clean-up pass or upload)"
+    )
+    files.add_metric([], counters.stored_files)
+    yield files
+    stored = GaugeMetricFamily("omni_attachments_stored_bytes", "Bytes of the attachments kept")
+    stored.add_metric([], counters.stored_bytes)
+    yield stored
+    deleted = CounterMetricFamily(
+        "omni_attachment_files_deleted", "Files deleted by the clean-up job (retention, pending)"
+    )
+    deleted.add_metric([], counters.deleted_files)
+    yield deleted

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from quart_trio import QuartTrio
 from admin_api.app import create_app, create_ops_app
 from omni.actors.configuration import Configuration
 from omni.actors.hub import Counters, Hub, Settings, open_hub
+from omni.attachments import FolderStore, Uploads
 from omni.captcha import SiteVerify
 from omni.clock import Clock
 from omni.config import Config
@@ -123,6 +125,17 @@ def _imported_user(body: dict[str, Any], before: dict[str, Any]) -> dict[str, An
     return kept
 
 
+def _attachments_root(
+    configured: str | None, data_dir: str | Path | None, cleanup: AsyncExitStack
+) -> Path:
+    if configured is not None:
+        return Path(configured)
+    if data_dir is not None:
+        return Path(data_dir) / "attachments"
+    # No data directory (tests, the in-memory store): files last as long as the server.
+    return Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="omni-attachments-")))
+
+
 def own_origins(host: str, port: int) -> set[str]:
     """The origins of the server's own HTTP pages (on all interfaces — 0.0.0.0 — there is no
     knowing them: ``console_origins`` names them)."""
@@ -157,6 +170,8 @@ class RunningServer:
     ops_url: str | None = None
     #: The pages on the HTTP port (None without HTTP).
     pages: Pages | None = None
+    #: Attachments: their files, uploads and clean-up job (None without HTTP).
+    uploads: Uploads | None = None
 
     @property
     def ws_url(self) -> str:
@@ -178,7 +193,10 @@ async def open_server(
     ws_port: int | None = None,
     http_port: int | None = None,
     http: bool = True,
+    data_dir: str | Path | None = None,
 ) -> AsyncIterator[RunningServer]:
+    """The server of ``config``; attachments are kept under ``[server.attachments] root``,
+    else ``data_dir/attachments``, else in a temporary folder removed at the end."""
     host = host or config.server.host
     clock = clock or Clock(datetime.now(UTC))
     store = store if store is not None else MemoryStore()
@@ -208,6 +226,7 @@ async def open_server(
             outbox=outbox,
             counters=counters,
         ) as hub,
+        AsyncExitStack() as cleanup,
         trio.open_nursery() as nursery,
     ):
         configuration = Configuration(hub, store, items, clock.now)
@@ -240,14 +259,19 @@ async def open_server(
             finally:
                 done.set()
 
+        uploads: Uploads | None = None
         if http:
-            registry = make_registry(hub)
+            root = _attachments_root(config.server.attachments.root, data_dir, cleanup)
+            uploads = Uploads(store, FolderStore(root), config.server.attachments, clock.now)
+            await nursery.start(uploads.run)
+            registry = make_registry(hub, uploads.counters)
             # One budget of failed credentials per address, whichever door they knock at.
             app = create_app(
                 hub,
                 registry,
                 configuration,
                 settings=config.server,
+                uploads=uploads,
                 sign_in_failures=gateway.logins,
             )
             port = config.server.http_port if http_port is None else http_port
@@ -283,6 +307,7 @@ async def open_server(
                 outbox,
                 ops_url,
                 pages,
+                uploads,
             )
         finally:
             with trio.move_on_after(DRAIN_SECONDS) as drain:

@@ -159,6 +159,38 @@ ONE_ADDRESS_CROWD: dict[str, int] = {
 }
 
 
+class AttachmentsSettings(_Settings, frozen=True):
+    """``[server.attachments]``: where uploaded files are kept and for how long (F11). What a
+    service accepts (size, types, enabled) is configuration (``Attachments``), applied live;
+    these need a restart."""
+
+    #: The attachments root: each service's ``folder`` is a folder under it. None: the
+    #: ``attachments`` folder of ``--data-dir`` (a temporary folder when the server has none).
+    root: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    #: Files of conversations created more than this many days ago are deleted (their
+    #: metadata too); None: kept for ever.
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=36_500)] | None = None
+    #: Uploads no message carries are deleted after this many seconds.
+    pending_seconds: Annotated[float, msgspec.Meta(ge=60, le=30 * 86_400)] = 86_400.0
+    #: Seconds between two passes of the clean-up job (retention, pending, half-written files).
+    sweep_seconds: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 3600.0
+    #: How long a download link lasts (a signed URL for ``<img>`` and ``<a>``, which cannot
+    #: send a bearer token).
+    link_seconds: Annotated[float, msgspec.Meta(ge=10, le=7 * 86_400)] = 3600.0
+    #: The key download links are signed with; None: a random one per start (links then end
+    #: with a restart). Set it (the same on every node) when several nodes serve one database.
+    link_secret: Annotated[str, msgspec.Meta(min_length=22, max_length=200)] | None = None
+    #: The largest image decoded, in pixels (all frames together): a bigger one is refused.
+    max_pixels: Annotated[int, msgspec.Meta(ge=1, le=500_000_000)] = 40_000_000
+
+    def __post_init__(self) -> None:
+        if self.link_secret is not None and (weakness := secret_weakness(self.link_secret)):
+            raise ValueError(f"link_secret is too weak: {weakness}")
+
+    def __repr__(self) -> str:
+        return f"AttachmentsSettings(root={self.root!r}, retention_days={self.retention_days})"
+
+
 #: An origin as browsers write it: scheme, host, optional port; no path.
 PublicOrigin = Annotated[
     str, msgspec.Meta(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", max_length=300)
@@ -199,6 +231,8 @@ class ServerSettings(_Settings, frozen=True):
     captcha: CaptchaSettings | None = None
     #: What one client may make the server hold or do.
     limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
+    #: Where attachments are kept, and for how long.
+    attachments: AttachmentsSettings = msgspec.field(default_factory=AttachmentsSettings)
     #: Origins of the pages allowed on /ws/operator (the console), besides the server's own
     #: HTTP origin.
     console_origins: tuple[Annotated[str, msgspec.Meta(max_length=300)], ...] = ()

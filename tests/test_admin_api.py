@@ -275,9 +275,12 @@ async def test_parameters_are_a_singleton(http: httpx.AsyncClient) -> None:
         "logo": "",
         "all_fields_required": False,
         "attachments": {
+            "enabled": False,
             "max_bytes": 10485760,
             "types": ["image/png", "image/jpeg", "application/pdf"],
             "folder": "attachments",
+            "max_files_per_conversation": 20,
+            "max_bytes_per_conversation": 104857600,
         },
         "pause_reasons": [
             {"id": "lunch", "label": "Lunch"},
@@ -411,6 +414,24 @@ INVALID = [
     ),
     ("put", "/api/v1/parameters", {"palette": {"button": "#12"}}, "$.palette.button"),
     ("put", "/api/v1/parameters", {"attachments": {"max_bytes": 0}}, "$.attachments.max_bytes"),
+    (
+        "put",
+        "/api/v1/parameters",
+        {"attachments": {"types": ["image/svg+xml"]}},
+        "'image/svg+xml' cannot be recognised by content",
+    ),
+    (
+        "put",
+        "/api/v1/parameters",
+        {"attachments": {"folder": "../etc"}},
+        "$.attachments.folder",
+    ),
+    (
+        "post",
+        "/api/v1/services",
+        {"id": 41, "name": "x", "links": [{"group": 1}], "attachments": {"types": ["text/html"]}},
+        "'text/html' cannot be recognised by content",
+    ),
     (
         "post",
         "/api/v1/schedules",

@@ -63,7 +63,7 @@ def _documented_operations() -> list[tuple[str, str, bool]]:
     """(METHOD, path, has inputs) of every operation, from the same declarations the server
     serves (the routes only touch the hub and the configuration when a request comes, so none
     is needed here). Read-only operations first, then writes, deletions last."""
-    app = create_app(None, CollectorRegistry(), object())  # type: ignore[arg-type]
+    app = create_app(None, CollectorRegistry(), object(), uploads=object())  # type: ignore[arg-type]
     doc = document(app.extensions["omni_api"].routes)
     rank = {"get": 0, "post": 1, "put": 2, "delete": 3}
     operations = [
@@ -319,12 +319,17 @@ def _edge_cases(live: LiveServer, operation: Any) -> list[Any]:
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     parameters = operation.definition.raw.get("parameters", [])
     cases = []
+    path_names = [p["name"] for p in parameters if p["in"] == "path"]
+    # A route with a path parameter (an attachment's id) gets one that names nothing.
+    in_path = {n: "x" for n in path_names} or None
     for p in parameters:
         if p["in"] != "query" or p["schema"].get("type") != "string" or "enum" in p["schema"]:
             continue
         values = EDGE_TIMES if p["schema"].get("format") == "date-time" else [NUL]
-        cases += [operation.Case(query={p["name"]: v}, headers=auth) for v in values]
-    path_names = [p["name"] for p in parameters if p["in"] == "path"]
+        cases += [
+            operation.Case(query={p["name"]: v}, path_parameters=in_path, headers=auth)
+            for v in values
+        ]
     method = operation.method.upper()
     if path_names and method in ("GET", "DELETE"):
         cases.append(operation.Case(path_parameters={n: NUL for n in path_names}, headers=auth))

@@ -31,10 +31,14 @@ from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
+from omni.domain.attachments import KNOWN_TYPES
 from omni.domain.schedule import LOOKAHEAD, Schedule
 from omni.domain.values import Colour, Id, ImageRef, Key, Name, Origin, Seconds, SigningKey, Text
 
 _T = TypeVar("_T")
+
+#: The largest file a service may accept (``Attachments.max_bytes``).
+MAX_ATTACHMENT_BYTES = 1024 * 1024 * 1024
 
 
 class _Entity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -166,6 +170,9 @@ class Service(_Entity, frozen=True):
     #: Listed on ``/webchat`` without a service (the visitor's choice, F7); a service that is
     #: not is still reachable by its id (``/webchat?service=ID``).
     public: bool = True
+    #: The service's own attachment limits (F11); None: the installation's
+    #: (``parameters.attachments``).
+    attachments: Attachments | None = None
 
     def __post_init__(self) -> None:
         ids = [q.id for q in self.survey_questions]
@@ -326,15 +333,48 @@ class Palette(_Entity, frozen=True):
 
 
 class Attachments(_Entity, frozen=True):
-    """What visitors and operators may attach (F11)."""
+    """What visitors and operators may attach (F11): installation-wide in ``parameters``, and
+    per service where a service sets its own (``Service.attachments`` replaces it whole).
 
-    max_bytes: Annotated[int, msgspec.Meta(ge=1, le=1024 * 1024 * 1024)] = 10 * 1024 * 1024
-    types: tuple[Annotated[str, msgspec.Meta(max_length=100)], ...] = (
+    ``types`` come from the list Omni can recognise by content
+    (:data:`omni.domain.attachments.KNOWN_TYPES`); ``folder`` is a folder *under* the server's
+    attachments root (``[server.attachments]``), never a path of its own choosing."""
+
+    #: Off by default: a server accepts no file until an administrator says so.
+    enabled: bool = False
+    max_bytes: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTACHMENT_BYTES)] = 10 * 1024 * 1024
+    types: Annotated[
+        tuple[Annotated[str, msgspec.Meta(max_length=100)], ...], msgspec.Meta(max_length=50)
+    ] = (
         "image/png",
         "image/jpeg",
         "application/pdf",
     )
-    folder: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] = "attachments"
+    folder: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=300,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*(/[A-Za-z0-9][A-Za-z0-9_-]*)*$",
+        ),
+    ] = "attachments"
+    #: What one conversation may carry in all: files, and bytes.
+    max_files_per_conversation: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+    max_bytes_per_conversation: Annotated[
+        int, msgspec.Meta(ge=1, le=100 * MAX_ATTACHMENT_BYTES)
+    ] = 100 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.types if t not in KNOWN_TYPES]
+        if unknown:
+            raise ValueError(
+                f"types: {', '.join(map(repr, unknown))} cannot be recognised by content; "
+                f"known types: {', '.join(sorted(KNOWN_TYPES))}"
+            )
+        if (twice := _repeated(list(self.types))) is not None:
+            raise ValueError(f"types: {twice!r} is listed twice")
+        if self.max_bytes > self.max_bytes_per_conversation:
+            raise ValueError("max_bytes must not exceed max_bytes_per_conversation")
 
 
 class PauseReason(_Entity, frozen=True):
@@ -433,6 +473,16 @@ class Directory:
             if operator is None or not operator.active:
                 return None
         return user
+
+    def attachments_of(self, service: Service) -> Attachments:
+        """The attachment limits of ``service``: its own, or the installation's."""
+        own = service.attachments
+        return own if own is not None else self.parameters.attachments
+
+    def largest_attachment(self) -> int:
+        """The most bytes any service accepts in one file now (0: none accepts files)."""
+        limits = [self.parameters.attachments, *(s.attachments for s in self.services.values())]
+        return max((a.max_bytes for a in limits if a is not None and a.enabled), default=0)
 
     def embeddable_from(self, origin: str) -> bool:
         """F18 at the handshake: whether a page of ``origin`` may open a visitor connection —

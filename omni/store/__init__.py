@@ -8,6 +8,8 @@ Rules of this package:
 * A conversation's events are kept with their ``seq``; ``(conversation_id, seq)`` is unique and
   an event is never rewritten.
 * Stores keep the hash of a resume token, never the token; the same for sign-in sessions.
+* Attachments: the store keeps their metadata; the bytes are in a file store
+  (``omni.attachments``), named by ``file_key``, which several rows may share.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Any, Protocol
 
 import msgspec
 
+from omni.domain.attachments import Attachment
 from omni.domain.configuration import ConfigItem
 from omni.domain.conversation import Conversation
 from omni.domain.protocol import isoformat
 from omni.domain.reports import Pause
 
 __all__ = [
+    "Attachment",
     "AuditEntry",
     "ConfigChange",
     "ConfigItem",
@@ -315,4 +319,37 @@ class Store(Protocol):
 
     async def outbox_items(self, conversation_id: str | None = None) -> list[OutboxItem]:
         """Every item (of one conversation), oldest first: for inspection and limits."""
+        ...
+
+    # -- attachments --------------------------------------------------------------------------
+
+    async def add_attachment(self, attachment: Attachment) -> None:
+        """Keep an upload's metadata (pending unless ``claimed_at``), durably before it
+        returns. Its conversation must be stored."""
+        ...
+
+    async def attachment(self, attachment_id: str) -> Attachment | None: ...
+
+    async def attachment_usage(self, conversation_id: str) -> tuple[int, int]:
+        """How many files the conversation carries (pending ones included), and their bytes."""
+        ...
+
+    async def expired_attachments(
+        self, conversations_before: datetime | None, pending_before: datetime, limit: int
+    ) -> list[Attachment]:
+        """At most ``limit`` attachments to delete: every one of a conversation created before
+        ``conversations_before`` (None: none by age), and the pending ones uploaded before
+        ``pending_before``; oldest first."""
+        ...
+
+    async def delete_attachments(self, attachment_ids: list[str]) -> None:
+        """Forget these attachments (unknown ids are ignored)."""
+        ...
+
+    async def files_in_use(self, file_keys: list[str]) -> set[str]:
+        """Which of ``file_keys`` some attachment still names."""
+        ...
+
+    async def attachment_totals(self) -> tuple[int, int]:
+        """How many attachments are kept, and their bytes (for the metrics)."""
         ...

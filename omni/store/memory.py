@@ -16,6 +16,7 @@ import msgspec
 
 from omni.domain.conversation import OPEN_STATUSES, Conversation
 from omni.store import (
+    Attachment,
     AuditEntry,
     ConfigChange,
     ConfigItem,
@@ -43,6 +44,7 @@ class MemoryStore:
         #: Every pause, in the order started, and the last instant each open one was seen.
         self._pauses: list[Pause] = []
         self._pause_seen: dict[int, datetime] = {}
+        self._attachments: dict[str, Attachment] = {}
         self.writes = 0
 
     async def next_ticket(self, year: int) -> int:
@@ -294,6 +296,51 @@ class MemoryStore:
 
     def all_events(self, conversation_id: str) -> list[StoredEvent]:
         return list(self._events.get(conversation_id, []))
+
+    # -- attachments ----------------------------------------------------------------------------
+
+    async def add_attachment(self, attachment: Attachment) -> None:
+        if attachment.conversation_id not in self._conversations:
+            raise StoreError(f"no conversation {attachment.conversation_id}")
+        if attachment.id in self._attachments:
+            raise StoreError(f"attachment {attachment.id} exists")
+        self._attachments[attachment.id] = attachment
+
+    async def attachment(self, attachment_id: str) -> Attachment | None:
+        return self._attachments.get(attachment_id)
+
+    async def attachment_usage(self, conversation_id: str) -> tuple[int, int]:
+        mine = [a for a in self._attachments.values() if a.conversation_id == conversation_id]
+        return len(mine), sum(a.size for a in mine)
+
+    async def expired_attachments(
+        self, conversations_before: datetime | None, pending_before: datetime, limit: int
+    ) -> list[Attachment]:
+        def expired(a: Attachment) -> bool:
+            conv = self._conversations.get(a.conversation_id)
+            old = (
+                conversations_before is not None
+                and conv is not None
+                and conv.created_at < conversations_before
+            )
+            return old or (a.pending and a.created_at < pending_before)
+
+        found = sorted(
+            (a for a in self._attachments.values() if expired(a)),
+            key=lambda a: (a.created_at, a.id),
+        )
+        return found[:limit]
+
+    async def delete_attachments(self, attachment_ids: list[str]) -> None:
+        for attachment_id in attachment_ids:
+            self._attachments.pop(attachment_id, None)
+
+    async def files_in_use(self, file_keys: list[str]) -> set[str]:
+        wanted = set(file_keys)
+        return {a.file_key for a in self._attachments.values() if a.file_key in wanted}
+
+    async def attachment_totals(self) -> tuple[int, int]:
+        return len(self._attachments), sum(a.size for a in self._attachments.values())
 
 
 def _json_copy(value: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ import trio
 
 from omni.domain.conversation import Conversation, Status, Visitor
 from omni.store import (
+    Attachment,
     AuditEntry,
     ConfigChange,
     ConfigItem,
@@ -65,6 +66,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 _Q_LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(7266001)"
 _Q_APPLIED = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+_Q_IS_APPLIED = "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)"
 _Q_RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
 
 _Q_NEXT_TICKET = """
@@ -179,6 +181,25 @@ _Q_OUTBOX_ITEMS = f"""
 SELECT {_OUTBOX_COLUMNS} FROM outbox
 WHERE $1::text IS NULL OR conversation_id = $1 ORDER BY id"""
 
+_ATTACHMENT_COLUMNS = """id, conversation_id, uploaded_by, name, size, content_type, file_key,
+    created_at, claimed_at"""
+_Q_ADD_ATTACHMENT = f"""
+INSERT INTO attachments ({_ATTACHMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
+_Q_ATTACHMENT = f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE id = $1"
+_Q_ATTACHMENT_USAGE = """
+SELECT count(*), coalesce(sum(size), 0)::bigint FROM attachments WHERE conversation_id = $1"""
+_Q_EXPIRED_ATTACHMENTS = """
+SELECT a.id, a.conversation_id, a.uploaded_by, a.name, a.size, a.content_type, a.file_key,
+    a.created_at, a.claimed_at
+FROM attachments a JOIN conversations c ON c.id = a.conversation_id
+WHERE ($1::timestamptz IS NOT NULL AND c.created_at < $1)
+   OR (a.claimed_at IS NULL AND a.created_at < $2)
+ORDER BY a.created_at, a.id LIMIT $3"""
+_Q_DELETE_ATTACHMENTS = "DELETE FROM attachments WHERE id = ANY($1::text[])"
+_Q_FILES_IN_USE = """
+SELECT DISTINCT file_key FROM attachments WHERE file_key = ANY($1::text[])"""
+_Q_ATTACHMENT_TOTALS = "SELECT count(*), coalesce(sum(size), 0)::bigint FROM attachments"
+
 #: Seconds a statement may take before asyncpg gives up on it (pool and writer connections).
 _COMMAND_TIMEOUT = 60
 
@@ -211,7 +232,10 @@ def migrations() -> list[Migration]:
             found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
-    assert versions == list(range(1, len(found) + 1)), f"migration numbers must be 1..n: {versions}"
+    # Increasing and unique; a gap is a number kept for a migration of another branch.
+    assert versions == sorted(set(versions)) and versions[:1] == [1], (
+        f"migration numbers must be unique, from 1: {versions}"
+    )
     return found
 
 
@@ -229,12 +253,12 @@ async def _db_migrate(pool: Any, known: list[Migration]) -> list[int]:
                     f"(which knows up to {newest}): upgrade Omni"
                 )
         for migration in known:
-            if migration.version <= current:
-                continue
+            # By membership, not by the highest number: a number left free for a migration
+            # of a parallel branch (docs/operations.md) is applied when it arrives.
             async with conn.transaction():
                 await conn.execute(_Q_LOCK_MIGRATIONS)
-                if await conn.fetchval(_Q_APPLIED) >= migration.version:
-                    continue  # another process applied it meanwhile
+                if await conn.fetchval(_Q_IS_APPLIED, migration.version):
+                    continue  # applied before, or by another process meanwhile
                 await conn.execute(migration.sql)
                 await conn.execute(_Q_RECORD_MIGRATION, migration.version, migration.name)
                 applied.append(migration.version)
@@ -504,6 +528,20 @@ def _outbox_item(row: Any) -> OutboxItem:
         row["sent_at"],
         row["failed_at"],
         row["last_error"],
+    )
+
+
+def _attachment(row: Any) -> Attachment:
+    return Attachment(
+        row["id"],
+        row["conversation_id"],
+        row["uploaded_by"],
+        row["name"],
+        row["size"],
+        row["content_type"],
+        row["file_key"],
+        row["created_at"],
+        row["claimed_at"],
     )
 
 
@@ -786,6 +824,60 @@ class PostgresStore:
     async def count_events(self) -> int:
         count: int = await self._bridge.run(_db_fetchval, self._pool, _Q_COUNT_EVENTS)
         return count
+
+    # -- attachments ----------------------------------------------------------------------------
+
+    async def add_attachment(self, attachment: Attachment) -> None:
+        a = attachment
+        try:
+            await self._bridge.run(
+                _db_execute,
+                self._pool,
+                _Q_ADD_ATTACHMENT,
+                a.id,
+                a.conversation_id,
+                a.uploaded_by,
+                a.name,
+                a.size,
+                a.content_type,
+                a.file_key,
+                a.created_at,
+                a.claimed_at,
+            )
+        except Exception as exc:
+            raise StoreError(f"attachment {a.id}: {exc}") from exc
+
+    async def attachment(self, attachment_id: str) -> Attachment | None:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_ATTACHMENT, attachment_id)
+        return _attachment(rows[0]) if rows else None
+
+    async def attachment_usage(self, conversation_id: str) -> tuple[int, int]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_ATTACHMENT_USAGE, conversation_id)
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def expired_attachments(
+        self, conversations_before: datetime | None, pending_before: datetime, limit: int
+    ) -> list[Attachment]:
+        rows = await self._bridge.run(
+            _db_fetch,
+            self._pool,
+            _Q_EXPIRED_ATTACHMENTS,
+            conversations_before,
+            pending_before,
+            limit,
+        )
+        return [_attachment(row) for row in rows]
+
+    async def delete_attachments(self, attachment_ids: list[str]) -> None:
+        await self._bridge.run(_db_execute, self._pool, _Q_DELETE_ATTACHMENTS, attachment_ids)
+
+    async def files_in_use(self, file_keys: list[str]) -> set[str]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_FILES_IN_USE, file_keys)
+        return {row[0] for row in rows}
+
+    async def attachment_totals(self) -> tuple[int, int]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_ATTACHMENT_TOTALS)
+        return int(rows[0][0]), int(rows[0][1])
 
     # -- group commit ---------------------------------------------------------------------------
 

@@ -1,0 +1,532 @@
+"""Attachments (F11), end to end over real HTTP against a whole server: uploads by the visitor
+and the operator, every refusal with its problem type, the size limit enforced while the body
+streams, who may download, how files are served; the store's metadata in both stores; the
+clean-up job (retention, pending uploads, what a crash leaves).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from PIL import Image, PngImagePlugin
+
+from omni.attachments import FolderStore, Uploads
+from omni.domain.attachments import Attachment
+from omni.domain.conversation import Status
+from omni.domain.model import Role
+from omni.entropy import SeededEntropy
+from omni.server import RunningServer, open_server
+from omni.settings import AttachmentsSettings
+from omni.store import Store, Write
+from omni.store.memory import MemoryStore
+from tests.support import (
+    T0,
+    TOK_ALICE,
+    TOK_BRUNO,
+    TOK_CARLA,
+    Client,
+    api_token,
+    connect_tcp,
+    login,
+    make_config,
+    make_conversation,
+    start,
+    with_items,
+    with_service,
+)
+
+ADMIN = "admin-secret-token-Rk6Lx1Vp9Nq"
+SUPERVISOR = "supervisor-secret-token-Gz2Hb8Mc5W"
+LIMIT = 256 * 1024
+LIMITS = {
+    "enabled": True,
+    "max_bytes": LIMIT,
+    "types": ["image/png", "image/jpeg", "image/gif", "application/pdf"],
+    "max_files_per_conversation": 6,
+    "max_bytes_per_conversation": 4 * LIMIT,
+}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def png(width: int = 8, height: int = 8, *, text: str | None = None) -> bytes:
+    image = Image.new("RGB", (width, height), (200, 30, 30))
+    info = PngImagePlugin.PngInfo()
+    if text is not None:
+        info.add_text("Comment", text)
+    out = io.BytesIO()
+    image.save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def jpeg() -> bytes:
+    out = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # Make
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + b"x" * 100
+
+
+def pixel_flood(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid PNG header declaring a huge canvas, with (almost) no data: a few hundred bytes
+    that would take gigabytes to decode."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
+
+
+def zip_bomb() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("bomb.txt", b"\x00" * 50_000_000)
+    return out.getvalue()
+
+
+def config() -> Any:
+    def own_limits(body: dict[str, Any]) -> None:
+        body["attachments"] = LIMITS
+
+    return with_items(
+        with_service(make_config(), 25, own_limits),
+        api_token("root", ADMIN),
+        api_token("boss", SUPERVISOR, Role.SUPERVISOR),
+    )
+
+
+@dataclass
+class Chat:
+    server: RunningServer
+    http: httpx.AsyncClient
+    visitor: Client
+    token: str
+    conversation_id: str
+    alice: Client
+
+
+@pytest.fixture
+async def chat() -> AsyncIterator[Chat]:
+    """Service 25 (its own limits) with Vera's conversation held by Alice; Carla serves the
+    same service, Bruno only another one."""
+    async with (
+        open_server(
+            config(), entropy=SeededEntropy(5), host="127.0.0.1", ws_port=0, http_port=0
+        ) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+        connect_tcp(server.ws_url + "/ws/operator") as alice,
+        connect_tcp(server.ws_url + "/ws/visitor") as visitor,
+    ):
+        await login(alice, TOK_ALICE)
+        started = await start(visitor, 25)
+        offer = await alice.expect("offer")
+        await alice.send("accept", conversation_id=offer["conversation"]["id"])
+        await visitor.expect("assigned")
+        yield Chat(server, http, visitor, started["token"], started["conversation_id"], alice)
+
+
+async def upload(
+    chat: Chat,
+    data: bytes,
+    name: str,
+    token: str | None = None,
+    conversation_id: str | None = None,
+    content_type: str = "application/octet-stream",
+) -> httpx.Response:
+    return await chat.http.post(
+        f"/api/v1/conversations/{conversation_id or chat.conversation_id}/attachments",
+        params={"name": name},
+        content=data,
+        headers={**bearer(token or chat.token), "Content-Type": content_type},
+    )
+
+
+def problem(response: httpx.Response, status: int, kind: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"https://omni.dev/problems/{kind}", body
+    return body
+
+
+# -- good files, each way ------------------------------------------------------------------
+
+
+async def test_the_visitor_uploads_an_image_kept_without_its_metadata(chat: Chat) -> None:
+    sent = png(text="GPS: -23.55,-46.63 <script>alert(1)</script>")
+    r = await upload(chat, sent, "../../holiday photo.png")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["name"] == "holiday photo.png"
+    assert body["type"] == "image/png"
+    assert body["conversation_id"] == chat.conversation_id
+    assert r.headers["location"] == f"/api/v1/attachments/{body['upload_id']}"
+    # The link works without a token (an <img> sends none).
+    got = await chat.http.get(body["url"])
+    assert got.status_code == 200
+    assert got.content.startswith(b"\x89PNG")
+    assert b"GPS" not in got.content and b"script" not in got.content
+    assert body["size"] == len(got.content)
+    assert Image.open(io.BytesIO(got.content)).size == (8, 8)
+    assert got.headers["content-type"] == "image/png"
+    assert got.headers["content-disposition"].startswith("inline; filename=")
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in got.headers["content-security-policy"]
+    # The uploader downloads it with their token too.
+    own = await chat.http.get(
+        f"/api/v1/attachments/{body['upload_id']}", headers=bearer(chat.token)
+    )
+    assert own.status_code == 200 and own.content == got.content
+
+
+async def test_a_photo_loses_its_exif(chat: Chat) -> None:
+    sent = jpeg()
+    assert b"SecretCam" in sent
+    r = await upload(chat, sent, "me.jpg")
+    assert r.status_code == 201, r.text
+    got = await chat.http.get(r.json()["url"])
+    assert got.content.startswith(b"\xff\xd8") and b"SecretCam" not in got.content
+
+
+async def test_the_operator_uploads_a_pdf_served_as_a_download(chat: Chat) -> None:
+    r = await upload(chat, PDF, "invoice.pdf", token=TOK_ALICE)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["type"], body["size"]) == ("application/pdf", len(PDF))
+    got = await chat.http.get(body["url"])
+    assert got.status_code == 200 and got.content == PDF
+    assert got.headers["content-disposition"].startswith('attachment; filename="invoice.pdf"')
+    admin = await chat.http.get(r.headers["location"], headers=bearer(ADMIN))
+    assert admin.status_code == 200 and admin.content == PDF
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "status", "kind"),
+    [
+        (b"<html><script>alert(1)</script></html>" * 10, "cat.png", 415, "attachment-type-unknown"),
+        (
+            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+            "logo.svg",
+            415,
+            "attachment-type-unknown",
+        ),
+        (jpeg(), "photo.png", 415, "attachment-type-mismatch"),
+        (zip_bomb(), "docs.zip", 415, "attachment-type-not-allowed"),
+        (pixel_flood(), "flood.png", 422, "attachment-too-many-pixels"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "broken.png", 422, "attachment-image-unreadable"),
+        (b"", "nothing.pdf", 422, "attachment-empty"),
+    ],
+    ids=[
+        "html-named-png",
+        "svg-with-script",
+        "jpeg-named-png",
+        "zip-bomb",
+        "pixel-flood",
+        "broken-png",
+        "empty",
+    ],
+)
+async def test_refused_uploads(chat: Chat, data: bytes, name: str, status: int, kind: str) -> None:
+    problem(await upload(chat, data, name), status, kind)
+    metrics = (await chat.http.get("/metrics")).text
+    assert f'omni_attachment_uploads_refused_total{{reason="{kind}"}} 1.0' in metrics
+    assert "omni_attachments_stored 0.0" in metrics
+
+
+async def test_a_polyglot_keeps_only_its_image(chat: Chat) -> None:
+    """A PNG with an HTML page after its end (and a zip after that): detected as PNG, kept as
+    the image Pillow wrote, nothing else."""
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("evil.html", "<script>alert(1)</script>")
+    sent = png() + b"<html><script>alert(document.cookie)</script></html>" + zipped.getvalue()
+    r = await upload(chat, sent, "innocent.png")
+    assert r.status_code == 201, r.text
+    got = await chat.http.get(r.json()["url"])
+    assert b"script" not in got.content and b"evil" not in got.content
+    assert got.content.endswith(b"IEND\xaeB`\x82")
+
+
+async def test_a_claimed_type_that_the_content_contradicts_is_refused(chat: Chat) -> None:
+    r = await upload(chat, PDF, "report", content_type="image/png")
+    problem(r, 415, "attachment-type-mismatch")
+
+
+async def test_a_service_without_attachments_refuses_them(chat: Chat) -> None:
+    async with connect_tcp(chat.server.ws_url + "/ws/visitor") as other:
+        started = await start(other, 27)  # the installation's limits: disabled by default
+        r = await upload(chat, png(), "a.png", started["token"], started["conversation_id"])
+        problem(r, 403, "attachments-disabled")
+
+
+async def test_a_conversation_has_a_quota(chat: Chat) -> None:
+    for n in range(LIMITS["max_files_per_conversation"]):
+        r = await upload(chat, png(n + 1, 1), f"{n}.png")
+        assert r.status_code == 201, r.text
+    problem(await upload(chat, png(), "one-more.png"), 409, "attachment-quota-exceeded")
+
+
+async def test_a_declared_length_over_the_limit_is_refused_before_reading(chat: Chat) -> None:
+    async with await trio.open_tcp_stream("127.0.0.1", chat.server.http_port or 0) as stream:
+        head = (
+            f"POST /api/v1/conversations/{chat.conversation_id}/attachments?name=big.pdf "
+            "HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {chat.token}\r\nContent-Length: {100 * LIMIT}\r\n\r\n"
+        )
+        await stream.send_all(head.encode())
+        with trio.fail_after(5):
+            answer = await _read_answer(stream)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b"attachment-too-large" in answer and b"connection: close" in answer.lower()
+
+
+async def test_a_streamed_body_is_cut_off_at_the_limit(chat: Chat) -> None:
+    """A chunked body without a length, 200 times the limit: the server answers 413 and closes
+    the connection having read a small part of it."""
+    total = 200 * LIMIT
+    sent = 0
+    answer = b""
+    async with await trio.open_tcp_stream("127.0.0.1", chat.server.http_port or 0) as stream:
+        head = (
+            f"POST /api/v1/conversations/{chat.conversation_id}/attachments?name=big.pdf "
+            "HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {chat.token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        await stream.send_all(head.encode())
+        piece = PDF + b"y" * (16 * 1024 - len(PDF))
+        chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+
+        async def feed(cancel: trio.CancelScope) -> None:
+            nonlocal sent
+            try:
+                while sent < total:
+                    await stream.send_all(chunk)
+                    sent += len(piece)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(feed, nursery.cancel_scope)
+                answer = await _read_answer(stream)
+                nursery.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b"attachment-too-large" in answer
+    # What the sender got into the socket before the answer: the limit plus what the kernel's
+    # buffers hold — far from the whole body.
+    assert sent < total // 4, (sent, total)
+
+
+async def _read_answer(stream: trio.SocketStream) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        try:
+            more = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            break
+        if not more:
+            break
+        data += more
+    return data
+
+
+# -- who may download ------------------------------------------------------------------------
+
+
+async def _claimed(chat: Chat) -> str:
+    """An attachment of the chat that a message carries (the protocol's next step claims
+    uploads; here the row is made claimed directly)."""
+    r = await upload(chat, PDF, "shared.pdf")
+    assert r.status_code == 201, r.text
+    store = chat.server.hub.store
+    pending = await store.attachment(r.json()["upload_id"])
+    assert pending is not None and pending.pending
+    claimed = replace(pending, id="claimed-1", claimed_at=T0)
+    await store.add_attachment(claimed)
+    return claimed.id
+
+
+async def test_who_may_download(chat: Chat) -> None:
+    attachment_id = await _claimed(chat)
+    path = f"/api/v1/attachments/{attachment_id}"
+    missing = await chat.http.get("/api/v1/attachments/nope", headers=bearer(ADMIN))
+    problem(missing, 404, "attachment-not-found")
+    for token in (chat.token, TOK_ALICE, TOK_CARLA, ADMIN, SUPERVISOR):
+        got = await chat.http.get(path, headers=bearer(token))
+        assert got.status_code == 200 and got.content == PDF, token
+    async with connect_tcp(chat.server.ws_url + "/ws/visitor") as other:
+        stranger = (await start(other, 25))["token"]
+        # Another visitor, and an operator of another service: the 404 of a missing file.
+        for token in (stranger, TOK_BRUNO):
+            refused = await chat.http.get(path, headers=bearer(token))
+            assert problem(refused, 404, "attachment-not-found") == missing.json() | {
+                "detail": missing.json()["detail"]
+            }
+            link = await chat.http.post(path + "/link", headers=bearer(token))
+            problem(link, 404, "attachment-not-found")
+        # ... nor may they upload into the conversation.
+        r = await upload(chat, png(), "x.png", token=stranger)
+        problem(r, 404, "not-found")
+        r = await upload(chat, png(), "x.png", token=TOK_BRUNO)
+        problem(r, 404, "not-found")
+    # Carla may see the conversation (her group serves it) but does not hold it.
+    problem(await upload(chat, png(), "x.png", token=TOK_CARLA), 409, "conversation-not-held")
+    problem(await chat.http.get(path), 401, "unauthorized")
+
+
+async def test_a_pending_upload_is_only_its_uploaders(chat: Chat) -> None:
+    r = await upload(chat, png(), "draft.png")
+    path = r.headers["location"]
+    assert (await chat.http.get(path, headers=bearer(chat.token))).status_code == 200
+    problem(await chat.http.get(path, headers=bearer(TOK_ALICE)), 404, "attachment-not-found")
+    assert (await chat.http.get(path, headers=bearer(SUPERVISOR))).status_code == 200
+
+
+async def test_download_links_are_signed_and_expire(chat: Chat) -> None:
+    r = await upload(chat, png(), "a.png")
+    url: str = r.json()["url"]
+    minted = await chat.http.post(r.headers["location"] + "/link", headers=bearer(chat.token))
+    assert minted.status_code == 200 and minted.json()["url"].startswith(r.headers["location"])
+    forged = url[:-1] + ("0" if url[-1] != "0" else "1")
+    problem(await chat.http.get(forged), 404, "attachment-not-found")
+    other_file = url.replace(r.json()["upload_id"], "claimed-1")
+    problem(await chat.http.get(other_file), 404, "attachment-not-found")
+    assert chat.server.uploads is not None
+    links = chat.server.uploads.links
+    later = chat.server.hub.clock.now() + timedelta(seconds=links.ttl + 5)
+    _path, _, query = url.partition("?")
+    params = dict(p.split("=") for p in query.split("&"))
+    assert not links.check(r.json()["upload_id"], params["expires"], params["signature"], later)
+
+
+# -- the store's metadata, both stores -------------------------------------------------------
+
+
+def attachment(n: int, conversation: str = "c1", **changes: Any) -> Attachment:
+    return Attachment(
+        id=f"a{n}",
+        conversation_id=conversation,
+        uploaded_by="visitor",
+        name=f"{n}.png",
+        size=100 * n,
+        content_type="image/png",
+        file_key=f"attachments/ab/{n:064x}",
+        created_at=T0 + timedelta(seconds=n),
+        **changes,
+    )
+
+
+async def test_the_store_keeps_attachments(store: Store) -> None:
+    old = make_conversation(1, Status.CLOSED, at=T0 - timedelta(days=40))
+    new = make_conversation(2, Status.ACTIVE, at=T0)
+    await store.write(Write(conversation=old))
+    await store.write(Write(conversation=new))
+    kept = [
+        attachment(1, "c1", claimed_at=T0),
+        attachment(2, "c2"),  # pending, recent
+        attachment(3, "c2", claimed_at=T0),
+        replace(attachment(4, "c2"), created_at=T0 - timedelta(days=2)),  # pending, old
+        replace(attachment(5, "c2", claimed_at=T0), file_key=attachment(3).file_key),
+    ]
+    for a in kept:
+        await store.add_attachment(a)
+    assert await store.attachment("a1") == kept[0]
+    assert await store.attachment("nope") is None
+    assert await store.attachment_usage("c2") == (4, 200 + 300 + 400 + 500)
+    assert await store.attachment_totals() == (5, 1500)
+    expired = await store.expired_attachments(T0 - timedelta(days=30), T0 - timedelta(days=1), 10)
+    assert [a.id for a in expired] == ["a4", "a1"]
+    assert [a.id for a in await store.expired_attachments(None, T0 - timedelta(days=1), 10)] == [
+        "a4"
+    ]
+    await store.delete_attachments(["a1", "a4", "unknown"])
+    keys = [attachment(n).file_key for n in (1, 2, 3, 4)]
+    assert await store.files_in_use(keys) == {attachment(2).file_key, attachment(3).file_key}
+    await store.delete_attachments(["a3"])
+    assert await store.files_in_use([attachment(3).file_key]) == {attachment(3).file_key}
+
+
+# -- the clean-up job ----------------------------------------------------------------------
+
+
+class Now:
+    def __init__(self) -> None:
+        self.at = T0
+
+    def __call__(self) -> Any:
+        return self.at
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_the_clean_up_job(tmp_path: Path) -> None:
+    from omni.attachments import Upload
+    from omni.domain.model import Attachments
+
+    store = MemoryStore()
+    files = FolderStore(tmp_path)
+    now = Now()
+    uploads = Uploads(store, files, AttachmentsSettings(retention_days=30), now)
+    old = make_conversation(1, Status.CLOSED, at=T0 - timedelta(days=31))
+    new = make_conversation(2, Status.ACTIVE, at=T0)
+    for conv in (old, new):
+        await store.write(Write(conversation=conv))
+    limits = Attachments(enabled=True, types=("application/pdf",))
+    kept = []
+    for conv_id, data in (("c1", PDF + b"1"), ("c2", PDF + b"2"), ("c2", PDF + b"3")):
+        upload = Upload(conv_id, "visitor", "f.pdf", None, None, limits)
+        kept.append(await uploads.receive(upload, _body(data)))
+    claimed = [replace(a, id=a.id + "-claimed", claimed_at=T0) for a in kept[:2]]
+    for a in claimed:
+        await store.add_attachment(a)
+    # A crash between the file and its row, and one in the middle of writing a file.
+    orphan = await files.commit(await files.begin(), "attachments", "f" * 64)
+    partial = await files.begin()
+    assert files.path_of(orphan).exists() and partial.exists()
+
+    # Past the retention period: the old conversation's rows and file; the orphans are too
+    # recent to be told from an upload in progress.
+    assert await uploads.sweep() == 1
+    assert await store.attachment(kept[0].id) is None
+    assert await store.attachment(claimed[0].id) is None
+    assert not files.path_of(kept[0].file_key).exists()
+    assert files.path_of(orphan).exists() and partial.exists()
+
+    # A day later the pending uploads go, the claimed one stays; old orphans are swept.
+    now.at = T0 + timedelta(days=1, seconds=1)
+    await uploads.sweep(orphan_age=0)
+    assert await store.attachment(kept[1].id) is None
+    assert await store.attachment(kept[2].id) is None
+    assert await store.attachment(claimed[1].id) is not None
+    assert files.path_of(claimed[1].file_key).exists()  # shared with the pending one: kept
+    assert not files.path_of(kept[2].file_key).exists()
+    assert not files.path_of(orphan).exists() and not partial.exists()
+    assert (uploads.counters.stored_files, uploads.counters.stored_bytes) == (1, claimed[1].size)
