@@ -19,7 +19,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from omni.actors.peer import History, Peer
@@ -317,6 +317,14 @@ class ConversationActor(Actor[ConversationMessage]):
         return self._host.context(self._conv.service_id)
 
     async def _apply(self, event: Event) -> None:
+        if (
+            isinstance(event, domain.VisitorMessage | domain.OperatorMessage)
+            and event.upload_id is not None
+        ):
+            # The rules decide on what the store knows of the upload (this actor is the only
+            # one that claims this conversation's uploads: nothing changes it meanwhile).
+            found = await self._host.store.attachment(event.upload_id)
+            event = replace(event, upload=found)
         reserved: int | None = None
         if isinstance(event, TransferToOperator | ResumeByOperator | SupervisorAssign):
             # Reserve the target's slot first (no await between check and reserve), so the rules
@@ -368,6 +376,9 @@ class ConversationActor(Actor[ConversationMessage]):
                         conv.id, effect.seq, effect.kind, effect.audience, frame, effect.client_key
                     )
                 )
+                if effect.claims is not None:
+                    assert isinstance(effect.frame, p.Message)
+                    write.claims.append((effect.claims, effect.frame.at))
             elif isinstance(effect, Persist):
                 write.conversation = conv
             elif isinstance(effect, SaveSurvey):

@@ -200,6 +200,11 @@ class OperatorSession:
     async def message(self, conversation_id: str, client_id: str, text: str) -> None:
         await self._send(conversation_id, domain.OperatorMessage(self.id, client_id, text))
 
+    async def attachment(self, conversation_id: str, client_id: str, upload_id: str) -> None:
+        await self._send(
+            conversation_id, domain.OperatorMessage(self.id, client_id, "", upload_id=upload_id)
+        )
+
     async def typing(self, conversation_id: str) -> None:
         await self._send(conversation_id, domain.OperatorTyping(self.id))
 

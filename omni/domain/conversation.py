@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from omni.domain import protocol as p
+from omni.domain.attachments import Attachment
 from omni.domain.model import Service, SurveyQuestion, Timers
 from omni.domain.protocol import EndedBy, Party, Rejected, Status, Visitor
 
@@ -104,6 +105,10 @@ class Conversation:
 class VisitorMessage:
     client_id: str
     text: str
+    #: An ``attachment`` frame: the upload it names, and what the store knows of it (None:
+    #: nothing). The caller looks it up; the rules decide whether the message may claim it.
+    upload_id: str | None = None
+    upload: Attachment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,8 @@ class OperatorMessage:
     operator_id: int
     client_id: str
     text: str
+    upload_id: str | None = None
+    upload: Attachment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +320,8 @@ class Emit:
     #: For messages: the party who sent it. It gets an :class:`Ack` live instead of an echo;
     #: a replay after a reconnect includes the message.
     sender: Party | None = None
+    #: For a file's message: the attachment it claims, in the same write as the event.
+    claims: str | None = None
 
     @property
     def seq(self) -> int:
@@ -674,15 +683,22 @@ def _client_key(event: VisitorMessage | OperatorMessage) -> tuple[str, str]:
 
 def _message(
     conv: Conversation,
-    key: tuple[str, str],
+    ev: VisitorMessage | OperatorMessage,
     party: Party,
     author: p.Author,
-    text: str,
     now: datetime,
     timers: Timers,
 ) -> list[Effect]:
     """A new message (a resend was answered by :func:`handle` before it got here)."""
-    validate_text(text)
+    key = _client_key(ev)
+    attachment: p.AttachmentRef | None = None
+    if ev.upload_id is not None:
+        upload = claimable(conv, ev, author)
+        attachment = p.AttachmentRef(upload.id, upload.name, upload.size, upload.content_type)
+        text = upload.name
+    else:
+        text = ev.text
+        validate_text(text)
     conv.last_seq += 1
     frame = p.Message(
         conversation_id=conv.id,
@@ -691,13 +707,33 @@ def _message(
         author=author,
         text=text,
         at=now,
+        attachment=attachment,
     )
-    emit = Emit(frame, "both", conv.operator_id, key, party)
+    claims = attachment.id if attachment is not None else None
+    emit = Emit(frame, "both", conv.operator_id, key, party, claims)
     conv.client_ids[key] = emit.seq
     effects: list[Effect] = [emit, Ack(party, key[1], emit.seq)]
     if conv.status is Status.ACTIVE:
         effects += _pass_turn(conv, "operator" if party == "visitor" else "visitor", timers)
     return effects
+
+
+def claimable(
+    conv: Conversation, ev: VisitorMessage | OperatorMessage, author: p.Author
+) -> Attachment:
+    """The upload an ``attachment`` frame names, if its sender may send it in a message now:
+    an upload of this conversation (``unknown_attachment``: none, or another conversation's),
+    by the sender (``not_your_attachment``), that no message carries yet
+    (``attachment_claimed``)."""
+    upload = ev.upload
+    if upload is None or upload.id != ev.upload_id or upload.conversation_id != conv.id:
+        raise Rejected("unknown_attachment", f"this conversation has no upload {ev.upload_id!r}")
+    uploader = "visitor" if author.kind == "visitor" else f"operator:{author.id}"
+    if upload.uploaded_by != uploader:
+        raise Rejected("not_your_attachment", f"upload {upload.id} was not uploaded by you")
+    if not upload.pending:
+        raise Rejected("attachment_claimed", f"upload {upload.id} is in a message already")
+    return upload
 
 
 def _turn_timers(timers: Timers) -> dict[str, float | None]:
@@ -749,14 +785,14 @@ def _visitor_message(
                 "until an operator answers",
             )
     author = p.Author("visitor", conv.visitor.name)
-    return _message(conv, _client_key(ev), "visitor", author, ev.text, now, ctx.service.timers)
+    return _message(conv, ev, "visitor", author, now, ctx.service.timers)
 
 
 def _operator_message(
     conv: Conversation, ev: OperatorMessage, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
     author = p.Author("operator", conv.operator_name, ev.operator_id)
-    return _message(conv, _client_key(ev), "operator", author, ev.text, now, ctx.service.timers)
+    return _message(conv, ev, "operator", author, now, ctx.service.timers)
 
 
 def _visitor_typing(

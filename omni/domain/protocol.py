@@ -36,6 +36,7 @@ ConversationId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Seq = Annotated[int, msgspec.Meta(ge=0)]
 Text = Annotated[str, msgspec.Meta(max_length=100_000)]
 ShortText = Annotated[str, msgspec.Meta(max_length=500)]
+UploadId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 #: Every error code the server sends, with when. docs/protocol.md lists the same table.
 ERROR_CODES: dict[str, str] = {
@@ -247,6 +248,13 @@ class VisitorMessage(_Inbound, frozen=True, tag="message"):
     text: Text
 
 
+class VisitorAttachment(_Inbound, frozen=True, tag="attachment"):
+    """A message that carries a file uploaded over HTTP (``upload_id``: the upload's id)."""
+
+    client_id: ClientId
+    upload_id: UploadId
+
+
 class VisitorTyping(_Inbound, frozen=True, tag="typing"):
     pass
 
@@ -275,6 +283,7 @@ VisitorFrame = (
     Start
     | Resume
     | VisitorMessage
+    | VisitorAttachment
     | VisitorTyping
     | VisitorEnd
     | SurveyAnswers
@@ -314,6 +323,12 @@ class OperatorMessage(_Inbound, frozen=True, tag="message"):
     text: Text
 
 
+class OperatorAttachment(_Inbound, frozen=True, tag="attachment"):
+    conversation_id: ConversationId
+    client_id: ClientId
+    upload_id: UploadId
+
+
 class OperatorTyping(_Inbound, frozen=True, tag="typing"):
     conversation_id: ConversationId
 
@@ -349,6 +364,7 @@ OperatorFrame = (
     | Accept
     | Sync
     | OperatorMessage
+    | OperatorAttachment
     | OperatorTyping
     | Transfer
     | OperatorEnd
@@ -385,12 +401,24 @@ class _Event(_Outbound, frozen=True):
     seq: int
 
 
-class Message(_Event, frozen=True, tag="message"):
+class AttachmentRef(msgspec.Struct, frozen=True, gc=False):
+    """The file a message carries: download it at ``/api/v1/attachments/{id}`` (a page mints a
+    short-lived link with ``POST /api/v1/attachments/{id}/link``)."""
+
+    id: str
+    name: str
+    size: int
+    type: str
+
+
+class Message(_Event, frozen=True, tag="message", omit_defaults=True):
     #: ``<conversation_id>-<seq>``.
     id: str
     author: Author
+    #: A file's message has its file's name as its text.
     text: str
     at: datetime
+    attachment: AttachmentRef | None = None
 
 
 class Assigned(_Event, frozen=True, tag="assigned"):

@@ -96,7 +96,11 @@ def render(
         if isinstance(event, p.Message):
             author = event.author
             name = author.name or ("You" if author.kind == "visitor" else "Agent")
-            text = event.text.replace("\r\n", "\n").replace("\n", "\n    ")
+            if event.attachment is not None:
+                # The file, not a link: the e-mail outlives any download link.
+                text = f"[file: {event.attachment.name}, {_size(event.attachment.size)}]"
+            else:
+                text = event.text.replace("\r\n", "\n").replace("\n", "\n    ")
             lines.append(f"[{when(event)}] {name}: {text}")
         elif isinstance(event, p.Transferred):
             lines.append(f"— transferred to {event.to.name or 'another agent'} —")
@@ -105,3 +109,12 @@ def render(
     return Transcript(
         f"Your conversation {conv.ticket} with {service.name}", "\n".join(lines) + "\n"
     )
+
+
+def _size(size: int) -> str:
+    """A file's size for people: bytes, kB or MB (decimal, one decimal place)."""
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} kB"
+    return f"{size / 1_000_000:.1f} MB"

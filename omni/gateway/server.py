@@ -574,6 +574,7 @@ _VISITOR_HANDLERS: dict[type, Callable[[_VisitorConnection, Any], Awaitable[None
     p.Ping: _VisitorConnection._ping,
     p.TranscriptRequest: _VisitorConnection._transcript,
     p.VisitorMessage: _VisitorConnection._event,
+    p.VisitorAttachment: _VisitorConnection._event,
     p.VisitorTyping: _VisitorConnection._event,
     p.VisitorEnd: _VisitorConnection._event,
     p.SurveyAnswers: _VisitorConnection._event,
@@ -584,6 +585,8 @@ _VISITOR_HANDLERS: dict[type, Callable[[_VisitorConnection, Any], Awaitable[None
 def _visitor_event(frame: p.VisitorFrame) -> domain.Event:
     if isinstance(frame, p.VisitorMessage):
         return domain.VisitorMessage(frame.client_id, frame.text)
+    if isinstance(frame, p.VisitorAttachment):
+        return domain.VisitorMessage(frame.client_id, "", upload_id=frame.upload_id)
     if isinstance(frame, p.SurveyAnswers):
         return domain.SurveyAnswered(frame.answers)
     return _VISITOR_EVENTS[type(frame)]()
@@ -611,6 +614,9 @@ class _OperatorConnection:
             p.SetStatus: lambda s, f: s.set_status(f.status, f.reason),
             p.Accept: lambda s, f: s.accept(f.conversation_id),
             p.OperatorMessage: lambda s, f: s.message(f.conversation_id, f.client_id, f.text),
+            p.OperatorAttachment: lambda s, f: s.attachment(
+                f.conversation_id, f.client_id, f.upload_id
+            ),
             p.OperatorTyping: lambda s, f: s.typing(f.conversation_id),
             p.Transfer: lambda s, f: s.transfer(f.conversation_id, f.group_id, f.operator_id),
             p.OperatorEnd: lambda s, f: s.end(f.conversation_id),

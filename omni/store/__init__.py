@@ -179,6 +179,9 @@ class Write:
     events: list[StoredEvent] = field(default_factory=list)
     survey: dict[str, Any] | None = None
     survey_skipped: bool = False
+    #: Pending attachments its messages carry: (attachment id, claimed at). Claimed in the same
+    #: transaction as the events; one that is unknown or claimed already fails the whole write.
+    claims: list[tuple[str, datetime]] = field(default_factory=list)
 
 
 class Store(Protocol):

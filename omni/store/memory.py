@@ -60,6 +60,10 @@ class MemoryStore:
                 raise StoreError(
                     f"event {event.conversation_id}#{event.seq} is not after #{existing[-1].seq}"
                 )
+        for attachment_id, _ in write.claims:
+            found = self._attachments.get(attachment_id)
+            if found is None or not found.pending:
+                raise StoreError(f"attachment {attachment_id} is unknown or claimed")
         self.writes += 1
         if write.conversation is not None:
             conv = write.conversation
@@ -69,6 +73,9 @@ class MemoryStore:
             self._by_token[conv.token_hash] = conv.id
         for event in write.events:
             self._events.setdefault(event.conversation_id, []).append(event)
+        for attachment_id, at in write.claims:
+            found = self._attachments[attachment_id]
+            self._attachments[attachment_id] = dataclasses.replace(found, claimed_at=at)
         if write.survey is not None or write.survey_skipped:
             assert write.conversation is not None
             self._surveys[write.conversation.id] = write.survey

@@ -199,6 +199,10 @@ _Q_DELETE_ATTACHMENTS = "DELETE FROM attachments WHERE id = ANY($1::text[])"
 _Q_FILES_IN_USE = """
 SELECT DISTINCT file_key FROM attachments WHERE file_key = ANY($1::text[])"""
 _Q_ATTACHMENT_TOTALS = "SELECT count(*), coalesce(sum(size), 0)::bigint FROM attachments"
+_Q_CLAIM_ATTACHMENTS = """
+UPDATE attachments a SET claimed_at = c.at
+FROM unnest($1::text[], $2::timestamptz[]) AS c(id, at)
+WHERE a.id = c.id AND a.claimed_at IS NULL"""
 
 #: Seconds a statement may take before asyncpg gives up on it (pool and writer connections).
 _COMMAND_TIMEOUT = 60
@@ -348,9 +352,10 @@ async def _db_commit(
     conversations: list[tuple[Any, ...]],
     events: list[tuple[Any, ...]],
     surveys: list[tuple[Any, ...]],
+    claims: list[tuple[str, datetime]],
 ) -> None:
     conn = await writer.connection()
-    if not conversations and not surveys:
+    if not conversations and not surveys and not claims:
         # Only events (the common case: messages): one statement is atomic on its own, so
         # no BEGIN/COMMIT round trips around it.
         await _db_insert_events(conn, events)
@@ -361,6 +366,13 @@ async def _db_commit(
         await _db_insert_events(conn, events)
         if surveys:
             await conn.executemany(_Q_UPSERT_SURVEY, surveys)
+        if claims:
+            # In the messages' transaction: a file's message and its claim commit together.
+            status = await conn.execute(
+                _Q_CLAIM_ATTACHMENTS, [c[0] for c in claims], [c[1] for c in claims]
+            )
+            if status != f"UPDATE {len(claims)}":
+                raise StoreError("an attachment to claim is unknown or claimed already")
 
 
 async def _db_insert_events(conn: Any, events: list[tuple[Any, ...]]) -> None:
@@ -549,13 +561,14 @@ class _Batch:
     """Writes that commit together, as rows ready for the database; their callers wait on
     :attr:`done`."""
 
-    __slots__ = ("conversations", "done", "errors", "events", "surveys", "writes")
+    __slots__ = ("claims", "conversations", "done", "errors", "events", "surveys", "writes")
 
     def __init__(self) -> None:
         self.writes: list[Write] = []
         self.conversations: list[tuple[Any, ...]] = []
         self.events: list[tuple[Any, ...]] = []
         self.surveys: list[tuple[Any, ...]] = []
+        self.claims: list[tuple[str, datetime]] = []
         self.done = trio.Event()
         #: Position of a write in :attr:`writes` -> why it was not stored.
         self.errors: dict[int, BaseException] = {}
@@ -568,6 +581,7 @@ class _Batch:
             self.conversations.append(_conversation_row(conv))
             if write.survey is not None or write.survey_skipped:
                 self.surveys.append((conv.id, write.survey, write.survey is None))
+        self.claims += write.claims
         append = self.events.append
         for e in write.events:
             key = e.client_key
@@ -928,7 +942,12 @@ class PostgresStore:
         try:
             with trio.CancelScope(shield=True):
                 await self._bridge.run(
-                    _db_commit, writer, batch.conversations, batch.events, batch.surveys
+                    _db_commit,
+                    writer,
+                    batch.conversations,
+                    batch.events,
+                    batch.surveys,
+                    batch.claims,
                 )
         except Exception as exc:
             if len(batch.writes) == 1:
