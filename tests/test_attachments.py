@@ -26,7 +26,7 @@ from omni.domain.model import Role
 from omni.entropy import SeededEntropy
 from omni.server import RunningServer, open_server
 from omni.settings import AttachmentsSettings
-from omni.store import Store, Write
+from omni.store import Store, StoreError, Write
 from omni.store.memory import MemoryStore
 from tests.support import (
     T0,
@@ -530,3 +530,132 @@ async def test_the_clean_up_job(tmp_path: Path) -> None:
     assert not files.path_of(kept[2].file_key).exists()
     assert not files.path_of(orphan).exists() and not partial.exists()
     assert (uploads.counters.stored_files, uploads.counters.stored_bytes) == (1, claimed[1].size)
+
+
+# -- the attachment frame (the protocol, docs/protocol.md §2.6) ----------------------------
+
+
+async def _uploaded(chat: Chat, data: bytes, name: str, token: str | None = None) -> str:
+    r = await upload(chat, data, name, token=token)
+    assert r.status_code == 201, r.text
+    upload_id: str = r.json()["upload_id"]
+    return upload_id
+
+
+def _error(frame: dict[str, Any], code: str, client_id: str) -> None:
+    assert frame["type"] == "error" and frame["code"] == code, frame
+    assert frame["client_id"] == client_id
+
+
+async def test_the_visitor_sends_a_file_as_a_message(chat: Chat) -> None:
+    image = png()
+    upload_id = await _uploaded(chat, image, "photo.png")
+    await chat.visitor.send("attachment", client_id="v-f1", upload_id=upload_id)
+    ack = await chat.visitor.until("ack")
+    assert ack["client_id"] == "v-f1"
+    while (got := await chat.alice.until("message"))["seq"] != ack["seq"]:
+        pass  # the greeting
+    kept = await chat.server.hub.store.attachment(upload_id)
+    assert kept is not None and not kept.pending
+    assert got["seq"] == ack["seq"] and got["author"]["kind"] == "visitor"
+    assert got["text"] == "photo.png"
+    assert got["attachment"] == {
+        "id": upload_id,
+        "name": "photo.png",
+        "size": kept.size,
+        "type": "image/png",
+    }
+    # The same client_id again: the same ack, nothing stored or claimed again.
+    events = await chat.server.hub.store.events_after(chat.conversation_id, 0)
+    await chat.visitor.send("attachment", client_id="v-f1", upload_id=upload_id)
+    assert (await chat.visitor.until("ack")) == ack
+    assert await chat.server.hub.store.events_after(chat.conversation_id, 0) == events
+    # Another client_id: the upload is in a message already.
+    await chat.visitor.send("attachment", client_id="v-f2", upload_id=upload_id)
+    _error(await chat.visitor.until("error"), "attachment_claimed", "v-f2")
+    # The operator can download it through the link the page mints.
+    link = await chat.http.post(f"/api/v1/attachments/{upload_id}/link", headers=bearer(TOK_ALICE))
+    assert link.status_code == 200, link.text
+
+
+async def test_the_operator_sends_a_file_the_visitor_receives(chat: Chat) -> None:
+    upload_id = await _uploaded(chat, PDF, "invoice.pdf", token=TOK_ALICE)
+    # Only the uploader may send it.
+    await chat.visitor.send("attachment", client_id="v-x", upload_id=upload_id)
+    _error(await chat.visitor.until("error"), "not_your_attachment", "v-x")
+    conversation_id = chat.conversation_id
+    await chat.alice.send(
+        "attachment", conversation_id=conversation_id, client_id="a-f1", upload_id=upload_id
+    )
+    ack = await chat.alice.until("ack")
+    while (got := await chat.visitor.until("message"))["seq"] != ack["seq"]:
+        pass  # the greeting
+    assert got["seq"] == ack["seq"] and got["author"]["kind"] == "operator"
+    assert got["attachment"] == {
+        "id": upload_id,
+        "name": "invoice.pdf",
+        "size": len(PDF),
+        "type": "application/pdf",
+    }
+    await chat.alice.send(
+        "attachment", conversation_id=conversation_id, client_id="a-f1", upload_id=upload_id
+    )
+    assert (await chat.alice.until("ack")) == ack
+    # The replay of a resumed visitor and the admin API's transcript include it.
+    async with connect_tcp(chat.server.ws_url + "/ws/visitor") as again:
+        await again.send("resume", token=chat.token, last_seq=0)
+        while (frame := await again.until("message"))["seq"] != ack["seq"]:
+            pass
+        assert frame["attachment"]["id"] == upload_id
+    r = await chat.http.get(
+        f"/api/v1/conversations/{conversation_id}/transcript", headers=bearer(ADMIN)
+    )
+    assert r.status_code == 200, r.text
+    files = [e["attachment"] for e in r.json()["events"] if "attachment" in e]
+    assert files == [got["attachment"]]
+
+
+async def test_an_upload_of_another_conversation_or_none_is_unknown(chat: Chat) -> None:
+    async with connect_tcp(chat.server.ws_url + "/ws/visitor") as other:
+        started = await start(other, 25)
+        r = await upload(
+            chat,
+            PDF,
+            "theirs.pdf",
+            token=started["token"],
+            conversation_id=started["conversation_id"],
+        )
+        assert r.status_code == 201, r.text
+        theirs = r.json()["upload_id"]
+        await chat.visitor.send("attachment", client_id="v-1", upload_id=theirs)
+        _error(await chat.visitor.until("error"), "unknown_attachment", "v-1")
+        await chat.visitor.send("attachment", client_id="v-2", upload_id="no-such-upload")
+        _error(await chat.visitor.until("error"), "unknown_attachment", "v-2")
+        still = await chat.server.hub.store.attachment(theirs)
+        assert still is not None and still.pending
+
+
+async def test_a_claim_commits_with_its_message(store: Store) -> None:
+    """The store claims a message's attachments in the message's write, all or nothing."""
+    from omni.store import StoredEvent
+
+    conv = make_conversation(2, Status.ACTIVE, at=T0)
+    await store.write(Write(conversation=conv))
+    await store.add_attachment(attachment(1, "c2"))
+
+    def message(seq: int) -> StoredEvent:
+        frame = f'{{"type":"message","conversation_id":"c2","seq":{seq}}}'
+        return StoredEvent("c2", seq, "message", "both", frame, ("v", f"v-{seq}"))
+
+    # Claiming an unknown attachment fails the write: the event is not stored either.
+    with pytest.raises(StoreError):
+        await store.write(Write(events=[message(1)], claims=[("nope", T0)]))
+    assert await store.events_after("c2", 0) == []
+    await store.write(Write(events=[message(1)], claims=[("a1", T0)]))
+    claimed = await store.attachment("a1")
+    assert claimed is not None and claimed.claimed_at == T0
+    assert [e.seq for e in await store.events_after("c2", 0)] == [1]
+    # Claimed already: refused, with its event.
+    with pytest.raises(StoreError):
+        await store.write(Write(events=[message(2)], claims=[("a1", T0)]))
+    assert [e.seq for e in await store.events_after("c2", 0)] == [1]

@@ -467,7 +467,16 @@ def test_the_transcript_text() -> None:
         p.Message("c42", 2, "c42-2", p.Author("visitor", "Vera"), "Hi\r\nthere", at("15:00:05")),
         p.Transferred("c42", 3, p.TransferTarget("group", 2, "Billing"), "transfer"),
         p.Message("c42", 4, "c42-4", p.Author("operator", "Bruno", 2), "Hello", at("15:01:00")),
-        p.Ended("c42", 5, "operator"),
+        p.Message(
+            "c42",
+            5,
+            "c42-5",
+            p.Author("operator", "Bruno", 2),
+            "invoice.pdf",
+            at("15:02:00"),
+            p.AttachmentRef("u1", "invoice.pdf", 48213, "application/pdf"),
+        ),
+        p.Ended("c42", 6, "operator"),
     ]
     mail = render(conv, service, events, ZoneInfo("America/Sao_Paulo"))
     assert mail.subject == "Your conversation 2026-000042 with Support"
@@ -479,6 +488,7 @@ def test_the_transcript_text() -> None:
         "    there\n"
         "— transferred to Billing —\n"
         "[2026-11-25 12:01] Bruno: Hello\n"
+        "[2026-11-25 12:02] Bruno: [file: invoice.pdf, 48.2 kB]\n"
         "\n"
         "Thanks!\n"
     )
