@@ -354,6 +354,7 @@ async def test_a_service_configuration(srv: RunningServer, http: httpx.AsyncClie
         "opens_at": None,
         "language": "pt-BR",
         "ws_url": f"ws://127.0.0.1:{srv.ws_port}/ws/visitor",
+        "attachments": None,  # this server takes no files (the default)
     }
 
 

@@ -58,6 +58,13 @@ class CaptchaWidget(msgspec.Struct, frozen=True):
     script_url: str | None
 
 
+class AttachmentLimits(msgspec.Struct, frozen=True):
+    """The files a service accepts, as the WebChat tells the visitor before they try."""
+
+    max_bytes: int
+    types: tuple[str, ...]
+
+
 class ServiceConfig(msgspec.Struct, frozen=True):
     """Everything the WebChat needs to know of a service before the visitor starts."""
 
@@ -84,6 +91,8 @@ class ServiceConfig(msgspec.Struct, frozen=True):
     language: Language
     #: The websocket URL to start a conversation on.
     ws_url: str
+    #: What the visitor may attach (F11): null when the service takes no files.
+    attachments: AttachmentLimits | None = None
 
 
 def service_list(directory: Directory, now: datetime) -> ServiceList:
@@ -134,7 +143,13 @@ def service_config(
         opens_at=None if is_open else next_opening(service, now),
         language=service.language,
         ws_url=ws_base + VISITOR_PATH,
+        attachments=_attachments(directory, service),
     )
+
+
+def _attachments(directory: Directory, service: Service) -> AttachmentLimits | None:
+    limits = directory.attachments_of(service)
+    return AttachmentLimits(limits.max_bytes, limits.types) if limits.enabled else None
 
 
 def captcha_widget(service: Service, settings: CaptchaSettings | None) -> CaptchaWidget | None:

@@ -375,8 +375,8 @@ async def test_the_console_with_the_keyboard_alone_in_portuguese(browser: Browse
         await alice.type("Olá!")
         await alice.keyboard("Enter")
         await vera.wait_for("text=Olá!")
-        # The emoji picker from the keyboard: Shift+Tab to it, arrows, Enter.
-        await alice.keyboard("Shift+Tab", "Enter")
+        # The emoji picker from the keyboard: Shift+Tab past the file button to it, arrows, Enter.
+        await alice.keyboard("Shift+Tab", "Shift+Tab", "Enter")
         await alice.wait_for_function("document.activeElement.classList.contains('omni-emoji')")
         await alice.keyboard("ArrowRight", "Enter")
         assert await alice.evaluate("document.activeElement.id") == "c-compose"
@@ -540,3 +540,59 @@ async def test_the_operator_changes_their_password_and_keeps_working(browser: Br
         await alice.fill("#c-compose", "yes")
         await alice.press("#c-compose", "Enter")
         await vera.wait_for("text=yes")
+
+
+def png_bytes() -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    out = BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 60)).save(out, "PNG")
+    return out.getvalue()
+
+
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+async def test_files_both_ways_with_a_thumbnail_and_a_refusal(browser: Browser) -> None:
+    files = {"enabled": True, "types": ["image/png", "application/pdf"]}
+    config = with_service(make_config(), 25, lambda body: body.update(attachments=files))
+    async with omni(config) as srv:
+        alice = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(alice, srv, "alice")
+        await be_available(alice)
+        vera = await visitor(browser, srv, "Vera")
+        await alice.click(".c-accept")
+        await vera.wait_for("text=Hi Vera, Alice here.")
+        # The visitor attaches a picture: the operator sees it as a thumbnail.
+        picture = {"name": "photo.png", "mimeType": "image/png", "buffer": png_bytes()}
+        await vera.run(lambda p: p.set_input_files(".omni-file-input", picture))
+        await alice.wait_for(".c-theirs img.omni-thumbnail")
+        await alice.wait_for_function(
+            "document.querySelector('.c-theirs img.omni-thumbnail').naturalWidth === 64"
+        )
+        await vera.wait_for_function(
+            "document.querySelector('.omni-mine .omni-thumbnail') !== null && "
+            "document.querySelector('.omni-mine').dataset.status === 'sent'"
+        )
+        # The operator sends a PDF: the visitor gets a link with its name and size.
+        document = {"name": "invoice.pdf", "mimeType": "application/pdf", "buffer": PDF}
+        await alice.run(lambda p: p.set_input_files("#c-main .omni-file-input", document))
+        await vera.wait_for(".omni-theirs a.omni-file")
+        assert "invoice.pdf" in await vera.text(".omni-theirs a.omni-file")
+        # An HTML page named .png is refused, and says why.
+        fake = {"name": "cat.png", "mimeType": "image/png", "buffer": b"<html><script>x</script>"}
+        await vera.run(lambda p: p.set_input_files(".omni-file-input", fake))
+        await vera.wait_for("text=this kind of file is not accepted")
+        await vera.screenshot("files-visitor")
+        await alice.screenshot("files-console")
+        await no_serious_violations(vera, "files")
+        await no_serious_violations(alice, "files")
+        conversation_id = alice_conversation(srv)
+        stored = [
+            e.data.get("attachment", {}).get("name")
+            for e in srv.hub.store.all_events(conversation_id)  # type: ignore[attr-defined]
+            if e.kind == "message" and "attachment" in e.data
+        ]
+        assert stored == ["photo.png", "invoice.pdf"]

@@ -19,7 +19,7 @@ const TYPING_EVERY = 3_000; // ms between two typing frames per conversation
 /** Errors after which signing in again with the same token cannot work. */
 export const FINAL = new Set(["invalid_login", "session_ended", "session_replaced", "operator_deactivated", "credentials_changed"]);
 /** Refusals of a message that sending it again cannot change. */
-const REFUSED = new Set(["message_too_long", "invalid_frame", "conversation_closed", "invalid_state", "not_your_conversation", "unknown_conversation"]);
+const REFUSED = new Set(["message_too_long", "invalid_frame", "conversation_closed", "invalid_state", "not_your_conversation", "unknown_conversation", "unknown_attachment", "not_your_attachment", "attachment_claimed"]);
 
 export class OperatorConnection {
   /**
@@ -81,6 +81,18 @@ export class OperatorConnection {
     this.pending.set(clientId, { conversation_id: conversationId, text });
     if (this.bound) this._send({ type: "message", conversation_id: conversationId, client_id: clientId, text });
     return clientId;
+  }
+
+  /** A fresh `client_id`: a file takes one before its upload, its frame after. */
+  newClientId() {
+    this.sequence += 1;
+    return `o-${this.clock.now().toString(36)}-${this.sequence}-${Math.floor(this.clock.random() * 1e6).toString(36)}`;
+  }
+
+  /** An uploaded file (`attachment`), kept until its `ack` and sent again after a reconnect. */
+  attachment(conversationId, clientId, uploadId) {
+    this.pending.set(clientId, { conversation_id: conversationId, upload_id: uploadId });
+    if (this.bound) this._send({ type: "attachment", conversation_id: conversationId, client_id: clientId, upload_id: uploadId });
   }
 
   typing(conversationId) {
@@ -149,7 +161,11 @@ export class OperatorConnection {
         this._send({ type: "sync", conversation_id: c.id, last_seq: this.seen.get(c.id) || 0 });
       }
       for (const [clientId, p] of this.pending) {
-        this._send({ type: "message", conversation_id: p.conversation_id, client_id: clientId, text: p.text });
+        this._send(
+          p.upload_id
+            ? { type: "attachment", conversation_id: p.conversation_id, client_id: clientId, upload_id: p.upload_id }
+            : { type: "message", conversation_id: p.conversation_id, client_id: clientId, text: p.text },
+        );
       }
       return;
     }

@@ -7,6 +7,7 @@
 import { OperatorConnection } from "./connection.js";
 import { initial, reduce, unreadTotal } from "./state.js";
 import { ConsoleView } from "./view.js";
+import { upload } from "../webchat/files.js";
 import { language, strings } from "./i18n.js";
 import { loadSession, saveSession, signIn, signOut } from "./signin.js";
 
@@ -92,6 +93,17 @@ view.actions = {
   resume(id) {
     connection.send({ type: "resume", conversation_id: id });
   },
+  /** A file the operator picked, dropped or pasted: uploaded, then sent as `attachment`. */
+  async attach(id, file) {
+    const clientId = connection.newClientId();
+    const attachment = { name: file.name || "file", size: file.size, type: file.type };
+    dispatch({ action: "send", id, clientId, text: attachment.name, attachment, at: new Date().toISOString() });
+    const answer = await upload(id, session.token, file, (fraction) => dispatch({ action: "progress", id, clientId, fraction }));
+    if (answer.error) return dispatch({ action: "upload_failed", id, clientId, code: answer.error.code || "network" });
+    dispatch({ action: "progress", id, clientId, fraction: 1, attachment: { id: answer.upload_id, name: answer.name, size: answer.size, type: answer.type } });
+    connection.attachment(id, clientId, answer.upload_id);
+  },
+  fileToken: () => session && session.token,
   send(id, text) {
     const clientId = connection.message(id, text);
     dispatch({ action: "send", id, clientId, text, at: new Date().toISOString() });

@@ -158,8 +158,23 @@ function act(state, event) {
     case "send":
       return withConversation(state, event.id, (c) => ({
         ...c,
-        messages: [...c.messages, { key: event.clientId, seq: null, author: { kind: "operator", name: state.me ? state.me.name : "" }, text: event.text, at: event.at, status: "sending" }],
+        messages: [
+          ...c.messages,
+          {
+            key: event.clientId,
+            seq: null,
+            author: { kind: "operator", name: state.me ? state.me.name : "" },
+            text: event.text,
+            at: event.at,
+            status: "sending",
+            ...(event.attachment ? { attachment: event.attachment, progress: 0 } : {}),
+          },
+        ],
       }));
+    case "progress":
+      return withConversation(state, event.id, (c) => ({ ...c, messages: c.messages.map((m) => (m.key === event.clientId ? { ...m, progress: event.fraction, attachment: { ...m.attachment, ...(event.attachment || {}) } } : m)) }));
+    case "upload_failed":
+      return withConversation(state, event.id, (c) => ({ ...c, messages: c.messages.map((m) => (m.key === event.clientId ? { ...m, status: "failed", failure: event.code } : m)) }));
     case "dismiss": {
       const conversations = { ...state.conversations };
       delete conversations[event.id];
@@ -218,6 +233,7 @@ function message(state, frame) {
   const c = state.conversations[id];
   if (c.messages.some((m) => m.seq === frame.seq)) return state;
   const entry = { key: `s${frame.seq}`, seq: frame.seq, author: frame.author, text: frame.text, at: frame.at, status: "sent" };
+  if (frame.attachment) entry.attachment = frame.attachment;
   // Stored messages go before the operator's own still on their way.
   const pendingAt = c.messages.findIndex((m) => m.status === "sending");
   const messages = pendingAt < 0 ? [...c.messages, entry] : [...c.messages.slice(0, pendingAt), entry, ...c.messages.slice(pendingAt)];

@@ -10,6 +10,7 @@
 //   which main.js plays.
 
 import { append, confirmAfter, fill, h, syncLog } from "../webchat/dom.js";
+import { attachmentElement } from "../webchat/files.js";
 import { SigninScreen } from "./signin.js";
 
 export class ConsoleView {
@@ -378,6 +379,11 @@ export class ConsoleView {
     this.dismissButton = h("button", { type: "button", class: "c-dismiss", onclick: () => this.actions.dismiss(this.open) }, t.dismiss);
     this.log = h("ol", { class: "c-items" });
     const region = h("div", { class: "c-log", role: "log", "aria-live": "polite", "aria-label": s.visitor.name, tabindex: "0" }, this.log);
+    region.addEventListener("dragover", (event) => event.preventDefault());
+    region.addEventListener("drop", (event) => {
+      event.preventDefault();
+      for (const f of event.dataTransfer ? event.dataTransfer.files : []) this.actions.attach(this.open, f);
+    });
     this.typingLine = h("p", { class: "c-typing" });
     this.warning = h("p", { class: "c-warning", hidden: true });
     this.targetsBox = h("div", { class: "c-targets", hidden: true });
@@ -404,11 +410,23 @@ export class ConsoleView {
     };
     this.emojiPanel = h("div", { class: "omni-emoji-panel", hidden: true });
     this.emojiButton = h("button", { type: "button", class: "c-emoji-button", "aria-label": t.emoji, "aria-expanded": "false", onclick: () => this.toggleEmoji() }, "🙂");
+    // A file: by the button, dropped on the conversation, or pasted into the reply box.
+    const picker = h("input", { type: "file", class: "omni-file-input", tabindex: "-1", "aria-hidden": "true", onchange: () => { for (const f of picker.files) this.actions.attach(this.open, f); picker.value = ""; } });
+    const attach = h("button", { type: "button", class: "c-emoji-button c-attach", "aria-label": t.attach, title: t.attach, onclick: () => picker.click() }, "📎");
+    this.input.addEventListener("paste", (event) => {
+      const pasted = [...(event.clipboardData ? event.clipboardData.files : [])];
+      if (pasted.length) {
+        event.preventDefault();
+        for (const f of pasted) this.actions.attach(this.open, f);
+      }
+    });
     this.composerBox = h(
       "form",
       { class: "c-composer", onsubmit: (event) => (event.preventDefault(), submit()) },
       this.emojiPanel,
       this.emojiButton,
+      picker,
+      attach,
       this.input,
       h("button", { type: "submit", class: "c-primary" }, t.send),
     );
@@ -467,14 +485,16 @@ export class ConsoleView {
     }
     const mine = m.author.kind === "operator";
     const meta = h("span", { class: "c-time" });
+    const fileBox = m.attachment ? h("div", { class: "c-text" }) : null;
     const el = h(
       "li",
       { class: `c-message ${mine ? "c-mine" : "c-theirs"}` },
       h("span", { class: "c-author" }, mine ? m.author.name || t.you : m.author.name || ""),
-      h("p", { class: "c-text" }, m.text),
+      fileBox || h("p", { class: "c-text" }, m.text),
       meta,
     );
     el.meta = meta;
+    el.file = fileBox;
     this.setStatus(el, m);
     return el;
   }
@@ -484,7 +504,13 @@ export class ConsoleView {
     el.dataset.status = m.status;
     if (!el.meta) return;
     const time = m.at ? new Date(m.at).toLocaleTimeString(this.lang, { hour: "2-digit", minute: "2-digit" }) : "";
-    fill(el.meta, m.status === "sending" ? t.sending : m.status === "failed" ? t.failed : time);
+    if (el.file && el.fileId !== (m.attachment.id || null)) {
+      el.fileId = m.attachment.id || null;
+      fill(el.file, el.fileId ? attachmentElement(m.attachment, () => this.actions.fileToken(), this.lang, t) : h("span", { class: "omni-file" }, "📎 ", m.attachment.name));
+    }
+    const uploading = m.attachment && m.status === "sending" && (m.progress ?? 1) < 1;
+    const failed = m.status === "failed" ? (m.failure && t.file_errors[m.failure]) || t.failed : null;
+    fill(el.meta, uploading ? t.uploading(Math.round(m.progress * 100)) : m.status === "sending" ? t.sending : failed || time);
   }
 
   updateTargets(state) {

@@ -54,9 +54,10 @@ export function syncLog(list, rendered, messages, make, restatus) {
       if (previous) previous.after(el);
       else list.prepend(el);
       el.scrollIntoView({ block: "end" });
-    } else if (el.dataset.status !== message.status) {
+    } else if (el.dataset.status !== message.status || el.shown !== message) {
       restatus(el, message);
     }
+    el.shown = message; // the state's entries are replaced when they change: a cheap check
     previous = el;
   }
   if (rendered.size > messages.length) {

@@ -6,6 +6,7 @@ import { language, strings } from "./i18n.js";
 import { Connection } from "./protocol.js";
 import { initial, reduce } from "./state.js";
 import { View } from "./view.js";
+import { upload } from "./files.js";
 
 const PALETTE = ["button", "header", "panels", "visitor_bubble", "operator_bubble"];
 const CAPTCHA_GLOBALS = { turnstile: "turnstile", hcaptcha: "hcaptcha", recaptcha: "grecaptcha" };
@@ -107,6 +108,22 @@ async function main() {
       dispatch({ action: "starting", name: visitor.name });
       connection.start(startFrame(config, visitor, null, captchaToken));
     },
+    /** A file the visitor picked, dropped or pasted: uploaded (with its progress shown), then
+     * sent as `attachment`; the server decides its type from its content. */
+    async attach(file) {
+      const limits = config.attachments;
+      if (!limits || !state.conversationId || !connection.token) return;
+      const clientId = connection.newClientId();
+      const attachment = { name: file.name || "file", size: file.size, type: file.type };
+      dispatch({ action: "send", clientId, text: attachment.name, attachment, progress: 0, at: new Date().toISOString() });
+      if (file.size > limits.max_bytes) return dispatch({ action: "upload_failed", clientId, code: "attachment-too-large" });
+      const answer = await upload(state.conversationId, connection.token, file, (fraction) => dispatch({ action: "progress", clientId, fraction }));
+      if (answer.error) return dispatch({ action: "upload_failed", clientId, code: answer.error.code || "network" });
+      // Stored: now it has an id (links), its real name and type (decided by the server).
+      dispatch({ action: "progress", clientId, fraction: 1, attachment: { id: answer.upload_id, name: answer.name, size: answer.size, type: answer.type } });
+      connection.attachment(clientId, answer.upload_id, answer.name);
+    },
+    fileToken: () => connection.token,
     send(text) {
       const clientId = connection.message(text);
       dispatch({ action: "send", clientId, text, at: new Date().toISOString() });
@@ -183,7 +200,10 @@ async function main() {
     dispatch({ action: "resuming" }); // a reload: resume, no form
     const seen = Number(saved && saved.getItem(SEEN));
     if (seen > 0) dispatch({ action: "seen", seq: seen });
-    for (const [clientId, text] of connection.unacknowledged) dispatch({ action: "send", clientId, text });
+    for (const [clientId, what] of connection.unacknowledged) {
+      if (typeof what === "string") dispatch({ action: "send", clientId, text: what });
+      else dispatch({ action: "send", clientId, text: what.name, attachment: { name: what.name }, progress: 1 });
+    }
   } else if (identity && config.identity) {
     startIdentified();
   } else {

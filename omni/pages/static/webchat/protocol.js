@@ -17,7 +17,7 @@ const BACKOFF_FIRST = 500; // ms
 const BACKOFF_MAX = 30_000;
 const TYPING_EVERY = 3_000; // ms between two typing frames while the visitor types
 // Refusals of a message that sending it again cannot change (the page shows it "not sent").
-const REFUSED = new Set(["message_too_long", "invalid_frame", "conversation_closed", "message_limit", "invalid_state"]);
+const REFUSED = new Set(["message_too_long", "invalid_frame", "conversation_closed", "message_limit", "invalid_state", "unknown_attachment", "not_your_attachment", "attachment_claimed"]);
 
 export class Connection {
   /**
@@ -85,11 +85,25 @@ export class Connection {
 
   /** Send a message; its `client_id` (also the page's key for it until the ack). */
   message(text) {
-    const clientId = `v-${this.clock.now().toString(36)}-${Math.floor(this.clock.random() * 1e9).toString(36)}`;
+    const clientId = this.newClientId();
     this.pending.set(clientId, text);
     this._save();
-    if (this.bound) this._send({ type: "message", client_id: clientId, text });
+    if (this.bound) this._send(frameOf(clientId, text));
     return clientId;
+  }
+
+  /** A fresh `client_id`: an attachment takes one before its upload, its frame after. */
+  newClientId() {
+    return `v-${this.clock.now().toString(36)}-${Math.floor(this.clock.random() * 1e9).toString(36)}`;
+  }
+
+  /** Send an uploaded file (`attachment {client_id, upload_id}`), kept like a message until
+   * its ack and sent again after a reconnect under the same `client_id`. */
+  attachment(clientId, uploadId, name) {
+    const pending = { upload_id: uploadId, name };
+    this.pending.set(clientId, pending);
+    this._save();
+    if (this.bound) this._send(frameOf(clientId, pending));
   }
 
   /** The visitor is typing: at most one frame every few seconds. */
@@ -188,9 +202,7 @@ export class Connection {
         this._bound();
         this.onFrame(frame);
         // What was typed while offline goes now, under its first client_id.
-        for (const [clientId, text] of this.pending) {
-          this._send({ type: "message", client_id: clientId, text });
-        }
+        for (const [clientId, what] of this.pending) this._send(frameOf(clientId, what));
         return;
       case "ack":
         this.pending.delete(frame.client_id);
@@ -226,12 +238,10 @@ export class Connection {
       this._save(); // not to be sent again after a reconnect, nor shown as sending after a reload
     }
     if (frame.code === "rate_limited" && frame.client_id && this.pending.has(frame.client_id)) {
-      const text = this.pending.get(frame.client_id);
+      const what = this.pending.get(frame.client_id);
       const wait = Math.max(0.1, frame.retry_after || 1) * 1000;
       this.clock.setTimeout(() => {
-        if (this.bound && this.pending.has(frame.client_id)) {
-          this._send({ type: "message", client_id: frame.client_id, text });
-        }
+        if (this.bound && this.pending.has(frame.client_id)) this._send(frameOf(frame.client_id, what));
       }, wait);
     }
     this.onFrame(frame);
@@ -263,4 +273,9 @@ export class Connection {
       // Storage full or refused (private mode): the conversation lives as long as the page.
     }
   }
+}
+
+/** The frame of a pending item: a message's text, or an uploaded file's {upload_id}. */
+function frameOf(clientId, what) {
+  return typeof what === "string" ? { type: "message", client_id: clientId, text: what } : { type: "attachment", client_id: clientId, upload_id: what.upload_id };
 }

@@ -128,8 +128,27 @@ function act(state, event) {
         ...state,
         messages: [
           ...state.messages,
-          { key: event.clientId, seq: null, author: { kind: "visitor", name: state.visitorName }, text: event.text, at: event.at ?? null, status: "sending" },
+          {
+            key: event.clientId,
+            seq: null,
+            author: { kind: "visitor", name: state.visitorName },
+            text: event.text,
+            at: event.at ?? null,
+            status: "sending",
+            // A file on its way: its name, size and type, and how much of it is uploaded.
+            ...(event.attachment ? { attachment: event.attachment, progress: event.progress ?? 0 } : {}),
+          },
         ],
+      };
+    case "progress":
+      return {
+        ...state,
+        messages: state.messages.map((m) => (m.key === event.clientId ? { ...m, progress: event.fraction, attachment: { ...m.attachment, ...(event.attachment || {}) } } : m)),
+      };
+    case "upload_failed":
+      return {
+        ...state,
+        messages: state.messages.map((m) => (m.key === event.clientId ? { ...m, status: "failed", failure: event.code } : m)),
       };
     case "survey_sent":
       return { ...state, surveySent: true };
@@ -170,6 +189,7 @@ function phaseOf(status, state) {
 
 function received(state, frame) {
   const entry = { key: `s${frame.seq}`, seq: frame.seq, author: frame.author, text: frame.text, at: frame.at, status: "sent" };
+  if (frame.attachment) entry.attachment = frame.attachment;
   if (state.messages.some((m) => m.seq === frame.seq)) return state;
   // Before the visitor's messages still on their way: those go out after what is stored.
   const messages = stored(state.messages, entry);

@@ -10,6 +10,7 @@
 //   conversation is open, to the heading of the survey and of the closing screen.
 
 import { append, confirmAfter, fill, h, syncLog } from "./dom.js";
+import { attachmentElement } from "./files.js";
 import { when } from "./i18n.js";
 
 const EMAIL = /^[^@\s,<>()]+@[^@\s,<>()]+\.[^@\s,<>()]+$/;
@@ -60,6 +61,7 @@ export class View {
   }
 
   setConfig(config) {
+    this.config = config;
     const image = config.avatar && config.avatar.image;
     this.avatar.hidden = !image;
     if (image) this.avatar.src = image;
@@ -266,6 +268,14 @@ export class View {
     // its list semantics away (and its items would be orphans to a screen reader).
     this.log = h("ol", { class: "omni-items" });
     const region = h("div", { class: "omni-log", role: "log", "aria-live": "polite", "aria-label": t.title, tabindex: "0" }, this.log);
+    if (composer && this.config && this.config.attachments) {
+      // Files dropped on the conversation are sent like picked ones.
+      region.addEventListener("dragover", (event) => event.preventDefault());
+      region.addEventListener("drop", (event) => {
+        event.preventDefault();
+        for (const f of event.dataTransfer ? event.dataTransfer.files : []) this.actions.attach(f);
+      });
+    }
     this.typingLine = h("p", { class: "omni-typing", "aria-live": "off" });
     this.warning = h("p", { class: "omni-warning", role: "alert", hidden: true });
     const parts = [];
@@ -301,14 +311,16 @@ export class View {
     const mine = message.author.kind === "visitor";
     const who = mine ? t.you_said : message.author.name || "";
     const meta = h("span", { class: "omni-meta" });
+    let fileBox = null;
     const el = h(
       "li",
       { class: `omni-message ${mine ? "omni-mine" : "omni-theirs"}`, "data-seq": message.seq ?? "" },
       h("span", { class: "omni-author" }, who),
-      h("p", { class: "omni-text" }, message.text),
+      message.attachment ? (fileBox = h("div", { class: "omni-text" })) : h("p", { class: "omni-text" }, message.text),
       meta,
     );
     el.meta = meta;
+    el.file = fileBox;
     this.setMessageStatus(el, message);
     return el;
   }
@@ -319,7 +331,14 @@ export class View {
     if (!el.meta) return;
     if (message.seq) el.dataset.seq = message.seq;
     const time = message.at ? new Date(message.at).toLocaleTimeString(this.lang, { hour: "2-digit", minute: "2-digit" }) : "";
-    fill(el.meta, message.status === "sending" ? t.sending : message.status === "failed" ? t.failed : time);
+    if (el.file && el.fileId !== (message.attachment.id || null)) {
+      // A file: a link (or a thumbnail) once it is stored, its name while it uploads.
+      el.fileId = message.attachment.id || null;
+      fill(el.file, el.fileId ? attachmentElement(message.attachment, () => this.actions.fileToken(), this.lang, t) : h("span", { class: "omni-file" }, "📎 ", message.attachment.name));
+    }
+    const uploading = message.attachment && message.status === "sending" && (message.progress ?? 1) < 1;
+    const failed = message.status === "failed" ? (message.failure && t.file_errors[message.failure]) || t.failed : null;
+    fill(el.meta, uploading ? t.uploading(Math.round(message.progress * 100)) : message.status === "sending" ? t.sending : failed || time);
   }
 
   composer() {
@@ -348,6 +367,20 @@ export class View {
     };
     this.emojiButton = h("button", { type: "button", class: "omni-emoji-button", "aria-label": t.emoji, "aria-expanded": "false", "aria-haspopup": "dialog", onclick: () => this.toggleEmoji() }, "🙂");
     this.emojiPanel = h("div", { class: "omni-emoji-panel", role: "dialog", "aria-label": t.emoji, hidden: true });
+    const files = this.config && this.config.attachments;
+    let attach = null;
+    if (files) {
+      // A file: by the button, dropped on the conversation, or pasted into the message box.
+      const picker = h("input", { type: "file", class: "omni-file-input", accept: files.types.join(","), tabindex: "-1", "aria-hidden": "true", onchange: () => { for (const f of picker.files) this.actions.attach(f); picker.value = ""; } });
+      attach = [picker, h("button", { type: "button", class: "omni-attach", "aria-label": t.attach, title: t.attach, onclick: () => picker.click() }, "📎")];
+      this.composerInput.addEventListener("paste", (event) => {
+        const pasted = [...(event.clipboardData ? event.clipboardData.files : [])];
+        if (pasted.length) {
+          event.preventDefault();
+          for (const f of pasted) this.actions.attach(f);
+        }
+      });
+    }
     return h(
       "form",
       {
@@ -359,6 +392,7 @@ export class View {
       },
       this.emojiPanel,
       this.emojiButton,
+      attach,
       this.composerInput,
       h("button", { type: "submit", class: "omni-primary omni-send" }, t.send),
     );
