@@ -2,6 +2,8 @@
 // What visitors and administrators wrote (names, messages, pause reasons' labels) is shown as
 // they wrote it.
 
+import { FILE_WORDS } from "../webchat/files.js";
+
 const STRINGS = {
   en: {
     title: "Omni console",
@@ -53,19 +55,6 @@ const STRINGS = {
     message_label: "Reply",
     send: "Send",
     emoji: "Emoji",
-    attach: "Attach a file",
-    image: "Image",
-    uploading: (p) => `uploading… ${p}%`,
-    file_errors: {
-      "attachment-too-large": "too large",
-      "attachment-type-not-allowed": "this kind of file is not accepted",
-      "attachment-type-unknown": "this kind of file is not accepted",
-      "attachment-type-mismatch": "the file is not what its name says",
-      "attachment-too-many-pixels": "image too large",
-      "attachment-quota-exceeded": "no more files in this conversation",
-      "attachments-disabled": "files are not accepted",
-      network: "not sent (connection)",
-    },
     transfer: "Transfer",
     transfer_to_group: "To a group",
     transfer_to_operator: "To an operator",
@@ -155,19 +144,6 @@ const STRINGS = {
     message_label: "Resposta",
     send: "Enviar",
     emoji: "Emoji",
-    attach: "Anexar arquivo",
-    image: "Imagem",
-    uploading: (p) => `enviando… ${p}%`,
-    file_errors: {
-      "attachment-too-large": "grande demais",
-      "attachment-type-not-allowed": "este tipo de arquivo não é aceito",
-      "attachment-type-unknown": "este tipo de arquivo não é aceito",
-      "attachment-type-mismatch": "o arquivo não é o que o nome diz",
-      "attachment-too-many-pixels": "imagem grande demais",
-      "attachment-quota-exceeded": "não cabem mais arquivos nesta conversa",
-      "attachments-disabled": "arquivos não são aceitos",
-      network: "não enviado (conexão)",
-    },
     transfer: "Transferir",
     transfer_to_group: "Para um grupo",
     transfer_to_operator: "Para um operador",
@@ -219,7 +195,7 @@ export function language(languages) {
 }
 
 export function strings(lang) {
-  return STRINGS[lang] || STRINGS.en;
+  return { ...(STRINGS[lang] || STRINGS.en), ...(FILE_WORDS[lang] || FILE_WORDS.en) };
 }
 
 function duration(seconds) {

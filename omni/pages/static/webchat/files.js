@@ -42,6 +42,42 @@ export async function link(id, token) {
   return (await reply.json()).url;
 }
 
+/** The words of files, in English and Brazilian Portuguese: both pages' i18n take them. */
+export const FILE_WORDS = {
+  en: {
+    attach: "Attach a file",
+    image: "Image",
+    uploading: (p) => `uploading… ${p}%`,
+    file_errors: {
+      "attachment-too-large": "too large",
+      "attachment-type-not-allowed": "this kind of file is not accepted",
+      "attachment-type-unknown": "this kind of file is not accepted",
+      "attachment-type-mismatch": "the file is not what its name says",
+      "attachment-too-many-pixels": "image too large",
+      "attachment-image-unreadable": "image unreadable",
+      "attachment-quota-exceeded": "no more files in this conversation",
+      "attachments-disabled": "files are not accepted",
+      network: "not sent (connection)",
+    },
+  },
+  "pt-BR": {
+    attach: "Anexar arquivo",
+    image: "Imagem",
+    uploading: (p) => `enviando… ${p}%`,
+    file_errors: {
+      "attachment-too-large": "grande demais",
+      "attachment-type-not-allowed": "este tipo de arquivo não é aceito",
+      "attachment-type-unknown": "este tipo de arquivo não é aceito",
+      "attachment-type-mismatch": "o arquivo não é o que o nome diz",
+      "attachment-too-many-pixels": "imagem grande demais",
+      "attachment-image-unreadable": "imagem ilegível",
+      "attachment-quota-exceeded": "não cabem mais arquivos nesta conversa",
+      "attachments-disabled": "arquivos não são aceitos",
+      network: "não enviado (conexão)",
+    },
+  },
+};
+
 const INLINE = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
 
 /** "48 kB", "1.2 MB". */

@@ -2,6 +2,8 @@
 // (greeting, out-of-hours and closing messages, survey questions) come from the server as the
 // administrator wrote them.
 
+import { FILE_WORDS } from "./files.js";
+
 const STRINGS = {
   en: {
     title: "Chat",
@@ -38,20 +40,6 @@ const STRINGS = {
     message_label: "Your message",
     send: "Send",
     emoji: "Emoji",
-    attach: "Attach a file",
-    image: "Image",
-    uploading: (p) => `uploading… ${p}%`,
-    file_errors: {
-      "attachment-too-large": "too large",
-      "attachment-type-not-allowed": "this kind of file is not accepted",
-      "attachment-type-unknown": "this kind of file is not accepted",
-      "attachment-type-mismatch": "the file is not what its name says",
-      "attachment-too-many-pixels": "image too large",
-      "attachment-image-unreadable": "image unreadable",
-      "attachment-quota-exceeded": "no more files in this conversation",
-      "attachments-disabled": "files are not accepted",
-      network: "not sent (connection)",
-    },
     end: "End chat",
     end_confirm: "End the conversation?",
     end_yes: "Yes, end it",
@@ -124,20 +112,6 @@ const STRINGS = {
     message_label: "Sua mensagem",
     send: "Enviar",
     emoji: "Emoji",
-    attach: "Anexar arquivo",
-    image: "Imagem",
-    uploading: (p) => `enviando… ${p}%`,
-    file_errors: {
-      "attachment-too-large": "grande demais",
-      "attachment-type-not-allowed": "este tipo de arquivo não é aceito",
-      "attachment-type-unknown": "este tipo de arquivo não é aceito",
-      "attachment-type-mismatch": "o arquivo não é o que o nome diz",
-      "attachment-too-many-pixels": "imagem grande demais",
-      "attachment-image-unreadable": "imagem ilegível",
-      "attachment-quota-exceeded": "não cabem mais arquivos nesta conversa",
-      "attachments-disabled": "arquivos não são aceitos",
-      network: "não enviado (conexão)",
-    },
     end: "Encerrar conversa",
     end_confirm: "Encerrar a conversa?",
     end_yes: "Sim, encerrar",
@@ -188,7 +162,7 @@ export function language(setting, preferred) {
 }
 
 export function strings(lang) {
-  return STRINGS[lang] || STRINGS.en;
+  return { ...(STRINGS[lang] || STRINGS.en), ...(FILE_WORDS[lang] || FILE_WORDS.en) };
 }
 
 function duration(seconds, lang) {
