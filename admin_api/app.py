@@ -551,7 +551,8 @@ def create_app(
             raise Problem(400, "from must be before to")
         threshold = _int_arg("threshold", DEFAULT_THRESHOLD, 1, 86400) or DEFAULT_THRESHOLD
         found = await config.store.conversations_created_between(start, end)
-        result = report(found, float(threshold))
+        files = await config.store.attachment_figures(start, end)
+        result = report(found, float(threshold), files)
         # The pauses are written behind the sessions: the ones just changed first (a moment).
         with trio.move_on_after(hub.ask_timeout):
             await hub.pauses.flush()
@@ -561,7 +562,7 @@ def create_app(
                 start=start,
                 end=end,
                 threshold_seconds=threshold,
-                total=msgspec.convert(result.total, schemas.Figures),
+                total=msgspec.convert(result.total, schemas.TotalFigures),
                 services=[
                     msgspec.convert({**v, "service_id": k}, schemas.ServiceFigures)
                     for k, v in result.services.items()

@@ -91,8 +91,16 @@ class Figures(msgspec.Struct):
     aht_seconds: float | None
 
 
+class TotalFigures(Figures):
+    #: Files sent (attachments a message carried) in the period's conversations; their bytes.
+    files_sent: int = 0
+    file_bytes: int = 0
+
+
 class ServiceFigures(Figures):
     service_id: int = 0
+    files_sent: int = 0
+    file_bytes: int = 0
 
 
 class GroupFigures(Figures):
@@ -116,7 +124,7 @@ class ReportOut(msgspec.Struct):
     start: datetime
     end: datetime
     threshold_seconds: int
-    total: Figures
+    total: TotalFigures
     services: list[ServiceFigures]
     groups: list[GroupFigures]
     #: Operators paused within the period (the stored pauses).

@@ -1734,6 +1734,11 @@ async def test_queue_snapshot(srv: RunningServer, http: httpx.AsyncClient) -> No
 # -- reports ----------------------------------------------------------------------------------
 
 
+#: The files sent, in the total and the service figures (none in these reports; sent ones:
+#: tests/test_attachments.py).
+NO_FILES = {"files_sent": 0, "file_bytes": 0}
+
+
 def _figures(
     offered: int,
     answered: int,
@@ -1817,11 +1822,11 @@ async def test_reports_in_virtual_time(autojump_clock: trio.testing.MockClock) -
             assert body["threshold_seconds"] == 20
             support = _figures(2, 2, 0, 0, 0.5, 14.5, 98.0)
             billing = _figures(1, 0, 1, 0, 0.0, None, None)
-            assert body["total"] == _figures(3, 2, 1, 1, 0.3333, 14.5, 98.0)
+            assert body["total"] == {**_figures(3, 2, 1, 1, 0.3333, 14.5, 98.0), **NO_FILES}
             assert body["services"] == [
-                {**support, "service_id": 25},
-                {**_figures(0, 0, 0, 1, None, None, None), "service_id": 26},
-                {**billing, "service_id": 27},
+                {**support, **NO_FILES, "service_id": 25},
+                {**_figures(0, 0, 0, 1, None, None, None), **NO_FILES, "service_id": 26},
+                {**billing, **NO_FILES, "service_id": 27},
             ]
             assert body["groups"] == [{**support, "group_id": 1}, {**billing, "group_id": 2}]
 
@@ -1842,12 +1847,15 @@ async def test_reports_in_virtual_time(autojump_clock: trio.testing.MockClock) -
             )
             body = await r.get_json()
             assert body["start"] == iso(5) and body["end"] == iso(39)
-            assert body["total"] == billing
+            assert body["total"] == {**billing, **NO_FILES}
             assert [s["service_id"] for s in body["services"]] == [27]
             r = await client.get(
                 "/api/v1/reports", query_string={"from": iso(39), "to": iso(40)}, headers=headers
             )
-            assert (await r.get_json())["total"] == _figures(0, 0, 0, 1, None, None, None)
+            assert (await r.get_json())["total"] == {
+                **_figures(0, 0, 0, 1, None, None, None),
+                **NO_FILES,
+            }
 
             for query in (
                 {"from": iso(40), "to": iso(39)},
@@ -1914,17 +1922,18 @@ def test_report_figures() -> None:
         "service_level": 0.6,
         "asa_seconds": round((10 + 20 + 30.5 + 5) / 4, 3),
         "aht_seconds": round((60 + 120 + 20) / 3, 3),
+        **NO_FILES,
     }
     assert result.services == {
-        25: _figures(5, 3, 1, 1, 0.5, 20.167, 90.0),
-        27: _figures(2, 1, 0, 0, 1.0, 5.0, 20.0),
+        25: {**_figures(5, 3, 1, 1, 0.5, 20.167, 90.0), **NO_FILES},
+        27: {**_figures(2, 1, 0, 0, 1.0, 5.0, 20.0), **NO_FILES},
     }
     assert result.groups == {
         1: _figures(5, 3, 1, 0, 0.5, 20.167, 90.0),
         2: _figures(2, 1, 0, 0, 1.0, 5.0, 20.0),
     }
     empty = report([], 20.0)
-    assert empty.total == _figures(0, 0, 0, 0, None, None, None)
+    assert empty.total == {**_figures(0, 0, 0, 0, None, None, None), **NO_FILES}
     assert empty.services == {} and empty.groups == {}
 
 

@@ -472,6 +472,49 @@ async def test_the_store_keeps_attachments(store: Store) -> None:
     assert await store.files_in_use([attachment(3).file_key]) == {attachment(3).file_key}
 
 
+async def test_attachment_figures_count_the_files_sent_in_the_periods_conversations(
+    store: Store,
+) -> None:
+    """By the conversation's service and creation time ([start, end), like the reports'
+    conversations); pending uploads do not count."""
+    await store.write(Write(conversation=make_conversation(1, Status.CLOSED, at=T0)))
+    await store.write(Write(conversation=make_conversation(2, Status.ACTIVE, service_id=30)))
+    late = make_conversation(3, Status.ACTIVE, at=T0 + timedelta(hours=1))
+    await store.write(Write(conversation=late))
+    for a in [
+        attachment(1, "c1", claimed_at=T0),
+        attachment(2, "c1", claimed_at=T0),
+        attachment(3, "c1"),  # pending
+        attachment(4, "c2", claimed_at=T0),
+        attachment(5, "c3", claimed_at=T0),  # its conversation is after the period
+    ]:
+        await store.add_attachment(a)
+    end = T0 + timedelta(hours=1)
+    assert await store.attachment_figures(T0, end) == {25: (2, 300), 30: (1, 400)}
+    assert await store.attachment_figures(T0 + timedelta(seconds=2), end) == {30: (1, 400)}
+    assert await store.attachment_figures(end, end + timedelta(hours=1)) == {25: (1, 500)}
+    assert await store.attachment_figures(T0 - timedelta(days=1), T0) == {}
+
+
+async def test_the_report_counts_the_files_sent(chat: Chat) -> None:
+    """GET /api/v1/reports: the files a message carried, in all and in the service's figures;
+    an upload no message carries (pending) does not count."""
+    image = png()
+    upload_id = await _uploaded(chat, image, "photo.png")
+    await _uploaded(chat, PDF, "pending.pdf")
+    await chat.visitor.send("attachment", client_id="v-f1", upload_id=upload_id)
+    await chat.visitor.until("ack")
+    sent = await chat.server.hub.store.attachment(upload_id)
+    assert sent is not None and not sent.pending
+    r = await chat.http.get("/api/v1/reports", headers=bearer(SUPERVISOR))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["total"]["files_sent"], body["total"]["file_bytes"]) == (1, sent.size)
+    [service] = [s for s in body["services"] if s["service_id"] == 25]
+    assert (service["files_sent"], service["file_bytes"]) == (1, sent.size)
+    assert all("files_sent" not in g for g in body["groups"])
+
+
 # -- the clean-up job ----------------------------------------------------------------------
 
 

@@ -73,6 +73,8 @@ def test_report_figures() -> None:
             conv(7, Status.QUEUED, group=2, service=30),
         ],
         threshold=20,
+        # The files sent, by service (Store.attachment_figures): none in service 30.
+        files={25: (2, 1500)},
     )
     assert result.total == {
         "offered": 5,
@@ -84,8 +86,13 @@ def test_report_figures() -> None:
         "service_level": 0.5,
         "asa_seconds": round((10 + 40 + 5) / 3, 3),
         "aht_seconds": 200.0,  # (300 + 100) / 2
+        "files_sent": 2,
+        "file_bytes": 1500,
     }
     assert result.services[30]["offered"] == 1 and result.services[30]["answered"] == 0
+    assert (result.services[30]["files_sent"], result.services[30]["file_bytes"]) == (0, 0)
+    assert (result.services[25]["files_sent"], result.services[25]["file_bytes"]) == (2, 1500)
+    assert "files_sent" not in result.groups[2]  # by service, not by group
     assert result.groups[2] == {
         "offered": 1,
         "answered": 0,

@@ -11,7 +11,10 @@ Rules: a report counts the conversations *created* in its period, per service an
 * service_level — :func:`service_level`: answered within ``threshold`` seconds of arrival /
   (answered + abandoned), None if neither; conversations still waiting count in neither;
 * asa — average speed of answer: mean seconds from arrival to first answer;
-* aht — average handle time: mean seconds from first answer to the end, over ended ones.
+* aht — average handle time: mean seconds from first answer to the end, over ended ones;
+* files_sent, file_bytes — the files a message carried (claimed attachments; pending uploads
+  do not count) in those conversations, and their bytes: in all and per service
+  (``Store.attachment_figures``, one query).
 
 Paused time per operator and pause reason (:func:`paused_time`) counts the seconds of each
 :class:`Pause` that fall inside the period, open pauses up to "now". The pauses are stored
@@ -20,7 +23,7 @@ Paused time per operator and pause reason (:func:`paused_time`) counts the secon
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -120,7 +123,14 @@ class Report:
     total: dict[str, float | int | None]
 
 
-def report(conversations: Iterable[Conversation], threshold: float) -> Report:
+def report(
+    conversations: Iterable[Conversation],
+    threshold: float,
+    files: Mapping[int, tuple[int, int]] | None = None,
+) -> Report:
+    """The report over ``conversations``; ``files``: the files sent in them and their bytes,
+    by service (``Store.attachment_figures`` over the same period), in the service figures
+    and the total (not the groups')."""
     services: dict[int, Tally] = {}
     groups: dict[int, Tally] = {}
     total = Tally()
@@ -129,11 +139,23 @@ def report(conversations: Iterable[Conversation], threshold: float) -> Report:
         services.setdefault(conv.service_id, Tally()).add(conv, threshold)
         if conv.group_id is not None:
             groups.setdefault(conv.group_id, Tally()).add(conv, threshold)
+    files = files or {}
+
+    def with_files(
+        figures: dict[str, float | int | None], sent: tuple[int, int]
+    ) -> dict[str, float | int | None]:
+        return {**figures, "files_sent": sent[0], "file_bytes": sent[1]}
+
     return Report(
         threshold=threshold,
-        services={k: v.figures() for k, v in sorted(services.items())},
+        services={
+            k: with_files(v.figures(), files.get(k, (0, 0))) for k, v in sorted(services.items())
+        },
         groups={k: v.figures() for k, v in sorted(groups.items())},
-        total=total.figures(),
+        total=with_files(
+            total.figures(),
+            (sum(n for n, _ in files.values()), sum(b for _, b in files.values())),
+        ),
     )
 
 

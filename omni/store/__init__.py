@@ -356,3 +356,11 @@ class Store(Protocol):
     async def attachment_totals(self) -> tuple[int, int]:
         """How many attachments are kept, and their bytes (for the metrics)."""
         ...
+
+    async def attachment_figures(
+        self, start: datetime, end: datetime
+    ) -> dict[int, tuple[int, int]]:
+        """For reports: the files sent (claimed by a message) in the conversations created in
+        [start, end), and their bytes, by the conversation's service (services with none are
+        left out)."""
+        ...

@@ -349,6 +349,18 @@ class MemoryStore:
     async def attachment_totals(self) -> tuple[int, int]:
         return len(self._attachments), sum(a.size for a in self._attachments.values())
 
+    async def attachment_figures(
+        self, start: datetime, end: datetime
+    ) -> dict[int, tuple[int, int]]:
+        figures: dict[int, tuple[int, int]] = {}
+        for a in self._attachments.values():
+            conv = self._conversations.get(a.conversation_id)
+            if a.pending or conv is None or not start <= conv.created_at < end:
+                continue
+            files, size = figures.get(conv.service_id, (0, 0))
+            figures[conv.service_id] = (files + 1, size + a.size)
+        return dict(sorted(figures.items()))
+
 
 def _json_copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:

@@ -199,6 +199,11 @@ _Q_DELETE_ATTACHMENTS = "DELETE FROM attachments WHERE id = ANY($1::text[])"
 _Q_FILES_IN_USE = """
 SELECT DISTINCT file_key FROM attachments WHERE file_key = ANY($1::text[])"""
 _Q_ATTACHMENT_TOTALS = "SELECT count(*), coalesce(sum(size), 0)::bigint FROM attachments"
+_Q_ATTACHMENT_FIGURES = """
+SELECT c.service_id, count(*), sum(a.size)::bigint
+FROM attachments a JOIN conversations c ON c.id = a.conversation_id
+WHERE a.claimed_at IS NOT NULL AND c.created_at >= $1 AND c.created_at < $2
+GROUP BY c.service_id ORDER BY c.service_id"""
 _Q_CLAIM_ATTACHMENTS = """
 UPDATE attachments a SET claimed_at = c.at
 FROM unnest($1::text[], $2::timestamptz[]) AS c(id, at)
@@ -892,6 +897,12 @@ class PostgresStore:
     async def attachment_totals(self) -> tuple[int, int]:
         rows = await self._bridge.run(_db_fetch, self._pool, _Q_ATTACHMENT_TOTALS)
         return int(rows[0][0]), int(rows[0][1])
+
+    async def attachment_figures(
+        self, start: datetime, end: datetime
+    ) -> dict[int, tuple[int, int]]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_ATTACHMENT_FIGURES, start, end)
+        return {int(row[0]): (int(row[1]), int(row[2])) for row in rows}
 
     # -- group commit ---------------------------------------------------------------------------
 
