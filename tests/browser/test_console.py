@@ -596,3 +596,45 @@ async def test_files_both_ways_with_a_thumbnail_and_a_refusal(browser: Browser) 
             if e.kind == "message" and "attachment" in e.data
         ]
         assert stored == ["photo.png", "invoice.pdf"]
+
+
+#: Drop (or paste) the PNG given in base64 on ``selector`` as a user would with a file.
+GIVE_FILE = """([selector, kind, data]) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], kind + ".png", {type: "image/png"}));
+  const target = document.querySelector(selector);
+  const event = kind === "paste"
+    ? new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true})
+    : new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true});
+  target.dispatchEvent(event);
+}"""
+
+
+async def test_files_dropped_and_pasted_in_both_pages(browser: Browser) -> None:
+    import base64
+
+    files = {"enabled": True, "types": ["image/png"]}
+    config = with_service(make_config(), 25, lambda body: body.update(attachments=files))
+    data = base64.b64encode(png_bytes()).decode()
+    async with omni(config) as srv:
+        alice = await browser.new_page(viewport=DESK, locale="en-US")
+        await sign_in(alice, srv, "alice")
+        await be_available(alice)
+        vera = await visitor(browser, srv, "Vera")
+        await alice.click(".c-accept")
+        await vera.wait_for("text=Hi Vera, Alice here.")
+        await vera.evaluate(GIVE_FILE, [".omni-log", "drop", data])
+        await vera.evaluate(GIVE_FILE, ["#omni-compose", "paste", data])
+        await alice.evaluate(GIVE_FILE, [".c-log", "drop", data])
+        await alice.evaluate(GIVE_FILE, ["#c-compose", "paste", data])
+        names = "[...document.querySelectorAll('a.omni-file')].map(a => a.textContent)"
+        await alice.wait_for_function(f"{names}.length === 4")
+        await vera.wait_for_function(f"{names}.length === 4")
+        shown = await alice.evaluate(names)
+        assert sorted(n.split(" (")[0] for n in shown) == [
+            "📎 drop.png",
+            "📎 drop.png",
+            "📎 paste.png",
+            "📎 paste.png",
+        ]
