@@ -212,9 +212,12 @@ class Links:
         message = f"attachment:{attachment_id}:{expires}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def mint(self, attachment_id: str, now: datetime) -> tuple[str, datetime]:
-        """A link's path and query, and when it stops working."""
-        expires = int(now.timestamp() + self.ttl)
+    def mint(
+        self, attachment_id: str, now: datetime, ttl: float | None = None
+    ) -> tuple[str, datetime]:
+        """A link's path and query, and when it stops working (after ``ttl`` seconds, by
+        default the pages' ``link_seconds``)."""
+        expires = int(now.timestamp() + (self.ttl if ttl is None else ttl))
         signature = self._signature(attachment_id, expires)
         until = datetime.fromtimestamp(expires, tz=now.tzinfo)
         return f"/api/v1/attachments/{attachment_id}?expires={expires}&signature={signature}", until

@@ -288,6 +288,15 @@ async def open_server(
             # Known now when the system chose the port (nobody could reach it before).
             urls = PublicUrls.of(config.server, host, bound_http, ws_server.port)
             pages.serve_at(urls)
+            # An e-mailed transcript links its files for as long as they are kept (the
+            # retention), a week when they are kept for ever: the e-mail goes to the visitor.
+            keep = config.server.attachments.retention_days
+            link_ttl = (keep or 7) * 86_400.0
+
+            def transcript_link(attachment_id: str, page: str = urls.page) -> str:
+                return page + uploads.links.mint(attachment_id, clock.now(), link_ttl)[0]
+
+            hub.transcript_link = transcript_link
             # The pages are served from here: the console may open /ws/operator, and the
             # WebChat /ws/visitor whatever page embeds it (its frame-ancestors decide that).
             ours = {*own_origins(host, bound_http), origin_of(urls.page)}

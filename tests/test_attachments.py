@@ -36,6 +36,8 @@ from tests.support import (
     Client,
     api_token,
     connect_tcp,
+    eventually,
+    free_port,
     login,
     make_config,
     make_conversation,
@@ -702,3 +704,53 @@ async def test_a_claim_commits_with_its_message(store: Store) -> None:
     with pytest.raises(StoreError):
         await store.write(Write(events=[message(2)], claims=[("a1", T0)]))
     assert [e.seq for e in await store.events_after("c2", 0)] == [1]
+
+
+async def test_the_emailed_transcript_links_the_files() -> None:
+    from tests.test_transcript import smtp_server
+
+    port = free_port()
+    smtp = {"host": "127.0.0.1", "port": port, "sender": "chat@example.com", "timeout": 5}
+
+    def files(body: dict[str, Any]) -> None:
+        body["attachments"] = LIMITS
+
+    config = with_service(make_config(smtp=smtp), 27, files)  # 27: no survey
+    async with (
+        smtp_server(port) as inbox,
+        open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as srv,
+        httpx.AsyncClient(base_url=srv.http_url, timeout=10) as http,
+        connect_tcp(srv.ws_url + "/ws/operator") as bruno,
+        connect_tcp(srv.ws_url + "/ws/visitor") as vera,
+    ):
+        await login(bruno, TOK_BRUNO)
+        started = await start(vera, 27)
+        cid, token = started["conversation_id"], started["token"]
+        offer = await bruno.until("offer")
+        await bruno.send("accept", conversation_id=offer["conversation"]["id"])
+        await vera.until("assigned")
+        picture = png(12, 10)
+        reply = await http.post(
+            f"/api/v1/conversations/{cid}/attachments",
+            params={"name": "photo.png"},
+            content=picture,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert reply.status_code == 201, reply.text
+        stored_size = reply.json()["size"]
+        await vera.send("attachment", client_id="f1", upload_id=reply.json()["upload_id"])
+        await vera.until("ack")
+        await bruno.send("end", conversation_id=cid)
+        await vera.until("closed")
+        await vera.send("transcript", email="vera@example.com")
+        await vera.until("transcript_queued")
+        await eventually(lambda: len(inbox.messages) == 1)
+        body = inbox.messages[0].get_content()
+        [line] = [x for x in body.splitlines() if "[file: photo.png" in x]
+        url = line.rsplit(" ", 1)[1]
+        assert url.startswith(f"{srv.http_url}/api/v1/attachments/")
+        # The link works from the e-mail, with no token: the visitor's file, as stored.
+        async with httpx.AsyncClient(timeout=10) as anyone:
+            download = await anyone.get(url)
+        assert download.status_code == 200
+        assert len(download.content) == stored_size

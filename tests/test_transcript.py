@@ -492,3 +492,15 @@ def test_the_transcript_text() -> None:
         "\n"
         "Thanks!\n"
     )
+    # With download links (a server that takes files and knows its address): each file's.
+    linked = render(
+        conv,
+        service,
+        events,
+        ZoneInfo("America/Sao_Paulo"),
+        lambda id: f"https://chat.example/api/v1/attachments/{id}?expires=1&signature=s",
+    )
+    assert (
+        "[2026-11-25 12:02] Bruno: [file: invoice.pdf, 48.2 kB] "
+        "https://chat.example/api/v1/attachments/u1?expires=1&signature=s\n"
+    ) in linked.body

@@ -21,7 +21,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,6 +146,9 @@ class Hub:
         #: Presence (and pause reason) an operator had when their connection dropped.
         self.remembered_presence: dict[int, tuple[Presence, str | None]] = {}
         #: The operators' pauses, written to the store behind their sessions (the reports).
+        #: Download links for the files an e-mail transcript lists (set by the composition
+        #: root when the server takes files and knows its public address; None: names only).
+        self.transcript_link: Callable[[str], str | None] | None = None
         self.pauses = PauseRecorder(store, clock)
         nursery.start_soon(self.pauses.run)
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
@@ -529,7 +532,7 @@ class Hub:
                 for e in page
                 if e.kind in ("message", "transferred")
             ]
-            mail = transcript.render(conv, service, events, zone)
+            mail = transcript.render(conv, service, events, zone, self.transcript_link)
             payload = {"to": email, "subject": mail.subject, "body": mail.body}
             if await self.store.enqueue("email", key, conv.id, payload, self.clock.now()):
                 self.metrics.emails["queued"] += 1

@@ -13,7 +13,7 @@ Rules: pure (no I/O, no clock).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -79,9 +79,14 @@ def check_request(
 
 
 def render(
-    conv: Conversation, service: Service, events: Iterable[p.Event], zone: ZoneInfo
+    conv: Conversation,
+    service: Service,
+    events: Iterable[p.Event],
+    zone: ZoneInfo,
+    link: Callable[[str], str | None] | None = None,
 ) -> Transcript:
-    """The e-mail of what the visitor saw (``events``: the stored history, in ``seq`` order)."""
+    """The e-mail of what the visitor saw (``events``: the stored history, in ``seq`` order);
+    ``link(attachment_id)``: a download link for a file a message carries, if there is one."""
 
     def when(event: p.Message | Conversation) -> str:
         at = event.at if isinstance(event, p.Message) else event.created_at
@@ -97,8 +102,12 @@ def render(
             author = event.author
             name = author.name or ("You" if author.kind == "visitor" else "Agent")
             if event.attachment is not None:
-                # The file, not a link: the e-mail outlives any download link.
+                # The file, and a link to it while links last (a signed one: the e-mail
+                # outlives it, so the file's name and size are there either way).
+                url = link(event.attachment.id) if link is not None else None
                 text = f"[file: {event.attachment.name}, {_size(event.attachment.size)}]"
+                if url:
+                    text += f" {url}"
             else:
                 text = event.text.replace("\r\n", "\n").replace("\n", "\n    ")
             lines.append(f"[{when(event)}] {name}: {text}")
