@@ -754,3 +754,21 @@ async def test_the_emailed_transcript_links_the_files() -> None:
             download = await anyone.get(url)
         assert download.status_code == 200
         assert len(download.content) == stored_size
+
+
+async def test_an_operators_sync_replays_the_file(chat: Chat) -> None:
+    upload_id = await _uploaded(chat, png(), "photo.png")
+    await chat.visitor.send("attachment", client_id="v-f9", upload_id=upload_id)
+    ack = await chat.visitor.until("ack")
+    # Alice's console comes back (a reload): sync from 0 brings the file's message once.
+    await chat.alice.send("sync", conversation_id=chat.conversation_id, last_seq=0)
+    replayed = []
+    while True:
+        frame = await chat.alice.until("message")
+        if frame["seq"] == ack["seq"]:
+            replayed.append(frame)
+            if len(replayed) == 2:  # the live one, then the replayed one
+                break
+    live, again = replayed
+    assert again == live
+    assert again["attachment"]["id"] == upload_id and again["attachment"]["name"] == "photo.png"
