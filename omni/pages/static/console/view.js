@@ -10,7 +10,7 @@
 //   which main.js plays.
 
 import { append, confirmAfter, fill, h, syncLog } from "../webchat/dom.js";
-import { attachmentElement } from "../webchat/files.js";
+import { showStatus } from "../webchat/files.js";
 import { SigninScreen } from "./signin.js";
 
 export class ConsoleView {
@@ -503,14 +503,7 @@ export class ConsoleView {
     const t = this.t;
     el.dataset.status = m.status;
     if (!el.meta) return;
-    const time = m.at ? new Date(m.at).toLocaleTimeString(this.lang, { hour: "2-digit", minute: "2-digit" }) : "";
-    if (el.file && el.fileId !== (m.attachment.id || null)) {
-      el.fileId = m.attachment.id || null;
-      fill(el.file, el.fileId ? attachmentElement(m.attachment, () => this.actions.fileToken(), this.lang, t) : h("span", { class: "omni-file" }, "📎 ", m.attachment.name));
-    }
-    const uploading = m.attachment && m.status === "sending" && (m.progress ?? 1) < 1;
-    const failed = m.status === "failed" ? (m.failure && t.file_errors[m.failure]) || t.failed : null;
-    fill(el.meta, uploading ? t.uploading(Math.round(m.progress * 100)) : m.status === "sending" ? t.sending : failed || time);
+    showStatus(el, m, t, this.lang, () => this.actions.fileToken());
   }
 
   updateTargets(state) {

@@ -3,7 +3,7 @@
 // a link — through a short-lived signed link (docs/admin-api.md, "Attachments": an <img> or an
 // <a> cannot send a bearer token, and a token in a URL would leak).
 
-import { h } from "./dom.js";
+import { fill, h } from "./dom.js";
 
 /**
  * Upload `file` to conversation `conversationId` with `token` (the visitor's resume token, or
@@ -106,4 +106,20 @@ export function attachmentElement(attachment, token, lang, labels) {
   const image = h("img", { class: "omni-thumbnail", alt: `${labels.image}: ${attachment.name}`, loading: "lazy" });
   link(attachment.id, token()).then((url) => url && (image.src = url));
   return h("span", { class: "omni-file-box" }, image, anchor);
+}
+
+/**
+ * Bring a message's bubble up to date (the WebChat's and the console's alike): its file — a
+ * link or thumbnail once stored (`token()` to mint its link), its name while it uploads — and
+ * its meta line: upload progress, "sending…", why it failed, or the time.
+ */
+export function showStatus(el, message, t, lang, token) {
+  if (el.file && el.fileId !== (message.attachment.id || null)) {
+    el.fileId = message.attachment.id || null;
+    fill(el.file, el.fileId ? attachmentElement(message.attachment, token, lang, t) : h("span", { class: "omni-file" }, "📎 ", message.attachment.name));
+  }
+  const time = message.at ? new Date(message.at).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }) : "";
+  const uploading = message.attachment && message.status === "sending" && (message.progress ?? 1) < 1;
+  const failed = message.status === "failed" ? (message.failure && t.file_errors[message.failure]) || t.failed : null;
+  fill(el.meta, uploading ? t.uploading(Math.round(message.progress * 100)) : message.status === "sending" ? t.sending : failed || time);
 }

@@ -10,7 +10,7 @@
 //   conversation is open, to the heading of the survey and of the closing screen.
 
 import { append, confirmAfter, fill, h, syncLog } from "./dom.js";
-import { attachmentElement } from "./files.js";
+import { showStatus } from "./files.js";
 import { when } from "./i18n.js";
 
 const EMAIL = /^[^@\s,<>()]+@[^@\s,<>()]+\.[^@\s,<>()]+$/;
@@ -330,15 +330,7 @@ export class View {
     el.dataset.status = message.status;
     if (!el.meta) return;
     if (message.seq) el.dataset.seq = message.seq;
-    const time = message.at ? new Date(message.at).toLocaleTimeString(this.lang, { hour: "2-digit", minute: "2-digit" }) : "";
-    if (el.file && el.fileId !== (message.attachment.id || null)) {
-      // A file: a link (or a thumbnail) once it is stored, its name while it uploads.
-      el.fileId = message.attachment.id || null;
-      fill(el.file, el.fileId ? attachmentElement(message.attachment, () => this.actions.fileToken(), this.lang, t) : h("span", { class: "omni-file" }, "📎 ", message.attachment.name));
-    }
-    const uploading = message.attachment && message.status === "sending" && (message.progress ?? 1) < 1;
-    const failed = message.status === "failed" ? (message.failure && t.file_errors[message.failure]) || t.failed : null;
-    fill(el.meta, uploading ? t.uploading(Math.round(message.progress * 100)) : message.status === "sending" ? t.sending : failed || time);
+    showStatus(el, message, t, this.lang, () => this.actions.fileToken());
   }
 
   composer() {
