@@ -91,16 +91,31 @@ class Figures(msgspec.Struct):
     aht_seconds: float | None
 
 
+class BotFigures(msgspec.Struct):
+    """The conversations that met a chatbot (F15)."""
+
+    conversations: int = 0
+    #: Finished by the bot without a person, and their share of ``conversations``.
+    contained: int = 0
+    containment: float | None = None
+    #: Hand-offs by group id (a script's hand-off, or "talk to a person").
+    handoffs: dict[str, int] = {}
+    #: Visitors who left (ended, went away, fell silent) at each question, by node id.
+    dropoffs: dict[str, int] = {}
+
+
 class TotalFigures(Figures):
     #: Files sent (attachments a message carried) in the period's conversations; their bytes.
     files_sent: int = 0
     file_bytes: int = 0
+    bot: BotFigures = msgspec.field(default_factory=BotFigures)
 
 
 class ServiceFigures(Figures):
     service_id: int = 0
     files_sent: int = 0
     file_bytes: int = 0
+    bot: BotFigures = msgspec.field(default_factory=BotFigures)
 
 
 class GroupFigures(Figures):

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import msgspec
 
 from omni.accounts import hash_password
+from omni.domain.bot import Bot
 from omni.domain.configuration import (
     KINDS,
     ConfigInvalid,
@@ -179,6 +180,7 @@ RESOURCES: dict[str, Resource] = {
         Resource("parameters", Parameters, Parameters),
         Resource("api_tokens", ApiTokenInput, ApiTokenProfile),
         Resource("users", UserInput, UserProfile),
+        Resource("bots", Bot, Bot),
     )
 }
 
@@ -208,6 +210,7 @@ class ConfigFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     parameters: Parameters | None = None
     api_tokens: tuple[ApiTokenInput, ...] = ()
     users: tuple[UserInput, ...] = ()
+    bots: tuple[Bot, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,15 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise ConfigError(str(exc)) from None
     items: list[ConfigItem] = []
     try:
-        for kind in ("schedules", "groups", "services", "operators", "api_tokens", "users"):
+        for kind in (
+            "schedules",
+            "groups",
+            "services",
+            "operators",
+            "api_tokens",
+            "users",
+            "bots",
+        ):
             sent: tuple[Any, ...] = getattr(file, kind)
             keys = [key_of(kind, entity) for entity in sent]
             duplicates = sorted({k for k in keys if keys.count(k) > 1})

@@ -32,6 +32,8 @@ from omni.domain.conversation import (
     TERMINAL_STATUSES,
     TRANSITIONS,
     Accept,
+    BotAnswer,
+    BotTimeout,
     Ack,
     Answered,
     CancelTimer,
@@ -970,6 +972,8 @@ def sample_event(kind: type, operator_id: int) -> Event:
     """One event of each type, from ``operator_id`` where an operator is involved."""
     samples: dict[type, Event] = {
         VisitorMessage: VisitorMessage("late", "hello?"),
+        BotAnswer: BotAnswer("late", option="sales"),
+        BotTimeout: BotTimeout(),
         OperatorMessage: OperatorMessage(operator_id, "late", "hello?"),
         VisitorTyping: VisitorTyping(),
         OperatorTyping: OperatorTyping(operator_id),
@@ -1197,7 +1201,9 @@ def test_transitions_cover_every_event_and_status() -> None:
 
 
 def test_every_status_is_reachable_from_the_start() -> None:
-    reached = {Status.QUEUED, Status.OUT_OF_HOURS}
+    # What a conversation opens in (the bot then leads on to queued, out_of_hours or closed:
+    # tests/test_bot.py).
+    reached = {Status.BOT, Status.QUEUED, Status.OUT_OF_HOURS}
     frontier = list(reached)
     while frontier:
         status = frontier.pop()

@@ -499,6 +499,8 @@ class ConversationActor(Actor[ConversationMessage]):
             return domain.QueueTimeout()
         if name == "absent":
             return domain.VisitorGone()
+        if name == "bot":
+            return domain.BotTimeout()
         # The turn timers: stale ones (the turn passed meanwhile) are ignored by the rules.
         if name == "idle_warning":
             return domain.VisitorIdleWarning()

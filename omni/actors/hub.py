@@ -285,6 +285,7 @@ class Hub:
                 group_names={g.id: g.name for g in self.directory.groups.values()},
                 absent_visitor_timeout=self.settings.absent_visitor_timeout,
                 out_of_hours_messages=self.settings.out_of_hours_messages,
+                directory=self.directory,
             )
             self._contexts[service_id] = ctx
         return ctx
@@ -422,17 +423,31 @@ class Hub:
         year = admission.ticket_year(self.directory, service, now)
         ticket = admission.ticket(year, await self.store.next_ticket(year))
         token = self.entropy.token()
-        group_id = self.directory.route(service, now)
-        conv, effects = domain.open_conversation(
-            conversation_id=self.entropy.identifier(),
-            ticket=ticket,
-            token_hash=hash_token(token),
-            service=service,
-            visitor=visitor,
-            group_id=group_id,
-            now=now,
-            opens_at=None if group_id is not None else self.directory.next_opening(service, now),
-        )
+        bot = self.directory.bot_for(service, now)
+        if bot is not None:
+            conv, effects = domain.open_bot_conversation(
+                conversation_id=self.entropy.identifier(),
+                ticket=ticket,
+                token_hash=hash_token(token),
+                visitor=visitor,
+                bot=bot,
+                now=now,
+                ctx=self.context(service_id),
+            )
+        else:
+            group_id = self.directory.route(service, now)
+            conv, effects = domain.open_conversation(
+                conversation_id=self.entropy.identifier(),
+                ticket=ticket,
+                token_hash=hash_token(token),
+                service=service,
+                visitor=visitor,
+                group_id=group_id,
+                now=now,
+                opens_at=(
+                    None if group_id is not None else self.directory.next_opening(service, now)
+                ),
+            )
         shown = p.ServiceRef(service.id, service.name, service.shown_avatar())
         # `started` (with the resume token) goes out with the first effects, after the write
         # that stores the conversation: a visitor is never told of one that is not stored.

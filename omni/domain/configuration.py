@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from omni.domain.bot import Bot
 from omni.domain.model import (
     ApiToken,
     Directory,
@@ -83,6 +84,7 @@ KINDS: dict[str, Kind] = {
         Kind("parameters", Parameters, None),
         Kind("api_tokens", ApiToken, "id"),
         Kind("users", User, "id"),
+        Kind("bots", Bot, "id"),
     )
 }
 
@@ -129,6 +131,7 @@ def build_directory(items: Iterable[ConfigItem]) -> Directory:
             parameters=parameters[0] if parameters else Parameters(),
             api_tokens={t.id: t for t in entities["api_tokens"]},
             users={u.id: u for u in entities["users"]},
+            bots={b.id: b for b in entities["bots"]},
         )
     except ValueError as exc:
         raise ConfigInvalid(str(exc)) from None

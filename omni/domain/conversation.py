@@ -22,12 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
+import msgspec
+
+from omni.domain import bot as bots
 from omni.domain import protocol as p
 from omni.domain.attachments import Attachment
-from omni.domain.model import Service, SurveyQuestion, Timers
+from omni.domain.bot import Bot, BotState
+from omni.domain.model import Directory, Service, SurveyQuestion, Timers
 from omni.domain.protocol import EndedBy, Party, Rejected, Status, Visitor
 
 __all__ = ["EndedBy", "Party", "Rejected", "Status", "Visitor"]
@@ -35,7 +40,7 @@ __all__ = ["EndedBy", "Party", "Rejected", "Status", "Visitor"]
 #: Longest message text accepted, in characters.
 MAX_TEXT = 8000
 
-OPEN_STATUSES = frozenset({Status.QUEUED, Status.OFFERED, Status.ACTIVE, Status.ENDED})
+OPEN_STATUSES = frozenset({Status.BOT, Status.QUEUED, Status.OFFERED, Status.ACTIVE, Status.ENDED})
 TERMINAL_STATUSES = frozenset({Status.CLOSED, Status.ABANDONED})
 
 Audience = Literal["both", "visitor", "operator"]
@@ -74,12 +79,15 @@ class Conversation:
     #: wrote (the idle timers run), the operator's after the visitor wrote (the reply deadline
     #: runs). Not stored: after a restart the timers start again with the next message.
     turn: Party | None = None
+    #: Its time with the service's chatbot (F15), if it met one: the script it runs while in
+    #: ``bot``, and afterwards how it came out (reports).
+    bot: BotState | None = None
 
     def summary(self, *, waited: float | None = None) -> p.ConversationSummary:
         """The conversation as the protocol and the API show it. ``waited``: in an offer, the
         wait so far; otherwise, once answered, the wait from arrival to the first answer."""
         if waited is None and self.answered_at is not None:
-            waited = round(max((self.answered_at - self.created_at).total_seconds(), 0.0), 3)
+            waited = round(max((self.answered_at - self.waiting_since).total_seconds(), 0.0), 3)
         return p.ConversationSummary(
             id=self.id,
             ticket=self.ticket,
@@ -118,6 +126,21 @@ class OperatorMessage:
     text: str
     upload_id: str | None = None
     upload: Attachment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BotAnswer:
+    """The visitor answers the chatbot: an option's id, or text (a ``message`` sent while the
+    bot talks is one too)."""
+
+    client_id: str
+    option: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BotTimeout:
+    """The visitor stayed silent at the bot's question for the script's ``inactivity``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +299,8 @@ class SupervisorAssign:
 
 Event = (
     VisitorMessage
+    | BotAnswer
+    | BotTimeout
     | OperatorMessage
     | VisitorTyping
     | OperatorTyping
@@ -429,7 +454,8 @@ Effect = (
 
 # --- the lifecycle as data ---------------------------------------------------------------------
 
-Q, OF, A, OOH, E, C, AB = (
+B, Q, OF, A, OOH, E, C, AB = (
+    Status.BOT,
     Status.QUEUED,
     Status.OFFERED,
     Status.ACTIVE,
@@ -443,6 +469,8 @@ Q, OF, A, OOH, E, C, AB = (
 #: ``ended`` go on to ``closed`` at once when the service has no survey.
 TRANSITIONS: dict[type, dict[Status, Status]] = {
     VisitorMessage: {Q: Q, OF: OF, A: A, OOH: OOH},
+    BotAnswer: {B: B},
+    BotTimeout: {B: AB},
     OperatorMessage: {A: A},
     VisitorTyping: {A: A},
     OperatorTyping: {A: A},
@@ -454,16 +482,16 @@ TRANSITIONS: dict[type, dict[Status, Status]] = {
     OperatorLeft: {OF: Q, A: A},
     OperatorReturned: {A: A},
     GraceExpired: {A: Q},
-    VisitorEnd: {Q: AB, OF: AB, A: E},
+    VisitorEnd: {B: AB, Q: AB, OF: AB, A: E},
     OperatorEnd: {A: E},
     SurveyAnswered: {E: C},
     SurveySkipped: {E: C},
     SurveyExpired: {E: C},
     ResumeByOperator: {OOH: A},
     QueueTimeout: {Q: AB, OF: AB},
-    VisitorDetached: {Q: Q, OF: OF},
-    VisitorAttached: {Q: Q, OF: OF, A: A, E: E, OOH: OOH},
-    VisitorGone: {Q: AB, OF: AB},
+    VisitorDetached: {B: B, Q: Q, OF: OF},
+    VisitorAttached: {B: B, Q: Q, OF: OF, A: A, E: E, OOH: OOH},
+    VisitorGone: {B: AB, Q: AB, OF: AB},
     VisitorIdleWarning: {A: A},
     VisitorIdleClose: {A: E},
     OperatorReplyTimeout: {A: Q},
@@ -481,6 +509,7 @@ INTERNAL_EVENTS: frozenset[type] = frozenset(
         GraceExpired,
         SurveyExpired,
         QueueTimeout,
+        BotTimeout,
         VisitorDetached,
         VisitorAttached,
         VisitorGone,
@@ -507,6 +536,44 @@ class Context:
     absent_visitor_timeout: float = 300.0
     #: Visitor messages an out-of-hours conversation takes at most.
     out_of_hours_messages: int = 20
+    #: The live configuration: where the chatbot asks which groups are open (F5).
+    directory: Directory | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _World:
+    """What the chatbot may ask (:class:`omni.domain.bot.World`), at one moment."""
+
+    ctx: Context
+    conv: Conversation
+    now: datetime
+
+    def _directory(self) -> Directory:
+        assert self.ctx.directory is not None, "a bot conversation needs the directory"
+        return self.ctx.directory
+
+    def group_open(self, group_id: int) -> bool:
+        return self._directory().group_open(self.ctx.service, group_id, self.now)
+
+    def group_opens_at(self, group_id: int) -> datetime | None:
+        return self._directory().group_opens_at(self.ctx.service, group_id, self.now)
+
+    def anyone_open(self) -> bool:
+        return self._directory().route(self.ctx.service, self.now) is not None
+
+    def local_time(self, zone: str) -> time:
+        return self.now.astimezone(ZoneInfo(zone)).time()
+
+    def visitor_field(self, name: str) -> str | None:
+        visitor = self.conv.visitor
+        if name in ("email", "phone", "name"):
+            value: str | None = getattr(visitor, name)
+            return value
+        return visitor.fields.get(name)
+
+    @property
+    def group_closed_message(self) -> str:
+        return self.ctx.service.group_closed_message
 
 
 def open_conversation(
@@ -553,6 +620,111 @@ def open_conversation(
     return conv, effects
 
 
+def open_bot_conversation(
+    *,
+    conversation_id: str,
+    ticket: str,
+    token_hash: str,
+    visitor: Visitor,
+    bot: Bot,
+    now: datetime,
+    ctx: Context,
+) -> tuple[Conversation, list[Effect]]:
+    """A new conversation that meets the service's chatbot first (F15): the bot speaks from its
+    start until its first question — or hands off, finishes, or finds nothing open at once."""
+    conv = Conversation(
+        id=conversation_id,
+        ticket=ticket,
+        service_id=ctx.service.id,
+        token_hash=token_hash,
+        visitor=visitor,
+        status=Status.BOT,
+        group_id=None,
+        created_at=now,
+        waiting_since=now,
+        bot=BotState(script=bot),
+    )
+    assert conv.bot is not None
+    step = bots.begin(conv.bot, _World(ctx, conv, now), person=ctx.service.bot_person)
+    return conv, [Persist(), *_bot_step(conv, step, now, ctx)]
+
+
+def _bot_step(conv: Conversation, step: bots.Step, now: datetime, ctx: Context) -> list[Effect]:
+    """Carry out a turn of the bot: what it says, then where the conversation goes."""
+    state = conv.bot
+    assert state is not None
+    effects: list[Effect] = [_say(conv, say, now) for say in step.says]
+    effects.append(Persist())
+    if step.next == "wait":
+        assert state.script is not None
+        effects.append(StartTimer("bot", state.script.inactivity))
+        return effects
+    effects.append(CancelTimer("bot"))
+    group_id = step.group
+    if step.next == "person":
+        assert ctx.directory is not None
+        group_id = ctx.directory.route(ctx.service, now)
+        state.group = group_id
+    if step.next == "ended":
+        conv.status, conv.ended_by, conv.ended_at = Status.CLOSED, "bot", now
+        return [
+            *effects,
+            _emit(conv, "visitor", p.Ended, by="bot"),
+            _emit(conv, "visitor", p.Closed, message=ctx.service.closing_message),
+        ]
+    if group_id is None:
+        # Nothing open: the out-of-hours path (a message is left for an operator, F4).
+        state.outcome = "out_of_hours"
+        conv.status, conv.arrived_out_of_hours = Status.OUT_OF_HOURS, True
+        assert ctx.directory is not None
+        opens_at = ctx.directory.next_opening(ctx.service, now)
+        return [
+            *effects,
+            _emit(
+                conv,
+                "visitor",
+                p.OutOfHours,
+                message=ctx.service.out_of_hours_message,
+                opens_at=opens_at,
+            ),
+        ]
+    conv.status, conv.group_id, conv.waiting_since = Status.QUEUED, group_id, now
+    effects.append(EnterQueue(group_id))
+    if ctx.service.timers.queue_timeout is not None:
+        effects.append(StartTimer("queue", ctx.service.timers.queue_timeout))
+    return effects
+
+
+def _say(conv: Conversation, say: bots.Say, now: datetime) -> Emit:
+    return _emit(
+        conv,
+        "both",
+        p.BotSays,
+        text=say.text,
+        node=say.node,
+        at=now,
+        options=tuple(p.BotOption(i, label) for i, label in say.options),
+        input=None if say.input is None else say.input.value,
+        opens_at=say.opens_at,
+    )
+
+
+def _collect(conv: Conversation) -> None:
+    """What the bot collected joins the visitor's fields (the offer, the visitor panel, the API
+    and the transcript show them); an ``email`` or ``phone`` the visitor did not give becomes
+    theirs (the transcript offer uses it)."""
+    state = conv.bot
+    if state is None or not state.fields:
+        return
+    visitor = conv.visitor
+    fields = {**visitor.fields, **state.fields}
+    changes: dict[str, Any] = {"fields": fields}
+    for name in ("email", "phone"):
+        if getattr(visitor, name) is None and name in state.fields:
+            changes[name] = state.fields[name]
+    conv.visitor = msgspec.structs.replace(visitor, **changes)
+
+
 def restore(
     conv: Conversation, operator_connected: bool, ctx: Context, now: datetime | None = None
 ) -> list[Effect]:
@@ -560,7 +732,13 @@ def restore(
     or when its actor had been given up): a pending offer is void, so an offered conversation
     goes back to its queue; a queue timeout keeps counting from when the visitor began waiting;
     an active one whose operator is away starts the grace period; a survey waits again for its
-    full timeout."""
+    full timeout; a visitor at the bot's question gets its full inactivity time again."""
+    if conv.status is Status.BOT:
+        assert conv.bot is not None and conv.bot.script is not None
+        return [
+            StartTimer("bot", conv.bot.script.inactivity),
+            StartTimer("absent", ctx.absent_visitor_timeout),
+        ]
     if conv.status in (Status.OFFERED, Status.QUEUED):
         assert conv.group_id is not None
         effects: list[Effect] = []
@@ -597,11 +775,17 @@ def handle(
     """Apply ``event``; raises :class:`Rejected` (changing nothing) when the rules refuse it."""
     # A resend of a stored message gets its ack again whatever happened since (even after the
     # conversation ended): the client only lost the ack, the message was accepted.
-    if isinstance(event, VisitorMessage | OperatorMessage):
+    if isinstance(event, VisitorMessage | OperatorMessage | BotAnswer):
         seen = conv.client_ids.get(_client_key(event))
         if seen is not None:
-            party: Party = "visitor" if isinstance(event, VisitorMessage) else "operator"
+            party: Party = "operator" if isinstance(event, OperatorMessage) else "visitor"
             return conv, [Ack(party, event.client_id, seen)]
+    if isinstance(event, VisitorMessage) and conv.status is Status.BOT:
+        # While the bot talks, what the visitor writes answers it (a client that knows no
+        # `bot_reply`, or a typed answer).
+        if event.upload_id is not None:
+            raise Rejected("invalid_state", "the bot takes no files; answer its question")
+        event = BotAnswer(event.client_id, text=event.text)
     if isinstance(event, OWNER_EVENTS) and conv.operator_id != event.operator_id:
         raise Rejected("not_your_conversation", f"conversation {conv.id} is not yours")
     allowed = TRANSITIONS[type(event)]
@@ -674,9 +858,9 @@ def _emit(
     return Emit(frame, audience, conv.operator_id)
 
 
-def _client_key(event: VisitorMessage | OperatorMessage) -> tuple[str, str]:
+def _client_key(event: VisitorMessage | OperatorMessage | BotAnswer) -> tuple[str, str]:
     """Whose ``client_id`` space a send belongs to: the visitor's, or one operator's."""
-    if isinstance(event, VisitorMessage):
+    if isinstance(event, VisitorMessage | BotAnswer):
         return ("v", event.client_id)
     return (f"o{event.operator_id}", event.client_id)
 
@@ -793,6 +977,43 @@ def _operator_message(
 ) -> list[Effect]:
     author = p.Author("operator", conv.operator_name, ev.operator_id)
     return _message(conv, ev, "operator", author, now, ctx.service.timers)
+
+
+def _bot_answer(
+    conv: Conversation, ev: BotAnswer, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    state = conv.bot
+    assert state is not None and state.script is not None
+    try:
+        shown, step = bots.answer(
+            state,
+            bots.Reply(ev.option, ev.text),
+            _World(ctx, conv, now),
+            person=ctx.service.bot_person,
+        )
+    except bots.BadReply as exc:
+        raise Rejected("invalid_reply", str(exc)) from None
+    key = _client_key(ev)
+    conv.last_seq += 1
+    frame = p.BotAnswered(
+        conversation_id=conv.id,
+        seq=conv.last_seq,
+        id=f"{conv.id}-{conv.last_seq}",
+        author=p.Author("visitor", conv.visitor.name),
+        text=shown,
+        at=now,
+        option=ev.option,
+    )
+    emit = Emit(frame, "both", None, key, "visitor")
+    conv.client_ids[key] = emit.seq
+    _collect(conv)
+    return [emit, Ack("visitor", key[1], emit.seq), *_bot_step(conv, step, now, ctx)]
+
+
+def _bot_timeout(
+    conv: Conversation, ev: BotTimeout, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    return _end(conv, "bot_timeout", now, ctx, to)
 
 
 def _visitor_typing(
@@ -1072,6 +1293,18 @@ def _idle_close(
 def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Status) -> list[Effect]:
     conv.ended_by = by
     conv.ended_at = now
+    if conv.status is Status.BOT:
+        # The visitor left the bot (ended, went away, fell silent) at its question.
+        assert conv.bot is not None
+        bots.dropped(conv.bot)
+        conv.status = to
+        return [
+            CancelTimer("bot"),
+            CancelTimer("absent"),
+            Persist(),
+            _emit(conv, "visitor", p.Ended, by=by),
+            _emit(conv, "visitor", p.Closed, message=ctx.service.closing_message),
+        ]
     if to is Status.ABANDONED:
         effects: list[Effect] = [CancelTimer("queue")]
         if conv.status is Status.OFFERED and conv.offered_to is not None:
@@ -1237,6 +1470,8 @@ def _supervisor_assign(
 
 _HANDLERS: dict[type, Any] = {
     VisitorMessage: _visitor_message,
+    BotAnswer: _bot_answer,
+    BotTimeout: _bot_timeout,
     OperatorMessage: _operator_message,
     VisitorTyping: _visitor_typing,
     OperatorTyping: _operator_typing,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -32,6 +32,7 @@ from typing import Annotated, Literal, TypeVar
 import msgspec
 
 from omni.domain.attachments import KNOWN_TYPES
+from omni.domain.bot import Bot
 from omni.domain.schedule import LOOKAHEAD, Schedule
 from omni.domain.values import Colour, Id, ImageRef, Key, Name, Origin, Seconds, SigningKey, Text
 
@@ -173,6 +174,15 @@ class Service(_Entity, frozen=True):
     #: The service's own attachment limits (F11); None: the installation's
     #: (``parameters.attachments``).
     attachments: Attachments | None = None
+    #: The chatbot that talks to a visitor before any person (F15): a bot's id, or None.
+    bot: Key | None = None
+    #: Every question of the bot offers "talk to a person" (the bot's ``person_label``).
+    bot_person: bool = True
+    #: What the bot says when it hands off to a group its schedule keeps closed (F5); the
+    #: visitor also sees when the group opens, and goes back to the bot's last question.
+    group_closed_message: Text = (
+        "This team is not available right now. You can choose something else."
+    )
 
     def __post_init__(self) -> None:
         ids = [q.id for q in self.survey_questions]
@@ -435,6 +445,7 @@ class Directory:
     parameters: Parameters = field(default_factory=Parameters)
     api_tokens: Mapping[str, ApiToken] = field(default_factory=dict)
     users: Mapping[str, User] = field(default_factory=dict)
+    bots: Mapping[str, Bot] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Directory:
@@ -502,6 +513,22 @@ class Directory:
                         f"service {service.id}, group {link.group}: "
                         f"unknown schedule {link.schedule!r}"
                     )
+            if service.bot is not None:
+                bot = self.bots.get(service.bot)
+                if bot is None:
+                    problems.append(f"service {service.id}: unknown bot {service.bot!r}")
+                else:
+                    linked = {link.group for link in service.links}
+                    for node_id, group_id in bot.group_nodes():
+                        if group_id not in linked:
+                            problems.append(
+                                f"bot {bot.id}, node {node_id!r}: group {group_id} is not "
+                                f"linked to service {service.id}, which uses the bot"
+                            )
+        for bot in self.bots.values():
+            for node_id, group_id in bot.group_nodes():
+                if group_id not in self.groups:
+                    problems.append(f"bot {bot.id}, node {node_id!r}: unknown group {group_id}")
         for operator in self.operators.values():
             for group_id in operator.groups:
                 if group_id not in self.groups:
@@ -578,6 +605,36 @@ class Directory:
                 return link.group
         return None
 
+    def bot_for(self, service: Service, at: datetime) -> Bot | None:
+        """The chatbot a new conversation of ``service`` meets at ``at``: the service's, while
+        the service's own schedule (if it has one) is open — the groups' schedules decide
+        only at the hand-off (F5), so the bot stays reachable while they are closed."""
+        if service.bot is None:
+            return None
+        if service.schedule is not None and not self.schedules[service.schedule].is_open(at):
+            return None
+        return self.bots[service.bot]
+
+    def group_open(self, service: Service, group_id: int, at: datetime) -> bool:
+        """Whether ``group_id`` takes ``service``'s conversations at ``at``: the service's
+        schedule and the link's own (F5); a group the service does not link never does."""
+        link = next((link for link in service.links if link.group == group_id), None)
+        if link is None:
+            return False
+        if service.schedule is not None and not self.schedules[service.schedule].is_open(at):
+            return False
+        return link.schedule is None or self.schedules[link.schedule].is_open(at)
+
+    def group_opens_at(self, service: Service, group_id: int, at: datetime) -> datetime | None:
+        """When ``group_id``, closed for ``service`` at ``at``, next opens (UTC); None when it
+        is open, or does not open within the look-ahead."""
+        link = next((link for link in service.links if link.group == group_id), None)
+        if link is None:
+            return None
+        return self._first_open(
+            {service.schedule, link.schedule}, at, lambda m: self.group_open(service, group_id, m)
+        )
+
     def next_opening(self, service: Service, at: datetime) -> datetime | None:
         """When ``service``, closed at ``at``, next takes conversations (:meth:`route` finds a
         group), in UTC; None when it is open at ``at``, or opens not within the schedules'
@@ -585,10 +642,17 @@ class Directory:
 
         Openness can only change where one of its schedules (the service's, its links') does,
         so the answer is the first of those changes at which :meth:`route` finds a group."""
-        at = at.astimezone(UTC)
-        if self.route(service, at) is not None:
-            return None
         keys = {service.schedule, *(link.schedule for link in service.links)}
+        return self._first_open(keys, at, lambda m: self.route(service, m) is not None)
+
+    def _first_open(
+        self, keys: set[str | None], at: datetime, is_open: Callable[[datetime], bool]
+    ) -> datetime | None:
+        """The first moment from ``at`` on at which ``is_open``, which depends only on the
+        schedules ``keys``: None when open at ``at`` or not within the look-ahead."""
+        at = at.astimezone(UTC)
+        if is_open(at):
+            return None
         # Each schedule's next change after the moment looked at (None: none ahead).
         upcoming = {
             key: self.schedules[key].next_change(at) for key in sorted(k for k in keys if k)
@@ -601,7 +665,7 @@ class Directory:
             moment = min(changes)
             if moment > limit:
                 return None
-            if self.route(service, moment) is not None:
+            if is_open(moment):
                 return moment
             for key, change in upcoming.items():
                 if change == moment:

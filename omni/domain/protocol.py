@@ -61,6 +61,8 @@ ERROR_CODES: dict[str, str] = {
     "not_your_attachment": "the upload was not uploaded by the sender",
     "attachment_claimed": "the upload is in a message already",
     "invalid_survey": "a survey answer is unknown, missing or out of range",
+    "invalid_reply": "`bot_reply` with neither option nor text, or an option the bot did not "
+    "offer at its question",
     "conversation_closed": "the conversation has ended; nothing more is accepted",
     "invalid_email": "the `transcript` address is not a single e-mail address",
     "transcript_unavailable": "this server sends no e-mail (no `[server.smtp]`)",
@@ -120,13 +122,16 @@ class Status(StrEnum):
     ACTIVE = "active"
     OUT_OF_HOURS = "out_of_hours"
     ENDED = "ended"  # waiting for the survey
+    BOT = "bot"  # talking with the service's chatbot, before any queue (F15)
     CLOSED = "closed"
     ABANDONED = "abandoned"
 
 
 Party = Literal["visitor", "operator"]
 #: Who ended a conversation: a participant, or a deadline of the service (F16).
-EndedBy = Literal["visitor", "operator", "queue_timeout", "visitor_idle", "visitor_gone"]
+EndedBy = Literal[
+    "visitor", "operator", "queue_timeout", "visitor_idle", "visitor_gone", "bot", "bot_timeout"
+]
 #: Why a conversation left its operator for a queue (or for another operator).
 TransferReason = Literal["transfer", "operator_disconnected", "operator_reply_timeout"]
 
@@ -282,6 +287,14 @@ class Ping(_Inbound, frozen=True, tag="ping"):
     pass
 
 
+class BotReply(_Inbound, frozen=True, tag="bot_reply"):
+    """The visitor's answer to the bot (F15): an option's ``id`` (a button), or ``text``."""
+
+    client_id: ClientId
+    option: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    text: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
 VisitorFrame = (
     Start
     | Resume
@@ -293,6 +306,7 @@ VisitorFrame = (
     | SurveySkip
     | TranscriptRequest
     | Ping
+    | BotReply
 )
 
 # -- operator → server ---------------------------------------------------------------------------
@@ -460,7 +474,48 @@ class OutOfHours(_Event, frozen=True, tag="out_of_hours"):
     opens_at: datetime | None = None
 
 
-Event = Message | Assigned | Transferred | IdleWarning | Ended | Survey | Closed | OutOfHours
+class BotOption(msgspec.Struct, frozen=True, gc=False):
+    id: str
+    label: str
+
+
+class BotSays(_Event, frozen=True, tag="bot", omit_defaults=True):
+    """The chatbot speaks (F15): ``options`` to pick from (buttons; the last may be
+    ``@person``, "talk to a person"), ``input`` the kind of free answer it expects (``text``,
+    ``email``, ``phone``, ``number``, ``choice``; absent: none, or pick an option), ``node``
+    the script's node, ``opens_at`` when a closed group opens (after a hand-off to it)."""
+
+    text: str
+    node: str
+    at: datetime
+    options: tuple[BotOption, ...] = ()
+    input: str | None = None
+    opens_at: datetime | None = None
+
+
+class BotAnswered(_Event, frozen=True, tag="bot_reply", omit_defaults=True):
+    """The visitor's answer to the bot, as the conversation keeps it: ``text`` (the option's
+    label, or what they typed) and the ``option`` id when they picked one."""
+
+    id: str
+    author: Author
+    text: str
+    at: datetime
+    option: str | None = None
+
+
+Event = (
+    Message
+    | Assigned
+    | Transferred
+    | IdleWarning
+    | Ended
+    | Survey
+    | Closed
+    | OutOfHours
+    | BotSays
+    | BotAnswered
+)
 
 # -- server → client: ephemeral (no seq, never stored) -------------------------------------------
 
@@ -663,6 +718,8 @@ ToVisitor = Event | Ack | Typing | Error | Pong | Started | Resumed | Queued | T
 #: Operators never get visitor-only events (the survey, the out-of-hours notice).
 ToOperator = (
     Message
+    | BotSays
+    | BotAnswered
     | Assigned
     | Transferred
     | IdleWarning

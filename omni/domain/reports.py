@@ -10,8 +10,15 @@ Rules: a report counts the conversations *created* in its period, per service an
   offered to a queue, so it counts in neither the service level nor the speed of answer);
 * service_level — :func:`service_level`: answered within ``threshold`` seconds of arrival /
   (answered + abandoned), None if neither; conversations still waiting count in neither;
-* asa — average speed of answer: mean seconds from arrival to first answer;
+* asa — average speed of answer: mean seconds from entering a queue (arrival, or the bot's
+  hand-off) to first answer;
 * aht — average handle time: mean seconds from first answer to the end, over ended ones;
+* bot — the conversations that met the service's chatbot (F15): how many, how many it
+  finished itself without a person (``contained``, and ``containment`` the share), the
+  hand-offs per group (to a group of the script, or to whoever was open when the visitor
+  asked for a person) and the drop-offs per node (the question where the visitor ended,
+  went away or fell silent). A conversation still with the bot, or that met none, is in no
+  queue: it counts in neither ``offered`` nor the service level;
 * files_sent, file_bytes — the files a message carried (claimed attachments; pending uploads
   do not count) in those conversations, and their bytes: in all and per service
   (``Store.attachment_figures``, one query).
@@ -26,8 +33,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from omni.domain.bot import BotState
 from omni.domain.conversation import Conversation, Status
 
 #: The service level's threshold, in seconds, where none is asked for (the reports' default,
@@ -52,6 +60,12 @@ class Outcome(Protocol):
 
     @property
     def arrived_out_of_hours(self) -> bool: ...
+
+    @property
+    def waiting_since(self) -> datetime: ...
+
+    @property
+    def bot(self) -> BotState | None: ...
 
 
 def service_level(answered_within: int, answered: int, abandoned: int) -> float | None:
@@ -83,15 +97,20 @@ class Tally:
     answered_in_threshold: int = 0
     waits: list[float] = field(default_factory=list)
     handles: list[float] = field(default_factory=list)
+    bot: BotTally = field(default_factory=lambda: BotTally())
 
     def add(self, conv: Outcome, threshold: float) -> None:
+        if conv.bot is not None:
+            self.bot.add(conv.bot)
         if conv.arrived_out_of_hours or conv.status is Status.OUT_OF_HOURS:
             self.out_of_hours += 1
             return
+        if conv.bot is not None and conv.bot.outcome not in ("handoff", "person"):
+            return  # never queued: still with the bot, finished by it, or dropped there
         self.offered += 1
         if conv.answered_at is not None:
             self.answered += 1
-            wait = (conv.answered_at - conv.created_at).total_seconds()
+            wait = (conv.answered_at - conv.waiting_since).total_seconds()
             self.waits.append(wait)
             if wait <= threshold:
                 self.answered_in_threshold += 1
@@ -115,12 +134,41 @@ class Tally:
         }
 
 
+@dataclass
+class BotTally:
+    conversations: int = 0
+    contained: int = 0
+    handoffs: dict[int, int] = field(default_factory=dict)
+    dropoffs: dict[str, int] = field(default_factory=dict)
+
+    def add(self, state: BotState) -> None:
+        self.conversations += 1
+        if state.outcome == "ended":
+            self.contained += 1
+        elif state.outcome in ("handoff", "person") and state.group is not None:
+            self.handoffs[state.group] = self.handoffs.get(state.group, 0) + 1
+        elif state.outcome == "dropped" and state.node is not None:
+            self.dropoffs[state.node] = self.dropoffs.get(state.node, 0) + 1
+
+    def figures(self) -> dict[str, object]:
+        return {
+            "conversations": self.conversations,
+            "contained": self.contained,
+            "containment": (
+                round(self.contained / self.conversations, 4) if self.conversations else None
+            ),
+            "handoffs": {str(k): v for k, v in sorted(self.handoffs.items())},
+            "dropoffs": dict(sorted(self.dropoffs.items())),
+        }
+
+
 @dataclass(frozen=True)
 class Report:
     threshold: float
-    services: dict[int, dict[str, float | int | None]]
+    #: A service's and the total's figures also hold ``files_sent``, ``file_bytes`` and ``bot``.
+    services: dict[int, dict[str, Any]]
     groups: dict[int, dict[str, float | int | None]]
-    total: dict[str, float | int | None]
+    total: dict[str, Any]
 
 
 def report(
@@ -141,19 +189,20 @@ def report(
             groups.setdefault(conv.group_id, Tally()).add(conv, threshold)
     files = files or {}
 
-    def with_files(
-        figures: dict[str, float | int | None], sent: tuple[int, int]
-    ) -> dict[str, float | int | None]:
-        return {**figures, "files_sent": sent[0], "file_bytes": sent[1]}
+    def with_extras(tally: Tally, sent: tuple[int, int]) -> dict[str, Any]:
+        return {
+            **tally.figures(),
+            "files_sent": sent[0],
+            "file_bytes": sent[1],
+            "bot": tally.bot.figures(),
+        }
 
     return Report(
         threshold=threshold,
-        services={
-            k: with_files(v.figures(), files.get(k, (0, 0))) for k, v in sorted(services.items())
-        },
+        services={k: with_extras(v, files.get(k, (0, 0))) for k, v in sorted(services.items())},
         groups={k: v.figures() for k, v in sorted(groups.items())},
-        total=with_files(
-            total.figures(),
+        total=with_extras(
+            total,
             (sum(n for n, _ in files.values()), sum(b for _, b in files.values())),
         ),
     )

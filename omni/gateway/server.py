@@ -579,6 +579,7 @@ _VISITOR_HANDLERS: dict[type, Callable[[_VisitorConnection, Any], Awaitable[None
     p.VisitorEnd: _VisitorConnection._event,
     p.SurveyAnswers: _VisitorConnection._event,
     p.SurveySkip: _VisitorConnection._event,
+    p.BotReply: _VisitorConnection._event,
 }
 
 
@@ -589,6 +590,8 @@ def _visitor_event(frame: p.VisitorFrame) -> domain.Event:
         return domain.VisitorMessage(frame.client_id, "", upload_id=frame.upload_id)
     if isinstance(frame, p.SurveyAnswers):
         return domain.SurveyAnswered(frame.answers)
+    if isinstance(frame, p.BotReply):
+        return domain.BotAnswer(frame.client_id, frame.option, frame.text)
     return _VISITOR_EVENTS[type(frame)]()
 
 

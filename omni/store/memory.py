@@ -70,6 +70,7 @@ class MemoryStore:
             # A copy: the store never aliases the actor's live state.
             stored = self._conversations[conv.id] = copy.copy(conv)
             stored.client_ids = {}
+            stored.bot = None if conv.bot is None else conv.bot.copy()
             self._by_token[conv.token_hash] = conv.id
         for event in write.events:
             self._events.setdefault(event.conversation_id, []).append(event)
@@ -296,6 +297,7 @@ class MemoryStore:
         """A copy of the stored record, as a load from PostgreSQL gives it: its ``last_seq``
         from the stored events, no ``client_ids`` (``load_conversation`` adds them)."""
         clone = copy.copy(conv)
+        clone.bot = None if conv.bot is None else conv.bot.copy()
         events = self._events.get(conv.id)
         clone.last_seq = events[-1].seq if events else 0
         clone.client_ids = {}

@@ -37,6 +37,7 @@ from typing import Any
 import msgspec
 import trio
 
+from omni.domain.bot import BotState
 from omni.domain.conversation import Conversation, Status, Visitor
 from omni.store import (
     Attachment,
@@ -77,14 +78,15 @@ RETURNING last"""
 _Q_UPSERT_CONVERSATION = """
 INSERT INTO conversations (id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
-    answered_at, ended_at, arrived_out_of_hours)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+    answered_at, ended_at, arrived_out_of_hours, bot)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status, group_id = excluded.group_id, operator_id = excluded.operator_id,
     operator_name = excluded.operator_name, offered_to = excluded.offered_to,
     ended_by = excluded.ended_by, grace_pending = excluded.grace_pending,
     waiting_since = excluded.waiting_since, answered_at = excluded.answered_at,
-    ended_at = excluded.ended_at, updated_at = now()"""
+    ended_at = excluded.ended_at, visitor = excluded.visitor, bot = excluded.bot,
+    arrived_out_of_hours = excluded.arrived_out_of_hours, updated_at = now()"""
 
 _EVENT_COLUMNS = ("conversation_id", "seq", "kind", "audience", "author_key", "client_id", "frame")
 _Q_INSERT_EVENT = """
@@ -98,7 +100,7 @@ ON CONFLICT (conversation_id) DO UPDATE
 
 _CONVERSATION_COLUMNS = """id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
-    answered_at, ended_at, arrived_out_of_hours,
+    answered_at, ended_at, arrived_out_of_hours, bot,
     (SELECT max(seq) FROM events WHERE conversation_id = conversations.id) AS last_seq"""
 
 _Q_LOAD_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
@@ -113,7 +115,7 @@ WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"""
 _Q_SURVEY = "SELECT answers FROM surveys WHERE conversation_id = $1"
 _Q_OPEN_CONVERSATIONS = f"""
 SELECT {_CONVERSATION_COLUMNS} FROM conversations
-WHERE status IN ('queued', 'offered', 'active', 'ended')
+WHERE status IN ('bot', 'queued', 'offered', 'active', 'ended')
 ORDER BY waiting_since, ticket"""
 _Q_COUNT_EVENTS = "SELECT count(*) FROM events"
 _Q_CREATED_BETWEEN = f"""
@@ -506,6 +508,7 @@ def _conversation_row(conv: Conversation) -> tuple[Any, ...]:
         conv.answered_at,
         conv.ended_at,
         conv.arrived_out_of_hours,
+        conv.bot,
     )
 
 
@@ -529,6 +532,7 @@ def _conversation_from_row(row: Any) -> Conversation:
         ended_at=row["ended_at"],
         arrived_out_of_hours=row["arrived_out_of_hours"],
         last_seq=row["last_seq"] or 0,
+        bot=None if row["bot"] is None else msgspec.convert(row["bot"], BotState),
     )
 
 
