@@ -1736,7 +1736,19 @@ async def test_queue_snapshot(srv: RunningServer, http: httpx.AsyncClient) -> No
 
 #: The files sent, in the total and the service figures (none in these reports; sent ones:
 #: tests/test_attachments.py).
-NO_FILES = {"files_sent": 0, "file_bytes": 0}
+#: A service's or the total's figures beyond the counts, when no file was sent and no
+#: conversation met a chatbot.
+NO_FILES = {
+    "files_sent": 0,
+    "file_bytes": 0,
+    "bot": {
+        "conversations": 0,
+        "contained": 0,
+        "containment": None,
+        "handoffs": {},
+        "dropoffs": {},
+    },
+}
 
 
 def _figures(

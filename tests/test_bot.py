@@ -17,7 +17,9 @@ import trio.testing
 from omni.config import Config
 from omni.domain.bot import PERSON, Bot
 from omni.domain.configuration import ConfigInvalid, build_directory, item_of
+from omni.domain.model import Service
 from omni.domain.reports import report
+from omni.domain.schedule import Schedule
 from omni.entropy import SeededEntropy
 from omni.server import open_server
 from omni.store.memory import MemoryStore
@@ -91,9 +93,6 @@ SHOP = {
 
 
 def bot_config(bot: dict[str, Any] | None = None, shop: dict[str, Any] | None = None) -> Config:
-    from omni.domain.model import Service
-    from omni.domain.schedule import Schedule
-
     return with_items(
         make_config(),
         item_of("schedules", msgspec.convert(MORNINGS, Schedule)),
@@ -414,3 +413,115 @@ def test_the_directory_refuses_a_bot_that_hands_off_to_a_group_the_service_does_
 def test_the_instant_of_the_tests() -> None:
     # The schedules above assume it: a Wednesday, noon UTC (group 3's mornings just closed).
     assert datetime(2026, 11, 25, 12, 0, tzinfo=UTC).weekday() == 2
+
+
+async def test_the_transcript_shows_the_bot_and_what_it_collected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    from omni.domain import protocol as p
+    from omni.domain.transcript import render
+
+    async with (
+        open_memory_gateway(bot_config()) as gw,
+        connect_memory(gw, "/ws/visitor") as vera,
+    ):
+        cid = (await start(vera, service_id=28))["conversation_id"]
+        await greeted(vera)
+        await vera.send("bot_reply", client_id="r1", option="buy")
+        await vera.until("bot")
+        await vera.send("bot_reply", client_id="r2", text="vera@example.com")
+        await vera.until("queued")
+        store = gw.hub.store
+        conv = await store.load_conversation(cid)
+        assert conv is not None
+        events = [p.decode_event(e.frame) for e in await store.events_after(cid, 0)]
+        text = render(conv, gw.hub.directory.services[28], events, ZoneInfo("UTC")).body
+    assert "Details you gave:\n    email: vera@example.com\n" in text
+    assert "[2026-11-25 12:00] Shop: What do you need?\n" in text
+    assert "[2026-11-25 12:00] Vera: Buy something\n" in text
+    assert "Vera: vera@example.com\n" in text
+
+
+ADMIN = "admin-bot-tests-Qw7Er4Ty1Ui8Op3As"
+
+
+async def test_bots_are_edited_through_the_admin_api_audited_and_applied_live() -> None:
+    import httpx
+
+    from tests.support import api_token
+
+    config = with_items(
+        make_config(),
+        api_token("root", ADMIN),
+        item_of("schedules", msgspec.convert(MORNINGS, Schedule)),
+    )
+    async with (
+        open_server(
+            config, entropy=SeededEntropy(3), host="127.0.0.1", ws_port=0, http_port=0
+        ) as server,
+        httpx.AsyncClient(
+            base_url=server.http_url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10
+        ) as http,
+    ):
+        # A script with a loop that has no question is refused, naming the node.
+        again = {
+            "kind": "condition",
+            "id": "again",
+            "rules": [{"kind": "field", "field": "vip", "values": ["yes"], "next": "hello"}],
+            "otherwise": "menu",
+        }
+        looping = {
+            **TRIAGE,
+            "nodes": [
+                *({**n, "next": "again"} if n["id"] == "hello" else n for n in TRIAGE["nodes"]),
+                again,
+            ],
+        }
+        refused = await http.post("/api/v1/bots", json=looping)
+        assert refused.status_code == 422, refused.text
+        detail = refused.json()["detail"]
+        assert "loop without a question" in detail
+        assert "node 'again'" in detail or "node 'hello'" in detail
+        dangling = {**TRIAGE, "start": "nowhere"}
+        refused = await http.post("/api/v1/bots", json=dangling)
+        assert refused.status_code == 422 and "start" in refused.json()["detail"]
+
+        created = await http.post("/api/v1/bots", json=TRIAGE)
+        assert created.status_code == 201, created.text
+        assert created.json() == msgspec.json.decode(
+            msgspec.json.encode(msgspec.convert(TRIAGE, Bot))
+        )
+        assert (await http.get("/api/v1/bots/triage")).json() == created.json()
+        # A service may use it only if it links the groups the script hands off to.
+        unlinked = {**SHOP, "links": [{"group": 1}]}
+        refused = await http.post("/api/v1/services", json=unlinked)
+        assert refused.status_code == 422
+        assert "node 'billing'" in refused.json()["detail"]
+        assert (await http.post("/api/v1/services", json=SHOP)).status_code == 201
+
+        async with connect_tcp(f"{server.ws_url}/ws/visitor") as vera:
+            await start(vera, service_id=28)
+            await greeted(vera)
+
+        changed = {
+            **TRIAGE,
+            "nodes": [
+                {**n, "text": "Welcome back!"} if n["id"] == "hello" else n for n in TRIAGE["nodes"]
+            ],
+        }
+        assert (await http.put("/api/v1/bots/triage", json=changed)).status_code == 200
+        async with connect_tcp(f"{server.ws_url}/ws/visitor") as zoe:
+            await start(zoe, service_id=28)
+            await zoe.expect("bot", text="Welcome back!")
+
+        in_use = await http.delete("/api/v1/bots/triage")
+        assert in_use.status_code == 409 and "triage" in in_use.json()["detail"]
+        entries = (await http.get("/api/v1/audit", params={"limit": 3})).json()["items"]
+        assert [(e["action"], e["kind"], e["key"]) for e in entries] == [
+            ("update", "bots", "triage"),
+            ("create", "services", "28"),
+            ("create", "bots", "triage"),
+        ]
+        assert entries[0]["after"]["nodes"][0]["text"] == "Welcome back!"

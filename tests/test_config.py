@@ -24,7 +24,8 @@ BASE: dict[str, Any] = {
 def test_the_example_configuration_loads() -> None:
     config = load_config("examples/omni.toml")
     directory = config.directory
-    assert sorted(directory.services) == [25, 30]
+    assert sorted(directory.services) == [25, 30, 40]
+    assert directory.bots["shop"].start == "hello" and len(directory.bots["shop"].nodes) == 7
     assert len(directory.groups) == 3
     business = directory.schedules["business-hours"]
     # Monday 2026-11-23: 12:30 in São Paulo (UTC-3) is the lunch break.

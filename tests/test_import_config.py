@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "examples/omni.toml"
 #: The example's resources: 2 schedules, 3 groups, 2 services, 4 operators, 1 API token, 3 users and
 #: the parameters.
-EXAMPLE_RESOURCES = 16
+EXAMPLE_RESOURCES = 18
 ADMIN = {"Authorization": "Bearer admin-example-4Fy7Gh2Xc9Vb5Mn3"}
 
 pytestmark = pytest.mark.postgresql
@@ -161,7 +161,11 @@ async def test_serve_uses_the_imported_configuration_and_keeps_api_changes(
 
     async with _serving(postgres_dsn) as url, httpx.AsyncClient(base_url=url) as api:
         # The store's configuration, not the --config file's.
-        assert await _services(api) == {25: "Customer support", 30: "Sales (imported)"}
+        assert await _services(api) == {
+            25: "Customer support",
+            30: "Sales (imported)",
+            40: "Shop assistant",
+        }
         groups = (await api.get("/api/v1/groups", headers=ADMIN)).json()
         assert [g["id"] for g in groups] == [1, 2, 3, 4]
         # Every imported resource was audited as the importer's.
@@ -181,7 +185,11 @@ async def test_serve_uses_the_imported_configuration_and_keeps_api_changes(
 
     # ... survives a restart with the same --config file, which does not override the store.
     async with _serving(postgres_dsn) as url, httpx.AsyncClient(base_url=url) as api:
-        assert await _services(api) == {25: "Customer support", 30: "Sales (API)"}
+        assert await _services(api) == {
+            25: "Customer support",
+            30: "Sales (API)",
+            40: "Shop assistant",
+        }
         groups = (await api.get("/api/v1/groups", headers=ADMIN)).json()
         assert [g["id"] for g in groups] == [1, 2, 3]
         audit = (await api.get("/api/v1/audit", headers=ADMIN)).json()["items"]
@@ -195,7 +203,11 @@ async def test_serve_bootstraps_an_empty_store_from_the_file_once(postgres_dsn: 
     """Without an import, ``--config`` fills the empty store (audited as ``bootstrap``); the
     next start finds it filled and leaves it alone."""
     async with _serving(postgres_dsn) as url, httpx.AsyncClient(base_url=url) as api:
-        assert await _services(api) == {25: "Customer support", 30: "Sales"}
+        assert await _services(api) == {
+            25: "Customer support",
+            30: "Sales",
+            40: "Shop assistant",
+        }
         response = await api.delete("/api/v1/operators/4", headers=ADMIN)
         assert response.status_code == 204, response.text
         audit = (await api.get("/api/v1/audit", params={"limit": 500}, headers=ADMIN)).json()
@@ -225,4 +237,8 @@ async def test_an_import_that_the_store_cannot_hold_is_refused_or_served(
     if code == 2:
         assert err.count("\n") == 1 and "Traceback" not in err, err
     async with _serving(postgres_dsn) as url, httpx.AsyncClient(base_url=url) as api:
-        assert await _services(api) == {25: "Customer support", 30: "Sales"}
+        assert await _services(api) == {
+            25: "Customer support",
+            30: "Sales",
+            40: "Shop assistant",
+        }

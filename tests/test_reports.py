@@ -60,6 +60,10 @@ def conv(
     )
 
 
+#: The bot figures of a report where no conversation met a chatbot.
+NO_BOT = {"conversations": 0, "contained": 0, "containment": None, "handoffs": {}, "dropoffs": {}}
+
+
 def test_report_figures() -> None:
     result = report(
         [
@@ -88,6 +92,7 @@ def test_report_figures() -> None:
         "aht_seconds": 200.0,  # (300 + 100) / 2
         "files_sent": 2,
         "file_bytes": 1500,
+        "bot": NO_BOT,
     }
     assert result.services[30]["offered"] == 1 and result.services[30]["answered"] == 0
     assert (result.services[30]["files_sent"], result.services[30]["file_bytes"]) == (0, 0)

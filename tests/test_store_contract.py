@@ -78,6 +78,47 @@ async def test_a_loaded_conversation_is_not_the_written_object(store: Store) -> 
     assert loaded is not None and loaded.status is Status.QUEUED
 
 
+async def test_a_bot_conversation_keeps_its_script_answers_and_outcome(store: Store) -> None:
+    """The chatbot's state (issue 16) round-trips, and is copied, never aliased: the actor
+    mutates its own; what it collected joins the visitor, which is rewritten with it."""
+    import msgspec
+
+    from omni.domain.bot import Bot, BotState
+
+    script = msgspec.convert(
+        {
+            "id": "b",
+            "name": "B",
+            "start": "ask",
+            "nodes": [
+                {"kind": "ask", "id": "ask", "text": "Mail?", "field": "email", "next": "h"},
+                {"kind": "handoff", "id": "h", "group": 1},
+            ],
+        },
+        Bot,
+    )
+    conv = conversation(1, Status.BOT, group_id=None)
+    conv.bot = BotState(script=script, node="ask", last_question="ask")
+    await store.write(Write(conversation=conv))
+    conv.bot.fields["email"] = "x@example.com"  # not written
+    loaded = await store.load_conversation("c1")
+    assert loaded is not None and loaded.status is Status.BOT
+    assert loaded.bot == BotState(script=script, node="ask", last_question="ask")
+    assert [c.id for c in await store.open_conversations()] == ["c1"]
+    # Handed off: the script goes, the outcome and the collected fields stay.
+    conv.bot = BotState(
+        script=None, node="h", fields={"email": "x@example.com"}, outcome="handoff", group=1
+    )
+    conv.status, conv.group_id = Status.QUEUED, 1
+    conv.visitor = msgspec.structs.replace(conv.visitor, fields={"email": "x@example.com"})
+    await store.write(Write(conversation=conv))
+    loaded = await store.load_conversation("c1")
+    assert loaded is not None and loaded.bot == conv.bot
+    assert loaded.visitor.fields == {"email": "x@example.com"}
+    (listed,) = await store.conversations_created_between(NOW, NOW + timedelta(hours=1))
+    assert listed.bot is not None and listed.bot.outcome == "handoff"
+
+
 async def test_events_after_returns_the_delivered_frames_in_order(store: Store) -> None:
     conv = conversation(1)
     await store.write(Write(conversation=conv, events=[event(conv, 1, "a")]))

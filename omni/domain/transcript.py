@@ -88,8 +88,8 @@ def render(
     """The e-mail of what the visitor saw (``events``: the stored history, in ``seq`` order);
     ``link(attachment_id)``: a download link for a file a message carries, if there is one."""
 
-    def when(event: p.Message | Conversation) -> str:
-        at = event.at if isinstance(event, p.Message) else event.created_at
+    def when(event: p.Message | p.BotSays | p.BotAnswered | Conversation) -> str:
+        at = event.created_at if isinstance(event, Conversation) else event.at
         return at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
     lines = [
@@ -97,8 +97,20 @@ def render(
         f"Started {when(conv)} ({zone.key})",
         "",
     ]
+    if conv.bot is not None and conv.bot.fields:
+        # What the chatbot collected (F15), as the operator saw it.
+        lines += [
+            "Details you gave:",
+            *(f"    {name}: {value}" for name, value in sorted(conv.bot.fields.items())),
+            "",
+        ]
+    bot_name = service.shown_avatar().name
     for event in events:
-        if isinstance(event, p.Message):
+        if isinstance(event, p.BotSays):
+            lines.append(f"[{when(event)}] {bot_name}: {_indent(event.text)}")
+        elif isinstance(event, p.BotAnswered):
+            lines.append(f"[{when(event)}] {event.author.name or 'You'}: {_indent(event.text)}")
+        elif isinstance(event, p.Message):
             author = event.author
             name = author.name or ("You" if author.kind == "visitor" else "Agent")
             if event.attachment is not None:
@@ -109,7 +121,7 @@ def render(
                 if url:
                     text += f" {url}"
             else:
-                text = event.text.replace("\r\n", "\n").replace("\n", "\n    ")
+                text = _indent(event.text)
             lines.append(f"[{when(event)}] {name}: {text}")
         elif isinstance(event, p.Transferred):
             lines.append(f"— transferred to {event.to.name or 'another agent'} —")
@@ -118,6 +130,11 @@ def render(
     return Transcript(
         f"Your conversation {conv.ticket} with {service.name}", "\n".join(lines) + "\n"
     )
+
+
+def _indent(text: str) -> str:
+    """A text's further lines indented under its first."""
+    return text.replace("\r\n", "\n").replace("\n", "\n    ")
 
 
 def _size(size: int) -> str:
