@@ -1030,7 +1030,7 @@ def _operator_typing(
 
 def _offer(conv: Conversation, ev: Offer, now: datetime, ctx: Context, to: Status) -> list[Effect]:
     conv.status, conv.offered_to = to, ev.operator_id
-    waited = round(max((now - conv.created_at).total_seconds(), 0.0), 3)
+    waited = round(max((now - conv.waiting_since).total_seconds(), 0.0), 3)
     timeout = ctx.service.timers.offer_timeout
     offer = p.Offer(conv.id, conv.summary(waited=waited), timeout)
     return [
