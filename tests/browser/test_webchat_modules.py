@@ -629,6 +629,223 @@ async def test_a_forgotten_or_new_conversation_starts_from_the_form(page: Page) 
         assert last == fresh | {"connection": "online"}
 
 
+# -- the chatbot (F15) ---------------------------------------------------------------------------
+
+
+PERSON = {"id": "@person", "label": "Talk to a person"}
+MENU_OPTIONS = [{"id": "buy", "label": "Buy something"}, {"id": "bill", "label": "A bill"}, PERSON]
+
+
+def bot(seq: int, node: str, text: str, **fields: Any) -> dict[str, Any]:
+    """A `bot` frame: what the chatbot says (``options``, ``input``, ``opens_at`` as given)."""
+    return {
+        "type": "bot",
+        "conversation_id": "C1",
+        "seq": seq,
+        "id": f"C1-{seq}",
+        "text": text,
+        "node": node,
+        "at": "2026-11-25T12:00:00Z",
+        **fields,
+    }
+
+
+def bot_reply(seq: int, text: str, option: str | None = None) -> dict[str, Any]:
+    """The visitor's answer to the bot, as a replay brings it back."""
+    frame = message(seq, text, kind="visitor") | {"type": "bot_reply"}
+    return frame | ({"option": option} if option else {})
+
+
+BEGUN = [{"action": "starting", "name": "Vera"}, started_frame(avatar="Shop")]
+GREETED = [
+    *BEGUN,
+    bot(1, "hello", "Hi! I am the shop's assistant."),
+    bot(2, "menu", "What do you need?", options=MENU_OPTIONS),
+]
+
+
+async def with_questions(
+    page: Page, events: list[dict[str, Any]], config: dict[str, Any] | None = None
+) -> list[tuple[dict[str, Any], str | None]]:
+    """Each state after ``events``, with the key of its open question (``openQuestion``)."""
+    result: list[tuple[dict[str, Any], str | None]] = await run(
+        page,
+        """
+        const all = W.play(W.reduce, W.initial(arg.config), arg.events);
+        return all.map((s) => [s, (W.openQuestion(s) || { key: null }).key]);
+        """,
+        {"config": config or CONFIG, "events": events},
+    )
+    return result
+
+
+async def test_the_bot_asks_the_visitor_answers_and_the_queue_takes_over(page: Page) -> None:
+    events = [
+        *GREETED,
+        send("v-a", "Buy something"),  # the button: its label, pending until the ack
+        ack("v-a", 3),
+        bot(4, "email", "Your e-mail, please?", input="email", options=[PERSON]),
+        send("v-b", "vera at example"),
+        ack("v-b", 5),
+        bot(6, "email", "That is not an e-mail address.", input="email", options=[PERSON]),
+        send("v-c", "vera@example.com"),
+        ack("v-c", 7),
+        bot(8, "sales", "Passing you to Sales."),
+        {"type": "queued", "conversation_id": "C1", "position": 1, "estimated_wait": None},
+    ]
+    result = await with_questions(page, events)
+    phases = [s["phase"] for s, _ in result]
+    questions = [q for _, q in result]
+    # Started, the page cannot tell a bot is there; the bot's first word says so.
+    assert phases == ["starting", "queued", *["bot"] * 11, "queued"]
+    assert questions == [
+        None, None, None,  # nothing asked yet (the greeting asks nothing)
+        "s2",  # the menu
+        None, None,  # answered (on its way, then stored)
+        "s4", None, None,  # the e-mail
+        "s6", None, None,  # asked again
+        None,  # the hand-off asks nothing
+        None,  # queued: the bot is done
+    ]  # fmt: skip
+    final = result[-1][0]
+    assert shown(final) == [
+        ("s1", 1, "Hi! I am the shop's assistant.", "sent"),
+        ("s2", 2, "What do you need?", "sent"),
+        ("v-a", 3, "Buy something", "sent"),
+        ("s4", 4, "Your e-mail, please?", "sent"),
+        ("v-b", 5, "vera at example", "sent"),
+        ("s6", 6, "That is not an e-mail address.", "sent"),
+        ("v-c", 7, "vera@example.com", "sent"),
+        ("s8", 8, "Passing you to Sales.", "sent"),
+    ]
+    menu = final["messages"][1]
+    # The bot speaks as the service (its avatar's name), with what the view needs to ask.
+    assert menu["author"] == {"kind": "bot", "name": "Shop"}
+    assert menu["bot"] == {"node": "menu", "options": MENU_OPTIONS, "input": None, "opensAt": None}
+    assert final["messages"][3]["bot"]["input"] == "email"
+    kinds = [m["author"]["kind"] for m in final["messages"]]
+    assert kinds == ["bot", "bot", "visitor", "bot", "visitor", "bot", "visitor", "bot"]
+    assert final["position"] == 1
+    # What the bot says while the visitor is not looking counts on the widget's badge.
+    assert final["unread"] == 5
+
+
+async def test_a_refused_or_failed_answer_gives_the_question_back(page: Page) -> None:
+    result = await with_questions(
+        page,
+        [
+            *GREETED,
+            send("v-a", "A bill"),
+            error("invalid_reply", client_id="v-a", conversation_id="C1"),
+            send("v-b", "Buy something"),
+        ],
+    )
+    (pending, pending_q), (refused, refused_q), (_, again_q) = result[-3:]
+    assert pending_q is None and pending["phase"] == "bot"
+    assert refused["messages"][-1]["status"] == "failed"
+    assert refused["error"]["code"] == "invalid_reply"
+    assert refused_q == "s2"  # the options come back: the visitor may choose again
+    assert again_q is None
+
+
+async def test_a_closed_group_says_when_it_opens_then_asks_again(page: Page) -> None:
+    opens = "2026-11-26T08:00:00Z"
+    result = await with_questions(
+        page,
+        [
+            *GREETED,
+            send("v-a", "A bill"),
+            ack("v-a", 3),
+            bot(4, "billing", "Billing is closed now.", opens_at=opens),
+            bot(5, "menu", "What do you need?", options=MENU_OPTIONS),
+            send("v-b", "Nothing, thanks"),
+            ack("v-b", 6),
+            bot(7, "bye", "Goodbye!"),
+            {"type": "ended", "conversation_id": "C1", "seq": 8, "by": "bot"},
+            {"type": "closed", "conversation_id": "C1", "seq": 9, "message": "Thanks."},
+        ],
+    )
+    closed_msg, closed_q = result[len(GREETED) + 2]
+    assert closed_msg["messages"][-1]["bot"]["opensAt"] == opens
+    assert closed_q is None  # a closed group's notice asks nothing
+    again, again_q = result[len(GREETED) + 3]
+    assert again_q == "s5"  # the menu again: the new one, not the old one
+    assert again["phase"] == "bot"
+    ended, ended_q = result[-2]
+    assert (ended["phase"], ended["endedBy"], ended_q) == ("ended", "bot", None)
+    assert shown(ended)[-1] == ("s8", 8, "ended_bot", "sent")
+    assert result[-1][0]["phase"] == "closed"
+    # Silent at the question: ended by the bot's timeout.
+    *_, (timed_out, _) = await with_questions(
+        page, [*GREETED, {"type": "ended", "conversation_id": "C1", "seq": 3, "by": "bot_timeout"}]
+    )
+    assert (timed_out["phase"], shown(timed_out)[-1]) == (
+        "ended",
+        ("s3", 3, "ended_bot_timeout", "sent"),
+    )
+
+
+async def test_a_reload_replays_the_bot_history_in_order_once(page: Page) -> None:
+    resumed_bot = {"type": "resumed", "conversation_id": "C1", "ticket": "T", "status": "bot"}
+    history = [
+        bot(1, "hello", "Hi! I am the shop's assistant."),
+        bot(2, "menu", "What do you need?", options=MENU_OPTIONS),
+        bot_reply(3, "Buy something", option="buy"),
+        bot(4, "email", "Your e-mail, please?", input="email", options=[PERSON]),
+    ]
+    # Reloaded at the e-mail question with an answer still on its way (kept in storage).
+    result = await with_questions(
+        page,
+        [
+            {"action": "resuming"},
+            send("v-x", "vera@example.com"),
+            resumed_bot | {"last_seq": 4},
+            *history,
+            *history,  # the same again (a second resume): nothing twice
+            ack("v-x", 5),
+            bot(6, "sales", "Passing you to Sales."),
+        ],
+    )
+    assert {s["phase"] for s, _ in result[2:]} == {"bot"}
+    assert all(q is None for _, q in result)  # answered: the answer is on its way
+    final = result[-1][0]
+    # The replay goes before the answer on its way, which the ack then settles in place.
+    assert shown(final) == [
+        ("s1", 1, "Hi! I am the shop's assistant.", "sent"),
+        ("s2", 2, "What do you need?", "sent"),
+        ("s3", 3, "Buy something", "sent"),
+        ("s4", 4, "Your e-mail, please?", "sent"),
+        ("v-x", 5, "vera@example.com", "sent"),
+        ("s6", 6, "Passing you to Sales.", "sent"),
+    ]
+    assert final["messages"][2]["author"] == {"kind": "visitor", "name": "Vera"}
+    # Reloaded without a pending answer: the question waits again, its options with it.
+    *_, (waiting, waiting_q) = await with_questions(
+        page, [{"action": "resuming"}, resumed_bot | {"last_seq": 4}, *history]
+    )
+    assert (waiting["phase"], waiting_q) == ("bot", "s4")
+    # Reloaded after the hand-off: the bot's history shows, the queue keeps the page.
+    resumed_queued = resumed_bot | {"status": "queued", "last_seq": 7}
+    *_, (queued, queued_q) = await with_questions(
+        page,
+        [
+            {"action": "resuming"},
+            resumed_queued,
+            *history,
+            bot_reply(5, "vera@example.com"),
+            bot(6, "sales", "Passing you to Sales."),
+        ],
+    )
+    assert (queued["phase"], queued_q) == ("queued", None)
+    assert [m["seq"] for m in queued["messages"]] == [1, 2, 3, 4, 5, 6]
+    # And after the whole conversation (closed): the closing page stays.
+    resumed_closed = resumed_bot | {"status": "closed", "last_seq": 9}
+    *_, (closed, _) = await with_questions(
+        page, [{"action": "resuming"}, resumed_closed, *history[:2]]
+    )
+    assert closed["phase"] == "closed"
+
+
 # == protocol.js: the Connection ===============================================================
 
 
@@ -1114,3 +1331,59 @@ async def test_typing_sends_at_most_one_frame_per_window(page: Page) -> None:
     )
     assert seen["times"] == [0, TYPING_EVERY, 2 * TYPING_EVERY]
     assert seen["sent"] == ["start", "typing", "typing", "typing"]
+
+
+async def test_answers_to_the_bot_are_kept_and_resent_like_messages(page: Page) -> None:
+    # A button's option and a typed answer: `bot_reply` under a client_id, kept (in storage too)
+    # until the ack, sent again after a reconnect or a reload under the same id; one refused
+    # for good (invalid_reply) is dropped.
+    seen = await run(
+        page,
+        """
+        const v = W.started();
+        const picked = v.connection.botReply({ option: "buy", label: "Buy something" });
+        v.clock.advance(1);
+        const typed = v.connection.botReply({ text: "vera@example.com" });
+        v.clock.advance(1);
+        const refused = v.connection.botReply({ option: "gone", label: "Gone" });
+        const first = v.ws.sent.slice(1);
+        v.ws.deliver({ type: "error", code: "invalid_reply", message: "no", client_id: refused });
+        const stored = JSON.parse(v.storage.getItem("omni.webchat.7"));
+        v.ws.drop();
+        v.reconnect();
+        v.ws.deliver(W.resumed("bot"));
+        const resent = [...v.ws.sent];
+        v.ws.deliver({ type: "ack", conversation_id: "C1", client_id: picked, seq: 3 });
+        // A reload: the answer still on its way is remembered, with what to show meanwhile.
+        const reloaded = W.visitor({ storage: v.storage });
+        const remembered = reloaded.connection.unacknowledged;
+        reloaded.connection.open();
+        reloaded.ws.accept();
+        reloaded.ws.deliver(W.resumed("bot"));
+        return { ids: [picked, typed, refused], first, stored, resent, remembered,
+                 again: [...reloaded.ws.sent] };
+        """,
+    )
+    picked, typed, refused = seen["ids"]
+    assert len(set(seen["ids"])) == 3
+    assert seen["first"] == [
+        {"type": "bot_reply", "client_id": picked, "option": "buy"},
+        {"type": "bot_reply", "client_id": typed, "text": "vera@example.com"},
+        {"type": "bot_reply", "client_id": refused, "option": "gone"},
+    ]
+    assert seen["stored"]["pending"] == [
+        [picked, {"bot": {"option": "buy"}, "label": "Buy something"}],
+        [typed, {"bot": {"text": "vera@example.com"}, "label": "vera@example.com"}],
+    ]
+    assert seen["resent"] == [
+        {"type": "resume", "token": "tok-1", "last_seq": 0},
+        {"type": "bot_reply", "client_id": picked, "option": "buy"},
+        {"type": "bot_reply", "client_id": typed, "text": "vera@example.com"},
+    ]
+    assert seen["remembered"] == [
+        [typed, {"bot": {"text": "vera@example.com"}, "label": "vera@example.com"}]
+    ]
+    assert seen["again"] == [
+        {"type": "resume", "token": "tok-1", "last_seq": 0},
+        {"type": "bot_reply", "client_id": typed, "text": "vera@example.com"},
+    ]

@@ -144,7 +144,11 @@ view.actions = {
       const reply = await api(`/api/v1/conversations/${encodeURIComponent(id)}/transcript?after=${after}&limit=200`);
       if (!reply) return;
       summary = reply.conversation;
-      for (const event of reply.events) if (event.type === "message") lines.push({ author: event.author.name || "", text: event.text });
+      for (const event of reply.events) {
+        // Messages, and what the chatbot said and was answered before the hand-off.
+        if (event.type === "message" || event.type === "bot_reply") lines.push({ author: event.author.name || "", text: event.text });
+        else if (event.type === "bot") lines.push({ author: t.bot, text: event.text });
+      }
       if (reply.next_after === null) break;
       after = reply.next_after;
     }

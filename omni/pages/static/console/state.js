@@ -5,6 +5,10 @@
 // summary, its messages (stored ones by `seq`, the operator's own ones still on their way by
 // `client_id`), its unread count and the visitor's typing. Offers are kept with the instant
 // they lapse, for the countdown.
+//
+// What the chatbot said before the hand-off (F15) comes in the history like messages: a `bot`
+// frame is an entry of author kind "bot" (with its options, for the operator to read), a
+// `bot_reply` the visitor's answer.
 
 export function initial() {
   return {
@@ -83,7 +87,10 @@ export function reduce(state, event) {
     case "assigned":
       return assigned(state, frame);
     case "message":
+    case "bot_reply":
       return message(state, frame);
+    case "bot":
+      return message(state, { ...frame, author: { kind: "bot" } });
     case "ack":
       return withConversation(state, frame.conversation_id, (c) => ({
         ...c,
@@ -234,6 +241,7 @@ function message(state, frame) {
   if (c.messages.some((m) => m.seq === frame.seq)) return state;
   const entry = { key: `s${frame.seq}`, seq: frame.seq, author: frame.author, text: frame.text, at: frame.at, status: "sent" };
   if (frame.attachment) entry.attachment = frame.attachment;
+  if (frame.type === "bot") entry.options = (frame.options || []).map((o) => o.label);
   // Stored messages go before the operator's own still on their way.
   const pendingAt = c.messages.findIndex((m) => m.status === "sending");
   const messages = pendingAt < 0 ? [...c.messages, entry] : [...c.messages.slice(0, pendingAt), entry, ...c.messages.slice(pendingAt)];

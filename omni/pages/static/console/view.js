@@ -456,7 +456,10 @@ export class ConsoleView {
       [t.name, v.name, v.verified ? h("span", { class: "c-verified" }, ` ✔ ${t.verified}`) : null],
       v.email ? [t.email, v.email] : null,
       v.phone ? [t.phone, v.phone] : null,
-      ...Object.entries(v.fields || {}).map(([key, value]) => [key, String(value)]),
+      // What the visitor gave or the bot collected; an e-mail or phone shown above is not repeated.
+      ...Object.entries(v.fields || {})
+        .filter(([key, value]) => !((key === "email" || key === "phone") && v[key] === value))
+        .map(([key, value]) => [key, String(value)]),
       [t.service, this.serviceName(s.service_id)],
       [t.ticket, s.ticket],
       s.answered_at ? [t.waited_label, duration((new Date(s.answered_at) - new Date(s.created_at)) / 1000)] : null,
@@ -484,13 +487,16 @@ export class ConsoleView {
       return h("li", { class: "c-notice", "data-status": m.status }, text);
     }
     const mine = m.author.kind === "operator";
+    const bot = m.author.kind === "bot";
     const meta = h("span", { class: "c-time" });
     const fileBox = m.attachment ? h("div", { class: "c-text" }) : null;
     const el = h(
       "li",
-      { class: `c-message ${mine ? "c-mine" : "c-theirs"}` },
-      h("span", { class: "c-author" }, mine ? m.author.name || t.you : m.author.name || ""),
+      { class: `c-message ${mine ? "c-mine" : "c-theirs"}${bot ? " c-bot" : ""}` },
+      h("span", { class: "c-author" }, mine ? m.author.name || t.you : bot ? t.bot : m.author.name || ""),
       fileBox || h("p", { class: "c-text" }, m.text),
+      // The options the bot offered, for the operator to read (the visitor's answer follows).
+      bot && m.options && m.options.length ? h("p", { class: "c-bot-options" }, t.bot_options(m.options)) : null,
       meta,
     );
     el.meta = meta;

@@ -11,7 +11,7 @@ import { upload } from "./files.js";
 const PALETTE = ["button", "header", "panels", "visitor_bubble", "operator_bubble"];
 const CAPTCHA_GLOBALS = { turnstile: "turnstile", hcaptcha: "hcaptcha", recaptcha: "grecaptcha" };
 // The phases in which a conversation is going (the widget keeps the chat loaded across pages).
-const GOING = ["starting", "resuming", "queued", "active", "out_of_hours", "ended", "survey"];
+const GOING = ["starting", "resuming", "bot", "queued", "active", "out_of_hours", "ended", "survey"];
 
 const root = document.getElementById("omni");
 const params = new URLSearchParams(location.search);
@@ -93,7 +93,7 @@ async function main() {
     storage: saved,
     onFrame: (frame) => {
       dispatch(frame.type === "typing" ? { ...frame, now: Date.now() } : frame);
-      if (frame.type === "message" && watching()) markSeen();
+      if ((frame.type === "message" || frame.type === "bot") && watching()) markSeen();
       if (frame.type === "error" && frame.code.startsWith("captcha")) resetCaptcha();
     },
     onStatus: (status) => dispatch({ action: "status", status }),
@@ -112,7 +112,8 @@ async function main() {
      * sent as `attachment`; the server decides its type from its content. */
     async attach(file) {
       const limits = config.attachments;
-      if (!limits || !state.conversationId || !connection.token) return;
+      // The bot takes no files (the server would refuse them: invalid_state).
+      if (!limits || !state.conversationId || !connection.token || state.phase === "bot") return;
       const clientId = connection.newClientId();
       const attachment = { name: file.name || "file", size: file.size, type: file.type };
       dispatch({ action: "send", clientId, text: attachment.name, attachment, progress: 0, at: new Date().toISOString() });
@@ -125,8 +126,14 @@ async function main() {
     },
     fileToken: () => connection.token,
     send(text) {
-      const clientId = connection.message(text);
+      // While the bot talks, what the visitor types answers its question.
+      const clientId = state.phase === "bot" ? connection.botReply({ text }) : connection.message(text);
       dispatch({ action: "send", clientId, text, at: new Date().toISOString() });
+    },
+    /** One of the bot's options ({id, label}): sent as `bot_reply`, shown as the visitor's. */
+    choose(option) {
+      const clientId = connection.botReply({ option: option.id, label: option.label });
+      dispatch({ action: "send", clientId, text: option.label, at: new Date().toISOString() });
     },
     typing() {
       if (state.phase === "active") connection.typing();
@@ -202,6 +209,7 @@ async function main() {
     if (seen > 0) dispatch({ action: "seen", seq: seen });
     for (const [clientId, what] of connection.unacknowledged) {
       if (typeof what === "string") dispatch({ action: "send", clientId, text: what });
+      else if (what.bot) dispatch({ action: "send", clientId, text: what.label });
       else dispatch({ action: "send", clientId, text: what.name, attachment: { name: what.name }, progress: 1 });
     }
   } else if (identity && config.identity) {

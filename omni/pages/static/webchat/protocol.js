@@ -7,7 +7,8 @@
 //   frames it already passed on are dropped here, so the page never shows a message twice.
 // - Messages are sent with a fresh `client_id` and kept until their `ack`; after a reconnect
 //   the unacknowledged ones are sent again with the same `client_id` (the server stores each
-//   once), so a message typed while offline is not lost either.
+//   once), so a message typed while offline is not lost either. Files (`attachment`) and
+//   answers to the chatbot (`bot_reply`) are kept and sent again the same way.
 // - What it must remember across a reload (the conversation's token, and the messages not yet
 //   acknowledged) goes to the storage it is given (the page passes `localStorage`), under a key
 //   per service. A reloaded page has shown nothing yet: it resumes from the first `seq`.
@@ -17,7 +18,7 @@ const BACKOFF_FIRST = 500; // ms
 const BACKOFF_MAX = 30_000;
 const TYPING_EVERY = 3_000; // ms between two typing frames while the visitor types
 // Refusals of a message that sending it again cannot change (the page shows it "not sent").
-const REFUSED = new Set(["message_too_long", "invalid_frame", "conversation_closed", "message_limit", "invalid_state", "unknown_attachment", "not_your_attachment", "attachment_claimed"]);
+const REFUSED = new Set(["message_too_long", "invalid_frame", "conversation_closed", "message_limit", "invalid_state", "invalid_reply", "unknown_attachment", "not_your_attachment", "attachment_claimed"]);
 
 export class Connection {
   /**
@@ -48,7 +49,8 @@ export class Connection {
     this.token = saved.token || null;
     /** The highest `seq` passed on (by this page: a reload starts from nothing). */
     this.lastSeq = 0;
-    /** client_id -> text of messages not yet acknowledged, in the order they were sent. */
+    /** client_id -> what was sent and not yet acknowledged, in the order it was sent: a
+     * message's text, a file's {upload_id, name}, an answer to the bot's {bot, label}. */
     this.pending = new Map(saved.pending || []);
     this.ws = null;
     this.bound = false;
@@ -64,7 +66,7 @@ export class Connection {
     return this.token !== null;
   }
 
-  /** Messages sent and not yet acknowledged: [client_id, text] (shown again after a reload). */
+  /** Sent and not yet acknowledged: [client_id, what] (shown again after a reload). */
   get unacknowledged() {
     return [...this.pending];
   }
@@ -104,6 +106,18 @@ export class Connection {
     this.pending.set(clientId, pending);
     this._save();
     if (this.bound) this._send(frameOf(clientId, pending));
+  }
+
+  /** Answer the chatbot (`bot_reply`): `{option}` (a button's id; `label` is what the page
+   * shows meanwhile) or `{text}`; kept like a message until its ack, and sent again after a
+   * reconnect under the same `client_id`. Returns the `client_id`. */
+  botReply({ option, text, label }) {
+    const clientId = this.newClientId();
+    const pending = option != null ? { bot: { option }, label } : { bot: { text }, label: text };
+    this.pending.set(clientId, pending);
+    this._save();
+    if (this.bound) this._send(frameOf(clientId, pending));
+    return clientId;
   }
 
   /** The visitor is typing: at most one frame every few seconds. */
@@ -275,7 +289,9 @@ export class Connection {
   }
 }
 
-/** The frame of a pending item: a message's text, or an uploaded file's {upload_id}. */
+/** The frame of a pending item: a message's text, an answer to the bot, or an uploaded file. */
 function frameOf(clientId, what) {
-  return typeof what === "string" ? { type: "message", client_id: clientId, text: what } : { type: "attachment", client_id: clientId, upload_id: what.upload_id };
+  if (typeof what === "string") return { type: "message", client_id: clientId, text: what };
+  if (what.bot) return { type: "bot_reply", client_id: clientId, ...what.bot };
+  return { type: "attachment", client_id: clientId, upload_id: what.upload_id };
 }

@@ -7,12 +7,17 @@
 // - A message is one entry whoever sent it: the visitor's own is shown at once as "sending"
 //   under its client_id, becomes "sent" with its seq when the ack comes, and is never shown a
 //   second time when a replay brings it back as a `message` frame.
+// - The chatbot (F15) is more of the same: what it says (`bot`) is an entry of its own author
+//   kind, "bot", carrying its options and the kind of answer it expects; the visitor's answer is
+//   a pending entry like a message (a replay brings it back as `bot_reply`). Which question is
+//   waiting for an answer is not kept but derived (`openQuestion`), so it cannot disagree with
+//   the log.
 
 /** The state before anything is known. */
 export function initial(config) {
   return {
     config, // the service's public configuration (/api/public/services/{id})
-    phase: "form", // form | starting | resuming | queued | active | ended | survey | closed | out_of_hours | unavailable
+    phase: "form", // form | starting | resuming | bot | queued | active | ended | survey | closed | out_of_hours | unavailable
     connection: "connecting", // connecting | online | offline
     conversationId: null,
     ticket: null,
@@ -22,7 +27,8 @@ export function initial(config) {
     opensAt: config && config.opens_at ? config.opens_at : null,
     operator: null, // {id, name}
     avatar: config ? config.avatar : null,
-    messages: [], // {key, seq, author: {kind, name}, text, at, status}
+    messages: [], // {key, seq, author: {kind, name}, text, at, status[, bot: {node, options, input, opensAt}]}
+    replayUntil: 0, // frames up to this seq are a replay (after `resumed`): they change no phase
     typingUntil: 0,
     outOfHoursMessage: null,
     idleWarning: null,
@@ -50,12 +56,14 @@ export function reduce(state, event) {
         conversationId: frame.conversation_id,
         ticket: frame.ticket,
         phase: phaseOf(frame.status, state),
+        replayUntil: frame.last_seq ?? state.replayUntil,
         error: null,
       };
     case "queued":
       return {
         ...state,
-        phase: ["form", "starting", "resuming", "queued"].includes(state.phase) ? "queued" : state.phase,
+        // The bot handed the visitor to a group: the queue takes over.
+        phase: ["form", "starting", "resuming", "queued", "bot"].includes(state.phase) ? "queued" : state.phase,
         position: frame.position,
         estimatedWait: frame.estimated_wait ?? null,
       };
@@ -74,7 +82,10 @@ export function reduce(state, event) {
         messages: stored(state.messages, notice(frame, "assigned", { name: frame.operator.name })),
       };
     case "message":
+    case "bot_reply": // the visitor's answer to the bot, as a replay brings it back
       return received(state, frame);
+    case "bot":
+      return botSays(state, frame);
     case "ack":
       return acknowledged(state, frame);
     case "typing":
@@ -175,6 +186,8 @@ function phaseOf(status, state) {
       return "queued";
     case "active":
       return "active";
+    case "bot":
+      return "bot";
     case "ended":
       return state.survey ? "survey" : "ended";
     case "out_of_hours":
@@ -202,6 +215,45 @@ function received(state, frame) {
   };
 }
 
+function botSays(state, frame) {
+  if (state.messages.some((m) => m.seq === frame.seq)) return state;
+  const name = (state.avatar && state.avatar.name) || (state.config && state.config.name) || "";
+  const entry = {
+    key: `s${frame.seq}`,
+    seq: frame.seq,
+    author: { kind: "bot", name },
+    text: frame.text,
+    at: frame.at,
+    status: "sent",
+    bot: { node: frame.node, options: frame.options || [], input: frame.input ?? null, opensAt: frame.opens_at ?? null },
+  };
+  // A live frame means the bot is talking now; a replayed one (a reload after the hand-off)
+  // leaves the phase `resumed` gave.
+  const live = frame.seq > state.replayUntil;
+  const talking = live && ["form", "starting", "resuming", "queued", "bot"].includes(state.phase);
+  return {
+    ...state,
+    phase: talking ? "bot" : state.phase,
+    messages: stored(state.messages, entry),
+    unread: frame.seq > state.seenSeq ? state.unread + 1 : state.unread,
+  };
+}
+
+/**
+ * The bot's question waiting for the visitor's answer, or null: the last thing the bot said,
+ * while the conversation is with the bot, if it offers options or asks for an answer and the
+ * visitor has not answered it yet (an answer on its way counts; one refused does not).
+ */
+export function openQuestion(state) {
+  if (state.phase !== "bot") return null;
+  for (let at = state.messages.length - 1; at >= 0; at -= 1) {
+    const m = state.messages[at];
+    if (m.author.kind === "visitor" && m.status !== "failed") return null;
+    if (m.bot) return m.bot.options.length || m.bot.input ? m : null;
+  }
+  return null;
+}
+
 function acknowledged(state, frame) {
   const known = state.messages.some((m) => m.seq === frame.seq);
   const messages = [];
@@ -219,7 +271,7 @@ function acknowledged(state, frame) {
 
 function refused(state, frame) {
   if (frame.client_id) {
-    const failed = new Set(["message_too_long", "invalid_frame", "conversation_closed", "message_limit", "invalid_state"]);
+    const failed = new Set(["message_too_long", "invalid_frame", "conversation_closed", "message_limit", "invalid_state", "invalid_reply"]);
     if (failed.has(frame.code)) {
       return {
         ...state,

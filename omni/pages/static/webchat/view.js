@@ -7,13 +7,29 @@
 //   its seq or client_id) and screen readers announce it; status changes (queue position,
 //   connection) go to a separate polite status region.
 // - Focus moves on purpose: to the first field of the form, to the composer once the
-//   conversation is open, to the heading of the survey and of the closing screen.
+//   conversation is open (and back to it when an option of the bot's is picked), to the
+//   heading of the survey and of the closing screen.
+// - The chatbot's question shows its options as buttons (a group named by the question) while
+//   it waits for an answer, and only then; the composer then answers it, hinted for the kind of
+//   answer asked (e-mail, phone, number).
 
 import { append, confirmAfter, fill, h, syncLog } from "./dom.js";
 import { showStatus } from "./files.js";
 import { when } from "./i18n.js";
+import { openQuestion } from "./state.js";
 
 const EMAIL = /^[^@\s,<>()]+@[^@\s,<>()]+\.[^@\s,<>()]+$/;
+// The option that hands the visitor to a person (omni/domain/bot.py, PERSON).
+const PERSON = "@person";
+// How the composer asks for each kind of answer: its label's key, the virtual keyboard, what
+// the browser may fill in, and the longest text the server takes.
+const COMPOSER = {
+  message: { label: "message_label", mode: null, autocomplete: null, max: 8000 },
+  answer: { label: "answer_label", mode: null, autocomplete: null, max: 500 },
+  email: { label: "email_answer", mode: "email", autocomplete: "email", max: 320 },
+  phone: { label: "phone_answer", mode: "tel", autocomplete: "tel", max: 500 },
+  number: { label: "number_answer", mode: "decimal", autocomplete: "off", max: 500 },
+};
 
 export class View {
   constructor(root, t, lang, actions) {
@@ -23,6 +39,7 @@ export class View {
     this.actions = actions;
     this.phase = null;
     this.rendered = new Map(); // message key -> element
+    this.questions = new Map(); // key of a bot message with options -> its element
     this.statusText = "";
     this.build();
   }
@@ -81,7 +98,9 @@ export class View {
     this.banner.hidden = state.connection !== "offline";
     if (state.connection === "offline") fill(this.banner, t.offline);
     // The form stays while it is sent (and comes back with a refusal): what was typed stays.
-    const screen = state.phase === "starting" ? "form" : state.phase;
+    // The bot's conversation goes on into the queue on the same screen: nothing is redrawn at
+    // the hand-off (what the visitor was typing stays).
+    const screen = state.phase === "starting" ? "form" : state.phase === "bot" ? "queued" : state.phase;
     if (screen !== this.phase) {
       this.phase = screen;
       this.rendered.clear();
@@ -95,14 +114,15 @@ export class View {
     // What belonged to the screen being replaced.
     this.log = this.typingLine = this.warning = this.sideName = this.sideTicket = null;
     this.formError = this.startButton = this.transcriptStatus = this.surveyError = null;
-    this.composerInput = null;
-    this.endButton.hidden = !["queued", "active"].includes(state.phase);
+    this.composerInput = this.attachButton = null;
+    this.questions.clear();
     switch (state.phase) {
       case "form":
       case "starting":
         fill(this.main, this.form(state));
         this.focusFirst(this.main);
         return;
+      case "bot":
       case "queued":
       case "active":
       case "out_of_hours":
@@ -131,14 +151,18 @@ export class View {
 
   update(state) {
     const t = this.t;
-    fill(this.subtitle, state.operator ? t.operator_is(state.operator.name) : "");
+    fill(this.subtitle, state.operator ? t.operator_is(state.operator.name) : state.phase === "bot" ? t.bot_is : "");
+    this.endButton.hidden = !["bot", "queued", "active"].includes(state.phase);
     this.setStatus(this.statusLine(state));
     if (this.formError) {
       fill(this.formError, state.error ? this.errorText(state.error) : "");
       this.startButton.disabled = state.phase === "starting";
       fill(this.startButton, state.phase === "starting" ? t.starting : t.start);
     }
-    if (this.log) this.updateLog(state);
+    if (this.log) {
+      this.updateLog(state);
+      this.updateQuestion(state);
+    }
     if (this.typingLine) {
       const typing = state.typingUntil > 0 && state.operator;
       fill(this.typingLine, typing ? t.typing(state.operator.name) : "");
@@ -302,8 +326,36 @@ export class View {
   }
 
 
+  /** The options of the bot's open question, and nobody else's; the composer asks for its kind
+   * of answer; no files while the bot talks. */
+  updateQuestion(state) {
+    const open = openQuestion(state);
+    for (const [key, el] of this.questions) {
+      const shown = !!open && open.key === key;
+      if (shown === !el.options.hidden) continue;
+      el.options.hidden = !shown;
+      // The buttons take room under the question: the whole of it in view.
+      if (shown) el.scrollIntoView({ block: "end" });
+    }
+    if (this.attachButton) this.attachButton.hidden = state.phase === "bot";
+    if (!this.composerInput) return;
+    const kind = state.phase !== "bot" ? "message" : COMPOSER[open && open.bot.input] ? open.bot.input : "answer";
+    if (kind === this.composerKind) return;
+    this.composerKind = kind;
+    const how = COMPOSER[kind];
+    const input = this.composerInput;
+    input.placeholder = this.t[how.label];
+    input.setAttribute("aria-label", this.t[how.label]);
+    input.maxLength = how.max;
+    for (const [name, value] of [["inputmode", how.mode], ["autocomplete", how.autocomplete]]) {
+      if (value) input.setAttribute(name, value);
+      else input.removeAttribute(name);
+    }
+  }
+
   messageElement(message) {
     const t = this.t;
+    if (message.bot) return this.botElement(message);
     if (message.notice) {
       const text = typeof t[message.notice] === "function" ? t[message.notice](message.name || "") : t[message.notice] || "";
       return h("li", { class: "omni-notice", "data-seq": message.seq, "data-status": message.status }, text);
@@ -325,6 +377,45 @@ export class View {
     return el;
   }
 
+  /** What the bot says: a bubble from the service, with the time a closed group opens and the
+   * options of a question (shown while it waits: updateQuestion). */
+  botElement(message) {
+    const t = this.t;
+    const bot = message.bot;
+    const textId = `omni-bot-${message.seq}`;
+    const meta = h("span", { class: "omni-meta" });
+    const options = bot.options.length
+      ? h(
+          "div",
+          { class: "omni-bot-options", role: "group", "aria-labelledby": textId, hidden: true },
+          bot.options.map((option) =>
+            h("button", { type: "button", class: option.id === PERSON ? "omni-bot-option omni-person" : "omni-bot-option", onclick: () => this.choose(option) }, option.label),
+          ),
+        )
+      : null;
+    const el = h(
+      "li",
+      { class: "omni-message omni-theirs omni-bot", "data-seq": message.seq, "data-node": bot.node },
+      h("span", { class: "omni-author" }, message.author.name || t.assistant),
+      h("p", { class: "omni-text", id: textId }, message.text),
+      bot.opensAt ? h("p", { class: "omni-opens" }, t.bot_opens_at(when(bot.opensAt, this.lang))) : null,
+      meta,
+      options,
+    );
+    el.meta = meta;
+    el.file = null;
+    el.options = options;
+    if (options) this.questions.set(message.key, el);
+    this.setMessageStatus(el, message);
+    return el;
+  }
+
+  choose(option) {
+    // The buttons go once the answer is on its way: the focus goes on to the composer.
+    if (this.composerInput) this.composerInput.focus();
+    this.actions.choose(option);
+  }
+
   setMessageStatus(el, message) {
     const t = this.t;
     el.dataset.status = message.status;
@@ -335,6 +426,7 @@ export class View {
 
   composer() {
     const t = this.t;
+    this.composerKind = "message";
     this.composerInput = h("textarea", {
       id: "omni-compose",
       class: "omni-input",
@@ -364,7 +456,8 @@ export class View {
     if (files) {
       // A file: by the button, dropped on the conversation, or pasted into the message box.
       const picker = h("input", { type: "file", class: "omni-file-input", accept: files.types.join(","), tabindex: "-1", "aria-hidden": "true", onchange: () => { for (const f of picker.files) this.actions.attach(f); picker.value = ""; } });
-      attach = [picker, h("button", { type: "button", class: "omni-attach", "aria-label": t.attach, title: t.attach, onclick: () => picker.click() }, "📎")];
+      this.attachButton = h("button", { type: "button", class: "omni-attach", "aria-label": t.attach, title: t.attach, onclick: () => picker.click() }, "📎");
+      attach = [picker, this.attachButton];
       this.composerInput.addEventListener("paste", (event) => {
         const pasted = [...(event.clipboardData ? event.clipboardData.files : [])];
         if (pasted.length) {
