@@ -136,9 +136,13 @@ async def serving(
     env: dict[str, str] | None = None,
 ) -> AsyncIterator[Served]:
     """``omni serve`` on a configuration made by :func:`config_text`, until the block ends (then
-    SIGTERM, and SIGKILL if it does not stop within 15 s)."""
+    SIGTERM, and SIGKILL if it does not stop within 15 s). Its data directory (attachments) is
+    ``tmp_path/data`` unless ``args`` name one."""
     path = tmp_path / "omni.toml"
     path.write_text(config_text(server, extra, service))
+    if "--data-dir" not in args:
+        # Not the default ./omni-data: that is the repository the server runs in.
+        args = (*args, "--data-dir", str(tmp_path / "data"))
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OMNI_")},
         "PYTHONUNBUFFERED": "1",
