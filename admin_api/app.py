@@ -165,6 +165,38 @@ def _quart_path(path: str) -> str:
     return path.replace("{id}", "<id>").replace("{key}", "<key>")
 
 
+_AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+def _closes_when_answered(asgi_app: _AsgiApp) -> _AsgiApp:
+    """``asgi_app`` whose last message of a response — the one after which hypercorn closes a
+    ``Connection: close`` connection — is sent shielded from cancellation.
+
+    Quart-Trio cancels a request's tasks as soon as hypercorn reports the request's end (the
+    ``http.disconnect`` hypercorn queues just before it closes the connection), and that
+    cancellation reached hypercorn's close, from the same task, at its first checkpoint: the
+    connection stayed open and its unread body kept being read and thrown away. A refused
+    upload (413 while the body streams in) then went on reading a sender who ignored the
+    answer. What runs shielded is short: the response's last bytes (hypercorn shields its
+    socket writes anyway), then the end of the stream and the close."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await asgi_app(scope, receive, send)
+            return
+
+        async def send_last_shielded(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await asgi_app(scope, receive, send_last_shielded)
+
+    return app
+
+
 def create_app(
     hub: Hub,
     registry: CollectorRegistry,
@@ -193,6 +225,7 @@ def create_app(
             super().__init__(method, scheme, path, *args, **kwargs)
 
     app.request_class = OmniRequest
+    app.asgi_app = _closes_when_answered(app.asgi_app)  # type: ignore[method-assign,assignment]
     attempts = Attempts(settings.limits, settings.trusted_proxies, sign_in_failures)
     api = Api(app, hub, attempts, Accounts(hub, settings.session_ttl))
     app.extensions["omni_api"] = api

@@ -1,7 +1,8 @@
 """Attachments (F11), end to end over real HTTP against a whole server: uploads by the visitor
 and the operator, every refusal with its problem type, the size limit enforced while the body
 streams, who may download, how files are served; the store's metadata in both stores; the
-clean-up job (retention, pending uploads, what a crash leaves).
+clean-up job (retention, pending uploads, what a crash leaves), and its race with a message
+claiming the upload it deletes.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from omni.domain.model import Role
 from omni.entropy import SeededEntropy
 from omni.server import RunningServer, open_server
 from omni.settings import AttachmentsSettings
-from omni.store import Store, StoreError, Write
+from omni.store import AttachmentClaimFailed, Store, StoreError, Write
 from omni.store.memory import MemoryStore
+from omni.store.postgres import PostgresStore
 from tests.support import (
     T0,
     TOK_ALICE,
@@ -304,6 +306,9 @@ async def test_a_declared_length_over_the_limit_is_refused_before_reading(chat: 
         await stream.send_all(head.encode())
         with trio.fail_after(5):
             answer = await _read_answer(stream)
+            # ... and closed, not left reading a body nobody wants (the request's end used
+            # to cancel hypercorn's close: admin_api.app._closes_when_answered).
+            assert await _read_answer(stream) == b""
     assert answer.startswith(b"HTTP/1.1 413"), answer
     assert b"attachment-too-large" in answer and b"connection: close" in answer.lower()
 
@@ -693,7 +698,7 @@ async def test_a_claim_commits_with_its_message(store: Store) -> None:
         return StoredEvent("c2", seq, "message", "both", frame, ("v", f"v-{seq}"))
 
     # Claiming an unknown attachment fails the write: the event is not stored either.
-    with pytest.raises(StoreError):
+    with pytest.raises(AttachmentClaimFailed):
         await store.write(Write(events=[message(1)], claims=[("nope", T0)]))
     assert await store.events_after("c2", 0) == []
     await store.write(Write(events=[message(1)], claims=[("a1", T0)]))
@@ -701,9 +706,55 @@ async def test_a_claim_commits_with_its_message(store: Store) -> None:
     assert claimed is not None and claimed.claimed_at == T0
     assert [e.seq for e in await store.events_after("c2", 0)] == [1]
     # Claimed already: refused, with its event.
-    with pytest.raises(StoreError):
+    with pytest.raises(AttachmentClaimFailed):
         await store.write(Write(events=[message(2)], claims=[("a1", T0)]))
     assert [e.seq for e in await store.events_after("c2", 0)] == [1]
+    # Any other failure is not a failed claim.
+    with pytest.raises(StoreError) as other:
+        await store.write(Write(events=[message(1)], claims=[("a2", T0)]))
+    assert not isinstance(other.value, AttachmentClaimFailed)
+
+
+def _message(conversation_id: str, seq: int) -> Any:
+    from omni.store import StoredEvent
+
+    frame = f'{{"type":"message","conversation_id":"{conversation_id}","seq":{seq}}}'
+    return StoredEvent(
+        conversation_id, seq, "message", "both", frame, ("v", f"{conversation_id}-{seq}")
+    )
+
+
+async def test_a_failed_claim_fails_only_its_own_write(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writes committed together (PostgreSQL's batch): the one whose claim fails gets
+    :class:`AttachmentClaimFailed`, its neighbours commit, their claims too."""
+    for n in (2, 3):
+        await store.write(Write(conversation=make_conversation(n, Status.ACTIVE, at=T0)))
+    await store.add_attachment(attachment(3, "c3"))
+    results: dict[str, str] = {}
+
+    async def write(name: str, w: Write) -> None:
+        try:
+            await store.write(w)
+            results[name] = "stored"
+        except AttachmentClaimFailed:
+            results[name] = "claim failed"
+        except StoreError:
+            results[name] = "failed"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write, "text", Write(events=[_message("c2", 1)]))
+        nursery.start_soon(write, "gone", Write(events=[_message("c2", 2)], claims=[("a9", T0)]))
+        nursery.start_soon(write, "file", Write(events=[_message("c3", 1)], claims=[("a3", T0)]))
+    assert results == {"text": "stored", "gone": "claim failed", "file": "stored"}
+    assert [e.seq for e in await store.events_after("c2", 0)] == [1]
+    assert [e.seq for e in await store.events_after("c3", 0)] == [1]
+    claimed = await store.attachment("a3")
+    assert claimed is not None and not claimed.pending
+    if isinstance(store, PostgresStore):
+        # The three went in one batch, retried write by write.
+        assert "a batch of 3 writes failed" in caplog.text
 
 
 async def test_the_emailed_transcript_links_the_files() -> None:
@@ -772,3 +823,96 @@ async def test_an_operators_sync_replays_the_file(chat: Chat) -> None:
     live, again = replayed
     assert again == live
     assert again["attachment"]["id"] == upload_id and again["attachment"]["name"] == "photo.png"
+
+
+# -- the clean-up job's race with a message ---------------------------------------------------
+
+
+class CleanedMeanwhile:
+    """A store through which the clean-up job deletes one pending upload between the
+    conversation's lookup of it and the write of the message that claims it: the lookup still
+    finds it pending, the claim then finds nothing."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.uploads: Uploads | None = None
+        #: The upload whose next lookup runs the clean-up job, a day later.
+        self.upload_id: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def attachment(self, attachment_id: str) -> Attachment | None:
+        found = await self._store.attachment(attachment_id)
+        if attachment_id == self.upload_id:
+            self.upload_id = None
+            uploads = self.uploads
+            assert uploads is not None and found is not None and found.pending
+            now = uploads.now
+            later = now() + timedelta(seconds=uploads.settings.pending_seconds + 1)
+            uploads.now = lambda: later
+            try:
+                assert await uploads.sweep() == 1
+            finally:
+                uploads.now = now
+        return found
+
+
+async def test_an_upload_deleted_before_its_message_is_stored_is_refused(store: Store) -> None:
+    """The clean-up job deletes a pending upload after the conversation looked it up and before
+    the message's write claims it: the sender gets ``unknown_attachment`` on the same socket,
+    and the conversation goes on — the next message has the next seq, nothing skipped or
+    stored twice, the frame's client_id still free."""
+    racing = CleanedMeanwhile(store)
+    async with (
+        open_server(
+            config(),
+            store=racing,
+            entropy=SeededEntropy(5),
+            host="127.0.0.1",
+            ws_port=0,
+            http_port=0,
+        ) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+        connect_tcp(server.ws_url + "/ws/operator") as alice,
+        connect_tcp(server.ws_url + "/ws/visitor") as visitor,
+    ):
+        racing.uploads = server.uploads
+        await login(alice, TOK_ALICE)
+        started = await start(visitor, 25)
+        offer = await alice.expect("offer")
+        await alice.send("accept", conversation_id=offer["conversation"]["id"])
+        await visitor.expect("assigned")
+        chat = Chat(server, http, visitor, started["token"], started["conversation_id"], alice)
+        await visitor.send("message", client_id="v-1", text="before")
+        before = (await visitor.until("ack"))["seq"]
+
+        upload_id = await _uploaded(chat, png(), "photo.png")
+        racing.upload_id = upload_id
+        await visitor.send("attachment", client_id="v-f1", upload_id=upload_id)
+        _error(await visitor.until("error"), "unknown_attachment", "v-f1")
+        assert racing.upload_id is None  # the job did run in between
+        assert await store.attachment(upload_id) is None
+
+        # The same socket, the next seq.
+        await visitor.send("message", client_id="v-2", text="after")
+        after = await visitor.until("ack")
+        assert after["client_id"] == "v-2" and after["seq"] == before + 1
+        # The refused frame's client_id was not taken: a new upload sent under it is a new
+        # message (not the ack of one never stored).
+        again = await _uploaded(chat, png(), "photo.png")
+        await visitor.send("attachment", client_id="v-f1", upload_id=again)
+        sent = await visitor.until("ack")
+        assert sent["client_id"] == "v-f1" and sent["seq"] == before + 2
+        seen = []
+        for _ in range(10):
+            frame = await alice.until("message")
+            if frame["seq"] >= before:
+                seen.append((frame["seq"], frame["text"]))
+            if frame["seq"] == sent["seq"]:
+                break
+        assert seen == [(before, "before"), (before + 1, "after"), (before + 2, "photo.png")]
+        events = await store.events_after(chat.conversation_id, 0)
+        assert [e.seq for e in events] == list(range(1, sent["seq"] + 1))
+        kept = await store.attachment(again)
+        assert kept is not None and not kept.pending

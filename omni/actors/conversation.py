@@ -11,6 +11,11 @@ Rules:
   has changed. Any other exception crashes this actor only: its visitor connection is closed (the
   client resumes and gets the missed events from the store) and the supervisor restarts the actor
   from the store.
+* One store failure is a refusal instead: a message's upload deleted by the clean-up job
+  between the lookup and the write that claims it (:class:`AttachmentClaimFailed`). For a
+  message carrying an upload — and only then: plain messages are the hot path — the state is
+  copied before the rules change it in place, and put back if the write fails that way; the
+  sender gets ``unknown_attachment`` and the conversation goes on as if the frame never came.
 * Timers are set and cancelled by effects; their firing comes back through the mailbox as an
   ordinary event.
 * The actor sees the server only through :class:`ConversationHost`: what it needs, nothing more.
@@ -50,7 +55,7 @@ from omni.domain.conversation import (
     TransferToOperator,
 )
 from omni.domain.routing import CapacityExceeded, Roster
-from omni.store import Store, StoredEvent, Write
+from omni.store import AttachmentClaimFailed, Store, StoredEvent, Write
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,14 +322,20 @@ class ConversationActor(Actor[ConversationMessage]):
         return self._host.context(self._conv.service_id)
 
     async def _apply(self, event: Event) -> None:
+        # For a message carrying an upload: the state before the rules change it.
+        before: Conversation | None = None
+        upload_id: str | None = None
         if (
             isinstance(event, domain.VisitorMessage | domain.OperatorMessage)
             and event.upload_id is not None
         ):
-            # The rules decide on what the store knows of the upload (this actor is the only
-            # one that claims this conversation's uploads: nothing changes it meanwhile).
+            upload_id = event.upload_id
+            # The rules decide on what the store knows of the upload. This actor is the only
+            # one that claims this conversation's uploads, but the clean-up job may delete a
+            # pending one before the message's write claims it: keep the state to go back to.
             found = await self._host.store.attachment(event.upload_id)
             event = replace(event, upload=found)
+            before = replace(self._conv, client_ids=dict(self._conv.client_ids))
         reserved: int | None = None
         if isinstance(event, TransferToOperator | ResumeByOperator | SupervisorAssign):
             # Reserve the target's slot first (no await between check and reserve), so the rules
@@ -338,7 +349,18 @@ class ConversationActor(Actor[ConversationMessage]):
             if reserved is not None:
                 self._host.release(reserved, self._conv.id)
             raise
-        await self._carry_out(effects)
+        if before is None:
+            await self._carry_out(effects)
+        else:
+            try:
+                await self._carry_out(effects)
+            except AttachmentClaimFailed:
+                # Nothing was stored, acknowledged or delivered (the write comes first).
+                self._conv = before
+                raise Rejected(
+                    "unknown_attachment",
+                    f"upload {upload_id} is no longer kept (pending too long); upload it again",
+                ) from None
         if (
             isinstance(event, domain.Offer)
             and self._conv.offered_to == event.operator_id

@@ -28,6 +28,7 @@ from omni.domain.reports import Pause
 
 __all__ = [
     "Attachment",
+    "AttachmentClaimFailed",
     "AuditEntry",
     "ConfigChange",
     "ConfigItem",
@@ -46,6 +47,12 @@ __all__ = [
 
 class StoreError(Exception):
     """A write or read the store could not do; the message says what to do about it."""
+
+
+class AttachmentClaimFailed(StoreError):
+    """A write claimed an attachment that is unknown or claimed already — a pending upload the
+    clean-up job deleted after the caller looked it up, say. Nothing of the write was stored;
+    the write's neighbours in a batch are not affected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +187,8 @@ class Write:
     survey: dict[str, Any] | None = None
     survey_skipped: bool = False
     #: Pending attachments its messages carry: (attachment id, claimed at). Claimed in the same
-    #: transaction as the events; one that is unknown or claimed already fails the whole write.
+    #: transaction as the events; one that is unknown or claimed already fails the whole write
+    #: with :class:`AttachmentClaimFailed`.
     claims: list[tuple[str, datetime]] = field(default_factory=list)
 
 

@@ -17,6 +17,7 @@ import msgspec
 from omni.domain.conversation import OPEN_STATUSES, Conversation
 from omni.store import (
     Attachment,
+    AttachmentClaimFailed,
     AuditEntry,
     ConfigChange,
     ConfigItem,
@@ -63,7 +64,7 @@ class MemoryStore:
         for attachment_id, _ in write.claims:
             found = self._attachments.get(attachment_id)
             if found is None or not found.pending:
-                raise StoreError(f"attachment {attachment_id} is unknown or claimed")
+                raise AttachmentClaimFailed(f"attachment {attachment_id} is unknown or claimed")
         self.writes += 1
         if write.conversation is not None:
             conv = write.conversation

@@ -11,10 +11,11 @@ Rules:
   for at most ``batch_linger`` seconds — in one transaction, then releases every waiter. A
   waiter returns only after its batch committed with ``synchronous_commit`` on, so an
   acknowledged message survives a power cut. If a batch fails, its writes are retried one by
-  one, so only a write that fails on its own gets the error. Batches commit on connections the
-  writer holds for its whole life (``in_flight`` of them, one batch each; default 1), not on a
-  pooled connection per batch: asyncpg resets a connection with a round trip each time it goes
-  back to the pool.
+  one, so only a write that fails on its own gets the error (a failed claim as
+  :class:`~omni.store.AttachmentClaimFailed`, the others as :class:`~omni.store.StoreError`).
+  Batches commit on connections the writer holds for its whole life (``in_flight`` of them,
+  one batch each; default 1), not on a pooled connection per batch: asyncpg resets a
+  connection with a round trip each time it goes back to the pool.
 * Rows are built in the caller (the conversation actor) at the moment it writes, so the batch
   sees exactly the state of that step. Frames are stored as the JSON text that was delivered;
   replays send that text back without decoding it.
@@ -41,6 +42,7 @@ from omni.domain.bot import BotState
 from omni.domain.conversation import Conversation, Status, Visitor
 from omni.store import (
     Attachment,
+    AttachmentClaimFailed,
     AuditEntry,
     ConfigChange,
     ConfigItem,
@@ -379,7 +381,7 @@ async def _db_commit(
                 _Q_CLAIM_ATTACHMENTS, [c[0] for c in claims], [c[1] for c in claims]
             )
             if status != f"UPDATE {len(claims)}":
-                raise StoreError("an attachment to claim is unknown or claimed already")
+                raise AttachmentClaimFailed("an attachment to claim is unknown or claimed already")
 
 
 async def _db_insert_events(conn: Any, events: list[tuple[Any, ...]]) -> None:
@@ -649,7 +651,9 @@ class PostgresStore:
         await batch.done.wait()
         error = batch.errors.get(position)
         if error is not None:
-            raise StoreError(f"the write was not stored: {error}") from error
+            # The claim's own class reaches its caller, who can refuse the one message.
+            kind = AttachmentClaimFailed if isinstance(error, AttachmentClaimFailed) else StoreError
+            raise kind(f"the write was not stored: {error}") from error
 
     async def load_conversation(self, conversation_id: str) -> Conversation | None:
         row, events = await self._bridge.run(_db_load, self._pool, conversation_id)
@@ -966,7 +970,10 @@ class PostgresStore:
                 )
         except Exception as exc:
             if len(batch.writes) == 1:
-                log.error("a write failed: %s", _reason(exc))
+                # A failed claim is a race the caller answers (a message's upload was deleted
+                # meanwhile), not a fault of the store.
+                level = logging.INFO if isinstance(exc, AttachmentClaimFailed) else logging.ERROR
+                log.log(level, "a write failed: %s", _reason(exc))
                 batch.errors[0] = exc
             else:
                 # One bad write must not fail its neighbours: commit them one by one.

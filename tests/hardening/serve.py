@@ -29,7 +29,8 @@ BRUNO = "bruno-console-H5cJ8dN1fG6kP0yU2aW4"
 ADMIN = "admin-api-Qe4Rt7Yu1Io9Pa3Sd6Fg8Hj2"
 
 #: One always-open service (25) and one never-open one (26), two groups, two operators, one
-#: administrator's API token; ``{server}`` takes extra lines of the ``[server]`` table.
+#: administrator's API token; ``{server}`` takes extra lines of the ``[server]`` table,
+#: ``{service}`` extra lines (or sub-tables) of service 25's.
 BASE = """
 [server]
 host = "127.0.0.1"
@@ -68,6 +69,7 @@ name = "Support"
 schedule = "always"
 survey = "none"
 links = [{{ group = 1 }}]
+{service}
 
 [[services]]
 id = 26
@@ -98,10 +100,12 @@ token = "{admin}"
 """
 
 
-def config_text(server: str = "", extra: str = "") -> str:
-    """The base configuration with ``server`` lines added to ``[server]`` and ``extra`` tables
-    after it."""
-    return BASE.format(server=server, alice=ALICE, bruno=BRUNO, admin=ADMIN) + extra
+def config_text(server: str = "", extra: str = "", service: str = "") -> str:
+    """The base configuration with ``server`` lines added to ``[server]``, ``service`` lines to
+    service 25's table and ``extra`` tables after it."""
+    return (
+        BASE.format(server=server, service=service, alice=ALICE, bruno=BRUNO, admin=ADMIN) + extra
+    )
 
 
 @dataclass
@@ -127,13 +131,18 @@ async def serving(
     *,
     server: str = "",
     extra: str = "",
+    service: str = "",
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
 ) -> AsyncIterator[Served]:
     """``omni serve`` on a configuration made by :func:`config_text`, until the block ends (then
-    SIGTERM, and SIGKILL if it does not stop within 15 s)."""
+    SIGTERM, and SIGKILL if it does not stop within 15 s). Its data directory (attachments) is
+    ``tmp_path/data`` unless ``args`` name one."""
     path = tmp_path / "omni.toml"
-    path.write_text(config_text(server, extra))
+    path.write_text(config_text(server, extra, service))
+    if "--data-dir" not in args:
+        # Not the default ./omni-data: that is the repository the server runs in.
+        args = (*args, "--data-dir", str(tmp_path / "data"))
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OMNI_")},
         "PYTHONUNBUFFERED": "1",
