@@ -9,7 +9,6 @@ arrivals, visitor behaviour and a seed. Every problem is a :class:`ScenarioError
 from __future__ import annotations
 
 import csv
-import math
 import random
 import re
 import tomllib
@@ -26,38 +25,16 @@ from omni.domain.configuration import body_of
 from omni.domain.model import Group, Service
 from omni.domain.schedule import Schedule
 from omni.settings import ONE_ADDRESS_CROWD
+from simulator.draws import Distribution, NonNegative, Positive, Strict
 
 HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")]
-Positive = Annotated[float, msgspec.Meta(gt=0)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class ScenarioError(Exception):
     pass
 
 
-class _Struct(msgspec.Struct, forbid_unknown_fields=True):
-    pass
-
-
-class Distribution(_Struct):
-    """A positive random duration in seconds: ``exponential`` (mean), ``lognormal`` (mean and
-    sigma, the shape of the underlying normal) or ``fixed`` (always the mean)."""
-
-    mean: Positive
-    kind: Literal["exponential", "lognormal", "fixed"] = "exponential"
-    sigma: Annotated[float, msgspec.Meta(gt=0, le=5)] = 0.5
-
-    def sample(self, rng: random.Random) -> float:
-        if self.kind == "fixed":
-            return self.mean
-        if self.kind == "lognormal":
-            mu = math.log(self.mean) - self.sigma**2 / 2
-            return rng.lognormvariate(mu, self.sigma)
-        return rng.expovariate(1.0 / self.mean)
-
-
-class ShiftBody(_Struct):
+class ShiftBody(Strict):
     """One operator (or ``count`` identical ones with consecutive ids) and their shift."""
 
     id: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
@@ -79,7 +56,7 @@ class ShiftBody(_Struct):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
-class ArrivalBody(_Struct):
+class ArrivalBody(Strict):
     """Arrivals to one service: a Poisson rate per local hour of day (``rates`` maps "HH" or
     "HH-HH" to visitors per hour; other hours have ``rate``)."""
 
@@ -88,7 +65,7 @@ class ArrivalBody(_Struct):
     rates: dict[str, NonNegative] = {}
 
 
-class VisitorsBody(_Struct):
+class VisitorsBody(Strict):
     patience: Distribution | None = None  # None: infinite patience
     messages: Annotated[
         list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=2, max_length=2)
@@ -97,7 +74,7 @@ class VisitorsBody(_Struct):
     survey_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
 
 
-class ScenarioFile(_Struct):
+class ScenarioFile(Strict):
     start: datetime
     timezone: str
     duration_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 14)]
