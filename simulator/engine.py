@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -31,11 +32,13 @@ from trio_websocket import (
 from omni.actors.hub import open_hub
 from omni.clock import Clock
 from omni.compat.trio import seed_scheduler
+from omni.domain.bot import PERSON, AskNode, MenuNode
 from omni.entropy import SeededEntropy
 from omni.gateway.server import Gateway
 from omni.server import hub_settings
 from omni.settings import ServerSettings
 from omni.store.memory import MemoryStore
+from simulator.bot_visitors import BotPlan
 from simulator.scenario import Operator, Scenario
 
 
@@ -65,6 +68,11 @@ class Trace:
 
 class LoginRefused(Exception):
     pass
+
+
+class ReplyRefused(Exception):
+    """The server refused a visitor's answer to its bot: the scenario's script is not the
+    server's (in real time), or the simulated visitor answered wrong."""
 
 
 class Conn:
@@ -144,8 +152,16 @@ SHIFT_STAGGER = 1e-6
 
 
 class Simulation:
-    def __init__(self, scenario: Scenario, seed: int, progress: bool = False) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        progress: bool = False,
+        store: MemoryStore | None = None,
+    ) -> None:
         self.scenario = scenario
+        #: Where the server keeps the run's conversations.
+        self.store = MemoryStore() if store is None else store
         self.seed = seed
         self.trace = Trace()
         self.progress = Progress(scenario.duration, progress)
@@ -168,9 +184,9 @@ class Simulation:
         self._connections += 1
         return connect(self.gateway, path, self.servers, f"sim-{self._connections}")
 
-    def queue_group(self, cid: str, service: int) -> int | None:
+    def queue_group(self, cid: str, service: int, handoff: int | None = None) -> int | None:
         """The group a just-queued conversation waits in (observed in the hub; never changes
-        the run)."""
+        the run); ``handoff``: the group of the bot's hand-off, when known."""
         assert self.gateway is not None
         entry = self.gateway.hub.conversations.get(cid)
         return entry.group_id if entry else None
@@ -186,7 +202,7 @@ class Simulation:
         self.t0 = trio.current_time()
         async with open_hub(
             s.config.directory,
-            MemoryStore(),
+            self.store,
             clock,
             entropy=SeededEntropy(self.seed),
             settings=hub_settings(s.config.server),
@@ -226,6 +242,7 @@ class Simulation:
         rating = rng.randint(1, 5)
         arrived = self.now()
         self.trace.add(arrived, "start", visitor=n, service=service)
+        plan = self.bot_at(service)
         async with self.open_conn("/ws/visitor") as c:
             await c.send("start", service_id=service, visitor={"name": f"Visitor {n}"})
             frame = await c.recv()
@@ -233,10 +250,26 @@ class Simulation:
                 frame = await c.recv()
             cid = frame["conversation_id"]
             frame = await c.recv()
+            # Where the wait for an operator starts: the arrival, or the bot's hand-off.
+            since = arrived
+            handoff: dict[str, Any] = {}  # the hand-off node, in the events of bot visitors
+            if plan is not None:
+                self.trace.add(
+                    self.now(), "bot_start", visitor=n, service=service, id=cid, bot=plan.bot.id
+                )
+                left_bot = await self.talk_to_bot(c, n, service, cid, rng, plan, frame)
+                if left_bot is None:
+                    return  # finished by the bot, or the visitor dropped out there
+                frame, node = left_bot
+                since = self.now()
+                handoff = {"handoff": node}
             if frame["type"] == "out_of_hours":
-                self.trace.add(self.now(), "out_of_hours", visitor=n, service=service, id=cid)
+                self.trace.add(
+                    self.now(), "out_of_hours", visitor=n, service=service, id=cid, **handoff
+                )
                 return
-            group = self.queue_group(cid, service)
+            hint = None if plan is None else plan.handoff_group(handoff["handoff"])
+            group = self.queue_group(cid, service, hint)
             # What the visitor was told to expect when they joined (null: unknown), to set
             # against the wait they had (the report's `estimates`).
             estimate = frame.get("estimated_wait")
@@ -249,6 +282,7 @@ class Simulation:
                 group=group,
                 position=frame.get("position"),
                 estimate=estimate,
+                **handoff,
             )
             ended = trio.Event()
             assigned = trio.Event()
@@ -264,7 +298,7 @@ class Simulation:
                     service=service,
                     id=cid,
                     group=state["group"],
-                    wait=round(self.now() - arrived, 3),
+                    wait=round(self.now() - since, 3),
                     **why,
                 )
 
@@ -282,7 +316,7 @@ class Simulation:
                             id=cid,
                             group=g,
                             operator=f["operator"]["id"],
-                            wait=round(self.now() - arrived, 3),
+                            wait=round(self.now() - since, 3),
                         )
                         state["group"] = g
                         assigned.set()
@@ -339,6 +373,139 @@ class Simulation:
                             break
                         await c.send("message", client_id=f"v{k}", text=f"question {k + 1}")
                     await ended.wait()
+
+    def bot_at(self, service: int) -> BotPlan | None:
+        """How visitors behave in the bot that a conversation of ``service`` starting now meets
+        (None: it meets none), by the server's own rule (``Directory.bot_for``)."""
+        s = self.scenario
+        directory = s.config.directory
+        bot = directory.bot_for(directory.services[service], self.moment())
+        return None if bot is None else s.bot_plans[bot.id]
+
+    def moment(self) -> datetime:
+        """Now, as the server's clock reads it."""
+        return self.scenario.local(self.now())
+
+    async def handoff_node(
+        self, cid: str, plan: BotPlan, said: str | None, last: tuple[str, str | None] | None
+    ) -> str | None:
+        """The node where the bot let a conversation go, to a queue or out of hours: a hand-off
+        node, or ``@person`` (the visitor asked for one). Read in the store (observed; never
+        changes the run), as a hand-off says nothing when it has no text, nor when nothing is
+        open."""
+        conv = await self.store.load_conversation(cid)  # a dict look-up: no checkpoint
+        node = None if conv is None or conv.bot is None else conv.bot.node
+        return node if plan.handoff_group(node) is not None else PERSON
+
+    async def talk_to_bot(
+        self,
+        c: Conn,
+        n: int,
+        service: int,
+        cid: str,
+        rng: random.Random,
+        plan: BotPlan,
+        frame: dict[str, Any],
+    ) -> tuple[dict[str, Any], str | None] | None:
+        """Visitor ``n``'s time in the bot, from its first frame: each question answered as
+        ``plan`` says, after a think time. Returns the frame that ends it, ``queued`` (handed
+        to a group) or ``out_of_hours`` (nothing open), with the hand-off node (``@person`` when
+        the visitor asked for a person; see :meth:`handoff_node`); None when the conversation
+        ended in the bot (finished by it, or the visitor dropped out there).
+
+        A visitor sent back to a question by a closed group does not choose again what led
+        there: another option of a menu (they leave when none is left), and at an ask they
+        leave."""
+        trace = self.trace
+        deadline = None if plan.patience is None else self.now() + plan.patience.sample(rng)
+        said: str | None = None  # the node of the bot's last frame
+        asked: str | None = None  # the question waiting for an answer
+        last: tuple[str, str | None] | None = None  # the last answer: question, option
+        avoid: dict[str, set[str]] = {}  # per question, what led to a closed group
+        why: str | None = None  # why the visitor is leaving, once they are
+        replies = 0
+        while True:
+            kind = frame["type"]
+            if kind == "bot":
+                node = frame["node"]
+                question = "options" in frame or "input" in frame
+                trace.add(self.now(), "bot", visitor=n, id=cid, node=node, question=question)
+                closed = plan.handoff_group(said)
+                if question and closed is not None and last is not None:
+                    # A hand-off to a group its schedule keeps closed: back to the question.
+                    trace.add(
+                        self.now(), "group_closed", visitor=n, id=cid, node=said, group=closed
+                    )
+                    avoid.setdefault(last[0], set()).add(last[1] or "")
+                said = node
+                if question:
+                    asked = node
+                    action = plan.questions[node].decide(rng, n, frozenset(avoid.get(node, ())))
+                    think, doing = action.think, str(action.kind)
+                    if deadline is not None and self.now() + think >= deadline:
+                        think, doing = max(0.0, deadline - self.now()), "patience"
+                    if doing == "silent":
+                        why = "silent"  # the bot's inactivity will end the chat
+                    else:
+                        # Thinking; the bot may give up meanwhile (its inactivity).
+                        early: dict[str, Any] | None = None
+                        with trio.move_on_after(think):
+                            while early is None:
+                                got = await c.recv()
+                                if got["type"] not in ("ack", "bot_reply"):
+                                    early = got
+                        if early is not None:
+                            frame = early
+                            continue
+                        if doing != "answer":
+                            why = "left" if doing == "leave" else "patience"
+                            await c.send("end")
+                        else:
+                            replies += 1
+                            answer: dict[str, Any] = (
+                                {"option": action.option}
+                                if action.option is not None
+                                else {"text": action.text}
+                            )
+                            await c.send("bot_reply", client_id=f"b{replies}", **answer)
+                            last = (node, action.option)
+                            trace.add(
+                                self.now(),
+                                "bot_reply",
+                                visitor=n,
+                                id=cid,
+                                node=node,
+                                **(
+                                    {"option": action.option}
+                                    if action.option is not None
+                                    else {"valid": action.valid}
+                                ),
+                            )
+            elif kind in ("queued", "out_of_hours"):
+                return frame, await self.handoff_node(cid, plan, said, last)
+            elif kind == "ended":
+                if frame["by"] == "bot":
+                    trace.add(
+                        self.now(), "bot_ended", visitor=n, service=service, id=cid, node=said
+                    )
+                else:
+                    # ``slow``: the bot gave up on a visitor who was still thinking.
+                    trace.add(
+                        self.now(),
+                        "bot_dropped",
+                        visitor=n,
+                        service=service,
+                        id=cid,
+                        node=asked,
+                        by=frame["by"],
+                        why=why or "slow",
+                    )
+                while (await c.recv())["type"] != "closed":
+                    pass
+                return None
+            elif kind == "error":
+                raise ReplyRefused(f"visitor {n}: the bot refused an answer: {frame}")
+            frame = await c.recv()
 
     # -- operators ------------------------------------------------------------------------------
 
@@ -446,7 +613,14 @@ class Simulation:
 
 
 #: What a real-time agent may run into on a real server: recorded as ``error`` events.
-AGENT_ERRORS = (OSError, HandshakeError, ConnectionClosed, LoginRefused, trio.BrokenResourceError)
+AGENT_ERRORS = (
+    OSError,
+    HandshakeError,
+    ConnectionClosed,
+    LoginRefused,
+    ReplyRefused,
+    trio.BrokenResourceError,
+)
 
 
 class RealSimulation(Simulation):
@@ -473,10 +647,35 @@ class RealSimulation(Simulation):
     def open_conn(self, path: str) -> Any:
         return self._real_conn(path)
 
-    def queue_group(self, cid: str, service: int) -> int | None:
-        # No hub to look into: the service's first linked group (where it queues by default).
+    def queue_group(self, cid: str, service: int, handoff: int | None = None) -> int | None:
+        # No hub to look into: the bot's hand-off group, or the service's first linked group
+        # (where it queues by default).
+        if handoff is not None:
+            return handoff
         links = self.scenario.config.directory.services[service].links
         return links[0].group if links else None
+
+    def moment(self) -> datetime:
+        # The server's clock is the real one.
+        return datetime.now(UTC)
+
+    async def handoff_node(
+        self, cid: str, plan: BotPlan, said: str | None, last: tuple[str, str | None] | None
+    ) -> str | None:
+        # No store to look into: the hand-off that spoke last, "talk to a person", or where
+        # the last answer leads when that is a hand-off (None: not known).
+        if plan.handoff_group(said) is not None:
+            return said
+        if last is None:
+            return None
+        if last[1] == PERSON:
+            return PERSON
+        node = plan.bot.node(last[0])
+        if isinstance(node, MenuNode):
+            target = next((o.next for o in node.options if o.id == last[1]), None)
+        else:
+            target = node.next if isinstance(node, AskNode) else None
+        return target if plan.handoff_group(target) is not None else None
 
     async def _guard(self, who: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -546,9 +745,15 @@ def simulate_real(
     return trace
 
 
-def simulate(scenario: Scenario, seed: int | None = None, progress: bool = False) -> Trace:
-    """Run ``scenario`` under ``MockClock(autojump_threshold=0)``; return its trace."""
-    sim = Simulation(scenario, scenario.seed if seed is None else seed, progress)
+def simulate(
+    scenario: Scenario,
+    seed: int | None = None,
+    progress: bool = False,
+    store: MemoryStore | None = None,
+) -> Trace:
+    """Run ``scenario`` under ``MockClock(autojump_threshold=0)``; return its trace. ``store``:
+    where the server keeps its data (a new memory store by default), to read it afterwards."""
+    sim = Simulation(scenario, scenario.seed if seed is None else seed, progress, store)
     wall = time.perf_counter()
     trio.run(sim.main, clock=trio.testing.MockClock(autojump_threshold=0))
     sim.trace.wall = time.perf_counter() - wall

@@ -25,6 +25,22 @@ them — answered visitors only, as an abandoned visitor's wait is not known: qu
 median_relative_error, within_50_percent and within_1_minute (%), where a relative error is
 |estimate - wait| / wait, a wait under a second counting as one second; ``waited`` repeats them
 for the visitors who waited at least a second (the others, answered at once, were mostly told 0).
+
+``bot`` (per service with a chatbot, and in total when any has one) counts the conversations
+that met the bot: ``conversations``; ``contained`` (finished by the bot) and ``containment``
+(contained / conversations, in %); ``handoffs`` per group (to a queue, at a hand-off node or
+when the visitor asked for a person); ``dropoffs`` per question where the visitor left or fell
+silent; ``out_of_hours`` (the bot found nothing open); ``in_bot_at_end``. These five outcomes
+add up to ``conversations``. The ``offered`` of the other figures counts every visitor, those
+the bot kept too; a visitor handed off waits from the hand-off (``asa``, service level). A
+service's ``nodes`` is the per-node table of its bot, in the script's order (conditions, which
+a visitor never sees, left out): ``visits`` (for a message or an end: times said; for a menu or
+an ask: times asked, a retry or a return after a closed group counting again; for a hand-off:
+times reached), ``answers`` given there and ``invalid`` ones (asks: the answer did not fit, by
+the server's own check), ``dropoffs``, and for a hand-off its ``handoffs``, ``closed`` (its
+group's schedule kept it closed, and the visitor went back to the question) and
+``out_of_hours``; the ``@person`` row counts the visitors who asked for a person. At every
+question, visits = answers + dropoffs + those still there at the end.
 """
 
 from __future__ import annotations
@@ -37,6 +53,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from omni.domain.bot import PERSON, AskNode, Bot, ConditionNode, EndNode, HandoffNode, MenuNode
 from omni.domain.reports import service_level
 from simulator.engine import Trace
 from simulator.scenario import Scenario
@@ -81,8 +98,14 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
                 by_id[d["id"]] = c
             if e.kind == "out_of_hours":
                 c["status"] = "out_of_hours"
+                if "handoff" in d:  # the bot found nothing open
+                    c["bot_outcome"], c["handoff"] = "out_of_hours", d["handoff"]
             elif e.kind == "queued":
                 c["group"] = d["group"]
+                c["status"] = "waiting_at_end"
+                if "handoff" in d:  # the bot handed the visitor to this group
+                    c["bot_outcome"], c["handoff"] = "handoff", d["handoff"]
+                    c["handoff_group"] = d["group"]
                 if "estimate" in d:
                     c["estimate"] = d["estimate"]
                 queue_changes.append((e.t, 1, c["service"], d["group"]))
@@ -100,6 +123,15 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
                 queue_changes.append((e.t, -1, c["service"], c.get("group")))
                 c["status"] = "abandoned"
                 c["wait"] = d["wait"]
+            elif e.kind == "bot_start":
+                c["bot"], c["status"], c["bot_outcome"] = d["bot"], "in_bot", "in_bot"
+                c["bot_steps"] = []
+            elif e.kind in ("bot", "bot_reply", "group_closed"):
+                c["bot_steps"].append((e.kind, d["node"], d))
+            elif e.kind == "bot_ended":
+                c["status"] = c["bot_outcome"] = "contained"
+            elif e.kind == "bot_dropped":
+                c["status"], c["bot_outcome"], c["dropped_at"] = "bot_dropped", "dropped", d["node"]
             if e.kind == "requeued":
                 c["queue_group"] = d["group"]
         elif e.kind == "ended":
@@ -174,6 +206,7 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
         },
     }
     services = {}
+    directory = scenario.config.directory
     for sid in sorted(scenario.service_names):
         rows = [c for c in all_convs if c["service"] == sid]
         services[str(sid)] = {
@@ -181,6 +214,14 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
             **stats(rows),
             "longest_queue": longest(lambda t, s, g, sid=sid: s == sid),
         }
+        service = directory.services[sid]
+        if service.bot is not None:
+            bot = scenario.bot_plans[service.bot].bot
+            services[str(sid)]["bot"] = {
+                "bot": bot.id,
+                **bot_figures(rows),
+                "nodes": bot_nodes(rows, bot, service.bot_person),
+            }
     groups = {}
     for gid in sorted(scenario.group_names):
         rows = [c for c in all_convs if c.get("group") == gid]
@@ -271,6 +312,11 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
             **stats(all_convs),
             "occupancy": occupancy(everyone, 0, end),
             "longest_queue": longest(lambda t, s, g: True),
+            **(
+                {"bot": bot_figures(all_convs)}
+                if any(s.bot is not None for s in directory.services.values())
+                else {}
+            ),
         },
         "services": services,
         "groups": groups,
@@ -292,6 +338,99 @@ def build_report(scenario: Scenario, trace: Trace, seed: int, threshold: float) 
             }
         )
     return report
+
+
+def bot_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chatbot figures of ``rows`` (see the module's docstring)."""
+    met = [c for c in rows if "bot" in c]
+    outcomes = [c["bot_outcome"] for c in met]
+    contained = outcomes.count("contained")
+    handoffs: dict[int, int] = defaultdict(int)
+    dropoffs: dict[str, int] = defaultdict(int)
+    for c in met:
+        if c["bot_outcome"] == "handoff":
+            handoffs[c["handoff_group"]] += 1
+        elif c["bot_outcome"] == "dropped":
+            dropoffs[c["dropped_at"]] += 1
+    return {
+        "conversations": len(met),
+        "contained": contained,
+        "containment": _r(100.0 * contained / len(met) if met else None, 1),
+        "handoffs": {str(g): handoffs[g] for g in sorted(handoffs)},
+        "dropoffs": {node: dropoffs[node] for node in sorted(dropoffs)},
+        "out_of_hours": outcomes.count("out_of_hours"),
+        "in_bot_at_end": outcomes.count("in_bot"),
+    }
+
+
+def bot_nodes(rows: list[dict[str, Any]], bot: Bot, person: bool) -> dict[str, dict[str, Any]]:
+    """The per-node table of ``bot`` over ``rows`` (see the module's docstring), in the
+    script's order, conditions left out (a visitor sees nothing of them); ``person``: the
+    "@person" row (visitors may ask for a person)."""
+    said: dict[str, int] = defaultdict(int)
+    answers: dict[str, int] = defaultdict(int)
+    invalid: dict[str, int] = defaultdict(int)
+    closed: dict[str, int] = defaultdict(int)
+    chosen: dict[str, int] = defaultdict(int)
+    dropoffs: dict[str, int] = defaultdict(int)
+    handoffs: dict[str | None, int] = defaultdict(int)
+    no_one_open: dict[str | None, int] = defaultdict(int)
+    for c in rows:
+        if "bot" not in c:
+            continue
+        for kind, node, data in c["bot_steps"]:
+            if kind == "bot":
+                said[node] += 1
+            elif kind == "group_closed":
+                closed[node] += 1
+            else:
+                answers[node] += 1
+                invalid[node] += data.get("valid") is False
+                chosen[data.get("option") or ""] += 1
+        if c["bot_outcome"] == "dropped":
+            dropoffs[c["dropped_at"]] += 1
+        elif c["bot_outcome"] == "handoff":
+            handoffs[c["handoff"]] += 1
+        elif c["bot_outcome"] == "out_of_hours":
+            no_one_open[c["handoff"]] += 1
+    table: dict[str, dict[str, Any]] = {}
+    for node in bot.nodes:
+        if isinstance(node, ConditionNode):
+            continue
+        row: dict[str, Any]
+        if isinstance(node, MenuNode | AskNode):
+            row = {
+                "kind": "menu" if isinstance(node, MenuNode) else "ask",
+                "visits": said[node.id],
+                "answers": answers[node.id],
+            }
+            if isinstance(node, AskNode):
+                row["invalid"] = invalid[node.id]
+            row["dropoffs"] = dropoffs[node.id]
+        elif isinstance(node, HandoffNode):
+            reached = handoffs[node.id] + closed[node.id] + no_one_open[node.id]
+            row = {
+                "kind": "handoff",
+                "group": node.group,
+                "visits": reached,
+                "handoffs": handoffs[node.id],
+                "closed": closed[node.id],
+                "out_of_hours": no_one_open[node.id],
+            }
+        else:
+            row = {
+                "kind": "end" if isinstance(node, EndNode) else "message",
+                "visits": said[node.id],
+            }
+        table[node.id] = row
+    if person:
+        table[PERSON] = {
+            "kind": "person",
+            "visits": chosen[PERSON],
+            "handoffs": handoffs[PERSON],
+            "out_of_hours": no_one_open[PERSON],
+        }
+    return table
 
 
 def _estimates(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -435,8 +574,72 @@ def to_table(report: dict[str, Any]) -> str:
                 + "".join(fmt(row.get(f)).rjust(8) for f, _ in COLUMNS)
             )
         out.append("")
+    out += _bot_tables(report, fmt)
     out += _estimates_table(report.get("estimates"), fmt)
     return "\n".join(out)
+
+
+BOT_COLUMNS = [
+    ("conversations", "conv"),
+    ("contained", "contd"),
+    ("containment", "cont%"),
+    ("handoffs", "handoff"),
+    ("dropoffs", "dropoff"),
+    ("out_of_hours", "ooh"),
+    ("in_bot_at_end", "in bot"),
+]
+
+NODE_COLUMNS = [
+    ("kind", "kind"),
+    ("visits", "visits"),
+    ("answers", "answers"),
+    ("invalid", "invalid"),
+    ("dropoffs", "dropoff"),
+    ("handoffs", "handoff"),
+    ("closed", "closed"),
+    ("out_of_hours", "ooh"),
+]
+
+
+def _bot_tables(report: dict[str, Any], fmt: Any) -> list[str]:
+    """The ``Chatbot`` table (per service with a bot, and in total) with each row's hand-offs
+    per group and drop-offs per node, then each service's table per node of its bot."""
+    rows = {f"{k} {v['name']}": v["bot"] for k, v in report["services"].items() if "bot" in v}
+    if not rows:
+        return []
+    rows["all"] = report["total"]["bot"]
+    title = "Chatbot"
+    width = max([len(title)] + [len(n) for n in rows])
+    head = title.ljust(width) + "".join(h.rjust(8) for _, h in BOT_COLUMNS)
+    out = [head, "-" * len(head)]
+    for name, row in rows.items():
+        summed = {
+            **row,
+            "handoffs": sum(row["handoffs"].values()),
+            "dropoffs": sum(row["dropoffs"].values()),
+        }
+        out.append(name.ljust(width) + "".join(fmt(summed[f]).rjust(8) for f, _ in BOT_COLUMNS))
+    for name, row in rows.items():
+        groups = ", ".join(
+            f"{g} {report['groups'][g]['name']} {n}" for g, n in row["handoffs"].items()
+        )
+        nodes = ", ".join(f"{node} {n}" for node, n in row["dropoffs"].items())
+        out.append(f"{name}: hand-offs {groups or '-'}; drop-offs {nodes or '-'}")
+    out.append("")
+    for key, service in report["services"].items():
+        if "bot" not in service:
+            continue
+        nodes = service["bot"]["nodes"]
+        title = f"Bot {service['bot']['bot']} ({key} {service['name']}), per node"
+        width = max([len(title)] + [len(n) for n in nodes])
+        head = title.ljust(width) + "".join(h.rjust(8) for _, h in NODE_COLUMNS)
+        out += [head, "-" * len(head)]
+        for node, row in nodes.items():
+            out.append(
+                node.ljust(width) + "".join(fmt(row.get(f)).rjust(8) for f, _ in NODE_COLUMNS)
+            )
+        out.append("")
+    return out
 
 
 ESTIMATE_COLUMNS = [

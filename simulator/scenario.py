@@ -1,15 +1,16 @@
 """Scenario files: what a simulated contact-center day looks like (TOML, validated with msgspec).
 
-A scenario embeds ``schedules``, ``groups`` and ``services`` tables exactly like Omni's own
-configuration (``examples/omni.toml``) and adds the simulation: start, duration, operator shifts,
-arrivals, visitor behaviour and a seed. Every problem is a :class:`ScenarioError` naming the field
-(``$.operators[2].capacity``) and, when it can be found, the TOML line.
+A scenario embeds ``schedules``, ``groups``, ``services`` and ``bots`` tables exactly like Omni's
+own configuration (``examples/omni.toml``) and adds the simulation: start, duration, operator
+shifts, arrivals, visitor behaviour (in the queue, ``visitors``, and in each chatbot,
+``bot_visitors``: :mod:`simulator.bot_visitors`) and a seed. Every problem is a
+:class:`ScenarioError` naming the field (``$.operators[2].capacity``) and, when it can be found,
+the TOML line.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import random
 import re
 import tomllib
@@ -22,42 +23,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from omni.config import Config, ConfigError, parse_config
+from omni.domain.bot import Bot
 from omni.domain.configuration import body_of
 from omni.domain.model import Group, Service
 from omni.domain.schedule import Schedule
 from omni.settings import ONE_ADDRESS_CROWD
+from simulator.bot_visitors import BehaviourError, BotPlan, BotVisitorsBody, resolve
+from simulator.draws import Distribution, NonNegative, Positive, Strict
 
 HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")]
-Positive = Annotated[float, msgspec.Meta(gt=0)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class ScenarioError(Exception):
     pass
 
 
-class _Struct(msgspec.Struct, forbid_unknown_fields=True):
-    pass
-
-
-class Distribution(_Struct):
-    """A positive random duration in seconds: ``exponential`` (mean), ``lognormal`` (mean and
-    sigma, the shape of the underlying normal) or ``fixed`` (always the mean)."""
-
-    mean: Positive
-    kind: Literal["exponential", "lognormal", "fixed"] = "exponential"
-    sigma: Annotated[float, msgspec.Meta(gt=0, le=5)] = 0.5
-
-    def sample(self, rng: random.Random) -> float:
-        if self.kind == "fixed":
-            return self.mean
-        if self.kind == "lognormal":
-            mu = math.log(self.mean) - self.sigma**2 / 2
-            return rng.lognormvariate(mu, self.sigma)
-        return rng.expovariate(1.0 / self.mean)
-
-
-class ShiftBody(_Struct):
+class ShiftBody(Strict):
     """One operator (or ``count`` identical ones with consecutive ids) and their shift."""
 
     id: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
@@ -79,7 +60,7 @@ class ShiftBody(_Struct):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
-class ArrivalBody(_Struct):
+class ArrivalBody(Strict):
     """Arrivals to one service: a Poisson rate per local hour of day (``rates`` maps "HH" or
     "HH-HH" to visitors per hour; other hours have ``rate``)."""
 
@@ -88,7 +69,7 @@ class ArrivalBody(_Struct):
     rates: dict[str, NonNegative] = {}
 
 
-class VisitorsBody(_Struct):
+class VisitorsBody(Strict):
     patience: Distribution | None = None  # None: infinite patience
     messages: Annotated[
         list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=2, max_length=2)
@@ -97,7 +78,7 @@ class VisitorsBody(_Struct):
     survey_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
 
 
-class ScenarioFile(_Struct):
+class ScenarioFile(Strict):
     start: datetime
     timezone: str
     duration_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 14)]
@@ -113,6 +94,10 @@ class ScenarioFile(_Struct):
     #: CSV with columns ``offset`` (seconds from start) and ``service``; relative to the file.
     arrival_trace: str | None = None
     visitors: VisitorsBody = msgspec.field(default_factory=VisitorsBody)
+    #: Chatbot scripts, exactly as in Omni's configuration (services name them in ``bot``).
+    bots: list[Bot] = []
+    #: How visitors answer each bot (simulator/bot_visitors.py).
+    bot_visitors: list[BotVisitorsBody] = []
 
 
 @dataclass(frozen=True)
@@ -145,6 +130,8 @@ class Scenario:
     visitors: VisitorsBody
     service_names: dict[int, str]
     group_names: dict[int, str]
+    #: How visitors behave in each bot, by bot id.
+    bot_plans: dict[str, BotPlan] = field(default_factory=dict)
     #: The configuration of a server that runs this scenario (``omni serve --config``): its
     #: schedules, groups, services and operators with their console tokens (``omni-sim config``).
     server_config: dict[str, Any] = field(default_factory=dict)
@@ -337,10 +324,16 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
         "services": [body_of(s) for s in file.services],
         "operators": raw_ops,
     }
+    if file.bots:
+        server_config["bots"] = [body_of(b) for b in file.bots]
     try:
         config = parse_config(server_config)
     except ConfigError as exc:
         raise ScenarioError(str(exc)) from None
+    try:
+        bot_plans = resolve(file.bots, file.bot_visitors, file.services)
+    except BehaviourError as exc:
+        raise fail(exc.field, str(exc)) from None
     trace = None
     if file.arrival_trace is not None:
         trace = _read_trace(Path(base or ".") / file.arrival_trace, service_ids)
@@ -358,6 +351,7 @@ def parse_scenario(raw: dict[str, Any], base: Path | None = None, source: str = 
         visitors=file.visitors,
         service_names={s.id: s.name for s in file.services},
         group_names={g.id: g.name for g in file.groups},
+        bot_plans=bot_plans,
         server_config=server_config,
     )
     shifts = [s for s in file.operators for _ in range(s.count)]
@@ -438,11 +432,16 @@ def find_line(source: str, message: str) -> int | None:
                 pos += 1
                 i += 2
                 continue
-        pattern = re.compile(rf"^\s*(\[\s*{re.escape(dotted)}\s*\]|{re.escape(key)}\s*=)")
+        # The table itself, a table below it (``[a.b.c]`` for ``a.b``), or the key.
+        pattern = re.compile(
+            rf"^\s*(\[\s*{re.escape(dotted)}\s*\]|(\[\s*{re.escape(dotted)}\.)|{re.escape(key)}\s*=)"
+        )
         hit = next((n for n in range(pos, len(lines)) if pattern.match(lines[n])), None)
         if hit is None:
             break
         found = hit
-        pos = hit + 1
+        below = pattern.match(lines[hit])
+        # A table below: the next part of the path is on the same header line.
+        pos = hit if below is not None and below.group(2) else hit + 1
         i += 1 if nxt is None else 2
     return None if found is None else found + 1

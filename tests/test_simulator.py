@@ -7,16 +7,23 @@ import itertools
 import math
 import random
 import statistics
+import tomllib
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from omni.config import parse_config
+from omni.domain import reports
+from omni.domain.bot import PERSON, check_answer
+from omni.store.memory import MemoryStore
+from simulator.cli import server_toml
 from simulator.engine import Trace, simulate
 from simulator.erlang import erlang_a, erlang_c, erlang_c_asa
 from simulator.report import _hour_starts, build_report, event_log, to_html, to_json, to_table
-from simulator.scenario import ScenarioError, load_scenario, parse_scenario
+from simulator.scenario import Scenario, ScenarioError, load_raw, load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).parent.parent / "simulator" / "scenarios"
 
@@ -731,3 +738,293 @@ def test_the_figures_of_estimates_against_waits() -> None:
             "within_1_minute": 50.0,
         },
     }
+
+
+# -- the chatbot (F15) ----------------------------------------------------------------------------
+
+BOT_SCENARIO = SCENARIOS / "bot.toml"
+#: The bot of bot.toml's shop: what its visitors are told when Billing is closed.
+CLOSED = "Billing answers 09:00-12:00 and 13:00-16:00. Can I help with something else?"
+
+
+def bot_raw() -> dict[str, Any]:
+    raw, _ = load_raw(BOT_SCENARIO)
+    return raw
+
+
+def bot_afternoon() -> Scenario:
+    """bot.toml from 16:00 to 19:00, about 100 visitors: Billing's link has closed (the bot
+    says so and goes back to the menu), and the teams leave at 18:00 while the bot answers
+    until 19:00 (whoever it hands off then is out of hours). More visitors fall silent."""
+    raw = bot_raw()
+    raw["start"] = datetime(2026, 11, 23, 16, 0)
+    raw["duration_hours"] = 3
+    raw["bot_visitors"][0]["silent"] = 0.03
+    raw["operators"] = [shift for shift in raw["operators"] if shift["name"] != "Billing"]
+    return parse_scenario(raw, base=BOT_SCENARIO.parent)
+
+
+def test_the_bot_scenario_replays_byte_for_byte() -> None:
+    """The same scenario and seed give the same report (JSON and text) and events; every path
+    of the bot was taken; another seed gives another run."""
+    scenario = bot_afternoon()
+    outputs = []
+    for _ in range(2):
+        trace = simulate(scenario)
+        report = build_report(scenario, trace, scenario.seed, 20)
+        outputs.append((to_json(report), to_table(report), event_log(scenario, trace)))
+    assert outputs[0] == outputs[1]
+    bot = report["services"]["40"]["bot"]
+    assert bot["contained"] > 0 and bot["out_of_hours"] > 0 and bot["dropoffs"], bot
+    assert bot["nodes"]["billing"]["closed"] > 0 and bot["nodes"]["email"]["invalid"] > 0
+    why = {(e.data["by"], e.data["why"]) for e in trace.events if e.kind == "bot_dropped"}
+    assert {("visitor", "left"), ("visitor", "patience"), ("bot_timeout", "silent")} <= why
+    assert "Chatbot" in outputs[0][1] and "Bot front (40 Shop), per node" in outputs[0][1]
+    other = simulate(scenario, seed=scenario.seed + 1)
+    assert event_log(scenario, other) != outputs[0][2]
+
+
+def test_the_bot_figures_add_up_and_agree_with_the_servers_reports() -> None:
+    """The report's bot figures are consistent with its per-node table, and with what the server
+    stored in the same run: its own reports (omni.domain.reports), the retries it asked for
+    invalid answers and the "group closed" messages it said."""
+    scenario = bot_afternoon()
+    store = MemoryStore()
+    trace = simulate(scenario, store=store)
+    report = build_report(scenario, trace, scenario.seed, 20)
+    shop = report["services"]["40"]
+    bot, nodes = shop["bot"], shop["bot"]["nodes"]
+    assert bot["bot"] == "front" and "bot" not in report["services"]["41"]
+
+    # The outcomes add up to the conversations, as the per-node table says.
+    handed = sum(bot["handoffs"].values())
+    dropped = sum(bot["dropoffs"].values())
+    assert bot["conversations"] == (
+        bot["contained"] + handed + dropped + bot["out_of_hours"] + bot["in_bot_at_end"]
+    )
+    assert bot["containment"] == round(100 * bot["contained"] / bot["conversations"], 1)
+    questions = {k: row for k, row in nodes.items() if row["kind"] in ("menu", "ask")}
+    assert list(questions) == ["menu", "email", "topic", "solved"]
+    assert all(row["visits"] >= row["answers"] + row["dropoffs"] for row in questions.values())
+    still_there = sum(
+        row["visits"] - row["answers"] - row["dropoffs"] for row in questions.values()
+    )
+    assert still_there == bot["in_bot_at_end"]
+    assert bot["dropoffs"] == {
+        k: row["dropoffs"] for k, row in questions.items() if row["dropoffs"]
+    }
+    assert bot["contained"] == nodes["thanks"]["visits"] + nodes["bye"]["visits"]
+    exits = [row for row in nodes.values() if row["kind"] in ("handoff", "person")]
+    assert handed == sum(row["handoffs"] for row in exits)
+    assert bot["out_of_hours"] == sum(row["out_of_hours"] for row in exits)
+    # "Talk to a person" goes to the first open group, Support.
+    per_group = Counter({"1": nodes["@person"]["handoffs"]})
+    for row in nodes.values():
+        if row["kind"] == "handoff":
+            per_group[str(row["group"])] += row["handoffs"]
+    assert bot["handoffs"] == {g: n for g, n in sorted(per_group.items()) if n}
+    assert report["total"]["bot"] == {k: v for k, v in bot.items() if k not in ("bot", "nodes")}
+
+    # The server's own report over the same run's store.
+    conversations = store.conversations()
+    server = reports.report(conversations, threshold=20)
+    figures = server.services[40]
+    assert figures["bot"] == {
+        "conversations": bot["conversations"],
+        "contained": bot["contained"],
+        "containment": round(bot["contained"] / bot["conversations"], 4),
+        "handoffs": bot["handoffs"],
+        "dropoffs": bot["dropoffs"],
+    }
+    assert server.total["bot"] == figures["bot"]
+    assert bot["in_bot_at_end"] == sum(c.status.value == "bot" for c in conversations)
+    for field in ("answered", "abandoned", "out_of_hours"):
+        assert figures[field] == shop[field], field
+    assert figures["offered"] == shop["answered"] + shop["abandoned"] + shop["waiting_at_end"]
+    # Waits count from the hand-off, as the server counts them.
+    assert figures["asa_seconds"] == pytest.approx(shop["asa"], abs=0.01)
+
+    # What the server said: a retry for each invalid e-mail but the third in a row (that one
+    # goes to the script's `otherwise`), and the closed group's message each time.
+    said = [e.data for c in conversations for e in store.all_events(c.id) if e.kind == "bot"]
+    retry = scenario.bot_plans["front"].questions["email"].node.retry
+    invalid: Counter[int] = Counter()
+    for e in trace.events:
+        if e.kind == "bot_reply" and e.data["node"] == "email" and not e.data["valid"]:
+            invalid[e.data["visitor"]] += 1
+    assert sum(f["node"] == "email" and f["text"] == retry for f in said) == sum(
+        min(n, 2) for n in invalid.values()
+    )
+    assert sum(f["text"] == CLOSED for f in said) == nodes["billing"]["closed"]
+
+
+def test_the_bot_scenario_configures_its_server() -> None:
+    """``omni-sim config`` gives the server the scenario's bots as they are."""
+    scenario = load_scenario(BOT_SCENARIO)
+    config = parse_config(tomllib.loads(server_toml(scenario)))
+    assert config.directory.bots == {"front": scenario.bot_plans["front"].bot}
+    assert config.directory.services[40].bot == "front"
+
+
+def test_bot_visitors_answer_as_their_table_says() -> None:
+    """The draws at a question, many times over with one generator: leaving, falling silent,
+    the options by weight, valid and invalid answers by share (checked as the server checks
+    them), think times; an option whose group was closed is not chosen again."""
+    plan = load_scenario(BOT_SCENARIO).bot_plans["front"]
+    rng = random.Random(16)
+    draws = 20_000
+
+    def near(count: int, share: float) -> bool:  # within 4.5 standard deviations
+        return abs(count / draws - share) <= 4.5 * math.sqrt(share * (1 - share) / draws)
+
+    menu = [plan.questions["menu"].decide(rng, n) for n in range(draws)]
+    picked = Counter(a.option if a.kind == "answer" else a.kind for a in menu)
+    assert near(picked["leave"], 0.04) and picked["silent"] == 0
+    weights = {"sales": 25, "support": 35, "billing": 15, "browsing": 12, PERSON: 13}
+    for option, weight in weights.items():
+        assert near(picked[option], 0.96 * weight / 100), (option, picked)
+    assert statistics.fmean(a.think for a in menu) == pytest.approx(12, rel=0.03)
+
+    again = [plan.questions["menu"].decide(rng, n, frozenset({"billing"})) for n in range(500)]
+    assert "billing" not in {a.option for a in again} and {a.kind for a in again} == {
+        "answer",
+        "leave",
+    }
+    assert plan.questions["menu"].decide(rng, 1, frozenset(weights)).kind == "leave"
+
+    email = plan.questions["email"]
+    asked = [email.decide(rng, n) for n in range(draws)]
+    did = Counter(a.kind for a in asked)
+    assert near(did["leave"], 0.05) and near(did["silent"], 0.02)
+    answers = [a for a in asked if a.kind == "answer"]
+    assert all(a.option is None and a.text for a in answers)
+    assert all(a.valid == (check_answer(email.node, a.text or "") is not None) for a in answers)
+    assert abs(sum(a.valid for a in answers) / len(answers) - 0.8) < 0.015
+    assert {a.text for a in answers if not a.valid} == {
+        "ana at example.com",
+        "my e-mail",
+        "ana@example",
+    }
+    assert statistics.fmean(a.think for a in asked) == pytest.approx(25, rel=0.03)
+    # At an ask that led to a closed group, a visitor leaves.
+    assert email.decide(rng, 1, frozenset({""})).kind == "leave"
+
+    topic = [plan.questions["topic"].decide(rng, n) for n in range(draws)]
+    chose = Counter(a.text for a in topic if a.kind == "answer")
+    assert near(sum(a.kind == "leave" for a in topic), 0.02)  # the table's default
+    for value, weight in {"Delivery": 50, "Return": 30, "Something else": 20}.items():
+        assert near(chose[value], 0.98 * weight / 100), (value, chose)
+
+
+def _bot_problem(raw: dict[str, Any], change: str) -> None:
+    table = raw["bot_visitors"][0]
+    nodes = table["nodes"]
+    if change == "unknown bot":
+        table["bot"] = "nobody"
+    elif change == "unknown node":
+        nodes["welcome"] = {"leave": 0.1}
+    elif change == "not a question":
+        nodes["hello"] = {"leave": 0.1}
+    elif change == "unknown option":
+        nodes["menu"]["options"]["refund"] = 5
+    elif change == "no person here":
+        raw["services"][0]["bot_person"] = False
+    elif change == "a valid answer that does not fit":
+        nodes["email"]["values"] = ["ana@example.com", "ana at example"]
+    elif change == "an invalid answer that fits":
+        nodes["email"]["invalid"] = {"ana@example.com": 1}
+    elif change == "an ask's key at a menu":
+        nodes["menu"]["valid"] = 0.5
+    elif change == "options at an ask":
+        nodes["topic"]["options"] = {"Delivery": 1}
+    elif change == "two tables":
+        raw["bot_visitors"].append({"bot": "front"})
+    elif change == "too likely":
+        nodes["menu"].update(leave=0.9, silent=0.2)
+    elif change == "unknown key":
+        nodes["menu"]["weights"] = {}
+    elif change == "invalid text":
+        (email,) = [n for n in raw["bots"][0]["nodes"] if n["id"] == "email"]
+        email["input"] = "text"
+        del nodes["email"]["invalid"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (
+            "unknown bot",
+            "$.bot_visitors[0].bot",
+            "unknown bot 'nobody' (the scenario's bots: 'front')",
+        ),
+        ("unknown node", "$.bot_visitors[0].nodes.welcome", "bot 'front' has no node 'welcome'"),
+        (
+            "not a question",
+            "$.bot_visitors[0].nodes.hello",
+            "node 'hello' is a message: only a menu or an ask takes answers",
+        ),
+        (
+            "unknown option",
+            "$.bot_visitors[0].nodes.menu.options",
+            "node 'menu' has no option 'refund' (its options: 'sales', 'support', 'billing', "
+            "'browsing', '@person')",
+        ),
+        (
+            "no person here",
+            "$.bot_visitors[0].nodes.menu.options",
+            "service 40 runs bot 'front' without bot_person",
+        ),
+        (
+            "a valid answer that does not fit",
+            "$.bot_visitors[0].nodes.email.values",
+            "node 'email': 'ana at example' does not fit its input (email): list it under invalid",
+        ),
+        (
+            "an invalid answer that fits",
+            "$.bot_visitors[0].nodes.email.invalid",
+            "node 'email': 'ana@example.com' fits its input (email): list it under values",
+        ),
+        (
+            "an ask's key at a menu",
+            "$.bot_visitors[0].nodes.menu.valid",
+            "node 'menu' is a menu: it takes options (id -> weight), not valid",
+        ),
+        (
+            "options at an ask",
+            "$.bot_visitors[0].nodes.topic.options",
+            "node 'topic' is an ask: it takes valid, values and invalid, not options",
+        ),
+        ("two tables", "$.bot_visitors[1].bot", "bot 'front' has two [[bot_visitors]] tables"),
+        ("too likely", "$.bot_visitors[0].nodes.menu", "node 'menu': leave + silent is above 1"),
+        (
+            "unknown key",
+            "$.bot_visitors[0].nodes.menu",
+            "Object contains unknown field `weights`",
+        ),
+        (
+            "invalid text",
+            "$.bot_visitors[0].nodes.email.valid",
+            "node 'email' takes any text, so no answer is invalid: valid must be 1",
+        ),
+    ],
+)
+def test_bot_behaviour_that_does_not_fit_its_script_is_refused(
+    change: str, field: str, message: str
+) -> None:
+    raw = bot_raw()
+    _bot_problem(raw, change)
+    with pytest.raises(ScenarioError) as refused:
+        parse_scenario(raw)
+    assert message in str(refused.value)
+    assert f"`{field}" in str(refused.value)
+
+
+def test_a_bot_behaviour_error_names_its_line(tmp_path: Path) -> None:
+    text = BOT_SCENARIO.read_text(encoding="utf-8").replace("browsing = 12", "refund = 12")
+    bad = tmp_path / "bot.toml"
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(ScenarioError) as refused:
+        load_scenario(bad)
+    line = next(n for n, s in enumerate(text.splitlines(), 1) if "refund = 12" in s)
+    assert "node 'menu' has no option 'refund'" in str(refused.value)
+    assert str(refused.value).endswith(f"(line {line})")

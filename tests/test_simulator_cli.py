@@ -9,6 +9,7 @@ from this checkout, in processes with different hash seeds.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -155,3 +156,25 @@ def test_same_seed_same_bytes_across_processes(tmp_path: Path, leave: str, shows
     other = outputs(tmp_path / "other")
     assert other["report.json"] != first["report.json"]
     assert other["events.jsonl"] != first["events.jsonl"]
+
+
+@pytest.mark.slow
+def test_the_bot_scenario_same_bytes_across_processes(tmp_path: Path) -> None:
+    """The shipped chatbot day (simulator/scenarios/bot.toml), as a user runs it, in two
+    processes with PYTHONHASHSEED 1 and 2: the same bytes, and every path of the bot taken."""
+    scenario = ROOT / "simulator" / "scenarios" / "bot.toml"
+    runs = {
+        "first": start_run(scenario, 16, tmp_path / "first", hash_seed="1"),
+        "again": start_run(scenario, 16, tmp_path / "again", hash_seed="2"),
+    }
+    for name, process in runs.items():
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, (name, stderr.decode())
+        assert b"Chatbot" in stdout and b"Bot front (40 Shop), per node" in stdout
+    first, again = outputs(tmp_path / "first"), outputs(tmp_path / "again")
+    for name in OUTPUTS:
+        assert first[name] == again[name], f"{name} differs between PYTHONHASHSEED 1 and 2"
+    bot = json.loads(first["report.json"])["services"]["40"]["bot"]
+    assert bot["contained"] > 0 and bot["dropoffs"] and bot["out_of_hours"] > 0, bot
+    assert bot["nodes"]["billing"]["closed"] > 0 and bot["nodes"]["email"]["invalid"] > 0
+    assert set(bot["handoffs"]) == {"1", "2", "3"}
