@@ -20,7 +20,10 @@ Rules of this module:
 * A conversation keeps the script it started with (:attr:`BotState.script`): an administrator
   who edits a bot changes the conversations that start afterwards, never one under way.
 * Answers are checked here (e-mail, phone, number, choice); a bad one gets the node's retry
-  text, and after ``attempts`` bad answers the node's ``otherwise`` (when it has one).
+  text, and after ``attempts`` bad answers the node's ``otherwise`` (when it has one — a text
+  ask has none: any text fits). A typed answer names an option by its label (any case) before
+  its number, so options labelled with numbers mean what they say. A collected e-mail address
+  or phone number fits where the visitor's own are kept.
 """
 
 from __future__ import annotations
@@ -274,6 +277,10 @@ def script_problem(bot: Bot) -> str | None:
                 return f"node {node.id!r}: only a number has min and max"
             if node.min is not None and node.max is not None and node.min > node.max:
                 return f"node {node.id!r}: min is above max"
+            if node.input is InputKind.TEXT and node.otherwise is not None:
+                # Any text fits, so no answer is ever a bad one: an otherwise would look like
+                # a way out (the checks below would count it as one) that no visitor can take.
+                return f"node {node.id!r}: a text answer always fits, so otherwise is never taken"
     # Every node reachable from the start.
     reached = {bot.start}
     frontier = [bot.start]
@@ -463,7 +470,7 @@ def answer(state: BotState, reply: Reply, world: World, *, person: bool) -> tupl
         raise BadReply("an answer needs an option or some text")
     if len(text) > MAX_ANSWER:
         raise BadReply(f"an answer has at most {MAX_ANSWER} characters")
-    if person and text.casefold() == script.person_label.casefold():
+    if person and text.casefold() == script.person_label.strip().casefold():
         return text, _finish(state, node.id, "person")
     if isinstance(node, MenuNode):
         picked = _match(text, [(o.id, o.label) for o in node.options])
@@ -505,16 +512,38 @@ def _option(node: MenuNode | AskNode, option: str) -> tuple[str, str, str] | Non
 
 
 def _match(text: str, options: list[tuple[str, str]]) -> str | None:
-    """The option a typed answer names: its label (any case), or its number."""
+    """The option a typed answer names: its label (any case, padding aside), else its number.
+    Labels come first: of choices "0", "1", "2", an answer "1" is the choice "1", not the
+    first one."""
     folded = text.casefold()
-    for index, (option_id, label) in enumerate(options, 1):
-        if folded in (label.casefold(), str(index)):
+    for option_id, label in options:
+        if folded == label.strip().casefold():
+            return option_id
+    for index, (option_id, _) in enumerate(options, 1):
+        if text == str(index):
             return option_id
     return None
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _PHONE = re.compile(r"^\+?[0-9 ().-]+$")
+#: Longest e-mail address and phone number taken: what the visitor's own ``email`` and
+#: ``phone`` hold (:class:`~omni.domain.protocol.VisitorInfo`), which collected ones become.
+MAX_EMAIL = 320
+MAX_PHONE = 64
+
+
+def is_email(text: str) -> bool:
+    """Whether ``text`` is taken as an e-mail address (by an ``email`` ask, and as the
+    visitor's own)."""
+    return len(text) <= MAX_EMAIL and _EMAIL.match(text) is not None
+
+
+def is_phone(text: str) -> bool:
+    """Whether ``text`` is taken as a phone number: 7 to 15 digits, with ``+ ( ) . -`` and
+    spaces (by a ``phone`` ask, and as the visitor's own)."""
+    digits = sum(c.isdigit() for c in text)
+    return len(text) <= MAX_PHONE and _PHONE.match(text) is not None and 7 <= digits <= 15
 
 
 def check_answer(node: AskNode, text: str) -> str | None:
@@ -523,10 +552,9 @@ def check_answer(node: AskNode, text: str) -> str | None:
     if kind is InputKind.TEXT:
         return text
     if kind is InputKind.EMAIL:
-        return text if len(text) <= 320 and _EMAIL.match(text) else None
+        return text if is_email(text) else None
     if kind is InputKind.PHONE:
-        digits = sum(c.isdigit() for c in text)
-        return text if _PHONE.match(text) and 7 <= digits <= 15 else None
+        return text if is_phone(text) else None
     if kind is InputKind.NUMBER:
         try:
             number = float(text.replace(",", "."))

@@ -712,16 +712,18 @@ def _say(conv: Conversation, say: bots.Say, now: datetime) -> Emit:
 def _collect(conv: Conversation) -> None:
     """What the bot collected joins the visitor's fields (the offer, the visitor panel, the API
     and the transcript show them); an ``email`` or ``phone`` the visitor did not give becomes
-    theirs (the transcript offer uses it)."""
+    theirs (the transcript offer uses it) when it is one: a field of that name collected as
+    free text may hold anything, and the visitor's own must still fit (the store loads it)."""
     state = conv.bot
     if state is None or not state.fields:
         return
     visitor = conv.visitor
     fields = {**visitor.fields, **state.fields}
     changes: dict[str, Any] = {"fields": fields}
-    for name in ("email", "phone"):
-        if getattr(visitor, name) is None and name in state.fields:
-            changes[name] = state.fields[name]
+    for name, fits in (("email", bots.is_email), ("phone", bots.is_phone)):
+        value = state.fields.get(name)
+        if getattr(visitor, name) is None and value is not None and fits(value):
+            changes[name] = value
     conv.visitor = msgspec.structs.replace(visitor, **changes)
 
 
