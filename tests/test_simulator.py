@@ -946,6 +946,7 @@ def _bot_problem(raw: dict[str, Any], change: str) -> None:
     elif change == "invalid text":
         (email,) = [n for n in raw["bots"][0]["nodes"] if n["id"] == "email"]
         email["input"] = "text"
+        email.pop("otherwise", None)  # a text ask has no use for one (the bot refuses it)
         del nodes["email"]["invalid"]
 
 
