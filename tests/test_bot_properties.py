@@ -1036,7 +1036,7 @@ def test_a_phone_answer(text: str, fits: bool) -> None:
         ("10", True),
         ("5,5", True),  # a comma decimal
         ("2.25", True),
-        ("1e1", True),
+        ("1e1", False),  # people type numbers, not Python's notations
         ("0.99", False),
         ("10,01", False),
         ("-3", False),
@@ -1055,7 +1055,7 @@ def test_a_number_answer_within_bounds(text: str, fits: bool) -> None:
 
 def test_a_number_without_bounds_takes_any_finite_number_and_nothing_else() -> None:
     node = ask("number")
-    assert [check_answer(node, t) for t in ("-3", "1e300", "0,5")] == ["-3", "1e300", "0,5"]
+    assert [check_answer(node, t) for t in ("-3", "123456789", "0,5")] == ["-3", "123456789", "0,5"]
     assert [check_answer(node, t) for t in ("nan", "-inf", "1e400", "")] == [None] * 4
 
 
@@ -1509,4 +1509,27 @@ def test_the_validator_refuses_a_loop_with_no_way_out_and_one_with_no_question()
                 "next": "bye",
             },
             END,
+        )
+
+
+@pytest.mark.parametrize("typed", ["1_000", "1e3", "nan", "inf", "٣", "1.2.3", "+", "1,"])
+def test_a_number_is_typed_as_people_type_numbers(typed: str) -> None:
+    node = AskNode(id="n", text="How many?", field="n", next="x", input=InputKind.NUMBER)
+    assert check_answer(node, typed) is None
+    assert check_answer(node, "-12,5") == "-12,5"
+    assert check_answer(node, "3.25") == "3.25"
+
+
+def test_number_bounds_must_be_finite() -> None:
+    with pytest.raises(ValueError, match="node 'n': min and max must be finite"):
+        Bot(
+            id="b",
+            name="B",
+            start="n",
+            nodes=(
+                AskNode(
+                    id="n", text="?", field="n", next="h", input=InputKind.NUMBER, min=float("nan")
+                ),
+                HandoffNode(id="h", group=1),
+            ),
         )

@@ -28,6 +28,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -275,6 +276,8 @@ def script_problem(bot: Bot) -> str | None:
                 return f"node {node.id!r}: only a choice has choices"
             if node.input is not InputKind.NUMBER and (node.min, node.max) != (None, None):
                 return f"node {node.id!r}: only a number has min and max"
+            if any(b is not None and not math.isfinite(b) for b in (node.min, node.max)):
+                return f"node {node.id!r}: min and max must be finite numbers"
             if node.min is not None and node.max is not None and node.min > node.max:
                 return f"node {node.id!r}: min is above max"
             if node.input is InputKind.TEXT and node.otherwise is not None:
@@ -525,6 +528,7 @@ def _match(text: str, options: list[tuple[str, str]]) -> str | None:
     return None
 
 
+_NUMBER = re.compile(r"^[+-]?[0-9]{1,15}(?:[.,][0-9]{1,15})?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _PHONE = re.compile(r"^\+?[0-9 ().-]+$")
 #: Longest e-mail address and phone number taken: what the visitor's own ``email`` and
@@ -556,12 +560,11 @@ def check_answer(node: AskNode, text: str) -> str | None:
     if kind is InputKind.PHONE:
         return text if is_phone(text) else None
     if kind is InputKind.NUMBER:
-        try:
-            number = float(text.replace(",", "."))
-        except ValueError:
+        # Plain decimal numbers as people type them (a comma or a point), ASCII digits only:
+        # not Python's `1_000`, `1e9`, `nan` or other scripts' digits.
+        if _NUMBER.match(text) is None:
             return None
-        if number != number or number in (float("inf"), float("-inf")):
-            return None
+        number = float(text.replace(",", "."))
         if (node.min is not None and number < node.min) or (
             node.max is not None and number > node.max
         ):
