@@ -402,7 +402,8 @@ def create_app(
     @api.route(
         "GET",
         "/api/v1/conversations/{id}",
-        summary="One conversation, with its survey and its transcript e-mails",
+        summary="One conversation, with its survey (and the link to its page while it waits for "
+        "an answer) and its transcript e-mails",
         tag="conversations",
         roles=CONVERSATIONS,
         response=schemas.ConversationDetail,
@@ -422,7 +423,17 @@ def create_app(
             for item in await config.store.outbox_items(id)
             if item.kind == "email"
         ]
-        return json_response(schemas.ConversationDetail(conv.summary(), survey, emails))
+        survey_status: Any = conv.survey
+        link = None
+        if conv.survey == "pending" and await hub.recall_service(conv.service_id):
+            service = hub.service(conv.service_id)
+            survey_status = domain.survey_status(conv, service, hub.clock.now())
+            found = hub.survey_link_of(conv)
+            if found is not None:
+                link = schemas.SurveyLinkOut(found.url, found.expires_at)
+        return json_response(
+            schemas.ConversationDetail(conv.summary(), survey, emails, survey_status, link)
+        )
 
     @api.route(
         "GET",

@@ -8,7 +8,7 @@ writes them (ISO 8601, UTC)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -48,10 +48,24 @@ class EmailOut(msgspec.Struct):
     last_error: str | None
 
 
+class SurveyLinkOut(msgspec.Struct):
+    """The link to a conversation's survey page (docs/pages.md, "The survey page")."""
+
+    url: str
+    #: When the link stops working: the survey's deadline.
+    expires_at: datetime
+
+
 class ConversationDetail(msgspec.Struct):
     conversation: ConversationSummary
     survey: dict[str, Any] | None
     emails: list[EmailOut] = []
+    #: Where the survey stands: ``pending`` (it waits for an answer: in the WebChat while the
+    #: conversation is ``ended``, then by link until its deadline), ``answered``, ``skipped``
+    #: (declined by the visitor), ``expired`` (pending past its deadline); null: none offered.
+    survey_status: Literal["pending", "answered", "skipped", "expired"] | None = None
+    #: While the survey is pending: the link to its page, to send the visitor by hand.
+    survey_link: SurveyLinkOut | None = None
 
 
 class Transcript(msgspec.Struct):

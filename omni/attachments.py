@@ -200,25 +200,39 @@ class AttachmentCounters:
 
 
 class Links:
-    """Download links: ``/api/v1/attachments/<id>?expires=<unix>&signature=<hmac>``, for the
-    pages' ``<img>`` and ``<a>``, which cannot send a bearer token. A link is minted only for
-    someone allowed to download the file, and lasts ``ttl`` seconds."""
+    """Signed links, for what a browser opens without a bearer token: download links
+    (``/api/v1/attachments/<id>?expires=<unix>&signature=<hmac>``, for the pages' ``<img>`` and
+    ``<a>``) and survey links (``/survey/<token>``, the signature inside the token). A link is
+    minted only for someone allowed to follow it, and names when it stops working.
+
+    One key signs them all (``[server.attachments] link_secret``, else a random one per start);
+    each kind of link signs its own ``purpose`` along with its subject and expiry, so that a
+    signature made for one kind never passes for another."""
 
     def __init__(self, secret: str | None, ttl: float) -> None:
         self._key = (secret or secrets.token_urlsafe(32)).encode()
         self.ttl = ttl
 
-    def _signature(self, attachment_id: str, expires: int) -> str:
-        message = f"attachment:{attachment_id}:{expires}".encode()
+    def sign(self, purpose: str, subject: str, expires: int) -> str:
+        """The signature (64 hex digits) of ``subject`` for ``purpose`` until ``expires``
+        (Unix seconds)."""
+        message = f"{purpose}:{subject}:{expires}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def signed(self, purpose: str, subject: str, expires: int, signature: str) -> bool:
+        """Whether ``signature`` is this server's for ``subject``, ``purpose`` and ``expires``
+        (whatever the time: the caller compares ``expires`` with its clock)."""
+        if len(signature) != 64:
+            return False
+        return hmac.compare_digest(self.sign(purpose, subject, expires), signature)
 
     def mint(
         self, attachment_id: str, now: datetime, ttl: float | None = None
     ) -> tuple[str, datetime]:
-        """A link's path and query, and when it stops working (after ``ttl`` seconds, by
-        default the pages' ``link_seconds``)."""
+        """A download link's path and query, and when it stops working (after ``ttl``
+        seconds, by default the pages' ``link_seconds``)."""
         expires = int(now.timestamp() + (self.ttl if ttl is None else ttl))
-        signature = self._signature(attachment_id, expires)
+        signature = self.sign("attachment", attachment_id, expires)
         until = datetime.fromtimestamp(expires, tz=now.tzinfo)
         return f"/api/v1/attachments/{attachment_id}?expires={expires}&signature={signature}", until
 
@@ -227,9 +241,9 @@ class Links:
             at = int(expires)
         except ValueError:
             return False
-        if at < now.timestamp() or len(signature) != 64:
+        if at < now.timestamp():
             return False
-        return hmac.compare_digest(self._signature(attachment_id, at), signature)
+        return self.signed("attachment", attachment_id, at, signature)
 
 
 @dataclass(frozen=True)

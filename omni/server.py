@@ -28,6 +28,7 @@ from quart_trio import QuartTrio
 from admin_api.app import create_app, create_ops_app
 from omni.actors.configuration import Configuration
 from omni.actors.hub import Counters, Hub, Settings, open_hub
+from omni.actors.survey_links import SurveyLinks
 from omni.attachments import FolderStore, Uploads
 from omni.captcha import SiteVerify
 from omni.clock import Clock
@@ -297,6 +298,9 @@ async def open_server(
                 return page + uploads.links.mint(attachment_id, clock.now(), link_ttl)[0]
 
             hub.transcript_link = transcript_link
+            # Survey links are signed like download links, with the same key: set
+            # [server.attachments] link_secret for them to outlive a restart.
+            hub.survey_links = SurveyLinks(uploads.links, urls.page)
             # The pages are served from here: the console may open /ws/operator, and the
             # WebChat /ws/visitor whatever page embeds it (its frame-ancestors decide that).
             ours = {*own_origins(host, bound_http), origin_of(urls.page)}

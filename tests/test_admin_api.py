@@ -1484,9 +1484,17 @@ async def test_conversation_detail_and_transcript(world: World, http: httpx.Asyn
         "conversation": listed[ids["closed"]],
         "survey": {"rating": 5, "comment": "quick"},
         "emails": [],
+        "survey_status": "answered",
+        "survey_link": None,
     }
     active = (await http.get(f"/api/v1/conversations/{ids['active']}")).json()
-    assert active == {"conversation": listed[ids["active"]], "survey": None, "emails": []}
+    assert active == {
+        "conversation": listed[ids["active"]],
+        "survey": None,
+        "emails": [],
+        "survey_status": None,
+        "survey_link": None,
+    }
 
     transcript = await http.get(f"/api/v1/conversations/{ids['closed']}/transcript")
     assert transcript.status_code == 200

@@ -728,14 +728,26 @@ def test_invalid_survey_answers_change_nothing(answers: dict[str, Any]) -> None:
     assert conv.status is Status.ENDED
 
 
-@pytest.mark.parametrize("event", [SurveySkipped(), SurveyExpired()], ids=repr)
-def test_survey_skipped_or_expired_closes_without_answers(event: Event) -> None:
+def test_survey_skipped_closes_without_answers_for_good() -> None:
     conv = ended()
-    effects = apply(conv, event)
+    assert conv.survey == "pending"
+    effects = apply(conv, SurveySkipped())
     assert conv.status is Status.CLOSED
     assert SaveSurvey(None) in effects
     assert CancelTimer("survey") in effects
     assert kinds(effects) == ["closed"]
+    assert conv.survey == "skipped"
+
+
+def test_a_survey_that_times_out_closes_the_conversation_but_stays_pending() -> None:
+    """The page's survey waited long enough; its answer may still come by link."""
+    conv = ended()
+    effects = apply(conv, SurveyExpired())
+    assert conv.status is Status.CLOSED
+    assert not any(isinstance(e, SaveSurvey) for e in effects)
+    assert CancelTimer("survey") in effects and Persist() in effects
+    assert kinds(effects) == ["closed"]
+    assert conv.survey == "pending"
 
 
 def test_end_without_survey_closes_at_once() -> None:

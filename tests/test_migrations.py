@@ -92,3 +92,46 @@ def test_data_of_schema_3_reads_back_after_the_migrations(postgres_dsn: str) -> 
     assert conv.waiting_since == CREATED and conv.created_at == CREATED
     assert conv.visitor == Visitor("Vera", "vera@example.com") and conv.status is Status.QUEUED
     assert [c.id for c in found["open"]] == ["c1"]
+
+
+async def _at_schema_9_with_surveys(dsn: str) -> None:
+    """Conversations as Omni before the survey by link left them: one waiting for its survey,
+    one answered, one skipped (or timed out: stored alike), one that had no survey."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await _db_migrate(pool, [m for m in migrations() if m.version <= 9])
+        async with pool.acquire() as conn:
+            for n, status in enumerate(("ended", "closed", "closed", "closed"), 1):
+                await conn.execute(
+                    """INSERT INTO conversations (id, ticket, service_id, token_hash, visitor,
+                        status, group_id, waiting_since, created_at, ended_at)
+                    VALUES ($1, $2, 25, $3, '{"name": "Vera"}'::jsonb, $4, 1, $5, $5, $5)""",
+                    f"c{n}",
+                    f"2026-00000{n}",
+                    f"h{n}",
+                    status,
+                    CREATED,
+                )
+            await conn.execute(
+                """INSERT INTO surveys (conversation_id, answers, skipped)
+                VALUES ('c2', '{"rating": 5}'::jsonb, false), ('c3', NULL, true)"""
+            )
+    finally:
+        await pool.close()
+
+
+def test_the_survey_state_of_earlier_conversations(postgres_dsn: str) -> None:
+    """Migration 11: a conversation still ``ended`` waits for its survey (its link works); an
+    answered or skipped one is settled, so no link reopens it; one without a survey has none."""
+    asyncio.run(_at_schema_9_with_surveys(postgres_dsn))
+    found: dict[str, Any] = {}
+
+    async def read_back() -> None:
+        async with open_postgres_store(postgres_dsn) as store:
+            for n in range(1, 5):
+                conv = await store.load_conversation(f"c{n}")
+                assert conv is not None
+                found[conv.id] = conv.survey
+
+    trio.run(read_back)
+    assert found == {"c1": "pending", "c2": "answered", "c3": "skipped", "c4": None}

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from omni.domain.conversation import Conversation, Status, Visitor
-from omni.store import Store, StoredEvent, StoreError, Write
+from omni.store import ConversationQuery, Store, StoredEvent, StoreError, Write
 from omni.store.postgres import PostgresStore
 from tests.support import make_conversation
 
@@ -179,6 +179,25 @@ async def test_surveys(store: Store) -> None:
     await store.write(Write(conversation=b, survey_skipped=True))
     assert await store.survey("c1") == {"rating": 4, "comment": "ok"}
     assert await store.survey("c2") is None
+
+
+async def test_a_survey_answered_after_the_close_is_stored_against_the_conversation(
+    store: Store,
+) -> None:
+    """The survey by link: a closed conversation whose survey is pending is written again with
+    its answers (and its survey state), the answers replacing nothing but an absence."""
+    conv = conversation(1, Status.CLOSED, survey="pending", ended_at=NOW)
+    await store.write(Write(conversation=conv))
+    loaded = await store.load_conversation("c1")
+    assert loaded is not None and loaded.survey == "pending" and loaded.ended_at == NOW
+    assert await store.survey("c1") is None
+    loaded.survey = "answered"
+    await store.write(Write(conversation=loaded, survey={"rating": 2}))
+    again = await store.load_conversation("c1")
+    assert again is not None and again.survey == "answered"
+    assert await store.survey("c1") == {"rating": 2}
+    listed = await store.list_conversations(ConversationQuery(status="closed"))
+    assert [(c.id, c.survey) for c in listed] == [("c1", "answered")]
 
 
 async def test_open_conversations_in_queue_order(store: Store) -> None:

@@ -48,6 +48,7 @@ from omni.actors.peer import History, Peer
 from omni.actors.ports import CaptchaCheck, CaptchaLimited, CaptchaUnavailable, OutboxSignal
 from omni.actors.queue import QueueEntry, VisitorLink
 from omni.actors.runtime import ActorRef, ActorStopped, MailboxFull, Supervisor, Timers
+from omni.actors.survey_links import SurveyLink, SurveyLinks
 from omni.clock import Clock
 from omni.domain import admission, configuration, transcript
 from omni.domain import board as board_rules
@@ -55,14 +56,14 @@ from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.board import Today
 from omni.domain.configuration import ConfigInvalid
-from omni.domain.conversation import Context, Rejected, Status
+from omni.domain.conversation import Context, LinkedSurvey, Rejected, Status, SurveyRefused
 from omni.domain.estimate import WaitEstimator
 from omni.domain.model import Directory, Operator, Role, Service, User, hash_token
 from omni.domain.reports import DEFAULT_THRESHOLD
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.identity import IdentityError, verify_identity
-from omni.store import Store
+from omni.store import Store, Write
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,11 @@ class Hub:
         #: Download links for the files an e-mail transcript lists (set by the composition
         #: root when the server takes files and knows its public address; None: names only).
         self.transcript_link: Callable[[str], str | None] | None = None
+        #: Links to conversations' survey pages (set by the composition root when the server
+        #: serves pages: it has the link signer and the public address; None: no survey by
+        #: link), and the one door through which a closed conversation's survey is answered.
+        self.survey_links: SurveyLinks | None = None
+        self._closed_surveys = trio.Lock()
         self.pauses = PauseRecorder(store, clock)
         nursery.start_soon(self.pauses.run)
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
@@ -644,6 +650,96 @@ class Hub:
                 pass  # the group drops conversations without an actor when it pops them
         for state in self.roster:
             self.release(state.id, conversation_id)
+
+    # -- the survey by link -----------------------------------------------------------------------
+
+    def survey_link_of(self, conv: domain.Conversation) -> SurveyLink | None:
+        """The link to the conversation's survey page while its survey waits for an answer
+        (:func:`~omni.domain.conversation.survey_by_link` says ``open``); None otherwise, or
+        when this server mints no survey links (no HTTP). Channels send it with their closing
+        message (:func:`~omni.domain.conversation.closing_text`); the admin API shows it."""
+        service = self.directory.services.get(conv.service_id) or self._retired_services.get(
+            conv.service_id
+        )
+        if self.survey_links is None or service is None:
+            return None
+        if domain.survey_by_link(conv, service, self.clock.now()) != "open":
+            return None
+        deadline = domain.survey_deadline(conv, service)
+        assert deadline is not None
+        return self.survey_links.mint(conv.id, deadline)
+
+    async def survey_link(self, conversation_id: str) -> SurveyLink | None:
+        """:meth:`survey_link_of` the conversation ``conversation_id`` (None: there is none)."""
+        conv = await self.store.load_conversation(conversation_id)
+        if conv is None or not await self.recall_service(conv.service_id):
+            return None
+        return self.survey_link_of(conv)
+
+    async def find_survey(self, token: str) -> LinkedSurvey:
+        """What the survey link ``token`` leads to now: the conversation and its service (to
+        show the page in its language and colours) and where its survey stands — ``invalid``
+        (with neither) for a token this server did not sign, ``expired`` once the link's time
+        is past."""
+        if self.survey_links is None:
+            return LinkedSurvey("invalid")
+        try:
+            conversation_id, expires = self.survey_links.read(token)
+        except SurveyRefused:
+            return LinkedSurvey("invalid")
+        conv = await self.store.load_conversation(conversation_id)
+        if conv is None or not await self.recall_service(conv.service_id):
+            return LinkedSurvey("invalid")
+        service = self.service(conv.service_id)
+        now = self.clock.now()
+        state = domain.survey_by_link(conv, service, now)
+        if state == "open" and now >= expires:
+            state = "expired"
+        return LinkedSurvey(state, conv, service)
+
+    async def answer_survey(self, token: str, answers: dict[str, object] | None) -> None:
+        """Answer the survey of the link ``token`` (``answers``; None: the visitor declines
+        it), once: refused with :class:`SurveyRefused` (why) unless :meth:`find_survey` says
+        ``open``, with :class:`Rejected` ``invalid_survey`` for answers the questions refuse.
+
+        An ``ended`` conversation's survey is answered through its actor, as the page's
+        would be (it closes the conversation); a closed one's by
+        :func:`~omni.domain.conversation.answer_closed_survey`, one at a time."""
+        found = await self.find_survey(token)
+        if found.state != "open":
+            raise SurveyRefused(found.state)
+        conv = found.conversation
+        assert conv is not None
+        if conv.status is Status.ENDED:
+            event: domain.Event = (
+                domain.SurveySkipped() if answers is None else domain.SurveyAnswered(answers)
+            )
+            try:
+                entry = await self.entry(conv.id)
+                await entry.ref.ask(Apply(event), timeout=self.settings.ask_timeout)
+                return
+            except ActorStopped:
+                pass  # closed meanwhile: answered below, as a closed conversation
+            except Rejected as exc:
+                if exc.code == "invalid_survey":
+                    raise
+                # Closed meanwhile (the page answered, or its survey timed out): below.
+        async with self._closed_surveys:
+            # Read again under the lock: an answer just before this one is seen.
+            conv = await self.store.load_conversation(conv.id)
+            assert conv is not None
+            if conv.status is not Status.CLOSED:
+                raise SurveyRefused("none")
+            ctx = self.context(conv.service_id)
+            for effect in domain.answer_closed_survey(conv, answers, self.clock.now(), ctx):
+                assert isinstance(effect, domain.SaveSurvey)
+                await self.store.write(
+                    Write(
+                        conversation=conv,
+                        survey=effect.answers,
+                        survey_skipped=effect.answers is None,
+                    )
+                )
 
     # -- operators ------------------------------------------------------------------------------
 

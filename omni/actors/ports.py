@@ -37,3 +37,16 @@ class OutboxSignal(Protocol):
     """Tells the outbox worker that something was queued (F14)."""
 
     def wake(self) -> None: ...
+
+
+class LinkSigner(Protocol):
+    """Signs what a link carries with the server's key (``omni.attachments.Links``): a link is
+    trusted because the server signed it, for one ``purpose``, until ``expires``."""
+
+    def sign(self, purpose: str, subject: str, expires: int) -> str:
+        """The signature of ``subject`` for ``purpose`` until ``expires`` (Unix seconds)."""
+        ...
+
+    def signed(self, purpose: str, subject: str, expires: int, signature: str) -> bool:
+        """Whether ``signature`` is the server's for these (whatever the time)."""
+        ...

@@ -15,15 +15,17 @@ Rules of this module — everything that affects a conversation's lifecycle live
   is strictly increasing per conversation. Ephemeral signals (typing, offers, acks) carry none.
 * A ``client_id`` already seen from the same author produces the same :class:`Ack` again and
   nothing else: sends are idempotent.
-* Nothing is accepted after ``closed`` or ``abandoned``.
+* Nothing is accepted after ``closed`` or ``abandoned`` — with one exception, outside the
+  table: the survey of a closed conversation may still be answered by link, once, until its
+  deadline (:func:`answer_closed_survey`; the survey page, docs/pages.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time
-from typing import Any, Literal
+from datetime import datetime, time, timedelta
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -44,6 +46,11 @@ OPEN_STATUSES = frozenset({Status.BOT, Status.QUEUED, Status.OFFERED, Status.ACT
 TERMINAL_STATUSES = frozenset({Status.CLOSED, Status.ABANDONED})
 
 Audience = Literal["both", "visitor", "operator"]
+
+#: Where a conversation's survey stands: offered and waiting for an answer (in the page while
+#: ``ended``, then by link until its deadline), answered, or declined by the visitor. None: no
+#: survey was offered (the service has none, or no operator answered the conversation).
+SurveyState = Literal["pending", "answered", "skipped"]
 
 
 # --- the conversation -------------------------------------------------------------------------
@@ -82,6 +89,8 @@ class Conversation:
     #: Its time with the service's chatbot (F15), if it met one: the script it runs while in
     #: ``bot``, and afterwards how it came out (reports).
     bot: BotState | None = None
+    #: Its survey (F13): see :data:`SurveyState`.
+    survey: SurveyState | None = None
 
     def summary(self, *, waited: float | None = None) -> p.ConversationSummary:
         """The conversation as the protocol and the API show it. ``waited``: in an offer, the
@@ -844,6 +853,108 @@ def validate_answers(
     return accepted
 
 
+# --- the survey by link ------------------------------------------------------------------------
+
+#: What a survey link leads to: the questions (``open``), or why not — answered (or declined)
+#: already, past its deadline, no survey to answer (none was offered, or the service asks none
+#: any more), or a link this server did not sign (``invalid``: the edge says so, from the token).
+LinkSurvey = Literal["open", "answered", "expired", "none", "invalid"]
+
+
+class SurveyRefused(Exception):
+    """A survey by link that cannot be answered; ``reason`` says why (never ``open``)."""
+
+    MESSAGES: ClassVar[dict[LinkSurvey, str]] = {
+        "answered": "this survey was answered already",
+        "expired": "this survey can no longer be answered",
+        "none": "this conversation has no survey to answer",
+        "invalid": "this survey link is not valid",
+    }
+
+    def __init__(self, reason: LinkSurvey) -> None:
+        super().__init__(self.MESSAGES[reason])
+        self.reason = reason
+        self.message = self.MESSAGES[reason]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedSurvey:
+    """What a survey link leads to: where the survey stands, and — for a link the server
+    signed — the conversation and its service (the page's language and colours)."""
+
+    state: LinkSurvey
+    conversation: Conversation | None = None
+    service: Service | None = None
+
+
+def survey_deadline(conv: Conversation, service: Service) -> datetime | None:
+    """Until when the conversation's survey may be answered by link: the service's
+    ``timers.survey_link_timeout`` after the conversation ended. None when its survey does not
+    wait for an answer (none was offered, or it was answered or declined)."""
+    if conv.survey != "pending" or conv.ended_at is None:
+        return None
+    return conv.ended_at + timedelta(seconds=service.timers.survey_link_timeout)
+
+
+def survey_status(
+    conv: Conversation, service: Service, now: datetime
+) -> Literal["pending", "answered", "skipped", "expired"] | None:
+    """The conversation's :data:`SurveyState` as the API shows it: a pending survey past its
+    deadline is ``expired``."""
+    deadline = survey_deadline(conv, service)
+    if deadline is not None and now >= deadline:
+        return "expired"
+    return conv.survey
+
+
+def survey_by_link(conv: Conversation, service: Service, now: datetime) -> LinkSurvey:
+    """Where the conversation's survey stands for its link at ``now``: ``open`` while it waits
+    for an answer (the conversation ``ended``, or already ``closed`` when the page's survey
+    timed out or was never shown) and before its deadline; once answered or declined,
+    ``answered`` for good."""
+    if conv.survey in ("answered", "skipped"):
+        return "answered"
+    deadline = survey_deadline(conv, service)
+    if deadline is None or not service.questions():
+        return "none"
+    if now >= deadline:
+        return "expired"
+    return "open"
+
+
+def answer_closed_survey(
+    conv: Conversation, answers: Mapping[str, Any] | None, now: datetime, ctx: Context
+) -> list[Effect]:
+    """The one thing a closed conversation still takes: the answer to its survey by link
+    (``answers``; None: the visitor declines it), once, while :func:`survey_by_link` says
+    ``open`` — else :class:`SurveyRefused`. The answers are checked as in the page
+    (:func:`validate_answers`, :class:`Rejected` ``invalid_survey``). Nothing is emitted: the
+    conversation's history ended with ``closed``; the answers are stored against it, as the
+    page's would have been. (An ``ended`` conversation's survey is answered by
+    :class:`SurveyAnswered` / :class:`SurveySkipped`, which close it.)"""
+    if conv.status is not Status.CLOSED:
+        raise ValueError(f"conversation {conv.id} is {conv.status.value}, not closed")
+    state = survey_by_link(conv, ctx.service, now)
+    if state != "open":
+        raise SurveyRefused(state)
+    if answers is None:
+        conv.survey = "skipped"
+        return [SaveSurvey(None)]
+    accepted = validate_answers(ctx.service.questions(), answers)
+    conv.survey = "answered"
+    return [SaveSurvey(accepted)]
+
+
+def closing_text(service: Service, link: str | None) -> str:
+    """The closing message as a channel without a survey page of its own sends it: followed
+    by the service's ``survey_link_message`` with ``link`` when the service says so
+    (``survey_link``) and there is a survey to answer (``link`` not None)."""
+    if not service.survey_link or link is None:
+        return service.closing_message
+    invitation = service.survey_link_message.replace("{link}", link)
+    return f"{service.closing_message}\n\n{invitation}" if service.closing_message else invitation
+
+
 # --- handlers (called only with an allowed status; they may assume it) --------------------------
 
 
@@ -1336,6 +1447,7 @@ def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Statu
     ]
     questions = ctx.service.questions()
     if questions:
+        conv.survey = "pending"
         effects += [
             Persist(),
             _emit(conv, "visitor", p.Survey, questions=tuple(map(p.Question.of, questions))),
@@ -1390,13 +1502,23 @@ def _survey_answered(
     conv: Conversation, ev: SurveyAnswered, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
     answers = validate_answers(ctx.service.questions(), ev.answers)
+    conv.survey = "answered"
     return [CancelTimer("survey"), SaveSurvey(answers), *_close(conv, ctx)]
 
 
 def _survey_skipped(
-    conv: Conversation, ev: SurveySkipped | SurveyExpired, now: datetime, ctx: Context, to: Status
+    conv: Conversation, ev: SurveySkipped, now: datetime, ctx: Context, to: Status
 ) -> list[Effect]:
+    conv.survey = "skipped"
     return [CancelTimer("survey"), SaveSurvey(None), *_close(conv, ctx)]
+
+
+def _survey_expired(
+    conv: Conversation, ev: SurveyExpired, now: datetime, ctx: Context, to: Status
+) -> list[Effect]:
+    """The page's survey waited long enough: the conversation closes, without answers — but
+    the survey stays pending, so that it may still be answered by link until its deadline."""
+    return [CancelTimer("survey"), *_close(conv, ctx)]
 
 
 def _resume_by_operator(
@@ -1489,7 +1611,7 @@ _HANDLERS: dict[type, Any] = {
     OperatorEnd: _operator_end,
     SurveyAnswered: _survey_answered,
     SurveySkipped: _survey_skipped,
-    SurveyExpired: _survey_skipped,
+    SurveyExpired: _survey_expired,
     QueueTimeout: _queue_timeout,
     VisitorDetached: _visitor_detached,
     VisitorAttached: _visitor_attached,

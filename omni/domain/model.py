@@ -103,6 +103,9 @@ class Timers(_Entity, frozen=True):
     offer_timeout: Seconds = 30.0
     #: How long a survey waits for the visitor before the conversation is closed without it.
     survey_timeout: Seconds = 600.0
+    #: How long after the conversation ended its survey may still be answered by link (the
+    #: survey page, ``/survey/{token}``): the link stops working then.
+    survey_link_timeout: Seconds = 7 * 86_400.0
     #: How long a visitor may wait in the queue before the conversation is abandoned.
     queue_timeout: Seconds | None = None
     #: Visitor silence before a warning, and before the conversation is closed.
@@ -156,6 +159,12 @@ class Service(_Entity, frozen=True):
     survey: SurveyMode = SurveyMode.DEFAULT
     #: The questions of a ``custom`` survey.
     survey_questions: tuple[SurveyQuestion, ...] = ()
+    #: The closing message carries a link to the survey page (``survey_link_message``), for
+    #: channels that cannot show the survey themselves (messaging apps).
+    survey_link: bool = False
+    #: What follows the closing message when it carries the survey's link; ``{link}`` is
+    #: replaced by the link.
+    survey_link_message: Text = "How did we do? Tell us here: {link}"
     transcript_email: bool = True
     timers: Timers = msgspec.field(default_factory=Timers)
     required_fields: RequiredFields = msgspec.field(default_factory=RequiredFields)
@@ -190,6 +199,8 @@ class Service(_Entity, frozen=True):
             raise ValueError(f"service {self.id}: survey_questions: id {twice!r} is used twice")
         if self.survey is SurveyMode.CUSTOM and not self.survey_questions:
             raise ValueError(f"service {self.id}: a custom survey needs at least one question")
+        if "{link}" not in self.survey_link_message:
+            raise ValueError(f"service {self.id}: survey_link_message must contain {{link}}")
         if (group := _repeated([link.group for link in self.links])) is not None:
             raise ValueError(f"service {self.id}: links: group {group} is linked twice")
 

@@ -75,21 +75,22 @@ def frame_ancestors(service: Service | None) -> str:
 
 def content_security_policy(
     *,
-    ws_url: str,
+    ws_url: str | None,
     services: Iterable[Service],
     logo: str,
     captcha: CaptchaSettings | None,
     ancestors: str,
 ) -> str:
     """The policy of a page that shows ``services`` (their avatars, their CAPTCHA) and the
-    installation's ``logo``, connects to ``ws_url`` and may be embedded by ``ancestors``."""
+    installation's ``logo``, connects to ``ws_url`` (None: to no websocket) and may be
+    embedded by ``ancestors``."""
     shown = list(services)
     sources: dict[str, list[str]] = {
         "script-src": ["'self'"],
         "style-src": ["'self'"],
         "img-src": ["'self'", "data:"],
         "font-src": ["'self'"],
-        "connect-src": ["'self'", origin_of(ws_url)],
+        "connect-src": ["'self'", *([origin_of(ws_url)] if ws_url is not None else [])],
         "frame-src": [],
     }
     images = [logo, *(s.avatar.image for s in shown if s.avatar is not None)]

@@ -10,6 +10,9 @@ Rules of this module:
 * Pure: the instant and the server's settings are given.
 * A non-public service (``public = false``) is left out of the list, but its configuration is
   given by id: the guide links a page to one service.
+* The survey page's data (:func:`survey_page`) is for whoever holds the link: the service's
+  name and colours, the conversation's ticket and the survey's questions — nothing of what was
+  said, and nothing at all for a link the server did not sign.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from datetime import datetime
 
 import msgspec
 
+from omni.domain import protocol as p
+from omni.domain.conversation import LinkedSurvey, LinkSurvey
 from omni.domain.model import (
     Avatar,
     Directory,
@@ -159,3 +164,41 @@ def captcha_widget(service: Service, settings: CaptchaSettings | None) -> Captch
     if settings is None or not settings.for_pages:
         return CaptchaWidget(None, None, None)
     return CaptchaWidget(settings.provider, settings.site_key, settings.script_url)
+
+
+class SurveyService(msgspec.Struct, frozen=True):
+    """The service a survey page speaks for."""
+
+    name: str
+    avatar: Avatar
+    #: The installation's logo (a URL or a path; "" for none).
+    logo: str
+    palette: Palette
+    #: ``default``: the questions are Omni's own, asked in the page's language.
+    survey: SurveyMode
+
+
+class SurveyPage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the survey page shows (``/survey/{token}``, its ``data-survey``): where the survey
+    stands, and, while it is ``open``, its questions."""
+
+    state: LinkSurvey
+    #: Absent for a link the server did not sign.
+    service: SurveyService | None = None
+    #: The conversation's ticket, which the visitor was shown (absent with ``service``).
+    ticket: str | None = None
+    #: The service's survey now, as the WebChat gets it in its ``survey`` frame.
+    questions: tuple[p.Question, ...] = ()
+
+
+def survey_page(found: LinkedSurvey, directory: Directory) -> SurveyPage:
+    """The survey page's data for what its link leads to."""
+    conv, service = found.conversation, found.service
+    if conv is None or service is None:
+        return SurveyPage("invalid")
+    parameters = directory.parameters
+    shown = SurveyService(
+        service.name, service.shown_avatar(), parameters.logo, parameters.palette, service.survey
+    )
+    questions = tuple(map(p.Question.of, service.questions())) if found.state == "open" else ()
+    return SurveyPage(found.state, shown, conv.ticket, questions)

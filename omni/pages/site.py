@@ -1,5 +1,5 @@
-"""The pages on the HTTP port: the visitor's WebChat, the embed script, their static assets and
-the public configuration they read (DESIGN §9; docs/pages.md).
+"""The pages on the HTTP port: the visitor's WebChat, the embed script, the survey page of a
+link, their static assets and the public configuration they read (DESIGN §9; docs/pages.md).
 
 Rules of this module:
 
@@ -13,6 +13,9 @@ Rules of this module:
 * Pages get the security headers; the public API gets open CORS (``*``, no credentials) and
   ``ETag`` revalidation; assets are immutable; the embed script has a stable URL and a short
   cache life.
+* The survey page's URL carries its capability (a signed token): it is never cached, never
+  sent on as a referrer, never indexed. Its answers are the hub's to accept or refuse
+  (:meth:`Live.answer_survey`); this module only maps the refusals to statuses.
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from typing import Any, Protocol
 import msgspec
 from quart import Blueprint, Quart, Response, request
 
+from omni.actors.runtime import ActorCrashed, AskTimeout
 from omni.clock import Clock
+from omni.domain.conversation import LinkedSurvey, LinkSurvey, Rejected, SurveyRefused
 from omni.domain.model import Directory, Language, Service
+from omni.domain.protocol import ShortText
 from omni.pages import policy
 from omni.pages.assets import CACHE_FOREVER, AssetRegistry, accepts_gzip
 from omni.pages.assets import FOLDER as STATIC
-from omni.pages.public import service_config, service_list
+from omni.pages.public import service_config, service_list, survey_page
 from omni.pages.shells import FOLDER as TEMPLATES
 from omni.pages.shells import Raw, Template
 from omni.settings import ServerSettings
@@ -50,16 +56,57 @@ _MAX_ID = 2_147_483_647
 
 _encoder = msgspec.json.Encoder()
 
+#: The survey page's status for each state of its survey, and the ``code`` of a refused answer.
+SURVEY_STATUS: dict[LinkSurvey, int] = {
+    "open": 200,
+    "answered": 409,
+    "expired": 410,
+    "none": 410,
+    "invalid": 404,
+}
+SURVEY_CODES: dict[LinkSurvey, str] = {
+    "answered": "survey_answered",
+    "expired": "survey_expired",
+    "none": "no_survey",
+    "invalid": "invalid_link",
+}
+#: The survey page's headers beyond every page's: its URL is a capability (docs/pages.md).
+SURVEY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+}
+
+
+class SurveyAnswer(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /survey/{token}``: ``{"answers": {...}}``, or ``{"skip": true}``. Values as in
+    the websocket's ``survey`` frame: whole numbers, text or null."""
+
+    answers: dict[ShortText, int | str | None] | None = None
+    skip: bool = False
+
+
+_survey_answer = msgspec.json.Decoder(SurveyAnswer)
+
 
 class Live(Protocol):
     """What the pages read of the running server (the hub): the live configuration and the
-    clock."""
+    clock, and the surveys its links lead to."""
 
     @property
     def directory(self) -> Directory: ...
 
     @property
     def clock(self) -> Clock: ...
+
+    async def find_survey(self, token: str) -> LinkedSurvey:
+        """What the survey link ``token`` leads to."""
+        ...
+
+    async def answer_survey(self, token: str, answers: dict[str, object] | None) -> None:
+        """Answer (None: decline) the survey of the link ``token``; :class:`SurveyRefused` or
+        :class:`Rejected` (``invalid_survey``) when it may not be."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -137,6 +184,9 @@ class Pages:
         self.webchat = Template.load(
             "webchat.html", self.assets, frozenset({"lang", "data_service"}), folder=templates
         )
+        self.survey = Template.load(
+            "survey.html", self.assets, frozenset({"lang", "survey"}), folder=templates
+        )
         self.staff = {
             name: Template.load(
                 f"{name}.html", self.assets, frozenset({"lang", "ws_url"}), folder=templates
@@ -167,6 +217,8 @@ class Pages:
         pages.add_url_rule("/console", "console", partial(self.staff_page, "console"))
         pages.add_url_rule("/supervisor", "supervisor", partial(self.staff_page, "supervisor"))
         pages.add_url_rule("/widget.js", "widget", self.widget, methods=["GET"])
+        pages.add_url_rule("/survey/<token>", "survey", self.survey_page, methods=["GET"])
+        pages.add_url_rule("/survey/<token>", "survey_answer", self.survey_answer, methods=["POST"])
         pages.add_url_rule("/static/<path:path>", "static", self.static, methods=["GET"])
         pages.add_url_rule("/api/public/services", "services", self.services, methods=["GET"])
         pages.add_url_rule("/api/public/services/<id>", "service", self.service, methods=["GET"])
@@ -219,6 +271,62 @@ class Pages:
             "Cache-Control": "no-cache",
         }
         return _html(html, headers)
+
+    async def survey_page(self, token: str) -> Response:
+        """``/survey/{token}``: the survey of a conversation, by its signed link (issue 17) —
+        the questions (200), or why not: answered already (409), past its time or no survey
+        (410), a link this server did not sign (404). Nobody may frame it; it talks to its
+        own URL only."""
+        found = await self.live.find_survey(token)
+        directory = self.live.directory
+        service = found.service
+        html = self.survey.render(
+            lang=negotiate(
+                service.language if service is not None else "auto",
+                request.headers.get("Accept-Language"),
+            ),
+            survey=_encoder.encode(survey_page(found, directory)).decode(),
+        )
+        csp = policy.content_security_policy(
+            ws_url=None,
+            services=[] if service is None else [service],
+            logo=directory.parameters.logo,
+            captcha=None,
+            ancestors="'none'",
+        )
+        headers = {**policy.page_headers(csp), **SURVEY_HEADERS}
+        return _html(html, headers, status=SURVEY_STATUS[found.state])
+
+    async def survey_answer(self, token: str) -> Response:
+        """``POST /survey/{token}``: the survey page's answers (JSON), or its "skip". 200
+        ``{"status": "answered" | "skipped"}``; problem details otherwise, with a ``code``."""
+        kind = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        if kind != "application/json":
+            return _problem(415, "send the answers as application/json", code="invalid_body")
+        try:
+            body = _survey_answer.decode(await request.get_data())
+        except msgspec.DecodeError as exc:  # ValidationError is one
+            return _problem(400, f"not a survey answer: {exc}", code="invalid_body")
+        if body.skip == (body.answers is not None):
+            return _problem(
+                400, 'send either {"answers": {...}} or {"skip": true}', code="invalid_body"
+            )
+        answers: dict[str, object] | None = None if body.skip else dict(body.answers or {})
+        try:
+            await self.live.answer_survey(token, answers)
+        except SurveyRefused as exc:
+            status = SURVEY_STATUS[exc.reason]
+            return _problem(status, exc.message, code=SURVEY_CODES[exc.reason])
+        except Rejected as exc:
+            return _problem(422, exc.message, code=exc.code)
+        except (AskTimeout, ActorCrashed):
+            return _problem(503, "the conversation did not answer; try again", code="unavailable")
+        state = "skipped" if body.skip else "answered"
+        return Response(
+            _encoder.encode({"status": state}),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def widget(self) -> Response:
         """``/widget.js``: the embed script, at a stable URL."""
@@ -378,13 +486,15 @@ def _maybe_gzipped(
     return Response(body, content_type=content_type, headers=headers)
 
 
-def _html(html: str, headers: dict[str, str]) -> Response:
+def _html(html: str, headers: dict[str, str], status: int = 200) -> Response:
     """A page's shell, gzipped when the client takes it."""
     packed = accepts_gzip(request.headers.get("Accept-Encoding"))
     vary = "Accept-Language, Accept-Encoding"
-    return _maybe_gzipped(
+    response = _maybe_gzipped(
         html.encode("utf-8"), "text/html; charset=utf-8", {**headers, "Vary": vary}, packed
     )
+    response.status_code = status
+    return response
 
 
 def _not_modified(headers: dict[str, str]) -> Response:
@@ -394,15 +504,28 @@ def _not_modified(headers: dict[str, str]) -> Response:
     return response
 
 
-def _problem(status: int, detail: str, *, cors: bool = False) -> Response:
-    """An RFC 9457 problem, like the admin API's."""
-    title = {404: "Not Found"}.get(status, "Error")
-    body = {
+_TITLES = {
+    400: "Bad Request",
+    404: "Not Found",
+    409: "Conflict",
+    410: "Gone",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    503: "Service Unavailable",
+}
+
+
+def _problem(status: int, detail: str, *, cors: bool = False, code: str | None = None) -> Response:
+    """An RFC 9457 problem, like the admin API's; ``code``: a stable name of the refusal."""
+    title = _TITLES.get(status, "Error")
+    body: dict[str, Any] = {
         "type": f"https://omni.dev/problems/{title.lower().replace(' ', '-')}",
         "title": title,
         "status": status,
         "detail": detail,
     }
+    if code is not None:
+        body["code"] = code
     headers = {"Access-Control-Allow-Origin": "*"} if cors else {}
     return Response(
         _encoder.encode(body),

@@ -80,15 +80,16 @@ RETURNING last"""
 _Q_UPSERT_CONVERSATION = """
 INSERT INTO conversations (id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
-    answered_at, ended_at, arrived_out_of_hours, bot)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+    answered_at, ended_at, arrived_out_of_hours, bot, survey)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status, group_id = excluded.group_id, operator_id = excluded.operator_id,
     operator_name = excluded.operator_name, offered_to = excluded.offered_to,
     ended_by = excluded.ended_by, grace_pending = excluded.grace_pending,
     waiting_since = excluded.waiting_since, answered_at = excluded.answered_at,
     ended_at = excluded.ended_at, visitor = excluded.visitor, bot = excluded.bot,
-    arrived_out_of_hours = excluded.arrived_out_of_hours, updated_at = now()"""
+    arrived_out_of_hours = excluded.arrived_out_of_hours, survey = excluded.survey,
+    updated_at = now()"""
 
 _EVENT_COLUMNS = ("conversation_id", "seq", "kind", "audience", "author_key", "client_id", "frame")
 _Q_INSERT_EVENT = """
@@ -98,11 +99,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 _Q_UPSERT_SURVEY = """
 INSERT INTO surveys (conversation_id, answers, skipped) VALUES ($1, $2, $3)
 ON CONFLICT (conversation_id) DO UPDATE
-    SET answers = excluded.answers, skipped = excluded.skipped"""
+    SET answers = excluded.answers, skipped = excluded.skipped, answered_at = now()"""
 
 _CONVERSATION_COLUMNS = """id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
-    answered_at, ended_at, arrived_out_of_hours, bot,
+    answered_at, ended_at, arrived_out_of_hours, bot, survey,
     (SELECT max(seq) FROM events WHERE conversation_id = conversations.id) AS last_seq"""
 
 _Q_LOAD_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
@@ -511,6 +512,7 @@ def _conversation_row(conv: Conversation) -> tuple[Any, ...]:
         conv.ended_at,
         conv.arrived_out_of_hours,
         conv.bot,
+        conv.survey,
     )
 
 
@@ -535,6 +537,7 @@ def _conversation_from_row(row: Any) -> Conversation:
         arrived_out_of_hours=row["arrived_out_of_hours"],
         last_seq=row["last_seq"] or 0,
         bot=None if row["bot"] is None else msgspec.convert(row["bot"], BotState),
+        survey=row["survey"],
     )
 
 

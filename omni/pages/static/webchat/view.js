@@ -17,6 +17,7 @@ import { append, confirmAfter, fill, h, syncLog } from "./dom.js";
 import { showStatus } from "./files.js";
 import { when } from "./i18n.js";
 import { openQuestion } from "./state.js";
+import { surveyForm } from "./survey.js";
 
 const EMAIL = /^[^@\s,<>()]+@[^@\s,<>()]+\.[^@\s,<>()]+$/;
 // The option that hands the visitor to a person (omni/domain/bot.py, PERSON).
@@ -524,55 +525,16 @@ export class View {
   // -- the survey and the closing page ----------------------------------------------------------------
 
   surveyForm(state) {
-    const t = this.t;
-    const answers = {};
-    this.surveyHeading = h("h2", { tabindex: "-1" }, t.survey_title);
-    this.surveyError = h("p", { class: "omni-error", role: "alert" });
-    // The default survey's questions are Omni's own: asked in the page's language.
-    const label = (q) => (state.config.survey === "default" && t.default_survey[q.id]) || q.label;
-    // Each kind its own control: a row of numbers (rating, scale), a list of options (choice),
-    // a text box (text). A question a visitor leaves out is simply not answered.
-    const group = (q, values, text, className) => {
-      const choices = values.map((value, n) => {
-        const id = `omni-q-${q.id}-${typeof value === "number" ? value : n}`;
-        return h(
-          "span",
-          { class: "omni-choice" },
-          h("input", { type: "radio", id, name: `omni-q-${q.id}`, value: String(value), required: q.required, onchange: () => (answers[q.id] = value) }),
-          h("label", { for: id, title: text(value) }, String(value)),
-        );
-      });
-      return h("fieldset", { class: className }, h("legend", {}, label(q)), h("div", { class: `${className}-choices` }, choices));
-    };
-    const questions = state.survey.questions.map((q) => {
-      if (q.kind === "rating" || q.kind === "scale") {
-        const values = [];
-        for (let n = q.min; n <= q.max; n += 1) values.push(n);
-        return group(q, values, (n) => t.rating_of(n, q.max), "omni-rating");
-      }
-      if (q.kind === "choice") return group(q, q.options || [], (option) => option, "omni-options");
-      const id = `omni-q-${q.id}`;
-      return h(
-        "p",
-        { class: "omni-field" },
-        h("label", { for: id }, label(q)),
-        h("textarea", { id, maxlength: q.max_length || 2000, rows: 3, required: q.required, oninput: (e) => (answers[q.id] = e.target.value.trim() || null) }),
-      );
+    const { form, heading, error } = surveyForm({
+      questions: state.survey.questions,
+      t: this.t,
+      builtIn: state.config.survey === "default",
+      onSend: (answers) => this.actions.survey(answers),
+      onSkip: () => this.actions.skipSurvey(),
     });
-    return h(
-      "form",
-      {
-        class: "omni-survey",
-        onsubmit: (event) => {
-          event.preventDefault();
-          this.actions.survey(answers);
-        },
-      },
-      this.surveyHeading,
-      questions,
-      this.surveyError,
-      h("p", { class: "omni-buttons" }, h("button", { type: "submit", class: "omni-primary" }, t.survey_send), h("button", { type: "button", onclick: () => this.actions.skipSurvey() }, t.survey_skip)),
-    );
+    this.surveyHeading = heading;
+    this.surveyError = error;
+    return form;
   }
 
   closing(state) {
