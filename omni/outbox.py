@@ -308,7 +308,7 @@ class Outbox:
             return
         wait = policy.wait(attempts, self.random())
         log.warning(
-            "outbox: %s failed (%s); retrying in %.0f s",
+            "outbox: %s failed (%s); retrying in %.1f s",
             _name(item),
             outcome.summary or reason,
             wait,
