@@ -123,9 +123,8 @@ class Receiver:
                 await trio.sleep_forever()
             status = int(request.answer)
             extra = f"Location: {self.location}\r\n" if 300 <= status < 400 else ""
-            await stream.send_all(
-                f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n{extra}\r\nok".encode()
-            )
+            head = f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n{extra}"
+            await stream.send_all(f"{head}\r\nok".encode())
             self.arrived.set()
 
 
