@@ -26,7 +26,7 @@ import trio
 import trio.testing
 from prometheus_client import generate_latest
 
-from omni.config import Config
+from omni.config import Config, ConfigError, parse_config
 from omni.domain.configuration import item_of
 from omni.domain.model import WEBHOOK_EVENTS, Webhook
 from omni.metrics import make_registry
@@ -595,3 +595,64 @@ async def test_after_max_attempts_it_is_parked_and_the_next_goes_on(
     a1, a2 = await store.outbox_items()
     assert (a1.status, a1.attempts, a1.last_error) == ("failed", 3, "HTTP 503")
     assert a2.status == "sent"
+
+
+def test_a_configuration_file_declares_webhooks_with_their_secret() -> None:
+    raw = {
+        "groups": [{"id": 1, "name": "Support"}],
+        "services": [{"id": 25, "name": "Support", "links": [{"group": 1}]}],
+        "webhooks": [
+            {
+                "id": "crm",
+                "service_id": 25,
+                "url": "https://hooks.example.com/omni",
+                "events": ["conversation.closed"],
+                "secret": SECRET,
+            }
+        ],
+    }
+    config = parse_config(raw)
+    assert config.directory.webhooks["crm"].secret == SECRET
+    assert config.directory.subscriptions(25) == {
+        "conversation.closed": (config.directory.webhooks["crm"],)
+    }
+    assert config.directory.subscriptions(26) == {}
+    without = {**raw, "webhooks": [{k: v for k, v in raw["webhooks"][0].items() if k != "secret"}]}
+    with pytest.raises(ConfigError, match="needs a secret"):
+        parse_config(without)
+    weak = {**raw, "webhooks": [{**raw["webhooks"][0], "secret": "whsec_c2hvcnQ="}]}
+    with pytest.raises(ConfigError, match="secret"):
+        parse_config(weak)
+    unknown = {**raw, "webhooks": [{**raw["webhooks"][0], "service_id": 99}]}
+    with pytest.raises(ConfigError, match="webhook crm: unknown service 99"):
+        parse_config(unknown)
+
+
+async def test_a_service_with_webhooks_cannot_be_deleted_and_the_secret_stays_hidden() -> None:
+    config = hook_config(hook("https://8.8.8.8/hook"))
+    async with (
+        open_server(config, host="127.0.0.1", ws_port=0, http_port=0) as srv,
+        httpx.AsyncClient(base_url=srv.http_url, headers=BEARER) as http,
+    ):
+        r = await http.delete("/api/v1/services/25")
+        assert r.status_code == 409 and "webhook crm: unknown service 25" in r.json()["detail"]
+        listed = (await http.get("/api/v1/webhooks")).json()
+        assert listed == [
+            {
+                "id": "crm",
+                "service_id": 25,
+                "url": "https://8.8.8.8/hook",
+                "events": list(WEBHOOK_EVENTS),
+                "active": True,
+                "description": "",
+            }
+        ]
+        assert (await http.get("/api/v1/webhooks/crm/deliveries")).json() == {
+            "items": [],
+            "next_before": None,
+        }
+        assert (await http.get("/api/v1/webhooks/nope/deliveries")).status_code == 404
+        r = await http.get("/api/v1/webhooks/crm/deliveries", params={"status": "lost"})
+        assert r.status_code == 400
+        assert (await http.delete("/api/v1/webhooks/crm")).status_code == 204
+        assert (await http.delete("/api/v1/services/25")).status_code == 204
