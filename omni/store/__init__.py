@@ -14,11 +14,20 @@ Rules of this package:
   :meth:`Store.outbox_due` offers only the oldest pending one of each (its *head*).
 * Attachments: the store keeps their metadata; the bytes are in a file store
   (``omni.attachments``), named by ``file_key``, which several rows may share.
+* More than one node (DESIGN §11): nodes register and beat (:meth:`Store.register_node`);
+  resources are owned by lease, and a write that carries a :class:`Fence` commits only while
+  its lease is current — else it fails with :class:`FencedOut` and nothing of it is stored.
+  Lease and claim lifetimes run on the *store's* clock (PostgreSQL's ``now()``), never on a
+  node's: nodes' clocks disagree, the database's is one. Callers give durations, not instants.
+* Notices (:attr:`Write.notices`, :meth:`Store.notify`) are sent when their write commits,
+  never before and never for a write that failed; they carry ids, the bodies are in the
+  tables. A listener that may have missed some receives :class:`Resync` and reads the tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -38,14 +47,22 @@ __all__ = [
     "ConfigChange",
     "ConfigItem",
     "ConversationQuery",
+    "Fence",
+    "FencedOut",
+    "Lease",
+    "NodeNameInUse",
+    "NodeRecord",
+    "Notice",
     "OutboxAttempt",
     "OutboxEntry",
     "OutboxItem",
     "Pause",
+    "Resync",
     "SignInSession",
     "Store",
     "StoreError",
     "StoredEvent",
+    "Subscription",
     "Write",
     "page_cursor",
     "parse_cursor",
@@ -60,6 +77,87 @@ class AttachmentClaimFailed(StoreError):
     """A write claimed an attachment that is unknown or claimed already — a pending upload the
     clean-up job deleted after the caller looked it up, say. Nothing of the write was stored;
     the write's neighbours in a batch are not affected."""
+
+
+class FencedOut(StoreError):
+    """A fenced write (:attr:`Write.fence`) whose lease is no longer current: another node took
+    the resource, or the lease ran out. Nothing of the write was stored; its writer is no
+    longer the owner and must stop acting as one (its neighbours in a batch are not affected)."""
+
+
+class NodeNameInUse(StoreError):
+    """A node registered under a name that a live node (one with a recent heartbeat) holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A write's condition: ``resource``'s lease is at ``epoch`` and has not run out."""
+
+    resource: str
+    epoch: int
+
+
+#: The longest notice payload in bytes: PostgreSQL refuses 8000 and more.
+MAX_NOTICE_BYTES = 7999
+#: The longest channel name in bytes (a PostgreSQL identifier).
+MAX_CHANNEL_BYTES = 63
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A notification on ``channel``: ids (``"conversation:c1:42"``), never bodies."""
+
+    channel: str
+    payload: str
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.channel.encode()) <= MAX_CHANNEL_BYTES or "\x00" in self.channel:
+            raise ValueError(f"a channel name has 1 to {MAX_CHANNEL_BYTES} bytes, no NUL")
+        if len(self.payload.encode()) > MAX_NOTICE_BYTES or "\x00" in self.payload:
+            raise ValueError(f"a notice payload has at most {MAX_NOTICE_BYTES} bytes, no NUL")
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """In a listener's stream: notices may have been missed (the connection was lost and is
+    back, or the listener fell behind). Read the tables again."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """A registered node: its name, which start of it this is, and when it last beat (the
+    store's clock). ``alive``: its heartbeat is within the expiry asked for."""
+
+    name: str
+    incarnation: int
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who owns ``resource`` (None: nobody since it was released) in its ``epoch``.
+
+    ``remaining``: seconds the lease had left when the store read it (0 if it ran out), by the
+    store's clock; a holder counts its own deadline from before it asked (docs/scale-out.md)."""
+
+    resource: str
+    owner: str | None
+    epoch: int
+    acquired_at: datetime
+    expires_at: datetime
+    remaining: float
+
+    @property
+    def held(self) -> bool:
+        return self.owner is not None and self.remaining > 0
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.resource, self.epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +338,11 @@ class Write:
     #: Outbox items its events make (webhooks), queued in the same transaction as the events.
     #: Their conversation must be stored (by this write or before).
     outbox: list[OutboxEntry] = field(default_factory=list)
+    #: The lease the writer holds as owner: checked in the write's transaction; a lease that is
+    #: not current fails the write with :class:`FencedOut` (nothing stored).
+    fence: Fence | None = None
+    #: Sent when (and only if) the write commits.
+    notices: list[Notice] = field(default_factory=list)
 
 
 class Store(Protocol):
@@ -468,3 +571,84 @@ class Store(Protocol):
         [start, end), and their bytes, by the conversation's service (services with none are
         left out)."""
         ...
+
+    # -- more than one node (issue 18, docs/scale-out.md) -------------------------------------
+
+    async def register_node(self, name: str, expiry: float) -> NodeRecord:
+        """Register a start of node ``name``: its next incarnation, started and beating now
+        (the store's clock). :class:`NodeNameInUse` if a node of that name beat within the last
+        ``expiry`` seconds (another process has the name)."""
+        ...
+
+    async def node_heartbeat(self, name: str, incarnation: int) -> bool:
+        """The node beats now; False if ``incarnation`` is no longer the node's (it left, or
+        another process registered the name since): it must stop acting as that node."""
+        ...
+
+    async def leave_node(self, name: str, incarnation: int) -> None:
+        """The node stops: forget it, release its leases and its outbox claims, so that others
+        need not wait for them to run out. Nothing if ``incarnation`` is not the node's."""
+        ...
+
+    async def nodes(self, expiry: float) -> list[NodeRecord]:
+        """Every registered node by name, ``alive`` if it beat within ``expiry`` seconds."""
+        ...
+
+    async def acquire_lease(self, resource: str, owner: str, seconds: float) -> Lease | None:
+        """Own ``resource`` for ``seconds`` (the store's clock) if nobody does — it was never
+        leased, was released, or its lease ran out — in a new epoch, above every earlier one.
+        None if it is held (by ``owner`` too: a holder renews)."""
+        ...
+
+    async def renew_lease(
+        self, resource: str, owner: str, epoch: int, seconds: float
+    ) -> Lease | None:
+        """Extend ``owner``'s lease to ``seconds`` from now, if it is still at ``epoch`` (even
+        if it ran out, as long as nobody took it since); None if it is not."""
+        ...
+
+    async def release_lease(self, resource: str, owner: str, epoch: int) -> bool:
+        """Give the resource up (its epoch is kept); False if ``owner`` did not hold it at
+        ``epoch``."""
+        ...
+
+    async def leases(self, prefix: str = "") -> list[Lease]:
+        """The leases whose resource starts with ``prefix``, by resource, released ones too."""
+        ...
+
+    async def outbox_claim(
+        self,
+        claimant: str,
+        at: datetime,
+        limit: int,
+        seconds: float,
+        kinds: Collection[str] | None = None,
+    ) -> list[OutboxItem]:
+        """Take up to ``limit`` of :meth:`outbox_due`'s items for ``claimant``, for ``seconds``
+        (the store's clock): no other claimant gets an item while its claim lasts, and the next
+        item of its subscription and conversation is not due before it is sent or failed.
+        Recording an outcome (:meth:`outbox_sent`, …) ends the claim; a claimant that dies
+        without one loses it when it runs out. Longest due first."""
+        ...
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send a notice now (outside any write)."""
+        ...
+
+    def listen(
+        self, channels: Collection[str], *, buffer: int = 1024
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """Receive the notices of ``channels`` committed from the moment the block is entered
+        until it is left; at most ``buffer`` wait unread (then they are dropped for one
+        :class:`Resync`)."""
+        ...
+
+
+class Subscription(Protocol):
+    """What :meth:`Store.listen` yields: notices, and :class:`Resync` markers, in order."""
+
+    async def receive(self) -> Notice | Resync: ...
+
+    def __aiter__(self) -> Subscription: ...
+
+    async def __anext__(self) -> Notice | Resync: ...

@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from bisect import bisect_right
-from collections.abc import Collection
-from datetime import datetime
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -31,10 +31,14 @@ from omni.store import (
     StoreError,
     Write,
 )
+from omni.store.memory_cluster import MemoryCoordination
 
 
-class MemoryStore:
-    def __init__(self) -> None:
+class MemoryStore(MemoryCoordination):
+    def __init__(self, now: Callable[[], datetime] | None = None) -> None:
+        """``now``: the store's clock (PostgreSQL's ``now()``) for heartbeats, leases and
+        claims; default trio's clock (:func:`~omni.store.memory_cluster.trio_now`)."""
+        self._init_coordination(now)
         self._tickets: dict[int, int] = {}
         self._conversations: dict[str, Conversation] = {}
         self._events: dict[str, list[StoredEvent]] = {}
@@ -59,6 +63,7 @@ class MemoryStore:
 
     async def write(self, write: Write) -> None:
         # Check before changing anything: a write is all or nothing.
+        self._check_fence(write.fence)
         for event in write.events:
             existing = self._events.get(event.conversation_id)
             if existing and existing[-1].seq >= event.seq:
@@ -104,6 +109,7 @@ class MemoryStore:
                 entry.subscription,
                 entry.body,
             )
+        self._publish(write.notices)
 
     async def load_conversation(self, conversation_id: str) -> Conversation | None:
         conv = self._conversations.get(conversation_id)
@@ -296,7 +302,27 @@ class MemoryStore:
         ]
         return min(due, default=None)
 
+    async def outbox_claim(
+        self,
+        claimant: str,
+        at: datetime,
+        limit: int,
+        seconds: float,
+        kinds: Collection[str] | None = None,
+    ) -> list[OutboxItem]:
+        if not 0 < seconds <= 7 * 86_400:
+            raise ValueError(f"a claim lasts over 0 s and at most a week, not {seconds!r}")
+        until = self._now() + timedelta(seconds=seconds)
+        taken = [
+            i for i in self._heads(kinds) if i.next_attempt_at <= at and not self._claimed(i.id)
+        ][:limit]
+        for item in taken:
+            self._claims[item.id] = (claimant, until)
+        return [copy.deepcopy(i) for i in taken]
+
     def _update(self, item_id: int, attempt: OutboxAttempt | None, **changes: Any) -> None:
+        # Every outcome (and a redelivery) ends the item's claim.
+        self._unclaim(item_id)
         item = self._outbox[item_id]
         self._outbox[item_id] = dataclasses.replace(item, **changes)
         if attempt is not None:

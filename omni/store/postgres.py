@@ -16,6 +16,11 @@ Rules:
   Batches commit on connections the writer holds for its whole life (``in_flight`` of them,
   one batch each; default 1), not on a pooled connection per batch: asyncpg resets a
   connection with a round trip each time it goes back to the pool.
+* **Fences and notices.** A write's :attr:`~omni.store.Write.fence` is checked in its batch's
+  transaction, before anything is written, with its lease rows locked until the commit
+  (:mod:`omni.store.postgres_cluster`); a fence that fails fails the batch, whose writes are then
+  retried one by one, so only the fenced write gets :class:`~omni.store.FencedOut`. A write's
+  notices are ``pg_notify``-ed in the same transaction: sent at its commit, or never.
 * Rows are built in the caller (the conversation actor) at the moment it writes, so the batch
   sees exactly the state of that step. Frames are stored as the JSON text that was delivered;
   replays send that text back without decoding it.
@@ -47,6 +52,7 @@ from omni.store import (
     ConfigChange,
     ConfigItem,
     ConversationQuery,
+    FencedOut,
     OutboxAttempt,
     OutboxItem,
     Pause,
@@ -56,6 +62,7 @@ from omni.store import (
     Write,
 )
 from omni.store.bridge import Bridge, open_bridge
+from omni.store.postgres_cluster import Q_FENCE, Q_NOTIFY_ALL, PostgresCoordination
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +199,32 @@ _Q_OUTBOX_NEXT_DUE = f"""
 SELECT min(o.next_attempt_at) FROM outbox o
 WHERE {_PENDING} AND ($1::text[] IS NULL OR o.kind = ANY($1::text[]))
   AND ($2::timestamptz IS NULL OR o.next_attempt_at > $2) AND {_HEAD}"""
-_Q_OUTBOX_SENT = "UPDATE outbox SET sent_at = $2 WHERE id = $1"
-_Q_OUTBOX_RETRY = """
-UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1"""
-_Q_OUTBOX_FAILED = """
-UPDATE outbox SET attempts = attempts + 1, failed_at = $2, last_error = $3 WHERE id = $1"""
+# Due heads (the same conditions as outbox_due), not claimed by anyone now; SKIP LOCKED: two
+# claimants at once take different items. A claimed item stays pending, so the next item of
+# its subscription and conversation is not a head (not due) while it is claimed.
+_Q_OUTBOX_CLAIM = f"""
+WITH due AS (
+    SELECT o.id FROM outbox o
+    WHERE {_PENDING} AND o.next_attempt_at <= $1
+      AND ($3::text[] IS NULL OR o.kind = ANY($3::text[]))
+      AND (o.claimed_until IS NULL OR o.claimed_until <= now())
+      AND {_HEAD}
+    ORDER BY o.next_attempt_at, o.id LIMIT $2
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE outbox o SET claimed_by = $4, claimed_until = now() + make_interval(secs => $5)
+FROM due WHERE o.id = due.id
+RETURNING o.id, o.kind, o.dedupe_key, o.conversation_id, o.payload, o.created_at, o.attempts,
+    o.next_attempt_at, o.sent_at, o.failed_at, o.last_error, o.subscription, o.body"""
+# Recording an outcome ends the item's claim.
+_UNCLAIM = "claimed_by = NULL, claimed_until = NULL"
+_Q_OUTBOX_SENT = f"UPDATE outbox SET sent_at = $2, {_UNCLAIM} WHERE id = $1"
+_Q_OUTBOX_RETRY = f"""
+UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3, {_UNCLAIM}
+WHERE id = $1"""
+_Q_OUTBOX_FAILED = f"""
+UPDATE outbox SET attempts = attempts + 1, failed_at = $2, last_error = $3, {_UNCLAIM}
+WHERE id = $1"""
 _Q_OUTBOX_ATTEMPT = """
 INSERT INTO outbox_attempts (item_id, at, duration, status_code, error)
 VALUES ($1, $2, $3, $4, $5)"""
@@ -215,8 +243,8 @@ ORDER BY id DESC LIMIT $2"""
 _Q_OUTBOX_ATTEMPTS = """
 SELECT item_id, at, duration, status_code, error FROM outbox_attempts
 WHERE item_id = ANY($1::bigint[]) ORDER BY item_id, id"""
-_Q_OUTBOX_REDELIVER = """
-UPDATE outbox SET failed_at = NULL, next_attempt_at = $2, attempts = 0
+_Q_OUTBOX_REDELIVER = f"""
+UPDATE outbox SET failed_at = NULL, next_attempt_at = $2, attempts = 0, {_UNCLAIM}
 WHERE id = ANY($1::bigint[]) AND failed_at IS NOT NULL RETURNING id"""
 _Q_OUTBOX_BACKLOG = """
 SELECT kind, count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL
@@ -400,14 +428,21 @@ async def _db_commit(
     surveys: list[tuple[Any, ...]],
     claims: list[tuple[str, datetime]],
     outbox: list[tuple[Any, ...]],
+    fences: list[tuple[str, int]] | None = None,
+    notices: list[tuple[str, str]] | None = None,
 ) -> None:
     conn = await writer.connection()
-    if not conversations and not surveys and not claims and not outbox:
+    if not (conversations or surveys or claims or outbox or fences or notices):
         # Only events (the common case: messages): one statement is atomic on its own, so
         # no BEGIN/COMMIT round trips around it.
         await _db_insert_events(conn, events)
         return
     async with conn.transaction():
+        if fences:
+            # First, and locked until the commit: no owner change can slip in between.
+            current = await conn.fetch(Q_FENCE, [f[0] for f in fences], [f[1] for f in fences])
+            if len(current) != len(fences):
+                raise FencedOut("a lease this write is fenced by is not current")
         if conversations:
             await conn.executemany(_Q_UPSERT_CONVERSATION, conversations)
         await _db_insert_events(conn, events)
@@ -423,6 +458,9 @@ async def _db_commit(
         if outbox:
             # The transactional outbox: a step's webhooks commit with its events, or neither.
             await conn.executemany(_Q_ENQUEUE_ENTRY, outbox)
+        if notices:
+            # Sent by PostgreSQL at the commit, and only then: a notice means committed data.
+            await conn.execute(Q_NOTIFY_ALL, [n[0] for n in notices], [n[1] for n in notices])
 
 
 async def _db_insert_events(conn: Any, events: list[tuple[Any, ...]]) -> None:
@@ -643,6 +681,8 @@ class _Batch:
         "done",
         "errors",
         "events",
+        "fences",
+        "notices",
         "outbox",
         "surveys",
         "writes",
@@ -655,6 +695,9 @@ class _Batch:
         self.surveys: list[tuple[Any, ...]] = []
         self.claims: list[tuple[str, datetime]] = []
         self.outbox: list[tuple[Any, ...]] = []
+        #: Distinct (resource, epoch) the writes are fenced by.
+        self.fences: list[tuple[str, int]] = []
+        self.notices: list[tuple[str, str]] = []
         self.done = trio.Event()
         #: Position of a write in :attr:`writes` -> why it was not stored.
         self.errors: dict[int, BaseException] = {}
@@ -668,6 +711,11 @@ class _Batch:
             if write.survey is not None or write.survey_skipped:
                 self.surveys.append((conv.id, write.survey, write.survey is None))
         self.claims += write.claims
+        if write.fence is not None:
+            fence = (write.fence.resource, write.fence.epoch)
+            if fence not in self.fences:
+                self.fences.append(fence)
+        self.notices += [(n.channel, n.payload) for n in write.notices]
         for o in write.outbox:
             self.outbox.append(
                 (
@@ -705,10 +753,14 @@ class BatchStatistics:
     largest: int = 0
 
 
-class PostgresStore:
-    def __init__(self, bridge: Bridge, pool: Any, writers: list[Any], batch_max: int = 512) -> None:
+class PostgresStore(PostgresCoordination):
+    def __init__(
+        self, bridge: Bridge, pool: Any, writers: list[Any], batch_max: int = 512, dsn: str = ""
+    ) -> None:
         self._bridge = bridge
         self._pool = pool
+        #: Where notices are listened for (a connection of its own).
+        self._dsn = dsn
         #: Writer connections not committing a batch now (opaque asyncio-side handles).
         self._writers = writers
         self._batch_max = batch_max
@@ -738,8 +790,11 @@ class PostgresStore:
         await batch.done.wait()
         error = batch.errors.get(position)
         if error is not None:
-            # The claim's own class reaches its caller, who can refuse the one message.
-            kind = AttachmentClaimFailed if isinstance(error, AttachmentClaimFailed) else StoreError
+            # The claim's and the fence's own classes reach their caller, who can answer them.
+            kind = StoreError
+            for special in (AttachmentClaimFailed, FencedOut):
+                if isinstance(error, special):
+                    kind = special
             raise kind(f"the write was not stored: {error}") from error
 
     async def load_conversation(self, conversation_id: str) -> Conversation | None:
@@ -917,6 +972,22 @@ class PostgresStore:
     ) -> list[OutboxItem]:
         rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_DUE, at, limit, _list(kinds))
         return [_outbox_item(row) for row in rows]
+
+    async def outbox_claim(
+        self,
+        claimant: str,
+        at: datetime,
+        limit: int,
+        seconds: float,
+        kinds: Collection[str] | None = None,
+    ) -> list[OutboxItem]:
+        if not 0 < seconds <= 7 * 86_400:
+            raise ValueError(f"a claim lasts over 0 s and at most a week, not {seconds!r}")
+        rows = await self._bridge.run(
+            _db_fetch, self._pool, _Q_OUTBOX_CLAIM, at, limit, _list(kinds), claimant, seconds
+        )
+        # UPDATE … RETURNING keeps no order.
+        return sorted((_outbox_item(row) for row in rows), key=lambda i: (i.next_attempt_at, i.id))
 
     async def outbox_next_due(
         self, kinds: Collection[str] | None = None, after: datetime | None = None
@@ -1112,12 +1183,16 @@ class PostgresStore:
                     batch.surveys,
                     batch.claims,
                     batch.outbox,
+                    batch.fences,
+                    batch.notices,
                 )
         except Exception as exc:
             if len(batch.writes) == 1:
                 # A failed claim is a race the caller answers (a message's upload was deleted
-                # meanwhile), not a fault of the store.
-                level = logging.INFO if isinstance(exc, AttachmentClaimFailed) else logging.ERROR
+                # meanwhile), not a fault of the store; a failed fence is a lost lease, which
+                # its owner answers by stopping.
+                expected = (AttachmentClaimFailed, FencedOut)
+                level = logging.INFO if isinstance(exc, expected) else logging.ERROR
                 log.log(level, "a write failed: %s", _reason(exc))
                 batch.errors[0] = exc
             else:
@@ -1169,7 +1244,7 @@ async def open_postgres_store(
             # Batches commit on connections of their own; the pool serves queries.
             writers = await bridged.run(_db_writer_connections, dsn, max(1, in_flight))
             try:
-                store = PostgresStore(bridged, pool, list(writers), batch_max)
+                store = PostgresStore(bridged, pool, list(writers), batch_max, dsn)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(store._run_writer, batch_linger)
                     try:
