@@ -1,9 +1,11 @@
 """The ``omni`` command.
 
-``omni serve [--config FILE] [--host H] [--ws-port N] [--http-port N] [--data-dir DIR]`` runs
-one server in one ``trio.run`` until SIGINT or SIGTERM, then shuts down gracefully. It stores
-everything in PostgreSQL: the server at ``OMNI_DATABASE_URL`` if that is set, else an embedded
-one in the data directory (default ``./omni-data``), started and stopped with the server.
+``omni serve [--config FILE] [--host H] [--ws-port N] [--http-port N] [--data-dir DIR]
+[--node NAME]`` runs one server in one ``trio.run`` until SIGINT or SIGTERM, then shuts down
+gracefully. It stores everything in PostgreSQL: the server at ``OMNI_DATABASE_URL`` if that is
+set, else an embedded one in the data directory (default ``./omni-data``), started and stopped
+with the server. It registers as a node named ``--node``, else ``OMNI_NODE``, else ``[server.
+cluster] node``, else a generated name, which the banner prints (docs/scale-out.md).
 
 The admin API is the source of truth for services, groups, schedules, operators, parameters and
 API tokens. A ``--config`` file supplies the ``[server]`` settings, and bootstraps the rest
@@ -42,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (default: the file's, else 127.0.0.1)")
     serve.add_argument("--ws-port", type=int, help="websocket port (0: any free port)")
     serve.add_argument("--http-port", type=int, help="HTTP port (0: any free port)")
+    serve.add_argument(
+        "--node",
+        help="this node's name among the nodes on one database (default: OMNI_NODE, else "
+        "[server.cluster] node, else generated)",
+    )
     serve.add_argument("--log-level", default="INFO")
     importer = sub.add_parser(
         "import-config", help="import a TOML file's resources into the store (audited)"
@@ -179,6 +186,7 @@ async def _serve(config: Config, args: argparse.Namespace, database_url: str | N
                 ws_port=args.ws_port,
                 http_port=args.http_port,
                 data_dir=args.data_dir,
+                node=args.node or os.environ.get("OMNI_NODE") or None,
             ) as server,
         ):
             ops = (
@@ -186,9 +194,11 @@ async def _serve(config: Config, args: argparse.Namespace, database_url: str | N
                 if server.ops_url is None
                 else f"/healthz; /metrics, /docs and /openapi.json on {server.ops_url} only"
             )
+            assert server.node is not None
+            # Scripts read this line (the URLs): add to its end only.
             print(
                 f"omni: serving websockets on {server.ws_url}/ws/visitor and /ws/operator, "
-                f"HTTP on {server.http_url} ({ops})",
+                f"HTTP on {server.http_url} ({ops}), as node {server.node.name}",
                 flush=True,
             )
             async for signum in signals:

@@ -10,6 +10,11 @@ Rules:
 * Order: the store offers only the oldest pending webhook delivery of each subscription and
   conversation, so the next waits until that one is sent or parked. Items under way are not
   taken again; at most ``concurrency`` are under way at once.
+* More than one node: the worker *claims* what it takes (``Store.outbox_claim``, as
+  ``claimant``, for ``claim_seconds``), so two nodes' workers never hold the same item and a
+  claimed delivery holds back the next of its conversation; a node that dies loses its claims
+  when they run out. With ``poll`` it also looks every ``poll`` seconds for items another node
+  made due (until notices wake it, docs/scale-out.md).
 * A failure is retried after the sender's :class:`RetryPolicy`: a first wait doubling with each
   attempt up to a maximum, less a random share (``jitter``) drawn from the injected ``random``
   source — so tests are deterministic. A permanent refusal (an SMTP 5xx) or the
@@ -208,6 +213,9 @@ class Outbox:
         idle: Collection[str] = (),
         concurrency: int = 8,
         store_retry: float = 30.0,
+        claimant: str = "omni",
+        claim_seconds: float = 300.0,
+        poll: float | None = None,
     ) -> None:
         """``random``: draws in [0, 1) for the jitter; ``counters``: outcomes (``sent``,
         ``retried``, ``failed``) by kind, for the metrics; ``backlog``: filled with the
@@ -220,6 +228,9 @@ class Outbox:
         self.backlog = backlog if backlog is not None else {}
         self.concurrency = concurrency
         self.store_retry = store_retry
+        self.claimant = claimant
+        self.claim_seconds = claim_seconds
+        self.poll = math.inf if poll is None else poll
         #: The kinds taken from the store: every kind, unless some are left pending.
         self._kinds: list[str] | None = sorted(self.senders) if idle else None
         self._under_way: set[int] = set()
@@ -238,7 +249,7 @@ class Outbox:
             while True:
                 wakeup = self._wakeup = trio.Event()
                 delay = await self._dispatch(nursery)
-                with trio.move_on_after(max(delay, 0.0)):
+                with trio.move_on_after(min(max(delay, 0.0), self.poll)):
                     await wakeup.wait()
 
     async def _dispatch(self, nursery: trio.Nursery) -> float:
@@ -248,8 +259,10 @@ class Outbox:
             room = self.concurrency - len(self._under_way)
             if room <= 0:
                 return math.inf  # an attempt that ends wakes the worker
-            taken = len(self._under_way)
-            items = await self.store.outbox_due(now, room + taken, self._kinds)
+            # Claimed: no other worker (on this node or another) takes them meanwhile.
+            items = await self.store.outbox_claim(
+                self.claimant, now, room, self.claim_seconds, self._kinds
+            )
             fresh = [i for i in items if i.id not in self._under_way]
             for item in fresh[:room]:
                 self._under_way.add(item.id)

@@ -33,6 +33,7 @@ from omni.actors.survey_links import SurveyLinks
 from omni.attachments import FolderStore, Uploads
 from omni.captcha import SiteVerify
 from omni.clock import Clock
+from omni.cluster import Node, generated_name, open_node
 from omni.config import Config
 from omni.domain.configuration import ConfigInvalid, ConfigItem, build_directory
 from omni.entropy import Entropy
@@ -177,6 +178,8 @@ class RunningServer:
     pages: Pages | None = None
     #: Attachments: their files, uploads and clean-up job (None without HTTP).
     uploads: Uploads | None = None
+    #: This node among others: its name, incarnation and heartbeat.
+    node: Node | None = None
 
     @property
     def ws_url(self) -> str:
@@ -199,10 +202,14 @@ async def open_server(
     http_port: int | None = None,
     http: bool = True,
     data_dir: str | Path | None = None,
+    node: str | None = None,
 ) -> AsyncIterator[RunningServer]:
     """The server of ``config``; attachments are kept under ``[server.attachments] root``,
-    else ``data_dir/attachments``, else in a temporary folder removed at the end."""
+    else ``data_dir/attachments``, else in a temporary folder removed at the end. It registers
+    as node ``node``, else ``[server.cluster] node``, else a generated name."""
     host = host or config.server.host
+    cluster = config.server.cluster
+    node_name = node or cluster.node or generated_name()
     clock = clock or Clock(datetime.now(UTC))
     store = store if store is not None else MemoryStore()
     items = await bootstrap_configuration(store, config.items, clock.now())
@@ -251,9 +258,13 @@ async def open_server(
         backlog=counters.outbox_backlog,
         idle=() if smtp is not None else ("email",),
         concurrency=hooks.concurrency,
+        claimant=node_name,
+        claim_seconds=cluster.outbox_claim_seconds,
+        poll=cluster.outbox_poll_seconds,
     )
     captcha = config.server.captcha
     async with (
+        open_node(store, node_name, cluster) as this_node,
         aclosing(outgoing),
         # The CAPTCHA checks' own HTTP client, closed last.
         SiteVerify(captcha, config.server.limits.captchas_per_minute)
@@ -363,6 +374,7 @@ async def open_server(
                 ops_url,
                 pages,
                 uploads,
+                this_node,
             )
         finally:
             with trio.move_on_after(DRAIN_SECONDS) as drain:

@@ -222,6 +222,28 @@ class WebhooksSettings(_Settings, frozen=True):
             raise ValueError("max_retry_seconds must not be below retry_seconds")
 
 
+class ClusterSettings(_Settings, frozen=True):
+    """``[server.cluster]``: running more than one node on one PostgreSQL (docs/scale-out.md).
+    A single node uses them too: it registers and beats like any other."""
+
+    #: This node's name (``omni serve --node`` and ``OMNI_NODE`` come first); none: generated
+    #: from the host name and a random suffix at each start.
+    node: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,63}$")] | None = None
+    #: Seconds between two heartbeats of this node (trio's clock).
+    heartbeat_seconds: PositiveSeconds = 2.0
+    #: A node whose last heartbeat is older than this is dead (the database's clock).
+    node_expiry_seconds: PositiveSeconds = 10.0
+    #: How long an outbox worker's claim on an item lasts: longer than any one attempt takes.
+    outbox_claim_seconds: PositiveSeconds = 300.0
+    #: With more than one node, how often the outbox looks for items another node made due
+    #: (none: only when something is queued here, or due).
+    outbox_poll_seconds: PositiveSeconds | None = None
+
+    def __post_init__(self) -> None:
+        if self.node_expiry_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("node_expiry_seconds must be at least twice heartbeat_seconds")
+
+
 #: An origin as browsers write it: scheme, host, optional port; no path.
 PublicOrigin = Annotated[
     str, msgspec.Meta(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", max_length=300)
@@ -266,6 +288,8 @@ class ServerSettings(_Settings, frozen=True):
     attachments: AttachmentsSettings = msgspec.field(default_factory=AttachmentsSettings)
     #: Outgoing webhooks: timeouts, retries, and the development allowance.
     webhooks: WebhooksSettings = msgspec.field(default_factory=WebhooksSettings)
+    #: More than one node: this node's name, its heartbeat, outbox claims.
+    cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     #: Origins of the pages allowed on /ws/operator (the console), besides the server's own
     #: HTTP origin.
     console_origins: tuple[Annotated[str, msgspec.Meta(max_length=300)], ...] = ()
