@@ -67,6 +67,8 @@ from omni.config import (
     OperatorInput,
     Resource,
     UserInput,
+    WebhookInput,
+    issue_webhook_secret,
     public,
     seal,
 )
@@ -84,9 +86,10 @@ from omni.domain.model import Role, User, UserProfile, password_weakness
 from omni.domain.protocol import ConversationSummary
 from omni.domain.reports import DEFAULT_THRESHOLD, paused_time, report
 from omni.domain.routing import Presence
-from omni.limits import Backoff, Keyed
+from omni.limits import Backoff, Keyed, networks
+from omni.netguard import Guard, Refused, Unresolvable
 from omni.settings import ServerSettings
-from omni.store import ConversationQuery, page_cursor, parse_cursor
+from omni.store import ConversationQuery, OutboxItem, page_cursor, parse_cursor
 
 log = logging.getLogger(__name__)
 
@@ -308,9 +311,11 @@ def create_app(
 
     # -- configuration resources --------------------------------------------------------------
 
+    guard = Guard(networks(settings.webhooks.allow_private))
     for resource in RESOURCES.values():
-        _resource_routes(api, config, resource)
+        _resource_routes(api, config, resource, guard)
     _session_routes(api, config)
+    _webhook_routes(api, config)
     if uploads is not None:
         _attachment_routes(api, AttachmentRoutes(hub, attempts, api.accounts, uploads))
 
@@ -711,13 +716,31 @@ MAX_SEQ = 2**31 - 1
 PROTOCOL_SCHEMA = msgspec.json.encode(protocol.json_schema())
 
 
-def _resource_routes(api: Api, config: Configuration, resource: Resource) -> None:
+async def _check_destination(guard: Guard, sent: Any) -> None:
+    """A webhook's URL must reach only public addresses now (the SSRF guard; checked again at
+    each delivery): 422 naming the address otherwise."""
+    if not isinstance(sent, WebhookInput):
+        return
+    try:
+        await guard.check_url(sent.url)
+    except Refused as exc:
+        raise Problem(
+            422,
+            f"url: {exc.message}; webhooks go to public addresses only",
+            kind="refused-destination",
+        ) from None
+    except Unresolvable as exc:
+        raise Problem(422, f"url: {exc}", kind="refused-destination") from None
+
+
+def _resource_routes(api: Api, config: Configuration, resource: Resource, guard: Guard) -> None:
     kind = resource.kind
     base = f"/api/v1/{kind.replace('_', '-')}"
     read = WRITE_CONFIG if kind in ("api_tokens", "users") else READ_CONFIG
     noun = kind.rstrip("s").replace("_", " ")
-    # A token (an operator's, an API token) is shown once, in the answer to its creation.
-    created = resource.input if kind in ("operators", "api_tokens") else resource.public
+    # A token (an operator's, an API token) or a webhook's secret is shown once, in the answer
+    # to its creation.
+    created = resource.input if kind in ("operators", "api_tokens", "webhooks") else resource.public
 
     if resource.key_field is None:  # a singleton: GET and PUT only
 
@@ -776,6 +799,12 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         if isinstance(sent, OperatorInput | ApiTokenInput) and sent.token is None:
             issued = secrets.token_urlsafe(32)
             sent = msgspec.structs.replace(sent, token=issued)
+        secret = None
+        if isinstance(sent, WebhookInput):
+            await _check_destination(guard, sent)
+            if sent.secret is None:
+                secret = issue_webhook_secret()
+                sent = msgspec.structs.replace(sent, secret=secret)
         password_hash = None
         if isinstance(sent, UserInput) and sent.password is not None:
             password_hash = await hash_password_off_loop(sent.password)
@@ -784,6 +813,8 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
         assert out is not None
         if issued is not None:
             out["token"] = issued  # shown once, never again
+        if secret is not None:
+            out["secret"] = secret  # shown once, never again
         return json_response(out, status=201, headers={"Location": f"{base}/{key}"})
 
     @api.route(
@@ -819,6 +850,7 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
             raise Problem(
                 422, f"set a password with PUT {base}/{key}/password", kind="invalid-body"
             )
+        await _check_destination(guard, sent)
         body = await _store(config, kind, key, sent, exists=True)
         return json_response(public(body))
 
@@ -841,6 +873,129 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource) -> Non
             # A user made again with this id starts at generation 0: no old session with it.
             await config.store.end_sessions(key)
         return Response("", status=204)
+
+
+#: The API's names of the outbox's states, and back.
+_DELIVERY_STATES = {"pending": "pending", "sent": "delivered", "failed": "parked"}
+_STORE_STATES = {shown: state for state, shown in _DELIVERY_STATES.items()}
+
+
+def _webhook_routes(api: Api, config: Configuration) -> None:
+    """A webhook's deliveries, each attempt of each; putting parked ones back."""
+    hub = api.hub
+
+    def _webhook(key: str) -> None:
+        if config.get("webhooks", key) is None:
+            raise Problem(404, f"no webhook {key}")
+
+    async def _out(items: list[OutboxItem]) -> list[schemas.DeliveryOut]:
+        history = await config.store.outbox_attempts([i.id for i in items])
+        return [
+            schemas.DeliveryOut(
+                id=i.id,
+                message_id=str(i.payload.get("id", "")),
+                type=str(i.payload.get("type", "")),
+                conversation_id=i.conversation_id,
+                status=_DELIVERY_STATES[i.status],
+                attempts=i.attempts,
+                created_at=i.created_at,
+                next_attempt_at=i.next_attempt_at if i.status == "pending" else None,
+                delivered_at=i.sent_at,
+                parked_at=i.failed_at,
+                last_error=i.last_error,
+                history=[
+                    schemas.AttemptOut(a.at, round(a.duration * 1000, 3), a.status_code, a.error)
+                    for a in history.get(i.id, [])
+                ],
+            )
+            for i in items
+        ]
+
+    @api.route(
+        "GET",
+        "/api/v1/webhooks/{key}/deliveries",
+        summary="A webhook's deliveries, newest first, with every attempt of each",
+        tag="webhooks",
+        roles=READ_CONFIG,
+        response=schemas.DeliveryPage,
+        query=[
+            (
+                "status",
+                {"type": "string", "enum": sorted(_STORE_STATES)},
+                "pending, delivered or parked",
+            ),
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size (50)"),
+            (
+                "before",
+                {"type": "integer", "minimum": 1, "maximum": 2**62},
+                "deliveries with a smaller id: next_before of the previous page",
+            ),
+        ],
+    )
+    async def deliveries(key: str) -> Response:
+        _webhook(key)
+        status = request.args.get("status")
+        if status is not None and status not in _STORE_STATES:
+            raise Problem(400, "status must be pending, delivered or parked")
+        limit = _int_arg("limit", 50, 1, 200) or 50
+        before = _int_arg("before", None, 1, 2**62)
+        state = _STORE_STATES[status] if status is not None else None
+        items = await config.store.outbox_deliveries(key, state, limit, before)
+        next_before = items[-1].id if len(items) == limit else None
+        return json_response(schemas.DeliveryPage(await _out(items), next_before))
+
+    async def _put_back(key: str, ids: list[int]) -> list[int]:
+        again = await config.store.outbox_redeliver(ids, hub.clock.now())
+        if again:
+            await config.store.record_action(
+                hub.clock.now(), g.actor, "redeliver", "webhooks", key, {"deliveries": again}
+            )
+            hub.wake_outbox()
+        return again
+
+    @api.route(
+        "POST",
+        "/api/v1/webhooks/{key}/deliveries/{id}/redeliver",
+        summary="Deliver a parked delivery again (a new round of attempts), audited",
+        tag="webhooks",
+        roles=WRITE_CONFIG,
+        response=schemas.DeliveryOut,
+        status=202,
+    )
+    async def redeliver(key: str, id: str) -> Response:
+        _webhook(key)
+        item = await config.store.outbox_item(int(id)) if id.isdigit() and len(id) < 19 else None
+        if item is None or item.subscription != key:
+            raise Problem(404, f"webhook {key} has no delivery {id}")
+        if item.status != "failed":
+            raise Problem(409, f"delivery {id} is {_DELIVERY_STATES[item.status]}, not parked")
+        await _put_back(key, [item.id])
+        again = await config.store.outbox_item(item.id)
+        assert again is not None
+        [out] = await _out([again])
+        return json_response(out, status=202)
+
+    @api.route(
+        "POST",
+        "/api/v1/webhooks/{key}/redeliver",
+        summary="Deliver every parked delivery of a webhook again, audited",
+        tag="webhooks",
+        roles=WRITE_CONFIG,
+        response=schemas.Redelivered,
+        status=202,
+    )
+    async def redeliver_all(key: str) -> Response:
+        _webhook(key)
+        parked: list[int] = []
+        before = None
+        while True:
+            page = await config.store.outbox_deliveries(key, "failed", 500, before)
+            parked += [i.id for i in page]
+            if len(page) < 500:
+                break
+            before = page[-1].id
+        again = await _put_back(key, parked)
+        return json_response(schemas.Redelivered(again), status=202)
 
 
 def _session_routes(api: Api, config: Configuration) -> None:

@@ -92,7 +92,11 @@ def document(routes: list[Any]) -> dict[str, Any]:
         operation["responses"] = responses
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     # Secrets are never shown (a token only once, in the answer to its creation).
-    for name, secret in (("Service", "identity_secret"), ("ServiceInput", "identity_secret")):
+    for name, secret in (
+        ("Service", "identity_secret"),
+        ("ServiceInput", "identity_secret"),
+        ("WebhookInput", "secret"),
+    ):
         properties = components.get(name, {}).get("properties", {})
         if secret in properties:
             properties[secret]["writeOnly"] = True

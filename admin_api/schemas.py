@@ -54,6 +54,45 @@ class SurveyLinkOut(msgspec.Struct):
     url: str
     #: When the link stops working: the survey's deadline.
     expires_at: datetime
+class AttemptOut(msgspec.Struct):
+    """One attempt to deliver a webhook: when, how long it took, the receiver's HTTP status
+    (null: no answer) and what went wrong (null: delivered)."""
+
+    at: datetime
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+
+
+class DeliveryOut(msgspec.Struct):
+    """One webhook delivery (an event to one subscription) and every attempt made so far."""
+
+    id: int
+    #: The ``webhook-id`` header: the same on every retry.
+    message_id: str
+    type: str
+    conversation_id: str | None
+    status: str  # pending | delivered | parked
+    #: Failed attempts since it was queued (or last re-delivered).
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    parked_at: datetime | None
+    last_error: str | None
+    history: list[AttemptOut]
+
+
+class DeliveryPage(msgspec.Struct):
+    items: list[DeliveryOut]
+    #: ``before`` for the next (older) page; null on the last one.
+    next_before: int | None
+
+
+class Redelivered(msgspec.Struct):
+    """The parked deliveries put back, due at once (in order behind nothing)."""
+
+    redelivered: list[int]
 
 
 class ConversationDetail(msgspec.Struct):

@@ -15,6 +15,8 @@ Rules of this module (an edge: it translates, the rules live in ``omni.domain``)
 
 from __future__ import annotations
 
+import base64
+import secrets
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +47,12 @@ from omni.domain.model import (
     Service,
     User,
     UserProfile,
+    Webhook,
+    WebhookProfile,
+    WebhookSecret,
     hash_token,
     password_weakness,
+    webhook_secret_key,
 )
 from omni.domain.schedule import Schedule
 from omni.domain.values import Secret, SigningKey, secret_weakness
@@ -107,6 +113,24 @@ class ServiceInput(Service, frozen=True, kw_only=True):
     identity_secret: SigningKey | msgspec.UnsetType | None = msgspec.UNSET  # type: ignore[assignment]
 
 
+class WebhookInput(WebhookProfile, frozen=True, kw_only=True):
+    """A webhook as an administrator sends it: ``secret`` (``whsec_`` and the base64 of 24 to
+    64 random bytes) left out keeps the stored one; the API issues one when it is left out of
+    a creation, and shows it once."""
+
+    secret: WebhookSecret | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.secret is not None:
+            webhook_secret_key(self.secret)
+
+
+def issue_webhook_secret() -> str:
+    """A new signing secret: 32 random bytes (256 bits)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 def seal(
     kind: str,
     sent: Any,
@@ -147,6 +171,12 @@ def seal(
             raise ValueError(f"{noun} needs a token (at least 128 bits)")
         entity = Operator if isinstance(sent, OperatorInput) else ApiToken
         return entity(**fields, token_hash=token_hash)
+    if isinstance(sent, WebhookInput):
+        fields = msgspec.structs.asdict(sent)
+        secret = fields.pop("secret") or (stored or {}).get("secret")
+        if secret is None:
+            raise ValueError("a webhook needs a secret (whsec_ and the base64 of 24-64 bytes)")
+        return Webhook(**fields, secret=secret)
     if isinstance(sent, ServiceInput):
         fields = msgspec.structs.asdict(sent)
         if sent.identity_secret is msgspec.UNSET:
@@ -181,13 +211,14 @@ RESOURCES: dict[str, Resource] = {
         Resource("api_tokens", ApiTokenInput, ApiTokenProfile),
         Resource("users", UserInput, UserProfile),
         Resource("bots", Bot, Bot),
+        Resource("webhooks", WebhookInput, WebhookProfile),
     )
 }
 
 #: Fields never shown: secrets are write-only, and a user's session generation is
 #: bookkeeping.
 SECRET_FIELDS = frozenset(
-    {"token", "token_hash", "identity_secret", "password", "password_hash", "generation"}
+    {"token", "token_hash", "identity_secret", "password", "password_hash", "generation", "secret"}
 )
 
 
@@ -211,6 +242,7 @@ class ConfigFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api_tokens: tuple[ApiTokenInput, ...] = ()
     users: tuple[UserInput, ...] = ()
     bots: tuple[Bot, ...] = ()
+    webhooks: tuple[WebhookInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,6 +283,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
             "api_tokens",
             "users",
             "bots",
+            "webhooks",
         ):
             sent: tuple[Any, ...] = getattr(file, kind)
             keys = [key_of(kind, entity) for entity in sent]

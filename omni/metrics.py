@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from omni.actors.hub import Hub
 from omni.attachments import AttachmentCounters
+from omni.webhooks import OUTCOMES
 
 
 class HubCollector(Collector):
@@ -89,6 +90,8 @@ class HubCollector(Collector):
             emails.add_metric([outcome], count)
         yield emails
 
+        yield from _webhook_metrics(hub)
+
         if self.attachments is not None:
             yield from _attachment_metrics(self.attachments)
 
@@ -105,6 +108,37 @@ def make_registry(hub: Hub, attachments: AttachmentCounters | None = None) -> Co
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(hub, attachments))
     return registry
+
+
+def _webhook_metrics(hub: Hub) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    counts = hub.metrics.webhooks
+    queued = CounterMetricFamily(
+        "omni_webhooks_queued", "Webhook deliveries queued by conversations' events"
+    )
+    queued.add_metric([], counts.get("queued", 0))
+    yield queued
+    attempts = CounterMetricFamily(
+        "omni_webhook_attempts",
+        "Webhook delivery attempts, by outcome (delivered, http_error, redirect, timeout, "
+        "connection_error, address_refused, subscription_gone)",
+        labels=["outcome"],
+    )
+    for outcome in OUTCOMES:
+        attempts.add_metric([outcome], hub.metrics.webhook_attempts.get(outcome, 0))
+    yield attempts
+    parked = CounterMetricFamily(
+        "omni_webhooks_parked", "Webhook deliveries parked after their last failed attempt"
+    )
+    parked.add_metric([], counts.get("failed", 0))
+    yield parked
+    backlog = GaugeMetricFamily(
+        "omni_outbox_pending",
+        "Outbox items waiting to be delivered, by kind (counted every few seconds)",
+        labels=["kind"],
+    )
+    for kind in ("email", "webhook"):
+        backlog.add_metric([kind], hub.metrics.outbox_backlog.get(kind, 0))
+    yield backlog
 
 
 def _attachment_metrics(

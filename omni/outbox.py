@@ -1,23 +1,29 @@
-"""The outbox worker (DESIGN §2): delivers what the store's outbox holds — e-mails — at least
-once.
+"""The outbox worker (DESIGN §2): delivers what the store's outbox holds — e-mails, webhooks —
+at least once, through one :class:`Sender` per kind.
 
 Rules:
 
-* An item is in the store before anybody is told it is queued (``Store.enqueue``); this worker
-  only reads due items and records what became of them. A server that stops or crashes between
-  sending and recording sends the item again after its restart: at least once, never lost.
-* Each attempt runs the blocking SMTP client of the standard library (:mod:`smtplib`) in a
-  worker thread, bounded by the SMTP timeout. A failure is retried after ``retry_seconds``,
-  doubling with each attempt up to an hour; a permanent refusal (an SMTP 5xx reply) or the
-  ``max_attempts``-th failure marks the item failed, logged with the reason.
+* An item is in the store before anybody is told it is queued (``Store.enqueue``, or a
+  conversation's write for webhooks); this worker only reads due items and records what became
+  of them, each attempt with it. A server that stops or crashes between sending and recording
+  sends the item again after its restart: at least once, never lost.
+* Order: the store offers only the oldest pending webhook delivery of each subscription and
+  conversation, so the next waits until that one is sent or parked. Items under way are not
+  taken again; at most ``concurrency`` are under way at once.
+* A failure is retried after the sender's :class:`RetryPolicy`: a first wait doubling with each
+  attempt up to a maximum, less a random share (``jitter``) drawn from the injected ``random``
+  source — so tests are deterministic. A permanent refusal (an SMTP 5xx) or the
+  ``max_attempts``-th failure marks the item failed ("parked" for webhooks), logged with the
+  reason; the admin API puts a parked webhook delivery back.
 * The worker sleeps until the next item is due, or until :meth:`Outbox.wake` says that one was
   queued. Dates come from the hub's :class:`~omni.clock.Clock`, so ``MockClock`` drives it.
-* A store that fails is logged and tried again after ``retry_seconds``; the worker never takes
-  the server down.
-* Logs name an item by its id and its conversation's id, never by its recipient, its dedupe key
-  (which holds the address) or its text; a failure is logged by its kind and SMTP code only,
-  since a mail server's reply often quotes the address. The whole reason is kept with the item
-  (``last_error``, shown to administrators by the API) and logged at DEBUG.
+* A store that fails is logged and tried again after ``store_retry`` seconds; the worker never
+  takes the server down. Kinds this server is not set up to send (``idle``: e-mails without
+  ``[server.smtp]``) stay pending; an unknown kind fails.
+* Logs name an item by its id, its conversation's id and its webhook, never by its recipient,
+  its dedupe key (which may hold an address) or its content; a failure is logged by its kind
+  and code only (a mail server's reply often quotes the address). The whole reason is kept
+  with the item (``last_error``, shown to administrators by the API) and logged at DEBUG.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from __future__ import annotations
 import logging
 import math
 import smtplib
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -34,14 +41,66 @@ from typing import Any, Protocol
 import trio
 
 from omni.settings import SmtpSettings
-from omni.store import OutboxItem, Store, StoreError
+from omni.store import OutboxAttempt, OutboxItem, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-#: Items taken from the store at a time.
-BATCH = 20
-#: The longest wait between two attempts of one item, seconds.
+#: The longest wait between two attempts of one e-mail, seconds.
 MAX_BACKOFF = 3600.0
+#: How often the backlog (pending items by kind, a metric) is counted, seconds.
+BACKLOG_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try again, and when to give up."""
+
+    #: The wait after the first failure, seconds; it doubles with each further one…
+    first: float
+    #: … up to this.
+    maximum: float
+    #: Failed attempts after which the item is given up on.
+    max_attempts: int
+    #: The share of a wait that may be taken off at random (0: none, 1: all of it).
+    jitter: float = 0.0
+
+    def wait(self, attempts: int, draw: float) -> float:
+        """Seconds to wait after ``attempts`` failed attempts; ``draw`` in [0, 1) from the
+        random source."""
+        base = min(self.first * 2.0 ** max(attempts - 1, 0), self.maximum)
+        return base * (1.0 - self.jitter * draw)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one attempt."""
+
+    delivered: bool
+    #: The whole reason (kept with the item, shown to administrators); None when delivered.
+    error: str | None = None
+    #: What a log line above DEBUG may say of the failure (no address, no content).
+    summary: str | None = None
+    #: The receiver's HTTP status (webhooks).
+    status_code: int | None = None
+    #: Trying again cannot help.
+    permanent: bool = False
+
+
+class Sender(Protocol):
+    """Delivers the items of one kind."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+    async def deliver(self, item: OutboxItem) -> Outcome:
+        """One attempt; raises nothing it expects (a refusal is an :class:`Outcome`)."""
+        ...
+
+
+# -- e-mails ------------------------------------------------------------------------------------
 
 
 class Mailer(Protocol):
@@ -100,102 +159,183 @@ def permanent(error: BaseException) -> bool:
     return isinstance(code, int) and code >= 500
 
 
-class Outbox:
-    def __init__(
-        self,
-        store: Store,
-        now: Callable[[], datetime],
-        mailer: Mailer,
-        settings: SmtpSettings,
-        counters: dict[str, int] | None = None,
-    ) -> None:
-        self.store = store
-        self.now = now
+class EmailSender:
+    """``email`` items (F14: transcripts) through a :class:`Mailer`, in a worker thread."""
+
+    kind = "email"
+
+    def __init__(self, mailer: Mailer, settings: SmtpSettings, now: Callable[[], datetime]):
         self.mailer = mailer
         self.settings = settings
-        #: Outcomes so far (``sent``, ``retried``, ``failed``), for the metrics.
-        self.counters = counters if counters is not None else {}
-        self._wakeup = trio.Event()
+        self.now = now
+        self.retry = RetryPolicy(settings.retry_seconds, MAX_BACKOFF, settings.max_attempts)
 
-    def wake(self) -> None:
-        """Something was queued: look at the outbox now."""
-        self._wakeup.set()
-
-    async def run(self) -> None:
-        while True:
-            wakeup = self._wakeup = trio.Event()
-            try:
-                items = await self.store.outbox_due(self.now(), BATCH)
-                for item in items:
-                    await self._deliver(item)
-                if len(items) == BATCH:
-                    continue
-                due = await self.store.outbox_next_due()
-            except Exception as exc:
-                # The store failing (or a fault here) must not take the server down: try again.
-                log.error("outbox: %s; trying again", exc, exc_info=not isinstance(exc, StoreError))
-                due = self.now() + timedelta(seconds=self.settings.retry_seconds)
-            delay = math.inf if due is None else (due - self.now()).total_seconds()
-            with trio.move_on_after(max(delay, 0.0)):
-                await wakeup.wait()
-
-    async def _deliver(self, item: OutboxItem) -> None:
-        if item.kind != "email":
-            log.error("outbox: item %d has an unknown kind %r", item.id, item.kind)
-            await self._give_up(item, f"unknown kind {item.kind!r}")
-            return
+    async def deliver(self, item: OutboxItem) -> Outcome:
         try:
             message = email_message(item.payload, self.settings.sender, self.now())
         except (KeyError, TypeError, ValueError) as exc:
             # A payload that cannot make an e-mail never will: do not retry it.
-            log.error(
-                "outbox: item %d (conversation %s) makes no e-mail (%s)",
-                item.id,
-                item.conversation_id,
-                type(exc).__name__,
+            return Outcome(
+                False,
+                f"bad payload: {exc!r}"[:500],
+                f"makes no e-mail ({type(exc).__name__})",
+                permanent=True,
             )
-            await self._give_up(item, f"bad payload: {exc!r}"[:500])
-            return
         try:
             # The thread is abandoned on cancellation (the server stopping): the item is then
             # neither sent nor failed, and is tried again after a restart.
             with trio.fail_after(self.settings.timeout * 2 + 5):
                 await trio.to_thread.run_sync(self.mailer.send, message, abandon_on_cancel=True)
         except (OSError, smtplib.SMTPException, trio.TooSlowError) as exc:
-            await self._failed(item, exc)
-        else:
-            await self.store.outbox_sent(item.id, self.now())
-            self._count("sent")
-            log.info("outbox: item %d (conversation %s) sent", item.id, item.conversation_id)
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            return Outcome(False, reason, summary(exc), permanent=permanent(exc))
+        return Outcome(True)
 
-    async def _failed(self, item: OutboxItem, error: BaseException) -> None:
-        reason = f"{type(error).__name__}: {error}"[:500]
+
+# -- the worker ---------------------------------------------------------------------------------
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        now: Callable[[], datetime],
+        senders: Sequence[Sender],
+        *,
+        random: Callable[[], float],
+        counters: dict[str, dict[str, int]] | None = None,
+        backlog: dict[str, int] | None = None,
+        idle: Collection[str] = (),
+        concurrency: int = 8,
+        store_retry: float = 30.0,
+    ) -> None:
+        """``random``: draws in [0, 1) for the jitter; ``counters``: outcomes (``sent``,
+        ``retried``, ``failed``) by kind, for the metrics; ``backlog``: filled with the
+        pending items by kind; ``idle``: kinds left pending (no sender here)."""
+        self.store = store
+        self.now = now
+        self.senders = {s.kind: s for s in senders}
+        self.random = random
+        self.counters = counters if counters is not None else {}
+        self.backlog = backlog if backlog is not None else {}
+        self.concurrency = concurrency
+        self.store_retry = store_retry
+        #: The kinds taken from the store: every kind, unless some are left pending.
+        self._kinds: list[str] | None = sorted(self.senders) if idle else None
+        self._under_way: set[int] = set()
+        self._wakeup = trio.Event()
+
+    def wake(self) -> None:
+        """Something was queued: look at the outbox now."""
+        self._wakeup.set()
+
+    def sends(self, kind: str) -> bool:
+        return kind in self.senders
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._count_backlog)
+            while True:
+                wakeup = self._wakeup = trio.Event()
+                delay = await self._dispatch(nursery)
+                with trio.move_on_after(max(delay, 0.0)):
+                    await wakeup.wait()
+
+    async def _dispatch(self, nursery: trio.Nursery) -> float:
+        """Start what is due (as far as there is room); how long to sleep unless woken."""
+        try:
+            now = self.now()
+            room = self.concurrency - len(self._under_way)
+            if room <= 0:
+                return math.inf  # an attempt that ends wakes the worker
+            taken = len(self._under_way)
+            items = await self.store.outbox_due(now, room + taken, self._kinds)
+            fresh = [i for i in items if i.id not in self._under_way]
+            for item in fresh[:room]:
+                self._under_way.add(item.id)
+                nursery.start_soon(self._attempt, item)
+            if len(fresh) >= room:
+                return math.inf  # full: an attempt that ends wakes the worker
+            due = await self.store.outbox_next_due(self._kinds, after=now)
+        except Exception as exc:
+            # The store failing (or a fault here) must not take the server down: try again.
+            log.error("outbox: %s; trying again", exc, exc_info=not isinstance(exc, StoreError))
+            return self.store_retry
+        return math.inf if due is None else (due - self.now()).total_seconds()
+
+    async def _attempt(self, item: OutboxItem) -> None:
+        try:
+            await self._deliver(item)
+        except Exception as exc:
+            # The store failed to record the outcome: the item is still pending, and is tried
+            # again (at least once) once the store answers.
+            log.error("outbox: %s: %s", _name(item), exc, exc_info=not isinstance(exc, StoreError))
+            await trio.sleep(self.store_retry)
+        finally:
+            self._under_way.discard(item.id)
+            self.wake()
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        sender = self.senders.get(item.kind)
+        if sender is None:
+            log.error("outbox: item %d has an unknown kind %r", item.id, item.kind)
+            await self.store.outbox_failed(item.id, self.now(), f"unknown kind {item.kind!r}")
+            self._count(item.kind, "failed")
+            return
+        at, started = self.now(), trio.current_time()
+        outcome = await sender.deliver(item)
+        attempt = OutboxAttempt(
+            at, round(trio.current_time() - started, 6), outcome.status_code, outcome.error
+        )
+        if outcome.delivered:
+            await self.store.outbox_sent(item.id, self.now(), attempt)
+            self._count(item.kind, "sent")
+            log.info("outbox: %s sent", _name(item))
+            return
+        reason = outcome.error or "failed"
         attempts = item.attempts + 1
         log.debug("outbox: item %d, attempt %d: %s", item.id, attempts, reason)
-        if permanent(error) or attempts >= self.settings.max_attempts:
+        policy = sender.retry
+        if outcome.permanent or attempts >= policy.max_attempts:
             log.error(
-                "outbox: item %d (conversation %s) failed after %d attempt(s): %s",
-                item.id,
-                item.conversation_id,
+                "outbox: %s failed after %d attempt(s): %s",
+                _name(item),
                 attempts,
-                summary(error),
+                outcome.summary or reason,
             )
-            await self._give_up(item, reason)
+            await self.store.outbox_failed(item.id, self.now(), reason, attempt)
+            self._count(item.kind, "failed")
             return
-        wait = min(self.settings.retry_seconds * 2 ** (attempts - 1), MAX_BACKOFF)
+        wait = policy.wait(attempts, self.random())
         log.warning(
-            "outbox: item %d (conversation %s) failed (%s); retrying in %.0f s",
-            item.id,
-            item.conversation_id,
-            summary(error),
+            "outbox: %s failed (%s); retrying in %.1f s",
+            _name(item),
+            outcome.summary or reason,
             wait,
         )
-        await self.store.outbox_retry(item.id, self.now() + timedelta(seconds=wait), reason)
-        self._count("retried")
+        await self.store.outbox_retry(
+            item.id, self.now() + timedelta(seconds=wait), reason, attempt
+        )
+        self._count(item.kind, "retried")
 
-    async def _give_up(self, item: OutboxItem, reason: str) -> None:
-        await self.store.outbox_failed(item.id, self.now(), reason)
-        self._count("failed")
+    async def _count_backlog(self) -> None:
+        while True:
+            try:
+                counted = await self.store.outbox_backlog()
+            except Exception as exc:
+                log.debug("outbox: the backlog could not be counted: %s", exc)
+            else:
+                self.backlog.clear()
+                self.backlog.update(counted)
+            await trio.sleep(BACKLOG_SECONDS)
 
-    def _count(self, outcome: str) -> None:
-        self.counters[outcome] = self.counters.get(outcome, 0) + 1
+    def _count(self, kind: str, outcome: str) -> None:
+        counts = self.counters.setdefault(kind, {})
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+
+def _name(item: OutboxItem) -> str:
+    """An item as the log names it: id, conversation, webhook."""
+    if item.subscription is not None:
+        return f"item {item.id} (conversation {item.conversation_id}, webhook {item.subscription})"
+    return f"item {item.id} (conversation {item.conversation_id})"

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import random
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,13 +37,16 @@ from omni.config import Config
 from omni.domain.configuration import ConfigInvalid, ConfigItem, build_directory
 from omni.entropy import Entropy
 from omni.gateway.server import Gateway
+from omni.limits import networks
 from omni.metrics import make_registry
-from omni.outbox import Outbox, SmtpMailer
+from omni.netguard import Guard, OutboundHttp
+from omni.outbox import EmailSender, Outbox, Sender, SmtpMailer
 from omni.pages import Pages, PublicUrls, install_pages
 from omni.pages.policy import origin_of
 from omni.settings import ServerSettings
 from omni.store import ConfigChange, Store, StoreError
 from omni.store.memory import MemoryStore
+from omni.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +168,7 @@ class RunningServer:
     host: str
     ws_port: int
     http_port: int | None
-    #: The e-mail outbox worker (``[server.smtp]``), if any.
+    #: The outbox worker: webhooks, and e-mails with ``[server.smtp]``.
     outbox: Outbox | None = None
     #: Where /metrics, /docs and /openapi.json answer when ``[server] ops_bind`` is set
     #: (``http://host:port``); None: on the HTTP port.
@@ -208,11 +212,49 @@ async def open_server(
         raise StoreError(f"the stored configuration is invalid: {exc}") from None
     counters = Counters()
     smtp = config.server.smtp
-    outbox = (
-        None if smtp is None else Outbox(store, clock.now, SmtpMailer(smtp), smtp, counters.emails)
+    hooks = config.server.webhooks
+    allowed = networks(hooks.allow_private)
+    if allowed:
+        log.warning(
+            "webhooks: [server.webhooks] allow_private lets outgoing calls reach %s, which are "
+            "not public addresses: for development and tests only",
+            ", ".join(map(str, allowed)),
+        )
+    outgoing = OutboundHttp(
+        Guard(allowed),
+        connect_timeout=hooks.connect_timeout,
+        read_timeout=hooks.read_timeout,
+        max_response_bytes=hooks.max_response_bytes,
+        max_connections=max(hooks.concurrency, 1),
+        user_agent="Omni-Webhooks/1",
+    )
+    # The hub (and its live directory) is made below, with the outbox it signals.
+    running: list[Hub] = []
+    senders: list[Sender] = [
+        WebhookSender(
+            outgoing,
+            lambda: running[0].directory,
+            clock.now,
+            hooks,
+            counters.webhook_attempts,
+        )
+    ]
+    if smtp is not None:
+        senders.append(EmailSender(SmtpMailer(smtp), smtp, clock.now))
+    outbox = Outbox(
+        store,
+        clock.now,
+        senders,
+        # Seeded from the system, not the random module's global state (STYLE §4).
+        random=random.Random().random,
+        counters={"email": counters.emails, "webhook": counters.webhooks},
+        backlog=counters.outbox_backlog,
+        idle=() if smtp is not None else ("email",),
+        concurrency=hooks.concurrency,
     )
     captcha = config.server.captcha
     async with (
+        aclosing(outgoing),
         # The CAPTCHA checks' own HTTP client, closed last.
         SiteVerify(captcha, config.server.limits.captchas_per_minute)
         if captcha is not None
@@ -230,9 +272,9 @@ async def open_server(
         AsyncExitStack() as cleanup,
         trio.open_nursery() as nursery,
     ):
+        running.append(hub)
         configuration = Configuration(hub, store, items, clock.now)
-        if outbox is not None:
-            nursery.start_soon(outbox.run)
+        nursery.start_soon(outbox.run)
         gateway = Gateway(hub, config.server)
         ws_server = await nursery.start(
             gateway.serve, host, config.server.ws_port if ws_port is None else ws_port

@@ -191,6 +191,37 @@ class AttachmentsSettings(_Settings, frozen=True):
         return f"AttachmentsSettings(root={self.root!r}, retention_days={self.retention_days})"
 
 
+class WebhooksSettings(_Settings, frozen=True):
+    """``[server.webhooks]``: how outgoing webhooks are sent (docs/admin-api.md, "Webhooks";
+    docs/security.md, "Outgoing calls"). Subscriptions themselves are configuration."""
+
+    #: Networks (CIDR) outgoing calls may reach although they are not global — for development
+    #: and tests only (``["127.0.0.1/32", "::1/128"]``); the server says so in its log.
+    allow_private: tuple[Annotated[str, msgspec.Meta(max_length=64)], ...] = ()
+    #: Seconds to connect (the name's resolution included), and to wait for each read.
+    connect_timeout: PositiveSeconds = 5.0
+    read_timeout: PositiveSeconds = 10.0
+    #: Bytes of a receiver's answer read at most (the rest is not read).
+    max_response_bytes: Annotated[int, msgspec.Meta(ge=1, le=16 * 1024 * 1024)] = 64 * 1024
+    #: First wait after a failed delivery; it doubles with each attempt up to
+    #: ``max_retry_seconds``, less up to ``jitter`` of it (a random share).
+    retry_seconds: PositiveSeconds = 5.0
+    max_retry_seconds: PositiveSeconds = 3600.0
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    #: Failed attempts after which a delivery is parked (re-delivered only from the API).
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+    #: Deliveries (and e-mails) the outbox has under way at once.
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+
+    def __post_init__(self) -> None:
+        try:
+            networks(self.allow_private)
+        except ValueError as exc:
+            raise ValueError(f"allow_private: {exc}") from None
+        if self.max_retry_seconds < self.retry_seconds:
+            raise ValueError("max_retry_seconds must not be below retry_seconds")
+
+
 #: An origin as browsers write it: scheme, host, optional port; no path.
 PublicOrigin = Annotated[
     str, msgspec.Meta(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", max_length=300)
@@ -233,6 +264,8 @@ class ServerSettings(_Settings, frozen=True):
     limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
     #: Where attachments are kept, and for how long.
     attachments: AttachmentsSettings = msgspec.field(default_factory=AttachmentsSettings)
+    #: Outgoing webhooks: timeouts, retries, and the development allowance.
+    webhooks: WebhooksSettings = msgspec.field(default_factory=WebhooksSettings)
     #: Origins of the pages allowed on /ws/operator (the console), besides the server's own
     #: HTTP origin.
     console_origins: tuple[Annotated[str, msgspec.Meta(max_length=300)], ...] = ()

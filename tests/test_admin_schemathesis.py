@@ -56,7 +56,9 @@ ADMIN_TOKEN = "admin-secret-token-Rk6Lx1Vp9Nq"
 MAX_EXAMPLES = 15
 CHECKS = [not_a_server_error, response_schema_conformance]
 #: Dependency order: a resource only refers to kinds before it.
-KINDS = ("schedules", "groups", "services", "operators", "parameters", "api_tokens")
+#: Webhooks too: one a generated request created must not outlive it (a later request could
+#: make an event, and its delivery go to whatever public address was generated).
+KINDS = ("schedules", "groups", "services", "operators", "parameters", "api_tokens", "webhooks")
 
 
 def _documented_operations() -> list[tuple[str, str, bool]]:

@@ -33,7 +33,7 @@ class GatedBridge:
         self.batches: list[tuple[Any, list[int]]] = []
 
     async def run(self, fn: Any, *args: Any) -> Any:
-        writer, _conversations, events, _surveys, _claims = args
+        writer, _conversations, events, _surveys, _claims, _outbox = args
         self.batches.append((writer, [e[1] for e in events]))
         await self.gate.wait()
 

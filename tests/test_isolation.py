@@ -27,12 +27,12 @@ def inject_fault(monkeypatch: pytest.MonkeyPatch, trigger: str = "boom") -> list
     crashed: list[str] = []
     original = ConversationActor._carry_out
 
-    async def carry_out(self: ConversationActor, effects: list[Any]) -> None:
+    async def carry_out(self: ConversationActor, effects: list[Any], **options: Any) -> None:
         for effect in effects:
             if isinstance(effect, domain.Emit) and getattr(effect.frame, "text", None) == trigger:
                 crashed.append(self._conv.id)
                 raise RuntimeError("injected fault")
-        await original(self, effects)
+        await original(self, effects, **options)
 
     monkeypatch.setattr(ConversationActor, "_carry_out", carry_out)
     return crashed

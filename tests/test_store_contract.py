@@ -14,7 +14,15 @@ import pytest
 import trio
 
 from omni.domain.conversation import Conversation, Status, Visitor
-from omni.store import ConversationQuery, Store, StoredEvent, StoreError, Write
+from omni.store import (
+    ConversationQuery,
+    OutboxAttempt,
+    OutboxEntry,
+    Store,
+    StoredEvent,
+    StoreError,
+    Write,
+)
 from omni.store.postgres import PostgresStore
 from tests.support import make_conversation
 
@@ -310,3 +318,113 @@ async def test_an_outbox_item_of_an_unknown_conversation_is_refused(store: Store
     with pytest.raises(StoreError):
         await store.enqueue("email", "k", "nope", {}, NOW)
     assert await store.outbox_items() == []
+
+
+# -- webhooks in the outbox (issue 17) ----------------------------------------------------------
+
+
+def webhook(conv: Conversation, sub: str, n: int, at: datetime = NOW) -> OutboxEntry:
+    body = f'{{"type":"conversation.message","n":{n},"text":"olá"}}'
+    return OutboxEntry(
+        "webhook", f"webhook:{sub}:{conv.id}:{n}", conv.id, {"id": f"msg_{n}"}, at, sub, body
+    )
+
+
+async def test_webhooks_are_queued_with_the_events_that_make_them(store: Store) -> None:
+    conv = conversation(1)
+    first = webhook(conv, "crm", 1)
+    await store.write(Write(conversation=conv, events=[event(conv, 1)], outbox=[first]))
+    [item] = await store.outbox_items("c1")
+    assert (item.kind, item.subscription, item.body, item.payload) == (
+        "webhook",
+        "crm",
+        first.body,
+        {"id": "msg_1"},
+    )
+    assert (item.created_at, item.next_attempt_at, item.status) == (NOW, NOW, "pending")
+    # A write that fails stores neither its events nor its webhooks.
+    with pytest.raises(StoreError):
+        await store.write(Write(events=[event(conv, 1)], outbox=[webhook(conv, "crm", 2)]))
+    assert [i.dedupe_key for i in await store.outbox_items()] == [first.dedupe_key]
+    assert [e.seq for e in await store.events_after("c1", 0)] == [1]
+    # An entry whose key is queued already is not queued again.
+    await store.write(Write(events=[event(conv, 2)], outbox=[first, webhook(conv, "crm", 2)]))
+    assert [i.body for i in await store.outbox_items()] == [
+        first.body,
+        webhook(conv, "crm", 2).body,
+    ]
+    # ... nor one of an unknown conversation.
+    stranger = conversation(9)
+    with pytest.raises(StoreError):
+        await store.write(Write(outbox=[webhook(stranger, "crm", 1)]))
+
+
+async def test_deliveries_of_a_subscription_and_conversation_go_in_order(store: Store) -> None:
+    a, b = conversation(1), conversation(2)
+    await store.write(Write(conversation=a, outbox=[webhook(a, "crm", 1), webhook(a, "crm", 2)]))
+    await store.write(Write(conversation=b, outbox=[webhook(b, "crm", 1)]))
+    await store.write(Write(events=[event(a, 1)], outbox=[webhook(a, "bi", 1)]))
+    await store.enqueue("email", "mail", "c1", {"to": "x@example.com"}, NOW)
+    ids = {i.dedupe_key: i.id for i in await store.outbox_items()}
+    a1, a2, b1, bi = (
+        ids[f"webhook:{s}:{c}:{n}"]
+        for s, c, n in (("crm", "c1", 1), ("crm", "c1", 2), ("crm", "c2", 1), ("bi", "c1", 1))
+    )
+    # Only the head of each (subscription, conversation); e-mails have no order.
+    assert [i.id for i in await store.outbox_due(NOW, 10)] == [a1, b1, bi, ids["mail"]]
+    assert [i.id for i in await store.outbox_due(NOW, 10, kinds=["email"])] == [ids["mail"]]
+    assert await store.outbox_next_due(["webhook"]) == NOW
+    assert await store.outbox_next_due(["webhook"], after=NOW) is None
+    # The head failed an attempt and waits: the next waits behind it, even though due.
+    later = NOW + timedelta(seconds=30)
+    failure = OutboxAttempt(NOW, 0.25, 500, "HTTP 500")
+    await store.outbox_retry(a1, later, "HTTP 500", failure)
+    assert [i.id for i in await store.outbox_due(NOW, 10, ["webhook"])] == [b1, bi]
+    assert await store.outbox_next_due(["webhook"], after=NOW) == later
+    # Sent: the next one is the head.
+    success = OutboxAttempt(later, 0.5, 204)
+    await store.outbox_sent(a1, later, success)
+    assert [i.id for i in await store.outbox_due(later, 10, ["webhook"])] == [a2, b1, bi]
+    # Failed for good (parked): the next goes on too.
+    await store.outbox_failed(a2, later, "HTTP 410")
+    assert a2 not in [i.id for i in await store.outbox_due(later, 10)]
+    assert await store.outbox_attempts([a1, a2, b1]) == {a1: [failure, success]}
+    assert await store.outbox_backlog() == {"email": 1, "webhook": 2}
+
+
+async def test_a_parked_delivery_is_redelivered_on_request(store: Store) -> None:
+    conv = conversation(1)
+    await store.write(Write(conversation=conv, outbox=[webhook(conv, "crm", n) for n in (1, 2, 3)]))
+    one, two, three = (i.id for i in await store.outbox_items())
+    await store.outbox_failed(one, NOW, "HTTP 500", OutboxAttempt(NOW, 1.0, 500, "HTTP 500"))
+    await store.outbox_sent(two, NOW)
+    later = NOW + timedelta(minutes=5)
+    # Only failed ones come back: pending and sent ones are left alone.
+    assert await store.outbox_redeliver([one, two, three, 999], later) == [one]
+    again = await store.outbox_item(one)
+    assert again is not None
+    assert (again.status, again.attempts, again.next_attempt_at) == ("pending", 0, later)
+    assert await store.outbox_attempts([one]) == {one: [OutboxAttempt(NOW, 1.0, 500, "HTTP 500")]}
+    # Back at the head: the third waits behind it again.
+    assert [i.id for i in await store.outbox_due(later, 10)] == [one]
+    assert await store.outbox_item(12345) is None
+
+
+async def test_a_subscriptions_deliveries_newest_first(store: Store) -> None:
+    conv = conversation(1)
+    await store.write(
+        Write(
+            conversation=conv,
+            outbox=[webhook(conv, "crm", n) for n in (1, 2, 3, 4)] + [webhook(conv, "bi", 1)],
+        )
+    )
+    ids = [i.id for i in await store.outbox_items() if i.subscription == "crm"]
+    await store.outbox_sent(ids[0], NOW)
+    await store.outbox_failed(ids[1], NOW, "HTTP 500")
+    assert [i.id for i in await store.outbox_deliveries("crm")] == ids[::-1]
+    assert [i.id for i in await store.outbox_deliveries("crm", limit=2)] == ids[:1:-1]
+    assert [i.id for i in await store.outbox_deliveries("crm", before_id=ids[2])] == ids[1::-1]
+    assert [i.id for i in await store.outbox_deliveries("crm", "sent")] == [ids[0]]
+    assert [i.id for i in await store.outbox_deliveries("crm", "failed")] == [ids[1]]
+    assert [i.id for i in await store.outbox_deliveries("crm", "pending")] == ids[:1:-1]
+    assert await store.outbox_deliveries("nobody") == []

@@ -7,6 +7,9 @@ Rules:
   store in one write *before* anything is acknowledged or delivered.
 * Each event is encoded once; the same frame goes to the visitor, to the operator and into the
   store.
+* Webhooks (the transactional outbox): the step's events that a subscription of the service
+  wants become outbox deliveries in the step's own write, so an event is stored with its
+  webhooks or not at all. A service with no subscription costs one dict lookup per step.
 * Refusals (:class:`Rejected`) go back to whoever sent the event as an ``error`` frame; nothing
   has changed. Any other exception crashes this actor only: its visitor connection is closed (the
   client resumes and gets the missed events from the store) and the supervisor restarts the actor
@@ -23,7 +26,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -54,8 +57,10 @@ from omni.domain.conversation import (
     SupervisorAssign,
     TransferToOperator,
 )
+from omni.domain.model import Webhook
 from omni.domain.routing import CapacityExceeded, Roster
-from omni.store import AttachmentClaimFailed, Store, StoredEvent, Write
+from omni.domain.webhooks import webhook_events
+from omni.store import AttachmentClaimFailed, OutboxEntry, Store, StoredEvent, Write
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +194,19 @@ class ConversationHost(Protocol):
         """The conversation entered the out-of-hours folder, or left it (F4)."""
         ...
 
+    def subscriptions(self, service_id: int) -> Mapping[str, tuple[Webhook, ...]]:
+        """The service's active webhooks by the event they want (empty: none)."""
+        ...
+
+    def webhook_message_id(self) -> str:
+        """A new webhook message id (``webhook-id``): unique, shared by the subscriptions that
+        get the same event."""
+        ...
+
+    def webhooks_queued(self, count: int) -> None:
+        """``count`` webhook deliveries were stored: the outbox may send them."""
+        ...
+
 
 def check_last_seq(conv: Conversation, last_seq: int) -> None:
     if not 0 <= last_seq <= conv.last_seq:
@@ -249,7 +267,7 @@ class ConversationActor(Actor[ConversationMessage]):
         if conv.status is Status.ACTIVE and operator_id is not None:
             self._host.roster.hold(operator_id, conv.id)
         now = self._host.clock.now()
-        await self._carry_out(domain.restore(conv, connected, self._ctx(), now))
+        await self._carry_out(domain.restore(conv, connected, self._ctx(), now), restoring=True)
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -385,7 +403,9 @@ class ConversationActor(Actor[ConversationMessage]):
             ) from None
         return True
 
-    async def _carry_out(self, effects: list[domain.Effect]) -> None:
+    async def _carry_out(self, effects: list[domain.Effect], *, restoring: bool = False) -> None:
+        """``restoring``: the effects put the conversation back into routing after a restart;
+        nothing happened to it, so they make no webhook."""
         conv = self._conv
         write = Write()
         # Each event is encoded once: the stored frame is the delivered frame.
@@ -407,8 +427,13 @@ class ConversationActor(Actor[ConversationMessage]):
                 write.conversation = conv
                 write.survey = effect.answers
                 write.survey_skipped = effect.answers is None
-        if write.events or write.conversation is not None:
+        subscribed = self._host.subscriptions(conv.service_id)
+        if subscribed and not restoring:
+            self._queue_webhooks(write, effects, frames, subscribed)
+        if write.events or write.conversation is not None or write.outbox:
             await self._host.store.write(write)
+        if write.outbox:
+            self._host.webhooks_queued(len(write.outbox))
         was = self._entry.status
         self._entry.status = conv.status
         self._entry.group_id = conv.group_id
@@ -431,6 +456,30 @@ class ConversationActor(Actor[ConversationMessage]):
         if conv.status in domain.TERMINAL_STATUSES:
             self._host.forget(conv.id)
             self.stop()
+
+    def _queue_webhooks(
+        self,
+        write: Write,
+        effects: list[domain.Effect],
+        frames: dict[int, str],
+        subscribed: Mapping[str, tuple[Webhook, ...]],
+    ) -> None:
+        conv, now = self._conv, self._host.clock.now()
+        for event in webhook_events(conv, effects, frames, now, subscribed):
+            message_id = self._host.webhook_message_id()
+            payload = {"id": message_id, "type": event.type}
+            for hook in subscribed[event.type]:
+                write.outbox.append(
+                    OutboxEntry(
+                        "webhook",
+                        f"webhook:{hook.id}:{message_id}",
+                        conv.id,
+                        payload,
+                        now,
+                        hook.id,
+                        event.body,
+                    )
+                )
 
     # -- effects after the write, by type ---------------------------------------------------------
 

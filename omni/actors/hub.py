@@ -21,7 +21,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,7 +58,7 @@ from omni.domain.board import Today
 from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, LinkedSurvey, Rejected, Status, SurveyRefused
 from omni.domain.estimate import WaitEstimator
-from omni.domain.model import Directory, Operator, Role, Service, User, hash_token
+from omni.domain.model import Directory, Operator, Role, Service, User, Webhook, hash_token
 from omni.domain.reports import DEFAULT_THRESHOLD
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
@@ -106,6 +106,14 @@ class Counters:
     emails: dict[str, int] = field(
         default_factory=lambda: {"queued": 0, "sent": 0, "retried": 0, "failed": 0}
     )
+    #: Webhook deliveries (issue 17), by outcome: queued, sent, retried, failed (parked).
+    webhooks: dict[str, int] = field(
+        default_factory=lambda: {"queued": 0, "sent": 0, "retried": 0, "failed": 0}
+    )
+    #: Webhook delivery attempts, by outcome (``omni.webhooks``: delivered, http_error, …).
+    webhook_attempts: dict[str, int] = field(default_factory=dict)
+    #: Pending outbox items by kind, as the outbox worker last counted them.
+    outbox_backlog: dict[str, int] = field(default_factory=dict)
 
 
 class Hub:
@@ -130,7 +138,8 @@ class Hub:
         self.settings = settings
         #: Checks CAPTCHAs (``[server.captcha]``); None: services that ask for one refuse.
         self._captcha = captcha
-        #: The outbox worker (``[server.smtp]``); None: transcripts are not offered.
+        #: The outbox worker (webhooks; e-mails with ``[server.smtp]``, else transcripts are
+        #: not offered); None: nothing is delivered outside (tests of the actors).
         self._outbox = outbox
         # One timer queue for all the hub's actors: timers due together fire in the order set.
         timers = Timers()
@@ -382,6 +391,21 @@ class Hub:
             ):
                 session.deliver(frame)
 
+    def subscriptions(self, service_id: int) -> Mapping[str, tuple[Webhook, ...]]:
+        return self.directory.subscriptions(service_id)
+
+    def webhook_message_id(self) -> str:
+        return "msg_" + self.entropy.identifier().replace("-", "")
+
+    def webhooks_queued(self, count: int) -> None:
+        self.metrics.webhooks["queued"] += count
+        self.wake_outbox()
+
+    def wake_outbox(self) -> None:
+        """Something was queued (or put back) in the outbox: deliver it now."""
+        if self._outbox is not None:
+            self._outbox.wake()
+
     def queue_changed(self, group_id: int, waiting: int) -> None:
         self.queue_lengths[group_id] = waiting
         self.board.changed()
@@ -534,7 +558,7 @@ class Hub:
 
         The e-mail is built now and stored in the outbox before ``transcript_queued`` is sent;
         the outbox worker delivers it."""
-        if self._outbox is None:
+        if self._outbox is None or not self._outbox.sends("email"):
             raise Rejected("transcript_unavailable", "this server does not send e-mail")
         conv = await self.store.load_conversation(conversation_id)
         if conv is None:

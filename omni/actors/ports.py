@@ -34,9 +34,13 @@ class CaptchaCheck(Protocol):
 
 
 class OutboxSignal(Protocol):
-    """Tells the outbox worker that something was queued (F14)."""
+    """Tells the outbox worker that something was queued (F14, webhooks)."""
 
     def wake(self) -> None: ...
+
+    def sends(self, kind: str) -> bool:
+        """Whether this server delivers items of ``kind`` (``email``: only with SMTP)."""
+        ...
 
 
 class LinkSigner(Protocol):

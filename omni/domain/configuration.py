@@ -34,6 +34,7 @@ from omni.domain.model import (
     Role,
     Service,
     User,
+    Webhook,
 )
 from omni.domain.schedule import Schedule
 
@@ -85,6 +86,7 @@ KINDS: dict[str, Kind] = {
         Kind("api_tokens", ApiToken, "id"),
         Kind("users", User, "id"),
         Kind("bots", Bot, "id"),
+        Kind("webhooks", Webhook, "id"),
     )
 }
 
@@ -132,6 +134,7 @@ def build_directory(items: Iterable[ConfigItem]) -> Directory:
             api_tokens={t.id: t for t in entities["api_tokens"]},
             users={u.id: u for u in entities["users"]},
             bots={b.id: b for b in entities["bots"]},
+            webhooks={w.id: w for w in entities["webhooks"]},
         )
     except ValueError as exc:
         raise ConfigInvalid(str(exc)) from None

@@ -21,13 +21,17 @@ Rules of this module:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -398,6 +402,94 @@ class Attachments(_Entity, frozen=True):
             raise ValueError("max_bytes must not exceed max_bytes_per_conversation")
 
 
+#: The events a webhook may subscribe to (docs/admin-api.md, "Webhooks").
+WEBHOOK_EVENTS = (
+    "conversation.started",
+    "conversation.queued",
+    "conversation.assigned",
+    "conversation.transferred",
+    "conversation.message",
+    "conversation.ended",
+    "conversation.survey_answered",
+    "conversation.closed",
+)
+WebhookEvent = Literal[
+    "conversation.started",
+    "conversation.queued",
+    "conversation.assigned",
+    "conversation.transferred",
+    "conversation.message",
+    "conversation.ended",
+    "conversation.survey_answered",
+    "conversation.closed",
+]
+#: Where a webhook is sent: an http(s) URL with a host and no credentials (its addresses are
+#: checked where it is saved and where it is called: ``omni.netguard``).
+WebhookUrl = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=10,
+        max_length=2000,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@\\]+([/?#]\S*)?$",
+    ),
+]
+#: A Standard Webhooks signing secret: ``whsec_`` and the base64 of 24 to 64 random bytes.
+WebhookSecret = Annotated[
+    str, msgspec.Meta(pattern=r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$", max_length=100)
+]
+
+
+def webhook_secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_`` secret; ``ValueError`` when it is not one of 24 to 64
+    bytes."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        raise ValueError("secret: not base64 after whsec_") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"secret: {len(key)} bytes; a secret has 24 to 64 bytes")
+    return key
+
+
+class WebhookProfile(_Entity, frozen=True):
+    """An outgoing webhook subscription of one service, as an administrator sees it (no
+    secret): the events it wants, delivered to ``url`` at least once and in order per
+    conversation, signed the Standard Webhooks way."""
+
+    id: Key
+    service_id: Id
+    url: WebhookUrl
+    events: Annotated[tuple[WebhookEvent, ...], msgspec.Meta(min_length=1, max_length=8)]
+    #: An inactive webhook gets no new deliveries (those pending are parked).
+    active: bool = True
+    description: Text = ""
+
+    def __post_init__(self) -> None:
+        if (twice := _repeated(list(self.events))) is not None:
+            raise ValueError(f"events: {twice!r} is listed twice")
+        parts = urlsplit(self.url)
+        try:
+            parts.port  # noqa: B018 (it raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"url: {exc}") from None
+        if not parts.hostname:
+            raise ValueError("url: no host")
+
+
+class Webhook(WebhookProfile, frozen=True, kw_only=True):
+    """A webhook as stored: the profile and its signing secret (write-only in the API; the
+    server needs it in clear to sign)."""
+
+    secret: WebhookSecret
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        webhook_secret_key(self.secret)
+
+    def __repr__(self) -> str:
+        return f"Webhook(id={self.id!r}, service_id={self.service_id})"
+
+
 class PauseReason(_Entity, frozen=True):
     """Why an operator is paused (issue 14): the console offers the configured list, metrics
     and reports count paused operators by its ``id``."""
@@ -442,6 +534,9 @@ class Parameters(_Entity, frozen=True):
         return next((r for r in self.pause_reasons if r.id == reason_id), None)
 
 
+_NO_SUBSCRIPTIONS: Mapping[str, tuple[Webhook, ...]] = {}
+
+
 @dataclass(frozen=True)
 class Directory:
     """The live configuration: one immutable snapshot, replaced as a whole on change.
@@ -457,6 +552,7 @@ class Directory:
     api_tokens: Mapping[str, ApiToken] = field(default_factory=dict)
     users: Mapping[str, User] = field(default_factory=dict)
     bots: Mapping[str, Bot] = field(default_factory=dict)
+    webhooks: Mapping[str, Webhook] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Directory:
@@ -544,6 +640,9 @@ class Directory:
             for group_id in operator.groups:
                 if group_id not in self.groups:
                     problems.append(f"operator {operator.id}: unknown group {group_id}")
+        for webhook in self.webhooks.values():
+            if webhook.service_id not in self.services:
+                problems.append(f"webhook {webhook.id}: unknown service {webhook.service_id}")
         hashes = [o.token_hash for o in self.operators.values()]
         if len(set(hashes)) != len(hashes):
             problems.append("two operators share a console token")
@@ -571,6 +670,21 @@ class Directory:
             problems.append("two API tokens are the same secret")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @cached_property
+    def _subscriptions(self) -> dict[int, dict[str, tuple[Webhook, ...]]]:
+        index: dict[int, dict[str, list[Webhook]]] = {}
+        for webhook in sorted(self.webhooks.values(), key=lambda w: w.id):
+            if webhook.active:
+                for event in webhook.events:
+                    index.setdefault(webhook.service_id, {}).setdefault(event, []).append(webhook)
+        return {s: {e: tuple(w) for e, w in events.items()} for s, events in index.items()}
+
+    def subscriptions(self, service_id: int) -> Mapping[str, tuple[Webhook, ...]]:
+        """The active webhooks of ``service_id`` by the event they want; empty when it has
+        none (what a conversation asks at each step: one dict lookup, computed once per
+        directory)."""
+        return self._subscriptions.get(service_id, _NO_SUBSCRIPTIONS)
 
     def services_of(self, operator_id: int) -> frozenset[int]:
         """The services whose conversations can reach the operator: those linked to one of

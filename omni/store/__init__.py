@@ -8,12 +8,17 @@ Rules of this package:
 * A conversation's events are kept with their ``seq``; ``(conversation_id, seq)`` is unique and
   an event is never rewritten.
 * Stores keep the hash of a resume token, never the token; the same for sign-in sessions.
+* The outbox (e-mails, webhooks) is delivered at least once. A webhook delivery is queued in
+  the write of the conversation step that made its event (:attr:`Write.outbox`): stored with
+  the event or not at all. Deliveries of one subscription and one conversation go in order:
+  :meth:`Store.outbox_due` offers only the oldest pending one of each (its *head*).
 * Attachments: the store keeps their metadata; the bytes are in a file store
   (``omni.attachments``), named by ``file_key``, which several rows may share.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -33,6 +38,8 @@ __all__ = [
     "ConfigChange",
     "ConfigItem",
     "ConversationQuery",
+    "OutboxAttempt",
+    "OutboxEntry",
     "OutboxItem",
     "Pause",
     "SignInSession",
@@ -151,7 +158,9 @@ def parse_cursor(text: str) -> tuple[datetime, str] | None:
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """Something to deliver outside (an e-mail), at least once (DESIGN §2, outbox)."""
+    """Something to deliver outside (an e-mail, a webhook), at least once (DESIGN §2, outbox).
+
+    Pending until ``sent_at`` or ``failed_at`` (failed: given up on, a webhook's "parked")."""
 
     id: int
     kind: str
@@ -164,6 +173,44 @@ class OutboxItem:
     sent_at: datetime | None = None
     failed_at: datetime | None = None
     last_error: str | None = None
+    #: A webhook's subscription (its id): deliveries of one subscription and one conversation
+    #: go in order. None for e-mails.
+    subscription: str | None = None
+    #: The exact bytes to send (a webhook's JSON body), as text; None for e-mails.
+    body: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "sent" if self.sent_at else "failed" if self.failed_at else "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An outbox item queued by a conversation's write (:attr:`Write.outbox`); an entry whose
+    ``dedupe_key`` is in the outbox already is not queued again."""
+
+    kind: str
+    dedupe_key: str
+    conversation_id: str
+    payload: dict[str, Any]
+    created_at: datetime
+    subscription: str | None = None
+    body: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxAttempt:
+    """One attempt to deliver an outbox item: when, how long it took (seconds), the answer's
+    HTTP status (webhooks) and what went wrong (None: it was delivered)."""
+
+    at: datetime
+    duration: float
+    status_code: int | None = None
+    error: str | None = None
+
+
+#: The states :meth:`Store.outbox_deliveries` filters on.
+OUTBOX_STATES = ("pending", "sent", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +237,9 @@ class Write:
     #: transaction as the events; one that is unknown or claimed already fails the whole write
     #: with :class:`AttachmentClaimFailed`.
     claims: list[tuple[str, datetime]] = field(default_factory=list)
+    #: Outbox items its events make (webhooks), queued in the same transaction as the events.
+    #: Their conversation must be stored (by this write or before).
+    outbox: list[OutboxEntry] = field(default_factory=list)
 
 
 class Store(Protocol):
@@ -310,26 +360,72 @@ class Store(Protocol):
         already in the outbox. Stored durably before it returns."""
         ...
 
-    async def outbox_due(self, at: datetime, limit: int) -> list[OutboxItem]:
-        """Pending items (neither sent nor failed) due at ``at``, the longest due first."""
+    async def outbox_due(
+        self, at: datetime, limit: int, kinds: Collection[str] | None = None
+    ) -> list[OutboxItem]:
+        """Pending items due at ``at`` (of ``kinds``, if given), the longest due first — only
+        the oldest pending item of each subscription and conversation (its head): the next
+        waits until that one is sent or failed."""
         ...
 
-    async def outbox_next_due(self) -> datetime | None:
-        """When the earliest pending item is due; None if nothing is pending."""
+    async def outbox_next_due(
+        self, kinds: Collection[str] | None = None, after: datetime | None = None
+    ) -> datetime | None:
+        """When the earliest pending head (of ``kinds``) is due — the earliest due after
+        ``after``, if given; None if there is none."""
         ...
 
-    async def outbox_sent(self, item_id: int, at: datetime) -> None: ...
+    async def outbox_sent(
+        self, item_id: int, at: datetime, attempt: OutboxAttempt | None = None
+    ) -> None:
+        """Delivered (``attempt``: recorded with it, in the same transaction)."""
+        ...
 
-    async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
+    async def outbox_retry(
+        self,
+        item_id: int,
+        next_attempt_at: datetime,
+        error: str,
+        attempt: OutboxAttempt | None = None,
+    ) -> None:
         """One more failed attempt; try again at ``next_attempt_at``."""
         ...
 
-    async def outbox_failed(self, item_id: int, at: datetime, error: str) -> None:
-        """One more failed attempt, and the last: the item is not tried again."""
+    async def outbox_failed(
+        self, item_id: int, at: datetime, error: str, attempt: OutboxAttempt | None = None
+    ) -> None:
+        """One more failed attempt, and the last: the item is not tried again (unless
+        :meth:`outbox_redeliver` puts it back)."""
         ...
 
     async def outbox_items(self, conversation_id: str | None = None) -> list[OutboxItem]:
         """Every item (of one conversation), oldest first: for inspection and limits."""
+        ...
+
+    async def outbox_item(self, item_id: int) -> OutboxItem | None: ...
+
+    async def outbox_deliveries(
+        self,
+        subscription: str,
+        state: str | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[OutboxItem]:
+        """A subscription's items, newest first: in ``state`` (pending, sent, failed) if given,
+        with an id below ``before_id`` if given; at most ``limit``."""
+        ...
+
+    async def outbox_attempts(self, item_ids: Collection[int]) -> dict[int, list[OutboxAttempt]]:
+        """The recorded attempts of each item (oldest first); items with none are left out."""
+        ...
+
+    async def outbox_redeliver(self, item_ids: Collection[int], at: datetime) -> list[int]:
+        """Put failed items back: pending, due at ``at``, with a new round of attempts (their
+        past attempts stay recorded). Returns those that were failed (others are left alone)."""
+        ...
+
+    async def outbox_backlog(self) -> dict[str, int]:
+        """Pending items by kind (for the metrics)."""
         ...
 
     # -- attachments --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from bisect import bisect_right
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from omni.store import (
     ConfigChange,
     ConfigItem,
     ConversationQuery,
+    OutboxAttempt,
     OutboxItem,
     Pause,
     SignInSession,
@@ -41,6 +43,8 @@ class MemoryStore:
         self._config: dict[tuple[str, str], ConfigItem] = {}
         self._audit: list[AuditEntry] = []
         self._outbox: dict[int, OutboxItem] = {}
+        self._outbox_keys: set[str] = set()
+        self._attempts: dict[int, list[OutboxAttempt]] = {}
         self._sessions: dict[str, SignInSession] = {}
         #: Every pause, in the order started, and the last instant each open one was seen.
         self._pauses: list[Pause] = []
@@ -65,6 +69,13 @@ class MemoryStore:
             found = self._attachments.get(attachment_id)
             if found is None or not found.pending:
                 raise AttachmentClaimFailed(f"attachment {attachment_id} is unknown or claimed")
+        written = write.conversation.id if write.conversation is not None else None
+        for entry in write.outbox:
+            if (
+                entry.conversation_id != written
+                and entry.conversation_id not in self._conversations
+            ):
+                raise StoreError(f"outbox: no conversation {entry.conversation_id}")
         self.writes += 1
         if write.conversation is not None:
             conv = write.conversation
@@ -81,6 +92,18 @@ class MemoryStore:
         if write.survey is not None or write.survey_skipped:
             assert write.conversation is not None
             self._surveys[write.conversation.id] = write.survey
+        for entry in write.outbox:
+            if entry.dedupe_key in self._outbox_keys:
+                continue
+            self._add_item(
+                entry.kind,
+                entry.dedupe_key,
+                entry.conversation_id,
+                dict(entry.payload),
+                entry.created_at,
+                entry.subscription,
+                entry.body,
+            )
 
     async def load_conversation(self, conversation_id: str) -> Conversation | None:
         conv = self._conversations.get(conversation_id)
@@ -202,7 +225,7 @@ class MemoryStore:
         payload: dict[str, Any],
         at: datetime,
     ) -> bool:
-        if any(item.dedupe_key == dedupe_key for item in self._outbox.values()):
+        if dedupe_key in self._outbox_keys:
             return False
         if conversation_id is not None and conversation_id not in self._conversations:
             raise StoreError(f"outbox: no conversation {conversation_id}")
@@ -211,37 +234,96 @@ class MemoryStore:
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             raise StoreError(f"not storable as JSON: {exc}") from None
         assert stored is not None
-        item_id = len(self._outbox) + 1
-        self._outbox[item_id] = OutboxItem(
-            item_id, kind, dedupe_key, conversation_id, stored, at, 0, at
-        )
+        self._add_item(kind, dedupe_key, conversation_id, stored, at, None, None)
         return True
 
-    def _pending(self) -> list[OutboxItem]:
-        pending = [i for i in self._outbox.values() if i.sent_at is None and i.failed_at is None]
-        return sorted(pending, key=lambda i: (i.next_attempt_at, i.id))
+    def _add_item(
+        self,
+        kind: str,
+        dedupe_key: str,
+        conversation_id: str | None,
+        payload: dict[str, Any],
+        at: datetime,
+        subscription: str | None,
+        body: str | None,
+    ) -> None:
+        item_id = len(self._outbox) + 1
+        self._outbox[item_id] = OutboxItem(
+            item_id,
+            kind,
+            dedupe_key,
+            conversation_id,
+            payload,
+            at,
+            0,
+            at,
+            subscription=subscription,
+            body=body,
+        )
+        self._outbox_keys.add(dedupe_key)
 
-    async def outbox_due(self, at: datetime, limit: int) -> list[OutboxItem]:
-        return [copy.deepcopy(i) for i in self._pending() if i.next_attempt_at <= at][:limit]
+    def _heads(self, kinds: Collection[str] | None) -> list[OutboxItem]:
+        """Pending items of ``kinds``, the oldest of each subscription and conversation only,
+        by when they are due."""
+        heads: list[OutboxItem] = []
+        seen: set[tuple[str, str | None]] = set()
+        for item_id in sorted(self._outbox):
+            item = self._outbox[item_id]
+            if item.sent_at is not None or item.failed_at is not None:
+                continue
+            if kinds is not None and item.kind not in kinds:
+                continue
+            if item.subscription is not None:
+                key = (item.subscription, item.conversation_id)
+                if key in seen:
+                    continue
+                seen.add(key)
+            heads.append(item)
+        return sorted(heads, key=lambda i: (i.next_attempt_at, i.id))
 
-    async def outbox_next_due(self) -> datetime | None:
-        pending = self._pending()
-        return pending[0].next_attempt_at if pending else None
+    async def outbox_due(
+        self, at: datetime, limit: int, kinds: Collection[str] | None = None
+    ) -> list[OutboxItem]:
+        return [copy.deepcopy(i) for i in self._heads(kinds) if i.next_attempt_at <= at][:limit]
 
-    def _update(self, item_id: int, **changes: Any) -> None:
+    async def outbox_next_due(
+        self, kinds: Collection[str] | None = None, after: datetime | None = None
+    ) -> datetime | None:
+        due = [
+            i.next_attempt_at
+            for i in self._heads(kinds)
+            if after is None or i.next_attempt_at > after
+        ]
+        return min(due, default=None)
+
+    def _update(self, item_id: int, attempt: OutboxAttempt | None, **changes: Any) -> None:
         item = self._outbox[item_id]
         self._outbox[item_id] = dataclasses.replace(item, **changes)
+        if attempt is not None:
+            self._attempts.setdefault(item_id, []).append(attempt)
 
-    async def outbox_sent(self, item_id: int, at: datetime) -> None:
-        self._update(item_id, sent_at=at)
+    async def outbox_sent(
+        self, item_id: int, at: datetime, attempt: OutboxAttempt | None = None
+    ) -> None:
+        self._update(item_id, attempt, sent_at=at)
 
-    async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
+    async def outbox_retry(
+        self,
+        item_id: int,
+        next_attempt_at: datetime,
+        error: str,
+        attempt: OutboxAttempt | None = None,
+    ) -> None:
         attempts = self._outbox[item_id].attempts + 1
-        self._update(item_id, attempts=attempts, next_attempt_at=next_attempt_at, last_error=error)
+        self._update(
+            item_id, attempt, attempts=attempts, next_attempt_at=next_attempt_at, last_error=error
+        )
 
-    async def outbox_failed(self, item_id: int, at: datetime, error: str) -> None:
+    async def outbox_failed(
+        self, item_id: int, at: datetime, error: str, attempt: OutboxAttempt | None = None
+    ) -> None:
         attempts = self._outbox[item_id].attempts + 1
-        self._update(item_id, attempts=attempts, failed_at=at, last_error=error)
+        self._update(item_id, attempt, attempts=attempts, failed_at=at, last_error=error)
 
     async def outbox_items(self, conversation_id: str | None = None) -> list[OutboxItem]:
         return [
@@ -249,6 +331,44 @@ class MemoryStore:
             for _, i in sorted(self._outbox.items())
             if conversation_id is None or i.conversation_id == conversation_id
         ]
+
+    async def outbox_item(self, item_id: int) -> OutboxItem | None:
+        item = self._outbox.get(item_id)
+        return None if item is None else copy.deepcopy(item)
+
+    async def outbox_deliveries(
+        self,
+        subscription: str,
+        state: str | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[OutboxItem]:
+        found = [
+            copy.deepcopy(i)
+            for item_id, i in sorted(self._outbox.items(), reverse=True)
+            if i.subscription == subscription
+            and (state is None or i.status == state)
+            and (before_id is None or item_id < before_id)
+        ]
+        return found[:limit]
+
+    async def outbox_attempts(self, item_ids: Collection[int]) -> dict[int, list[OutboxAttempt]]:
+        return {i: list(self._attempts[i]) for i in item_ids if self._attempts.get(i)}
+
+    async def outbox_redeliver(self, item_ids: Collection[int], at: datetime) -> list[int]:
+        again = sorted(
+            i for i in set(item_ids) if i in self._outbox and self._outbox[i].failed_at is not None
+        )
+        for item_id in again:
+            self._update(item_id, None, failed_at=None, next_attempt_at=at, attempts=0)
+        return again
+
+    async def outbox_backlog(self) -> dict[str, int]:
+        backlog: dict[str, int] = {}
+        for item in self._outbox.values():
+            if item.sent_at is None and item.failed_at is None:
+                backlog[item.kind] = backlog.get(item.kind, 0) + 1
+        return dict(sorted(backlog.items()))
 
     async def change_config(self, change: ConfigChange) -> AuditEntry:
         # Stored as JSON, like PostgreSQL would: what cannot be encoded is refused before

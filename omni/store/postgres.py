@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +47,7 @@ from omni.store import (
     ConfigChange,
     ConfigItem,
     ConversationQuery,
+    OutboxAttempt,
     OutboxItem,
     Pause,
     SignInSession,
@@ -169,22 +170,57 @@ INSERT INTO outbox (kind, dedupe_key, conversation_id, payload, created_at, next
 VALUES ($1, $2, $3, $4, $5, $5)
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING id"""
+_Q_ENQUEUE_ENTRY = """
+INSERT INTO outbox (kind, dedupe_key, conversation_id, payload, created_at, next_attempt_at,
+    subscription, body)
+VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
+ON CONFLICT (dedupe_key) DO NOTHING"""
 _OUTBOX_COLUMNS = """id, kind, dedupe_key, conversation_id, payload, created_at, attempts,
-    next_attempt_at, sent_at, failed_at, last_error"""
+    next_attempt_at, sent_at, failed_at, last_error, subscription, body"""
+_PENDING = "o.sent_at IS NULL AND o.failed_at IS NULL"
+# The oldest pending delivery of its subscription and conversation (e-mails have no order).
+_HEAD = """(o.subscription IS NULL OR NOT EXISTS (
+    SELECT 1 FROM outbox b
+    WHERE b.subscription = o.subscription AND b.conversation_id = o.conversation_id
+      AND b.id < o.id AND b.sent_at IS NULL AND b.failed_at IS NULL))"""
 _Q_OUTBOX_DUE = f"""
-SELECT {_OUTBOX_COLUMNS} FROM outbox
-WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
-ORDER BY next_attempt_at, id LIMIT $2"""
-_Q_OUTBOX_NEXT_DUE = """
-SELECT min(next_attempt_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"""
+SELECT {_OUTBOX_COLUMNS} FROM outbox o
+WHERE {_PENDING} AND o.next_attempt_at <= $1
+  AND ($3::text[] IS NULL OR o.kind = ANY($3::text[])) AND {_HEAD}
+ORDER BY o.next_attempt_at, o.id LIMIT $2"""
+_Q_OUTBOX_NEXT_DUE = f"""
+SELECT min(o.next_attempt_at) FROM outbox o
+WHERE {_PENDING} AND ($1::text[] IS NULL OR o.kind = ANY($1::text[]))
+  AND ($2::timestamptz IS NULL OR o.next_attempt_at > $2) AND {_HEAD}"""
 _Q_OUTBOX_SENT = "UPDATE outbox SET sent_at = $2 WHERE id = $1"
 _Q_OUTBOX_RETRY = """
 UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1"""
 _Q_OUTBOX_FAILED = """
 UPDATE outbox SET attempts = attempts + 1, failed_at = $2, last_error = $3 WHERE id = $1"""
+_Q_OUTBOX_ATTEMPT = """
+INSERT INTO outbox_attempts (item_id, at, duration, status_code, error)
+VALUES ($1, $2, $3, $4, $5)"""
 _Q_OUTBOX_ITEMS = f"""
 SELECT {_OUTBOX_COLUMNS} FROM outbox
 WHERE $1::text IS NULL OR conversation_id = $1 ORDER BY id"""
+_Q_OUTBOX_ITEM = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = $1"
+_Q_OUTBOX_DELIVERIES = f"""
+SELECT {_OUTBOX_COLUMNS} FROM outbox
+WHERE subscription = $1 AND ($3::bigint IS NULL OR id < $3)
+  AND ($4::text IS NULL
+       OR ($4 = 'sent' AND sent_at IS NOT NULL)
+       OR ($4 = 'failed' AND failed_at IS NOT NULL)
+       OR ($4 = 'pending' AND sent_at IS NULL AND failed_at IS NULL))
+ORDER BY id DESC LIMIT $2"""
+_Q_OUTBOX_ATTEMPTS = """
+SELECT item_id, at, duration, status_code, error FROM outbox_attempts
+WHERE item_id = ANY($1::bigint[]) ORDER BY item_id, id"""
+_Q_OUTBOX_REDELIVER = """
+UPDATE outbox SET failed_at = NULL, next_attempt_at = $2, attempts = 0
+WHERE id = ANY($1::bigint[]) AND failed_at IS NOT NULL RETURNING id"""
+_Q_OUTBOX_BACKLOG = """
+SELECT kind, count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL
+GROUP BY kind ORDER BY kind"""
 
 _ATTACHMENT_COLUMNS = """id, conversation_id, uploaded_by, name, size, content_type, file_key,
     created_at, claimed_at"""
@@ -363,9 +399,10 @@ async def _db_commit(
     events: list[tuple[Any, ...]],
     surveys: list[tuple[Any, ...]],
     claims: list[tuple[str, datetime]],
+    outbox: list[tuple[Any, ...]],
 ) -> None:
     conn = await writer.connection()
-    if not conversations and not surveys and not claims:
+    if not conversations and not surveys and not claims and not outbox:
         # Only events (the common case: messages): one statement is atomic on its own, so
         # no BEGIN/COMMIT round trips around it.
         await _db_insert_events(conn, events)
@@ -383,6 +420,9 @@ async def _db_commit(
             )
             if status != f"UPDATE {len(claims)}":
                 raise AttachmentClaimFailed("an attachment to claim is unknown or claimed already")
+        if outbox:
+            # The transactional outbox: a step's webhooks commit with its events, or neither.
+            await conn.executemany(_Q_ENQUEUE_ENTRY, outbox)
 
 
 async def _db_insert_events(conn: Any, events: list[tuple[Any, ...]]) -> None:
@@ -391,6 +431,22 @@ async def _db_insert_events(conn: Any, events: list[tuple[Any, ...]]) -> None:
         await conn.copy_records_to_table("events", records=events, columns=_EVENT_COLUMNS)
     elif events:
         await conn.execute(_Q_INSERT_EVENT, *events[0])
+
+
+async def _db_outbox_update(
+    pool: Any, query: str, args: tuple[Any, ...], attempt: OutboxAttempt | None, item_id: int
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(query, *args)
+        if attempt is not None:
+            await conn.execute(
+                _Q_OUTBOX_ATTEMPT,
+                item_id,
+                attempt.at,
+                attempt.duration,
+                attempt.status_code,
+                attempt.error,
+            )
 
 
 async def _db_add_session(pool: Any, session: SignInSession) -> None:
@@ -541,6 +597,10 @@ def _conversation_from_row(row: Any) -> Conversation:
     )
 
 
+def _list(kinds: Collection[str] | None) -> list[str] | None:
+    return None if kinds is None else sorted(kinds)
+
+
 def _outbox_item(row: Any) -> OutboxItem:
     return OutboxItem(
         row["id"],
@@ -554,6 +614,8 @@ def _outbox_item(row: Any) -> OutboxItem:
         row["sent_at"],
         row["failed_at"],
         row["last_error"],
+        row["subscription"],
+        row["body"],
     )
 
 
@@ -575,7 +637,16 @@ class _Batch:
     """Writes that commit together, as rows ready for the database; their callers wait on
     :attr:`done`."""
 
-    __slots__ = ("claims", "conversations", "done", "errors", "events", "surveys", "writes")
+    __slots__ = (
+        "claims",
+        "conversations",
+        "done",
+        "errors",
+        "events",
+        "outbox",
+        "surveys",
+        "writes",
+    )
 
     def __init__(self) -> None:
         self.writes: list[Write] = []
@@ -583,6 +654,7 @@ class _Batch:
         self.events: list[tuple[Any, ...]] = []
         self.surveys: list[tuple[Any, ...]] = []
         self.claims: list[tuple[str, datetime]] = []
+        self.outbox: list[tuple[Any, ...]] = []
         self.done = trio.Event()
         #: Position of a write in :attr:`writes` -> why it was not stored.
         self.errors: dict[int, BaseException] = {}
@@ -596,6 +668,18 @@ class _Batch:
             if write.survey is not None or write.survey_skipped:
                 self.surveys.append((conv.id, write.survey, write.survey is None))
         self.claims += write.claims
+        for o in write.outbox:
+            self.outbox.append(
+                (
+                    o.kind,
+                    o.dedupe_key,
+                    o.conversation_id,
+                    o.payload,
+                    o.created_at,
+                    o.subscription,
+                    o.body,
+                )
+            )
         append = self.events.append
         for e in write.events:
             key = e.client_key
@@ -828,28 +912,85 @@ class PostgresStore:
             raise StoreError(f"outbox: {exc}") from exc
         return stored is not None
 
-    async def outbox_due(self, at: datetime, limit: int) -> list[OutboxItem]:
-        rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_DUE, at, limit)
+    async def outbox_due(
+        self, at: datetime, limit: int, kinds: Collection[str] | None = None
+    ) -> list[OutboxItem]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_DUE, at, limit, _list(kinds))
         return [_outbox_item(row) for row in rows]
 
-    async def outbox_next_due(self) -> datetime | None:
-        due: datetime | None = await self._bridge.run(_db_fetchval, self._pool, _Q_OUTBOX_NEXT_DUE)
+    async def outbox_next_due(
+        self, kinds: Collection[str] | None = None, after: datetime | None = None
+    ) -> datetime | None:
+        due: datetime | None = await self._bridge.run(
+            _db_fetchval, self._pool, _Q_OUTBOX_NEXT_DUE, _list(kinds), after
+        )
         return due
 
-    async def outbox_sent(self, item_id: int, at: datetime) -> None:
-        await self._bridge.run(_db_fetchval, self._pool, _Q_OUTBOX_SENT, item_id, at)
-
-    async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
+    async def outbox_sent(
+        self, item_id: int, at: datetime, attempt: OutboxAttempt | None = None
+    ) -> None:
         await self._bridge.run(
-            _db_fetchval, self._pool, _Q_OUTBOX_RETRY, item_id, next_attempt_at, error
+            _db_outbox_update, self._pool, _Q_OUTBOX_SENT, (item_id, at), attempt, item_id
         )
 
-    async def outbox_failed(self, item_id: int, at: datetime, error: str) -> None:
-        await self._bridge.run(_db_fetchval, self._pool, _Q_OUTBOX_FAILED, item_id, at, error)
+    async def outbox_retry(
+        self,
+        item_id: int,
+        next_attempt_at: datetime,
+        error: str,
+        attempt: OutboxAttempt | None = None,
+    ) -> None:
+        args = (item_id, next_attempt_at, error)
+        await self._bridge.run(
+            _db_outbox_update, self._pool, _Q_OUTBOX_RETRY, args, attempt, item_id
+        )
+
+    async def outbox_failed(
+        self, item_id: int, at: datetime, error: str, attempt: OutboxAttempt | None = None
+    ) -> None:
+        args = (item_id, at, error)
+        await self._bridge.run(
+            _db_outbox_update, self._pool, _Q_OUTBOX_FAILED, args, attempt, item_id
+        )
 
     async def outbox_items(self, conversation_id: str | None = None) -> list[OutboxItem]:
         rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_ITEMS, conversation_id)
         return [_outbox_item(row) for row in rows]
+
+    async def outbox_item(self, item_id: int) -> OutboxItem | None:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_ITEM, item_id)
+        return _outbox_item(rows[0]) if rows else None
+
+    async def outbox_deliveries(
+        self,
+        subscription: str,
+        state: str | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[OutboxItem]:
+        rows = await self._bridge.run(
+            _db_fetch, self._pool, _Q_OUTBOX_DELIVERIES, subscription, limit, before_id, state
+        )
+        return [_outbox_item(row) for row in rows]
+
+    async def outbox_attempts(self, item_ids: Collection[int]) -> dict[int, list[OutboxAttempt]]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_ATTEMPTS, list(item_ids))
+        found: dict[int, list[OutboxAttempt]] = {}
+        for row in rows:
+            found.setdefault(row["item_id"], []).append(
+                OutboxAttempt(row["at"], row["duration"], row["status_code"], row["error"])
+            )
+        return found
+
+    async def outbox_redeliver(self, item_ids: Collection[int], at: datetime) -> list[int]:
+        rows = await self._bridge.run(
+            _db_fetch, self._pool, _Q_OUTBOX_REDELIVER, sorted(set(item_ids)), at
+        )
+        return sorted(row["id"] for row in rows)
+
+    async def outbox_backlog(self) -> dict[str, int]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_BACKLOG)
+        return {row[0]: int(row[1]) for row in rows}
 
     async def count_events(self) -> int:
         count: int = await self._bridge.run(_db_fetchval, self._pool, _Q_COUNT_EVENTS)
@@ -970,6 +1111,7 @@ class PostgresStore:
                     batch.events,
                     batch.surveys,
                     batch.claims,
+                    batch.outbox,
                 )
         except Exception as exc:
             if len(batch.writes) == 1:
