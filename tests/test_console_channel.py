@@ -28,7 +28,8 @@ globalThis.document = {
 const dir = process.argv[2];
 const { channelName, channelLabel } = await import(dir + "/view.js");
 const { strings } = await import(dir + "/i18n.js");
-const text = (n) => (n === null ? null : typeof n === "string" ? n : (n.textContent ?? n.children.map(text).join("")));
+const text = (n) =>
+  n === null ? null : typeof n === "string" ? n : (n.textContent ?? n.children.map(text).join(""));
 const out = {};
 for (const lang of ["en", "pt-BR"]) {
   const t = strings(lang);
