@@ -36,6 +36,7 @@ from werkzeug.exceptions import HTTPException
 
 from admin_api import schemas
 from admin_api.attachments import UPLOAD_PATH, AttachmentOut, AttachmentRoutes, LinkOut
+from admin_api.channels import channel_routes
 from admin_api.http import (
     CONVERSATIONS,
     OPERATIONS,
@@ -64,6 +65,7 @@ from omni.attachments import Uploads
 from omni.config import (
     RESOURCES,
     ApiTokenInput,
+    ChannelInput,
     OperatorInput,
     Resource,
     UserInput,
@@ -304,6 +306,8 @@ def create_app(
         """The websocket protocol, both directions, as JSON Schema: the pages are written
         against it."""
         return Response(PROTOCOL_SCHEMA, content_type="application/schema+json")
+
+    channel_routes(app, hub)
 
     if configuration is None:
         return app
@@ -717,20 +721,28 @@ PROTOCOL_SCHEMA = msgspec.json.encode(protocol.json_schema())
 
 
 async def _check_destination(guard: Guard, sent: Any) -> None:
-    """A webhook's URL must reach only public addresses now (the SSRF guard; checked again at
-    each delivery): 422 naming the address otherwise."""
-    if not isinstance(sent, WebhookInput):
+    """A webhook's URL, a channel's API and reply URLs must reach only public addresses now
+    (the SSRF guard; checked again at each call): 422 naming the address otherwise."""
+    urls: dict[str, str | None]
+    if isinstance(sent, WebhookInput):
+        urls = {"url": sent.url}
+    elif isinstance(sent, ChannelInput):
+        urls = {"base_url": sent.base_url, "reply_url": sent.reply_url}
+    else:
         return
-    try:
-        await guard.check_url(sent.url)
-    except Refused as exc:
-        raise Problem(
-            422,
-            f"url: {exc.message}; webhooks go to public addresses only",
-            kind="refused-destination",
-        ) from None
-    except Unresolvable as exc:
-        raise Problem(422, f"url: {exc}", kind="refused-destination") from None
+    for name, url in urls.items():
+        if url is None:
+            continue
+        try:
+            await guard.check_url(url)
+        except Refused as exc:
+            raise Problem(
+                422,
+                f"{name}: {exc.message}; outgoing calls go to public addresses only",
+                kind="refused-destination",
+            ) from None
+        except Unresolvable as exc:
+            raise Problem(422, f"{name}: {exc}", kind="refused-destination") from None
 
 
 def _resource_routes(api: Api, config: Configuration, resource: Resource, guard: Guard) -> None:
@@ -800,6 +812,11 @@ def _resource_routes(api: Api, config: Configuration, resource: Resource, guard:
             issued = secrets.token_urlsafe(32)
             sent = msgspec.structs.replace(sent, token=issued)
         secret = None
+        if isinstance(sent, ChannelInput):
+            await _check_destination(guard, sent)
+            if sent.kind == "generic" and sent.secret is None:
+                secret = issue_webhook_secret()
+                sent = msgspec.structs.replace(sent, secret=secret)
         if isinstance(sent, WebhookInput):
             await _check_destination(guard, sent)
             if sent.secret is None:

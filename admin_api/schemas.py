@@ -54,6 +54,8 @@ class SurveyLinkOut(msgspec.Struct):
     url: str
     #: When the link stops working: the survey's deadline.
     expires_at: datetime
+
+
 class AttemptOut(msgspec.Struct):
     """One attempt to deliver a webhook: when, how long it took, the receiver's HTTP status
     (null: no answer) and what went wrong (null: delivered)."""

@@ -36,15 +36,20 @@ from omni.domain.configuration import (
     key_of,
 )
 from omni.domain.model import (
+    CHANNEL_SECRETS,
     PASSWORD_MAX,
     ApiToken,
     ApiTokenProfile,
+    Channel,
+    ChannelProfile,
+    ChannelSecret,
     Directory,
     Group,
     Operator,
     OperatorProfile,
     Parameters,
     Service,
+    TelegramSecret,
     User,
     UserProfile,
     Webhook,
@@ -126,6 +131,18 @@ class WebhookInput(WebhookProfile, frozen=True, kw_only=True):
             webhook_secret_key(self.secret)
 
 
+class ChannelInput(ChannelProfile, frozen=True, kw_only=True):
+    """A channel as an administrator sends it: each secret of its kind
+    (:data:`~omni.domain.model.CHANNEL_SECRETS`) left out keeps the stored one; the generic
+    channel's ``secret`` is issued when it is left out of a creation, and shown once."""
+
+    token: ChannelSecret | None = None
+    app_secret: ChannelSecret | None = None
+    verify_token: ChannelSecret | None = None
+    secret_token: TelegramSecret | None = None
+    secret: WebhookSecret | None = None
+
+
 def issue_webhook_secret() -> str:
     """A new signing secret: 32 random bytes (256 bits)."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -177,6 +194,13 @@ def seal(
         if secret is None:
             raise ValueError("a webhook needs a secret (whsec_ and the base64 of 24-64 bytes)")
         return Webhook(**fields, secret=secret)
+    if isinstance(sent, ChannelInput):
+        fields = msgspec.structs.asdict(sent)
+        if stored is not None and stored.get("kind") == sent.kind:
+            for name in CHANNEL_SECRETS[sent.kind]:
+                if fields[name] is None:
+                    fields[name] = stored.get(name)
+        return Channel(**fields)
     if isinstance(sent, ServiceInput):
         fields = msgspec.structs.asdict(sent)
         if sent.identity_secret is msgspec.UNSET:
@@ -212,13 +236,25 @@ RESOURCES: dict[str, Resource] = {
         Resource("users", UserInput, UserProfile),
         Resource("bots", Bot, Bot),
         Resource("webhooks", WebhookInput, WebhookProfile),
+        Resource("channels", ChannelInput, ChannelProfile),
     )
 }
 
 #: Fields never shown: secrets are write-only, and a user's session generation is
 #: bookkeeping.
 SECRET_FIELDS = frozenset(
-    {"token", "token_hash", "identity_secret", "password", "password_hash", "generation", "secret"}
+    {
+        "token",
+        "token_hash",
+        "identity_secret",
+        "password",
+        "password_hash",
+        "generation",
+        "secret",
+        "app_secret",
+        "verify_token",
+        "secret_token",
+    }
 )
 
 
@@ -243,6 +279,7 @@ class ConfigFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     users: tuple[UserInput, ...] = ()
     bots: tuple[Bot, ...] = ()
     webhooks: tuple[WebhookInput, ...] = ()
+    channels: tuple[ChannelInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -284,6 +321,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
             "users",
             "bots",
             "webhooks",
+            "channels",
         ):
             sent: tuple[Any, ...] = getattr(file, kind)
             keys = [key_of(kind, entity) for entity in sent]

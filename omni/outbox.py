@@ -349,6 +349,9 @@ class Outbox:
 
 def _name(item: OutboxItem) -> str:
     """An item as the log names it: id, conversation, webhook."""
+    if item.subscription is not None and item.kind == "channel":
+        # The subscription of a channel's reply is "channel:<id>".
+        return f"item {item.id} (conversation {item.conversation_id}, {item.subscription})"
     if item.subscription is not None:
         return f"item {item.id} (conversation {item.conversation_id}, webhook {item.subscription})"
     return f"item {item.id} (conversation {item.conversation_id})"

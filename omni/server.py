@@ -32,6 +32,7 @@ from omni.actors.hub import Counters, Hub, Settings, open_hub
 from omni.actors.survey_links import SurveyLinks
 from omni.attachments import FolderStore, Uploads
 from omni.captcha import SiteVerify
+from omni.channels import ChannelSender
 from omni.clock import Clock
 from omni.cluster import Node, generated_name, open_node
 from omni.config import Config
@@ -246,6 +247,7 @@ async def open_server(
             counters.webhook_attempts,
         )
     ]
+    senders.append(ChannelSender(outgoing, lambda: running[0].directory, clock.now, hooks))
     if smtp is not None:
         senders.append(EmailSender(SmtpMailer(smtp), smtp, clock.now))
     outbox = Outbox(
@@ -254,7 +256,11 @@ async def open_server(
         senders,
         # Seeded from the system, not the random module's global state (STYLE §4).
         random=random.Random().random,
-        counters={"email": counters.emails, "webhook": counters.webhooks},
+        counters={
+            "email": counters.emails,
+            "webhook": counters.webhooks,
+            "channel": counters.channels,
+        },
         backlog=counters.outbox_backlog,
         idle=() if smtp is not None else ("email",),
         concurrency=hooks.concurrency,

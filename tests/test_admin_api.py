@@ -1338,7 +1338,10 @@ async def test_list_conversations_with_filters(world: World, http: httpx.AsyncCl
         "ended_by",
         "last_seq",
         "waited",
+        "channel",
     }
+    # The WebChat's conversations came through no messaging channel.
+    assert closed["channel"] is None
     # The protocol's one summary shape: the history's last seq, and the wait until answered.
     assert closed["last_seq"] > 3
     answered_at, created_at = (

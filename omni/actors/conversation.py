@@ -10,6 +10,8 @@ Rules:
 * Webhooks (the transactional outbox): the step's events that a subscription of the service
   wants become outbox deliveries in the step's own write, so an event is stored with its
   webhooks or not at all. A service with no subscription costs one dict lookup per step.
+* Channels (issue 17) the same way: what a channel's visitor would have seen in the WebChat
+  becomes outbox items of kind ``channel`` in the step's write, one per text, in ``seq`` order.
 * Refusals (:class:`Rejected`) go back to whoever sent the event as an ``error`` frame; nothing
   has changed. Any other exception crashes this actor only: its visitor connection is closed (the
   client resumes and gets the missed events from the store) and the supervisor restarts the actor
@@ -36,6 +38,7 @@ from omni.actors.runtime import Actor, ActorRef, Timer
 from omni.clock import Clock
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
+from omni.domain.channels import channel_text
 from omni.domain.conversation import (
     Ack,
     Answered,
@@ -205,6 +208,15 @@ class ConversationHost(Protocol):
 
     def webhooks_queued(self, count: int) -> None:
         """``count`` webhook deliveries were stored: the outbox may send them."""
+        ...
+
+    def channel_replies_queued(self, count: int) -> None:
+        """``count`` replies to a channel were stored: the outbox may send them."""
+        ...
+
+    def survey_url(self, conv: Conversation) -> str | None:
+        """The link to the conversation's survey page while its survey waits for an answer
+        (a channel's closing message carries it); None: none."""
         ...
 
 
@@ -430,10 +442,15 @@ class ConversationActor(Actor[ConversationMessage]):
         subscribed = self._host.subscriptions(conv.service_id)
         if subscribed and not restoring:
             self._queue_webhooks(write, effects, frames, subscribed)
+        replies = 0
+        if conv.channel is not None and not restoring:
+            replies = self._queue_channel_replies(write, effects)
         if write.events or write.conversation is not None or write.outbox:
             await self._host.store.write(write)
-        if write.outbox:
-            self._host.webhooks_queued(len(write.outbox))
+        if len(write.outbox) > replies:
+            self._host.webhooks_queued(len(write.outbox) - replies)
+        if replies:
+            self._host.channel_replies_queued(replies)
         was = self._entry.status
         self._entry.status = conv.status
         self._entry.group_id = conv.group_id
@@ -480,6 +497,40 @@ class ConversationActor(Actor[ConversationMessage]):
                         event.body,
                     )
                 )
+
+    def _queue_channel_replies(self, write: Write, effects: list[domain.Effect]) -> int:
+        """A channel's conversation (the transactional outbox, as webhooks): what its visitor
+        would have seen in the WebChat goes out as the channel's text, from the outbox, in
+        order (one head per conversation), stored with the step's events. How many."""
+        conv, now = self._conv, self._host.clock.now()
+        assert conv.channel is not None
+        service = self._host.context(conv.service_id).service
+        queued = 0
+        for effect in effects:
+            if not isinstance(effect, Emit) or effect.audience == "operator":
+                continue
+            text = channel_text(effect.frame, service, lambda: self._host.survey_url(conv))
+            if text is None:
+                continue
+            payload = {
+                "channel": conv.channel.id,
+                "to": conv.channel_user,
+                "text": text,
+                "seq": effect.seq,
+            }
+            write.outbox.append(
+                OutboxEntry(
+                    "channel",
+                    f"channel:{conv.id}:{effect.seq}",
+                    conv.id,
+                    payload,
+                    now,
+                    f"channel:{conv.channel.id}",
+                    None,
+                )
+            )
+            queued += 1
+        return queued
 
     # -- effects after the write, by type ---------------------------------------------------------
 

@@ -55,10 +55,20 @@ from omni.domain import board as board_rules
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.board import Today
+from omni.domain.channels import Inbound
 from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, LinkedSurvey, Rejected, Status, SurveyRefused
 from omni.domain.estimate import WaitEstimator
-from omni.domain.model import Directory, Operator, Role, Service, User, Webhook, hash_token
+from omni.domain.model import (
+    Channel,
+    Directory,
+    Operator,
+    Role,
+    Service,
+    User,
+    Webhook,
+    hash_token,
+)
 from omni.domain.reports import DEFAULT_THRESHOLD
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
@@ -108,6 +118,10 @@ class Counters:
     )
     #: Webhook deliveries (issue 17), by outcome: queued, sent, retried, failed (parked).
     webhooks: dict[str, int] = field(
+        default_factory=lambda: {"queued": 0, "sent": 0, "retried": 0, "failed": 0}
+    )
+    #: Replies to messaging channels (issue 17), by outcome: queued, sent, retried, failed.
+    channels: dict[str, int] = field(
         default_factory=lambda: {"queued": 0, "sent": 0, "retried": 0, "failed": 0}
     )
     #: Webhook delivery attempts, by outcome (``omni.webhooks``: delivered, http_error, …).
@@ -164,6 +178,8 @@ class Hub:
         #: link), and the one door through which a closed conversation's survey is answered.
         self.survey_links: SurveyLinks | None = None
         self._closed_surveys = trio.Lock()
+        #: One lock per channel user (channel id, user) while their messages are taken.
+        self._channel_locks: dict[tuple[str, str], trio.Lock] = {}
         self.pauses = PauseRecorder(store, clock)
         nursery.start_soon(self.pauses.run)
         self._groups: dict[int, ActorRef[GroupMessage]] = {}
@@ -449,6 +465,19 @@ class Hub:
             except IdentityError as exc:
                 raise Rejected("invalid_identity", str(exc)) from None
         visitor = admission.identify(service, self.directory.parameters, typed, signed)
+        return await self._open(service, visitor, peer)
+
+    async def _open(
+        self,
+        service: Service,
+        visitor: p.Visitor,
+        peer: Peer | None,
+        channel: p.ChannelRef | None = None,
+        channel_user: str | None = None,
+    ) -> str:
+        """Create the conversation (its bot first, if the service has one at this hour) and
+        give it its actor; ``started`` goes to ``peer`` (a WebChat visitor) first."""
+        service_id = service.id
         now = self.clock.now()
         year = admission.ticket_year(self.directory, service, now)
         ticket = admission.ticket(year, await self.store.next_ticket(year))
@@ -463,6 +492,8 @@ class Hub:
                 bot=bot,
                 now=now,
                 ctx=self.context(service_id),
+                channel=channel,
+                channel_user=channel_user,
             )
         else:
             group_id = self.directory.route(service, now)
@@ -477,15 +508,79 @@ class Hub:
                 opens_at=(
                     None if group_id is not None else self.directory.next_opening(service, now)
                 ),
+                channel=channel,
+                channel_user=channel_user,
             )
-        shown = p.ServiceRef(service.id, service.name, service.shown_avatar())
-        # `started` (with the resume token) goes out with the first effects, after the write
-        # that stores the conversation: a visitor is never told of one that is not stored.
-        started = domain.Signal("visitor", p.Started(conv.id, ticket, token, shown))
+        if peer is not None:
+            shown = p.ServiceRef(service.id, service.name, service.shown_avatar())
+            # `started` (with the resume token) goes out with the first effects, after the
+            # write that stores the conversation: a visitor is never told of one that is not
+            # stored.
+            effects.insert(0, domain.Signal("visitor", p.Started(conv.id, ticket, token, shown)))
         entry = self._spawn(conv, peer=peer, new=True)
         # Sent before anything else can reach the new mailbox, so it is the first thing handled.
-        entry.ref.send_nowait(Effects([started, *effects]))
+        entry.ref.send_nowait(Effects(effects))
         return conv.id
+
+    # -- messaging channels (issue 17) ------------------------------------------------------------
+
+    async def channel_message(self, channel: Channel, message: Inbound) -> str | None:
+        """A message a person wrote on ``channel``: into their open conversation, else into a
+        new one of the channel's service (which the message starts; a bot's first question
+        is not answered by it). A message the channel took before (the platform's id, kept
+        for good) is dropped: None. Messages of one user are taken one at a time, so a
+        repeated delivery racing its original starts no second conversation.
+
+        A refusal of the rules (the out-of-hours limit, an answer the bot does not take) is
+        logged and the message dropped: the platform must not deliver it again and again."""
+        key = (channel.id, message.user)
+        lock = self._channel_locks.setdefault(key, trio.Lock())
+        try:
+            async with lock:
+                return await self._channel_message(channel, message)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._channel_locks.pop(key, None)
+
+    async def _channel_message(self, channel: Channel, message: Inbound) -> str | None:
+        store = self.store
+        if await store.inbound_seen(channel.id, message.message_id):
+            return None
+        conversation_id = await store.channel_conversation(channel.id, message.user)
+        started = conversation_id is None
+        if conversation_id is None:
+            service = self.directory.services.get(channel.service_id)
+            if service is None:
+                raise Rejected("unknown_service", f"there is no chat service {channel.service_id}")
+            visitor = p.Visitor(name=message.name, phone=message.phone)
+            ref = p.ChannelRef(channel.kind, channel.id)
+            conversation_id = await self._open(service, visitor, None, ref, message.user)
+        entry = await self.entry(conversation_id)
+        if not (started and entry.status is Status.BOT):
+            event = domain.VisitorMessage(message.message_id, message.text)
+            try:
+                await entry.ref.ask(Apply(event), timeout=self.settings.ask_timeout)
+            except ActorStopped:
+                log.warning("channel %s: conversation %s ended meanwhile", channel.id, entry)
+            except Rejected as exc:
+                log.info(
+                    "channel %s: conversation %s refused a message: %s",
+                    channel.id,
+                    conversation_id,
+                    exc.code,
+                )
+        await store.record_inbound(
+            channel.id, message.message_id, conversation_id, self.clock.now()
+        )
+        return conversation_id
+
+    def channel_replies_queued(self, count: int) -> None:
+        self.metrics.channels["queued"] += count
+        self.wake_outbox()
+
+    def survey_url(self, conv: domain.Conversation) -> str | None:
+        link = self.survey_link_of(conv)
+        return None if link is None else link.url
 
     def _spawn(
         self, conv: domain.Conversation, *, peer: Peer | None, new: bool

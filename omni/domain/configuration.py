@@ -27,6 +27,7 @@ import msgspec
 from omni.domain.bot import Bot
 from omni.domain.model import (
     ApiToken,
+    Channel,
     Directory,
     Group,
     Operator,
@@ -87,6 +88,7 @@ KINDS: dict[str, Kind] = {
         Kind("users", User, "id"),
         Kind("bots", Bot, "id"),
         Kind("webhooks", Webhook, "id"),
+        Kind("channels", Channel, "id"),
     )
 }
 
@@ -135,6 +137,7 @@ def build_directory(items: Iterable[ConfigItem]) -> Directory:
             users={u.id: u for u in entities["users"]},
             bots={b.id: b for b in entities["bots"]},
             webhooks={w.id: w for w in entities["webhooks"]},
+            channels={c.id: c for c in entities["channels"]},
         )
     except ValueError as exc:
         raise ConfigInvalid(str(exc)) from None

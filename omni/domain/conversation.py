@@ -35,7 +35,7 @@ from omni.domain import protocol as p
 from omni.domain.attachments import Attachment
 from omni.domain.bot import Bot, BotState
 from omni.domain.model import Directory, Service, SurveyQuestion, Timers
-from omni.domain.protocol import EndedBy, Party, Rejected, Status, Visitor
+from omni.domain.protocol import ChannelRef, EndedBy, Party, Rejected, Status, Visitor
 
 __all__ = ["EndedBy", "Party", "Rejected", "Status", "Visitor"]
 
@@ -91,6 +91,10 @@ class Conversation:
     bot: BotState | None = None
     #: Its survey (F13): see :data:`SurveyState`.
     survey: SurveyState | None = None
+    #: The messaging channel it came through (issue 17), and who writes on it there (the
+    #: platform's user or chat id, where replies go); None: the WebChat.
+    channel: ChannelRef | None = None
+    channel_user: str | None = None
 
     def summary(self, *, waited: float | None = None) -> p.ConversationSummary:
         """The conversation as the protocol and the API show it. ``waited``: in an offer, the
@@ -112,6 +116,7 @@ class Conversation:
             ended_at=self.ended_at,
             ended_by=self.ended_by,
             waited=waited,
+            channel=self.channel,
         )
 
 
@@ -595,6 +600,8 @@ def open_conversation(
     group_id: int | None,
     now: datetime,
     opens_at: datetime | None = None,
+    channel: ChannelRef | None = None,
+    channel_user: str | None = None,
 ) -> tuple[Conversation, list[Effect]]:
     """A new conversation: queued in ``group_id``, or out of hours when it is None — then the
     visitor is told the service's message and ``opens_at``, when it next takes conversations
@@ -610,6 +617,8 @@ def open_conversation(
         created_at=now,
         waiting_since=now,
         arrived_out_of_hours=group_id is None,
+        channel=channel,
+        channel_user=channel_user,
     )
     effects: list[Effect] = [Persist()]
     if group_id is None:
@@ -638,6 +647,8 @@ def open_bot_conversation(
     bot: Bot,
     now: datetime,
     ctx: Context,
+    channel: ChannelRef | None = None,
+    channel_user: str | None = None,
 ) -> tuple[Conversation, list[Effect]]:
     """A new conversation that meets the service's chatbot first (F15): the bot speaks from its
     start until its first question — or hands off, finishes, or finds nothing open at once."""
@@ -652,6 +663,8 @@ def open_bot_conversation(
         created_at=now,
         waiting_since=now,
         bot=BotState(script=bot),
+        channel=channel,
+        channel_user=channel_user,
     )
     assert conv.bot is not None
     step = bots.begin(conv.bot, _World(ctx, conv, now), person=ctx.service.bot_person)
@@ -744,12 +757,13 @@ def restore(
     goes back to its queue; a queue timeout keeps counting from when the visitor began waiting;
     an active one whose operator is away starts the grace period; a survey waits again for its
     full timeout; a visitor at the bot's question gets its full inactivity time again."""
+    # A channel's visitor has no connection to lose: nothing waits for them to come back.
+    absent: list[Effect] = (
+        [] if conv.channel is not None else [StartTimer("absent", ctx.absent_visitor_timeout)]
+    )
     if conv.status is Status.BOT:
         assert conv.bot is not None and conv.bot.script is not None
-        return [
-            StartTimer("bot", conv.bot.script.inactivity),
-            StartTimer("absent", ctx.absent_visitor_timeout),
-        ]
+        return [StartTimer("bot", conv.bot.script.inactivity), *absent]
     if conv.status in (Status.OFFERED, Status.QUEUED):
         assert conv.group_id is not None
         effects: list[Effect] = []
@@ -766,7 +780,7 @@ def restore(
             waited = (now - conv.waiting_since).total_seconds() if now is not None else 0.0
             effects.append(StartTimer("queue", max(timeout - waited, 0.0)))
         # No visitor is connected to a restored conversation until they resume.
-        effects.append(StartTimer("absent", ctx.absent_visitor_timeout))
+        effects += absent
         return effects
     if conv.status is Status.ACTIVE and not operator_connected:
         conv.grace_pending = True
@@ -1448,6 +1462,10 @@ def _end(conv: Conversation, by: EndedBy, now: datetime, ctx: Context, to: Statu
     questions = ctx.service.questions()
     if questions:
         conv.survey = "pending"
+        if conv.channel is not None:
+            # A messaging app shows no survey page: the conversation closes now, and its
+            # survey waits for the link its closing message carries (survey by link).
+            return effects + _close(conv, ctx)
         effects += [
             Persist(),
             _emit(conv, "visitor", p.Survey, questions=tuple(map(p.Question.of, questions))),

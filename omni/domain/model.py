@@ -490,6 +490,95 @@ class Webhook(WebhookProfile, frozen=True, kw_only=True):
         return f"Webhook(id={self.id!r}, service_id={self.service_id})"
 
 
+#: The messaging platforms a channel connects (issue 17; docs/admin-api.md, "Channels").
+ChannelKind = Literal["whatsapp", "telegram", "generic"]
+#: Where each platform's API is unless a channel says otherwise (``base_url``).
+CHANNEL_BASE_URLS: Mapping[str, str] = {
+    "whatsapp": "https://graph.facebook.com",
+    "telegram": "https://api.telegram.org",
+}
+#: A platform's id as a channel stores it (a phone number id, an API version).
+PlatformId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+#: A secret a platform gives or takes (an access token, an app secret, a verify token).
+ChannelSecret = Annotated[str, msgspec.Meta(min_length=8, max_length=1000)]
+#: Telegram's ``secret_token``: 1-256 characters of ``A-Za-z0-9_-`` (here at least 16).
+TelegramSecret = Annotated[
+    str, msgspec.Meta(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_-]+$")
+]
+
+
+class ChannelProfile(_Entity, frozen=True):
+    """A messaging channel of one service, as an administrator sees it (no secret): messages
+    arriving at ``/channels/{id}/webhook`` become conversations of ``service_id``, and what the
+    visitor would have seen in the WebChat goes back through the platform's API at
+    ``base_url`` (the platform's own unless set: a test's stand-in, a proxy)."""
+
+    id: Key
+    kind: ChannelKind
+    service_id: Id
+    #: The platform's API (WhatsApp, Telegram); None: the platform's public one.
+    base_url: WebhookUrl | None = None
+    #: The generic channel: where replies are POSTed (signed like outgoing webhooks).
+    reply_url: WebhookUrl | None = None
+    #: WhatsApp: the business phone number's id, and the Graph API version.
+    phone_number_id: PlatformId | None = None
+    api_version: PlatformId = "v21.0"
+    #: An inactive channel takes no message (404) and sends nothing (pending replies park).
+    active: bool = True
+    description: Text = ""
+
+    def __post_init__(self) -> None:
+        for name in ("base_url", "reply_url"):
+            url = getattr(self, name)
+            if url is not None and not urlsplit(url).hostname:
+                raise ValueError(f"{name}: no host")
+        if self.kind == "whatsapp" and self.phone_number_id is None:
+            raise ValueError("a whatsapp channel needs phone_number_id")
+        if self.kind == "generic" and self.reply_url is None:
+            raise ValueError("a generic channel needs reply_url")
+
+    @property
+    def api_url(self) -> str:
+        """The platform's API root: ``base_url``, else the platform's public one."""
+        return (self.base_url or CHANNEL_BASE_URLS.get(self.kind, "")).rstrip("/")
+
+
+#: Each kind's secrets (write-only): WhatsApp's access token (``token``), app secret (the
+#: POSTs' signature) and verify token (the subscription's challenge); Telegram's bot token and
+#: the ``secret_token`` set with ``setWebhook``; the generic channel's Standard Webhooks secret.
+CHANNEL_SECRETS: Mapping[str, tuple[str, ...]] = {
+    "whatsapp": ("token", "app_secret", "verify_token"),
+    "telegram": ("token", "secret_token"),
+    "generic": ("secret",),
+}
+
+
+class Channel(ChannelProfile, frozen=True, kw_only=True):
+    """A channel as stored: the profile and its kind's secrets (:data:`CHANNEL_SECRETS`; the
+    server needs them in clear to sign, check and call)."""
+
+    token: ChannelSecret | None = None
+    app_secret: ChannelSecret | None = None
+    verify_token: ChannelSecret | None = None
+    secret_token: TelegramSecret | None = None
+    secret: WebhookSecret | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        needed = CHANNEL_SECRETS[self.kind]
+        for name in ("token", "app_secret", "verify_token", "secret_token", "secret"):
+            given = getattr(self, name) is not None
+            if name in needed and not given:
+                raise ValueError(f"a {self.kind} channel needs {name}")
+            if name not in needed and given:
+                raise ValueError(f"a {self.kind} channel takes no {name}")
+        if self.secret is not None:
+            webhook_secret_key(self.secret)
+
+    def __repr__(self) -> str:
+        return f"Channel(id={self.id!r}, kind={self.kind!r}, service_id={self.service_id})"
+
+
 class PauseReason(_Entity, frozen=True):
     """Why an operator is paused (issue 14): the console offers the configured list, metrics
     and reports count paused operators by its ``id``."""
@@ -553,6 +642,7 @@ class Directory:
     users: Mapping[str, User] = field(default_factory=dict)
     bots: Mapping[str, Bot] = field(default_factory=dict)
     webhooks: Mapping[str, Webhook] = field(default_factory=dict)
+    channels: Mapping[str, Channel] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Directory:
@@ -643,6 +733,9 @@ class Directory:
         for webhook in self.webhooks.values():
             if webhook.service_id not in self.services:
                 problems.append(f"webhook {webhook.id}: unknown service {webhook.service_id}")
+        for channel in self.channels.values():
+            if channel.service_id not in self.services:
+                problems.append(f"channel {channel.id}: unknown service {channel.service_id}")
         hashes = [o.token_hash for o in self.operators.values()]
         if len(set(hashes)) != len(hashes):
             problems.append("two operators share a console token")

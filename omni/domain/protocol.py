@@ -203,6 +203,14 @@ class Question(msgspec.Struct, frozen=True, omit_defaults=True):
         return cls(q.id, q.kind, q.label, q.required, max_length=q.max_length)
 
 
+class ChannelRef(msgspec.Struct, frozen=True, gc=False):
+    """The messaging channel a conversation came through (issue 17): its ``kind``
+    (``whatsapp``, ``telegram``, ``generic``) and the channel's ``id`` in the configuration."""
+
+    kind: str
+    id: str
+
+
 class ConversationSummary(msgspec.Struct, frozen=True):
     """A conversation in one shape, wherever it is listed or offered."""
 
@@ -224,6 +232,8 @@ class ConversationSummary(msgspec.Struct, frozen=True):
     #: Seconds the visitor waited for an operator: in an offer, so far; once an operator took
     #: it, from arrival to that first answer; null while not answered (outside offers).
     waited: float | None = None
+    #: The messaging channel it came through; null: the WebChat.
+    channel: ChannelRef | None = None
 
 
 # -- visitor → server ----------------------------------------------------------------------------

@@ -375,6 +375,23 @@ class Store(Protocol):
         """Newest first, at most ``query.limit``."""
         ...
 
+    # -- messaging channels (issue 17) ------------------------------------------------------
+
+    async def channel_conversation(self, channel_id: str, user: str) -> str | None:
+        """The newest conversation of the channel's ``user`` that is not closed or abandoned
+        (out of hours included), if any."""
+        ...
+
+    async def inbound_seen(self, channel_id: str, message_id: str) -> bool:
+        """Whether the channel took the platform's message ``message_id`` already."""
+        ...
+
+    async def record_inbound(
+        self, channel_id: str, message_id: str, conversation_id: str, at: datetime
+    ) -> None:
+        """The channel took ``message_id`` into ``conversation_id`` (again: nothing changes)."""
+        ...
+
     async def conversations_created_between(
         self, start: datetime, end: datetime
     ) -> list[Conversation]:

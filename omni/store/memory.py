@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from omni.domain.conversation import OPEN_STATUSES, Conversation
+from omni.domain.conversation import OPEN_STATUSES, TERMINAL_STATUSES, Conversation
 from omni.store import (
     Attachment,
     AttachmentClaimFailed,
@@ -42,6 +42,8 @@ class MemoryStore(MemoryCoordination):
         self._tickets: dict[int, int] = {}
         self._conversations: dict[str, Conversation] = {}
         self._events: dict[str, list[StoredEvent]] = {}
+        #: (channel id, platform message id) -> (conversation id, received at).
+        self._inbound: dict[tuple[str, str], tuple[str, datetime]] = {}
         self._by_token: dict[str, str] = {}
         self._surveys: dict[str, dict[str, Any] | None] = {}
         self._config: dict[tuple[str, str], ConfigItem] = {}
@@ -133,6 +135,25 @@ class MemoryStore(MemoryCoordination):
 
     async def survey(self, conversation_id: str) -> dict[str, Any] | None:
         return self._surveys.get(conversation_id)
+
+    async def channel_conversation(self, channel_id: str, user: str) -> str | None:
+        found = [
+            c
+            for c in self._conversations.values()
+            if c.channel is not None
+            and c.channel.id == channel_id
+            and c.channel_user == user
+            and c.status not in TERMINAL_STATUSES
+        ]
+        return max(found, key=lambda c: c.created_at).id if found else None
+
+    async def inbound_seen(self, channel_id: str, message_id: str) -> bool:
+        return (channel_id, message_id) in self._inbound
+
+    async def record_inbound(
+        self, channel_id: str, message_id: str, conversation_id: str, at: datetime
+    ) -> None:
+        self._inbound.setdefault((channel_id, message_id), (conversation_id, at))
 
     async def open_conversations(self) -> list[Conversation]:
         restored = []

@@ -45,6 +45,7 @@ import trio
 
 from omni.domain.bot import BotState
 from omni.domain.conversation import Conversation, Status, Visitor
+from omni.domain.protocol import ChannelRef
 from omni.store import (
     Attachment,
     AttachmentClaimFailed,
@@ -88,8 +89,10 @@ RETURNING last"""
 _Q_UPSERT_CONVERSATION = """
 INSERT INTO conversations (id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
-    answered_at, ended_at, arrived_out_of_hours, bot, survey)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+    answered_at, ended_at, arrived_out_of_hours, bot, survey, channel_kind, channel_id,
+    channel_user)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+    $20, $21, $22)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status, group_id = excluded.group_id, operator_id = excluded.operator_id,
     operator_name = excluded.operator_name, offered_to = excluded.offered_to,
@@ -111,7 +114,8 @@ ON CONFLICT (conversation_id) DO UPDATE
 
 _CONVERSATION_COLUMNS = """id, ticket, service_id, token_hash, visitor, status, group_id,
     operator_id, operator_name, offered_to, ended_by, grace_pending, waiting_since, created_at,
-    answered_at, ended_at, arrived_out_of_hours, bot, survey,
+    answered_at, ended_at, arrived_out_of_hours, bot, survey, channel_kind, channel_id,
+    channel_user,
     (SELECT max(seq) FROM events WHERE conversation_id = conversations.id) AS last_seq"""
 
 _Q_LOAD_CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
@@ -129,6 +133,14 @@ SELECT {_CONVERSATION_COLUMNS} FROM conversations
 WHERE status IN ('bot', 'queued', 'offered', 'active', 'ended')
 ORDER BY waiting_since, ticket"""
 _Q_COUNT_EVENTS = "SELECT count(*) FROM events"
+_Q_CHANNEL_CONVERSATION = """
+SELECT id FROM conversations
+WHERE channel_id = $1 AND channel_user = $2 AND status NOT IN ('closed', 'abandoned')
+ORDER BY created_at DESC LIMIT 1"""
+_Q_INBOUND_SEEN = "SELECT 1 FROM channel_inbound WHERE channel_id = $1 AND message_id = $2"
+_Q_RECORD_INBOUND = """
+INSERT INTO channel_inbound (channel_id, message_id, conversation_id, received_at)
+VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"""
 _Q_CREATED_BETWEEN = f"""
 SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE created_at >= $1 AND created_at < $2"""
 
@@ -607,6 +619,9 @@ def _conversation_row(conv: Conversation) -> tuple[Any, ...]:
         conv.arrived_out_of_hours,
         conv.bot,
         conv.survey,
+        None if conv.channel is None else conv.channel.kind,
+        None if conv.channel is None else conv.channel.id,
+        conv.channel_user,
     )
 
 
@@ -632,6 +647,12 @@ def _conversation_from_row(row: Any) -> Conversation:
         last_seq=row["last_seq"] or 0,
         bot=None if row["bot"] is None else msgspec.convert(row["bot"], BotState),
         survey=row["survey"],
+        channel=(
+            None
+            if row["channel_id"] is None
+            else ChannelRef(row["channel_kind"], row["channel_id"])
+        ),
+        channel_user=row["channel_user"],
     )
 
 
@@ -846,6 +867,25 @@ class PostgresStore(PostgresCoordination):
             if conv is not None:
                 conversations.append(conv)
         return conversations
+
+    async def channel_conversation(self, channel_id: str, user: str) -> str | None:
+        found: str | None = await self._bridge.run(
+            _db_fetchval, self._pool, _Q_CHANNEL_CONVERSATION, channel_id, user
+        )
+        return found
+
+    async def inbound_seen(self, channel_id: str, message_id: str) -> bool:
+        found = await self._bridge.run(
+            _db_fetchval, self._pool, _Q_INBOUND_SEEN, channel_id, message_id
+        )
+        return found is not None
+
+    async def record_inbound(
+        self, channel_id: str, message_id: str, conversation_id: str, at: datetime
+    ) -> None:
+        await self._bridge.run(
+            _db_execute, self._pool, _Q_RECORD_INBOUND, channel_id, message_id, conversation_id, at
+        )
 
     async def list_conversations(self, query: ConversationQuery) -> list[Conversation]:
         sql, args = _conversation_filter(query)

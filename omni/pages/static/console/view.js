@@ -204,7 +204,7 @@ export class ConsoleView {
         const el = h(
           "li",
           { class: "c-offer", "data-id": o.id },
-          h("strong", {}, o.conversation.visitor.name),
+          h("strong", {}, o.conversation.visitor.name, channelLabel(o.conversation, t)),
           h("span", { class: "c-meta" }, `${this.serviceName(o.conversation.service_id)} · ${o.conversation.ticket} · ${t.waited(o.conversation.waited || 0)}`),
           countdown,
           h("button", { type: "button", class: "c-primary c-accept", onclick: () => this.actions.accept(o.id) }, t.accept),
@@ -238,7 +238,7 @@ export class ConsoleView {
         const el = h(
           "li",
           {},
-          h("button", { type: "button", class: "c-chat", "data-id": item.id, onclick: () => this.actions.select(item.id) }, h("span", { class: "c-chat-name" }, item.c.summary.visitor.name), status, badge),
+          h("button", { type: "button", class: "c-chat", "data-id": item.id, onclick: () => this.actions.select(item.id) }, h("span", { class: "c-chat-name" }, item.c.summary.visitor.name, channelLabel(item.c.summary, t)), status, badge),
         );
         el.badge = badge;
         el.status = status;
@@ -461,6 +461,7 @@ export class ConsoleView {
         .filter(([key, value]) => !((key === "email" || key === "phone") && v[key] === value))
         .map(([key, value]) => [key, String(value)]),
       [t.service, this.serviceName(s.service_id)],
+      [t.channel, channelName(s, t)],
       [t.ticket, s.ticket],
       s.answered_at ? [t.waited_label, duration((new Date(s.answered_at) - new Date(s.created_at)) / 1000)] : null,
     ].filter(Boolean);
@@ -600,4 +601,18 @@ function keyed(container, items, key, make, update) {
 function duration(seconds) {
   const s = Math.max(0, Math.round(seconds));
   return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+/** The channel a conversation came through (issue 17), as the console names it: the
+ * platform's name, or the WebChat's. */
+export function channelName(summary, t) {
+  const kind = summary.channel ? summary.channel.kind : "webchat";
+  return t.channels[kind] || kind;
+}
+
+/** A small label beside a visitor's name for a conversation from a messaging channel (none
+ * for the WebChat): the platform's name, as text. */
+export function channelLabel(summary, t) {
+  if (!summary.channel) return null;
+  return h("span", { class: `c-channel c-channel-${summary.channel.kind}`, title: t.channel }, channelName(summary, t));
 }

@@ -1,0 +1,237 @@
+"""Messaging channels (issue 17), sans-IO: what a platform's webhook carries becomes
+:class:`Inbound` messages, and what the visitor would have seen in the WebChat becomes the text
+a channel sends back.
+
+Rules of this module:
+
+* A platform's payload is read defensively: anything that is not a message a person wrote (a
+  delivery receipt, an edit, a reaction, a bot's own message) is skipped, never an error; a
+  message whose shape is wrong is skipped too. Each message keeps the platform's own id — the
+  key that drops a delivery the platform repeats.
+* A file a visitor sends (an image, a document, …) becomes a message that names it; the file
+  itself stays with the platform.
+* What a channel sends is text only: an operator's message (a file's by its name), the bot's
+  words with its options as a numbered list (a typed number or label answers, as the bot
+  takes it from a plain message), the out-of-hours message, and the closing message with the
+  survey's link when the service sends one (:func:`~omni.domain.conversation.closing_text`).
+  Queue positions, typing and the like are not sent.
+* WhatsApp's signature (``X-Hub-Signature-256``) is checked here, in constant time; the
+  Standard Webhooks signature of the generic channel is checked at the edge, by the package
+  that signs the outgoing ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omni.domain import protocol as p
+from omni.domain.conversation import closing_text
+from omni.domain.model import Channel, Service
+
+#: Longest text taken from a platform message, in characters (the conversation's own limit).
+MAX_TEXT = 8000
+#: The WebChat's "talk to a person" option, as a channel lists it.
+PERSON_OPTION = "@person"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message a person wrote on a channel: the platform's ``message_id`` (unique in the
+    channel), who wrote (``user``: where replies go), and what."""
+
+    message_id: str
+    user: str
+    name: str
+    text: str
+    phone: str | None = None
+
+
+# -- what platforms send --------------------------------------------------------------------------
+
+
+def whatsapp_signed(app_secret: str, body: bytes, header: str | None) -> bool:
+    """Whether ``X-Hub-Signature-256`` (``sha256=<hex>``) is the HMAC-SHA256 of the raw
+    ``body`` with the app secret."""
+    if header is None or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header.removeprefix("sha256=").strip().lower())
+
+
+def _text(value: object) -> str:
+    return value[:MAX_TEXT] if isinstance(value, str) else ""
+
+
+def _named(kind: str, name: str, caption: str) -> str:
+    shown = f"[{kind}: {name}]" if name else f"[{kind}]"
+    return f"{shown} {caption}".strip()
+
+
+def _whatsapp_text(message: Mapping[str, Any]) -> str:
+    kind = message.get("type")
+    if kind == "text":
+        return _text((message.get("text") or {}).get("body"))
+    media = message.get(kind) if isinstance(kind, str) else None
+    if not isinstance(media, Mapping):
+        media = {}
+    caption = _text(media.get("caption"))
+    if kind == "document":
+        return _named("document", _text(media.get("filename")), caption)
+    if kind in ("image", "video", "audio", "sticker"):
+        return _named(kind, "", caption)
+    if kind == "location":
+        return _named("location", _text(media.get("name")), _text(media.get("address")))
+    if kind == "interactive":  # a reply button or a list row
+        reply = media.get("button_reply") or media.get("list_reply") or {}
+        return _text(reply.get("title"))
+    if kind == "button":
+        return _text(media.get("text"))
+    return _named(str(kind or "message"), "", "")
+
+
+def parse_whatsapp(body: Any) -> list[Inbound]:
+    """The messages of a WhatsApp Cloud API webhook (``entry[].changes[].value.messages[]``,
+    the sender's profile name from ``contacts[]``)."""
+    found: list[Inbound] = []
+    if not isinstance(body, Mapping):
+        return found
+    for entry in _list(body.get("entry")):
+        for change in _list(entry.get("changes")):
+            value = change.get("value")
+            if not isinstance(value, Mapping):
+                continue
+            names = {
+                c.get("wa_id"): _text((c.get("profile") or {}).get("name"))
+                for c in _list(value.get("contacts"))
+            }
+            for message in _list(value.get("messages")):
+                sender, message_id = message.get("from"), message.get("id")
+                if not isinstance(sender, str) or not isinstance(message_id, str):
+                    continue
+                text = _whatsapp_text(message)
+                if not text or not sender or not message_id:
+                    continue
+                name = names.get(sender) or f"+{sender}"
+                found.append(Inbound(message_id, sender, name[:200], text, f"+{sender}"[:64]))
+    return found
+
+
+def parse_telegram(body: Any) -> list[Inbound]:
+    """The message of a Telegram Bot API update (``message``; its ``update_id`` is the id
+    that drops a repeated delivery). Edits, channel posts and bots' messages are skipped."""
+    if not isinstance(body, Mapping):
+        return []
+    update_id, message = body.get("update_id"), body.get("message")
+    if not isinstance(update_id, int) or not isinstance(message, Mapping):
+        return []
+    chat, sender = message.get("chat"), message.get("from") or {}
+    if not isinstance(chat, Mapping) or not isinstance(chat.get("id"), int | str):
+        return []
+    if isinstance(sender, Mapping) and sender.get("is_bot"):
+        return []
+    caption = _text(message.get("caption"))
+    if "text" in message:
+        text = _text(message.get("text"))
+    elif "document" in message:
+        text = _named("document", _text((message["document"] or {}).get("file_name")), caption)
+    elif "photo" in message:
+        text = _named("image", "", caption)
+    else:
+        kind = next(
+            (k for k in ("video", "voice", "audio", "sticker", "location") if k in message), None
+        )
+        text = _named(kind, "", caption) if kind else ""
+    if not text:
+        return []
+    first = _text(sender.get("first_name")) if isinstance(sender, Mapping) else ""
+    last = _text(sender.get("last_name")) if isinstance(sender, Mapping) else ""
+    name = f"{first} {last}".strip() or f"Telegram {chat['id']}"
+    return [Inbound(str(update_id), str(chat["id"]), name[:200], text)]
+
+
+def parse_generic(body: Any) -> list[Inbound]:
+    """The generic channel's message: ``{"id", "from", "text", "name"?, "phone"?}`` — or a
+    list of them under ``messages``."""
+    if not isinstance(body, Mapping):
+        return []
+    items = body.get("messages") if "messages" in body else [body]
+    found = []
+    for item in _list(items):
+        message_id, sender, text = item.get("id"), item.get("from"), _text(item.get("text"))
+        if not isinstance(message_id, str) or not isinstance(sender, str) or not text:
+            continue
+        if not 0 < len(message_id) <= 200 or not 0 < len(sender) <= 200:
+            continue
+        name = _text(item.get("name")) or sender
+        phone = item.get("phone") if isinstance(item.get("phone"), str) else None
+        found.append(Inbound(message_id, sender, name[:200], text, phone and phone[:64]))
+    return found
+
+
+PARSERS: Mapping[str, Callable[[Any], list[Inbound]]] = {
+    "whatsapp": parse_whatsapp,
+    "telegram": parse_telegram,
+    "generic": parse_generic,
+}
+
+
+def _list(value: object) -> Iterable[Mapping[str, Any]]:
+    if not isinstance(value, list):
+        return ()
+    return (v for v in value if isinstance(v, Mapping))
+
+
+# -- what a channel sends ------------------------------------------------------------------------
+
+
+def channel_text(frame: p.Event, service: Service, link: Callable[[], str | None]) -> str | None:
+    """The text a channel sends for an event the visitor sees (None: nothing). ``link``: the
+    survey link for the closing message (asked only then)."""
+    if isinstance(frame, p.Message):
+        if frame.author.kind == "visitor":
+            return None
+        return frame.text
+    if isinstance(frame, p.BotSays):
+        lines = [frame.text] if frame.text else []
+        for number, option in enumerate(frame.options, 1):
+            lines.append(f"{number}. {option.label}")
+        return "\n".join(lines) or None
+    if isinstance(frame, p.OutOfHours):
+        return frame.message or None
+    if isinstance(frame, p.Closed):
+        return closing_text(service, link()) or None
+    return None
+
+
+def reply_request(
+    channel: Channel, to: str, text: str
+) -> tuple[str, list[tuple[str, str]], dict[str, Any]]:
+    """A platform's request that sends ``text`` to ``to``: URL, headers, JSON body (the
+    generic channel's headers are its signature's, added by the sender)."""
+    if channel.kind == "whatsapp":
+        url = f"{channel.api_url}/{channel.api_version}/{channel.phone_number_id}/messages"
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": {"preview_url": False, "body": text},
+        }
+        return url, [("Authorization", f"Bearer {channel.token}")], body
+    if channel.kind == "telegram":
+        chat: int | str = int(to) if to.lstrip("-").isdigit() else to
+        return (
+            f"{channel.api_url}/bot{channel.token}/sendMessage",
+            [],
+            {"chat_id": chat, "text": text},
+        )
+    assert channel.reply_url is not None
+    return (
+        channel.reply_url,
+        [],
+        {"type": "message", "channel_id": channel.id, "to": to, "text": text},
+    )

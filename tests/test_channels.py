@@ -1,0 +1,451 @@
+"""Messaging channels (issue 17), end to end: whole servers on 127.0.0.1, the operator over the
+real ``/ws/operator`` websocket, the platforms' webhooks POSTed over real HTTP, and each
+platform's API played by a stand-in HTTP server on 127.0.0.1 (``tests.webhook_receiver``,
+reached through the SSRF guard's development allowance) that records the requests and fails
+as scripted.
+
+What must hold: a message a person writes reaches an operator; the operator's replies reach
+the platform with its published path, headers and body, each once and in order even when the
+platform fails the first attempts; a delivery the platform repeats makes one message, also
+after the conversation closed; a request without the platform's signature is refused and
+stores nothing; WhatsApp's subscription challenge; out of hours, the service's message; the
+closing message carries the survey's link; the generic channel both ways, signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from standardwebhooks.webhooks import Webhook as Signer
+
+from omni.config import Config
+from omni.domain.configuration import item_of
+from omni.domain.model import Channel
+from omni.server import open_server
+from omni.store import Store
+from tests.support import (
+    TOK_ALICE,
+    Client,
+    api_token,
+    connect_tcp,
+    eventually,
+    login,
+    make_config,
+    with_items,
+    with_service,
+)
+from tests.webhook_receiver import open_receiver, signature_is_valid
+
+ADMIN = "admin-secret-token-Rk6Lx1Vp9Nq"
+LOCAL = ["127.0.0.1/32", "::1/128"]
+FAST = {
+    "allow_private": LOCAL,
+    "retry_seconds": 0.05,
+    "max_retry_seconds": 0.2,
+    "jitter": 0.5,
+    "read_timeout": 2,
+    "connect_timeout": 2,
+}
+APP_SECRET = "whatsapp-app-secret-1234"
+WA_TOKEN = "EAAG-whatsapp-access-token"
+VERIFY = "verify-me-please-42"
+TG_TOKEN = "123456:telegram-bot-token"
+TG_SECRET = "telegram_secret_token_0123456789"
+GENERIC_SECRET = "whsec_" + base64.b64encode(b"omni-channel-test-secret-32bytes").decode()
+
+
+def whatsapp(base_url: str, service_id: int = 25) -> Channel:
+    return Channel(
+        id="wa",
+        kind="whatsapp",
+        service_id=service_id,
+        base_url=base_url,
+        phone_number_id="1098765",
+        api_version="v21.0",
+        token=WA_TOKEN,
+        app_secret=APP_SECRET,
+        verify_token=VERIFY,
+    )
+
+
+def telegram(base_url: str, service_id: int = 27) -> Channel:
+    return Channel(
+        id="tg",
+        kind="telegram",
+        service_id=service_id,
+        base_url=base_url,
+        token=TG_TOKEN,
+        secret_token=TG_SECRET,
+    )
+
+
+def generic(reply_url: str) -> Channel:
+    return Channel(
+        id="app", kind="generic", service_id=27, reply_url=reply_url, secret=GENERIC_SECRET
+    )
+
+
+def channel_config(*channels: Channel, survey_link: bool = False) -> Config:
+    config = make_config(webhooks=FAST)
+    if survey_link:
+        config = with_service(config, 25, lambda body: body.update(survey_link=True))
+    return with_items(config, api_token("root", ADMIN), *(item_of("channels", c) for c in channels))
+
+
+def wa_body(message_id: str, text: str, sender: str = "5511987654321", **extra: Any) -> bytes:
+    message: dict[str, Any] = {"from": sender, "id": message_id, "timestamp": "1700000000"}
+    message |= extra or {"type": "text", "text": {"body": text}}
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "WABA",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"phone_number_id": "1098765"},
+                            "contacts": [{"profile": {"name": "Paula"}, "wa_id": sender}],
+                            "messages": [message],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    return json.dumps(payload).encode()
+
+
+def wa_signature(body: bytes, secret: str = APP_SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def post_wa(
+    http: httpx.AsyncClient, body: bytes, signature: str | None = None
+) -> httpx.Response:
+    return await http.post(
+        "/channels/wa/webhook",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": signature or wa_signature(body),
+        },
+    )
+
+
+def tg_body(update_id: int, text: str, chat: int = 777001) -> bytes:
+    return json.dumps(
+        {
+            "update_id": update_id,
+            "message": {
+                "message_id": update_id + 5000,
+                "date": 1700000000,
+                "chat": {"id": chat, "type": "private"},
+                "from": {"id": chat, "is_bot": False, "first_name": "Tiago"},
+                "text": text,
+            },
+        }
+    ).encode()
+
+
+async def post_tg(http: httpx.AsyncClient, body: bytes, secret: str = TG_SECRET) -> httpx.Response:
+    return await http.post(
+        "/channels/tg/webhook",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret},
+    )
+
+
+async def stored_texts(store: Store, cid: str) -> list[tuple[str, str]]:
+    events = await store.events_after(cid, 0)
+    return [
+        (frame["author"]["kind"], frame["text"])
+        for frame in (json.loads(e.frame) for e in events)
+        if frame["type"] == "message"
+    ]
+
+
+async def answer(alice: Client, text: str) -> str:
+    """Alice takes the offered conversation and answers ``text``; its id."""
+    offer = await alice.until("offer")
+    cid: str = offer["conversation"]["id"]
+    await alice.send("accept", conversation_id=cid)
+    await alice.until("assigned")
+    await alice.send("message", conversation_id=cid, client_id="a1", text=text)
+    return cid
+
+
+async def test_whatsapp_both_ways_once_in_order_through_failures() -> None:
+    async with open_receiver(script=[500, 503]) as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        async with (
+            open_server(channel_config(whatsapp(base)), host="127.0.0.1", ws_port=0) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            store = srv.hub.store
+            await login(alice, TOK_ALICE)
+            first = wa_body("wamid.A1", "Olá, preciso de ajuda")
+            assert (await post_wa(http, first)).status_code == 200
+            offer = await alice.until("offer")
+            summary = offer["conversation"]
+            assert summary["channel"] == {"kind": "whatsapp", "id": "wa"}
+            assert summary["visitor"]["name"] == "Paula"
+            assert summary["visitor"]["phone"] == "+5511987654321"
+            cid = summary["id"]
+            await alice.send("accept", conversation_id=cid)
+            await alice.until("assigned")
+            # The visitor's message is in the history the operator gets.
+            assert ("visitor", "Olá, preciso de ajuda") in await stored_texts(store, cid)
+            # The platform repeats its delivery: dropped.
+            assert (await post_wa(http, first)).status_code == 200
+            await alice.send("message", conversation_id=cid, client_id="a1", text="Um momento")
+            await alice.send("message", conversation_id=cid, client_id="a2", text="Pronto!")
+            # A second message of the visitor, an image with a caption.
+            image = wa_body("wamid.A2", "", type="image", image={"id": "M1", "caption": "veja"})
+            assert (await post_wa(http, image)).status_code == 200
+            got = await alice.until("message")
+            while got["author"]["kind"] != "visitor":
+                got = await alice.until("message")
+            assert got["text"] == "[image] veja"
+            # The greeting and Alice's two replies, each delivered once, in order, after the
+            # platform failed the first two attempts.
+            await platform.wait_for(3)
+            delivered = platform.delivered()
+            assert [r.json["text"]["body"] for r in delivered] == [
+                "Hi Paula, Alice here.",
+                "Um momento",
+                "Pronto!",
+            ]
+            assert [r.answer for r in platform.requests[:2]] == [500, 503]
+            assert platform.requests[0].json == platform.requests[2].json  # the retried one
+            for request in delivered:
+                assert request.path == "/v21.0/1098765/messages"
+                assert request.headers["authorization"] == f"Bearer {WA_TOKEN}"
+                assert request.headers["content-type"] == "application/json"
+                assert request.json["messaging_product"] == "whatsapp"
+                assert request.json["to"] == "5511987654321"
+                assert request.json["type"] == "text"
+            texts = await stored_texts(store, cid)
+            assert texts.count(("visitor", "Olá, preciso de ajuda")) == 1
+
+            async def counted() -> bool:
+                return srv.hub.metrics.channels["sent"] == 3
+
+            await eventually(counted)
+            # Alice ends it: the closing message goes out too.
+            await alice.send("end", conversation_id=cid)
+            await platform.wait_for(4)
+            assert platform.delivered()[-1].json["text"]["body"].startswith("Bye!")
+            # Repeated after the close: still dropped, no new conversation.
+            assert (await post_wa(http, first)).status_code == 200
+            assert await store.channel_conversation("wa", "5511987654321") is None
+            assert len([c for c in srv.hub.conversations]) == 0
+
+
+async def test_whatsapp_refuses_a_bad_signature_and_answers_the_challenge() -> None:
+    async with open_receiver() as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        async with (
+            open_server(channel_config(whatsapp(base)), host="127.0.0.1", ws_port=0) as srv,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            body = wa_body("wamid.X", "forged")
+            forged = await post_wa(http, body, wa_signature(body, "not-the-app-secret"))
+            assert forged.status_code == 401
+            unsigned = await http.post("/channels/wa/webhook", content=body)
+            assert unsigned.status_code == 401
+            assert await srv.hub.store.channel_conversation("wa", "5511987654321") is None
+            assert not await srv.hub.store.inbound_seen("wa", "wamid.X")
+            assert srv.hub.conversations == {}
+            challenge = {
+                "hub.mode": "subscribe",
+                "hub.verify_token": VERIFY,
+                "hub.challenge": "1158201444",
+            }
+            ok = await http.get("/channels/wa/webhook", params=challenge)
+            assert ok.status_code == 200 and ok.text == "1158201444"
+            wrong = await http.get(
+                "/channels/wa/webhook", params={**challenge, "hub.verify_token": "nope"}
+            )
+            assert wrong.status_code == 403
+            assert (await http.post("/channels/nope/webhook", content=body)).status_code == 404
+
+
+async def test_telegram_both_ways_dedupe_by_update_id_and_secret_token() -> None:
+    async with open_receiver() as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        async with (
+            open_server(channel_config(telegram(base)), host="127.0.0.1", ws_port=0) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            store = srv.hub.store
+            refused = await post_tg(http, tg_body(10, "hi"), secret="wrong_secret_token_000000")
+            assert refused.status_code == 401
+            assert not await store.inbound_seen("tg", "10")
+            await login(alice, TOK_ALICE)
+            assert (await post_tg(http, tg_body(11, "Oi!"))).status_code == 200
+            assert (await post_tg(http, tg_body(11, "Oi!"))).status_code == 200
+            cid = await answer(alice, "Como posso ajudar?")
+            summary = await srv.hub.entry(cid)
+            assert summary.link.peer is None
+            await platform.wait_for(2)
+            assert [r.path for r in platform.delivered()] == [f"/bot{TG_TOKEN}/sendMessage"] * 2
+            assert [r.json for r in platform.delivered()] == [
+                {"chat_id": 777001, "text": "Hello! How can I help you?"},
+                {"chat_id": 777001, "text": "Como posso ajudar?"},
+            ]
+            assert await stored_texts(store, cid) == [
+                ("visitor", "Oi!"),
+                ("operator", "Hello! How can I help you?"),
+                ("operator", "Como posso ajudar?"),
+            ]
+
+
+async def test_out_of_hours_sends_the_services_message() -> None:
+    async with open_receiver() as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        config = channel_config(telegram(base, service_id=26))
+        async with (
+            open_server(config, host="127.0.0.1", ws_port=0) as srv,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            assert (await post_tg(http, tg_body(1, "Alguém aí?"))).status_code == 200
+            await platform.wait_for(1)
+            assert platform.delivered()[0].json == {"chat_id": 777001, "text": "We are closed."}
+            cid = await srv.hub.store.channel_conversation("tg", "777001")
+            assert cid is not None
+            conv = await srv.hub.store.load_conversation(cid)
+            assert conv is not None and conv.status.value == "out_of_hours"
+            # A later message joins the same conversation (left for an operator, F4).
+            assert (await post_tg(http, tg_body(2, "Volto amanhã"))).status_code == 200
+            assert await stored_texts(srv.hub.store, cid) == [
+                ("visitor", "Alguém aí?"),
+                ("visitor", "Volto amanhã"),
+            ]
+
+
+async def test_the_closing_message_carries_the_survey_link() -> None:
+    async with open_receiver() as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        async with (
+            open_server(
+                channel_config(whatsapp(base), survey_link=True), host="127.0.0.1", ws_port=0
+            ) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, wa_body("wamid.S1", "Oi"))).status_code == 200
+            cid = await answer(alice, "Resolvido")
+            await alice.send("end", conversation_id=cid)
+            await platform.wait_for(3)
+            closing = platform.delivered()[-1].json["text"]["body"]
+            assert closing.startswith("Bye!")
+            assert f"/survey/{cid}." in closing
+            conv = await srv.hub.store.load_conversation(cid)
+            assert conv is not None and conv.status.value == "closed" and conv.survey == "pending"
+            # The link works: the survey page answers it.
+            token = closing.split("/survey/")[1].split()[0]
+            page = await http.get(f"/survey/{token}")
+            assert page.status_code == 200
+
+
+async def test_the_generic_channel_both_ways_signed() -> None:
+    async with (
+        open_receiver() as app,
+        open_server(channel_config(generic(app.url)), host="127.0.0.1", ws_port=0) as srv,
+        connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+        httpx.AsyncClient(base_url=srv.http_url) as http,
+    ):
+        await login(alice, TOK_ALICE)
+        body = json.dumps({"id": "m-1", "from": "user-9", "name": "Gil", "text": "Hello"})
+        signed = Signer(GENERIC_SECRET).sign("m-1", datetime.now(UTC), body)
+        headers = {
+            "webhook-id": "m-1",
+            "webhook-timestamp": str(int(datetime.now(UTC).timestamp())),
+            "webhook-signature": signed,
+            "Content-Type": "application/json",
+        }
+        bad = {**headers, "webhook-signature": "v1," + base64.b64encode(b"x" * 32).decode()}
+        assert (
+            await http.post("/channels/app/webhook", content=body, headers=bad)
+        ).status_code == 401
+        assert srv.hub.conversations == {}
+        ok = await http.post("/channels/app/webhook", content=body, headers=headers)
+        assert ok.status_code == 200
+        cid = await answer(alice, "Hi Gil")
+        await app.wait_for(2)
+        assert [r.json["text"] for r in app.delivered()] == [
+            "Hello! How can I help you?",
+            "Hi Gil",
+        ]
+        request = app.delivered()[1]
+        assert signature_is_valid(GENERIC_SECRET, request)
+        assert request.headers["webhook-id"] == f"{cid}-{request.json['seq']}"
+        assert request.json == {
+            "type": "message",
+            "channel_id": "app",
+            "to": "user-9",
+            "text": "Hi Gil",
+            "conversation_id": cid,
+            "seq": request.json["seq"],
+        }
+
+
+async def test_channels_through_the_admin_api_secrets_write_only() -> None:
+    async with (
+        open_server(channel_config(), host="127.0.0.1", ws_port=0) as srv,
+        httpx.AsyncClient(
+            base_url=srv.http_url, headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as http,
+    ):
+        sent = {
+            "id": "wa2",
+            "kind": "whatsapp",
+            "service_id": 25,
+            "phone_number_id": "555",
+            "token": WA_TOKEN,
+            "app_secret": APP_SECRET,
+            "verify_token": VERIFY,
+        }
+        created = await http.post("/api/v1/channels", json=sent)
+        assert created.status_code == 201, created.text
+        shown = (await http.get("/api/v1/channels/wa2")).json()
+        assert shown["kind"] == "whatsapp" and "token" not in shown and "app_secret" not in shown
+        assert srv.hub.directory.channels["wa2"].app_secret == APP_SECRET
+        # A change without the secrets keeps them.
+        changed = await http.put(
+            "/api/v1/channels/wa2",
+            json={k: v for k, v in sent.items() if k not in ("token", "app_secret", "verify_token")}
+            | {"description": "x"},
+        )
+        assert changed.status_code == 200, changed.text
+        assert srv.hub.directory.channels["wa2"].token == WA_TOKEN
+        missing = await http.post(
+            "/api/v1/channels", json={**sent, "id": "wa3", "app_secret": None}
+        )
+        assert missing.status_code == 422
+        generic_one = await http.post(
+            "/api/v1/channels",
+            json={
+                "id": "g",
+                "kind": "generic",
+                "service_id": 27,
+                "reply_url": "https://example.com/x",
+            },
+        )
+        # The reply URL is checked by the SSRF guard (example.com resolves, or not, here).
+        assert generic_one.status_code in (201, 422)
+        if generic_one.status_code == 201:
+            assert generic_one.json()["secret"].startswith("whsec_")
+        audit = (await http.get("/api/v1/audit")).json()
+        assert any(e["kind"] == "channels" and e["key"] == "wa2" for e in audit["items"])
