@@ -538,3 +538,19 @@ async def test_bots_are_edited_through_the_admin_api_audited_and_applied_live() 
             ("create", "bots", "triage"),
         ]
         assert entries[0]["after"]["nodes"][0]["text"] == "Welcome back!"
+
+
+def test_a_service_whose_bot_answers_is_open_to_the_pages_while_its_groups_are_closed() -> None:
+    from omni.pages.public import service_list
+
+    closed_groups = {
+        **SHOP,
+        "links": [{"group": 1, "schedule": "mornings"}, {"group": 3, "schedule": "mornings"}],
+    }
+    directory = bot_config(shop=closed_groups).directory
+    assert directory.route(directory.services[28], T0) is None  # no group takes anyone now
+    listed = {s.id: s.open for s in service_list(directory, T0).services}
+    assert listed[28] is True  # the bot does
+    # With the service's own schedule closed, the bot is not reachable either.
+    closed = bot_config(shop={**closed_groups, "schedule": "never"}).directory
+    assert {s.id: s.open for s in service_list(closed, T0).services}[28] is False

@@ -823,6 +823,12 @@ class Directory:
                 return link.group
         return None
 
+    def takes_visitors(self, service: Service, at: datetime) -> bool:
+        """Whether a visitor who starts now is answered — by a group, or by the service's
+        chatbot (which stays reachable while the groups behind it are closed, F5): what the
+        pages call open."""
+        return self.route(service, at) is not None or self.bot_for(service, at) is not None
+
     def bot_for(self, service: Service, at: datetime) -> Bot | None:
         """The chatbot a new conversation of ``service`` meets at ``at``: the service's, while
         the service's own schedule (if it has one) is open — the groups' schedules decide

@@ -104,7 +104,7 @@ def service_list(directory: Directory, now: datetime) -> ServiceList:
     """The public services, ordered by id, and whether each is open at ``now``."""
     return ServiceList(
         [
-            Listed(s.id, s.name, s.shown_avatar(), directory.route(s, now) is not None)
+            Listed(s.id, s.name, s.shown_avatar(), directory.takes_visitors(s, now))
             for _, s in sorted(directory.services.items())
             if s.public
         ]
@@ -132,7 +132,7 @@ def service_config(
         if parameters.all_fields_required
         else service.required_fields
     )
-    is_open = directory.route(service, now) is not None
+    is_open = directory.takes_visitors(service, now)
     return ServiceConfig(
         id=service.id,
         name=service.name,
