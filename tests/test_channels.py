@@ -9,7 +9,9 @@ the platform with its published path, headers and body, each once and in order e
 platform fails the first attempts; a delivery the platform repeats makes one message, also
 after the conversation closed; a request without the platform's signature is refused and
 stores nothing; WhatsApp's subscription challenge; out of hours, the service's message; the
-closing message carries the survey's link; the generic channel both ways, signed.
+closing message carries the survey's link; the generic channel both ways, signed; a restart on
+PostgreSQL loses no reply, sends none twice, and keeps the user's conversation and the
+platform's ids.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import trio
 from standardwebhooks.webhooks import Webhook as Signer
 
 from omni.config import Config
@@ -29,6 +32,7 @@ from omni.domain.configuration import item_of
 from omni.domain.model import Channel
 from omni.server import open_server
 from omni.store import Store
+from omni.store.postgres import open_postgres_store
 from tests.support import (
     TOK_ALICE,
     Client,
@@ -449,3 +453,69 @@ async def test_channels_through_the_admin_api_secrets_write_only() -> None:
             assert generic_one.json()["secret"].startswith("whsec_")
         audit = (await http.get("/api/v1/audit")).json()
         assert any(e["kind"] == "channels" and e["key"] == "wa2" for e in audit["items"])
+
+
+async def test_a_restart_on_postgresql_keeps_replies_conversations_and_duplicates(
+    postgres_dsn: str,
+) -> None:
+    """A WhatsApp conversation is open and its replies wait for a platform that refuses every
+    connection until the server has restarted on the same database: then each reply arrives
+    once, in order; the user's next message joins the same conversation; a repeat of the
+    message taken before the restart is dropped."""
+    async with open_receiver() as platform:
+        platform.refuse()  # down until after the restart
+        config = channel_config(whatsapp(f"http://127.0.0.1:{platform.port}"))
+        first = wa_body("wamid.R1", "Antes do reinício")
+        async with (
+            open_postgres_store(postgres_dsn) as store,
+            open_server(config, store=store, host="127.0.0.1", ws_port=0) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, first)).status_code == 200
+            cid = await answer(alice, "Vou verificar")
+            await alice.until("ack")
+
+            async def failing() -> bool:
+                items = await store.outbox_deliveries("channel:wa", limit=100)
+                return len(items) == 2 and items[-1].attempts >= 2
+
+            await eventually(failing)
+        assert platform.requests == []
+        async with open_postgres_store(postgres_dsn) as store:
+            pending = await store.outbox_deliveries("channel:wa", "pending", limit=100)
+            assert [i.payload["text"] for i in reversed(pending)] == [
+                "Hi Paula, Alice here.",
+                "Vou verificar",
+            ]
+            await platform.listen()
+            async with (
+                open_server(config, store=store, host="127.0.0.1", ws_port=0) as srv,
+                httpx.AsyncClient(base_url=srv.http_url) as http,
+            ):
+                await platform.wait_for(2)
+                # The platform's repeat of the message taken before the restart: dropped.
+                assert (await post_wa(http, first)).status_code == 200
+                # The user's next message: into the same conversation.
+                later = wa_body("wamid.R2", "Depois do reinício")
+                assert (await post_wa(http, later)).status_code == 200
+                assert await store.channel_conversation("wa", "5511987654321") == cid
+                assert await stored_texts(store, cid) == [
+                    ("visitor", "Antes do reinício"),
+                    ("operator", "Hi Paula, Alice here."),
+                    ("operator", "Vou verificar"),
+                    ("visitor", "Depois do reinício"),
+                ]
+
+                async def settled() -> bool:
+                    items = await store.outbox_deliveries("channel:wa", limit=100)
+                    return all(i.status == "sent" for i in items)
+
+                await eventually(settled)
+                await trio.sleep(0.3)  # a second sending would have come by now (retries: 0.05 s)
+                assert [r.json["text"]["body"] for r in platform.requests] == [
+                    "Hi Paula, Alice here.",
+                    "Vou verificar",
+                ]
+                assert srv.hub.metrics.channels["sent"] == 2
