@@ -254,6 +254,38 @@ async def test_whatsapp_both_ways_once_in_order_through_failures() -> None:
             assert len([c for c in srv.hub.conversations]) == 0
 
 
+async def test_a_long_reply_reaches_whatsapp_in_parts_in_order_each_once() -> None:
+    """An operator's 8000-character message goes to WhatsApp (4096 at most a message) as
+    consecutive parts whose concatenation is the text, cut after a space; each part is its own
+    outbox item, so the platform failing the second part's first attempt sends the first once."""
+    text = " ".join(f"palavra{n:05d}" for n in range(800))[:8000]
+    async with open_receiver() as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        async with (
+            open_server(channel_config(whatsapp(base)), host="127.0.0.1", ws_port=0) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, wa_body("wamid.L1", "Oi"))).status_code == 200
+            cid = await answer(alice, "Um momento")
+            await platform.wait_for(2)
+            platform.script = [200, 500]  # the first part goes, the second fails once
+            await alice.send("message", conversation_id=cid, client_id="long", text=text)
+            await platform.wait_for(2 + 2)
+            bodies = [r.json["text"]["body"] for r in platform.delivered()[2:]]
+            assert "".join(bodies) == text
+            assert all(len(body) <= 4096 for body in bodies) and len(bodies) == 2
+            assert bodies[0].endswith(" ")  # cut after a space, not inside a word
+            assert [r.answer for r in platform.requests[2:]] == [200, 500, 204]
+            items = [i for i in await srv.hub.store.outbox_items(cid) if i.kind == "channel"]
+            assert [(i.payload.get("part"), i.payload.get("parts")) for i in items[2:]] == [
+                (1, 2),
+                (2, 2),
+            ]
+            assert len({i.payload["seq"] for i in items[2:]}) == 1
+
+
 async def test_whatsapp_refuses_a_bad_signature_and_answers_the_challenge() -> None:
     async with open_receiver() as platform:
         base = f"http://127.0.0.1:{platform.port}"
