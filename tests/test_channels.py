@@ -95,8 +95,8 @@ def generic(reply_url: str) -> Channel:
     )
 
 
-def channel_config(*channels: Channel, survey_link: bool = False) -> Config:
-    config = make_config(webhooks=FAST)
+def channel_config(*channels: Channel, survey_link: bool = False, **webhooks: Any) -> Config:
+    config = make_config(webhooks=FAST | webhooks)
     if survey_link:
         config = with_service(config, 25, lambda body: body.update(survey_link=True))
     return with_items(config, api_token("root", ADMIN), *(item_of("channels", c) for c in channels))
@@ -551,3 +551,92 @@ async def test_a_restart_on_postgresql_keeps_replies_conversations_and_duplicate
                     "Vou verificar",
                 ]
                 assert srv.hub.metrics.channels["sent"] == 2
+
+
+def scraped(text: str, name: str) -> dict[str, float]:
+    """A metric's samples in a Prometheus exposition, by their ``outcome`` label."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line.partition("} ")
+            found[labels.split('outcome="')[1].rstrip('"')] = float(value)
+    return found
+
+
+async def test_replies_are_listed_parked_redelivered_and_counted() -> None:
+    """A channel's replies through the webhooks' deliveries API (one mechanism): listed with
+    every attempt, parked after max_attempts, put back one by one or all at once (audited),
+    then delivered; /metrics counts them by outcome."""
+    async with open_receiver(then=500) as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        async with (
+            open_server(
+                channel_config(whatsapp(base), max_attempts=2), host="127.0.0.1", ws_port=0
+            ) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(
+                base_url=srv.http_url, headers={"Authorization": f"Bearer {ADMIN}"}
+            ) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, wa_body("wamid.D1", "Oi"))).status_code == 200
+            cid = await answer(alice, "Segunda")
+
+            async def listed(status: str) -> list[dict[str, Any]]:
+                r = await http.get("/api/v1/channels/wa/deliveries", params={"status": status})
+                assert r.status_code == 200, r.text
+                items: list[dict[str, Any]] = r.json()["items"]
+                return items
+
+            async def both_parked() -> bool:
+                return len(await listed("parked")) == 2
+
+            await eventually(both_parked)
+            second, greeting = await listed("parked")
+            assert greeting["conversation_id"] == cid and greeting["type"] == "reply"
+            assert greeting["attempts"] == 2 and greeting["last_error"].startswith("HTTP 500")
+            assert [a["status_code"] for a in greeting["history"]] == [500, 500]
+            seqs = [i.payload["seq"] for i in await srv.hub.store.outbox_items(cid)]
+            assert [greeting["message_id"], second["message_id"]] == [f"{cid}-{n}" for n in seqs]
+            metrics = (await http.get("/metrics")).text
+            assert scraped(metrics, "omni_channel_replies_total") == {
+                "queued": 2,
+                "sent": 0,
+                "retried": 2,
+                "parked": 2,
+            }
+            assert 'omni_outbox_pending{kind="channel"}' in metrics
+
+            platform.then = 204
+            path = f"/api/v1/channels/wa/deliveries/{greeting['id']}/redeliver"
+            again = await http.post(path)
+            assert again.status_code == 202, again.text
+            assert again.json()["status"] == "pending" and again.json()["attempts"] == 0
+            await platform.wait_for(1)
+            assert (await http.post(path)).status_code == 409  # delivered, not parked
+            assert (await http.post("/api/v1/channels/nope/redeliver")).status_code == 404
+            other = await http.post(f"/api/v1/webhooks/x/deliveries/{greeting['id']}/redeliver")
+            assert other.status_code == 404
+            everything = await http.post("/api/v1/channels/wa/redeliver")
+            assert everything.json() == {"redelivered": [second["id"]]}
+            await platform.wait_for(2)
+            assert [r.json["text"]["body"] for r in platform.delivered()] == [
+                "Hi Paula, Alice here.",
+                "Segunda",
+            ]
+            delivered = await listed("delivered")
+            assert [d["id"] for d in delivered] == [second["id"], greeting["id"]]
+            assert [len(d["history"]) for d in delivered] == [3, 3]
+
+            async def counted() -> bool:
+                shown = scraped((await http.get("/metrics")).text, "omni_channel_replies_total")
+                return shown == {"queued": 2, "sent": 2, "retried": 2, "parked": 2}
+
+            await eventually(counted)
+            audit = (await http.get("/api/v1/audit")).json()["items"]
+            assert [
+                (e["kind"], e["key"], e["after"]) for e in audit if e["action"] == "redeliver"
+            ] == [
+                ("channels", "wa", {"deliveries": [second["id"]]}),
+                ("channels", "wa", {"deliveries": [greeting["id"]]}),
+            ]
