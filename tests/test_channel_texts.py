@@ -1,7 +1,7 @@
 """What a channel sends, sans-IO (issue 17): a text longer than the platform takes in one
 message is cut into parts — each within the limit (in UTF-16 code units), together exactly the
 text, cut after whitespace when that leaves no part less than half full — and only for the
-platforms that have a limit."""
+platforms that have a limit. A refused message is explained in the service's language."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omni.domain.channels import TEXT_LIMITS, channel_parts, split_text
+from omni.domain.channels import TEXT_LIMITS, channel_parts, refusal_text, split_text
+from omni.domain.model import GroupLink, Service
 
 
 def utf16(text: str) -> int:
@@ -63,3 +64,12 @@ def test_only_platforms_with_a_limit_cut() -> None:
     assert [len(p) for p in channel_parts("whatsapp", long)] == [4096, 904]
     assert [len(p) for p in channel_parts("telegram", long)] == [4096, 904]
     assert channel_parts("generic", long) == [long]
+
+
+def test_a_refusal_is_explained_in_the_services_language() -> None:
+    english = Service(id=1, name="S", links=(GroupLink(group=1),), language="auto")
+    portuguese = Service(id=1, name="S", links=(GroupLink(group=1),), language="pt-BR")
+    assert "at most 20 of them" in refusal_text("message_limit", english, 20)
+    assert "no máximo 3 até" in refusal_text("message_limit", portuguese, 3)
+    assert refusal_text("invalid_reply", portuguese, 3).startswith("Por favor")
+    assert refusal_text("invalid_state", english, 3) == "Sorry, we could not take that message."

@@ -369,6 +369,50 @@ async def test_out_of_hours_sends_the_services_message() -> None:
             ]
 
 
+async def test_a_refused_message_tells_the_visitor_why_once() -> None:
+    """Out of hours a conversation takes ``out_of_hours_messages``; the next is refused — and,
+    on a channel, the visitor is told so by the channel, through the outbox after the replies
+    before it, once per kind of refusal however many more are refused. The refused messages
+    are still taken (a platform's repeat of one is dropped)."""
+    async with open_receiver() as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        config = with_items(
+            make_config(webhooks=FAST, limits={"out_of_hours_messages": 2}),
+            api_token("root", ADMIN),
+            item_of("channels", telegram(base, service_id=26)),
+        )
+        async with (
+            open_server(config, host="127.0.0.1", ws_port=0) as srv,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            store = srv.hub.store
+            for update, text in enumerate(["Um", "Dois", "Três", "Quatro"], 1):
+                assert (await post_tg(http, tg_body(update, text))).status_code == 200
+            assert (await post_tg(http, tg_body(3, "Três"))).status_code == 200  # a repeat
+            cid = await store.channel_conversation("tg", "777001")
+            assert cid is not None
+            assert await stored_texts(store, cid) == [("visitor", "Um"), ("visitor", "Dois")]
+            assert await store.inbound_seen("tg", "4")
+            await platform.wait_for(2)
+            limit = (
+                "We have your messages, but this conversation takes at most 2 of them until "
+                "someone answers. We will get back to you."
+            )
+            assert [r.json for r in platform.delivered()] == [
+                {"chat_id": 777001, "text": "We are closed."},
+                {"chat_id": 777001, "text": limit},
+            ]
+            # Refused again: nothing more is sent.
+            assert (await post_tg(http, tg_body(5, "Cinco"))).status_code == 200
+            notices = [i for i in await store.outbox_items(cid) if i.payload.get("type")]
+            assert [(i.payload["type"], i.payload["id"]) for i in notices] == [
+                ("notice", f"{cid}-message_limit")
+            ]
+            await trio.sleep(0.2)
+            assert len(platform.requests) == 2
+            assert srv.hub.metrics.channels["queued"] == 2
+
+
 async def test_the_closing_message_carries_the_survey_link() -> None:
     async with open_receiver() as platform:
         base = f"http://127.0.0.1:{platform.port}"

@@ -15,6 +15,8 @@ Rules of this module:
   takes it from a plain message), the out-of-hours message, and the closing message with the
   survey's link when the service sends one (:func:`~omni.domain.conversation.closing_text`).
   Queue positions, typing and the like are not sent.
+* A message the rules refuse is not lost in silence: the visitor is told why in a short text
+  (:func:`refusal_text`, in the service's language), once per kind of refusal per conversation.
 * A text longer than its platform takes in one message (:data:`TEXT_LIMITS`) is sent as
   several, in order, cut after whitespace where one falls in the second half of a part
   (:func:`split_text`); the parts put together are the text.
@@ -212,6 +214,34 @@ def channel_text(frame: p.Event, service: Service, link: Callable[[], str | None
     if isinstance(frame, p.Closed):
         return closing_text(service, link()) or None
     return None
+
+
+#: What a channel's visitor is told when the rules refuse their message, by the refusal's code
+#: and language (``{limit}``: the out-of-hours message limit); ``*``: any other refusal.
+REFUSALS: Mapping[str, Mapping[str, str]] = {
+    "message_limit": {
+        "en": "We have your messages, but this conversation takes at most {limit} of them "
+        "until someone answers. We will get back to you.",
+        "pt-BR": "Recebemos suas mensagens, mas esta conversa aceita no máximo {limit} até "
+        "que alguém responda. Retornaremos em breve.",
+    },
+    "invalid_reply": {
+        "en": "Please answer with one of the options above: its number or its text.",
+        "pt-BR": "Por favor, responda com uma das opções acima: o número ou o texto.",
+    },
+    "*": {
+        "en": "Sorry, we could not take that message.",
+        "pt-BR": "Desculpe, não foi possível receber essa mensagem.",
+    },
+}
+
+
+def refusal_text(code: str, service: Service, limit: int) -> str:
+    """What a channel's visitor is told when a message of theirs is refused with ``code``: in
+    the service's language (English unless it is pt-BR)."""
+    texts = REFUSALS.get(code, REFUSALS["*"])
+    language = "pt-BR" if service.language == "pt-BR" else "en"
+    return texts[language].format(limit=limit)
 
 
 def split_text(text: str, limit: int) -> list[str]:
