@@ -9,8 +9,8 @@ Rules:
 * Requests are the platforms' published ones (:func:`omni.domain.channels.reply_request`): the
   WhatsApp Cloud API's ``/{version}/{phone_number_id}/messages`` with the bearer token,
   Telegram's ``/bot<token>/sendMessage``, and the generic channel's POST to its ``reply_url``,
-  signed the Standard Webhooks way with the channel's secret (``webhook-id``: the
-  conversation's id and the event's seq, the same on every retry).
+  signed the Standard Webhooks way with the channel's secret (``webhook-id``: the reply's
+  :func:`reply_id`, the same on every retry).
 * A 2xx answer delivers; anything else is a failed attempt, retried with the webhooks'
   policy (``[server.webhooks]``); each reply goes once the one before it of its conversation
   went (the outbox's order per conversation).
