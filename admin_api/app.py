@@ -62,6 +62,7 @@ from omni.actors.group import QueueSnapshot
 from omni.actors.hub import Hub
 from omni.actors.runtime import ActorCrashed, AskTimeout
 from omni.attachments import Uploads
+from omni.channels import reply_id
 from omni.config import (
     RESOURCES,
     ApiTokenInput,
@@ -319,7 +320,8 @@ def create_app(
     for resource in RESOURCES.values():
         _resource_routes(api, config, resource, guard)
     _session_routes(api, config)
-    _webhook_routes(api, config)
+    _delivery_routes(api, config, "webhooks")
+    _delivery_routes(api, config, "channels")
     if uploads is not None:
         _attachment_routes(api, AttachmentRoutes(hub, attempts, api.accounts, uploads))
 
@@ -897,21 +899,32 @@ _DELIVERY_STATES = {"pending": "pending", "sent": "delivered", "failed": "parked
 _STORE_STATES = {shown: state for state, shown in _DELIVERY_STATES.items()}
 
 
-def _webhook_routes(api: Api, config: Configuration) -> None:
-    """A webhook's deliveries, each attempt of each; putting parked ones back."""
+def _delivery_routes(api: Api, config: Configuration, kind: str) -> None:
+    """The outbox items of a webhook (``kind`` ``webhooks``: its events' deliveries) or of a
+    messaging channel (``channels``: its replies), each attempt of each; putting parked ones
+    back. One mechanism for both: the outbox's subscription is the webhook's id, or
+    ``channel:<id>``."""
     hub = api.hub
+    noun = kind.removesuffix("s")
 
-    def _webhook(key: str) -> None:
-        if config.get("webhooks", key) is None:
-            raise Problem(404, f"no webhook {key}")
+    def _subscription(key: str) -> str:
+        if config.get(kind, key) is None:
+            raise Problem(404, f"no {noun} {key}")
+        return key if kind == "webhooks" else f"channel:{key}"
+
+    def _named(item: OutboxItem) -> tuple[str, str]:
+        """The delivery's message id (the receiver's ``webhook-id``) and type."""
+        if kind == "webhooks":
+            return str(item.payload.get("id", "")), str(item.payload.get("type", ""))
+        return reply_id(item), str(item.payload.get("type", "reply"))
 
     async def _out(items: list[OutboxItem]) -> list[schemas.DeliveryOut]:
         history = await config.store.outbox_attempts([i.id for i in items])
         return [
             schemas.DeliveryOut(
                 id=i.id,
-                message_id=str(i.payload.get("id", "")),
-                type=str(i.payload.get("type", "")),
+                message_id=_named(i)[0],
+                type=_named(i)[1],
                 conversation_id=i.conversation_id,
                 status=_DELIVERY_STATES[i.status],
                 attempts=i.attempts,
@@ -928,11 +941,13 @@ def _webhook_routes(api: Api, config: Configuration) -> None:
             for i in items
         ]
 
+    what = "deliveries" if kind == "webhooks" else "replies"
+
     @api.route(
         "GET",
-        "/api/v1/webhooks/{key}/deliveries",
-        summary="A webhook's deliveries, newest first, with every attempt of each",
-        tag="webhooks",
+        f"/api/v1/{kind}/{{key}}/deliveries",
+        summary=f"A {noun}'s {what}, newest first, with every attempt of each",
+        tag=kind,
         roles=READ_CONFIG,
         response=schemas.DeliveryPage,
         query=[
@@ -950,14 +965,14 @@ def _webhook_routes(api: Api, config: Configuration) -> None:
         ],
     )
     async def deliveries(key: str) -> Response:
-        _webhook(key)
+        subscription = _subscription(key)
         status = request.args.get("status")
         if status is not None and status not in _STORE_STATES:
             raise Problem(400, "status must be pending, delivered or parked")
         limit = _int_arg("limit", 50, 1, 200) or 50
         before = _int_arg("before", None, 1, 2**62)
         state = _STORE_STATES[status] if status is not None else None
-        items = await config.store.outbox_deliveries(key, state, limit, before)
+        items = await config.store.outbox_deliveries(subscription, state, limit, before)
         next_before = items[-1].id if len(items) == limit else None
         return json_response(schemas.DeliveryPage(await _out(items), next_before))
 
@@ -965,25 +980,25 @@ def _webhook_routes(api: Api, config: Configuration) -> None:
         again = await config.store.outbox_redeliver(ids, hub.clock.now())
         if again:
             await config.store.record_action(
-                hub.clock.now(), g.actor, "redeliver", "webhooks", key, {"deliveries": again}
+                hub.clock.now(), g.actor, "redeliver", kind, key, {"deliveries": again}
             )
             hub.wake_outbox()
         return again
 
     @api.route(
         "POST",
-        "/api/v1/webhooks/{key}/deliveries/{id}/redeliver",
+        f"/api/v1/{kind}/{{key}}/deliveries/{{id}}/redeliver",
         summary="Deliver a parked delivery again (a new round of attempts), audited",
-        tag="webhooks",
+        tag=kind,
         roles=WRITE_CONFIG,
         response=schemas.DeliveryOut,
         status=202,
     )
     async def redeliver(key: str, id: str) -> Response:
-        _webhook(key)
+        subscription = _subscription(key)
         item = await config.store.outbox_item(int(id)) if id.isdigit() and len(id) < 19 else None
-        if item is None or item.subscription != key:
-            raise Problem(404, f"webhook {key} has no delivery {id}")
+        if item is None or item.subscription != subscription:
+            raise Problem(404, f"{noun} {key} has no delivery {id}")
         if item.status != "failed":
             raise Problem(409, f"delivery {id} is {_DELIVERY_STATES[item.status]}, not parked")
         await _put_back(key, [item.id])
@@ -994,19 +1009,19 @@ def _webhook_routes(api: Api, config: Configuration) -> None:
 
     @api.route(
         "POST",
-        "/api/v1/webhooks/{key}/redeliver",
-        summary="Deliver every parked delivery of a webhook again, audited",
-        tag="webhooks",
+        f"/api/v1/{kind}/{{key}}/redeliver",
+        summary=f"Deliver every parked delivery of a {noun} again, audited",
+        tag=kind,
         roles=WRITE_CONFIG,
         response=schemas.Redelivered,
         status=202,
     )
     async def redeliver_all(key: str) -> Response:
-        _webhook(key)
+        subscription = _subscription(key)
         parked: list[int] = []
         before = None
         while True:
-            page = await config.store.outbox_deliveries(key, "failed", 500, before)
+            page = await config.store.outbox_deliveries(subscription, "failed", 500, before)
             parked += [i.id for i in page]
             if len(page) < 500:
                 break

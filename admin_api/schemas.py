@@ -57,8 +57,8 @@ class SurveyLinkOut(msgspec.Struct):
 
 
 class AttemptOut(msgspec.Struct):
-    """One attempt to deliver a webhook: when, how long it took, the receiver's HTTP status
-    (null: no answer) and what went wrong (null: delivered)."""
+    """One attempt to deliver a webhook's event or a channel's reply: when, how long it took,
+    the receiver's HTTP status (null: no answer) and what went wrong (null: delivered)."""
 
     at: datetime
     duration_ms: float
@@ -67,10 +67,12 @@ class AttemptOut(msgspec.Struct):
 
 
 class DeliveryOut(msgspec.Struct):
-    """One webhook delivery (an event to one subscription) and every attempt made so far."""
+    """One delivery — a webhook's event to one subscription, or a channel's reply — and every
+    attempt made so far."""
 
     id: int
-    #: The ``webhook-id`` header: the same on every retry.
+    #: The ``webhook-id`` header: the same on every retry (a channel's reply:
+    #: ``<conversation id>-<seq>``).
     message_id: str
     type: str
     conversation_id: str | None

@@ -9,8 +9,8 @@ Rules:
 * Requests are the platforms' published ones (:func:`omni.domain.channels.reply_request`): the
   WhatsApp Cloud API's ``/{version}/{phone_number_id}/messages`` with the bearer token,
   Telegram's ``/bot<token>/sendMessage``, and the generic channel's POST to its ``reply_url``,
-  signed the Standard Webhooks way with the channel's secret (``webhook-id``: the
-  conversation's id and the event's seq, the same on every retry).
+  signed the Standard Webhooks way with the channel's secret (``webhook-id``: the reply's
+  :func:`reply_id`, the same on every retry).
 * A 2xx answer delivers; anything else is a failed attempt, retried with the webhooks'
   policy (``[server.webhooks]``); each reply goes once the one before it of its conversation
   went (the outbox's order per conversation).
@@ -60,6 +60,17 @@ def authentic(channel: Channel, body: bytes, headers: Mapping[str, str]) -> bool
     return True
 
 
+def reply_id(item: OutboxItem) -> str:
+    """A reply's id, the same on every attempt: the generic channel's ``webhook-id``, and the
+    API's ``message_id`` of the delivery — ``<conversation id>-<seq>`` (``.<part>`` for a part
+    of a long text), or the payload's own ``id`` (a notice that no event made)."""
+    payload = item.payload
+    if "id" in payload:
+        return str(payload["id"])
+    part = payload.get("part")
+    return f"{item.conversation_id}-{payload.get('seq')}" + (f".{part}" if part else "")
+
+
 class ChannelSender:
     kind = "channel"
 
@@ -94,8 +105,7 @@ class ChannelSender:
         sent = [("Content-Type", "application/json"), *headers]
         if channel.kind == "generic":
             assert channel.secret is not None
-            message_id = f"{item.conversation_id}-{payload['seq']}"
-            sent += signature_headers(channel.secret, message_id, self.now(), encoded.decode())
+            sent += signature_headers(channel.secret, reply_id(item), self.now(), encoded.decode())
         try:
             with trio.fail_after(self._deadline):
                 answer = await self.http.post(url, encoded, sent)

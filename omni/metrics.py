@@ -91,6 +91,7 @@ class HubCollector(Collector):
         yield emails
 
         yield from _webhook_metrics(hub)
+        yield from _channel_metrics(hub)
 
         if self.attachments is not None:
             yield from _attachment_metrics(self.attachments)
@@ -136,9 +137,26 @@ def _webhook_metrics(hub: Hub) -> Iterator[GaugeMetricFamily | CounterMetricFami
         "Outbox items waiting to be delivered, by kind (counted every few seconds)",
         labels=["kind"],
     )
-    for kind in ("email", "webhook"):
+    for kind in ("channel", "email", "webhook"):
         backlog.add_metric([kind], hub.metrics.outbox_backlog.get(kind, 0))
     yield backlog
+
+
+#: The outcomes of channels' replies as published, and the outbox's counter of each (a reply
+#: the outbox gave up on is "failed" there, "parked" here as for webhooks: the API puts it back).
+CHANNEL_OUTCOMES = {"queued": "queued", "sent": "sent", "retried": "retried", "parked": "failed"}
+
+
+def _channel_metrics(hub: Hub) -> Iterator[CounterMetricFamily]:
+    replies = CounterMetricFamily(
+        "omni_channel_replies",
+        "Replies to messaging channels, by outcome: queued (each part of a long text counts), "
+        "sent, retried (a failed attempt to be tried again), parked (given up on)",
+        labels=["outcome"],
+    )
+    for outcome, counted in CHANNEL_OUTCOMES.items():
+        replies.add_metric([outcome], hub.metrics.channels.get(counted, 0))
+    yield replies
 
 
 def _attachment_metrics(

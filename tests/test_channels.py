@@ -9,7 +9,9 @@ the platform with its published path, headers and body, each once and in order e
 platform fails the first attempts; a delivery the platform repeats makes one message, also
 after the conversation closed; a request without the platform's signature is refused and
 stores nothing; WhatsApp's subscription challenge; out of hours, the service's message; the
-closing message carries the survey's link; the generic channel both ways, signed.
+closing message carries the survey's link; the generic channel both ways, signed; a restart on
+PostgreSQL loses no reply, sends none twice, and keeps the user's conversation and the
+platform's ids.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import trio
 from standardwebhooks.webhooks import Webhook as Signer
 
 from omni.config import Config
@@ -29,6 +32,7 @@ from omni.domain.configuration import item_of
 from omni.domain.model import Channel
 from omni.server import open_server
 from omni.store import Store
+from omni.store.postgres import open_postgres_store
 from tests.support import (
     TOK_ALICE,
     Client,
@@ -91,8 +95,8 @@ def generic(reply_url: str) -> Channel:
     )
 
 
-def channel_config(*channels: Channel, survey_link: bool = False) -> Config:
-    config = make_config(webhooks=FAST)
+def channel_config(*channels: Channel, survey_link: bool = False, **webhooks: Any) -> Config:
+    config = make_config(webhooks=FAST | webhooks)
     if survey_link:
         config = with_service(config, 25, lambda body: body.update(survey_link=True))
     return with_items(config, api_token("root", ADMIN), *(item_of("channels", c) for c in channels))
@@ -250,6 +254,38 @@ async def test_whatsapp_both_ways_once_in_order_through_failures() -> None:
             assert len([c for c in srv.hub.conversations]) == 0
 
 
+async def test_a_long_reply_reaches_whatsapp_in_parts_in_order_each_once() -> None:
+    """An operator's 8000-character message goes to WhatsApp (4096 at most a message) as
+    consecutive parts whose concatenation is the text, cut after a space; each part is its own
+    outbox item, so the platform failing the second part's first attempt sends the first once."""
+    text = " ".join(f"palavra{n:05d}" for n in range(800))[:8000]
+    async with open_receiver() as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        async with (
+            open_server(channel_config(whatsapp(base)), host="127.0.0.1", ws_port=0) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, wa_body("wamid.L1", "Oi"))).status_code == 200
+            cid = await answer(alice, "Um momento")
+            await platform.wait_for(2)
+            platform.script = [200, 500]  # the first part goes, the second fails once
+            await alice.send("message", conversation_id=cid, client_id="long", text=text)
+            await platform.wait_for(2 + 2)
+            bodies = [r.json["text"]["body"] for r in platform.delivered()[2:]]
+            assert "".join(bodies) == text
+            assert all(len(body) <= 4096 for body in bodies) and len(bodies) == 2
+            assert bodies[0].endswith(" ")  # cut after a space, not inside a word
+            assert [r.answer for r in platform.requests[2:]] == [200, 500, 204]
+            items = [i for i in await srv.hub.store.outbox_items(cid) if i.kind == "channel"]
+            assert [(i.payload.get("part"), i.payload.get("parts")) for i in items[2:]] == [
+                (1, 2),
+                (2, 2),
+            ]
+            assert len({i.payload["seq"] for i in items[2:]}) == 1
+
+
 async def test_whatsapp_refuses_a_bad_signature_and_answers_the_challenge() -> None:
     async with open_receiver() as platform:
         base = f"http://127.0.0.1:{platform.port}"
@@ -331,6 +367,50 @@ async def test_out_of_hours_sends_the_services_message() -> None:
                 ("visitor", "Alguém aí?"),
                 ("visitor", "Volto amanhã"),
             ]
+
+
+async def test_a_refused_message_tells_the_visitor_why_once() -> None:
+    """Out of hours a conversation takes ``out_of_hours_messages``; the next is refused — and,
+    on a channel, the visitor is told so by the channel, through the outbox after the replies
+    before it, once per kind of refusal however many more are refused. The refused messages
+    are still taken (a platform's repeat of one is dropped)."""
+    async with open_receiver() as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        config = with_items(
+            make_config(webhooks=FAST, limits={"out_of_hours_messages": 2}),
+            api_token("root", ADMIN),
+            item_of("channels", telegram(base, service_id=26)),
+        )
+        async with (
+            open_server(config, host="127.0.0.1", ws_port=0) as srv,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            store = srv.hub.store
+            for update, text in enumerate(["Um", "Dois", "Três", "Quatro"], 1):
+                assert (await post_tg(http, tg_body(update, text))).status_code == 200
+            assert (await post_tg(http, tg_body(3, "Três"))).status_code == 200  # a repeat
+            cid = await store.channel_conversation("tg", "777001")
+            assert cid is not None
+            assert await stored_texts(store, cid) == [("visitor", "Um"), ("visitor", "Dois")]
+            assert await store.inbound_seen("tg", "4")
+            await platform.wait_for(2)
+            limit = (
+                "We have your messages, but this conversation takes at most 2 of them until "
+                "someone answers. We will get back to you."
+            )
+            assert [r.json for r in platform.delivered()] == [
+                {"chat_id": 777001, "text": "We are closed."},
+                {"chat_id": 777001, "text": limit},
+            ]
+            # Refused again: nothing more is sent.
+            assert (await post_tg(http, tg_body(5, "Cinco"))).status_code == 200
+            notices = [i for i in await store.outbox_items(cid) if i.payload.get("type")]
+            assert [(i.payload["type"], i.payload["id"]) for i in notices] == [
+                ("notice", f"{cid}-message_limit")
+            ]
+            await trio.sleep(0.2)
+            assert len(platform.requests) == 2
+            assert srv.hub.metrics.channels["queued"] == 2
 
 
 async def test_the_closing_message_carries_the_survey_link() -> None:
@@ -449,3 +529,158 @@ async def test_channels_through_the_admin_api_secrets_write_only() -> None:
             assert generic_one.json()["secret"].startswith("whsec_")
         audit = (await http.get("/api/v1/audit")).json()
         assert any(e["kind"] == "channels" and e["key"] == "wa2" for e in audit["items"])
+
+
+async def test_a_restart_on_postgresql_keeps_replies_conversations_and_duplicates(
+    postgres_dsn: str,
+) -> None:
+    """A WhatsApp conversation is open and its replies wait for a platform that refuses every
+    connection until the server has restarted on the same database: then each reply arrives
+    once, in order; the user's next message joins the same conversation; a repeat of the
+    message taken before the restart is dropped."""
+    async with open_receiver() as platform:
+        platform.refuse()  # down until after the restart
+        config = channel_config(whatsapp(f"http://127.0.0.1:{platform.port}"))
+        first = wa_body("wamid.R1", "Antes do reinício")
+        async with (
+            open_postgres_store(postgres_dsn) as store,
+            open_server(config, store=store, host="127.0.0.1", ws_port=0) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, first)).status_code == 200
+            cid = await answer(alice, "Vou verificar")
+            await alice.until("ack")
+
+            async def failing() -> bool:
+                items = await store.outbox_deliveries("channel:wa", limit=100)
+                return len(items) == 2 and items[-1].attempts >= 2
+
+            await eventually(failing)
+        assert platform.requests == []
+        async with open_postgres_store(postgres_dsn) as store:
+            pending = await store.outbox_deliveries("channel:wa", "pending", limit=100)
+            assert [i.payload["text"] for i in reversed(pending)] == [
+                "Hi Paula, Alice here.",
+                "Vou verificar",
+            ]
+            await platform.listen()
+            async with (
+                open_server(config, store=store, host="127.0.0.1", ws_port=0) as srv,
+                httpx.AsyncClient(base_url=srv.http_url) as http,
+            ):
+                await platform.wait_for(2)
+                # The platform's repeat of the message taken before the restart: dropped.
+                assert (await post_wa(http, first)).status_code == 200
+                # The user's next message: into the same conversation.
+                later = wa_body("wamid.R2", "Depois do reinício")
+                assert (await post_wa(http, later)).status_code == 200
+                assert await store.channel_conversation("wa", "5511987654321") == cid
+                assert await stored_texts(store, cid) == [
+                    ("visitor", "Antes do reinício"),
+                    ("operator", "Hi Paula, Alice here."),
+                    ("operator", "Vou verificar"),
+                    ("visitor", "Depois do reinício"),
+                ]
+
+                async def settled() -> bool:
+                    items = await store.outbox_deliveries("channel:wa", limit=100)
+                    return all(i.status == "sent" for i in items)
+
+                await eventually(settled)
+                await trio.sleep(0.3)  # a second sending would have come by now (retries: 0.05 s)
+                assert [r.json["text"]["body"] for r in platform.requests] == [
+                    "Hi Paula, Alice here.",
+                    "Vou verificar",
+                ]
+                assert srv.hub.metrics.channels["sent"] == 2
+
+
+def scraped(text: str, name: str) -> dict[str, float]:
+    """A metric's samples in a Prometheus exposition, by their ``outcome`` label."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line.partition("} ")
+            found[labels.split('outcome="')[1].rstrip('"')] = float(value)
+    return found
+
+
+async def test_replies_are_listed_parked_redelivered_and_counted() -> None:
+    """A channel's replies through the webhooks' deliveries API (one mechanism): listed with
+    every attempt, parked after max_attempts, put back one by one or all at once (audited),
+    then delivered; /metrics counts them by outcome."""
+    async with open_receiver(then=500) as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        async with (
+            open_server(
+                channel_config(whatsapp(base), max_attempts=2), host="127.0.0.1", ws_port=0
+            ) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(
+                base_url=srv.http_url, headers={"Authorization": f"Bearer {ADMIN}"}
+            ) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, wa_body("wamid.D1", "Oi"))).status_code == 200
+            cid = await answer(alice, "Segunda")
+
+            async def listed(status: str) -> list[dict[str, Any]]:
+                r = await http.get("/api/v1/channels/wa/deliveries", params={"status": status})
+                assert r.status_code == 200, r.text
+                items: list[dict[str, Any]] = r.json()["items"]
+                return items
+
+            async def both_parked() -> bool:
+                return len(await listed("parked")) == 2
+
+            await eventually(both_parked)
+            second, greeting = await listed("parked")
+            assert greeting["conversation_id"] == cid and greeting["type"] == "reply"
+            assert greeting["attempts"] == 2 and greeting["last_error"].startswith("HTTP 500")
+            assert [a["status_code"] for a in greeting["history"]] == [500, 500]
+            seqs = [i.payload["seq"] for i in await srv.hub.store.outbox_items(cid)]
+            assert [greeting["message_id"], second["message_id"]] == [f"{cid}-{n}" for n in seqs]
+            metrics = (await http.get("/metrics")).text
+            assert scraped(metrics, "omni_channel_replies_total") == {
+                "queued": 2,
+                "sent": 0,
+                "retried": 2,
+                "parked": 2,
+            }
+            assert 'omni_outbox_pending{kind="channel"}' in metrics
+
+            platform.then = 204
+            path = f"/api/v1/channels/wa/deliveries/{greeting['id']}/redeliver"
+            again = await http.post(path)
+            assert again.status_code == 202, again.text
+            assert again.json()["status"] == "pending" and again.json()["attempts"] == 0
+            await platform.wait_for(1)
+            assert (await http.post(path)).status_code == 409  # delivered, not parked
+            assert (await http.post("/api/v1/channels/nope/redeliver")).status_code == 404
+            other = await http.post(f"/api/v1/webhooks/x/deliveries/{greeting['id']}/redeliver")
+            assert other.status_code == 404
+            everything = await http.post("/api/v1/channels/wa/redeliver")
+            assert everything.json() == {"redelivered": [second["id"]]}
+            await platform.wait_for(2)
+            assert [r.json["text"]["body"] for r in platform.delivered()] == [
+                "Hi Paula, Alice here.",
+                "Segunda",
+            ]
+            delivered = await listed("delivered")
+            assert [d["id"] for d in delivered] == [second["id"], greeting["id"]]
+            assert [len(d["history"]) for d in delivered] == [3, 3]
+
+            async def counted() -> bool:
+                shown = scraped((await http.get("/metrics")).text, "omni_channel_replies_total")
+                return shown == {"queued": 2, "sent": 2, "retried": 2, "parked": 2}
+
+            await eventually(counted)
+            audit = (await http.get("/api/v1/audit")).json()["items"]
+            assert [
+                (e["kind"], e["key"], e["after"]) for e in audit if e["action"] == "redeliver"
+            ] == [
+                ("channels", "wa", {"deliveries": [second["id"]]}),
+                ("channels", "wa", {"deliveries": [greeting["id"]]}),
+            ]

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from omni.domain.conversation import Conversation, Status, Visitor
+from omni.domain.protocol import ChannelRef
 from omni.store import (
     ConversationQuery,
     OutboxAttempt,
@@ -225,6 +226,90 @@ async def test_open_conversations_in_queue_order(store: Store) -> None:
     )
     opened = await store.open_conversations()
     assert [c.id for c in opened] == ["c1", "c3", "c8", "c5", "c6"]
+
+
+WA = ChannelRef("whatsapp", "wa")
+
+
+async def test_a_channels_conversation_keeps_its_channel_and_user(store: Store) -> None:
+    """Messaging channels (issue 17): the channel and the platform's user round-trip through
+    every read — loaded, listed, restored at start-up — and a WebChat conversation has none."""
+    conv = conversation(1, Status.ACTIVE, channel=WA, channel_user="5511987654321")
+    await store.write(Write(conversation=conv, events=[event(conv, 1)]))
+    await store.write(Write(conversation=conversation(2)))
+    loaded = await store.load_conversation("c1")
+    assert loaded is not None
+    assert loaded.channel == WA and loaded.channel_user == "5511987654321"
+    webchat = await store.load_conversation("c2")
+    assert webchat is not None and webchat.channel is None and webchat.channel_user is None
+    listed = {
+        c.id: (c.channel, c.channel_user)
+        for c in await store.list_conversations(ConversationQuery())
+    }
+    assert listed == {"c1": (WA, "5511987654321"), "c2": (None, None)}
+    restored = {c.id: c.channel for c in await store.open_conversations()}
+    assert restored == {"c1": WA, "c2": None}
+    # Rewritten by a later step (the actor's), the channel stays.
+    assert loaded is not None
+    loaded.status = Status.CLOSED
+    await store.write(Write(conversation=loaded))
+    again = await store.load_conversation("c1")
+    assert again is not None and again.channel == WA and again.channel_user == "5511987654321"
+    assert again.status is Status.CLOSED
+
+
+async def test_a_channel_users_open_conversation_is_found(store: Store) -> None:
+    """``channel_conversation``: the newest conversation of the channel's user that is not
+    closed or abandoned — out of hours included; other channels and users are not theirs."""
+    assert await store.channel_conversation("wa", "u1") is None
+    tg = ChannelRef("telegram", "tg")
+    for n, status, channel, user in [
+        (1, Status.CLOSED, WA, "u1"),
+        (2, Status.ABANDONED, WA, "u1"),
+        (3, Status.ACTIVE, tg, "u1"),
+        (4, Status.QUEUED, WA, "u2"),
+        (5, Status.QUEUED, None, None),
+    ]:
+        await store.write(
+            Write(conversation=conversation(n, status, channel=channel, channel_user=user))
+        )
+    assert await store.channel_conversation("wa", "u1") is None  # only closed ones
+    assert await store.channel_conversation("tg", "u1") == "c3"
+    assert await store.channel_conversation("wa", "u2") == "c4"
+    assert await store.channel_conversation("wa", "u3") is None
+    await store.write(
+        Write(conversation=conversation(6, Status.OUT_OF_HOURS, channel=WA, channel_user="u1"))
+    )
+    assert await store.channel_conversation("wa", "u1") == "c6"
+    # Two open ones (a race the hub's lock prevents, but the store still answers): the newest.
+    await store.write(
+        Write(conversation=conversation(7, Status.BOT, channel=WA, channel_user="u1"))
+    )
+    assert await store.channel_conversation("wa", "u1") == "c7"
+    closed = await store.load_conversation("c7")
+    assert closed is not None
+    closed.status = Status.CLOSED
+    await store.write(Write(conversation=closed))
+    assert await store.channel_conversation("wa", "u1") == "c6"
+
+
+async def test_a_channels_inbound_messages_are_remembered_for_good(store: Store) -> None:
+    """``record_inbound`` / ``inbound_seen``: per channel, kept after the conversation closed;
+    recording one again changes nothing and is no error (a platform's retry racing)."""
+    await store.write(Write(conversation=conversation(1, channel=WA, channel_user="u1")))
+    await store.write(Write(conversation=conversation(2, channel=WA, channel_user="u1")))
+    assert not await store.inbound_seen("wa", "wamid.1")
+    await store.record_inbound("wa", "wamid.1", "c1", NOW)
+    assert await store.inbound_seen("wa", "wamid.1")
+    assert not await store.inbound_seen("tg", "wamid.1")  # another channel's ids are its own
+    assert not await store.inbound_seen("wa", "wamid.2")
+    await store.record_inbound("wa", "wamid.1", "c2", NOW + timedelta(seconds=5))
+    assert await store.inbound_seen("wa", "wamid.1")
+    closed = await store.load_conversation("c1")
+    assert closed is not None
+    closed.status = Status.CLOSED
+    await store.write(Write(conversation=closed))
+    assert await store.inbound_seen("wa", "wamid.1")
 
 
 async def test_many_concurrent_writers_are_all_stored(store: Store) -> None:

@@ -11,7 +11,8 @@ Rules:
   wants become outbox deliveries in the step's own write, so an event is stored with its
   webhooks or not at all. A service with no subscription costs one dict lookup per step.
 * Channels (issue 17) the same way: what a channel's visitor would have seen in the WebChat
-  becomes outbox items of kind ``channel`` in the step's write, one per text, in ``seq`` order.
+  becomes outbox items of kind ``channel`` in the step's write, one per text (one per part of a
+  text too long for the platform), in ``seq`` order.
 * Refusals (:class:`Rejected`) go back to whoever sent the event as an ``error`` frame; nothing
   has changed. Any other exception crashes this actor only: its visitor connection is closed (the
   client resumes and gets the missed events from the store) and the supervisor restarts the actor
@@ -38,7 +39,7 @@ from omni.actors.runtime import Actor, ActorRef, Timer
 from omni.clock import Clock
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
-from omni.domain.channels import channel_text
+from omni.domain.channels import channel_parts, channel_text
 from omni.domain.conversation import (
     Ack,
     Answered,
@@ -512,24 +513,26 @@ class ConversationActor(Actor[ConversationMessage]):
             text = channel_text(effect.frame, service, lambda: self._host.survey_url(conv))
             if text is None:
                 continue
-            payload = {
-                "channel": conv.channel.id,
-                "to": conv.channel_user,
-                "text": text,
-                "seq": effect.seq,
-            }
-            write.outbox.append(
-                OutboxEntry(
-                    "channel",
-                    f"channel:{conv.id}:{effect.seq}",
-                    conv.id,
-                    payload,
-                    now,
-                    f"channel:{conv.channel.id}",
-                    None,
+            # A text too long for the platform goes as several items, each delivered (and
+            # retried) on its own: a retry never sends again a part that went.
+            parts = channel_parts(conv.channel.kind, text)
+            for number, part in enumerate(parts, 1):
+                payload: dict[str, object] = {
+                    "channel": conv.channel.id,
+                    "to": conv.channel_user,
+                    "text": part,
+                    "seq": effect.seq,
+                }
+                key = f"channel:{conv.id}:{effect.seq}"
+                if len(parts) > 1:
+                    payload |= {"part": number, "parts": len(parts)}
+                    key += f".{number}"
+                write.outbox.append(
+                    OutboxEntry(
+                        "channel", key, conv.id, payload, now, f"channel:{conv.channel.id}", None
+                    )
                 )
-            )
-            queued += 1
+                queued += 1
         return queued
 
     # -- effects after the write, by type ---------------------------------------------------------

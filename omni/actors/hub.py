@@ -55,7 +55,7 @@ from omni.domain import board as board_rules
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.board import Today
-from omni.domain.channels import Inbound
+from omni.domain.channels import Inbound, refusal_text
 from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, LinkedSurvey, Rejected, Status, SurveyRefused
 from omni.domain.estimate import WaitEstimator
@@ -73,7 +73,7 @@ from omni.domain.reports import DEFAULT_THRESHOLD
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.identity import IdentityError, verify_identity
-from omni.store import Store, Write
+from omni.store import OutboxEntry, Store, Write
 
 log = logging.getLogger(__name__)
 
@@ -532,7 +532,8 @@ class Hub:
         repeated delivery racing its original starts no second conversation.
 
         A refusal of the rules (the out-of-hours limit, an answer the bot does not take) is
-        logged and the message dropped: the platform must not deliver it again and again."""
+        logged and the message dropped — the platform must not deliver it again and again —
+        and the visitor is told why, once per kind of refusal per conversation."""
         key = (channel.id, message.user)
         lock = self._channel_locks.setdefault(key, trio.Lock())
         try:
@@ -569,10 +570,39 @@ class Hub:
                     conversation_id,
                     exc.code,
                 )
+                await self._tell_refusal(channel, conversation_id, message.user, exc.code)
         await store.record_inbound(
             channel.id, message.message_id, conversation_id, self.clock.now()
         )
         return conversation_id
+
+    async def _tell_refusal(
+        self, channel: Channel, conversation_id: str, user: str, code: str
+    ) -> None:
+        """Tell a channel's visitor why their message was refused — once per kind of refusal
+        per conversation (the outbox item's dedupe key), through the outbox like any reply,
+        behind the replies queued before it."""
+        key = f"channel:{conversation_id}:refused:{code}"
+        if any(i.dedupe_key == key for i in await self.store.outbox_items(conversation_id)):
+            return
+        conv = await self.store.load_conversation(conversation_id)
+        if conv is None:
+            return
+        ctx = self.context(conv.service_id)
+        text = refusal_text(code, ctx.service, ctx.out_of_hours_messages)
+        payload = {
+            "channel": channel.id,
+            "to": user,
+            "text": text,
+            "seq": None,
+            "type": "notice",
+            "id": f"{conversation_id}-{code}",
+        }
+        notice = OutboxEntry(
+            "channel", key, conversation_id, payload, self.clock.now(), f"channel:{channel.id}"
+        )
+        await self.store.write(Write(outbox=[notice]))
+        self.channel_replies_queued(1)
 
     def channel_replies_queued(self, count: int) -> None:
         self.metrics.channels["queued"] += count

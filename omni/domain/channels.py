@@ -15,6 +15,11 @@ Rules of this module:
   takes it from a plain message), the out-of-hours message, and the closing message with the
   survey's link when the service sends one (:func:`~omni.domain.conversation.closing_text`).
   Queue positions, typing and the like are not sent.
+* A message the rules refuse is not lost in silence: the visitor is told why in a short text
+  (:func:`refusal_text`, in the service's language), once per kind of refusal per conversation.
+* A text longer than its platform takes in one message (:data:`TEXT_LIMITS`) is sent as
+  several, in order, cut after whitespace where one falls in the second half of a part
+  (:func:`split_text`); the parts put together are the text.
 * WhatsApp's signature (``X-Hub-Signature-256``) is checked here, in constant time; the
   Standard Webhooks signature of the generic channel is checked at the edge, by the package
   that signs the outgoing ones.
@@ -36,6 +41,10 @@ from omni.domain.model import Channel, Service
 MAX_TEXT = 8000
 #: The WebChat's "talk to a person" option, as a channel lists it.
 PERSON_OPTION = "@person"
+#: The longest text a platform takes in one message: WhatsApp's text ``body`` and Telegram's
+#: ``sendMessage`` both 4096 characters. Counted here in UTF-16 code units (an emoji beyond the
+#: BMP counts two), the stricter reading of "characters". The generic channel has none.
+TEXT_LIMITS: Mapping[str, int] = {"whatsapp": 4096, "telegram": 4096}
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +214,64 @@ def channel_text(frame: p.Event, service: Service, link: Callable[[], str | None
     if isinstance(frame, p.Closed):
         return closing_text(service, link()) or None
     return None
+
+
+#: What a channel's visitor is told when the rules refuse their message, by the refusal's code
+#: and language (``{limit}``: the out-of-hours message limit); ``*``: any other refusal.
+REFUSALS: Mapping[str, Mapping[str, str]] = {
+    "message_limit": {
+        "en": "We have your messages, but this conversation takes at most {limit} of them "
+        "until someone answers. We will get back to you.",
+        "pt-BR": "Recebemos suas mensagens, mas esta conversa aceita no máximo {limit} até "
+        "que alguém responda. Retornaremos em breve.",
+    },
+    "invalid_reply": {
+        "en": "Please answer with one of the options above: its number or its text.",
+        "pt-BR": "Por favor, responda com uma das opções acima: o número ou o texto.",
+    },
+    "*": {
+        "en": "Sorry, we could not take that message.",
+        "pt-BR": "Desculpe, não foi possível receber essa mensagem.",
+    },
+}
+
+
+def refusal_text(code: str, service: Service, limit: int) -> str:
+    """What a channel's visitor is told when a message of theirs is refused with ``code``: in
+    the service's language (English unless it is pt-BR)."""
+    texts = REFUSALS.get(code, REFUSALS["*"])
+    language = "pt-BR" if service.language == "pt-BR" else "en"
+    return texts[language].format(limit=limit)
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """``text`` as consecutive parts of at most ``limit`` UTF-16 code units, whose
+    concatenation is ``text``: each part ends after the last whitespace that fits when that
+    falls in the part's second half (no tiny parts), else at the limit — never inside a
+    character. A text that fits is one part."""
+    parts: list[str] = []
+    start, end = 0, len(text)
+    while start < end:
+        used, cut, after_space = 0, start, 0
+        while cut < end:
+            units = 2 if ord(text[cut]) > 0xFFFF else 1
+            if used + units > limit:
+                break
+            used += units
+            cut += 1
+            if text[cut - 1].isspace():
+                after_space = cut
+        if cut < end and after_space - start > (cut - start) // 2:
+            cut = after_space
+        parts.append(text[start:cut])
+        start = cut
+    return parts
+
+
+def channel_parts(kind: str, text: str) -> list[str]:
+    """The messages a channel of ``kind`` sends for ``text`` (:data:`TEXT_LIMITS`)."""
+    limit = TEXT_LIMITS.get(kind)
+    return [text] if limit is None else split_text(text, limit)
 
 
 def reply_request(

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from omni.domain.configuration import item_of
 from omni.server import RunningServer, open_server
 from omni.store.memory import MemoryStore
 from tests.browser.harness import Browser, Page
@@ -24,6 +25,8 @@ from tests.support import (
     with_items,
     with_service,
 )
+from tests.test_channels import FAST, post_wa, wa_body, whatsapp
+from tests.webhook_receiver import open_receiver
 
 pytestmark = pytest.mark.browser
 
@@ -638,3 +641,45 @@ async def test_files_dropped_and_pasted_in_both_pages(browser: Browser) -> None:
             "📎 paste.png",
             "📎 paste.png",
         ]
+
+
+async def test_a_whatsapp_conversation_shows_its_channel(browser: Browser) -> None:
+    """Issue 17: a conversation that came through WhatsApp (the platform's webhook POSTed to
+    the server, its replies to a stand-in) shows the channel's label beside the visitor's name
+    in the offer and the chat list, and a Channel row in the visitor panel; axe finds nothing;
+    at 360 px the stacked console is no wider than the screen."""
+    async with open_receiver() as platform:
+        channel = whatsapp(f"http://127.0.0.1:{platform.port}")
+        config = with_items(make_config(webhooks=FAST), item_of("channels", channel))
+        async with omni(config) as srv, httpx.AsyncClient(base_url=srv.http_url) as http:
+            alice = await browser.new_page(viewport=DESK, locale="en-US")
+            await sign_in(alice, srv, "alice")
+            await be_available(alice)
+            message = wa_body("wamid.B1", "Meu pedido não chegou")
+            assert (await post_wa(http, message)).status_code == 200
+            await alice.wait_for(".c-offer .c-channel")
+            assert await alice.text(".c-offer .c-channel") == "WhatsApp"
+            assert "Paula" in await alice.text(".c-offer")
+            await alice.screenshot("whatsapp-offer")
+            await no_serious_violations(alice, "a WhatsApp offer")
+            await alice.click(".c-accept")
+            await alice.wait_for("text=Meu pedido não chegou")
+            await alice.wait_for(".c-chat .c-channel")
+            assert await alice.text(".c-chat .c-chat-name") == "PaulaWhatsApp"
+            facts = await alice.evaluate(
+                "Object.fromEntries([...document.querySelectorAll('.c-facts > div')]"
+                ".map(d => [d.querySelector('dt').textContent, d.querySelector('dd').textContent]))"
+            )
+            assert facts["Channel"] == "WhatsApp" and facts["Phone"] == "+5511987654321"
+            await alice.type("Vou verificar agora")
+            await alice.keyboard("Enter")
+            await platform.wait_for(2)  # the greeting and Alice's reply reached the platform
+            assert platform.delivered()[-1].json["text"]["body"] == "Vou verificar agora"
+            await alice.screenshot("whatsapp")
+            violations = [str(v) for v in await alice.axe()]
+            assert violations == [], violations
+            await alice.run(lambda p: p.set_viewport_size({"width": 360, "height": 740}))
+            await alice.wait_for_function("document.documentElement.scrollWidth <= 360")
+            await alice.screenshot("whatsapp-360px")
+            assert await alice.text(".c-chat .c-channel") == "WhatsApp"
+            await no_serious_violations(alice, "a WhatsApp conversation at 360 px")
