@@ -144,6 +144,7 @@ async def test_a_visitor_goes_through_the_menu_gives_an_email_and_reaches_an_ope
         await login(alice, TOK_ALICE)
         started = await start(vera, service_id=28)
         cid = started["conversation_id"]
+        assert started["service"]["bot"] is True  # the page shows the bot, not a queue
         assert server.hub.conversations[cid].status.value == "bot"
         menu = await greeted(vera)
 

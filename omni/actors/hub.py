@@ -512,7 +512,9 @@ class Hub:
                 channel_user=channel_user,
             )
         if peer is not None:
-            shown = p.ServiceRef(service.id, service.name, service.shown_avatar())
+            shown = p.ServiceRef(
+                service.id, service.name, service.shown_avatar(), bot=conv.status is Status.BOT
+            )
             # `started` (with the resume token) goes out with the first effects, after the
             # write that stores the conversation: a visitor is never told of one that is not
             # stored.

@@ -176,10 +176,13 @@ class TransferTarget(msgspec.Struct, frozen=True):
     name: str
 
 
-class ServiceRef(msgspec.Struct, frozen=True):
+class ServiceRef(msgspec.Struct, frozen=True, omit_defaults=True):
     id: int
     name: str
     avatar: Avatar
+    #: In ``started``: the service's chatbot answers first (its ``bot`` frames follow), so the
+    #: page shows the conversation with the bot rather than a queue.
+    bot: bool = False
 
 
 class Question(msgspec.Struct, frozen=True, omit_defaults=True):

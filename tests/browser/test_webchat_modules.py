@@ -252,13 +252,20 @@ async def states(
 # -- frames and actions, as the page hands them to the reducer -------------------------------
 
 
-def started_frame(avatar: str = "Bia") -> dict[str, Any]:
+def started_frame(avatar: str = "Bia", bot: bool = False) -> dict[str, Any]:
+    service: dict[str, Any] = {
+        "id": 7,
+        "name": "Support",
+        "avatar": {"name": avatar, "image": None},
+    }
+    if bot:
+        service["bot"] = True
     return {
         "type": "started",
         "conversation_id": "C1",
         "ticket": "2026-000001",
         "token": "tok-1",
-        "service": {"id": 7, "name": "Support", "avatar": {"name": avatar, "image": None}},
+        "service": service,
     }
 
 
@@ -656,7 +663,7 @@ def bot_reply(seq: int, text: str, option: str | None = None) -> dict[str, Any]:
     return frame | ({"option": option} if option else {})
 
 
-BEGUN = [{"action": "starting", "name": "Vera"}, started_frame(avatar="Shop")]
+BEGUN = [{"action": "starting", "name": "Vera"}, started_frame(avatar="Shop", bot=True)]
 GREETED = [
     *BEGUN,
     bot(1, "hello", "Hi! I am the shop's assistant."),
@@ -696,8 +703,8 @@ async def test_the_bot_asks_the_visitor_answers_and_the_queue_takes_over(page: P
     result = await with_questions(page, events)
     phases = [s["phase"] for s, _ in result]
     questions = [q for _, q in result]
-    # Started, the page cannot tell a bot is there; the bot's first word says so.
-    assert phases == ["starting", "queued", *["bot"] * 11, "queued"]
+    # `started` says a bot answers first: no queue shows before its first word.
+    assert phases == ["starting", *["bot"] * 12, "queued"]
     assert questions == [
         None, None, None,  # nothing asked yet (the greeting asks nothing)
         "s2",  # the menu

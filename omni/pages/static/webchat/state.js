@@ -49,7 +49,8 @@ export function reduce(state, event) {
   const frame = event;
   switch (frame.type) {
     case "started":
-      return { ...state, phase: "queued", conversationId: frame.conversation_id, ticket: frame.ticket, error: null, avatar: frame.service.avatar || state.avatar };
+      // A service whose chatbot answers first says so: no queue is shown before its first word.
+      return { ...state, phase: frame.service.bot ? "bot" : "queued", conversationId: frame.conversation_id, ticket: frame.ticket, error: null, avatar: frame.service.avatar || state.avatar };
     case "resumed":
       return {
         ...state,
