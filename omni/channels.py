@@ -222,11 +222,15 @@ class MediaFetcher:
         except Refused as exc:
             log.warning("channel %s: a visitor's file was refused: %s", channel.id, exc.message)
             return None
-        except (httpcore.TimeoutException, trio.TooSlowError, httpcore.NetworkError) as exc:
-            log.warning("channel %s: a visitor's file did not come: %s", channel.id, type(exc))
-            return None
-        except (httpcore.ProtocolError, OSError) as exc:
-            log.warning("channel %s: a visitor's file did not come: %s", channel.id, type(exc))
+        except (
+            httpcore.TimeoutException,
+            trio.TooSlowError,
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            OSError,
+        ) as exc:
+            name = type(exc).__name__
+            log.warning("channel %s: a visitor's file did not come: %s", channel.id, name)
             return None
         return attachment.id
 
