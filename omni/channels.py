@@ -16,13 +16,27 @@ Rules:
   went (the outbox's order per conversation).
 * Failures are described by status and error class, never by the URL (Telegram's carries
   the bot token) nor by the text.
+* An operator's file goes as the platform's media message (:func:`media_request`) with a
+  signed download link on the server's ``public_url``, minted at each attempt and good for as
+  long as the file is kept (a week when kept for ever), so that the platform can fetch it
+  whenever it does; without a ``public_url`` (the platform could not reach the server) it goes
+  as its name, as text.
+* A visitor's image or document is fetched from the platform (:class:`MediaFetcher`: WhatsApp's
+  media URL, Telegram's ``getFile``) through the same guard, by the inbound request before the
+  conversation's actor sees the message, and kept by the attachment pipeline as the visitor's
+  pending upload (type from content, size limit counted as it streams, images re-encoded,
+  the conversation's quota) for the message to claim. A file that cannot be kept — files off
+  for the service, a type not allowed, too large, the platform failing — leaves the message
+  naming it, and the log says why.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
+from urllib.parse import quote
 
 import httpcore
 import msgspec
@@ -30,13 +44,21 @@ import trio
 from standardwebhooks.webhooks import Webhook as Signer
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from omni.domain.channels import reply_request, whatsapp_signed
+from omni.attachments import Upload, Uploads
+from omni.domain.attachments import Refused as FileRefused
+from omni.domain.channels import Media, media_request, reply_request, whatsapp_signed
 from omni.domain.model import Channel, Directory
 from omni.netguard import OutboundHttp, Refused
 from omni.outbox import Outcome, RetryPolicy
 from omni.settings import WebhooksSettings
 from omni.store import OutboxItem
 from omni.webhooks import signature_headers
+
+log = logging.getLogger(__name__)
+
+#: Seconds a visitor's file may take to come from its platform, from the first request to
+#: the last byte (the platform's own webhook retry covers a request that takes longer).
+MEDIA_SECONDS = 120.0
 
 
 def authentic(channel: Channel, body: bytes, headers: Mapping[str, str]) -> bool:
@@ -91,6 +113,24 @@ class ChannelSender:
             settings.jitter,
         )
         self._deadline = settings.connect_timeout + 2 * settings.read_timeout + 1
+        #: An attachment's absolute download link for a platform to fetch, or None (no
+        #: ``public_url``): set by the server once it serves files.
+        self.media_link: Callable[[str], str | None] = lambda _attachment_id: None
+
+    def _request(
+        self, channel: Channel, payload: Mapping[str, object]
+    ) -> tuple[str, list[tuple[str, str]], dict[str, object]]:
+        to, text = str(payload["to"]), str(payload["text"])
+        file = payload.get("attachment")
+        if isinstance(file, Mapping):
+            link = self.media_link(str(file["id"]))
+            name = str(file["name"])
+            if link is not None:
+                caption = "" if text == name else text
+                media = media_request(channel, to, str(file["type"]), link, name, caption)
+                if media is not None:
+                    return media
+        return reply_request(channel, to, text)
 
     async def deliver(self, item: OutboxItem) -> Outcome:
         payload = item.payload
@@ -98,7 +138,7 @@ class ChannelSender:
         if channel is None or not channel.active:
             state = "deleted" if channel is None else "inactive"
             return Outcome(False, f"channel {payload.get('channel')} is {state}", permanent=True)
-        url, headers, body = reply_request(channel, str(payload["to"]), str(payload["text"]))
+        url, headers, body = self._request(channel, payload)
         if channel.kind == "generic":
             body = {**body, "conversation_id": item.conversation_id, "seq": payload["seq"]}
         encoded = msgspec.json.encode(body)
@@ -123,3 +163,118 @@ class ChannelSender:
         excerpt = answer.body[:200].decode("utf-8", "replace")
         error = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
         return Outcome(False, error, f"HTTP {status}", status_code=status)
+
+
+class MediaUnavailable(Exception):
+    """The platform did not give a file: why, without its URL (Telegram's carries the token)."""
+
+
+class MediaFetcher:
+    """Fetches the files visitors send on channels into the attachment pipeline."""
+
+    def __init__(self, http: OutboundHttp, uploads: Uploads, directory: Callable[[], Directory]):
+        self.http = http
+        self.uploads = uploads
+        self.directory = directory
+
+    async def keep(self, channel: Channel, media: Media, conversation_id: str) -> str | None:
+        """Fetch ``media`` and keep it as the visitor's pending upload in the conversation:
+        its id, or None (logged) when it cannot be kept."""
+        directory = self.directory()
+        service = directory.services.get(channel.service_id)
+        limits = directory.attachments_of(service) if service is not None else None
+        if limits is None or not limits.enabled:
+            log.info(
+                "channel %s: a visitor's %s is named, not kept: the service accepts no files",
+                channel.id,
+                media.kind,
+            )
+            return None
+        try:
+            with trio.fail_after(MEDIA_SECONDS):
+                url, size = await self._locate(channel, media)
+                headers = _auth(channel)
+                async with self.http.stream(url, headers) as (status, length, chunks):
+                    if not 200 <= status < 300:
+                        raise MediaUnavailable(f"the file's download answered HTTP {status}")
+                    known = [n for n in (size, media.size, length) if n is not None]
+                    upload = Upload(
+                        conversation_id,
+                        "visitor",
+                        media.name,
+                        None,
+                        max(known) if known else None,
+                        limits,
+                    )
+                    attachment = await self.uploads.receive(upload, _chunks(chunks))
+        except FileRefused as refusal:
+            log.info(
+                "channel %s: a visitor's %s is named, not kept: %s (%s)",
+                channel.id,
+                media.kind,
+                refusal.detail,
+                refusal.reason.value,
+            )
+            return None
+        except MediaUnavailable as exc:
+            log.warning("channel %s: a visitor's file could not be fetched: %s", channel.id, exc)
+            return None
+        except Refused as exc:
+            log.warning("channel %s: a visitor's file was refused: %s", channel.id, exc.message)
+            return None
+        except (
+            httpcore.TimeoutException,
+            trio.TooSlowError,
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            OSError,
+        ) as exc:
+            name = type(exc).__name__
+            log.warning("channel %s: a visitor's file did not come: %s", channel.id, name)
+            return None
+        return attachment.id
+
+    async def _locate(self, channel: Channel, media: Media) -> tuple[str, int | None]:
+        """Where the platform serves the file, and its size when the platform says it."""
+        if channel.kind == "whatsapp":
+            url = f"{channel.api_url}/{channel.api_version}/{quote(media.ref, safe='')}"
+            found = await self._json(url, _auth(channel))
+            link, size = found.get("url"), found.get("file_size")
+        elif channel.kind == "telegram":
+            base = f"{channel.api_url}/bot{channel.token}"
+            found = await self._json(f"{base}/getFile?file_id={quote(media.ref, safe='')}", [])
+            result = found.get("result") if found.get("ok") is True else None
+            path = result.get("file_path") if isinstance(result, dict) else None
+            if not isinstance(path, str) or not path:
+                raise MediaUnavailable("getFile gave no file_path")
+            link = f"{channel.api_url}/file/bot{channel.token}/{quote(path)}"
+            size = result.get("file_size") if isinstance(result, dict) else None
+        else:
+            raise MediaUnavailable(f"a {channel.kind} channel has no media to fetch")
+        if not isinstance(link, str) or not link:
+            raise MediaUnavailable("the platform gave no URL for the file")
+        return link, size if isinstance(size, int) and size >= 0 else None
+
+    async def _json(self, url: str, headers: list[tuple[str, str]]) -> dict[str, object]:
+        answer = await self.http.get(url, headers)
+        if not 200 <= answer.status < 300:
+            raise MediaUnavailable(f"the file's description answered HTTP {answer.status}")
+        try:
+            found = msgspec.json.decode(answer.body)
+        except msgspec.DecodeError:
+            raise MediaUnavailable("the file's description is not JSON") from None
+        if not isinstance(found, dict):
+            raise MediaUnavailable("the file's description is not a JSON object")
+        return found
+
+
+def _auth(channel: Channel) -> list[tuple[str, str]]:
+    """WhatsApp's media (its description and its bytes) needs the bearer token; Telegram's
+    token is in the path."""
+    return [("Authorization", f"Bearer {channel.token}")] if channel.kind == "whatsapp" else []
+
+
+async def _chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        if chunk:
+            yield chunk

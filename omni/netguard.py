@@ -11,6 +11,8 @@ Rules of this module:
   carried inside an IPv6 one (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4,
   Teredo), which is judged as the IPv4 address it stands for. Only the networks of the explicit
   allowance (``[server.webhooks] allow_private``, for development and tests) are let through.
+* The messaging channels fetch media through the same client (:meth:`OutboundHttp.get`,
+  :meth:`OutboundHttp.stream`): the same checks, no redirect followed.
 * A name is resolved **once**, **every** address it resolves to is checked (one refused address
   refuses the name), and the connection goes to an address that was checked:
   :class:`GuardedBackend` does all three inside the HTTP client's own connect, so a DNS answer
@@ -29,7 +31,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import socket
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -326,6 +329,35 @@ class OutboundHttp:
                 None,
             )
             return Answer(response.status, location, bytes(kept))
+
+    async def get(self, url: str, headers: list[tuple[str, str]]) -> Answer:
+        """GET ``url``; its answer (at most ``max_response_bytes`` of its body), or the errors
+        of :meth:`post`."""
+        async with self.stream(url, headers) as (status, _length, chunks):
+            kept = bytearray()
+            async for chunk in chunks:
+                kept += chunk[: self.max_response_bytes - len(kept)]
+                if len(kept) >= self.max_response_bytes:
+                    break
+            return Answer(status, None, bytes(kept))
+
+    @asynccontextmanager
+    async def stream(
+        self, url: str, headers: list[tuple[str, str]]
+    ) -> AsyncIterator[tuple[int, int | None, AsyncIterator[bytes]]]:
+        """GET ``url`` and read its body as it streams in: the status, the ``Content-Length``
+        (None if not sent) and the chunks. The caller bounds what it reads; what it leaves
+        unread closes the connection."""
+        target = parse_url(url)
+        sent = [("Host", target.host_header), ("User-Agent", self.user_agent), *headers]
+        async with self._pool.stream(
+            "GET", url, headers=sent, extensions={"timeout": self._timeouts}
+        ) as response:
+            length: int | None = None
+            for k, v in response.headers:
+                if k.lower() == b"content-length" and v.strip().isdigit():
+                    length = int(v)
+            yield response.status, length, response.aiter_stream()
 
     async def aclose(self) -> None:
         await self._pool.aclose()

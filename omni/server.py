@@ -32,7 +32,7 @@ from omni.actors.hub import Counters, Hub, Settings, open_hub
 from omni.actors.survey_links import SurveyLinks
 from omni.attachments import FolderStore, Uploads
 from omni.captcha import SiteVerify
-from omni.channels import ChannelSender
+from omni.channels import ChannelSender, MediaFetcher
 from omni.clock import Clock
 from omni.cluster import Node, generated_name, open_node
 from omni.config import Config
@@ -247,7 +247,8 @@ async def open_server(
             counters.webhook_attempts,
         )
     ]
-    senders.append(ChannelSender(outgoing, lambda: running[0].directory, clock.now, hooks))
+    channel_sender = ChannelSender(outgoing, lambda: running[0].directory, clock.now, hooks)
+    senders.append(channel_sender)
     if smtp is not None:
         senders.append(EmailSender(SmtpMailer(smtp), smtp, clock.now))
     outbox = Outbox(
@@ -357,6 +358,12 @@ async def open_server(
                 return page + uploads.links.mint(attachment_id, clock.now(), link_ttl)[0]
 
             hub.transcript_link = transcript_link
+            # Channels: a platform fetches an operator's file from the public address only
+            # (it cannot reach the host the pages fall back to), with a link as long-lived.
+            if config.server.public_url is not None:
+                channel_sender.media_link = transcript_link
+            fetcher = MediaFetcher(outgoing, uploads, lambda: hub.directory)
+            hub.channel_media = fetcher.keep
             # Survey links are signed like download links, with the same key: set
             # [server.attachments] link_secret for them to outlive a restart.
             hub.survey_links = SurveyLinks(uploads.links, urls.page)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,7 @@ from tests.support import (
     api_token,
     connect_tcp,
     eventually,
+    free_port,
     login,
     make_config,
     with_items,
@@ -684,3 +686,238 @@ async def test_replies_are_listed_parked_redelivered_and_counted() -> None:
                 ("channels", "wa", {"deliveries": [second["id"]]}),
                 ("channels", "wa", {"deliveries": [greeting["id"]]}),
             ]
+
+
+# -- media both ways -------------------------------------------------------------------------------
+
+FILE_LIMIT = 64 * 1024
+FILES = {
+    "enabled": True,
+    "max_bytes": FILE_LIMIT,
+    "types": ["image/png", "image/jpeg", "application/pdf"],
+}
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + b"x" * 100
+
+
+def png_with_comment() -> bytes:
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "secret location")
+    out = io.BytesIO()
+    Image.new("RGB", (12, 10), (200, 30, 30)).save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def jpeg_with_exif() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+def media_config(*channels: Channel, public: bool = True) -> tuple[Config, int]:
+    """Files on for both services, and (``public``) the server's ``public_url`` its own
+    address; the HTTP port to serve on."""
+    port = free_port()
+    server: dict[str, Any] = {"webhooks": FAST, "http_port": port}
+    if public:
+        server["public_url"] = f"http://127.0.0.1:{port}"
+    config = make_config(**server)
+    for service_id in (25, 27):
+        config = with_service(config, service_id, lambda body: body.update(attachments=FILES))
+    items = (api_token("root", ADMIN), *(item_of("channels", c) for c in channels))
+    return with_items(config, *items), port
+
+
+def wa_media(platform: Any, media_id: str, content: bytes, kind: str) -> None:
+    """The stand-in serves WhatsApp's media: the description, then the bytes."""
+    url = f"http://127.0.0.1:{platform.port}/lookaside/{media_id}"
+    description = {"url": url, "mime_type": kind, "sha256": "x", "file_size": len(content)}
+    platform.files[f"/v21.0/{media_id}"] = ("application/json", json.dumps(description).encode())
+    platform.files[f"/lookaside/{media_id}"] = (kind, content)
+
+
+async def visitor_message(alice: Client) -> dict[str, Any]:
+    got = await alice.until("message")
+    while got["author"]["kind"] != "visitor":
+        got = await alice.until("message")
+    return got
+
+
+async def test_a_whatsapp_image_reaches_the_operator_as_a_file_once() -> None:
+    """The image is fetched with the bearer token (its description, then its bytes), kept
+    re-encoded without its text chunk, and carried by the visitor's message (its caption as
+    text); the operator downloads it. The platform repeating the delivery makes nothing more."""
+    picture = png_with_comment()
+    async with open_receiver() as platform:
+        config, port = media_config(whatsapp(f"http://127.0.0.1:{platform.port}"))
+        wa_media(platform, "M1", picture, "image/png")
+        async with (
+            open_server(config, host="127.0.0.1", ws_port=0, http_port=port) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, wa_body("wamid.M0", "Oi"))).status_code == 200
+            cid = await answer(alice, "Olá")
+            image = wa_body("wamid.M1", "", type="image", image={"id": "M1", "caption": "veja"})
+            assert (await post_wa(http, image)).status_code == 200
+            got = await visitor_message(alice)
+            assert got["text"] == "veja"
+            file = got["attachment"]
+            assert file["type"] == "image/png"
+            assert [r.path for r in platform.fetched] == ["/v21.0/M1", "/lookaside/M1"]
+            assert all(r.headers["authorization"] == f"Bearer {WA_TOKEN}" for r in platform.fetched)
+            download = await http.get(
+                f"/api/v1/attachments/{file['id']}",
+                headers={"Authorization": f"Bearer {TOK_ALICE}"},
+            )
+            assert download.status_code == 200
+            assert download.content.startswith(b"\x89PNG") and download.content != picture
+            from PIL import Image
+
+            with Image.open(io.BytesIO(download.content)) as decoded:
+                assert decoded.size == (12, 10) and "Comment" not in decoded.info
+            # Repeated: no second message, no second file, not fetched again.
+            assert (await post_wa(http, image)).status_code == 200
+            store = srv.hub.store
+            texts = await stored_texts(store, cid)
+            assert texts.count(("visitor", "veja")) == 1
+            assert (await store.attachment_usage(cid))[0] == 1
+            assert len(platform.fetched) == 2
+
+
+async def test_a_file_that_cannot_be_kept_is_named() -> None:
+    """Too large (counted as it streams, whatever the platform declared) or of a type the
+    service does not take, or gone from the platform: the message names the file."""
+    async with open_receiver() as platform:
+        config, port = media_config(whatsapp(f"http://127.0.0.1:{platform.port}"))
+        wa_media(platform, "BIG", PDF + b"x" * FILE_LIMIT, "application/pdf")
+        wa_media(platform, "TXT", b"just some words, no magic here\n" * 20, "text/plain")
+        async with (
+            open_server(config, host="127.0.0.1", ws_port=0, http_port=port) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, wa_body("wamid.N0", "Oi"))).status_code == 200
+            cid = await answer(alice, "Olá")
+            for message_id, media_id, name in [
+                ("wamid.N1", "BIG", "big.pdf"),
+                ("wamid.N2", "TXT", "notes.txt"),
+                ("wamid.N3", "GONE", "gone.pdf"),
+            ]:
+                document = {"id": media_id, "filename": name}
+                body = wa_body(message_id, "", type="document", document=document)
+                assert (await post_wa(http, body)).status_code == 200
+                got = await visitor_message(alice)
+                assert got["text"] == f"[document: {name}]" and "attachment" not in got
+            assert (await srv.hub.store.attachment_usage(cid))[0] == 0
+
+
+async def test_a_telegram_document_reaches_the_operator_as_a_file() -> None:
+    async with open_receiver() as platform:
+        config, port = media_config(telegram(f"http://127.0.0.1:{platform.port}"))
+        answer_ = {"ok": True, "result": {"file_id": "F1", "file_path": "documents/file_7.pdf"}}
+        platform.files[f"/bot{TG_TOKEN}/getFile?file_id=F1"] = (
+            "application/json",
+            json.dumps(answer_).encode(),
+        )
+        platform.files[f"/file/bot{TG_TOKEN}/documents/file_7.pdf"] = ("application/pdf", PDF)
+        async with (
+            open_server(config, host="127.0.0.1", ws_port=0, http_port=port) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_tg(http, tg_body(40, "oi"))).status_code == 200
+            await answer(alice, "Olá")
+            update = json.loads(tg_body(41, ""))
+            del update["message"]["text"]
+            update["message"]["document"] = {
+                "file_id": "F1",
+                "file_unique_id": "U1",
+                "file_name": "boleto.pdf",
+                "mime_type": "application/pdf",
+                "file_size": len(PDF),
+            }
+            assert (await post_tg(http, json.dumps(update).encode())).status_code == 200
+            got = await visitor_message(alice)
+            assert got["text"] == "boleto.pdf"
+            assert got["attachment"]["name"] == "boleto.pdf"
+            download = await http.get(
+                f"/api/v1/attachments/{got['attachment']['id']}",
+                headers={"Authorization": f"Bearer {TOK_ALICE}"},
+            )
+            assert download.content == PDF
+
+
+async def test_an_operators_files_reach_whatsapp_as_document_and_image() -> None:
+    """The platform gets a link on the public address that downloads the file, with no token."""
+    async with open_receiver() as platform:
+        config, port = media_config(whatsapp(f"http://127.0.0.1:{platform.port}"))
+        async with (
+            open_server(config, host="127.0.0.1", ws_port=0, http_port=port) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_wa(http, wa_body("wamid.O0", "Oi"))).status_code == 200
+            cid = await answer(alice, "Olá")
+            await platform.wait_for(2)
+            for number, (name, content) in enumerate(
+                [("relatorio.pdf", PDF), ("foto.jpg", jpeg_with_exif())], 1
+            ):
+                upload = await http.post(
+                    f"/api/v1/conversations/{cid}/attachments",
+                    params={"name": name},
+                    content=content,
+                    headers={"Authorization": f"Bearer {TOK_ALICE}"},
+                )
+                assert upload.status_code == 201, upload.text
+                upload_id = upload.json()["upload_id"]
+                await alice.send(
+                    "attachment", conversation_id=cid, client_id=f"f{number}", upload_id=upload_id
+                )
+            await platform.wait_for(4)
+            document, image = (r.json for r in platform.delivered()[2:])
+            assert document["type"] == "document" and document["to"] == "5511987654321"
+            assert document["document"]["filename"] == "relatorio.pdf"
+            assert image["type"] == "image" and "filename" not in image["image"]
+            async with httpx.AsyncClient() as anyone:
+                link = document["document"]["link"]
+                assert link.startswith(f"http://127.0.0.1:{port}/api/v1/attachments/")
+                assert (await anyone.get(link)).content == PDF
+                got = await anyone.get(image["image"]["link"])
+                assert got.status_code == 200 and got.content.startswith(b"\xff\xd8")
+                assert b"SecretCam" not in got.content
+
+
+async def test_without_a_public_url_an_operators_file_goes_as_its_name() -> None:
+    async with open_receiver() as platform:
+        config, port = media_config(telegram(f"http://127.0.0.1:{platform.port}"), public=False)
+        async with (
+            open_server(config, host="127.0.0.1", ws_port=0, http_port=port) as srv,
+            connect_tcp(f"{srv.ws_url}/ws/operator") as alice,
+            httpx.AsyncClient(base_url=srv.http_url) as http,
+        ):
+            await login(alice, TOK_ALICE)
+            assert (await post_tg(http, tg_body(50, "oi"))).status_code == 200
+            cid = await answer(alice, "Olá")
+            await platform.wait_for(2)
+            upload = await http.post(
+                f"/api/v1/conversations/{cid}/attachments",
+                params={"name": "relatorio.pdf"},
+                content=PDF,
+                headers={"Authorization": f"Bearer {TOK_ALICE}"},
+            )
+            upload_id = upload.json()["upload_id"]
+            await alice.send("attachment", conversation_id=cid, client_id="f1", upload_id=upload_id)
+            await platform.wait_for(3)
+            sent = platform.delivered()[2]
+            assert sent.path == f"/bot{TG_TOKEN}/sendMessage"
+            assert sent.json["text"] == "relatorio.pdf"

@@ -1,6 +1,8 @@
 """A webhook receiver for the tests: a small HTTP/1.1 server on 127.0.0.1 (trio, one request per
 connection) that answers as the test scripts it, can stop listening (connections refused) and
-listen again on the same port, and keeps every request it got.
+listen again on the same port, and keeps every request it got. It also serves files (a
+platform's media endpoints): a GET of a path in :attr:`Receiver.files` gets its bytes, any other
+GET a 404; GETs are kept apart (:attr:`Receiver.fetched`), not in the scripted requests.
 
 Signatures are checked here with an implementation of the test's own — HMAC-SHA256 over
 ``{webhook-id}.{webhook-timestamp}.{body}`` with the base64 key after ``whsec_`` — not with the
@@ -61,6 +63,10 @@ class Receiver:
     #: ``Location`` of a 3xx answer.
     location: str = ""
     requests: list[Request] = field(default_factory=list)
+    #: What a GET of a path (with its query) gets: its content type and bytes.
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    #: The GETs, in the order they arrived.
+    fetched: list[Request] = field(default_factory=list)
     arrived: trio.Event = field(default_factory=trio.Event)
     _scope: trio.CancelScope | None = None
     _nursery: trio.Nursery | None = None
@@ -117,6 +123,9 @@ class Receiver:
                     return
                 body += chunk
             request = Request(lines[0].split(" ")[1], headers, body)
+            if lines[0].startswith("GET "):
+                await self._serve_file(stream, request)
+                return
             request.answer = self.script.pop(0) if self.script else self.then
             self.requests.append(request)
             if request.answer == "hang":
@@ -126,6 +135,16 @@ class Receiver:
             head = f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n{extra}"
             await stream.send_all(f"{head}\r\nok".encode())
             self.arrived.set()
+
+    async def _serve_file(self, stream: trio.SocketStream, request: Request) -> None:
+        self.fetched.append(request)
+        found = self.files.get(request.path)
+        status, (kind, content) = (200, found) if found else (404, ("text/plain", b"none"))
+        head = (
+            f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {len(content)}\r\nConnection: close\r\n\r\n"
+        )
+        await stream.send_all(head.encode() + content)
 
 
 @asynccontextmanager

@@ -527,6 +527,11 @@ class ConversationActor(Actor[ConversationMessage]):
                 if len(parts) > 1:
                     payload |= {"part": number, "parts": len(parts)}
                     key += f".{number}"
+                frame = effect.frame
+                if isinstance(frame, p.Message) and frame.attachment is not None:
+                    # The sender links the file (a link minted at each attempt, long-lived).
+                    file = frame.attachment
+                    payload["attachment"] = {"id": file.id, "name": file.name, "type": file.type}
                 write.outbox.append(
                     OutboxEntry(
                         "channel", key, conv.id, payload, now, f"channel:{conv.channel.id}", None

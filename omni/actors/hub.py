@@ -21,7 +21,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,7 +55,7 @@ from omni.domain import board as board_rules
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.board import Today
-from omni.domain.channels import Inbound, refusal_text
+from omni.domain.channels import Inbound, Media, refusal_text
 from omni.domain.configuration import ConfigInvalid
 from omni.domain.conversation import Context, LinkedSurvey, Rejected, Status, SurveyRefused
 from omni.domain.estimate import WaitEstimator
@@ -173,6 +173,9 @@ class Hub:
         #: Download links for the files an e-mail transcript lists (set by the composition
         #: root when the server takes files and knows its public address; None: names only).
         self.transcript_link: Callable[[str], str | None] | None = None
+        #: Fetches a channel visitor's file into their conversation as a pending upload: its
+        #: id, or None (the message then names the file). Set by the server that keeps files.
+        self.channel_media: Callable[[Channel, Media, str], Awaitable[str | None]] | None = None
         #: Links to conversations' survey pages (set by the composition root when the server
         #: serves pages: it has the link signer and the public address; None: no survey by
         #: link), and the one door through which a closed conversation's survey is answered.
@@ -561,6 +564,25 @@ class Hub:
         entry = await self.entry(conversation_id)
         if not (started and entry.status is Status.BOT):
             event = domain.VisitorMessage(message.message_id, message.text)
+            media = message.media
+            if (
+                media is not None
+                and self.channel_media is not None
+                and entry.status
+                in (
+                    Status.QUEUED,
+                    Status.OFFERED,
+                    Status.ACTIVE,
+                    Status.OUT_OF_HOURS,
+                )
+            ):
+                # Fetched here, by the inbound request, not by the conversation's actor: a
+                # slow platform holds this user's lock, never the conversation.
+                upload_id = await self.channel_media(channel, media, conversation_id)
+                if upload_id is not None:
+                    event = domain.VisitorMessage(
+                        message.message_id, media.caption or media.name or "", upload_id=upload_id
+                    )
             try:
                 await entry.ref.ask(Apply(event), timeout=self.settings.ask_timeout)
             except ActorStopped:

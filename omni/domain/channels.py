@@ -8,13 +8,17 @@ Rules of this module:
   delivery receipt, an edit, a reaction, a bot's own message) is skipped, never an error; a
   message whose shape is wrong is skipped too. Each message keeps the platform's own id — the
   key that drops a delivery the platform repeats.
-* A file a visitor sends (an image, a document, …) becomes a message that names it; the file
-  itself stays with the platform.
-* What a channel sends is text only: an operator's message (a file's by its name), the bot's
+* A file a visitor sends (an image, a document, …) becomes a message that names it (its
+  ``text``); an image or a document also says where the platform keeps it (:class:`Media`),
+  for the edge to fetch it and make the message carry it — the naming text stays the message
+  when it cannot.
+* What a channel sends is text — an operator's message, the bot's
   words with its options as a numbered list (a typed number or label answers, as the bot
   takes it from a plain message), the out-of-hours message, and the closing message with the
   survey's link when the service sends one (:func:`~omni.domain.conversation.closing_text`).
-  Queue positions, typing and the like are not sent.
+  Queue positions, typing and the like are not sent — and an operator's file, as the
+  platform's image or document message that links it (:func:`media_request`; its name as text
+  where the platform has no such message or the server no public address).
 * A message the rules refuse is not lost in silence: the visitor is told why in a short text
   (:func:`refusal_text`, in the service's language), once per kind of refusal per conversation.
 * A text longer than its platform takes in one message (:data:`TEXT_LIMITS`) is sent as
@@ -48,15 +52,30 @@ TEXT_LIMITS: Mapping[str, int] = {"whatsapp": 4096, "telegram": 4096}
 
 
 @dataclass(frozen=True, slots=True)
+class Media:
+    """A file a platform keeps for a message: ``ref`` is WhatsApp's media id or Telegram's
+    ``file_id``; ``name`` the file's name when the platform says it; ``caption`` what the
+    person wrote with it."""
+
+    kind: str  # "image" | "document"
+    ref: str
+    name: str | None = None
+    caption: str = ""
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Inbound:
     """A message a person wrote on a channel: the platform's ``message_id`` (unique in the
-    channel), who wrote (``user``: where replies go), and what."""
+    channel), who wrote (``user``: where replies go), and what (``text``; with ``media``, the
+    text that names the file, the message when the file cannot be fetched)."""
 
     message_id: str
     user: str
     name: str
     text: str
     phone: str | None = None
+    media: Media | None = None
 
 
 # -- what platforms send --------------------------------------------------------------------------
@@ -78,6 +97,35 @@ def _text(value: object) -> str:
 def _named(kind: str, name: str, caption: str) -> str:
     shown = f"[{kind}: {name}]" if name else f"[{kind}]"
     return f"{shown} {caption}".strip()
+
+
+def _whatsapp_media(message: Mapping[str, Any]) -> Media | None:
+    kind = message.get("type")
+    media = message.get(kind) if kind in ("image", "document") else None
+    if not isinstance(media, Mapping) or not isinstance(media.get("id"), str):
+        return None
+    name = _text(media.get("filename"))[:1000] or None
+    return Media(str(kind), media["id"], name, _text(media.get("caption")))
+
+
+def _telegram_media(message: Mapping[str, Any]) -> Media | None:
+    caption = _text(message.get("caption"))
+    document = message.get("document")
+    if isinstance(document, Mapping) and isinstance(document.get("file_id"), str):
+        name = _text(document.get("file_name"))[:1000] or None
+        size = document.get("file_size")
+        return Media(
+            "document", document["file_id"], name, caption, size if isinstance(size, int) else None
+        )
+    # A photo comes in several sizes, smallest first: the largest is the picture.
+    sizes = [s for s in _list(message.get("photo")) if isinstance(s.get("file_id"), str)]
+    if sizes:
+        largest = sizes[-1]
+        size = largest.get("file_size")
+        return Media(
+            "image", largest["file_id"], None, caption, size if isinstance(size, int) else None
+        )
+    return None
 
 
 def _whatsapp_text(message: Mapping[str, Any]) -> str:
@@ -125,7 +173,16 @@ def parse_whatsapp(body: Any) -> list[Inbound]:
                 if not text or not sender or not message_id:
                     continue
                 name = names.get(sender) or f"+{sender}"
-                found.append(Inbound(message_id, sender, name[:200], text, f"+{sender}"[:64]))
+                found.append(
+                    Inbound(
+                        message_id,
+                        sender,
+                        name[:200],
+                        text,
+                        f"+{sender}"[:64],
+                        _whatsapp_media(message),
+                    )
+                )
     return found
 
 
@@ -159,7 +216,8 @@ def parse_telegram(body: Any) -> list[Inbound]:
     first = _text(sender.get("first_name")) if isinstance(sender, Mapping) else ""
     last = _text(sender.get("last_name")) if isinstance(sender, Mapping) else ""
     name = f"{first} {last}".strip() or f"Telegram {chat['id']}"
-    return [Inbound(str(update_id), str(chat["id"]), name[:200], text)]
+    media = _telegram_media(message) if "text" not in message else None
+    return [Inbound(str(update_id), str(chat["id"]), name[:200], text, None, media)]
 
 
 def parse_generic(body: Any) -> list[Inbound]:
@@ -302,3 +360,41 @@ def reply_request(
         [],
         {"type": "message", "channel_id": channel.id, "to": to, "text": text},
     )
+
+
+#: Files a platform shows as a picture (WhatsApp's ``image`` takes JPEG and PNG; so does
+#: Telegram's ``sendPhoto``); any other file goes as a document.
+PHOTO_TYPES = frozenset({"image/jpeg", "image/png"})
+
+
+def media_request(
+    channel: Channel, to: str, content_type: str, link: str, name: str, caption: str = ""
+) -> tuple[str, list[tuple[str, str]], dict[str, Any]] | None:
+    """The platform's request that sends the file at ``link`` (a URL the platform fetches) to
+    ``to``: WhatsApp's ``image`` / ``document`` message, Telegram's ``sendPhoto`` /
+    ``sendDocument``. None for a channel without media messages (the generic one)."""
+    photo = content_type in PHOTO_TYPES
+    if channel.kind == "whatsapp":
+        url = f"{channel.api_url}/{channel.api_version}/{channel.phone_number_id}/messages"
+        media: dict[str, Any] = {"link": link}
+        if not photo:
+            media["filename"] = name
+        if caption:
+            media["caption"] = caption
+        kind = "image" if photo else "document"
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": kind,
+            kind: media,
+        }
+        return url, [("Authorization", f"Bearer {channel.token}")], body
+    if channel.kind == "telegram":
+        chat: int | str = int(to) if to.lstrip("-").isdigit() else to
+        method, field = ("sendPhoto", "photo") if photo else ("sendDocument", "document")
+        sent: dict[str, Any] = {"chat_id": chat, field: link}
+        if caption:
+            sent["caption"] = caption
+        return f"{channel.api_url}/bot{channel.token}/{method}", [], sent
+    return None

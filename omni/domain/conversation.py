@@ -1006,7 +1006,10 @@ def _message(
     if ev.upload_id is not None:
         upload = claimable(conv, ev, author)
         attachment = p.AttachmentRef(upload.id, upload.name, upload.size, upload.content_type)
-        text = upload.name
+        # A file's message says its name, or what was written with it (a channel's caption).
+        text = ev.text or upload.name
+        if ev.text:
+            validate_text(text)
     else:
         text = ev.text
         validate_text(text)

@@ -445,7 +445,7 @@ class Message(_Event, frozen=True, tag="message", omit_defaults=True):
     #: ``<conversation_id>-<seq>``.
     id: str
     author: Author
-    #: A file's message has its file's name as its text.
+    #: A file's message has its file's name as its text, or its caption (a channel's).
     text: str
     at: datetime
     attachment: AttachmentRef | None = None
