@@ -182,7 +182,10 @@ class GroupOwnership:
             nursery.start_soon(self._watchdog)
             while True:
                 try:
-                    await self.beat()
+                    # A statement that hangs (a database cut off without a FIN) must not stall
+                    # the loop for good: the watchdog disowns meanwhile, the next beat retries.
+                    with trio.move_on_after(self.settings.lease_seconds):
+                        await self.beat()
                 except Exception as exc:  # the watchdog stops what cannot be renewed
                     log.warning("node %s: group leases not renewed (%s)", self.node.name, exc)
                 await trio.sleep(self.settings.heartbeat_seconds)

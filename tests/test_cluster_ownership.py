@@ -208,3 +208,32 @@ async def test_a_stale_owners_write_is_refused_and_its_actor_stops(postgres_dsn:
             await eventually(lambda: conversation_id not in hub.conversations, seconds=5)
             # Nothing of the refused write is stored.
             assert await store.events_after(conversation_id, 0) == before
+
+
+async def test_a_node_that_cannot_renew_stops_owning_before_its_lease_runs_out(
+    postgres_dsn: str,
+) -> None:
+    async with _node(postgres_dsn, "a") as (server, store):
+        await eventually(lambda: _owned(server) == GROUPS, seconds=15)
+        async with connect_tcp(f"{server.ws_url}/ws/visitor") as visitor:
+            await visitor.send("start", service_id=27, visitor={"name": "Ana"})
+            await visitor.expect("started")
+            await visitor.until("queued")
+            hung = trio.Event()
+
+            async def renew_hangs(*args: Any) -> None:
+                hung.set()
+                await trio.sleep_forever()
+
+            store.renew_lease = renew_hangs  # type: ignore[method-assign]
+            with trio.fail_after(5):
+                await hung.wait()
+            waited = trio.current_time()
+            closing = await visitor.until("error", timeout=5)
+            assert closing["code"] == "moved"
+            # Stopped by the local deadline, before the database's lifetime (1 s) ran out.
+            assert trio.current_time() - waited < CLUSTER["lease_seconds"]
+            await eventually(lambda: not _owned(server), seconds=1)
+            assert server.hub.fences == {}
+            leases = await store.leases("group:")
+            assert all(lease.owner == "a" for lease in leases)  # not yet free in the database
