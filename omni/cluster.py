@@ -154,10 +154,11 @@ class GroupOwnership:
 
     Rules:
 
-    * Each heartbeat: renew every owned lease; release those that now hash (rendezvous over
-      the live nodes) to another live node — the group's actors are stopped *before* the
-      release, so nothing of this node is written once another may acquire; acquire the
-      groups that hash here, and any group whose lease has been free for a heartbeat.
+    * Each heartbeat: renew every owned lease (one statement); release those that now hash
+      (rendezvous over the live nodes) to another live node — the group's actors are stopped
+      *before* the release, so nothing of this node is written once another may acquire;
+      acquire the groups that hash here, and any group whose lease has been free for a
+      heartbeat.
     * A lease's local deadline is trio's clock taken *before* the acquire or renew was sent,
       plus ``lease_seconds`` minus a margin (a tenth): the database counted from later, so
       this node stops owning first. A watchdog disowns a group whose deadline passes, whatever
@@ -212,11 +213,20 @@ class GroupOwnership:
         store, me, seconds = self.node.store, self.node.name, self.settings.lease_seconds
         live = {n.name for n in await self.node.live_nodes()} | {me}
         groups = set(self.owner.group_ids())
-        for group_id, (epoch, _) in sorted(self.owned.items()):
+        held = dict(self.owned)
+        sent = trio.current_time()
+        renewed = {
+            lease.resource: lease
+            for lease in await store.renew_leases(
+                me,
+                [Fence(group_resource(g), epoch) for g, (epoch, _) in sorted(held.items())],
+                seconds,
+            )
+        }
+        for group_id, (epoch, _) in sorted(held.items()):
             resource = group_resource(group_id)
-            sent = trio.current_time()
-            lease = await store.renew_lease(resource, me, epoch, seconds)
-            if group_id not in self.owned or self.owned[group_id][0] != epoch:
+            lease = renewed.get(resource)
+            if self.owned.get(group_id, (None,))[0] != epoch:
                 # Disowned by the watchdog meanwhile: give the lease back.
                 if lease is not None:
                     await store.release_lease(resource, me, epoch)

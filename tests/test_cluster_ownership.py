@@ -225,7 +225,7 @@ async def test_a_node_that_cannot_renew_stops_owning_before_its_lease_runs_out(
                 hung.set()
                 await trio.sleep_forever()
 
-            store.renew_lease = renew_hangs  # type: ignore[method-assign]
+            store.renew_leases = renew_hangs  # type: ignore[method-assign]
             with trio.fail_after(5):
                 await hung.wait()
             waited = trio.current_time()
