@@ -410,6 +410,10 @@ class Hub:
     def group(self, group_id: int) -> ActorRef[GroupMessage]:
         return self._groups[group_id]
 
+    def running_group(self, group_id: int) -> ActorRef[GroupMessage] | None:
+        """The group's actor if it runs here (in cluster mode, only on the group's owner)."""
+        return self._groups.get(group_id)
+
     def poke_groups(self, operator_id: int) -> None:
         """Tell the operator's groups to dispatch (a slot freed, or the operator is available)."""
         if operator_id not in self.roster:
