@@ -555,7 +555,9 @@ def create_app(
         now = hub.clock.now()
         out = []
         for group_id, group in sorted(hub.directory.groups.items()):
-            waiting: list[str] = await hub.group(group_id).ask(QueueSnapshot(), timeout=5)
+            # Cluster mode: a group owned by another node is listed here as waiting for none.
+            ref = hub.running_group(group_id)
+            waiting: list[str] = [] if ref is None else await ref.ask(QueueSnapshot(), timeout=5)
             since = [
                 e.link.key[0] for cid in waiting if (e := hub.conversations.get(cid)) is not None
             ]

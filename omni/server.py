@@ -34,7 +34,7 @@ from omni.attachments import FolderStore, Uploads
 from omni.captcha import SiteVerify
 from omni.channels import ChannelSender, MediaFetcher
 from omni.clock import Clock
-from omni.cluster import Node, generated_name, open_node
+from omni.cluster import GroupOwnership, Node, generated_name, open_node
 from omni.config import Config
 from omni.domain.configuration import ConfigInvalid, ConfigItem, build_directory
 from omni.entropy import Entropy
@@ -181,6 +181,8 @@ class RunningServer:
     uploads: Uploads | None = None
     #: This node among others: its name, incarnation and heartbeat.
     node: Node | None = None
+    #: Cluster mode's group leases (None: cluster mode is off).
+    ownership: GroupOwnership | None = None
 
     @property
     def ws_url(self) -> str:
@@ -286,6 +288,7 @@ async def open_server(
             captcha=site_verify,
             outbox=outbox,
             counters=counters,
+            cluster=cluster.enabled,
         ) as hub,
         AsyncExitStack() as cleanup,
         trio.open_nursery() as nursery,
@@ -293,6 +296,10 @@ async def open_server(
         running.append(hub)
         configuration = Configuration(hub, store, items, clock.now)
         nursery.start_soon(outbox.run)
+        ownership: GroupOwnership | None = None
+        if cluster.enabled:
+            ownership = GroupOwnership(this_node, hub)
+            nursery.start_soon(ownership.run)
         gateway = Gateway(hub, config.server)
         ws_server = await nursery.start(
             gateway.serve, host, config.server.ws_port if ws_port is None else ws_port
@@ -388,6 +395,7 @@ async def open_server(
                 pages,
                 uploads,
                 this_node,
+                ownership,
             )
         finally:
             with trio.move_on_after(DRAIN_SECONDS) as drain:

@@ -238,10 +238,18 @@ class ClusterSettings(_Settings, frozen=True):
     #: With more than one node, how often the outbox looks for items another node made due
     #: (none: only when something is queued here, or due).
     outbox_poll_seconds: PositiveSeconds | None = None
+    #: Cluster mode: groups are owned by lease and run on their owner only, conversations'
+    #: writes are fenced (docs/scale-out.md). Off: one node runs every group, no lease, no fence.
+    enabled: bool = False
+    #: A group lease's lifetime (the database's clock), renewed at every heartbeat; a dead
+    #: node's groups are taken over this long after its last renewal.
+    lease_seconds: PositiveSeconds = 10.0
 
     def __post_init__(self) -> None:
         if self.node_expiry_seconds < 2 * self.heartbeat_seconds:
             raise ValueError("node_expiry_seconds must be at least twice heartbeat_seconds")
+        if self.lease_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("lease_seconds must be at least twice heartbeat_seconds")
 
 
 #: An origin as browsers write it: scheme, host, optional port; no path.

@@ -117,6 +117,23 @@ async def test_a_lease_has_one_owner_until_it_runs_out(store: Store) -> None:
     assert await store.renew_lease("group:1", "a", 1, LONG) is None
 
 
+async def test_a_nodes_leases_are_renewed_in_one_call(store: Store) -> None:
+    one = await store.acquire_lease("group:1", "a", SHORT)
+    two = await store.acquire_lease("group:2", "a", SHORT)
+    other = await store.acquire_lease("group:3", "b", SHORT)
+    assert one is not None and two is not None and other is not None
+    assert await store.renew_leases("a", [], LONG) == []
+    renewed = await store.renew_leases(
+        "a", [two.fence, one.fence, other.fence, Fence("group:4", 1)], LONG
+    )
+    assert [(x.resource, x.epoch) for x in renewed] == [("group:1", 1), ("group:2", 1)]
+    assert all(x.remaining > SHORT for x in renewed)
+    await trio.sleep(PAST_SHORT)
+    # b's ran out: not renewed by anyone's call, its own neither.
+    assert await store.renew_leases("b", [other.fence], LONG) == []
+    assert [x.resource for x in await store.renew_leases("a", [one.fence], LONG)] == ["group:1"]
+
+
 async def test_renewing_needs_the_owner_its_epoch_and_time_left(store: Store) -> None:
     lease = await store.acquire_lease("conversation:c1", "a", SHORT)
     assert lease is not None

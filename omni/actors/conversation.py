@@ -29,6 +29,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -64,7 +65,17 @@ from omni.domain.conversation import (
 from omni.domain.model import Webhook
 from omni.domain.routing import CapacityExceeded, Roster
 from omni.domain.webhooks import webhook_events
-from omni.store import AttachmentClaimFailed, OutboxEntry, Store, StoredEvent, Write
+from omni.store import (
+    AttachmentClaimFailed,
+    Fence,
+    FencedOut,
+    OutboxEntry,
+    Store,
+    StoredEvent,
+    Write,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +176,19 @@ class ConversationHost(Protocol):
         ...
 
     async def enqueue(self, group_id: int, link: VisitorLink) -> None: ...
+
+    def owns_group(self, group_id: int | None) -> bool:
+        """Whether conversations of ``group_id`` run on this node (always, outside cluster
+        mode)."""
+        ...
+
+    def fence_of(self, group_id: int | None) -> Fence | None:
+        """The fence of a write of a conversation of ``group_id`` (None: no fence)."""
+        ...
+
+    def running(self, conversation_id: str) -> ConversationEntry | None:
+        """The conversation's entry in the registry, if it runs here."""
+        ...
 
     async def withdraw(self, group_id: int, conversation_id: str) -> None: ...
 
@@ -447,7 +471,17 @@ class ConversationActor(Actor[ConversationMessage]):
         if conv.channel is not None and not restoring:
             replies = self._queue_channel_replies(write, effects)
         if write.events or write.conversation is not None or write.outbox:
-            await self._host.store.write(write)
+            # Cluster mode: written under the lease of the group it was in (None: no group yet,
+            # the conversation is this node's); outside it, no fence.
+            write.fence = self._host.fence_of(self._entry.group_id)
+            try:
+                await self._host.store.write(write)
+            except FencedOut:
+                # Another node owns the group now (or this node's lease ran out): nothing was
+                # stored; this actor stops and its visitor resumes on the owner.
+                log.warning("conversation %s: fenced out; another node owns it", conv.id)
+                self._move_away()
+                return
         if len(write.outbox) > replies:
             self._host.webhooks_queued(len(write.outbox) - replies)
         if replies:
@@ -455,6 +489,11 @@ class ConversationActor(Actor[ConversationMessage]):
         was = self._entry.status
         self._entry.status = conv.status
         self._entry.group_id = conv.group_id
+        if not self._host.owns_group(conv.group_id):
+            # Cluster mode: it entered a group another node owns (a bot handed it over, a
+            # transfer); stored, it is that node's to restore (it adopts it at its next beat).
+            self._move_away()
+            return
         if write.conversation is not None:
             self._host.conversation_changed(conv)
         for effect in effects:
@@ -474,6 +513,15 @@ class ConversationActor(Actor[ConversationMessage]):
         if conv.status in domain.TERMINAL_STATUSES:
             self._host.forget(conv.id)
             self.stop()
+
+    def _move_away(self) -> None:
+        """Stop running here (cluster mode): the visitor's socket closes with ``moved``."""
+        peer, self._link.peer = self._link.peer, None
+        if peer is not None:
+            peer.close("moved", "this conversation is now served by another node; resume")
+        if self._host.running(self._conv.id) is self._entry:
+            self._host.forget(self._conv.id)
+        self.stop()
 
     def _queue_webhooks(
         self,

@@ -155,9 +155,10 @@ class GroupActor(Actor[GroupMessage]):
 
 def spawn_group(
     supervisor: Supervisor, host: GroupHost, group_id: int, estimator: WaitEstimator
-) -> ActorRef[GroupMessage]:
+) -> tuple[ActorRef[GroupMessage], ActorRef[Any]]:
     """Spawn a group's queue and group actors under ``supervisor``; the queue reports the
-    waits ``estimator`` estimates (it outlives restarts of either actor: the hub keeps it)."""
+    waits ``estimator`` estimates (it outlives restarts of either actor: the hub keeps it).
+    Returned: the group actor, and its queue (to stop both when the group moves away)."""
     queue: ActorRef[Any] = supervisor.spawn(
         f"queue:{group_id}",
         lambda: QueueActor(group_id, estimator, host.clock),
@@ -166,4 +167,4 @@ def spawn_group(
     group: ActorRef[GroupMessage] = supervisor.spawn(
         f"group:{group_id}", lambda: GroupActor(group_id, host, queue), mailbox_size=1024
     )
-    return group
+    return group, queue

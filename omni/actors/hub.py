@@ -73,7 +73,7 @@ from omni.domain.reports import DEFAULT_THRESHOLD
 from omni.domain.routing import Presence, Roster
 from omni.entropy import Entropy, SystemEntropy
 from omni.identity import IdentityError, verify_identity
-from omni.store import OutboxEntry, Store, Write
+from omni.store import Fence, OutboxEntry, Store, Write
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,18 @@ class Hub:
         captcha: CaptchaCheck | None = None,
         outbox: OutboxSignal | None = None,
         counters: Counters | None = None,
+        cluster: bool = False,
     ) -> None:
         self.store = store
+        #: Cluster mode (docs/scale-out.md): groups run here only while this node owns them
+        #: (:meth:`own_group`), and conversations of a group write under its lease's fence.
+        self.cluster = cluster
+        #: Cluster mode: the fence of each group owned here; of each group owned here before.
+        self.fences: dict[int, Fence] = {}
+        self._lost_fences: dict[int, Fence] = {}
+        self._group_queues: dict[int, ActorRef[object]] = {}
+        #: Conversations given up after crashes: not adopted again (cluster mode).
+        self._given_up: set[str] = set()
         self.clock = clock
         self.entropy = entropy
         self.settings = settings
@@ -235,12 +245,8 @@ class Hub:
         self.directory = directory
         self._contexts.clear()
         for group_id in directory.groups:
-            if group_id not in self._groups:
-                estimator = self.estimators[group_id] = WaitEstimator()
-                self._groups[group_id] = spawn_group(
-                    self.groups_supervisor, self, group_id, estimator
-                )
-                self.queue_lengths[group_id] = 0
+            if group_id not in self._groups and (not self.cluster or group_id in self.fences):
+                self._spawn_group(group_id)
         for operator in directory.operators.values():
             self.roster.configure(operator.id, operator.name, operator.groups, operator.capacity)
             if not operator.active:
@@ -288,6 +294,86 @@ class Hub:
                 )
         self.board.changed()
 
+    def _spawn_group(self, group_id: int) -> None:
+        estimator = self.estimators.setdefault(group_id, WaitEstimator())
+        self._groups[group_id], self._group_queues[group_id] = spawn_group(
+            self.groups_supervisor, self, group_id, estimator
+        )
+        self.queue_lengths[group_id] = 0
+
+    # -- cluster mode: groups owned by lease (omni.cluster.GroupOwnership drives these) ---------
+
+    def group_ids(self) -> list[int]:
+        return sorted(self.directory.groups)
+
+    def owns_group(self, group_id: int | None) -> bool:
+        """Whether conversations of ``group_id`` (None: none yet) may run here."""
+        return not self.cluster or group_id is None or group_id in self.fences
+
+    def fence_of(self, group_id: int | None) -> Fence | None:
+        """The fence a write of a conversation of ``group_id`` carries: None outside cluster
+        mode and for a conversation in no group; for a group not owned here, the last epoch
+        held (or 0, which no lease has), so that the write is refused, never stored."""
+        if not self.cluster or group_id is None:
+            return None
+        fence = self.fences.get(group_id) or self._lost_fences.get(group_id)
+        return fence or Fence(f"group:{group_id}", 0)
+
+    async def own_group(self, group_id: int, fence: Fence) -> None:
+        """This node owns ``group_id`` under ``fence``: its actors start, and its open
+        conversations are put back into routing from the store exactly as at start-up."""
+        self.fences[group_id] = fence
+        self._lost_fences.pop(group_id, None)
+        if group_id not in self._groups and group_id in self.directory.groups:
+            self._spawn_group(group_id)
+        await self.adopt_conversations({group_id})
+
+    async def adopt_conversations(self, groups: set[int] | None = None) -> None:
+        """Restore the open conversations of the owned ``groups`` (all owned ones) that have no
+        actor here, in queue order."""
+        owned = set(self.fences) if groups is None else groups & set(self.fences)
+        if not owned:
+            return
+        for conv in await self.store.open_conversations():
+            if (
+                conv.group_id in owned
+                and conv.group_id in self.fences
+                and conv.id not in self.conversations
+                and conv.id not in self._given_up
+                and await self.recall_service(conv.service_id)
+            ):
+                self.restore(conv)
+
+    def disown_group(self, group_id: int) -> None:
+        """Stop running ``group_id`` here, at once: its actors and its conversations' actors
+        stop, and their visitors and operators are disconnected with ``moved`` (they resume
+        on the group's next owner). Writes still in flight carry the old fence: refused."""
+        fence = self.fences.pop(group_id, None)
+        if fence is not None:
+            self._lost_fences[group_id] = fence
+        group, queue = self._groups.pop(group_id, None), self._group_queues.pop(group_id, None)
+        for ref in (group, queue):
+            if ref is not None:
+                ref.close()
+        self.queue_lengths[group_id] = 0
+        operators: set[int] = set()
+        for conversation_id, entry in list(self.conversations.items()):
+            if entry.group_id != group_id:
+                continue
+            del self.conversations[conversation_id]
+            entry.ref.close()
+            if entry.link.peer is not None:
+                entry.link.peer.close("moved", MOVED)
+            for state in list(self.roster):
+                if conversation_id in state.load:
+                    operators.add(state.id)
+                    self.roster.release(state.id, conversation_id)
+        for operator_id in sorted(operators):
+            session = self.sessions.get(operator_id)
+            if session is not None:
+                session.peer.close("moved", MOVED)
+        self.board.changed()
+
     def open_in_group(self, group_id: int) -> int:
         """Conversations still in ``group_id``: waiting in its queue, or held there."""
         held = sum(1 for e in self.conversations.values() if e.group_id == group_id)
@@ -327,6 +413,10 @@ class Hub:
     def group(self, group_id: int) -> ActorRef[GroupMessage]:
         return self._groups[group_id]
 
+    def running_group(self, group_id: int) -> ActorRef[GroupMessage] | None:
+        """The group's actor if it runs here (in cluster mode, only on the group's owner)."""
+        return self._groups.get(group_id)
+
     def poke_groups(self, operator_id: int) -> None:
         """Tell the operator's groups to dispatch (a slot freed, or the operator is available)."""
         if operator_id not in self.roster:
@@ -346,10 +436,14 @@ class Hub:
         return self.sessions.get(operator_id)
 
     async def enqueue(self, group_id: int, link: VisitorLink) -> None:
-        await self._groups[group_id].send(Enqueue(link))
+        group = self._groups.get(group_id)
+        if group is not None:  # else (cluster mode) the group moved away: it is not queued here
+            await group.send(Enqueue(link))
 
     async def withdraw(self, group_id: int, conversation_id: str) -> None:
-        await self._groups[group_id].send(Withdraw(conversation_id))
+        group = self._groups.get(group_id)
+        if group is not None:
+            await group.send(Withdraw(conversation_id))
 
     def release(self, operator_id: int, conversation_id: str) -> None:
         if self.roster.release(operator_id, conversation_id):
@@ -482,6 +576,14 @@ class Hub:
         give it its actor; ``started`` goes to ``peer`` (a WebChat visitor) first."""
         service_id = service.id
         now = self.clock.now()
+        # Cluster mode: a conversation starts on its group's owner (frames forwarded to the
+        # owner are not built yet: docs/scale-out.md).
+        if (
+            self.cluster
+            and self.directory.bot_for(service, now) is None
+            and not self.owns_group(self.directory.route(service, now))
+        ):
+            raise Rejected("moved", MOVED)
         year = admission.ticket_year(self.directory, service, now)
         ticket = admission.ticket(year, await self.store.next_ticket(year))
         token = self.entropy.token()
@@ -758,6 +860,8 @@ class Hub:
         conv = await self.store.load_conversation(conversation_id)
         if conv is None or conv.status in domain.TERMINAL_STATUSES:
             raise Rejected(missing, f"conversation {conversation_id} is not open")
+        if not self.owns_group(conv.group_id):
+            raise Rejected("moved", MOVED)
         if not await self.recall_service(conv.service_id):
             raise Rejected(
                 missing,
@@ -814,6 +918,7 @@ class Hub:
         if entry is None or entry.ref.name != name:
             return
         del self.conversations[conversation_id]
+        self._given_up.add(conversation_id)
         if entry.link.peer is not None:
             entry.link.peer.close("internal_error", "this conversation failed")
         if entry.status is Status.QUEUED and entry.group_id in self._groups:
@@ -1079,6 +1184,10 @@ class Hub:
         return counts
 
 
+#: Why a visitor or an operator is disconnected when their conversation's group moves to
+#: another node (cluster mode).
+MOVED = "this conversation is now served by another node; resume to continue"
+
 #: The roles that may watch the board and act on it.
 SUPERVISING = frozenset({Role.ADMIN, Role.SUPERVISOR})
 
@@ -1103,10 +1212,14 @@ async def open_hub(
     captcha: CaptchaCheck | None = None,
     outbox: OutboxSignal | None = None,
     counters: Counters | None = None,
+    cluster: bool = False,
 ) -> AsyncIterator[Hub]:
     """The hub and its actors; leaving the block cancels them all. Every open conversation in
     the store is put back into routing first, in queue order (restart safety), and the pauses
-    a stopped server left open are ended where it last knew them to go on."""
+    a stopped server left open are ended where it last knew them to go on.
+
+    ``cluster``: cluster mode — no group runs and nothing is restored until this node owns
+    groups (:meth:`Hub.own_group`, which restores that group's conversations)."""
     interrupted = await store.end_interrupted_pauses()
     if interrupted:
         log.warning("ended %d pauses left open by the last run", interrupted)
@@ -1121,11 +1234,12 @@ async def open_hub(
             captcha=captcha,
             outbox=outbox,
             counters=counters,
+            cluster=cluster,
         )
         today = hub.today
         for conv in await store.conversations_created_between(today.start, today.end):
             today.count(conv)
-        for conv in await store.open_conversations():
+        for conv in [] if cluster else await store.open_conversations():
             if await hub.recall_service(conv.service_id):
                 hub.restore(conv)
             else:

@@ -88,6 +88,7 @@ ERROR_CODES: dict[str, str] = {
     "overloaded": "the server could not take the frame in time; retry it",
     "operator_deactivated": "an administrator deactivated or removed this operator; it closes",
     "server_shutdown": "the server is stopping; the client resumes against the next one",
+    "moved": "this node no longer owns the conversation (cluster mode); the client resumes",
     "internal_error": "a fault in the server; the connection closes and the client resumes",
     "rate_limited": "too many frames or new conversations too fast; retry after `retry_after` s",
     "too_many_attempts": "too many failed sign-ins from this address; retry after `retry_after` s",

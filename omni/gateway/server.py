@@ -743,7 +743,7 @@ async def _sign_in(gateway: Gateway, peer: WebSocketPeer, attempt: Callable[[], 
 _PONG = p.encode(p.Pong())
 
 #: Websocket close codes for the reasons the server closes a connection (1008: policy).
-_CLOSE_CODES = {"internal_error": 1011, "server_shutdown": 1001}
+_CLOSE_CODES = {"internal_error": 1011, "server_shutdown": 1001, "moved": 1012}
 
 
 def _bucket(rate: float, burst: float) -> TokenBucket:

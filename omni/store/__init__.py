@@ -26,7 +26,7 @@ Rules of this package:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -622,6 +622,11 @@ class Store(Protocol):
     ) -> Lease | None:
         """Extend ``owner``'s lease to ``seconds`` from now, if it is still at ``epoch`` (even
         if it ran out, as long as nobody took it since); None if it is not."""
+        ...
+
+    async def renew_leases(self, owner: str, held: Sequence[Fence], seconds: float) -> list[Lease]:
+        """:meth:`renew_lease` each of ``held`` (resource, epoch) at once — one statement for
+        a node's heartbeat; the leases renewed, by resource (those missing were not)."""
         ...
 
     async def release_lease(self, resource: str, owner: str, epoch: int) -> bool:

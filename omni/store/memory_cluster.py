@@ -8,7 +8,7 @@ default trio's clock from a fixed epoch, so ``MockClock`` drives heartbeats, lea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -121,6 +121,10 @@ class MemoryCoordination:
             return None
         found.expires_at = now + timedelta(seconds=seconds)
         return self._lease(resource, found, now)
+
+    async def renew_leases(self, owner: str, held: Sequence[Fence], seconds: float) -> list[Lease]:
+        renewed = [await self.renew_lease(f.resource, owner, f.epoch, seconds) for f in held]
+        return sorted((lease for lease in renewed if lease is not None), key=lambda x: x.resource)
 
     async def release_lease(self, resource: str, owner: str, epoch: int) -> bool:
         found = self._leases.get(resource)

@@ -18,11 +18,12 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from omni.store import (
+    Fence,
     Lease,
     NodeNameInUse,
     NodeRecord,
@@ -64,6 +65,13 @@ _Q_RENEW = f"""
 UPDATE leases SET expires_at = now() + make_interval(secs => $4)
 WHERE resource = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
 RETURNING {_LEASE_COLUMNS}"""
+# Every lease a node holds, in one statement per heartbeat.
+_Q_RENEW_ALL = """
+UPDATE leases AS l SET expires_at = now() + make_interval(secs => $4)
+FROM unnest($2::text[], $3::bigint[]) AS f(r, e)
+WHERE l.resource = f.r AND l.epoch = f.e AND l.owner = $1 AND l.expires_at > now()
+RETURNING l.resource, l.owner, l.epoch, l.acquired_at, l.expires_at,
+    greatest(extract(epoch FROM l.expires_at - now()), 0)::float8 AS remaining"""
 _Q_RELEASE = """
 UPDATE leases SET owner = NULL, expires_at = least(expires_at, now())
 WHERE resource = $1 AND owner = $2 AND epoch = $3"""
@@ -177,6 +185,20 @@ class PostgresCoordination:
             _db_fetch, self._pool, _Q_RENEW, resource, owner, epoch, _seconds(seconds)
         )
         return _lease(rows[0]) if rows else None
+
+    async def renew_leases(self, owner: str, held: Sequence[Fence], seconds: float) -> list[Lease]:
+        if not held:
+            return []
+        rows = await self._bridge.run(
+            _db_fetch,
+            self._pool,
+            _Q_RENEW_ALL,
+            owner,
+            [f.resource for f in held],
+            [f.epoch for f in held],
+            _seconds(seconds),
+        )
+        return sorted((_lease(row) for row in rows), key=lambda lease: lease.resource)
 
     async def release_lease(self, resource: str, owner: str, epoch: int) -> bool:
         status = await self._bridge.run(_db_execute, self._pool, _Q_RELEASE, resource, owner, epoch)
