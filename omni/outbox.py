@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 import trio
 
-from omni.settings import SmtpSettings
+from omni.settings import OutboxSettings, SmtpSettings
 from omni.store import OutboxAttempt, OutboxItem, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 3600.0
 #: How often the backlog (pending items by kind, a metric) is counted, seconds.
 BACKLOG_SECONDS = 15.0
+#: Items the retention job deletes in one batch (one transaction).
+PURGE_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -345,6 +347,67 @@ class Outbox:
     def _count(self, kind: str, outcome: str) -> None:
         counts = self.counters.setdefault(kind, {})
         counts[outcome] = counts.get(outcome, 0) + 1
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+
+class Retention:
+    """The outbox's clean-up job: items sent or failed (parked) more than
+    ``retention_days`` ago are deleted with their attempts, in batches of ``batch``; pending
+    and claimed items never are. Dates come from the hub's clock, the period from trio's, so
+    ``MockClock`` drives it. Several nodes may run it at once (each batch skips the others')."""
+
+    def __init__(
+        self,
+        store: Store,
+        now: Callable[[], datetime],
+        settings: OutboxSettings,
+        *,
+        batch: int = PURGE_BATCH,
+    ) -> None:
+        self.store = store
+        self.now = now
+        self.settings = settings
+        self.batch = batch
+        #: Items deleted since the start.
+        self.deleted = 0
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sweep now, then every ``sweep_seconds``, until cancelled. It keeps no state: after
+        a restart the first sweep finds whatever the last run left."""
+        task_status.started()
+        if self.settings.retention_days is None:
+            return
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.error(
+                    "outbox: the retention pass failed (%s); next one in %.0f s",
+                    exc,
+                    self.settings.sweep_seconds,
+                    exc_info=not isinstance(exc, StoreError),
+                )
+            await trio.sleep(self.settings.sweep_seconds)
+
+    async def sweep(self) -> int:
+        """One pass: delete what is past the retention, batch after batch until a batch is not
+        full. How many items were deleted."""
+        days = self.settings.retention_days
+        if days is None:
+            return 0
+        before = self.now() - timedelta(days=days)
+        deleted = 0
+        while True:
+            count = await self.store.outbox_purge(before, self.batch)
+            deleted += count
+            if count < self.batch:
+                break
+        self.deleted += deleted
+        if deleted:
+            log.info("outbox: deleted %d items sent or failed over %d days ago", deleted, days)
+        return deleted
 
 
 def _name(item: OutboxItem) -> str:

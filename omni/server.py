@@ -42,7 +42,7 @@ from omni.gateway.server import Gateway
 from omni.limits import networks
 from omni.metrics import make_registry
 from omni.netguard import Guard, OutboundHttp
-from omni.outbox import EmailSender, Outbox, Sender, SmtpMailer
+from omni.outbox import EmailSender, Outbox, Retention, Sender, SmtpMailer
 from omni.pages import Pages, PublicUrls, install_pages
 from omni.pages.policy import origin_of
 from omni.settings import ServerSettings
@@ -296,6 +296,8 @@ async def open_server(
         running.append(hub)
         configuration = Configuration(hub, store, items, clock.now)
         nursery.start_soon(outbox.run)
+        # Items sent or parked past [server.outbox] retention_days are deleted.
+        await nursery.start(Retention(store, clock.now, config.server.outbox).run)
         ownership: GroupOwnership | None = None
         if cluster.enabled:
             ownership = GroupOwnership(this_node, hub)

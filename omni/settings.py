@@ -222,6 +222,17 @@ class WebhooksSettings(_Settings, frozen=True):
             raise ValueError("max_retry_seconds must not be below retry_seconds")
 
 
+class OutboxSettings(_Settings, frozen=True):
+    """``[server.outbox]``: how long the outbox (e-mails, webhook and channel deliveries) keeps
+    what it is done with (docs/admin-api.md, "Webhooks")."""
+
+    #: Items sent, or failed (parked), more than this many days ago are deleted with their
+    #: attempts; pending ones never are. None: kept for ever.
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=36_500)] | None = 30
+    #: Seconds between two passes of the clean-up job.
+    sweep_seconds: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 3600.0
+
+
 class ClusterSettings(_Settings, frozen=True):
     """``[server.cluster]``: running more than one node on one PostgreSQL (docs/scale-out.md).
     A single node uses them too: it registers and beats like any other."""
@@ -296,6 +307,8 @@ class ServerSettings(_Settings, frozen=True):
     attachments: AttachmentsSettings = msgspec.field(default_factory=AttachmentsSettings)
     #: Outgoing webhooks: timeouts, retries, and the development allowance.
     webhooks: WebhooksSettings = msgspec.field(default_factory=WebhooksSettings)
+    #: How long the outbox keeps items sent or parked.
+    outbox: OutboxSettings = msgspec.field(default_factory=OutboxSettings)
     #: More than one node: this node's name, its heartbeat, outbox claims.
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     #: Origins of the pages allowed on /ws/operator (the console), besides the server's own

@@ -513,3 +513,45 @@ async def test_a_subscriptions_deliveries_newest_first(store: Store) -> None:
     assert [i.id for i in await store.outbox_deliveries("crm", "failed")] == [ids[1]]
     assert [i.id for i in await store.outbox_deliveries("crm", "pending")] == ids[:1:-1]
     assert await store.outbox_deliveries("nobody") == []
+
+
+async def test_the_outbox_forgets_what_it_finished_long_ago(store: Store) -> None:
+    conv = conversation(1)
+    await store.write(Write(conversation=conv, outbox=[webhook(conv, "crm", n) for n in range(6)]))
+    await store.enqueue("email", "mail:old", "c1", {"to": "x@example.com"}, NOW)
+    await store.enqueue("email", "mail:pending", None, {"to": "y@example.com"}, NOW)
+    sent, parked, recent, pending, claimed, recent_parked = (
+        i.id for i in await store.outbox_items() if i.kind == "webhook"
+    )
+    mail, mail_pending = (i.id for i in await store.outbox_items() if i.kind == "email")
+    old, week_ago = NOW - timedelta(days=40), NOW - timedelta(days=7)
+    attempt = OutboxAttempt(old, 0.5, 500, "HTTP 500")
+    await store.outbox_sent(sent, old, OutboxAttempt(old, 0.25, 204))
+    await store.outbox_failed(parked, old - timedelta(days=1), "HTTP 500", attempt)
+    await store.outbox_sent(recent, week_ago)
+    await store.outbox_failed(recent_parked, week_ago, "HTTP 410", attempt)
+    await store.outbox_failed(mail, old, "550 no such user", attempt)
+    # An item retried long ago, pending since; one claimed now: neither is finished.
+    await store.outbox_retry(pending, old, "HTTP 503", attempt)
+    assert [i.id for i in await store.outbox_claim("n1", NOW, 10, 60, ["webhook"])] == [pending]
+    await store.outbox_retry(claimed, old, "HTTP 503", attempt)
+
+    cutoff = NOW - timedelta(days=30)
+    # Bounded batches, the longest finished first.
+    assert await store.outbox_purge(cutoff, 2) == 2
+    assert {parked, sent} & {i.id for i in await store.outbox_items()} == set()
+    assert await store.outbox_purge(cutoff, 2) == 1
+    assert await store.outbox_purge(cutoff, 2) == 0
+    left = {i.id for i in await store.outbox_items()}
+    assert left == {recent, pending, claimed, recent_parked, mail_pending}
+    # Their attempts went with them; the others' stay.
+    attempts = await store.outbox_attempts([sent, parked, mail, pending, recent_parked])
+    assert set(attempts) == {pending, recent_parked}
+    assert await store.outbox_item(sent) is None
+    assert await store.outbox_backlog() == {"email": 1, "webhook": 2}
+    # A later cutoff takes the recent ones, never the pending.
+    assert await store.outbox_purge(NOW, 100) == 2
+    assert {i.id for i in await store.outbox_items()} == {pending, claimed, mail_pending}
+    # A deleted item's id is never given again.
+    await store.enqueue("email", "mail:new", None, {"to": "z@example.com"}, NOW)
+    assert max(i.id for i in await store.outbox_items()) > max(left | {mail})

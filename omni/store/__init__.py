@@ -548,6 +548,12 @@ class Store(Protocol):
         """Pending items by kind (for the metrics)."""
         ...
 
+    async def outbox_purge(self, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` items sent or failed (parked) before ``before``, the
+        longest finished first, with their recorded attempts; never a pending item, nor one
+        claimed now. How many were deleted (retention, ``[server.outbox] retention_days``)."""
+        ...
+
     # -- attachments --------------------------------------------------------------------------
 
     async def add_attachment(self, attachment: Attachment) -> None:

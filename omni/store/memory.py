@@ -50,6 +50,7 @@ class MemoryStore(MemoryCoordination):
         self._audit: list[AuditEntry] = []
         self._outbox: dict[int, OutboxItem] = {}
         self._outbox_keys: set[str] = set()
+        self._outbox_last_id = 0
         self._attempts: dict[int, list[OutboxAttempt]] = {}
         self._sessions: dict[str, SignInSession] = {}
         #: Every pause, in the order started, and the last instant each open one was seen.
@@ -274,7 +275,8 @@ class MemoryStore(MemoryCoordination):
         subscription: str | None,
         body: str | None,
     ) -> None:
-        item_id = len(self._outbox) + 1
+        # Never an id used before, even once items are deleted (retention).
+        item_id = self._outbox_last_id = self._outbox_last_id + 1
         self._outbox[item_id] = OutboxItem(
             item_id,
             kind,
@@ -416,6 +418,24 @@ class MemoryStore(MemoryCoordination):
             if item.sent_at is None and item.failed_at is None:
                 backlog[item.kind] = backlog.get(item.kind, 0) + 1
         return dict(sorted(backlog.items()))
+
+    async def outbox_purge(self, before: datetime, limit: int) -> int:
+        def finished(item: OutboxItem) -> datetime | None:
+            return item.sent_at or item.failed_at
+
+        old = sorted(
+            (
+                (at, item_id)
+                for item_id, item in self._outbox.items()
+                if (at := finished(item)) is not None and at < before and not self._claimed(item_id)
+            )
+        )[: max(limit, 0)]
+        for _, item_id in old:
+            item = self._outbox.pop(item_id)
+            self._outbox_keys.discard(item.dedupe_key)
+            self._attempts.pop(item_id, None)
+            self._unclaim(item_id)
+        return len(old)
 
     async def change_config(self, change: ConfigChange) -> AuditEntry:
         # Stored as JSON, like PostgreSQL would: what cannot be encoded is refused before

@@ -276,6 +276,19 @@ FROM attachments a JOIN conversations c ON c.id = a.conversation_id
 WHERE ($1::timestamptz IS NOT NULL AND c.created_at < $1)
    OR (a.claimed_at IS NULL AND a.created_at < $2)
 ORDER BY a.created_at, a.id LIMIT $3"""
+# Finished (sent or failed) before $1, not claimed now; their attempts go with them (ON DELETE
+# CASCADE). SKIP LOCKED: an item being redelivered meanwhile is left for the next pass.
+_Q_OUTBOX_PURGE = """
+WITH old AS (
+    SELECT id FROM outbox
+    WHERE (sent_at IS NOT NULL OR failed_at IS NOT NULL) AND coalesce(sent_at, failed_at) < $1
+      AND (claimed_until IS NULL OR claimed_until <= now())
+    ORDER BY coalesce(sent_at, failed_at), id LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM outbox o USING old WHERE o.id = old.id RETURNING 1
+)
+SELECT count(*) FROM gone"""
 _Q_DELETE_ATTACHMENTS = "DELETE FROM attachments WHERE id = ANY($1::text[])"
 _Q_FILES_IN_USE = """
 SELECT DISTINCT file_key FROM attachments WHERE file_key = ANY($1::text[])"""
@@ -1102,6 +1115,12 @@ class PostgresStore(PostgresCoordination):
     async def outbox_backlog(self) -> dict[str, int]:
         rows = await self._bridge.run(_db_fetch, self._pool, _Q_OUTBOX_BACKLOG)
         return {row[0]: int(row[1]) for row in rows}
+
+    async def outbox_purge(self, before: datetime, limit: int) -> int:
+        count: int = await self._bridge.run(
+            _db_fetchval, self._pool, _Q_OUTBOX_PURGE, before, limit
+        )
+        return count
 
     async def count_events(self) -> int:
         count: int = await self._bridge.run(_db_fetchval, self._pool, _Q_COUNT_EVENTS)
