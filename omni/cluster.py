@@ -119,6 +119,11 @@ class GroupOwner(Protocol):
         """The configured groups."""
         ...
 
+    def placement(self, group_id: int) -> str:
+        """What ``group_id`` is placed by: its routing domain's name, so that the groups that
+        share operators or services hash to one node together."""
+        ...
+
     async def own_group(self, group_id: int, fence: Fence) -> None:
         """Run the group here, writing under ``fence``: its actors, and its open conversations
         restored from the store as at start-up."""
@@ -238,7 +243,7 @@ class GroupOwnership:
             self.owned[group_id] = (epoch, sent + self._lifetime)
         for group_id, (epoch, _) in sorted(self.owned.items()):
             resource = group_resource(group_id)
-            if group_id not in groups or rendezvous(live, resource) != me:
+            if group_id not in groups or rendezvous(live, self.owner.placement(group_id)) != me:
                 self._disown(group_id)  # stopped first: nothing written after the release
                 await store.release_lease(resource, me, epoch)
         leases = {lease.resource: lease for lease in await store.leases("group:")}
@@ -249,7 +254,7 @@ class GroupOwnership:
             if found is not None and found.owner is not None and found.remaining > 0:
                 self._free_since.pop(group_id, None)
                 continue
-            if rendezvous(live, resource) != me:
+            if rendezvous(live, self.owner.placement(group_id)) != me:
                 # Another live node's: give it a heartbeat to take it.
                 since = self._free_since.setdefault(group_id, now)
                 if now - since < self.settings.heartbeat_seconds:

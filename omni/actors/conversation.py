@@ -130,6 +130,7 @@ class ConversationEntry:
     link: VisitorLink
     status: Status
     group_id: int | None
+    service_id: int
     ref: ActorRef[ConversationMessage] = field(init=False)
 
 
@@ -176,6 +177,10 @@ class ConversationHost(Protocol):
         ...
 
     async def enqueue(self, group_id: int, link: VisitorLink) -> None: ...
+
+    def home(self, group_id: int | None, service_id: int) -> int | None:
+        """The group whose lease the conversation runs under (cluster mode)."""
+        ...
 
     def owns_group(self, group_id: int | None) -> bool:
         """Whether conversations of ``group_id`` run on this node (always, outside cluster
@@ -473,7 +478,9 @@ class ConversationActor(Actor[ConversationMessage]):
         if write.events or write.conversation is not None or write.outbox:
             # Cluster mode: written under the lease of the group it was in (None: no group yet,
             # the conversation is this node's); outside it, no fence.
-            write.fence = self._host.fence_of(self._entry.group_id)
+            write.fence = self._host.fence_of(
+                self._host.home(self._entry.group_id, conv.service_id)
+            )
             try:
                 await self._host.store.write(write)
             except FencedOut:
@@ -489,7 +496,7 @@ class ConversationActor(Actor[ConversationMessage]):
         was = self._entry.status
         self._entry.status = conv.status
         self._entry.group_id = conv.group_id
-        if not self._host.owns_group(conv.group_id):
+        if not self._host.owns_group(self._host.home(conv.group_id, conv.service_id)):
             # Cluster mode: it entered a group another node owns (a bot handed it over, a
             # transfer); stored, it is that node's to restore (it adopts it at its next beat).
             self._move_away()

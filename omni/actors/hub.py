@@ -306,8 +306,24 @@ class Hub:
     def group_ids(self) -> list[int]:
         return sorted(self.directory.groups)
 
+    def placement(self, group_id: int) -> str:
+        """What ``group_id`` hashes by among the nodes: its routing domain (the groups sharing
+        an operator or a service are owned by one node together)."""
+        return f"domain:{self.directory.routing_domains.get(group_id, group_id)}"
+
+    def home(self, group_id: int | None, service_id: int) -> int | None:
+        """The group whose lease a conversation runs under: its own; in none (a bot's, out of
+        hours), its service's first group — in the same routing domain as the others, so on
+        the node that routes it (None: a service no longer configured)."""
+        if group_id is not None:
+            return group_id
+        service = self.directory.services.get(service_id) or self._retired_services.get(
+            service_id
+        )
+        return None if service is None else service.links[0].group
+
     def owns_group(self, group_id: int | None) -> bool:
-        """Whether conversations of ``group_id`` (None: none yet) may run here."""
+        """Whether conversations of ``group_id`` (see :meth:`home`) may run here."""
         return not self.cluster or group_id is None or group_id in self.fences
 
     def fence_of(self, group_id: int | None) -> Fence | None:
@@ -335,9 +351,10 @@ class Hub:
         if not owned:
             return
         for conv in await self.store.open_conversations():
+            home = self.home(conv.group_id, conv.service_id)
             if (
-                conv.group_id in owned
-                and conv.group_id in self.fences
+                home in owned
+                and home in self.fences
                 and conv.id not in self.conversations
                 and conv.id not in self._given_up
                 and await self.recall_service(conv.service_id)
@@ -356,9 +373,13 @@ class Hub:
             if ref is not None:
                 ref.close()
         self.queue_lengths[group_id] = 0
-        operators: set[int] = set()
+        # The operators of the group's domain reconnect to its next owner (their sessions
+        # run where their groups are routed).
+        operators = {
+            o.id for o in self.directory.operators.values() if group_id in o.groups
+        }
         for conversation_id, entry in list(self.conversations.items()):
-            if entry.group_id != group_id:
+            if self.home(entry.group_id, entry.service_id) != group_id:
                 continue
             del self.conversations[conversation_id]
             entry.ref.close()
@@ -576,14 +597,14 @@ class Hub:
         give it its actor; ``started`` goes to ``peer`` (a WebChat visitor) first."""
         service_id = service.id
         now = self.clock.now()
-        # Cluster mode: a conversation starts on its group's owner (frames forwarded to the
-        # owner are not built yet: docs/scale-out.md).
-        if (
-            self.cluster
-            and self.directory.bot_for(service, now) is None
-            and not self.owns_group(self.directory.route(service, now))
-        ):
-            raise Rejected("moved", MOVED)
+        # Cluster mode: a conversation starts on the node that owns its service's routing
+        # domain (the gateways forward a visitor's socket there: omni.gateway.tunnel).
+        if self.cluster:
+            routed = None if self.directory.bot_for(service, now) else self.directory.route(
+                service, now
+            )
+            if not self.owns_group(self.home(routed, service_id)):
+                raise Rejected("moved", MOVED)
         year = admission.ticket_year(self.directory, service, now)
         ticket = admission.ticket(year, await self.store.next_ticket(year))
         token = self.entropy.token()
@@ -748,6 +769,7 @@ class Hub:
             VisitorLink(conv.id, (conv.waiting_since, conv.ticket), peer),
             conv.status,
             conv.group_id,
+            conv.service_id,
         )
         first: list[domain.Conversation | None] = [conv]
 
@@ -860,7 +882,7 @@ class Hub:
         conv = await self.store.load_conversation(conversation_id)
         if conv is None or conv.status in domain.TERMINAL_STATUSES:
             raise Rejected(missing, f"conversation {conversation_id} is not open")
-        if not self.owns_group(conv.group_id):
+        if not self.owns_group(self.home(conv.group_id, conv.service_id)):
             raise Rejected("moved", MOVED)
         if not await self.recall_service(conv.service_id):
             raise Rejected(

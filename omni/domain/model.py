@@ -692,6 +692,45 @@ class Directory:
         limits = [self.parameters.attachments, *(s.attachments for s in self.services.values())]
         return max((a.max_bytes for a in limits if a is not None and a.enabled), default=0)
 
+    @cached_property
+    def routing_domains(self) -> Mapping[int, int]:
+        """Each group's *routing domain*, named by its lowest group id: the groups that share
+        an operator or a service, transitively. A conversation never leaves its service's
+        domain for routing, and an operator's capacity is shared only within theirs — so a
+        domain is what one node owns whole in cluster mode (docs/scale-out.md)."""
+        parent = {group_id: group_id for group_id in self.groups}
+
+        def find(group_id: int) -> int:
+            while parent[group_id] != group_id:
+                parent[group_id] = parent[parent[group_id]]
+                group_id = parent[group_id]
+            return group_id
+
+        sets = [
+            service_groups
+            for service_groups in ([link.group for link in s.links] for s in self.services.values())
+        ]
+        sets += [list(o.groups) for o in self.operators.values()]
+        for members in sets:
+            known = sorted(g for g in members if g in parent)
+            for other in known[1:]:
+                a, b = find(known[0]), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+        return {group_id: find(group_id) for group_id in sorted(self.groups)}
+
+    def service_domain(self, service_id: int) -> int | None:
+        """The routing domain of ``service_id`` (None: no such service)."""
+        service = self.services.get(service_id)
+        return None if service is None else self.routing_domains.get(service.links[0].group)
+
+    def operator_domain(self, operator_id: int) -> int | None:
+        """The routing domain of ``operator_id``'s groups (None: none, or no such operator)."""
+        operator = self.operators.get(operator_id)
+        if operator is None or not operator.groups:
+            return None
+        return self.routing_domains.get(min(operator.groups))
+
     def embeddable_from(self, origin: str) -> bool:
         """F18 at the handshake: whether a page of ``origin`` may open a visitor connection —
         some service accepts it (each ``start`` then checks its own service)."""
