@@ -14,7 +14,7 @@ import gc
 import logging
 import random
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ from omni.cluster import GroupOwnership, Node, generated_name, open_node
 from omni.config import Config
 from omni.domain.configuration import ConfigInvalid, ConfigItem, build_directory
 from omni.entropy import Entropy
+from omni.gateway.relay import Relay
 from omni.gateway.server import Gateway
 from omni.limits import networks
 from omni.metrics import make_registry
@@ -303,6 +304,12 @@ async def open_server(
             ownership = GroupOwnership(this_node, hub)
             nursery.start_soon(ownership.run)
         gateway = Gateway(hub, config.server)
+        if cluster.enabled:
+            # Any node accepts any client: sockets served elsewhere are relayed there.
+            relay = Relay(hub, this_node, gateway.serve_relayed)
+            relay.session_operator = _session_operator(gateway)
+            gateway.relay = relay
+            await nursery.start(relay.run)
         ws_server = await nursery.start(
             gateway.serve, host, config.server.ws_port if ws_port is None else ws_port
         )
@@ -407,3 +414,13 @@ async def open_server(
                 for done in http_running:
                     await done.wait()
             nursery.cancel_scope.cancel()
+
+
+def _session_operator(gateway: Gateway) -> Callable[[str], Awaitable[int | None]]:
+    """The operator a sign-in session's token signs in (None: none, or not a good session)."""
+
+    async def operator(token: str) -> int | None:
+        signed_in = await gateway.accounts.session(token)
+        return None if signed_in is None else signed_in.user.operator_id
+
+    return operator

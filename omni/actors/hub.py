@@ -317,10 +317,27 @@ class Hub:
         the node that routes it (None: a service no longer configured)."""
         if group_id is not None:
             return group_id
-        service = self.directory.services.get(service_id) or self._retired_services.get(
-            service_id
-        )
+        service = self.directory.services.get(service_id) or self._retired_services.get(service_id)
         return None if service is None else service.links[0].group
+
+    def start_home(self, service_id: int) -> int | None:
+        """The group a conversation of ``service_id`` started now runs under (:meth:`home`):
+        the group it is routed to, else (a bot answers first, or out of hours) the service's
+        first."""
+        service = self.directory.services.get(service_id)
+        if service is None:
+            return None
+        now = self.clock.now()
+        routed = (
+            None if self.directory.bot_for(service, now) else self.directory.route(service, now)
+        )
+        return self.home(routed, service_id)
+
+    def operator_home(self, operator_id: int) -> int | None:
+        """The group whose owner serves ``operator_id``'s console: their lowest group (their
+        groups are one routing domain, owned by one node); None: no group, any node."""
+        operator = self.directory.operators.get(operator_id)
+        return None if operator is None or not operator.groups else min(operator.groups)
 
     def owns_group(self, group_id: int | None) -> bool:
         """Whether conversations of ``group_id`` (see :meth:`home`) may run here."""
@@ -375,9 +392,7 @@ class Hub:
         self.queue_lengths[group_id] = 0
         # The operators of the group's domain reconnect to its next owner (their sessions
         # run where their groups are routed).
-        operators = {
-            o.id for o in self.directory.operators.values() if group_id in o.groups
-        }
+        operators = {o.id for o in self.directory.operators.values() if group_id in o.groups}
         for conversation_id, entry in list(self.conversations.items()):
             if self.home(entry.group_id, entry.service_id) != group_id:
                 continue
@@ -599,12 +614,8 @@ class Hub:
         now = self.clock.now()
         # Cluster mode: a conversation starts on the node that owns its service's routing
         # domain (the gateways forward a visitor's socket there: omni.gateway.tunnel).
-        if self.cluster:
-            routed = None if self.directory.bot_for(service, now) else self.directory.route(
-                service, now
-            )
-            if not self.owns_group(self.home(routed, service_id)):
-                raise Rejected("moved", MOVED)
+        if self.cluster and not self.owns_group(self.start_home(service_id)):
+            raise Rejected("moved", MOVED)
         year = admission.ticket_year(self.directory, service, now)
         ticket = admission.ticket(year, await self.store.next_ticket(year))
         token = self.entropy.token()
@@ -1067,6 +1078,9 @@ class Hub:
     async def _open_session(
         self, operator: Operator, peer: Peer, account: tuple[str, int] | None
     ) -> OperatorSession:
+        if self.cluster and not self.owns_group(self.operator_home(operator.id)):
+            # Their groups are routed by another node: the console is served there.
+            raise Rejected("moved", MOVED)
         previous = self.sessions.get(operator.id)
         session = OperatorSession(self, operator, peer)
         session.account = account

@@ -55,10 +55,14 @@ from omni.compat.trio_websocket import DirectWriter
 from omni.domain import conversation as domain
 from omni.domain import protocol as p
 from omni.domain.protocol import Rejected, error_frame
+from omni.gateway.relay import Relay, RelayedSocket
 from omni.limits import Backoff, Counter, Keyed, TokenBucket, client_ip, networks
 from omni.settings import LimitsSettings, ServerSettings
 
 log = logging.getLogger(__name__)
+
+#: A client's connection: its own websocket, or one another node holds (cluster mode).
+Socket = WebSocketConnection | RelayedSocket
 
 T = TypeVar("T")
 
@@ -90,7 +94,7 @@ class WebSocketPeer:
 
     def __init__(
         self,
-        ws: WebSocketConnection,
+        ws: Socket,
         buffer: int,
         scope: trio.CancelScope,
         client: str,
@@ -101,7 +105,9 @@ class WebSocketPeer:
         # str: a frame to encode and send; bytes: an encoded remainder to send first;
         # History: a replay to read from the store and send as the client reads.
         self._tx, self._rx = trio.open_memory_channel[str | bytes | History](buffer)
-        self._direct = DirectWriter.for_connection(ws)
+        self._direct = (
+            DirectWriter.for_connection(ws) if isinstance(ws, WebSocketConnection) else None
+        )
         #: Items handed to the writer task and not yet fully sent.
         self._queued = 0
         #: The client's address (an IP, see ``trusted_proxies``).
@@ -174,7 +180,7 @@ class WebSocketPeer:
             self._queued -= 1
 
 
-Handler = Callable[[WebSocketConnection, WebSocketPeer], Awaitable[None]]
+Handler = Callable[[Any, WebSocketPeer], Awaitable[None]]
 
 
 class Gateway:
@@ -196,6 +202,9 @@ class Gateway:
         #: chat, and its page's ``frame-ancestors`` holds it to them (docs/pages.md).
         self.page_origins: set[str] = set()
         self._trusted = networks(settings.trusted_proxies)
+        #: Cluster mode: sockets served by another node are relayed to it (omni.gateway.relay);
+        #: set by :func:`omni.server.open_server`.
+        self.relay: Relay | None = None
         self._routes: dict[str, tuple[str, Handler]] = {
             "/ws/visitor": ("visitor", self._visitor),
             "/ws/operator": ("operator", self._operator),
@@ -228,6 +237,8 @@ class Gateway:
 
     async def shutdown(self) -> None:
         """Close every connection with ``server_shutdown`` and wait until they are gone."""
+        if self.relay is not None:
+            self.relay.shutdown()
         for peer in list(self._peers):
             peer.close("server_shutdown", "the server is shutting down; resume shortly")
         await self._all_closed.wait()
@@ -294,10 +305,59 @@ class Gateway:
         if kind == "visitor" and origin in self.page_origins:
             origin = None  # Omni's own page: not an embedding site (see page_origins)
         try:
-            await self._run(ws, handler, client, origin)
+            first: str | bytes | None = None
+            if self.relay is not None and kind != "supervisor":
+                # Cluster mode: the first message says who serves this socket.
+                with trio.move_on_after(self.limits.hello_timeout):
+                    first = await ws.get_message()
+                if first is None:
+                    with trio.move_on_after(CLOSE_TIMEOUT):
+                        await ws.send_message(
+                            error_frame("idle_timeout", "send `start`, `resume` or `login` first")
+                        )
+                        await ws.aclose(1008, "idle_timeout")
+                    return
+                node = await self.relay.destination(kind, first, self.limit)
+                if node is not None:
+                    try:
+                        await self.relay.hold(
+                            ws, kind, client, origin, first, node, self._pinger(ws)
+                        )
+                    except Exception:
+                        log.exception("relaying a %s connection to node %s failed", kind, node)
+                        await trio_websocket_compat.abort(ws)
+                    return
+            await self._run(ws, handler, client, origin, first)
+        except ConnectionClosed:
+            pass
         finally:
             self.hub.metrics.connections[kind] -= 1
             self._connections.remove(client)
+
+    async def serve_relayed(
+        self, ws: RelayedSocket, kind: str, client: str, origin: str | None
+    ) -> None:
+        """Serve a socket another node holds (cluster mode): the same handler as for one of
+        this node's own."""
+        handler = next(h for k, h in self._routes.values() if k == kind)
+        await self._run(ws, handler, client, origin)
+
+    def _pinger(self, ws: WebSocketConnection) -> Callable[[], Awaitable[None]] | None:
+        """The keep-alive of a socket relayed elsewhere: returns when the client stops
+        answering."""
+        interval, timeout = self.limits.ping_interval, self.limits.pong_timeout
+        if interval is None:
+            return None
+
+        async def ping() -> None:
+            while True:
+                await trio.sleep(interval)
+                with trio.move_on_after(timeout):
+                    await ws.ping()
+                    continue
+                return
+
+        return ping
 
     def _refuse_handshake(
         self, kind: str, client: str, origin: str | None
@@ -323,7 +383,12 @@ class Gateway:
         return None if allowed else (403, f"origin: {origin} is not allowed here", None)
 
     async def _run(
-        self, ws: WebSocketConnection, handler: Handler, client: str, origin: str | None
+        self,
+        ws: Socket,
+        handler: Handler,
+        client: str,
+        origin: str | None,
+        first: str | bytes | None = None,
     ) -> None:
         """The connection's tasks: the reader (``handler``) under the scope that
         :meth:`WebSocketPeer.close` cancels; the writer and the pings beside it, so that a
@@ -340,7 +405,7 @@ class Gateway:
                 if self.limits.ping_interval is not None:
                     nursery.start_soon(_ignore_closed, self._keep_alive, ws, peer)
                 with reading:
-                    await _ignore_closed(handler, ws, peer)
+                    await _ignore_closed(handler, ws if first is None else _Replay(ws, first), peer)
                 if peer.close_reason is not None:
                     await self._close(ws, peer, written)
                 nursery.cancel_scope.cancel()
@@ -360,9 +425,7 @@ class Gateway:
         finally:
             written.set()
 
-    async def _close(
-        self, ws: WebSocketConnection, peer: WebSocketPeer, written: trio.Event
-    ) -> None:
+    async def _close(self, ws: Socket, peer: WebSocketPeer, written: trio.Event) -> None:
         """Send the reason and close — once the writer is done with its last frame; if it
         cannot finish it in time (a client that reads nothing), drop the connection instead."""
         assert peer.close_reason is not None
@@ -377,9 +440,12 @@ class Gateway:
             except ConnectionClosed:
                 pass
             return
-        await trio_websocket_compat.abort(ws)
+        if isinstance(ws, RelayedSocket):
+            await ws.abort()
+        else:
+            await trio_websocket_compat.abort(ws)
 
-    async def _keep_alive(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
+    async def _keep_alive(self, ws: Socket, peer: WebSocketPeer) -> None:
         """Ping every ``ping_interval``; a peer that does not answer within ``pong_timeout``
         is gone (a dead TCP peer sends no FIN): its connection closes, and what it held
         follows the usual rules (an operator's grace period, a visitor's absence)."""
@@ -398,21 +464,21 @@ class Gateway:
 
     # -- frames -------------------------------------------------------------------------------
 
-    async def _visitor(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
+    async def _visitor(self, ws: Socket, peer: WebSocketPeer) -> None:
         connection = _VisitorConnection(self, peer)
         try:
             await self._read(ws, peer, connection, p.decode_visitor)
         finally:
             await connection.aclose()
 
-    async def _operator(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
+    async def _operator(self, ws: Socket, peer: WebSocketPeer) -> None:
         connection = _OperatorConnection(self, peer)
         try:
             await self._read(ws, peer, connection, p.decode_operator)
         finally:
             await connection.aclose()
 
-    async def _supervisor(self, ws: WebSocketConnection, peer: WebSocketPeer) -> None:
+    async def _supervisor(self, ws: Socket, peer: WebSocketPeer) -> None:
         connection = _SupervisorConnection(self, peer)
         try:
             await self._read(ws, peer, connection, p.decode_supervisor)
@@ -421,7 +487,7 @@ class Gateway:
 
     async def _read(
         self,
-        ws: WebSocketConnection,
+        ws: Socket,
         peer: WebSocketPeer,
         connection: _VisitorConnection | _OperatorConnection | _SupervisorConnection,
         decode: Callable[[str | bytes, int], Any],
@@ -464,6 +530,11 @@ class Gateway:
                 await connection.handle(frame)
                 peer.refusals = 0
             except Rejected as error:
+                if error.code == "moved":
+                    # Served by another node (cluster mode): the client reconnects, and is
+                    # relayed there.
+                    peer.close("moved", error.message)
+                    return
                 if error.code in _ABUSE:
                     peer.refusals += 1
                     if peer.refusals >= self.limits.refusals_before_close:
@@ -480,6 +551,21 @@ class Gateway:
                 )
             except (AskTimeout, ActorCrashed, ActorStopped) as error:
                 peer.deliver(error_frame("overloaded", f"try again ({type(error).__name__})"))
+
+
+class _Replay:
+    """A connection whose first message was read already (to route it): that one first."""
+
+    def __init__(self, ws: Socket, first: str | bytes) -> None:
+        self._ws = ws
+        self._first: str | bytes | None = first
+
+    async def get_message(self) -> str | bytes:
+        first, self._first = self._first, None
+        if first is not None:
+            return first
+        message: str | bytes = await self._ws.get_message()
+        return message
 
 
 #: Frames charged to the typing bucket (cheap, and sent often by well-behaved clients).

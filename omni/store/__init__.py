@@ -26,6 +26,7 @@ Rules of this package:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ __all__ = [
     "OutboxEntry",
     "OutboxItem",
     "Pause",
+    "RelayItem",
     "Resync",
     "SignInSession",
     "Store",
@@ -66,6 +68,7 @@ __all__ = [
     "Write",
     "page_cursor",
     "parse_cursor",
+    "relay_channel",
 ]
 
 
@@ -135,6 +138,26 @@ class NodeRecord:
     started_at: datetime
     heartbeat_at: datetime
     alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RelayItem:
+    """One item of a socket relayed between two nodes (docs/scale-out.md): the ``n``-th of its
+    ``direction`` (``up``: from the node holding the client's socket to the node serving it;
+    ``down``: back), an ``open`` (a JSON body: what the serving node needs of the socket), a
+    ``frame`` (the websocket message, as is) or a ``close`` (JSON: code and reason)."""
+
+    socket: str
+    direction: str
+    n: int
+    kind: str
+    body: str
+
+
+def relay_channel(node: str) -> str:
+    """The notice channel of ``node``'s relayed sockets (a channel name has at most 63 bytes;
+    a node's name may be longer)."""
+    return "omni_relay_" + hashlib.sha256(node.encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,6 +684,27 @@ class Store(Protocol):
 
     async def notify(self, channel: str, payload: str) -> None:
         """Send a notice now (outside any write)."""
+        ...
+
+    async def relay_send(self, node: str, items: Sequence[RelayItem]) -> None:
+        """Store ``items`` for ``node`` and notify it (:func:`relay_channel`, one notice per
+        socket, payload the socket id) in one transaction: a notice means the items are there."""
+        ...
+
+    async def relay_take(self, node: str, socket: str, direction: str) -> list[RelayItem]:
+        """Remove and return what waits for ``node`` on ``socket`` in ``direction``, by ``n``."""
+        ...
+
+    async def relay_waiting(self, node: str) -> list[str]:
+        """The sockets with items waiting for ``node`` (after a lost notice: a resync)."""
+        ...
+
+    async def relay_forget(self, socket: str) -> None:
+        """Drop whatever is left of ``socket`` both ways (it closed)."""
+        ...
+
+    async def relay_sweep(self, seconds: float) -> int:
+        """Drop items older than ``seconds`` (their sockets' nodes died); how many."""
         ...
 
     def listen(

@@ -15,7 +15,16 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
-from omni.store import Fence, FencedOut, Lease, NodeNameInUse, NodeRecord, Notice
+from omni.store import (
+    Fence,
+    FencedOut,
+    Lease,
+    NodeNameInUse,
+    NodeRecord,
+    Notice,
+    RelayItem,
+    relay_channel,
+)
 from omni.store.notifications import Inbox
 
 #: Where the default clock's instants start (trio's clock has no date).
@@ -51,6 +60,8 @@ class MemoryCoordination:
         #: Outbox item id -> (claimant, until).
         self._claims: dict[int, tuple[str, datetime]] = {}
         self._inboxes: list[tuple[frozenset[str], Inbox]] = []
+        #: Relayed items: (addressee, item, when stored).
+        self._relay: list[tuple[str, RelayItem, datetime]] = []
 
     # -- nodes --------------------------------------------------------------------------------
 
@@ -169,6 +180,37 @@ class MemoryCoordination:
             for channels, inbox in self._inboxes:
                 if notice.channel in channels:
                     inbox.put(notice)
+
+    async def relay_send(self, node: str, items: Sequence[RelayItem]) -> None:
+        now = self._now()
+        self._relay.extend((node, item, now) for item in items)
+        sockets = sorted({item.socket for item in items})
+        self._publish([Notice(relay_channel(node), socket) for socket in sockets])
+
+    async def relay_take(self, node: str, socket: str, direction: str) -> list[RelayItem]:
+        taken = [
+            item
+            for to, item, _ in self._relay
+            if to == node and item.socket == socket and item.direction == direction
+        ]
+        self._relay = [
+            r
+            for r in self._relay
+            if not (r[0] == node and r[1].socket == socket and r[1].direction == direction)
+        ]
+        return sorted(taken, key=lambda item: item.n)
+
+    async def relay_waiting(self, node: str) -> list[str]:
+        return sorted({item.socket for to, item, _ in self._relay if to == node})
+
+    async def relay_forget(self, socket: str) -> None:
+        self._relay = [r for r in self._relay if r[1].socket != socket]
+
+    async def relay_sweep(self, seconds: float) -> int:
+        limit = self._now() - timedelta(seconds=seconds)
+        kept = [r for r in self._relay if r[2] >= limit]
+        swept, self._relay = len(self._relay) - len(kept), kept
+        return swept
 
     @asynccontextmanager
     async def listen(

@@ -28,7 +28,9 @@ from omni.store import (
     NodeNameInUse,
     NodeRecord,
     Notice,
+    RelayItem,
     StoreError,
+    relay_channel,
 )
 from omni.store.bridge import Bridge
 from omni.store.notifications import Inbox, PostgresListener, open_postgres_listener
@@ -90,6 +92,32 @@ FOR SHARE OF l"""
 #: A batch's notices, sent at its commit.
 Q_NOTIFY_ALL = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)"
 _Q_NOTIFY = "SELECT pg_notify($1, $2)"
+
+_Q_RELAY_SEND = """
+INSERT INTO relay (socket, direction, n, node, kind, body)
+SELECT s, d, n, $1, k, b FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+    AS r(s, d, n, k, b)"""
+_Q_RELAY_TAKE = """
+DELETE FROM relay WHERE node = $1 AND socket = $2 AND direction = $3
+RETURNING socket, direction, n, kind, body"""
+_Q_RELAY_WAITING = "SELECT DISTINCT socket FROM relay WHERE node = $1 ORDER BY socket"
+_Q_RELAY_FORGET = "DELETE FROM relay WHERE socket = $1"
+_Q_RELAY_SWEEP = "DELETE FROM relay WHERE at < now() - make_interval(secs => $1)"
+
+
+async def _db_relay_send(pool: Any, node: str, items: Sequence[RelayItem]) -> None:
+    sockets = sorted({item.socket for item in items})
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            _Q_RELAY_SEND,
+            node,
+            [i.socket for i in items],
+            [i.direction for i in items],
+            [i.n for i in items],
+            [i.kind for i in items],
+            [i.body for i in items],
+        )
+        await conn.execute(Q_NOTIFY_ALL, [relay_channel(node)] * len(sockets), sockets)
 
 
 def _node(row: Any) -> NodeRecord:
@@ -216,6 +244,28 @@ class PostgresCoordination:
             )
         except Exception as exc:
             raise StoreError(f"notify: {exc}") from exc
+
+    async def relay_send(self, node: str, items: Sequence[RelayItem]) -> None:
+        if items:
+            await self._bridge.run(_db_relay_send, self._pool, node, items)
+
+    async def relay_take(self, node: str, socket: str, direction: str) -> list[RelayItem]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_RELAY_TAKE, node, socket, direction)
+        return sorted(
+            (RelayItem(r["socket"], r["direction"], r["n"], r["kind"], r["body"]) for r in rows),
+            key=lambda item: item.n,
+        )
+
+    async def relay_waiting(self, node: str) -> list[str]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_RELAY_WAITING, node)
+        return [row["socket"] for row in rows]
+
+    async def relay_forget(self, socket: str) -> None:
+        await self._bridge.run(_db_execute, self._pool, _Q_RELAY_FORGET, socket)
+
+    async def relay_sweep(self, seconds: float) -> int:
+        status = await self._bridge.run(_db_execute, self._pool, _Q_RELAY_SWEEP, _seconds(seconds))
+        return int(status.split()[-1])
 
     @asynccontextmanager
     async def listen(

@@ -1008,6 +1008,28 @@ async def test_a_successful_resume_resets_the_back_off(page: Page) -> None:
     assert seen == [500, 1000, 500, 1000]
 
 
+async def test_moved_reconnects_at_once_and_shows_nothing(page: Page) -> None:
+    """Cluster mode: the node serving the conversation changed; the server says `moved` and
+    closes; the page resumes on the next socket without a back-off or an error."""
+    seen = await run(
+        page,
+        """
+        const v = W.started({ randoms: [1] });  // each delay at its ceiling
+        v.ws.drop(); v.reconnect();             // 500, then 1000 would be next
+        v.ws.deliver({ type: "error", code: "moved", message: "elsewhere" });
+        v.ws.drop(1012);
+        const delay = v.clock.delays.at(-1);
+        v.reconnect();
+        const resume = [...v.ws.sent];
+        v.ws.deliver(W.resumed());
+        return { delay, resume, frames: v.frames.map((f) => f.code || f.type) };
+        """,
+    )
+    assert seen["delay"] == 500  # the first ceiling again, not the next one
+    assert seen["resume"] == [{"type": "resume", "token": "tok-1", "last_seq": 0}]
+    assert seen["frames"] == ["started", "resumed"]
+
+
 async def test_messages_sent_offline_are_resent_with_the_same_client_id(page: Page) -> None:
     seen = await run(
         page,

@@ -134,12 +134,15 @@ async def serving(
     service: str = "",
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    config: str | None = None,
+    name: str = "omni.toml",
 ) -> AsyncIterator[Served]:
     """``omni serve`` on a configuration made by :func:`config_text`, until the block ends (then
     SIGTERM, and SIGKILL if it does not stop within 15 s). Its data directory (attachments) is
-    ``tmp_path/data`` unless ``args`` name one."""
-    path = tmp_path / "omni.toml"
-    path.write_text(config_text(server, extra, service))
+    ``tmp_path/data`` unless ``args`` name one. ``config``: the whole configuration instead
+    (written to ``tmp_path/name``)."""
+    path = tmp_path / name
+    path.write_text(config if config is not None else config_text(server, extra, service))
     if "--data-dir" not in args:
         # Not the default ./omni-data: that is the repository the server runs in.
         args = (*args, "--data-dir", str(tmp_path / "data"))

@@ -170,6 +170,12 @@ export class OperatorConnection {
       return;
     }
     if (frame.type === "error") {
+      if (frame.code === "moved") {
+        // Served by another node now (docs/scale-out.md): the server closes this socket, and
+        // the next one signs in again at once (no back-off, nothing to show).
+        this.attempt = 0;
+        return;
+      }
       if (FINAL.has(frame.code)) {
         this.closed = true;
         this.onStatus("stopped");

@@ -244,6 +244,12 @@ export class Connection {
       this.onFrame({ type: "forgotten", code: frame.code });
       return;
     }
+    if (frame.code === "moved") {
+      // Served by another node now (docs/scale-out.md): the server closes this socket, and
+      // the next one resumes at once (no back-off, nothing to show).
+      this.attempt = 0;
+      return;
+    }
     if (frame.code === "superseded") {
       // Another tab took the conversation: do not fight over it.
       this.closed = true;

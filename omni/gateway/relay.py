@@ -1,0 +1,460 @@
+"""Any node accepts any client (cluster mode, docs/scale-out.md "Sockets relayed to the serving
+node"): a socket whose conversation or operator is served by another node is relayed to that
+node through PostgreSQL.
+
+Rules of this module:
+
+* The node holding the client's socket (its *edge*) reads the first frame and asks
+  :meth:`Relay.destination` which node serves it: the owner of the lease of the group the
+  conversation runs under (its own, or its service's first: :meth:`Hub.home`), or of the
+  operator's groups. Itself, or nobody alive: the socket is served here, as on a single node
+  (a wrong guess is answered ``moved`` by the hub, and the client resumes).
+* Another node: each client message goes as an ``up`` item, each ``down`` item goes back to the
+  client, through :meth:`Store.relay_send` (items and a notice on the addressee's channel, in one
+  transaction) and :meth:`Store.relay_take`. Bodies are in the table; notices carry the socket id.
+* The serving node runs the gateway's own connection handler on a :class:`RelayedSocket`: the
+  same rules, limits, errors and close codes as for a socket of its own. Every frame the
+  conversation's actor sends — events, acks, offers, replays — takes that one path.
+* Each side sends one batch of a socket at a time, the next once the last has committed, so a
+  socket's items commit in ``n`` order and a reader that takes everything committed never sees
+  a gap. A lost notice (the listener's ``Resync``) makes the node take whatever waits for it.
+* When the other side's node dies (its heartbeat is older than ``node_expiry_seconds``), a
+  side closes its end: the client hears ``moved`` (1012) and resumes elsewhere; the serving
+  handler sees its socket closed (a visitor detached, an operator's grace period).
+* Items left behind by a dead node are swept after :data:`SWEEP_AFTER` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
+
+from omni.domain import protocol as p
+from omni.domain.conversation import TERMINAL_STATUSES, Rejected
+from omni.domain.model import hash_token
+from omni.store import RelayItem, Resync, Store, relay_channel
+
+if TYPE_CHECKING:
+    from omni.actors.hub import Hub
+    from omni.cluster import Node
+
+log = logging.getLogger(__name__)
+
+#: Items older than this (seconds) are a dead node's leftovers.
+SWEEP_AFTER = 300.0
+#: How long a side waits for its last items to commit when its socket ends.
+FLUSH_TIMEOUT = 5.0
+MOVED = "this connection is served by another node now; reconnect and resume"
+
+
+class _Wake:
+    """A coalescing signal: any number of ``set`` between two ``wait`` wake it once."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = trio.Event()
+
+
+class _Sender:
+    """One socket's items in one direction: numbered, sent one batch at a time."""
+
+    def __init__(self, store: Store, node: str, socket: str, direction: str) -> None:
+        self._store, self._node, self._socket, self._direction = store, node, socket, direction
+        self._pending: list[tuple[str, str]] = []
+        self._n = 0
+        self._wake = _Wake()
+        self._idle = trio.Event()
+        self._idle.set()
+        self.failed: BaseException | None = None
+
+    def put(self, kind: str, body: str) -> None:
+        self._pending.append((kind, body))
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                items = []
+                for kind, body in batch:
+                    self._n += 1
+                    items.append(RelayItem(self._socket, self._direction, self._n, kind, body))
+                try:
+                    await self._store.relay_send(self._node, items)
+                except Exception as exc:
+                    # The database is away: the socket cannot go on (the client resumes).
+                    log.warning("relay %s: could not send (%s)", self._socket, exc)
+                    self.failed = exc
+                    self._idle.set()
+                    return
+            self._idle.set()
+
+    async def flushed(self) -> None:
+        """Until what was put has committed (or the sender failed)."""
+        await self._idle.wait()
+
+
+class RelayedSocket:
+    """The serving node's side of a relayed socket: what the gateway's handler reads and writes
+    instead of a :class:`~trio_websocket.WebSocketConnection`."""
+
+    def __init__(self, store: Store, socket: str, edge: str) -> None:
+        self.socket, self.edge = socket, edge
+        self._incoming: deque[str | bytes] = deque()
+        self._arrived = _Wake()
+        self._sender = _Sender(store, edge, socket, "down")
+        #: Why it ended (the edge's close, or ours); None while open.
+        self.closed: CloseReason | None = None
+        self._closing_sent = False
+
+    def feed(self, items: list[RelayItem]) -> None:
+        for item in items:
+            if item.kind == "frame":
+                self._incoming.append(item.body)
+            elif item.kind == "binary":
+                self._incoming.append(bytes.fromhex(item.body))
+            elif item.kind == "close":
+                reason = json.loads(item.body)
+                self.ended(reason["code"], reason["reason"])
+        self._arrived.set()
+
+    def ended(self, code: int, reason: str | None) -> None:
+        """The client's side ended (it closed, or its node died)."""
+        if self.closed is None:
+            self.closed = CloseReason(code, reason)
+        self._closing_sent = True  # nobody to tell
+        self._arrived.set()
+
+    async def get_message(self) -> str | bytes:
+        while True:
+            if self._incoming:
+                return self._incoming.popleft()
+            if self.closed is not None:
+                raise ConnectionClosed(self.closed)
+            await self._arrived.wait()
+
+    async def send_message(self, message: str | bytes) -> None:
+        if self.closed is not None or self._sender.failed is not None:
+            raise ConnectionClosed(self.closed or CloseReason(1006, "relay failed"))
+        if isinstance(message, str):
+            self._sender.put("frame", message)
+        else:
+            self._sender.put("binary", message.hex())
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        """The edge pings the client; between nodes the heartbeats tell who is gone."""
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        if not self._closing_sent:
+            self._closing_sent = True
+            self._sender.put("close", json.dumps({"code": code, "reason": reason}))
+        if self.closed is None:
+            self.closed = CloseReason(code, reason)
+        self._arrived.set()
+        with trio.move_on_after(FLUSH_TIMEOUT):
+            await self._sender.flushed()
+
+    async def abort(self) -> None:
+        await self.aclose(1011, "internal_error")
+
+
+#: Runs the gateway's handler of ``kind`` on a relayed socket (``Gateway.serve_relayed``).
+Serve = Callable[[RelayedSocket, str, str, str | None], Awaitable[None]]
+
+
+class _Held:
+    """A socket held here and served by ``node``."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.wake = _Wake()
+        self.scope = trio.CancelScope()
+        #: Why the relay ends it (its node died, this one shuts down): (code, message).
+        self.ending: tuple[str, str] | None = None
+
+
+class Relay:
+    """This node's end of every relayed socket, both ways (one per node, in the server's
+    nursery: :meth:`run`)."""
+
+    def __init__(self, hub: Hub, node: Node, serve: Serve) -> None:
+        self.hub = hub
+        self.store: Store = hub.store
+        self.node = node
+        self.me = node.name
+        self._serve = serve
+        self._held: dict[str, _Held] = {}
+        self._served: dict[str, tuple[str, _Wake, RelayedSocket | None]] = {}
+        self._nursery: trio.Nursery | None = None
+        #: The live nodes as of the last heartbeat: a dead node's lease may not have run out
+        #: yet, but nothing is relayed to it.
+        self._live: set[str] = {self.me}
+        #: Session tokens → the operator they sign in (set by the gateway: its accounts).
+        self.session_operator: Callable[[str], Awaitable[int | None]] | None = None
+
+    # -- where a socket is served -----------------------------------------------------------
+
+    async def destination(self, kind: str, data: str | bytes, limit: int) -> str | None:
+        """The node that serves a socket whose first message is ``data``; None: this one."""
+        try:
+            if kind == "visitor":
+                home = await self._visitor_home(p.decode_visitor(data, limit))
+            elif kind == "operator":
+                home = await self._operator_home(p.decode_operator(data, limit))
+            else:
+                return None
+        except Rejected:
+            return None  # served here: the handler answers the error
+        if home is None or self.hub.owns_group(home):
+            return None
+        owner = await self._owner(home)
+        return None if owner in (None, self.me) else owner
+
+    async def _visitor_home(self, frame: Any) -> int | None:
+        hub = self.hub
+        if isinstance(frame, p.Start):
+            return hub.start_home(frame.service_id)
+        if isinstance(frame, p.Resume):
+            conversation_id = await hub.store.find_by_token_hash(hash_token(frame.token))
+            if conversation_id is None:
+                return None
+            conv = await hub.store.load_conversation(conversation_id)
+            if conv is None or conv.status in TERMINAL_STATUSES:
+                return None  # a finished conversation is replayed from the store anywhere
+            return hub.home(conv.group_id, conv.service_id)
+        return None
+
+    async def _operator_home(self, frame: Any) -> int | None:
+        if not isinstance(frame, p.Login):
+            return None
+        directory = self.hub.directory
+        operator = directory.operator_by_token(frame.token)
+        operator_id = None if operator is None else operator.id
+        if operator_id is None and self.session_operator is not None:
+            operator_id = await self.session_operator(frame.token)
+        return None if operator_id is None else self.hub.operator_home(operator_id)
+
+    async def _owner(self, group_id: int) -> str | None:
+        resource = f"group:{group_id}"
+        for lease in await self.store.leases(resource):
+            if lease.resource == resource and lease.owner in self._live and lease.remaining > 0:
+                return lease.owner
+        return None
+
+    # -- the node's loop ------------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with (
+            self.store.listen([relay_channel(self.me)], buffer=65_536) as inbox,
+            trio.open_nursery() as nursery,
+        ):
+            self._nursery = nursery
+            self._live = {n.name for n in await self.node.live_nodes()} | {self.me}
+            nursery.start_soon(self._watch)
+            # Whatever waited for this node before it listened (a restart under its name).
+            for socket in await self.store.relay_waiting(self.me):
+                self._arrived(socket)
+            task_status.started()
+            async for notice in inbox:
+                if isinstance(notice, Resync):
+                    for socket in await self.store.relay_waiting(self.me):
+                        self._arrived(socket)
+                    for held in self._held.values():
+                        held.wake.set()
+                    continue
+                self._arrived(notice.payload)
+
+    def _arrived(self, socket: str) -> None:
+        held = self._held.get(socket)
+        if held is not None:
+            held.wake.set()
+            return
+        served = self._served.get(socket)
+        if served is not None:
+            served[1].set()
+            return
+        wake = _Wake()
+        self._served[socket] = ("", wake, None)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._serve_socket, socket, wake)
+
+    async def _watch(self) -> None:
+        """Close the sockets whose other side's node died; sweep dead nodes' leftovers."""
+        settings = self.node.settings
+        swept = trio.current_time()
+        while True:
+            await trio.sleep(settings.heartbeat_seconds)
+            try:
+                live = self._live = {n.name for n in await self.node.live_nodes()} | {self.me}
+                if trio.current_time() - swept > SWEEP_AFTER / 4:
+                    swept = trio.current_time()
+                    await self.store.relay_sweep(SWEEP_AFTER)
+            except Exception as exc:
+                log.warning("relay: could not read the live nodes (%s)", exc)
+                continue
+            for held in list(self._held.values()):
+                if held.node not in live:
+                    self._end_held(held, "moved", MOVED)
+            for edge, _, relayed in list(self._served.values()):
+                if relayed is not None and edge not in live:
+                    relayed.ended(1006, "the node holding this socket is gone")
+
+    def _end_held(self, held: _Held, code: str, message: str) -> None:
+        if held.ending is None:
+            held.ending = (code, message)
+            held.scope.cancel()
+
+    def shutdown(self) -> None:
+        """Close every socket held here for another node (the server stops)."""
+        for held in list(self._held.values()):
+            self._end_held(held, "server_shutdown", "the server is shutting down; resume shortly")
+
+    # -- serving a socket held elsewhere ------------------------------------------------------
+
+    async def _serve_socket(self, socket: str, wake: _Wake) -> None:
+        try:
+            items = await self.store.relay_take(self.me, socket, "up")
+            if not items or items[0].kind != "open":
+                return  # a late notice of a socket served and gone, or leftovers
+            opened = json.loads(items[0].body)
+            relayed = RelayedSocket(self.store, socket, opened["edge"])
+            self._served[socket] = (opened["edge"], wake, relayed)
+            relayed.feed(items[1:])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(relayed._sender.run)
+                nursery.start_soon(self._take_up, socket, wake, relayed)
+                await self._serve(relayed, opened["kind"], opened["client"], opened["origin"])
+                if relayed.closed is None:
+                    await relayed.aclose(1000, None)
+                with trio.move_on_after(FLUSH_TIMEOUT):
+                    await relayed._sender.flushed()
+                nursery.cancel_scope.cancel()
+        except Exception:
+            log.exception("relay %s: serving failed", socket)
+        finally:
+            self._served.pop(socket, None)
+
+    async def _take_up(self, socket: str, wake: _Wake, relayed: RelayedSocket) -> None:
+        while relayed.closed is None or not relayed._closing_sent:
+            await wake.wait()
+            try:
+                items = await self.store.relay_take(self.me, socket, "up")
+            except Exception as exc:
+                log.warning("relay %s: could not take (%s)", socket, exc)
+                relayed.ended(1011, "relay failed")
+                return
+            relayed.feed(items)
+
+    # -- holding a socket served elsewhere -------------------------------------------------------
+
+    async def hold(
+        self,
+        ws: WebSocketConnection,
+        kind: str,
+        client: str,
+        origin: str | None,
+        first: str | bytes,
+        node: str,
+        keep_alive: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Relay the client on ``ws`` (its first message ``first``) to ``node`` until either
+        side ends."""
+        socket = uuid.uuid4().hex
+        held = self._held[socket] = _Held(node)
+        up = _Sender(self.store, node, socket, "up")
+        opened = {"kind": kind, "client": str(client), "origin": origin, "edge": self.me}
+        up.put("open", json.dumps(opened))
+        _put_message(up, first)
+        closing: tuple[int, str | None] | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(up.run)
+                if keep_alive is not None:
+                    nursery.start_soon(_until_gone, keep_alive, held)
+                with held.scope:
+                    async with trio.open_nursery() as pumps:
+                        pumps.start_soon(self._take_down, ws, socket, held, pumps.cancel_scope)
+                        try:
+                            while True:
+                                _put_message(up, await ws.get_message())
+                                if up.failed is not None:
+                                    held.ending = ("moved", MOVED)
+                                    break
+                        except ConnectionClosed as exc:
+                            reason = exc.reason
+                            closing = (reason.code, reason.reason) if reason else (1006, None)
+                        pumps.cancel_scope.cancel()
+                if held.ending is not None:
+                    code, message = held.ending
+                    closing = (1012 if code == "moved" else 1001, code)
+                    with trio.move_on_after(FLUSH_TIMEOUT):
+                        try:
+                            await ws.send_message(p.error_frame(code, message))
+                            await ws.aclose(closing[0], code)
+                        except ConnectionClosed:
+                            pass
+                if closing is not None:
+                    up.put("close", json.dumps({"code": closing[0], "reason": closing[1]}))
+                    with trio.move_on_after(FLUSH_TIMEOUT):
+                        await up.flushed()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._held.pop(socket, None)
+
+    async def _take_down(
+        self, ws: WebSocketConnection, socket: str, held: _Held, done: trio.CancelScope
+    ) -> None:
+        while True:
+            await held.wake.wait()
+            try:
+                items = await self.store.relay_take(self.me, socket, "down")
+            except Exception as exc:
+                log.warning("relay %s: could not take (%s)", socket, exc)
+                self._end_held(held, "moved", MOVED)
+                return
+            for item in items:
+                if item.kind == "frame":
+                    await ws.send_message(item.body)
+                elif item.kind == "binary":
+                    await ws.send_message(bytes.fromhex(item.body))
+                elif item.kind == "close":
+                    reason = json.loads(item.body)
+                    try:
+                        await ws.aclose(reason["code"], reason["reason"])
+                    except ConnectionClosed:
+                        pass
+                    done.cancel()
+                    return
+
+
+def _put_message(sender: _Sender, message: str | bytes) -> None:
+    if isinstance(message, str):
+        sender.put("frame", message)
+    else:
+        sender.put("binary", message.hex())
+
+
+async def _until_gone(keep_alive: Callable[[], Awaitable[None]], held: _Held) -> None:
+    """The client's pings (the gateway's keep-alive): no answer ends the socket."""
+    try:
+        await keep_alive()
+    except ConnectionClosed:
+        return
+    if held.ending is None:
+        held.ending = ("ping_timeout", "no answer to the server's ping; reconnect and resume")
+        held.scope.cancel()

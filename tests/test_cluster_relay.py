@@ -1,0 +1,182 @@
+"""Any node accepts any client (cluster mode, docs/scale-out.md): a socket whose conversation or
+operator is served by another node is relayed there through PostgreSQL, and the two sides chat
+as on one node — acks, offers, events in order, ``client_id`` dedupe, close codes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+import trio
+
+from omni.cluster import rendezvous
+from omni.server import RunningServer, open_server
+from omni.store import Store
+from omni.store.postgres import open_postgres_store
+from tests.support import TOK_ALICE, TOK_CARLA, connect_tcp, eventually, login, make_config
+
+pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
+
+CLUSTER = {
+    "enabled": True,
+    "heartbeat_seconds": 0.2,
+    "node_expiry_seconds": 0.6,
+    "lease_seconds": 1.0,
+}
+
+
+@asynccontextmanager
+async def _node(dsn: str, name: str) -> AsyncIterator[tuple[RunningServer, Store]]:
+    async with (
+        open_postgres_store(dsn) as store,
+        open_server(
+            make_config(cluster=CLUSTER),
+            store=store,
+            host="127.0.0.1",
+            ws_port=0,
+            http=False,
+            node=name,
+        ) as server,
+    ):
+        yield server, store
+
+
+def _owned(server: RunningServer) -> set[int]:
+    assert server.ownership is not None
+    return set(server.ownership.owned)
+
+
+async def _two_nodes(stack: AsyncExitStack, dsn: str) -> tuple[RunningServer, RunningServer]:
+    """Nodes "a" and "d": groups 1 and 2 (one domain) on "d", group 3 on "a"."""
+    assert rendezvous(["a", "d"], "domain:1") == "d"
+    assert rendezvous(["a", "d"], "domain:3") == "a"
+    a, _ = await stack.enter_async_context(_node(dsn, "a"))
+    d, _ = await stack.enter_async_context(_node(dsn, "d"))
+    await eventually(lambda: _owned(d) == {1, 2} and _owned(a) == {3}, seconds=15)
+    return a, d
+
+
+async def test_a_visitor_and_an_operator_on_a_node_that_serves_neither_chat(
+    postgres_dsn: str,
+) -> None:
+    async with AsyncExitStack() as stack:
+        a, d = await _two_nodes(stack, postgres_dsn)
+        store = d.hub.store
+        # Both connect to "a"; service 25 (group 1) and Alice (groups 1, 2) are served on "d".
+        async with (
+            connect_tcp(f"{a.ws_url}/ws/operator") as alice,
+            connect_tcp(f"{a.ws_url}/ws/visitor") as visitor,
+        ):
+            await login(alice, TOK_ALICE)
+            assert 1 in alice_sessions(d) and not alice_sessions(a)
+            await visitor.send("start", service_id=25, visitor={"name": "Ana"})
+            started = await visitor.expect("started")
+            conversation_id = started["conversation_id"]
+            assert conversation_id in d.hub.conversations
+            assert conversation_id not in a.hub.conversations
+            offer = await alice.until("offer")
+            assert offer["conversation"]["id"] == conversation_id
+            await alice.send("accept", conversation_id=conversation_id)
+            await visitor.until("assigned")
+            for n in range(5):
+                await visitor.send("message", client_id=f"v{n}", text=f"question {n}")
+                ack = await visitor.until("ack")
+                assert ack["client_id"] == f"v{n}"
+                got = await alice.until("message")
+                while got["text"] != f"question {n}":  # the greeting, sent as Alice
+                    got = await alice.until("message")
+                assert got["seq"] == ack["seq"]
+                await alice.send(
+                    "message",
+                    conversation_id=conversation_id,
+                    client_id=f"o{n}",
+                    text=f"answer {n}",
+                )
+                answer = await visitor.until("message")
+                assert answer["text"] == f"answer {n}"
+            # The same client_id again: acknowledged again, stored once.
+            await visitor.send("message", client_id="v0", text="question 0")
+            await visitor.until("ack")
+            await alice.send("end", conversation_id=conversation_id)
+            await visitor.until("ended")
+        events = await store.events_after(conversation_id, 0)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        keys = [e.client_key[1] for e in events if e.client_key]
+        assert sorted(keys) == sorted({*keys}) and "v0" in keys
+
+
+def alice_sessions(server: RunningServer) -> set[int]:
+    return set(server.hub.sessions)
+
+
+async def test_a_visitor_resumes_through_another_node_and_misses_nothing(
+    postgres_dsn: str,
+) -> None:
+    async with AsyncExitStack() as stack:
+        a, d = await _two_nodes(stack, postgres_dsn)
+        async with connect_tcp(f"{d.ws_url}/ws/operator") as carla:
+            await login(carla, TOK_CARLA)
+            async with connect_tcp(f"{d.ws_url}/ws/visitor") as visitor:
+                await visitor.send("start", service_id=25, visitor={"name": "Bia"})
+                started = await visitor.expect("started")
+                conversation_id, token = started["conversation_id"], started["token"]
+                await carla.send(
+                    "accept", conversation_id=(await carla.until("offer"))["conversation"]["id"]
+                )
+                await visitor.until("assigned")
+                await visitor.send("message", client_id="b1", text="first")
+                last = (await visitor.until("ack"))["seq"]
+            # Gone; the operator writes meanwhile; the visitor comes back through node "a".
+            await carla.send(
+                "message", conversation_id=conversation_id, client_id="c1", text="while away"
+            )
+            await carla.until("ack")
+            async with connect_tcp(f"{a.ws_url}/ws/visitor") as visitor:
+                await visitor.send("resume", token=token, last_seq=last)
+                await visitor.expect("resumed")
+                missed = await visitor.until("message")
+                assert missed["text"] == "while away" and missed["seq"] > last
+                await visitor.send("message", client_id="b2", text="back")
+                assert (await carla.until("message"))["text"] == "back"
+            # Closing the relayed socket detaches the visitor on the serving node.
+            await eventually(
+                lambda: d.hub.conversations[conversation_id].link.peer is None, seconds=5
+            )
+
+
+async def test_a_dead_serving_node_closes_its_relayed_sockets_with_moved(
+    postgres_dsn: str,
+) -> None:
+    async with AsyncExitStack() as stack:
+        a, _ = await stack.enter_async_context(_node(postgres_dsn, "a"))
+        async with trio.open_nursery() as nursery:
+            dead = trio.CancelScope()
+            ready: list[RunningServer] = []
+
+            async def doomed() -> None:
+                with dead:
+                    async with _node(postgres_dsn, "d") as (server, its_store):
+
+                        async def no_leave(name: str, incarnation: int) -> None:
+                            return None
+
+                        its_store.leave_node = no_leave  # type: ignore[method-assign]
+                        ready.append(server)
+                        await trio.sleep_forever()
+
+            nursery.start_soon(doomed)
+            await eventually(lambda: bool(ready) and _owned(ready[0]) == {1, 2}, seconds=15)
+            async with connect_tcp(f"{a.ws_url}/ws/visitor") as visitor:
+                await visitor.send("start", service_id=25, visitor={"name": "Cida"})
+                started = await visitor.expect("started")
+                await visitor.until("queued")
+                dead.cancel()
+                error = await visitor.until("error", timeout=10)
+                assert error["code"] == "moved"
+            # Once "a" owns the groups, the same visitor resumes on "a" itself, still queued.
+            await eventually(lambda: _owned(a) == {1, 2, 3}, seconds=15)
+            async with connect_tcp(f"{a.ws_url}/ws/visitor") as visitor:
+                await visitor.send("resume", token=started["token"], last_seq=0)
+                assert (await visitor.expect("resumed"))["status"] == "queued"
+            nursery.cancel_scope.cancel()
