@@ -17,7 +17,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from omni.cluster import group_resource, rendezvous
+from omni.cluster import rendezvous
 from omni.store import Lease, Notice, Resync, Store
 from omni.store.notifications import CHECK_INTERVAL, CHECK_TIMEOUT
 from omni.store.postgres import open_postgres_store
@@ -39,7 +39,7 @@ node_expiry_seconds = 2
 lease_seconds = {LEASE}
 """
 #: The node behind the proxy, and the one that reaches PostgreSQL directly.
-CUT, DIRECT = "a", "b1"
+CUT, DIRECT = "e", "a"
 
 
 async def _leases(store: Store) -> dict[str, Lease]:
@@ -62,10 +62,11 @@ def _epoch(served: Served, name: str, group_id: int) -> int:
 async def test_a_partitioned_node_stops_acting_as_owner_before_its_lease_can_be_taken(
     tmp_path: Path, postgres_dsn: str
 ) -> None:
-    # Rendezvous hashing is deterministic: group 1 (service 25's) goes to the node behind the
-    # proxy, group 2 to the other (checked, so that a change of the hash cannot void the test).
-    assert rendezvous([CUT, DIRECT], group_resource(1)) == CUT
-    assert rendezvous([CUT, DIRECT], group_resource(2)) == DIRECT
+    # Rendezvous hashing is deterministic: group 1 (service 25's routing domain) goes to the
+    # node behind the proxy, group 2's to the other (checked, so that a change of the hash
+    # cannot void the test).
+    assert rendezvous([CUT, DIRECT], "domain:1") == CUT
+    assert rendezvous([CUT, DIRECT], "domain:2") == DIRECT
     (tmp_path / CUT).mkdir()
     (tmp_path / DIRECT).mkdir()
     async with (

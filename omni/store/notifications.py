@@ -117,6 +117,9 @@ class _Listening:
         self.conn = conn
         self.on_notice = on_notice
         self.on_lost = on_lost
+        #: False once given up: what the connection still hands over is not passed on (the
+        #: Resync that follows covers it).
+        self.open = True
 
 
 async def _db_listen(
@@ -126,6 +129,8 @@ async def _db_listen(
 
     def deliver(_conn: Any, _pid: int, channel: str, payload: str) -> None:
         # On the asyncio thread: hand over to trio, in the order PostgreSQL sent them.
+        if not listening.open:
+            return
         try:
             token.run_sync_soon(inbox.put, Notice(channel, payload))
         except trio.RunFinishedError:
@@ -137,7 +142,9 @@ async def _db_listen(
         except trio.RunFinishedError:
             pass
 
-    conn = await asyncpg.connect(dsn, command_timeout=CHECK_TIMEOUT)
+    listening = _Listening(None, deliver, terminated)
+    # A connection attempt into a network that drops packets must not outlast a check either.
+    conn = await asyncpg.connect(dsn, command_timeout=CHECK_TIMEOUT, timeout=CHECK_TIMEOUT)
     try:
         conn.add_termination_listener(terminated)
         for channel in channels:
@@ -146,7 +153,8 @@ async def _db_listen(
     except BaseException:
         await conn.close()
         raise
-    return _Listening(conn, deliver, terminated)
+    listening.conn = conn
+    return listening
 
 
 async def _db_ping(listening: _Listening) -> None:
@@ -154,6 +162,7 @@ async def _db_ping(listening: _Listening) -> None:
 
 
 async def _db_unlisten(listening: _Listening) -> None:
+    listening.open = False
     conn = listening.conn
     if conn.is_closed():
         return
