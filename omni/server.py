@@ -53,6 +53,9 @@ from omni.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
+#: Cluster mode's outbox poll (seconds) unless ``[server.cluster] outbox_poll_seconds`` says.
+CLUSTER_OUTBOX_POLL = 5.0
+
 #: Seconds connections get to close after a shutdown was asked for.
 DRAIN_SECONDS = 5.0
 
@@ -270,7 +273,8 @@ async def open_server(
         concurrency=hooks.concurrency,
         claimant=node_name,
         claim_seconds=cluster.outbox_claim_seconds,
-        poll=cluster.outbox_poll_seconds,
+        # Cluster mode: another node's claim that runs out (it died) wakes nobody here.
+        poll=cluster.outbox_poll_seconds or (CLUSTER_OUTBOX_POLL if cluster.enabled else None),
     )
     captcha = config.server.captcha
     async with (

@@ -246,8 +246,8 @@ class ClusterSettings(_Settings, frozen=True):
     node_expiry_seconds: PositiveSeconds = 10.0
     #: How long an outbox worker's claim on an item lasts: longer than any one attempt takes.
     outbox_claim_seconds: PositiveSeconds = 300.0
-    #: With more than one node, how often the outbox looks for items another node made due
-    #: (none: only when something is queued here, or due).
+    #: How often the outbox looks for items another node made due or left claimed when it
+    #: died (none: only when something is queued here, or due; in cluster mode, 5 s).
     outbox_poll_seconds: PositiveSeconds | None = None
     #: Cluster mode: groups are owned by lease and run on their owner only, conversations'
     #: writes are fenced (docs/scale-out.md). Off: one node runs every group, no lease, no fence.

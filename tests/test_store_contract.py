@@ -226,6 +226,9 @@ async def test_open_conversations_in_queue_order(store: Store) -> None:
     )
     opened = await store.open_conversations()
     assert [c.id for c in opened] == ["c1", "c3", "c8", "c5", "c6"]
+    # The cheap listing (cluster mode's adoption, at every heartbeat) says the same.
+    places = await store.open_conversation_places()
+    assert places == [(c.id, c.group_id, c.service_id) for c in opened]
 
 
 WA = ChannelRef("whatsapp", "wa")

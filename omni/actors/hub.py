@@ -367,16 +367,22 @@ class Hub:
         owned = set(self.fences) if groups is None else groups & set(self.fences)
         if not owned:
             return
-        for conv in await self.store.open_conversations():
-            home = self.home(conv.group_id, conv.service_id)
+        for conversation_id, group_id, service_id in await self.store.open_conversation_places():
+            home = self.home(group_id, service_id)
             if (
                 home in owned
-                and home in self.fences
-                and conv.id not in self.conversations
-                and conv.id not in self._given_up
-                and await self.recall_service(conv.service_id)
+                and conversation_id not in self.conversations
+                and conversation_id not in self._given_up
             ):
-                self.restore(conv)
+                conv = await self.store.load_conversation(conversation_id)
+                if (
+                    conv is not None
+                    and conv.status in domain.OPEN_STATUSES
+                    and self.home(conv.group_id, conv.service_id) in self.fences
+                    and conv.id not in self.conversations
+                    and await self.recall_service(conv.service_id)
+                ):
+                    self.restore(conv)
 
     def disown_group(self, group_id: int) -> None:
         """Stop running ``group_id`` here, at once: its actors and its conversations' actors

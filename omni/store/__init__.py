@@ -394,6 +394,11 @@ class Store(Protocol):
         for the survey), in queue order; out-of-hours ones are restored only when reached."""
         ...
 
+    async def open_conversation_places(self) -> list[tuple[str, int | None, int]]:
+        """What :meth:`open_conversations` returns, as (id, group, service) only: cheap enough
+        to ask at every heartbeat (cluster mode's adoption)."""
+        ...
+
     async def list_conversations(self, query: ConversationQuery) -> list[Conversation]:
         """Newest first, at most ``query.limit``."""
         ...

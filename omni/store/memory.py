@@ -166,6 +166,9 @@ class MemoryStore(MemoryCoordination):
         restored.sort(key=lambda c: (c.waiting_since, c.ticket))
         return restored
 
+    async def open_conversation_places(self) -> list[tuple[str, int | None, int]]:
+        return [(c.id, c.group_id, c.service_id) for c in await self.open_conversations()]
+
     async def list_conversations(self, query: ConversationQuery) -> list[Conversation]:
         found = [c for c in self._conversations.values() if _matches(c, query)]
         found.sort(key=lambda c: (c.created_at, c.id), reverse=True)

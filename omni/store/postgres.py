@@ -132,6 +132,10 @@ _Q_OPEN_CONVERSATIONS = f"""
 SELECT {_CONVERSATION_COLUMNS} FROM conversations
 WHERE status IN ('bot', 'queued', 'offered', 'active', 'ended')
 ORDER BY waiting_since, ticket"""
+_Q_OPEN_PLACES = """
+SELECT id, group_id, service_id FROM conversations
+WHERE status IN ('bot', 'queued', 'offered', 'active', 'ended')
+ORDER BY waiting_since, ticket"""
 _Q_COUNT_EVENTS = "SELECT count(*) FROM events"
 _Q_CHANNEL_CONVERSATION = """
 SELECT id FROM conversations
@@ -880,6 +884,10 @@ class PostgresStore(PostgresCoordination):
             if conv is not None:
                 conversations.append(conv)
         return conversations
+
+    async def open_conversation_places(self) -> list[tuple[str, int | None, int]]:
+        rows = await self._bridge.run(_db_fetch, self._pool, _Q_OPEN_PLACES)
+        return [(row["id"], row["group_id"], row["service_id"]) for row in rows]
 
     async def channel_conversation(self, channel_id: str, user: str) -> str | None:
         found: str | None = await self._bridge.run(
