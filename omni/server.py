@@ -312,6 +312,7 @@ async def open_server(
             # Any node accepts any client: sockets served elsewhere are relayed there.
             relay = Relay(hub, this_node, gateway.serve_relayed)
             relay.session_operator = _session_operator(gateway)
+            hub.forward_channel = relay.forward_channel
             gateway.relay = relay
             await nursery.start(relay.run)
         ws_server = await nursery.start(

@@ -7,14 +7,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 import pytest
 import trio
 
 from omni.cluster import rendezvous
+from omni.config import Config
+from omni.domain.configuration import item_of
 from omni.server import RunningServer, open_server
 from omni.store import Store
 from omni.store.postgres import open_postgres_store
-from tests.support import TOK_ALICE, TOK_CARLA, connect_tcp, eventually, login, make_config
+from tests.support import (
+    TOK_ALICE,
+    TOK_CARLA,
+    connect_tcp,
+    eventually,
+    login,
+    make_config,
+    with_items,
+)
+from tests.test_channels import FAST, post_tg, stored_texts, telegram, tg_body
+from tests.webhook_receiver import open_receiver
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
@@ -27,15 +40,17 @@ CLUSTER = {
 
 
 @asynccontextmanager
-async def _node(dsn: str, name: str) -> AsyncIterator[tuple[RunningServer, Store]]:
+async def _node(
+    dsn: str, name: str, config: Config | None = None
+) -> AsyncIterator[tuple[RunningServer, Store]]:
     async with (
         open_postgres_store(dsn) as store,
         open_server(
-            make_config(cluster=CLUSTER),
+            config or make_config(cluster=CLUSTER),
             store=store,
             host="127.0.0.1",
             ws_port=0,
-            http=False,
+            http=config is not None,
             node=name,
         ) as server,
     ):
@@ -180,3 +195,48 @@ async def test_a_dead_serving_node_closes_its_relayed_sockets_with_moved(
                 await visitor.send("resume", token=started["token"], last_seq=0)
                 assert (await visitor.expect("resumed"))["status"] == "queued"
             nursery.cancel_scope.cancel()
+
+
+async def test_a_channels_message_posted_to_any_node_is_taken_by_the_serving_node(
+    postgres_dsn: str,
+) -> None:
+    """Telegram posts to node "a"; the conversation (service 27, group 2) is served by "d":
+    the message is handed over, stored once there (a repeat to either node is dropped), and
+    the replies reach the platform."""
+    async with open_receiver() as platform:
+        base = f"http://127.0.0.1:{platform.port}"
+        config = with_items(
+            make_config(cluster=CLUSTER, webhooks=FAST), item_of("channels", telegram(base))
+        )
+        async with AsyncExitStack() as stack:
+            a, _ = await stack.enter_async_context(_node(postgres_dsn, "a", config))
+            d, store = await stack.enter_async_context(_node(postgres_dsn, "d", config))
+            await eventually(lambda: _owned(d) == {1, 2} and _owned(a) == {3}, seconds=15)
+            alice = await stack.enter_async_context(connect_tcp(f"{a.ws_url}/ws/operator"))
+            await login(alice, TOK_ALICE)
+            async with httpx.AsyncClient(base_url=a.http_url) as http_a:
+                assert (await post_tg(http_a, tg_body(21, "Oi!"))).status_code == 200
+            async with httpx.AsyncClient(base_url=d.http_url) as http_d:
+                assert (await post_tg(http_d, tg_body(21, "Oi!"))).status_code == 200
+            offer = await alice.until("offer")
+            cid = offer["conversation"]["id"]
+            assert cid in d.hub.conversations and cid not in a.hub.conversations
+            await alice.send("accept", conversation_id=cid)
+            await alice.until("assigned")
+            await alice.send("message", conversation_id=cid, client_id="a1", text="Pois não?")
+            await alice.until("ack")
+            await platform.wait_for(2)
+            assert [r.json["text"] for r in platform.delivered()] == [
+                "Hello! How can I help you?",
+                "Pois não?",
+            ]
+            async with httpx.AsyncClient(base_url=a.http_url) as http_a:
+                assert (await post_tg(http_a, tg_body(22, "Obrigado"))).status_code == 200
+            while (await alice.until("message"))["text"] != "Obrigado":
+                pass
+            assert await stored_texts(store, cid) == [
+                ("visitor", "Oi!"),
+                ("operator", "Hello! How can I help you?"),
+                ("operator", "Pois não?"),
+                ("visitor", "Obrigado"),
+            ]

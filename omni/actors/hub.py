@@ -186,6 +186,9 @@ class Hub:
         #: Fetches a channel visitor's file into their conversation as a pending upload: its
         #: id, or None (the message then names the file). Set by the server that keeps files.
         self.channel_media: Callable[[Channel, Media, str], Awaitable[str | None]] | None = None
+        #: Cluster mode: hands a channel's message to the node serving its conversation (set
+        #: by the composition root: omni.gateway.relay); None: refused with ``moved``.
+        self.forward_channel: Callable[[Channel, Inbound], Awaitable[str | None]] | None = None
         #: Links to conversations' survey pages (set by the composition root when the server
         #: serves pages: it has the link signer and the public address; None: no survey by
         #: link), and the one door through which a closed conversation's survey is answered.
@@ -669,7 +672,9 @@ class Hub:
 
     # -- messaging channels (issue 17) ------------------------------------------------------------
 
-    async def channel_message(self, channel: Channel, message: Inbound) -> str | None:
+    async def channel_message(
+        self, channel: Channel, message: Inbound, *, forwarded: bool = False
+    ) -> str | None:
         """A message a person wrote on ``channel``: into their open conversation, else into a
         new one of the channel's service (which the message starts; a bot's first question
         is not answered by it). A message the channel took before (the platform's id, kept
@@ -678,15 +683,23 @@ class Hub:
 
         A refusal of the rules (the out-of-hours limit, an answer the bot does not take) is
         logged and the message dropped — the platform must not deliver it again and again —
-        and the visitor is told why, once per kind of refusal per conversation."""
+        and the visitor is told why, once per kind of refusal per conversation.
+
+        Cluster mode: a message whose conversation another node serves is handed to that node
+        (:attr:`forward_channel`), once — ``forwarded`` messages are not handed on again."""
         key = (channel.id, message.user)
         lock = self._channel_locks.setdefault(key, trio.Lock())
         try:
             async with lock:
                 return await self._channel_message(channel, message)
+        except Rejected as exc:
+            if exc.code != "moved" or forwarded or self.forward_channel is None:
+                raise
         finally:
             if not lock.locked() and not lock.statistics().tasks_waiting:
                 self._channel_locks.pop(key, None)
+        # Nothing was written here (a start or a resume elsewhere refuses first).
+        return await self.forward_channel(channel, message)
 
     async def _channel_message(self, channel: Channel, message: Inbound) -> str | None:
         store = self.store

@@ -22,10 +22,15 @@ Rules of this module:
   side closes its end: the client hears ``moved`` (1012) and resumes elsewhere; the serving
   handler sees its socket closed (a visitor detached, an operator's grace period).
 * Items left behind by a dead node are swept after :data:`SWEEP_AFTER` seconds.
+* The same path carries *calls*: a request that must be carried out by the serving node — a
+  messaging channel's message, which the platform posts to any node — goes as a socket of
+  kind ``call:<name>`` with one frame, and its answer comes back as one frame. The caller
+  answers the platform only after the serving node stored the message (or refused it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -37,6 +42,7 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
 from omni.domain import protocol as p
+from omni.domain.channels import Inbound, Media
 from omni.domain.conversation import TERMINAL_STATUSES, Rejected
 from omni.domain.model import hash_token
 from omni.store import RelayItem, Resync, Store, relay_channel
@@ -44,6 +50,7 @@ from omni.store import RelayItem, Resync, Store, relay_channel
 if TYPE_CHECKING:
     from omni.actors.hub import Hub
     from omni.cluster import Node
+    from omni.domain.model import Channel
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,12 @@ SWEEP_AFTER = 300.0
 #: How long a side waits for its last items to commit when its socket ends.
 FLUSH_TIMEOUT = 5.0
 MOVED = "this connection is served by another node now; reconnect and resume"
+#: How long a call waits for its answer (a channel's message may fetch a file: 120 s at most).
+CALL_TIMEOUT = 150.0
+
+
+class CallFailed(Exception):
+    """A call got no answer (the serving node died, the database is away, time ran out)."""
 
 
 class _Wake:
@@ -206,6 +219,8 @@ class Relay:
         self._live: set[str] = {self.me}
         #: Session tokens → the operator they sign in (set by the gateway: its accounts).
         self.session_operator: Callable[[str], Awaitable[int | None]] | None = None
+        #: What this node answers calls of each name with.
+        self._calls: dict[str, Callable[[str], Awaitable[str]]] = {"channel": self._channel_call}
 
     # -- where a socket is served -----------------------------------------------------------
 
@@ -332,6 +347,9 @@ class Relay:
             if not items or items[0].kind != "open":
                 return  # a late notice of a socket served and gone, or leftovers
             opened = json.loads(items[0].body)
+            if opened["kind"].startswith("call:"):
+                await self._answer(socket, opened, items[1:])
+                return
             relayed = RelayedSocket(self.store, socket, opened["edge"])
             self._served[socket] = (opened["edge"], wake, relayed)
             relayed.feed(items[1:])
@@ -348,6 +366,89 @@ class Relay:
             log.exception("relay %s: serving failed", socket)
         finally:
             self._served.pop(socket, None)
+
+    async def _answer(self, socket: str, opened: dict[str, Any], items: list[RelayItem]) -> None:
+        """Carry out a call (its one frame came with the open) and send the answer back."""
+        handler = self._calls.get(opened["kind"].removeprefix("call:"))
+        frames = [item.body for item in items if item.kind == "frame"]
+        if handler is None or len(frames) != 1:
+            answer = json.dumps({"error": "unknown_call"})
+        else:
+            try:
+                answer = await handler(frames[0])
+            except Exception:
+                log.exception("relay %s: the call %s failed", socket, opened["kind"])
+                answer = json.dumps({"error": "internal_error"})
+        await self.store.relay_send(opened["edge"], [RelayItem(socket, "down", 1, "frame", answer)])
+
+    async def call(self, node: str, name: str, body: str, seconds: float = CALL_TIMEOUT) -> str:
+        """Have ``node`` carry out call ``name`` with ``body``; its answer
+        (:class:`CallFailed` if none comes: its node died, time ran out)."""
+        socket = uuid.uuid4().hex
+        held = self._held[socket] = _Held(node)
+        opened = {"kind": f"call:{name}", "client": "", "origin": None, "edge": self.me}
+        try:
+            await self.store.relay_send(
+                node,
+                [
+                    RelayItem(socket, "up", 1, "open", json.dumps(opened)),
+                    RelayItem(socket, "up", 2, "frame", body),
+                ],
+            )
+            with trio.move_on_after(seconds), held.scope:
+                while True:
+                    await held.wake.wait()
+                    for item in await self.store.relay_take(self.me, socket, "down"):
+                        if item.kind == "frame":
+                            return item.body
+            raise CallFailed(held.ending[1] if held.ending else f"no answer from node {node}")
+        except CallFailed:
+            raise
+        except Exception as exc:
+            raise CallFailed(str(exc)) from exc
+        finally:
+            self._held.pop(socket, None)
+
+    # -- messaging channels' messages, posted to any node ------------------------------------------
+
+    async def forward_channel(self, channel: Channel, message: Inbound) -> str | None:
+        """Hand a channel's message to the node serving its conversation (the hub's
+        ``forward_channel``); the conversation's id, as the hub's ``channel_message`` says."""
+        hub = self.hub
+        conversation_id = await hub.store.channel_conversation(channel.id, message.user)
+        home = None
+        if conversation_id is not None:
+            conv = await hub.store.load_conversation(conversation_id)
+            if conv is not None:
+                home = hub.home(conv.group_id, conv.service_id)
+        else:
+            home = hub.start_home(channel.service_id)
+        node = None if home is None else await self._owner(home)
+        if node is None or node == self.me:
+            raise Rejected("moved", "no node serves this conversation now; try again")
+        body = json.dumps({"channel": channel.id, "message": dataclasses.asdict(message)})
+        try:
+            answer = json.loads(await self.call(node, "channel", body))
+        except CallFailed as exc:
+            raise Rejected("moved", f"node {node} did not answer: {exc}") from None
+        if "error" in answer:
+            raise Rejected(answer["error"], f"node {node} refused the message")
+        found: str | None = answer["conversation_id"]
+        return found
+
+    async def _channel_call(self, body: str) -> str:
+        request = json.loads(body)
+        channel = self.hub.directory.channels.get(request["channel"])
+        if channel is None:
+            return json.dumps({"error": "unknown_channel"})
+        fields = request["message"]
+        media = fields.pop("media")
+        message = Inbound(**fields, media=None if media is None else Media(**media))
+        try:
+            found = await self.hub.channel_message(channel, message, forwarded=True)
+        except Rejected as exc:
+            return json.dumps({"error": exc.code})
+        return json.dumps({"conversation_id": found})
 
     async def _take_up(self, socket: str, wake: _Wake, relayed: RelayedSocket) -> None:
         while relayed.closed is None or not relayed._closing_sent:
