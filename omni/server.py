@@ -313,6 +313,10 @@ async def open_server(
             relay = Relay(hub, this_node, gateway.serve_relayed)
             relay.session_operator = _session_operator(gateway)
             hub.forward_channel = relay.forward_channel
+            hub.forward_supervise = relay.forward_supervise
+            # The live view shows the whole cluster: the other nodes' parts gathered.
+            hub.board.gather = relay.gather_board
+            hub.board.every = cluster.heartbeat_seconds
             gateway.relay = relay
             await nursery.start(relay.run)
         ws_server = await nursery.start(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -14,12 +15,14 @@ import trio
 from omni.cluster import rendezvous
 from omni.config import Config
 from omni.domain.configuration import item_of
+from omni.domain.model import Role
 from omni.server import RunningServer, open_server
 from omni.store import Store
 from omni.store.postgres import open_postgres_store
 from tests.support import (
     TOK_ALICE,
     TOK_CARLA,
+    api_token,
     connect_tcp,
     eventually,
     login,
@@ -27,6 +30,7 @@ from tests.support import (
     with_items,
 )
 from tests.test_channels import FAST, post_tg, stored_texts, telegram, tg_body
+from tests.test_supervisor import TOK_BOSS
 from tests.webhook_receiver import open_receiver
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
@@ -240,3 +244,47 @@ async def test_a_channels_message_posted_to_any_node_is_taken_by_the_serving_nod
                 ("operator", "Pois não?"),
                 ("visitor", "Obrigado"),
             ]
+
+
+async def test_the_live_view_shows_the_whole_cluster_and_acts_on_any_node(
+    postgres_dsn: str,
+) -> None:
+    """A supervisor on node "a" sees the queue of group 1 (served by "d") and Carla signed in
+    there, and moves a waiting visitor to group 3 (served by "a"): carried out on "d", which
+    hands the conversation over; it is answered on "a"."""
+    config = with_items(make_config(cluster=CLUSTER), api_token("boss", TOK_BOSS, Role.SUPERVISOR))
+    async with AsyncExitStack() as stack:
+        a, _ = await stack.enter_async_context(_node(postgres_dsn, "a", config))
+        d, store = await stack.enter_async_context(_node(postgres_dsn, "d", config))
+        await eventually(lambda: _owned(d) == {1, 2} and _owned(a) == {3}, seconds=15)
+        boss = await stack.enter_async_context(connect_tcp(f"{a.ws_url}/ws/supervisor"))
+        await boss.send("login", token=TOK_BOSS)
+        await boss.expect("welcome")
+        visitor = await stack.enter_async_context(connect_tcp(f"{d.ws_url}/ws/visitor"))
+        await visitor.send("start", service_id=25, visitor={"name": "Dora"})
+        started = await visitor.expect("started")
+        cid, started_token = started["conversation_id"], started["token"]
+        carla = await stack.enter_async_context(connect_tcp(f"{a.ws_url}/ws/operator"))
+        await login(carla, TOK_CARLA, available=False)  # Carla (group 1) is served on "d"
+
+        def shows(board: dict[str, Any]) -> bool:
+            rows = {g["id"]: g for g in board["groups"]}
+            people = {o["id"]: o for o in board["operators"]}
+            return rows[1]["waiting"] == 1 and people[3]["presence"] == "paused"
+
+        while not shows(await boss.until("board")):
+            pass
+        await visitor.until("queued")
+        await boss.send("transfer", conversation_id=cid, group_id=3)
+        await boss.expect("done", action="transfer", conversation_id=cid)
+        # Group 3 is "a"'s: "d" stores the move and lets go; "a" adopts the conversation, and
+        # the visitor, told `moved`, resumes through "d" and waits in group 3's queue on "a".
+        assert (await visitor.until("error"))["code"] == "moved"
+        await eventually(lambda: cid in a.hub.conversations, seconds=10)
+        assert cid not in d.hub.conversations
+        async with connect_tcp(f"{d.ws_url}/ws/visitor") as back:
+            await back.send("resume", token=started_token, last_seq=0)
+            resumed = await back.expect("resumed")
+            assert resumed["status"] == "queued"
+        [entry] = [e for e in await store.audit_entries(10) if e.key == cid]
+        assert (entry.actor, entry.action) == ("token:boss", "transfer")

@@ -14,11 +14,15 @@ Rules:
   wait itself from ``oldest_waiting_since``.
 * The board is built once and encoded once for every watcher; nothing is built while nobody
   watches. A new watcher gets the current board at once (:meth:`watch`).
+* Cluster mode (``gather``): the board shows the whole cluster — the other nodes' parts are
+  gathered (:func:`omni.domain.board.merge`) at every push, and the publisher also looks every
+  ``every`` seconds, since another node's changes are not signalled here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import trio
@@ -33,9 +37,18 @@ COALESCE = 1.0
 
 
 class BoardPublisher:
-    def __init__(self, build: Callable[[], p.Board], clock: Clock) -> None:
+    def __init__(
+        self,
+        build: Callable[[], p.Board],
+        clock: Clock,
+        gather: Callable[[p.Board], Awaitable[p.Board]] | None = None,
+        every: float | None = None,
+    ) -> None:
         self._build = build
         self._clock = clock
+        #: Cluster mode: makes this node's board the cluster's (set by the composition root).
+        self.gather = gather
+        self.every = every
         self._watchers: set[Peer] = set()
         self._changed = trio.Event()
         self._last: p.Board | None = None
@@ -52,7 +65,9 @@ class BoardPublisher:
     def watch(self, peer: Peer) -> None:
         """Send ``peer`` the board now, and every new one until :meth:`unwatch`."""
         self._watchers.add(peer)
-        peer.deliver(p.encode(self._build()))
+        peer.deliver(p.encode(self._last if self._last is not None else self._build()))
+        if self.gather is not None and self._last is None:
+            self.changed()  # the whole cluster's board follows
 
     def unwatch(self, peer: Peer) -> None:
         self._watchers.discard(peer)
@@ -60,10 +75,11 @@ class BoardPublisher:
     async def run(self) -> None:
         """Push boards until cancelled (the hub's nursery owns this task)."""
         while True:
-            with trio.move_on_after(self._until_next_interval()):
+            every = self.every if self.gather is not None and self.every else math.inf
+            with trio.move_on_after(min(self._until_next_interval(), every)):
                 await self._changed.wait()
             self._changed = trio.Event()
-            if self._push():
+            if await self._push():
                 await trio.sleep(COALESCE)
 
     def _until_next_interval(self) -> float:
@@ -74,12 +90,14 @@ class BoardPublisher:
         # multiple of 15 minutes (all zones in use today).
         return step - into + 0.001
 
-    def _push(self) -> bool:
+    async def _push(self) -> bool:
         """Push the board if it changed; whether it was pushed."""
         if not self._watchers:
             self._last = None
             return False
         board = self._build()
+        if self.gather is not None:
+            board = await self.gather(board)
         same = msgspec.structs.replace(board, at=self._last.at) if self._last else None
         if same is not None and same == self._last:
             return False

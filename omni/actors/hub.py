@@ -189,6 +189,19 @@ class Hub:
         #: Cluster mode: hands a channel's message to the node serving its conversation (set
         #: by the composition root: omni.gateway.relay); None: refused with ``moved``.
         self.forward_channel: Callable[[Channel, Inbound], Awaitable[str | None]] | None = None
+        #: Cluster mode: a supervisor's action on a conversation another node serves.
+        self.forward_supervise: (
+            Callable[
+                [
+                    p.SupervisorInfo,
+                    str,
+                    domain.SupervisorAssign | domain.SupervisorTransferToGroup,
+                    Peer,
+                ],
+                Awaitable[None],
+            ]
+            | None
+        ) = None
         #: Links to conversations' survey pages (set by the composition root when the server
         #: serves pages: it has the link signer and the public address; None: no survey by
         #: link), and the one door through which a closed conversation's survey is answered.
@@ -1181,10 +1194,17 @@ class Hub:
         conversation_id: str,
         event: domain.SupervisorAssign | domain.SupervisorTransferToGroup,
         origin: Peer,
+        *,
+        forwarded: bool = False,
     ) -> None:
         """A supervisor's transfer or assignment: carried out by the conversation (refusals
-        raised as :class:`Rejected`), recorded in the audit log, confirmed with ``done``."""
+        raised as :class:`Rejected`), recorded in the audit log, confirmed with ``done``.
+        Cluster mode: one another node serves is carried out there (:attr:`forward_supervise`,
+        once: ``forwarded`` ones are not handed on)."""
         entry = self.conversations.get(conversation_id)
+        if entry is None and self.forward_supervise is not None and not forwarded:
+            await self.forward_supervise(who, conversation_id, event, origin)
+            return
         if entry is None:
             raise Rejected("unknown_conversation", f"no open conversation {conversation_id}")
         was = (entry.status.value, entry.group_id)

@@ -17,11 +17,13 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from omni.domain import protocol as p
 from omni.domain.model import Group, Operator
@@ -202,4 +204,25 @@ def board(
         threshold_seconds=today.threshold,
         groups=tuple(rows),
         operators=tuple(people),
+    )
+
+
+def merge(local: p.Board, parts: Iterable[tuple[Collection[int], p.Board]]) -> p.Board:
+    """The board of several nodes (cluster mode) from ``local`` (this node's, every configured
+    group and operator) and each other node's ``(groups it owns, its board)``: a group's row
+    comes from the node that owns it, an operator's from a node where they are signed in;
+    the rest stay as ``local`` has them (a group between owners waits for none here)."""
+    groups = {row.id: row for row in local.groups}
+    operators = {row.id: row for row in local.operators}
+    for owned, board in parts:
+        for row in board.groups:
+            if row.id in owned and row.id in groups:
+                groups[row.id] = row
+        for person in board.operators:
+            if person.presence != Presence.OFFLINE.value and person.id in operators:
+                operators[person.id] = person
+    return msgspec.structs.replace(
+        local,
+        groups=tuple(groups[g] for g in sorted(groups)),
+        operators=tuple(operators[o] for o in sorted(operators)),
     )

@@ -38,12 +38,19 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
+from omni.domain import board as board_rules
 from omni.domain import protocol as p
 from omni.domain.channels import Inbound, Media
-from omni.domain.conversation import TERMINAL_STATUSES, Rejected
+from omni.domain.conversation import (
+    TERMINAL_STATUSES,
+    Rejected,
+    SupervisorAssign,
+    SupervisorTransferToGroup,
+)
 from omni.domain.model import hash_token
 from omni.store import RelayItem, Resync, Store, relay_channel
 
@@ -61,6 +68,8 @@ FLUSH_TIMEOUT = 5.0
 MOVED = "this connection is served by another node now; reconnect and resume"
 #: How long a call waits for its answer (a channel's message may fetch a file: 120 s at most).
 CALL_TIMEOUT = 150.0
+#: How long a node waits for another's part of the supervisors' board.
+BOARD_TIMEOUT = 2.0
 
 
 class CallFailed(Exception):
@@ -220,7 +229,11 @@ class Relay:
         #: Session tokens → the operator they sign in (set by the gateway: its accounts).
         self.session_operator: Callable[[str], Awaitable[int | None]] | None = None
         #: What this node answers calls of each name with.
-        self._calls: dict[str, Callable[[str], Awaitable[str]]] = {"channel": self._channel_call}
+        self._calls: dict[str, Callable[[str], Awaitable[str]]] = {
+            "channel": self._channel_call,
+            "board": self._board_call,
+            "supervise": self._supervise_call,
+        }
 
     # -- where a socket is served -----------------------------------------------------------
 
@@ -450,6 +463,85 @@ class Relay:
             return json.dumps({"error": exc.code})
         return json.dumps({"conversation_id": found})
 
+    # -- the supervisors' live view: the whole cluster's ------------------------------------------
+
+    async def gather_board(self, local: p.Board) -> p.Board:
+        """``local`` made the cluster's board: each other live node's groups and operators."""
+        parts: list[tuple[list[int], p.Board]] = []
+
+        async def ask(node: str) -> None:
+            try:
+                answer = json.loads(await self.call(node, "board", "", seconds=BOARD_TIMEOUT))
+            except (CallFailed, ValueError) as exc:
+                log.info("relay: no board from node %s (%s)", node, exc)
+                return
+            parts.append((answer["owned"], msgspec.json.decode(answer["board"], type=p.Board)))
+
+        async with trio.open_nursery() as nursery:
+            for node in sorted(self._live - {self.me}):
+                nursery.start_soon(ask, node)
+        return board_rules.merge(local, parts)
+
+    async def _board_call(self, body: str) -> str:
+        hub = self.hub
+        board = p.encode(hub.make_board())
+        return json.dumps({"owned": sorted(hub.fences), "board": board})
+
+    async def forward_supervise(
+        self,
+        who: p.SupervisorInfo,
+        conversation_id: str,
+        event: SupervisorAssign | SupervisorTransferToGroup,
+        origin: Any,
+    ) -> None:
+        """A supervisor's action on a conversation another node serves: carried out there
+        (the hub's ``forward_supervise``); its answer frames go to ``origin``."""
+        hub = self.hub
+        conv = await hub.store.load_conversation(conversation_id)
+        if conv is None or conv.status in TERMINAL_STATUSES:
+            raise Rejected("unknown_conversation", f"no open conversation {conversation_id}")
+        home = hub.home(conv.group_id, conv.service_id)
+        node = None if home is None else await self._owner(home)
+        if node is None or node == self.me:
+            raise Rejected(
+                "unknown_conversation", f"conversation {conversation_id} runs nowhere now"
+            )
+        kind = "assign" if isinstance(event, SupervisorAssign) else "transfer"
+        body = json.dumps(
+            {
+                "who": msgspec.to_builtins(who),
+                "conversation_id": conversation_id,
+                "kind": kind,
+                "event": dataclasses.asdict(event),
+            }
+        )
+        try:
+            answer = json.loads(await self.call(node, "supervise", body, seconds=BOARD_TIMEOUT * 5))
+        except CallFailed as exc:
+            raise Rejected("overloaded", f"node {node} did not answer; try again ({exc})") from None
+        if "error" in answer:
+            # Served elsewhere again meanwhile: the supervisor tries again (their connection
+            # stays: it is not the one that moved).
+            code = "overloaded" if answer["error"] == "moved" else answer["error"]
+            raise Rejected(code, answer.get("message", "refused"))
+        for frame in answer["frames"]:
+            origin.deliver(frame)
+
+    async def _supervise_call(self, body: str) -> str:
+        request = json.loads(body)
+        who = msgspec.convert(request["who"], p.SupervisorInfo)
+        event: SupervisorAssign | SupervisorTransferToGroup = (
+            SupervisorAssign(**request["event"])
+            if request["kind"] == "assign"
+            else SupervisorTransferToGroup(**request["event"])
+        )
+        origin = _Collect()
+        try:
+            await self.hub.supervise(who, request["conversation_id"], event, origin, forwarded=True)
+        except Rejected as exc:
+            return json.dumps({"error": exc.code, "message": exc.message})
+        return json.dumps({"frames": origin.frames})
+
     async def _take_up(self, socket: str, wake: _Wake, relayed: RelayedSocket) -> None:
         while relayed.closed is None or not relayed._closing_sent:
             await wake.wait()
@@ -541,6 +633,23 @@ class Relay:
                         pass
                     done.cancel()
                     return
+
+
+class _Collect:
+    """A supervisor's connection on another node, as the conversation sees it here: what it
+    is sent is returned with the call's answer."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def deliver(self, frame: str) -> None:
+        self.frames.append(frame)
+
+    def deliver_history(self, history: Any) -> None:
+        """A supervisor is sent no history."""
+
+    def close(self, code: str, message: str) -> None:
+        self.frames.append(p.error_frame(code, message))
 
 
 def _put_message(sender: _Sender, message: str | bytes) -> None:
