@@ -500,6 +500,14 @@ def create_app(
         if conv.status is not Status.OUT_OF_HOURS:
             raise Problem(409, f"conversation {id} is {conv.status.value}, not out_of_hours")
         session = hub.sessions.get(body.operator_id)
+        if session is None and hub.forward_resume is not None:
+            # Cluster mode: their console is served by another node, which resumes it.
+            try:
+                await hub.forward_resume(id, body.operator_id)
+            except domain.Rejected as exc:
+                status = 503 if exc.code == "overloaded" else 409
+                raise Problem(status, exc.message) from None
+            return json_response((await _load(id)).summary())
         if session is None:
             raise Problem(409, f"operator {body.operator_id} is not signed in to the console")
         if hub.roster.get(body.operator_id).free <= 0:
@@ -553,9 +561,11 @@ def create_app(
     )
     async def queues() -> Response:
         now = hub.clock.now()
+        if hub.board.gather is not None:
+            # Cluster mode: every node's groups and operators, as the live view shows them.
+            return json_response(_queues_of(await hub.board.gather(hub.make_board()), now))
         out = []
         for group_id, group in sorted(hub.directory.groups.items()):
-            # Cluster mode: a group owned by another node is listed here as waiting for none.
             ref = hub.running_group(group_id)
             waiting: list[str] = [] if ref is None else await ref.ask(QueueSnapshot(), timeout=5)
             since = [
@@ -1307,3 +1317,33 @@ def _cursor_arg() -> tuple[datetime, str] | None:
     if cursor is None:
         raise Problem(400, "cursor is not one this API gave")
     return _in_range("cursor", cursor[0]), cursor[1]
+
+
+def _queues_of(board: protocol.Board, now: datetime) -> list[schemas.QueueOut]:
+    """The queues as a (cluster's) board shows them: its waiting, and its signed-in
+    operators of each group by what they can take."""
+    out = []
+    for row in board.groups:
+        counts = {"available": 0, "busy": 0, "paused": 0}
+        for person in board.operators:
+            if row.id not in person.groups or person.presence == "offline":
+                continue
+            if person.presence == "paused":
+                counts["paused"] += 1
+            elif person.held < person.capacity:
+                counts["available"] += 1
+            else:
+                counts["busy"] += 1
+        since = row.oldest_waiting_since
+        out.append(
+            schemas.QueueOut(
+                group_id=row.id,
+                name=row.name,
+                waiting=row.waiting,
+                longest_wait_seconds=(
+                    round(max((now - since).total_seconds(), 0.0), 3) if since else 0.0
+                ),
+                operators=schemas.OperatorCounts(**counts),
+            )
+        )
+    return out

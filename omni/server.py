@@ -314,6 +314,7 @@ async def open_server(
             relay.session_operator = _session_operator(gateway)
             hub.forward_channel = relay.forward_channel
             hub.forward_supervise = relay.forward_supervise
+            hub.forward_resume = relay.forward_resume
             # The live view shows the whole cluster: the other nodes' parts gathered.
             hub.board.gather = relay.gather_board
             hub.board.every = cluster.heartbeat_seconds

@@ -15,7 +15,7 @@ import trio
 from omni.cluster import rendezvous
 from omni.config import Config
 from omni.domain.configuration import item_of
-from omni.domain.model import Role
+from omni.domain.model import Operator, Role, hash_token
 from omni.server import RunningServer, open_server
 from omni.store import Store
 from omni.store.postgres import open_postgres_store
@@ -275,6 +275,15 @@ async def test_the_live_view_shows_the_whole_cluster_and_acts_on_any_node(
         while not shows(await boss.until("board")):
             pass
         await visitor.until("queued")
+        # The operations API of node "a" says the same.
+        async with httpx.AsyncClient(base_url=a.http_url) as http:
+            answer = await http.get(
+                "/api/v1/queues", headers={"Authorization": f"Bearer {TOK_BOSS}"}
+            )
+        assert answer.status_code == 200
+        rows = {row["group_id"]: row for row in answer.json()}
+        assert rows[1]["waiting"] == 1 and rows[1]["operators"]["paused"] == 1
+        assert rows[3]["waiting"] == 0
         await boss.send("transfer", conversation_id=cid, group_id=3)
         await boss.expect("done", action="transfer", conversation_id=cid)
         # Group 3 is "a"'s: "d" stores the move and lets go; "a" adopts the conversation, and
@@ -288,3 +297,40 @@ async def test_the_live_view_shows_the_whole_cluster_and_acts_on_any_node(
             assert resumed["status"] == "queued"
         [entry] = [e for e in await store.audit_entries(10) if e.key == cid]
         assert (entry.actor, entry.action) == ("token:boss", "transfer")
+
+
+async def test_the_api_resumes_for_an_operator_whose_console_another_node_serves(
+    postgres_dsn: str,
+) -> None:
+    """Service 26 is closed: its visitor's conversation (group 3's domain: node "a") is out of
+    hours. Dani serves group 3, signed in through "d" (served on "a"); the API of "d" resumes
+    the conversation for her: carried out on "a"."""
+    dani = "tok-dani-console-Hs8Kd2Lq5Wz9"
+    config = with_items(
+        make_config(cluster=CLUSTER),
+        api_token("root", TOK_BOSS, Role.ADMIN),
+        item_of(
+            "operators",
+            Operator(id=4, name="Dani", groups=(3,), capacity=2, token_hash=hash_token(dani)),
+        ),
+    )
+    async with AsyncExitStack() as stack:
+        a, _ = await stack.enter_async_context(_node(postgres_dsn, "a", config))
+        d, _ = await stack.enter_async_context(_node(postgres_dsn, "d", config))
+        await eventually(lambda: _owned(d) == {1, 2} and _owned(a) == {3}, seconds=15)
+        visitor = await stack.enter_async_context(connect_tcp(f"{d.ws_url}/ws/visitor"))
+        await visitor.send("start", service_id=26, visitor={"name": "Eva"})
+        cid = (await visitor.expect("started"))["conversation_id"]
+        await visitor.until("out_of_hours")
+        operator = await stack.enter_async_context(connect_tcp(f"{d.ws_url}/ws/operator"))
+        await login(operator, dani)
+        assert 4 in a.hub.sessions and 4 not in d.hub.sessions
+        async with httpx.AsyncClient(base_url=d.http_url) as http:
+            answer = await http.post(
+                f"/api/v1/conversations/{cid}/resume",
+                json={"operator_id": 4},
+                headers={"Authorization": f"Bearer {TOK_BOSS}"},
+            )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "active"
+        assert (await operator.until("assigned"))["conversation_id"] == cid

@@ -189,6 +189,8 @@ class Hub:
         #: Cluster mode: hands a channel's message to the node serving its conversation (set
         #: by the composition root: omni.gateway.relay); None: refused with ``moved``.
         self.forward_channel: Callable[[Channel, Inbound], Awaitable[str | None]] | None = None
+        #: Cluster mode: the API's resume for an operator whose console another node serves.
+        self.forward_resume: Callable[[str, int], Awaitable[None]] | None = None
         #: Cluster mode: a supervisor's action on a conversation another node serves.
         self.forward_supervise: (
             Callable[

@@ -233,6 +233,7 @@ class Relay:
             "channel": self._channel_call,
             "board": self._board_call,
             "supervise": self._supervise_call,
+            "resume": self._resume_call,
         }
 
     # -- where a socket is served -----------------------------------------------------------
@@ -541,6 +542,40 @@ class Relay:
         except Rejected as exc:
             return json.dumps({"error": exc.code, "message": exc.message})
         return json.dumps({"frames": origin.frames})
+
+    # -- an operator resumes an out-of-hours conversation through the API ---------------------
+
+    async def forward_resume(self, conversation_id: str, operator_id: int) -> None:
+        """The API's resume for an operator whose console another node serves (the hub's
+        ``forward_resume``): carried out there. :class:`Rejected` as that node refuses;
+        ``not_signed_in`` when no node serves the operator's console."""
+        home = self.hub.operator_home(operator_id)
+        node = None if home is None else await self._owner(home)
+        if node is None or node == self.me:
+            raise Rejected("not_signed_in", f"operator {operator_id} is not signed in")
+        body = json.dumps({"conversation_id": conversation_id, "operator_id": operator_id})
+        try:
+            answer = json.loads(await self.call(node, "resume", body, seconds=BOARD_TIMEOUT * 5))
+        except CallFailed as exc:
+            raise Rejected("overloaded", f"node {node} did not answer; try again ({exc})") from None
+        if "error" in answer:
+            raise Rejected(answer["error"], answer["message"])
+
+    async def _resume_call(self, body: str) -> str:
+        request = json.loads(body)
+        operator_id = request["operator_id"]
+        session = self.hub.sessions.get(operator_id)
+        if session is None:
+            message = f"operator {operator_id} is not signed in to the console"
+            return json.dumps({"error": "not_signed_in", "message": message})
+        if self.hub.roster.get(operator_id).free <= 0:
+            message = f"operator {operator_id} has no free capacity"
+            return json.dumps({"error": "operator_unavailable", "message": message})
+        try:
+            await session.resume(request["conversation_id"], scoped=False)
+        except Rejected as exc:
+            return json.dumps({"error": exc.code, "message": exc.message})
+        return json.dumps({})
 
     async def _take_up(self, socket: str, wake: _Wake, relayed: RelayedSocket) -> None:
         while relayed.closed is None or not relayed._closing_sent:
