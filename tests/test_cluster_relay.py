@@ -334,3 +334,25 @@ async def test_the_api_resumes_for_an_operator_whose_console_another_node_serves
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "active"
         assert (await operator.until("assigned"))["conversation_id"] == cid
+
+
+async def test_a_stopping_edge_tells_its_relayed_clients_and_they_resume_elsewhere(
+    postgres_dsn: str,
+) -> None:
+    async with _node(postgres_dsn, "d") as (d, _):
+        await eventually(lambda: _owned(d) == {1, 2, 3}, seconds=15)
+        async with _node(postgres_dsn, "a") as (a, _):
+            await eventually(lambda: _owned(d) == {1, 2} and _owned(a) == {3}, seconds=15)
+            async with connect_tcp(f"{a.ws_url}/ws/visitor") as visitor:
+                await visitor.send("start", service_id=25, visitor={"name": "Flor"})
+                started = await visitor.expect("started")
+                await visitor.until("queued")
+                await visitor.send("message", client_id="f1", text="anyone?")
+                acked = (await visitor.until("ack"))["seq"]
+                # "a" stops (what SIGTERM does first) while the visitor is relayed through it.
+                with trio.fail_after(15):
+                    await a.gateway.shutdown()
+                assert (await visitor.until("error"))["code"] == "server_shutdown"
+        async with connect_tcp(f"{d.ws_url}/ws/visitor") as visitor:
+            await visitor.send("resume", token=started["token"], last_seq=acked)
+            assert (await visitor.expect("resumed"))["status"] == "queued"

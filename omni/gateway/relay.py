@@ -221,6 +221,8 @@ class Relay:
         self.me = node.name
         self._serve = serve
         self._held: dict[str, _Held] = {}
+        #: Set when the last held socket ends (while shutting down).
+        self._emptied: trio.Event | None = None
         self._served: dict[str, tuple[str, _Wake, RelayedSocket | None]] = {}
         self._nursery: trio.Nursery | None = None
         #: The live nodes as of the last heartbeat: a dead node's lease may not have run out
@@ -348,10 +350,20 @@ class Relay:
             held.ending = (code, message)
             held.scope.cancel()
 
-    def shutdown(self) -> None:
-        """Close every socket held here for another node (the server stops)."""
+    async def shutdown(self) -> None:
+        """Close every socket held here for another node (the server stops), and wait until
+        their clients were told (bounded)."""
         for held in list(self._held.values()):
             self._end_held(held, "server_shutdown", "the server is shutting down; resume shortly")
+        if self._held:
+            self._emptied = trio.Event()
+            with trio.move_on_after(FLUSH_TIMEOUT * 2):
+                await self._emptied.wait()
+
+    def _release(self, socket: str) -> None:
+        self._held.pop(socket, None)
+        if not self._held and self._emptied is not None:
+            self._emptied.set()
 
     # -- serving a socket held elsewhere ------------------------------------------------------
 
@@ -421,7 +433,7 @@ class Relay:
         except Exception as exc:
             raise CallFailed(str(exc)) from exc
         finally:
-            self._held.pop(socket, None)
+            self._release(socket)
 
     # -- messaging channels' messages, posted to any node ------------------------------------------
 
@@ -642,7 +654,7 @@ class Relay:
                         await up.flushed()
                 nursery.cancel_scope.cancel()
         finally:
-            self._held.pop(socket, None)
+            self._release(socket)
 
     async def _take_down(
         self, ws: WebSocketConnection, socket: str, held: _Held, done: trio.CancelScope

@@ -238,7 +238,7 @@ class Gateway:
     async def shutdown(self) -> None:
         """Close every connection with ``server_shutdown`` and wait until they are gone."""
         if self.relay is not None:
-            self.relay.shutdown()
+            await self.relay.shutdown()
         for peer in list(self._peers):
             peer.close("server_shutdown", "the server is shutting down; resume shortly")
         await self._all_closed.wait()
