@@ -15,13 +15,17 @@ from prometheus_client.registry import Collector
 
 from omni.actors.hub import Hub
 from omni.attachments import AttachmentCounters
+from omni.gateway.relay import Relay
 from omni.webhooks import OUTCOMES
 
 
 class HubCollector(Collector):
-    def __init__(self, hub: Hub, attachments: AttachmentCounters | None = None) -> None:
+    def __init__(
+        self, hub: Hub, attachments: AttachmentCounters | None = None, relay: Relay | None = None
+    ) -> None:
         self.hub = hub
         self.attachments = attachments
+        self.relay = relay
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         hub = self.hub
@@ -95,6 +99,8 @@ class HubCollector(Collector):
 
         if self.attachments is not None:
             yield from _attachment_metrics(self.attachments)
+        if self.relay is not None:
+            yield from _cluster_metrics(hub, self.relay)
 
         stats = hub.conversations_supervisor.statistics()
         restarts = CounterMetricFamily(
@@ -105,10 +111,40 @@ class HubCollector(Collector):
         yield restarts
 
 
-def make_registry(hub: Hub, attachments: AttachmentCounters | None = None) -> CollectorRegistry:
+def make_registry(
+    hub: Hub, attachments: AttachmentCounters | None = None, relay: Relay | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HubCollector(hub, attachments))
+    registry.register(HubCollector(hub, attachments, relay))
     return registry
+
+
+def _cluster_metrics(hub: Hub, relay: Relay) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Cluster mode (docs/scale-out.md): groups owned, sockets relayed, relay items, calls."""
+    owned = GaugeMetricFamily("omni_groups_owned", "Groups this node owns (cluster mode)")
+    owned.add_metric([], len(hub.fences))
+    yield owned
+    held, served, stats = relay.statistics()
+    sockets = GaugeMetricFamily(
+        "omni_relayed_sockets",
+        "Sockets relayed between nodes: held here for another node, or served here",
+        labels=["side"],
+    )
+    sockets.add_metric(["held"], held)
+    sockets.add_metric(["served"], served)
+    yield sockets
+    items = CounterMetricFamily(
+        "omni_relay_items", "Relay rows sent, by direction", labels=["direction"]
+    )
+    for direction, count in sorted(stats.items.items()):
+        items.add_metric([direction], count)
+    yield items
+    calls = CounterMetricFamily(
+        "omni_relay_calls", "Calls to other nodes, by name and outcome", labels=["name", "outcome"]
+    )
+    for (name, outcome), count in sorted(stats.calls.items()):
+        calls.add_metric([name, outcome], count)
+    yield calls
 
 
 def _webhook_metrics(hub: Hub) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

@@ -351,7 +351,7 @@ async def open_server(
             root = _attachments_root(config.server.attachments.root, data_dir, cleanup)
             uploads = Uploads(store, FolderStore(root), config.server.attachments, clock.now)
             await nursery.start(uploads.run)
-            registry = make_registry(hub, uploads.counters)
+            registry = make_registry(hub, uploads.counters, gateway.relay)
             # One budget of failed credentials per address, whichever door they knock at.
             app = create_app(
                 hub,

@@ -244,6 +244,12 @@ async def test_a_channels_message_posted_to_any_node_is_taken_by_the_serving_nod
                 ("operator", "Pois não?"),
                 ("visitor", "Obrigado"),
             ]
+            # Counted: Alice's socket held by "a" for "d", the two messages handed over.
+            async with httpx.AsyncClient(base_url=a.http_url) as http_a:
+                metrics = (await http_a.get("/metrics")).text
+            assert 'omni_relayed_sockets{side="held"} 1.0' in metrics
+            assert 'omni_relay_calls_total{name="channel",outcome="answered"} 2.0' in metrics
+            assert "omni_groups_owned 1.0" in metrics
 
 
 async def test_the_live_view_shows_the_whole_cluster_and_acts_on_any_node(

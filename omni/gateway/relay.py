@@ -93,8 +93,16 @@ class _Wake:
 class _Sender:
     """One socket's items in one direction: numbered, sent one batch at a time."""
 
-    def __init__(self, store: Store, node: str, socket: str, direction: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node: str,
+        socket: str,
+        direction: str,
+        counts: dict[str, int] | None = None,
+    ) -> None:
         self._store, self._node, self._socket, self._direction = store, node, socket, direction
+        self._counts = counts if counts is not None else {}
         self._pending: list[tuple[str, str]] = []
         self._n = 0
         self._wake = _Wake()
@@ -118,6 +126,9 @@ class _Sender:
                     items.append(RelayItem(self._socket, self._direction, self._n, kind, body))
                 try:
                     await self._store.relay_send(self._node, items)
+                    self._counts[self._direction] = self._counts.get(self._direction, 0) + len(
+                        items
+                    )
                 except Exception as exc:
                     # The database is away: the socket cannot go on (the client resumes).
                     log.warning("relay %s: could not send (%s)", self._socket, exc)
@@ -135,11 +146,13 @@ class RelayedSocket:
     """The serving node's side of a relayed socket: what the gateway's handler reads and writes
     instead of a :class:`~trio_websocket.WebSocketConnection`."""
 
-    def __init__(self, store: Store, socket: str, edge: str) -> None:
+    def __init__(
+        self, store: Store, socket: str, edge: str, counts: dict[str, int] | None = None
+    ) -> None:
         self.socket, self.edge = socket, edge
         self._incoming: deque[str | bytes] = deque()
         self._arrived = _Wake()
-        self._sender = _Sender(store, edge, socket, "down")
+        self._sender = _Sender(store, edge, socket, "down", counts)
         #: Why it ended (the edge's close, or ours); None while open.
         self.closed: CloseReason | None = None
         self._closing_sent = False
@@ -210,6 +223,16 @@ class _Held:
         self.ending: tuple[str, str] | None = None
 
 
+@dataclasses.dataclass
+class RelayStatistics:
+    """What the relay did (for the metrics)."""
+
+    #: Items sent, by direction (``up``: for another node's clients; ``down``: to them).
+    items: dict[str, int] = dataclasses.field(default_factory=lambda: {"up": 0, "down": 0})
+    #: Calls made, by name and outcome (``answered``, ``failed``).
+    calls: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+
+
 class Relay:
     """This node's end of every relayed socket, both ways (one per node, in the server's
     nursery: :meth:`run`)."""
@@ -220,6 +243,7 @@ class Relay:
         self.node = node
         self.me = node.name
         self._serve = serve
+        self.stats = RelayStatistics()
         self._held: dict[str, _Held] = {}
         #: Set when the last held socket ends (while shutting down).
         self._emptied: trio.Event | None = None
@@ -237,6 +261,11 @@ class Relay:
             "supervise": self._supervise_call,
             "resume": self._resume_call,
         }
+
+    def statistics(self) -> tuple[int, int, RelayStatistics]:
+        """Sockets held here for other nodes, sockets served here for other nodes, counts."""
+        served = sum(1 for _, _, relayed in self._served.values() if relayed is not None)
+        return len(self._held), served, self.stats
 
     # -- where a socket is served -----------------------------------------------------------
 
@@ -376,7 +405,7 @@ class Relay:
             if opened["kind"].startswith("call:"):
                 await self._answer(socket, opened, items[1:])
                 return
-            relayed = RelayedSocket(self.store, socket, opened["edge"])
+            relayed = RelayedSocket(self.store, socket, opened["edge"], self.stats.items)
             self._served[socket] = (opened["edge"], wake, relayed)
             relayed.feed(items[1:])
             async with trio.open_nursery() as nursery:
@@ -426,14 +455,21 @@ class Relay:
                     await held.wake.wait()
                     for item in await self.store.relay_take(self.me, socket, "down"):
                         if item.kind == "frame":
+                            self._count_call(name, "answered")
                             return item.body
             raise CallFailed(held.ending[1] if held.ending else f"no answer from node {node}")
         except CallFailed:
+            self._count_call(name, "failed")
             raise
         except Exception as exc:
+            self._count_call(name, "failed")
             raise CallFailed(str(exc)) from exc
         finally:
             self._release(socket)
+
+    def _count_call(self, name: str, outcome: str) -> None:
+        calls = self.stats.calls
+        calls[name, outcome] = calls.get((name, outcome), 0) + 1
 
     # -- messaging channels' messages, posted to any node ------------------------------------------
 
@@ -616,7 +652,7 @@ class Relay:
         side ends."""
         socket = uuid.uuid4().hex
         held = self._held[socket] = _Held(node)
-        up = _Sender(self.store, node, socket, "up")
+        up = _Sender(self.store, node, socket, "up", self.stats.items)
         opened = {"kind": kind, "client": str(client), "origin": origin, "edge": self.me}
         up.put("open", json.dumps(opened))
         _put_message(up, first)
