@@ -1246,19 +1246,23 @@ async def _store(
 ) -> dict[str, Any]:
     """Seal what was sent (secrets hashed, a secret left out kept) and store it; the stored
     body. A user's password comes hashed already (``password_hash``: hashing blocks)."""
-    before = config.get(kind, key)
+
+    def sealed(before: dict[str, Any] | None) -> dict[str, Any]:
+        # Over the stored body (sealed again if another node changed it meanwhile).
+        try:
+            return body_of(seal(kind, sent, before, password_hash=password_hash))
+        except ValueError as exc:
+            raise Problem(422, str(exc), kind="invalid-body") from None
+
     try:
-        entity = seal(kind, sent, before, password_hash=password_hash)
-    except ValueError as exc:
-        raise Problem(422, str(exc), kind="invalid-body") from None
-    body = body_of(entity)
-    try:
-        await config.put(kind, key, body, g.actor, exists=exists)
+        entry = await config.update(kind, key, sealed, g.actor, exists=exists)
     except LookupError:
         raise Problem(404, f"no {kind} {key}") from None
     except ConfigRejected as exc:
         raise Problem(_status(exc), exc.message, kind="invalid-configuration") from None
-    if isinstance(entity, User) and entity.generation != (before or {}).get("generation", 0):
+    body = entry.after
+    assert body is not None
+    if kind == "users" and body.get("generation", 0) != (entry.before or {}).get("generation", 0):
         # The change ended the user's sessions (deactivated, another role): forget them.
         await config.store.end_sessions(key)
     return body

@@ -165,13 +165,14 @@ class Accounts:
     ) -> None:
         """End every session of ``user_id`` (giving them ``password_hash`` if set), as one
         audited change by ``actor``. ``LookupError``: no such user."""
-        body = configuration.get("users", user_id)
-        if body is None:
-            raise LookupError(f"no user {user_id}")
-        user = msgspec.convert(body, User)
-        changes: dict[str, Any] = {"generation": user.generation + 1}
-        if password_hash is not None:
-            changes["password_hash"] = password_hash
-        changed = body_of(msgspec.structs.replace(user, **changes))
-        await configuration.put("users", user_id, changed, actor, exists=True)
+
+        def ended(body: dict[str, Any] | None) -> dict[str, Any]:
+            # The generation after the stored one (read again if another node changed it).
+            user = msgspec.convert(body, User)
+            changes: dict[str, Any] = {"generation": user.generation + 1}
+            if password_hash is not None:
+                changes["password_hash"] = password_hash
+            return body_of(msgspec.structs.replace(user, **changes))
+
+        await configuration.update("users", user_id, ended, actor, exists=True)
         await self._host.store.end_sessions(user_id)

@@ -219,6 +219,9 @@ async def open_server(
     node_name = node or cluster.node or generated_name()
     clock = clock or Clock(datetime.now(UTC))
     store = store if store is not None else MemoryStore()
+    # Cluster mode: other nodes change the configuration too; a change made here is stored only
+    # against the version its items were read at (read first: never newer than the items).
+    version = await store.config_version() if cluster.enabled else None
     items = await bootstrap_configuration(store, config.items, clock.now())
     try:
         directory = build_directory(items)
@@ -299,7 +302,10 @@ async def open_server(
         trio.open_nursery() as nursery,
     ):
         running.append(hub)
-        configuration = Configuration(hub, store, items, clock.now)
+        configuration = Configuration(hub, store, items, clock.now, version)
+        if cluster.enabled:
+            # Configuration changes made on the other nodes, applied here as they commit.
+            await nursery.start(configuration.follow)
         nursery.start_soon(outbox.run)
         # Items sent or parked past [server.outbox] retention_days are deleted.
         await nursery.start(Retention(store, clock.now, config.server.outbox).run)

@@ -1,5 +1,6 @@
 """One contract, two stores, for running more than one node (issue 18, docs/scale-out.md): the
-node registry, leases with fencing epochs, outbox claims and notices.
+node registry, leases with fencing epochs, outbox claims, notices, and configuration changes'
+notices and versions.
 
 Lifetimes run on the store's clock — PostgreSQL's ``now()``, or trio's clock for the memory
 store — so these tests wait real time, in fractions of a second; every wait is bounded.
@@ -15,12 +16,15 @@ import trio.lowlevel
 
 from omni.domain.conversation import Conversation, Status
 from omni.store import (
+    CONFIG_CHANNEL,
+    ConfigChange,
     Fence,
     FencedOut,
     NodeNameInUse,
     Notice,
     OutboxEntry,
     Resync,
+    StaleConfiguration,
     Store,
     StoredEvent,
     StoreError,
@@ -381,6 +385,52 @@ async def test_a_committed_writes_notices_arrive_and_a_failed_ones_never(store: 
         await store.notify("omni_test", "after")
         with trio.fail_after(5):
             assert await notices.receive() == Notice("omni_test", "after")
+
+
+async def test_a_config_change_commits_a_notice_and_a_refused_one_none(store: Store) -> None:
+    """Every stored configuration change notifies ``omni_config`` (the other nodes read the
+    configuration again); a change the store refuses notifies nothing."""
+    group = {"id": 1, "name": "Support"}
+    async with store.listen([CONFIG_CHANNEL]) as notices:
+        created = await store.change_config(ConfigChange("groups", "1", group, None, "a", NOW))
+        with trio.fail_after(5):
+            assert await notices.receive() == Notice(CONFIG_CHANNEL, f"groups:{created.id}")
+        # Refused: made against an older version; not storable as JSON.
+        with pytest.raises(StaleConfiguration):
+            await store.change_config(
+                ConfigChange("groups", "2", {"id": 2}, None, "a", NOW), created.id - 1
+            )
+        with pytest.raises(Exception):  # noqa: B017 - each store has its own error for this
+            await store.change_config(ConfigChange("groups", "3", {"x": object()}, None, "a", NOW))
+        deleted = await store.change_config(ConfigChange("groups", "1", None, group, "a", NOW))
+        with trio.fail_after(5):
+            assert await notices.receive() == Notice(CONFIG_CHANNEL, f"groups:{deleted.id}")
+
+
+async def test_a_config_change_against_an_old_version_is_refused(store: Store) -> None:
+    """The configuration's version is its last change's audit entry; a change that expects
+    another is refused whole (another node changed the configuration since)."""
+    assert await store.config_version() == 0
+    first = await store.change_config(
+        ConfigChange("groups", "1", {"id": 1, "name": "One"}, None, "a", NOW), 0
+    )
+    assert await store.config_version() == first.id
+    # An action audited without a configuration change is no new version.
+    await store.record_action(NOW, "boss", "assign", "conversations", "c1", {"operator_id": 1})
+    assert await store.config_version() == first.id
+    with pytest.raises(StaleConfiguration):
+        await store.change_config(
+            ConfigChange("groups", "2", {"id": 2, "name": "Two"}, None, "b", NOW), 0
+        )
+    assert [(i.kind, i.key) for i in await store.config_items()] == [("groups", "1")]
+    assert [e.id for e in await store.audit_entries(10) if e.kind == "groups"] == [first.id]
+    second = await store.change_config(
+        ConfigChange("groups", "2", {"id": 2, "name": "Two"}, None, "b", NOW), first.id
+    )
+    assert await store.config_version() == second.id > first.id
+    # Without an expected version (an import, the bootstrap): never refused.
+    third = await store.change_config(ConfigChange("groups", "3", {"id": 3}, None, "c", NOW))
+    assert await store.config_version() == third.id
 
 
 def test_notices_are_ids_within_postgresqls_limits() -> None:

@@ -22,6 +22,9 @@ Rules of this package:
 * Notices (:attr:`Write.notices`, :meth:`Store.notify`) are sent when their write commits,
   never before and never for a write that failed; they carry ids, the bodies are in the
   tables. A listener that may have missed some receives :class:`Resync` and reads the tables.
+* Configuration changes (:meth:`Store.change_config`) are made one at a time, whichever node
+  makes them, and each commits a notice on :data:`CONFIG_CHANNEL`; one made against an older
+  version than the stored one is refused (:class:`StaleConfiguration`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from omni.domain.protocol import isoformat
 from omni.domain.reports import Pause
 
 __all__ = [
+    "CONFIG_CHANNEL",
     "Attachment",
     "AttachmentClaimFailed",
     "AuditEntry",
@@ -61,6 +65,7 @@ __all__ = [
     "RelayItem",
     "Resync",
     "SignInSession",
+    "StaleConfiguration",
     "Store",
     "StoreError",
     "StoredEvent",
@@ -92,6 +97,12 @@ class NodeNameInUse(StoreError):
     """A node registered under a name that a live node (one with a recent heartbeat) holds."""
 
 
+class StaleConfiguration(StoreError):
+    """A configuration change made against a version (:meth:`Store.config_version`) that is no
+    longer the stored one: another node changed the configuration since. Nothing was stored;
+    read the configuration again and validate the change against it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Fence:
     """A write's condition: ``resource``'s lease is at ``epoch`` and has not run out."""
@@ -104,6 +115,8 @@ class Fence:
 MAX_NOTICE_BYTES = 7999
 #: The longest channel name in bytes (a PostgreSQL identifier).
 MAX_CHANNEL_BYTES = 63
+#: Where every configuration change is notified (payload ``"<kind>:<audit entry id>"``).
+CONFIG_CHANNEL = "omni_config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,8 +443,18 @@ class Store(Protocol):
 
     async def config_items(self) -> list[ConfigItem]: ...
 
-    async def change_config(self, change: ConfigChange) -> AuditEntry:
-        """Apply the change and record it in the audit log, atomically."""
+    async def config_version(self) -> int:
+        """The configuration's version: the audit entry id of its last change (0: none yet).
+        Read it *before* the items it stands for."""
+        ...
+
+    async def change_config(
+        self, change: ConfigChange, expected_version: int | None = None
+    ) -> AuditEntry:
+        """Apply the change and record it in the audit log, atomically, with a notice on
+        :data:`CONFIG_CHANNEL`; one change at a time. ``expected_version``: only if it is still
+        the configuration's version, else :class:`StaleConfiguration` and nothing is stored.
+        The returned entry's id is the new version."""
         ...
 
     async def deleted_config(self, kind: str, key: str) -> dict[str, Any] | None:

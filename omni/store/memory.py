@@ -17,16 +17,19 @@ import msgspec
 
 from omni.domain.conversation import OPEN_STATUSES, TERMINAL_STATUSES, Conversation
 from omni.store import (
+    CONFIG_CHANNEL,
     Attachment,
     AttachmentClaimFailed,
     AuditEntry,
     ConfigChange,
     ConfigItem,
     ConversationQuery,
+    Notice,
     OutboxAttempt,
     OutboxItem,
     Pause,
     SignInSession,
+    StaleConfiguration,
     StoredEvent,
     StoreError,
     Write,
@@ -48,6 +51,8 @@ class MemoryStore(MemoryCoordination):
         self._surveys: dict[str, dict[str, Any] | None] = {}
         self._config: dict[tuple[str, str], ConfigItem] = {}
         self._audit: list[AuditEntry] = []
+        #: The audit entry id of the last configuration change.
+        self._config_version = 0
         self._outbox: dict[int, OutboxItem] = {}
         self._outbox_keys: set[str] = set()
         self._outbox_last_id = 0
@@ -185,6 +190,9 @@ class MemoryStore(MemoryCoordination):
 
     async def config_items(self) -> list[ConfigItem]:
         return list(self._config.values())
+
+    async def config_version(self) -> int:
+        return self._config_version
 
     async def deleted_config(self, kind: str, key: str) -> dict[str, Any] | None:
         for entry in reversed(self._audit):
@@ -440,13 +448,19 @@ class MemoryStore(MemoryCoordination):
             self._unclaim(item_id)
         return len(old)
 
-    async def change_config(self, change: ConfigChange) -> AuditEntry:
+    async def change_config(
+        self, change: ConfigChange, expected_version: int | None = None
+    ) -> AuditEntry:
         # Stored as JSON, like PostgreSQL would: what cannot be encoded is refused before
         # anything changes (and the round trip is the copy that keeps callers from aliasing).
         try:
             after, before = _json_copy(change.after), _json_copy(change.before)
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             raise StoreError(f"not storable as JSON: {exc}") from None
+        if expected_version is not None and expected_version != self._config_version:
+            raise StaleConfiguration(
+                f"the configuration is at version {self._config_version}, not {expected_version}"
+            )
         if after is None:
             self._config.pop((change.kind, change.key), None)
         else:
@@ -462,6 +476,8 @@ class MemoryStore(MemoryCoordination):
             after=_json_copy(after),
         )
         self._audit.append(entry)
+        self._config_version = entry.id
+        self._publish([Notice(CONFIG_CHANNEL, f"{change.kind}:{entry.id}")])
         return entry
 
     async def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:

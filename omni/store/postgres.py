@@ -47,6 +47,7 @@ from omni.domain.bot import BotState
 from omni.domain.conversation import Conversation, Status, Visitor
 from omni.domain.protocol import ChannelRef
 from omni.store import (
+    CONFIG_CHANNEL,
     Attachment,
     AttachmentClaimFailed,
     AuditEntry,
@@ -58,6 +59,7 @@ from omni.store import (
     OutboxItem,
     Pause,
     SignInSession,
+    StaleConfiguration,
     StoredEvent,
     StoreError,
     Write,
@@ -153,6 +155,15 @@ _Q_UPSERT_CONFIG = """
 INSERT INTO config_items (kind, key, body) VALUES ($1, $2, $3)
 ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body, updated_at = now()"""
 _Q_DELETE_CONFIG = "DELETE FROM config_items WHERE kind = $1 AND key = $2"
+#: Held by every configuration change until its commit: one at a time, whichever node makes it,
+#: so the version read under it is the last one ("omnicfg" in ASCII, an advisory lock's key).
+_CONFIG_LOCK = 0x6F6D6E69636667
+_Q_LOCK_CONFIG = "SELECT pg_advisory_xact_lock($1)"
+#: The configuration's version: its last change's audit entry (actions of ``record_action``
+#: are never these three).
+_Q_CONFIG_VERSION = """
+SELECT coalesce(max(id), 0) FROM audit_log WHERE action IN ('create', 'update', 'delete')"""
+_Q_NOTIFY_CONFIG = "SELECT pg_notify($1, $2)"
 _Q_INSERT_AUDIT = """
 INSERT INTO audit_log (at, actor, action, kind, key, before, after)
 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"""
@@ -540,8 +551,15 @@ async def _db_execute(pool: Any, query: str, *args: Any) -> str:
     return status
 
 
-async def _db_change_config(pool: Any, change: Any, action: str) -> int:
+async def _db_change_config(pool: Any, change: Any, action: str, expected: int | None) -> int:
     async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_Q_LOCK_CONFIG, _CONFIG_LOCK)
+        if expected is not None:
+            version = await conn.fetchval(_Q_CONFIG_VERSION)
+            if version != expected:
+                raise StaleConfiguration(
+                    f"the configuration is at version {version}, not {expected}"
+                )
         if change.after is None:
             await conn.execute(_Q_DELETE_CONFIG, change.kind, change.key)
         else:
@@ -556,6 +574,8 @@ async def _db_change_config(pool: Any, change: Any, action: str) -> int:
             change.before,
             change.after,
         )
+        # Sent by PostgreSQL at the commit, and only then: the other nodes read it back.
+        await conn.execute(_Q_NOTIFY_CONFIG, CONFIG_CHANNEL, f"{change.kind}:{entry_id}")
         return entry_id
 
 
@@ -923,8 +943,16 @@ class PostgresStore(PostgresCoordination):
         rows = await self._bridge.run(_db_fetch, self._pool, _Q_CONFIG_ITEMS)
         return [ConfigItem(row["kind"], row["key"], row["body"]) for row in rows]
 
-    async def change_config(self, change: ConfigChange) -> AuditEntry:
-        entry_id = await self._bridge.run(_db_change_config, self._pool, change, change.action)
+    async def config_version(self) -> int:
+        version: int = await self._bridge.run(_db_fetchval, self._pool, _Q_CONFIG_VERSION)
+        return version
+
+    async def change_config(
+        self, change: ConfigChange, expected_version: int | None = None
+    ) -> AuditEntry:
+        entry_id = await self._bridge.run(
+            _db_change_config, self._pool, change, change.action, expected_version
+        )
         return AuditEntry(
             entry_id,
             change.at,
