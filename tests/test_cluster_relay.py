@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +29,9 @@ from tests.support import (
     login,
     make_config,
     with_items,
+    with_service,
 )
+from tests.test_attachments import LIMITS, bearer, png
 from tests.test_channels import FAST, post_tg, stored_texts, telegram, tg_body
 from tests.test_supervisor import TOK_BOSS
 from tests.webhook_receiver import open_receiver
@@ -45,7 +48,7 @@ CLUSTER = {
 
 @asynccontextmanager
 async def _node(
-    dsn: str, name: str, config: Config | None = None
+    dsn: str, name: str, config: Config | None = None, data_dir: Path | None = None
 ) -> AsyncIterator[tuple[RunningServer, Store]]:
     async with (
         open_postgres_store(dsn) as store,
@@ -56,6 +59,7 @@ async def _node(
             ws_port=0,
             http=config is not None,
             node=name,
+            data_dir=data_dir,
         ) as server,
     ):
         yield server, store
@@ -362,3 +366,53 @@ async def test_a_stopping_edge_tells_its_relayed_clients_and_they_resume_elsewhe
         async with connect_tcp(f"{d.ws_url}/ws/visitor") as visitor:
             await visitor.send("resume", token=started["token"], last_seq=acked)
             assert (await visitor.expect("resumed"))["status"] == "queued"
+
+
+async def test_a_file_uploaded_through_one_node_is_downloaded_through_another(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    """The nodes share the attachments' folder and the links' key (docs/scale-out.md): the
+    visitor uploads through "a", the conversation (served on "d") takes the file, and its
+    signed link works on "d"."""
+
+    def own_limits(body: dict[str, Any]) -> None:
+        body["attachments"] = LIMITS
+
+    config = with_service(
+        make_config(cluster=CLUSTER, attachments={"link_secret": "Tq8vLm3Xc7Rb2Wn9Kp4Hs6Jd"}),
+        25,
+        own_limits,
+    )
+    async with AsyncExitStack() as stack:
+        a, _ = await stack.enter_async_context(_node(postgres_dsn, "a", config, tmp_path))
+        d, _ = await stack.enter_async_context(_node(postgres_dsn, "d", config, tmp_path))
+        await eventually(lambda: _owned(d) == {1, 2} and _owned(a) == {3}, seconds=15)
+        alice = await stack.enter_async_context(connect_tcp(f"{a.ws_url}/ws/operator"))
+        await login(alice, TOK_ALICE)
+        visitor = await stack.enter_async_context(connect_tcp(f"{a.ws_url}/ws/visitor"))
+        await visitor.send("start", service_id=25, visitor={"name": "Gil"})
+        started = await visitor.expect("started")
+        cid = started["conversation_id"]
+        await alice.send(
+            "accept", conversation_id=(await alice.until("offer"))["conversation"]["id"]
+        )
+        await visitor.until("assigned")
+        sent = png()
+        async with httpx.AsyncClient(base_url=a.http_url) as http_a:
+            uploaded = await http_a.post(
+                f"/api/v1/conversations/{cid}/attachments",
+                params={"name": "photo.png"},
+                content=sent,
+                headers={**bearer(started["token"]), "Content-Type": "image/png"},
+            )
+        assert uploaded.status_code == 201, uploaded.text
+        upload_id = uploaded.json()["upload_id"]
+        await visitor.send("attachment", client_id="g1", upload_id=upload_id)
+        await visitor.until("ack")
+        message = await alice.until("message")
+        while message.get("attachment") is None:
+            message = await alice.until("message")
+        async with httpx.AsyncClient(base_url=d.http_url) as http_d:
+            got = await http_d.get(uploaded.json()["url"])
+        assert got.status_code == 200
+        assert got.content.startswith(b"\x89PNG")
