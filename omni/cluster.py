@@ -28,7 +28,7 @@ from typing import Protocol
 import trio
 
 from omni.settings import ClusterSettings
-from omni.store import Fence, NodeRecord, Store
+from omni.store import ADOPT_CHANNEL, Fence, NodeRecord, Resync, Store
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,9 @@ class GroupOwner(Protocol):
         visitors' and operators' sockets (closed with ``moved``)."""
         ...
 
-    async def adopt_conversations(self) -> None:
-        """Restore the owned groups' open conversations that run nowhere here (handed over
-        by the node that created them, or moved by a transfer)."""
+    async def adopt_conversations(self, groups: set[int] | None = None) -> None:
+        """Restore the owned ``groups``' (None: all owned) open conversations that run nowhere
+        here (handed over by the node that created them, or moved by a transfer)."""
         ...
 
 
@@ -186,6 +186,7 @@ class GroupOwnership:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watchdog)
+            nursery.start_soon(self._adopt_on_notice)
             while True:
                 try:
                     # A statement that hangs (a database cut off without a FIN) must not stall
@@ -194,6 +195,22 @@ class GroupOwnership:
                         await self.beat()
                 except Exception as exc:  # the watchdog stops what cannot be renewed
                     log.warning("node %s: group leases not renewed (%s)", self.node.name, exc)
+                await trio.sleep(self.settings.heartbeat_seconds)
+
+    async def _adopt_on_notice(self) -> None:
+        """A conversation handed into a group owned here (a transfer, a bot's hand-over on
+        another node) is adopted as soon as its write commits, not at the next beat."""
+        while True:
+            try:
+                async with self.node.store.listen([ADOPT_CHANNEL]) as notices:
+                    async for notice in notices:
+                        group_id = None if isinstance(notice, Resync) else int(notice.payload)
+                        if group_id is None or group_id in self.owned:
+                            await self.owner.adopt_conversations(
+                                None if group_id is None else {group_id}
+                            )
+            except Exception as exc:  # the beat adopts meanwhile
+                log.warning("node %s: adoption notices lost (%s)", self.node.name, exc)
                 await trio.sleep(self.settings.heartbeat_seconds)
 
     async def _watchdog(self) -> None:

@@ -14,9 +14,16 @@ import trio
 
 from omni.cluster import group_resource, rendezvous
 from omni.server import RunningServer, open_server
-from omni.store import Fence, FencedOut, Store, Write
+from omni.store import ADOPT_CHANNEL, Fence, FencedOut, Notice, Store, Write
 from omni.store.postgres import open_postgres_store
-from tests.support import TOK_ALICE, connect_tcp, eventually, login, make_config
+from tests.support import (
+    TOK_ALICE,
+    connect_tcp,
+    eventually,
+    login,
+    make_config,
+    make_conversation,
+)
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
@@ -243,3 +250,34 @@ async def test_a_node_that_cannot_renew_stops_owning_before_its_lease_runs_out(
             assert server.hub.fences == {}
             leases = await store.leases("group:")
             assert all(lease.owner == "a" for lease in leases)  # not yet free in the database
+
+
+async def test_a_conversation_handed_into_an_owned_group_is_adopted_at_once(
+    postgres_dsn: str,
+) -> None:
+    """Another node's transfer (or bot's hand-over) into a group owned here commits an
+    ``omni_adopt`` notice with its write: the owner restores the conversation then, not at its
+    next heartbeat (a minute away here). Without the notice it would wait for that beat."""
+    slow = {"enabled": True, "heartbeat_seconds": 60, "node_expiry_seconds": 130}
+    slow["lease_seconds"] = 125
+    async with (
+        open_postgres_store(postgres_dsn) as store,
+        open_server(
+            make_config(cluster=slow),
+            store=store,
+            host="127.0.0.1",
+            ws_port=0,
+            http=False,
+            node="a",
+        ) as server,
+    ):
+        await eventually(lambda: _owned(server) == GROUPS, seconds=10)
+        quiet = make_conversation(1, service_id=26, group_id=3)
+        await store.write(Write(conversation=quiet))
+        await trio.sleep(0.5)
+        assert "c1" not in server.hub.conversations  # no notice: it waits for the beat
+        handed = make_conversation(2, service_id=26, group_id=3)
+        await store.write(Write(conversation=handed, notices=[Notice(ADOPT_CHANNEL, "3")]))
+        await eventually(lambda: "c2" in server.hub.conversations, seconds=5)
+        # The notice said "group 3": both of its conversations are adopted by that one read.
+        assert "c1" in server.hub.conversations

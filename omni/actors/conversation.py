@@ -66,9 +66,11 @@ from omni.domain.model import Webhook
 from omni.domain.routing import CapacityExceeded, Roster
 from omni.domain.webhooks import webhook_events
 from omni.store import (
+    ADOPT_CHANNEL,
     AttachmentClaimFailed,
     Fence,
     FencedOut,
+    Notice,
     OutboxEntry,
     Store,
     StoredEvent,
@@ -476,11 +478,15 @@ class ConversationActor(Actor[ConversationMessage]):
         if conv.channel is not None and not restoring:
             replies = self._queue_channel_replies(write, effects)
         if write.events or write.conversation is not None or write.outbox:
-            # Cluster mode: written under the lease of the group it was in (None: no group yet,
-            # the conversation is this node's); outside it, no fence.
-            write.fence = self._host.fence_of(
-                self._host.home(self._entry.group_id, conv.service_id)
-            )
+            # Cluster mode: written under the lease of the group it was in (its service's first
+            # when in none); outside it, no fence.
+            home = self._host.home(self._entry.group_id, conv.service_id)
+            write.fence = self._host.fence_of(home)
+            moving_to = self._host.home(conv.group_id, conv.service_id)
+            if moving_to != home and not self._host.owns_group(moving_to):
+                # Into a group another node owns (a transfer, a bot's hand-over): that node
+                # adopts it as soon as this commits.
+                write.notices.append(Notice(ADOPT_CHANNEL, str(moving_to)))
             try:
                 await self._host.store.write(write)
             except FencedOut:

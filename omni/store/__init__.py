@@ -45,6 +45,7 @@ from omni.domain.protocol import isoformat
 from omni.domain.reports import Pause
 
 __all__ = [
+    "ADOPT_CHANNEL",
     "CONFIG_CHANNEL",
     "Attachment",
     "AttachmentClaimFailed",
@@ -165,6 +166,11 @@ class RelayItem:
     n: int
     kind: str
     body: str
+
+
+#: Cluster mode: a conversation entered a group another node owns (payload: the group's id);
+#: its owner adopts it at once rather than at its next heartbeat.
+ADOPT_CHANNEL = "omni_adopt"
 
 
 def relay_channel(node: str) -> str:
