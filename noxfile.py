@@ -56,6 +56,11 @@ def bench(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def load(session: nox.Session) -> None:
     """A bounded 60 s smoke load: omni serve on the embedded PostgreSQL, locust headless over
-    websockets on 127.0.0.1; fails on any failed request (loadtests/smoke.py, docs/capacity.md)."""
+    websockets on 127.0.0.1; fails on any failed request (loadtests/smoke.py, docs/capacity.md).
+    Then 20 s over three nodes in cluster mode on one embedded PostgreSQL, the users spread over
+    the nodes (docs/scale-out.md). Arguments after ``--`` go to both runs."""
     session.install("-e", ".[load]")
     session.run("python", "loadtests/smoke.py", "--run-time", "60", *session.posargs)
+    session.run(
+        "python", "loadtests/smoke.py", "--nodes", "3", "--run-time", "20", *session.posargs
+    )

@@ -4,12 +4,22 @@ against it on 127.0.0.1, stop the server, and fail on any failed request.
     python loadtests/smoke.py                      # 60 s, 5 operators, 20 visitors
     python loadtests/smoke.py --run-time 10 --visitors 10 --fast
     python loadtests/smoke.py --run-time 120 --operators 50 --visitors 300 --out /tmp/load300
+    python loadtests/smoke.py --nodes 3 --run-time 20   # three nodes on one PostgreSQL
 
 Exit status: 0 when locust exited 0 and its stats show requests and no failures; 1 otherwise
 (2 for a server that did not start). The report is ``OUT/load_stats.csv``, ``OUT/load.html`` and
 ``OUT/server.log`` (OUT: ``--out``, else a temporary directory, removed afterwards unless
 ``--keep``). Every wait is bounded and the server and its data directory are cleaned up on every
 exit path, including Ctrl-C and SIGTERM.
+
+``--nodes N`` (N > 1): cluster mode (docs/scale-out.md). This script starts one embedded
+PostgreSQL itself (``omni.store.embedded``, as ``omni serve`` starts its own) and N nodes
+``n1``…``nN`` on it (``OMNI_DATABASE_URL``), with ``omni-load.toml`` plus a ``[server.cluster]``
+table (``OUT/omni-load-cluster.toml``; node logs ``OUT/n1.log``…). ``n1`` starts first and
+alone (it bootstraps the configuration into the empty database), then the others together; the
+load starts once every node has printed its banner, is alive in the ``nodes`` table, and every
+group has had the same live owner for two seconds. The users spread over the nodes round robin
+(``locustfile.py --omni-nodes``); the nodes and then the database are stopped on every exit path.
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +60,22 @@ REQUEST_TYPES = (
 
 SERVER_START_TIMEOUT = 120.0  # initdb of the embedded PostgreSQL included
 SERVER_STOP_TIMEOUT = 30.0
+#: Several nodes: until every group has a live owner, stable for CLUSTER_STABLE seconds.
+CLUSTER_READY_TIMEOUT = 60.0
+CLUSTER_STABLE = 2.0
+MAX_NODES = 9
+#: ``[server.cluster]`` of the nodes of a ``--nodes`` run: short beats, so that the groups are
+#: placed (and a dead node noticed) within seconds (settings: omni/settings.py ClusterSettings).
+CLUSTER_TABLE = """
+# Added by loadtests/smoke.py --nodes: several nodes on one PostgreSQL (docs/scale-out.md).
+[server.cluster]
+enabled = true
+heartbeat_seconds = 0.5
+node_expiry_seconds = 3
+lease_seconds = 4
+outbox_poll_seconds = 2
+
+"""
 
 
 class Interrupted(Exception):
@@ -57,19 +86,42 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def start_server(out: Path, data_dir: Path) -> tuple[subprocess.Popen[str], str, str]:
-    """``omni serve`` on ephemeral ports; returns it, its ws:// and its http:// base URLs."""
-    log_path = out / "server.log"
+@dataclass
+class Node:
+    """One ``omni serve`` process: its name (None: the single server), its URLs once started."""
+
+    name: str | None
+    process: subprocess.Popen[str]
+    log_path: Path
+    url: str = ""
+    http: str = ""
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def label(self) -> str:
+        return self.name or "server"
+
+
+def launch(
+    out: Path, data_dir: Path, *, config: Path = CONFIG, name: str | None = None, database: str = ""
+) -> Node:
+    """Start ``omni serve`` on ephemeral ports, its output pumped into ``OUT/<name>.log``
+    (``server.log`` for the single server). ``database``: ``OMNI_DATABASE_URL``; empty: the
+    embedded PostgreSQL in ``data_dir``, a fresh directory."""
+    log_path = out / f"{name or 'server'}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("OMNI_DATABASE_URL", None)  # always the embedded PostgreSQL in a fresh directory
-    server = subprocess.Popen(
+    env.pop("OMNI_DATABASE_URL", None)  # never a database of the caller's environment
+    env.pop("OMNI_NODE", None)
+    if database:
+        env["OMNI_DATABASE_URL"] = database
+    process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "omni.cli",
             "serve",
             "--config",
-            str(CONFIG),
+            str(config),
             "--host",
             "127.0.0.1",
             "--ws-port",
@@ -80,6 +132,7 @@ def start_server(out: Path, data_dir: Path) -> tuple[subprocess.Popen[str], str,
             str(data_dir),
             "--log-level",
             "WARNING",
+            *(["--node", name] if name else []),
         ],
         cwd=ROOT,
         env=env,
@@ -88,32 +141,170 @@ def start_server(out: Path, data_dir: Path) -> tuple[subprocess.Popen[str], str,
         text=True,
         start_new_session=True,  # our Ctrl-C is handled here, not delivered to it twice
     )
-    found: dict[str, str] = {}
-    ready = threading.Event()
+    node = Node(name, process, log_path)
 
     def pump() -> None:
-        assert server.stdout is not None
+        assert process.stdout is not None
         with log_path.open("w") as log:
-            for line in server.stdout:
+            for line in process.stdout:
                 log.write(line)
                 log.flush()
                 m = re.search(
                     r"omni: serving websockets on (ws://[^/\s]+)/ws/visitor.*HTTP on (http://\S+)",
                     line,
                 )
-                if m and not ready.is_set():
-                    found["url"], found["http"] = m[1], m[2]
-                    ready.set()
-        ready.set()
+                if m and not node.ready.is_set():
+                    node.url, node.http = m[1], m[2]
+                    node.ready.set()
+        node.ready.set()
 
-    thread = threading.Thread(target=pump, daemon=True)
-    thread.start()
-    ready.wait(SERVER_START_TIMEOUT)
-    if "url" not in found:
-        stop_server(server)
-        tail = log_path.read_text()[-2000:] if log_path.exists() else ""
-        raise RuntimeError(f"omni serve did not start within {SERVER_START_TIMEOUT:.0f}s\n{tail}")
-    return server, found["url"], found["http"]
+    threading.Thread(target=pump, daemon=True).start()
+    return node
+
+
+def wait_started(node: Node, timeout: float = SERVER_START_TIMEOUT) -> None:
+    """Until ``node`` printed its banner; a RuntimeError (with its log's tail) if it did not
+    within ``timeout`` seconds, or exited first."""
+    node.ready.wait(timeout)
+    if not node.url:
+        tail = node.log_path.read_text()[-2000:] if node.log_path.exists() else ""
+        raise RuntimeError(f"omni serve ({node.label}) did not start within {timeout:.0f}s\n{tail}")
+
+
+def in_trio(fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float) -> Any:
+    """``trio.run(fn, *args, stop)`` in a thread of its own, waited for at most ``timeout``
+    seconds: the main thread keeps its signal handlers, so Ctrl-C and SIGTERM interrupt the wait.
+    ``stop`` (a ``threading.Event``) is set when the wait ends early; ``fn`` checks it between
+    steps and returns, so that nothing of it still runs when the caller cleans up."""
+    import trio
+
+    result: dict[str, Any] = {}
+    stop = threading.Event()
+    done = threading.Event()  # not Thread.is_alive: an interrupted join() can make it lie
+
+    def run() -> None:
+        try:
+            result["value"] = trio.run(fn, *args, stop)
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        if not done.wait(timeout):
+            raise RuntimeError(f"no answer within {timeout:.0f}s")
+    finally:
+        stop.set()
+        done.wait(10)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+class SharedDatabase:
+    """One embedded PostgreSQL for every node of a ``--nodes`` run: Omni's own
+    :func:`omni.store.embedded.open_embedded_postgres` (pgserver, a Unix socket in the data
+    directory, never a network port), held open by trio in a thread of its own until
+    :meth:`stop`, which stops the server (or raises if pgserver left it running)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.url = ""
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self, timeout: float = SERVER_START_TIMEOUT) -> str:
+        self._thread.start()
+        self._ready.wait(timeout)
+        if self._error is not None:
+            raise RuntimeError(f"the embedded PostgreSQL did not start: {self._error}")
+        if not self.url:
+            raise RuntimeError(f"the embedded PostgreSQL did not start within {timeout:.0f}s")
+        return self.url
+
+    def _run(self) -> None:
+        import trio
+
+        try:
+            trio.run(self._hold)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _hold(self) -> None:
+        import trio
+
+        from omni.store.embedded import open_embedded_postgres
+
+        async with open_embedded_postgres(self.data_dir) as url:
+            self.url = url
+            self._ready.set()
+            await trio.to_thread.run_sync(self._done.wait)
+
+    def stop(self, timeout: float = SERVER_STOP_TIMEOUT) -> None:
+        """Stop the server; a RuntimeError if it did not stop within ``timeout`` seconds."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"the embedded PostgreSQL did not stop within {timeout:.0f}s")
+        if self._error is not None and self.url:
+            raise RuntimeError(f"the embedded PostgreSQL did not stop cleanly: {self._error}")
+
+
+def cluster_config(out: Path) -> tuple[Path, set[int]]:
+    """``omni-load.toml`` with :data:`CLUSTER_TABLE` (before its first array of tables, so that
+    it stays under ``[server]``), written to ``OUT/omni-load-cluster.toml``; and its groups."""
+    text = CONFIG.read_text(encoding="utf-8")
+    at = text.index("\n[[")
+    text = text[: at + 1] + CLUSTER_TABLE.lstrip("\n") + text[at + 1 :]
+    parsed = tomllib.loads(text)
+    assert parsed["server"]["cluster"]["enabled"] is True
+    path = out / "omni-load-cluster.toml"
+    path.write_text(text, encoding="utf-8")
+    return path, {int(group["id"]) for group in parsed.get("groups", [])}
+
+
+async def cluster_ready(
+    url: str, nodes: list[Node], groups: set[int], expiry: float, stop: threading.Event
+) -> dict[int, str]:
+    """Until every node is alive in the ``nodes`` table and every group has had the same live
+    owner (a held lease) for :data:`CLUSTER_STABLE` seconds: group → owner. A RuntimeError if a
+    node exited meanwhile, or ``stop`` was set; bounded by :data:`CLUSTER_READY_TIMEOUT`."""
+    import trio
+
+    from omni.store.postgres import open_postgres_store
+
+    names = {node.name for node in nodes}
+    with trio.fail_after(CLUSTER_READY_TIMEOUT):
+        async with open_postgres_store(url) as store:
+            last: dict[int, str] | None = None
+            since = trio.current_time()
+            while not stop.is_set():
+                for node in nodes:
+                    if node.process.poll() is not None:
+                        raise RuntimeError(
+                            f"node {node.name} exited with {node.process.returncode} "
+                            f"(see {node.log_path})"
+                        )
+                alive = {n.name for n in await store.nodes(expiry) if n.alive}
+                owners = {
+                    int(lease.resource.split(":", 1)[1]): str(lease.owner)
+                    for lease in await store.leases("group:")
+                    if lease.held
+                }
+                ready = names <= alive and groups <= set(owners) and set(owners.values()) <= names
+                now = trio.current_time()
+                if not ready or owners != last:
+                    last, since = (owners if ready else None), now
+                elif now - since >= CLUSTER_STABLE:
+                    return owners
+                await trio.sleep(0.25)
+            raise RuntimeError("stopped waiting for the cluster")
 
 
 class MetricsSampler(threading.Thread):
@@ -190,15 +381,27 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def stop_server(server: subprocess.Popen[str]) -> int | None:
+def stop_server(server: subprocess.Popen[str], *, signalled: bool = False) -> int | None:
+    """SIGTERM (unless ``signalled``: sent already — never twice, a second one ends the server
+    at once), then up to :data:`SERVER_STOP_TIMEOUT` seconds, then SIGKILL; its exit code."""
     if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
+        if not signalled:
+            server.send_signal(signal.SIGTERM)
         try:
             server.wait(SERVER_STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
     return server.returncode
+
+
+def stop_nodes(nodes: list[Node]) -> dict[str, int | None]:
+    """SIGTERM to every node at once (each leaves the cluster), then each waited for as
+    :func:`stop_server` does; their exit codes."""
+    for node in nodes:
+        if node.process.poll() is None:
+            node.process.send_signal(signal.SIGTERM)
+    return {node.label: stop_server(node.process, signalled=True) for node in nodes}
 
 
 def read_stats(csv_prefix: Path) -> list[dict[str, str]]:
@@ -229,6 +432,13 @@ def summarize(rows: list[dict[str, str]]) -> dict[str, dict[str, float]]:
     return by_type
 
 
+def combine(figures: list[dict[str, float]]) -> dict[str, float]:
+    """The nodes' figures together: sums (of the peaks too: each node's own peak)."""
+    if len(figures) == 1:
+        return figures[0]
+    return {key: sum(f[key] for f in figures) for key in figures[0]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run-time", type=int, default=60, help="seconds of load (default 60)")
@@ -237,6 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spawn-rate", type=float, default=0, help="users/s (default: all in ~5 s)")
     p.add_argument(
         "--processes", type=int, default=1, help="locust worker processes (default 1: no workers)"
+    )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help=f"omni serve nodes on one PostgreSQL, cluster mode (default 1: a single server; "
+        f"at most {MAX_NODES})",
     )
     p.add_argument(
         "--profile",
@@ -252,22 +469,56 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.run_time <= 3600:
         p.error("--run-time must be 1..3600 seconds")
+    if not 1 <= args.nodes <= MAX_NODES:
+        p.error(f"--nodes must be 1..{MAX_NODES}")
 
     signal.signal(signal.SIGTERM, _on_signal)
     temp = Path(tempfile.mkdtemp(prefix="omni-load-"))
     out = Path(args.out).resolve() if args.out else temp
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = temp / "pg"
-    server: subprocess.Popen[str] | None = None
+    nodes: list[Node] = []
+    database: SharedDatabase | None = None
     locust: subprocess.Popen[bytes] | None = None
     status = 1
     try:
         try:
-            server, url, http_url = start_server(out, data_dir)
+            if args.nodes == 1:
+                nodes.append(launch(out, temp / "pg"))
+                wait_started(nodes[0])
+            else:
+                database = SharedDatabase(temp / "pg")
+                database_url = database.start()
+                config, groups = cluster_config(out)
+                names = [f"n{i}" for i in range(1, args.nodes + 1)]
+                # The first alone: it bootstraps the configuration into the empty database
+                # (two nodes importing it at once would race); then the others together.
+                for batch in (names[:1], names[1:]):
+                    started = [
+                        launch(out, temp / n, config=config, name=n, database=database_url)
+                        for n in batch
+                    ]
+                    nodes += started
+                    for node in started:
+                        wait_started(node)
+                cluster = tomllib.loads(config.read_text(encoding="utf-8"))["server"]["cluster"]
+                owners = in_trio(
+                    cluster_ready,
+                    database_url,
+                    nodes,
+                    groups,
+                    float(cluster["node_expiry_seconds"]),
+                    timeout=CLUSTER_READY_TIMEOUT + 10,
+                )
+                print(
+                    f"smoke: {args.nodes} nodes on one PostgreSQL, group owners "
+                    + ", ".join(f"{g}: {o}" for g, o in sorted(owners.items())),
+                    flush=True,
+                )
         except RuntimeError as exc:
             print(f"smoke: {exc}", file=sys.stderr)
             return 2
-        print(f"smoke: server at {url}, report in {out}", flush=True)
+        for node in nodes:
+            print(f"smoke: {node.label} at {node.url}, report in {out}", flush=True)
         users = args.operators + args.visitors
         rate = args.spawn_rate or max(1.0, users / 5)
         env = {
@@ -279,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
             "OMNI_LOAD_SPAWN_RATE": str(rate),
             "OMNI_LOAD_SUMMARY": str(out / "summary.json"),
             "OMNI_LOAD_WORKERS": str(max(1, args.processes)),
+            # Ours only: one node is --host alone, several are every node started here.
+            "OMNI_LOAD_NODES": ",".join(node.url for node in nodes) if len(nodes) > 1 else "",
         }
         if args.fast:
             env.setdefault("OMNI_LOAD_MESSAGE_INTERVAL", "0.1-0.4")
@@ -297,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.run_time}s",
             *([] if args.profile else ["-u", str(users), "-r", str(rate)]),
             "--host",
-            url,
+            nodes[0].url,
             "--csv",
             str(csv_prefix),
             "--html",
@@ -310,8 +563,11 @@ def main(argv: list[str] | None = None) -> int:
             *args.locust_args,
         ]
         print("smoke:", " ".join(command), flush=True)
-        sampler = MetricsSampler(http_url, server.pid)
-        sampler.start()
+        if len(nodes) > 1:
+            print(f"smoke: OMNI_LOAD_NODES={env['OMNI_LOAD_NODES']}", flush=True)
+        samplers = [MetricsSampler(node.http, node.process.pid) for node in nodes]
+        for sampler in samplers:
+            sampler.start()
         locust = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
         try:
             code = locust.wait(args.run_time + 45)
@@ -326,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
             code = -1
         locust_done = locust
         locust = None
-        server_figures = sampler.report()
+        per_node = [sampler.report() for sampler in samplers]
+        server_figures = combine(per_node)
         if locust_done.returncode is None:
             os.killpg(locust_done.pid, signal.SIGKILL)
             locust_done.wait(10)
@@ -337,6 +594,15 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             summary = summarize(read_stats(csv_prefix))
         total = summary.pop("_total", {})
+        connects = summary.pop("_nodes", {})  # several nodes: the locustfile's connects per node
+        node_figures = {
+            node.label: {
+                "url": node.url,
+                "connects": connects.get(node.url, {}).get("connects", 0),
+                **figures,
+            }
+            for node, figures in zip(nodes, per_node, strict=True)
+        }
         header = f"{'count':>8}{'fail':>6}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
         print(f"\n{'request type':<28}{header}")
         for kind, s in sorted(summary.items()):
@@ -350,8 +616,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{total['run_time']:.0f} s, {total['users']} users at the end, "
                 f"{total['errors']} error kind(s), {total['exceptions']} exception(s)"
             )
+        if len(nodes) > 1:
+            for label, f in node_figures.items():
+                print(
+                    f"node {label} ({f['url']}): {f['connects']} connects, peak "
+                    f"{f['peak_connections']} open websockets, {f['messages_relayed']:.0f} "
+                    f"messages relayed, CPU {100 * f['server_cpu_cores']:.0f}% of one core"
+                )
         print(
-            f"server: peak {server_figures['peak_connections']} open websockets, "
+            f"server{'s (sums over the nodes)' if len(nodes) > 1 else ''}: "
+            f"peak {server_figures['peak_connections']} open websockets, "
             f"peak queue {server_figures['peak_queue']}, "
             f"{server_figures['messages_relayed']:.0f} messages relayed, "
             f"{server_figures['messages_per_s']:.1f}/s average "
@@ -361,7 +635,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.summary_json:
             Path(args.summary_json).write_text(
                 json.dumps(
-                    {**summary, "_total": total, "_server": server_figures},
+                    {
+                        **summary,
+                        "_total": total,
+                        "_server": server_figures,
+                        **({"_nodes": node_figures} if len(nodes) > 1 else {}),
+                    },
                     indent=2,
                     ensure_ascii=False,
                 )
@@ -377,6 +656,9 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"{failures:.0f} failed request(s) (see {csv_prefix}_failures.csv)")
         if args.require_all and missing:
             problems.append(f"request types that never ran: {', '.join(missing)}")
+        idle = [label for label, f in node_figures.items() if len(nodes) > 1 and not f["connects"]]
+        if idle:
+            problems.append(f"no connection to node(s) {', '.join(idle)}")
         if problems:
             print("smoke: FAILED: " + "; ".join(problems), file=sys.stderr)
             status = 1
@@ -395,15 +677,18 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(locust.pid, signal.SIGKILL)
                 locust.wait(10)
-        if server is not None:
-            code = stop_server(server)
+        for label, code in stop_nodes(nodes).items():
             if code not in (0, None) and status == 0:
-                print(f"smoke: server exited with {code} (see {out}/server.log)", file=sys.stderr)
+                print(f"smoke: {label} exited with {code} (see {out}/{label}.log)", file=sys.stderr)
                 status = 1
-        if not args.keep and not args.out:
-            shutil.rmtree(temp, ignore_errors=True)
-        elif args.out:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        if database is not None:
+            try:
+                database.stop()
+            except RuntimeError as exc:
+                print(f"smoke: {exc}", file=sys.stderr)
+                status = status or 1
+        if args.out or not args.keep:
+            shutil.rmtree(temp, ignore_errors=True)  # with --out: only the data directories
     return status
 
 
