@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 
 import trio
 
@@ -177,34 +178,56 @@ async def _migrate(database_url: str | None, data_dir: str) -> list[int]:
 
 async def _serve(config: Config, args: argparse.Namespace, database_url: str | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with (
-            open_store(database_url, args.data_dir) as store,
-            open_server(
-                config,
-                store=store,
-                host=args.host,
-                ws_port=args.ws_port,
-                http_port=args.http_port,
-                data_dir=args.data_dir,
-                node=args.node or os.environ.get("OMNI_NODE") or None,
-            ) as server,
-        ):
-            ops = (
-                "/healthz, /metrics"
-                if server.ops_url is None
-                else f"/healthz; /metrics, /docs and /openapi.json on {server.ops_url} only"
-            )
-            assert server.node is not None
-            # Scripts read this line (the URLs): add to its end only.
-            print(
-                f"omni: serving websockets on {server.ws_url}/ws/visitor and /ws/operator, "
-                f"HTTP on {server.http_url} ({ops}), as node {server.node.name}",
-                flush=True,
-            )
-            async for signum in signals:
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                break
+        async with trio.open_nursery() as guard:
+            await _serve_until_signalled(config, args, database_url, signals, guard)
+            # A signal still queued when the receiver closes would be delivered again, with
+            # its default action: the process would die at the end of a clean shutdown.
+            guard.cancel_scope.cancel()
     print("omni: stopped", flush=True)
+
+
+async def _serve_until_signalled(
+    config: Config,
+    args: argparse.Namespace,
+    database_url: str | None,
+    signals: AsyncIterator[int],
+    guard: trio.Nursery,
+) -> None:
+    """Serve until the first signal; then shut down, with ``guard`` taking any further one."""
+    async with (
+        open_store(database_url, args.data_dir) as store,
+        open_server(
+            config,
+            store=store,
+            host=args.host,
+            ws_port=args.ws_port,
+            http_port=args.http_port,
+            data_dir=args.data_dir,
+            node=args.node or os.environ.get("OMNI_NODE") or None,
+        ) as server,
+    ):
+        ops = (
+            "/healthz, /metrics"
+            if server.ops_url is None
+            else f"/healthz; /metrics, /docs and /openapi.json on {server.ops_url} only"
+        )
+        assert server.node is not None
+        # Scripts read this line (the URLs): add to its end only.
+        print(
+            f"omni: serving websockets on {server.ws_url}/ws/visitor and /ws/operator, "
+            f"HTTP on {server.http_url} ({ops}), as node {server.node.name}",
+            flush=True,
+        )
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            break
+        guard.start_soon(_already_stopping, signals)
+
+
+async def _already_stopping(signals: AsyncIterator[int]) -> None:
+    """Further signals while shutting down: noted, the shutdown goes on."""
+    async for signum in signals:
+        log.info("received %s again; already shutting down", signal.Signals(signum).name)
 
 
 if __name__ == "__main__":
