@@ -23,12 +23,14 @@ from omni.store import (
     NodeNameInUse,
     Notice,
     OutboxEntry,
+    RelayItem,
     Resync,
     StaleConfiguration,
     Store,
     StoredEvent,
     StoreError,
     Write,
+    relay_channel,
 )
 from omni.store.notifications import Inbox
 from tests.support import make_conversation
@@ -385,6 +387,38 @@ async def test_a_committed_writes_notices_arrive_and_a_failed_ones_never(store: 
         await store.notify("omni_test", "after")
         with trio.fail_after(5):
             assert await notices.receive() == Notice("omni_test", "after")
+
+
+async def test_relayed_items_are_stored_notified_and_taken_once_in_order(store: Store) -> None:
+    """The relay between nodes (omni/gateway/relay.py): items for a node are stored and its
+    channel notified (one notice per socket, the socket's id) at once; taking them removes them,
+    by ``n``, only that socket's and direction's; what waits is listed; the rest is forgotten
+    with its socket, or swept when old."""
+    async with store.listen([relay_channel("b")]) as notices:
+        await store.relay_send(
+            "b",
+            [
+                RelayItem("s1", "up", 2, "frame", "second"),
+                RelayItem("s1", "up", 1, "open", "{}"),
+                RelayItem("s2", "up", 1, "open", "{}"),
+            ],
+        )
+        with trio.fail_after(5):
+            got = {(await notices.receive()), (await notices.receive())}
+        assert got == {Notice(relay_channel("b"), "s1"), Notice(relay_channel("b"), "s2")}
+    await store.relay_send("a", [RelayItem("s1", "down", 1, "frame", "back")])
+    assert await store.relay_waiting("b") == ["s1", "s2"]
+    taken = await store.relay_take("b", "s1", "up")
+    assert [(i.n, i.kind, i.body) for i in taken] == [(1, "open", "{}"), (2, "frame", "second")]
+    assert await store.relay_take("b", "s1", "up") == []
+    assert await store.relay_waiting("b") == ["s2"]
+    await store.relay_forget("s1")
+    assert await store.relay_take("a", "s1", "down") == []
+    await trio.sleep(0.3)
+    assert await store.relay_sweep(0.2) == 1  # s2's open
+    assert await store.relay_waiting("b") == []
+    # A channel name has at most 63 bytes, whatever the node's name.
+    assert len(relay_channel("n" * 63).encode()) <= 63
 
 
 async def test_a_config_change_commits_a_notice_and_a_refused_one_none(store: Store) -> None:

@@ -93,10 +93,15 @@ FOR SHARE OF l"""
 Q_NOTIFY_ALL = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)"
 _Q_NOTIFY = "SELECT pg_notify($1, $2)"
 
+# One statement, so one round trip and its own transaction: the rows and their notices (sent at
+# its commit; a data-modifying CTE runs whether or not it is read).
 _Q_RELAY_SEND = """
-INSERT INTO relay (socket, direction, n, node, kind, body)
-SELECT s, d, n, $1, k, b FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
-    AS r(s, d, n, k, b)"""
+WITH stored AS (
+    INSERT INTO relay (socket, direction, n, node, kind, body)
+    SELECT s, d, n, $1, k, b
+    FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS r(s, d, n, k, b)
+)
+SELECT pg_notify($7, s) FROM unnest($8::text[]) AS t(s)"""
 _Q_RELAY_TAKE = """
 DELETE FROM relay WHERE node = $1 AND socket = $2 AND direction = $3
 RETURNING socket, direction, n, kind, body"""
@@ -106,18 +111,17 @@ _Q_RELAY_SWEEP = "DELETE FROM relay WHERE at < now() - make_interval(secs => $1)
 
 
 async def _db_relay_send(pool: Any, node: str, items: Sequence[RelayItem]) -> None:
-    sockets = sorted({item.socket for item in items})
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            _Q_RELAY_SEND,
-            node,
-            [i.socket for i in items],
-            [i.direction for i in items],
-            [i.n for i in items],
-            [i.kind for i in items],
-            [i.body for i in items],
-        )
-        await conn.execute(Q_NOTIFY_ALL, [relay_channel(node)] * len(sockets), sockets)
+    await pool.execute(
+        _Q_RELAY_SEND,
+        node,
+        [i.socket for i in items],
+        [i.direction for i in items],
+        [i.n for i in items],
+        [i.kind for i in items],
+        [i.body for i in items],
+        relay_channel(node),
+        sorted({item.socket for item in items}),
+    )
 
 
 def _node(row: Any) -> NodeRecord:
