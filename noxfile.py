@@ -45,11 +45,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """The benchmarks (print figures): relay, store, then the WebChat's weight in Chromium
-    (which also checks the pages' size budgets)."""
+    """The benchmarks (print figures): relay, store, a short run of 1-3 nodes in cluster mode,
+    then the WebChat's weight in Chromium (which also checks the pages' size budgets)."""
     session.install("-e", ".[bench,test]")
     session.run("python", "benchmarks/relay.py", *session.posargs)
     session.run("python", "benchmarks/store.py")
+    session.run("python", "benchmarks/cluster.py", "--quick")
     session.run("python", "benchmarks/page_weight.py")
 
 
