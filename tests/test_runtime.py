@@ -613,6 +613,29 @@ async def test_close_drains_the_mailbox_then_stops(autojump_clock: trio.testing.
             assert ref.statistics().stopped
 
 
+async def test_a_closed_actor_that_crashes_while_draining_is_not_restarted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Closed (its group moved to another node, say), it crashes on what it still had: it
+    stops, without a restart — a new incarnation would only fail on its closed neighbours."""
+    world = World()
+    with trio.fail_after(GUARD):
+        async with open_supervisor("t") as sup:
+            ref = sup.spawn("w", worker(world), mailbox_size=8)
+            await ref.send(("hold",))
+            await trio.testing.wait_all_tasks_blocked()
+            await ref.send(("boom",))
+            await ref.send("after")
+            ref.close()
+            world.gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert ref.stopped and "w" not in sup
+            assert [type(e) for e in world.crashes] == [Boom]
+            assert ref.statistics().restarts == 0
+            assert sup.statistics().restarts == 0 and sup.statistics().given_up == 0
+            assert "after" not in messages(world)
+
+
 async def test_actor_stop_handles_what_was_already_sent(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -12,7 +12,8 @@ Rules of this module:
   valid and the messages behind the failing one are still handled. Siblings are not touched
   (one-for-one). More than ``max_restarts`` crashes within ``window`` seconds and the supervisor
   gives up on that child only: pending asks fail with :class:`ActorCrashed` and later sends with
-  :class:`ActorStopped`.
+  :class:`ActorStopped`. An actor whose mailbox was closed (``ActorRef.close``) is on its way out:
+  a crash stops it, without a restart.
 * Timers (``call_later``) are kept by one :class:`Timers` queue per runtime, on trio's clock
   (``MockClock`` drives them): timers due at the same instant fire in the order they were set —
   trio wakes tasks sleeping until one instant in an order of its own (by memory address), which
@@ -139,7 +140,9 @@ class ActorRef(Generic[M]):
         raise AskTimeout(f"{self.name} did not answer within {timeout} s")
 
     def close(self) -> None:
-        """Stop taking messages; the actor stops once it has handled those already sent."""
+        """Stop taking messages; the actor stops once it has handled those already sent (a
+        crash meanwhile stops it too: an actor on its way out is not restarted)."""
+        self._child.closing = True
         self._child.tx.close()
 
     @property
@@ -267,7 +270,7 @@ class Actor(Generic[M]):
 
 
 class _Child:
-    __slots__ = ("factory", "handled", "name", "restarts", "rx", "stopped", "tx")
+    __slots__ = ("closing", "factory", "handled", "name", "restarts", "rx", "stopped", "tx")
 
     def __init__(self, name: str, factory: Callable[[], Actor[Any]], mailbox_size: int) -> None:
         self.name = name
@@ -276,6 +279,8 @@ class _Child:
         self.handled = 0
         self.restarts = 0
         self.stopped = False
+        #: Its mailbox was closed (:meth:`ActorRef.close`): it is on its way out.
+        self.closing = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +345,11 @@ class Supervisor:
                     return  # mailbox closed and drained: a normal stop
                 except Exception as exc:
                     error = _unwrap(exc)
+                    if child.closing:
+                        # Closed (its group moved to another node, say) and failing on what
+                        # it was still handling: its neighbours are going too; no restart.
+                        log.info("%s: %s stopped on a crash while closing", self.name, child.name)
+                        return
                     now = trio.current_time()
                     while crashes and crashes[0] <= now - self.window:
                         crashes.popleft()

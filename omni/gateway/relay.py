@@ -310,10 +310,15 @@ class Relay:
         return None if operator_id is None else self.hub.operator_home(operator_id)
 
     async def _owner(self, group_id: int) -> str | None:
+        """The live node holding ``group_id``'s lease, if any."""
         resource = f"group:{group_id}"
         for lease in await self.store.leases(resource):
-            if lease.resource == resource and lease.owner in self._live and lease.remaining > 0:
-                return lease.owner
+            if lease.resource != resource or lease.owner is None or lease.remaining <= 0:
+                continue
+            if lease.owner not in self._live:
+                # A node that joined since the last heartbeat's look (it owns already).
+                self._live = {n.name for n in await self.node.live_nodes()} | {self.me}
+            return lease.owner if lease.owner in self._live else None
         return None
 
     # -- the node's loop ------------------------------------------------------------------------
