@@ -478,6 +478,13 @@ class ConversationActor(Actor[ConversationMessage]):
         if conv.channel is not None and not restoring:
             replies = self._queue_channel_replies(write, effects)
         if write.events or write.conversation is not None or write.outbox:
+            if self._host.running(conv.id) is not self._entry:
+                # A stopped incarnation handling what was left in its mailbox (its group lost,
+                # fenced out, moved away or freed): its state may be stale and another may run
+                # the conversation now — under whatever lease this node holds again. Nothing of
+                # it is written; the sender retries, and reaches the one that runs it.
+                self.stop()
+                raise Rejected("overloaded", "the conversation was not taking frames; retry")
             # Cluster mode: written under the lease of the group it was in (its service's first
             # when in none); outside it, no fence.
             home = self._host.home(self._entry.group_id, conv.service_id)

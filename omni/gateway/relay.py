@@ -709,11 +709,16 @@ class Relay:
                 self._end_held(held, "moved", MOVED)
                 return
             for item in items:
-                if item.kind == "frame":
-                    await ws.send_message(item.body)
-                elif item.kind == "binary":
-                    await ws.send_message(bytes.fromhex(item.body))
-                elif item.kind == "close":
+                try:
+                    if item.kind == "frame":
+                        await ws.send_message(item.body)
+                    elif item.kind == "binary":
+                        await ws.send_message(bytes.fromhex(item.body))
+                except ConnectionClosed:
+                    # The client left as its frames came: the reader sees it too, and tells
+                    # the serving node (the relayed side closes).
+                    return
+                if item.kind == "close":
                     reason = json.loads(item.body)
                     try:
                         await ws.aclose(reason["code"], reason["reason"])
