@@ -38,7 +38,6 @@ import threading
 import time
 import tomllib
 import urllib.request
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,89 +170,37 @@ def wait_started(node: Node, timeout: float = SERVER_START_TIMEOUT) -> None:
         raise RuntimeError(f"omni serve ({node.label}) did not start within {timeout:.0f}s\n{tail}")
 
 
-def in_trio(fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float) -> Any:
-    """``trio.run(fn, *args, stop)`` in a thread of its own, waited for at most ``timeout``
-    seconds: the main thread keeps its signal handlers, so Ctrl-C and SIGTERM interrupt the wait.
-    ``stop`` (a ``threading.Event``) is set when the wait ends early; ``fn`` checks it between
-    steps and returns, so that nothing of it still runs when the caller cleans up."""
-    import trio
-
-    result: dict[str, Any] = {}
-    stop = threading.Event()
-    done = threading.Event()  # not Thread.is_alive: an interrupted join() can make it lie
-
-    def run() -> None:
-        try:
-            result["value"] = trio.run(fn, *args, stop)
-        except BaseException as exc:  # handed to the caller
-            result["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    try:
-        if not done.wait(timeout):
-            raise RuntimeError(f"no answer within {timeout:.0f}s")
-    finally:
-        stop.set()
-        done.wait(10)
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
 class SharedDatabase:
-    """One embedded PostgreSQL for every node of a ``--nodes`` run: Omni's own
-    :func:`omni.store.embedded.open_embedded_postgres` (pgserver, a Unix socket in the data
-    directory, never a network port), held open by trio in a thread of its own until
-    :meth:`stop`, which stops the server (or raises if pgserver left it running)."""
+    """One embedded PostgreSQL for every node of a ``--nodes`` run: the ``pgserver`` package
+    that ``omni serve`` embeds (a Unix socket in the data directory, never a network port),
+    started here — these tests speak to Omni from outside, so not through Omni's code — and
+    stopped by :meth:`stop`."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.url = ""
-        self._ready = threading.Event()
-        self._done = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: Any = None
 
-    def start(self, timeout: float = SERVER_START_TIMEOUT) -> str:
-        self._thread.start()
-        self._ready.wait(timeout)
-        if self._error is not None:
-            raise RuntimeError(f"the embedded PostgreSQL did not start: {self._error}")
-        if not self.url:
-            raise RuntimeError(f"the embedded PostgreSQL did not start within {timeout:.0f}s")
-        return self.url
-
-    def _run(self) -> None:
-        import trio
+    def start(self) -> str:
+        # pgserver keeps its lock under XDG_RUNTIME_DIR and warns without one (containers, CI).
+        if not os.environ.get("XDG_RUNTIME_DIR"):
+            runtime = Path(tempfile.gettempdir()) / f"omni-runtime-{os.getuid()}"
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        import pgserver  # type: ignore[import-untyped]
 
         try:
-            trio.run(self._hold)
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _hold(self) -> None:
-        import trio
-
-        from omni.store.embedded import open_embedded_postgres
-
-        async with open_embedded_postgres(self.data_dir) as url:
-            self.url = url
-            self._ready.set()
-            await trio.to_thread.run_sync(self._done.wait)
+            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        except Exception as exc:
+            raise RuntimeError(f"the embedded PostgreSQL did not start: {exc}") from exc
+        self.url = str(self._server.get_uri())
+        return self.url
 
     def stop(self, timeout: float = SERVER_STOP_TIMEOUT) -> None:
-        """Stop the server; a RuntimeError if it did not stop within ``timeout`` seconds."""
-        self._done.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise RuntimeError(f"the embedded PostgreSQL did not stop within {timeout:.0f}s")
-        if self._error is not None and self.url:
-            raise RuntimeError(f"the embedded PostgreSQL did not stop cleanly: {self._error}")
+        """Stop the server (pgserver waits for it)."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
 
 
 def cluster_config(out: Path) -> tuple[Path, set[int]]:
@@ -269,42 +216,37 @@ def cluster_config(out: Path) -> tuple[Path, set[int]]:
     return path, {int(group["id"]) for group in parsed.get("groups", [])}
 
 
-async def cluster_ready(
-    url: str, nodes: list[Node], groups: set[int], expiry: float, stop: threading.Event
-) -> dict[int, str]:
-    """Until every node is alive in the ``nodes`` table and every group has had the same live
-    owner (a held lease) for :data:`CLUSTER_STABLE` seconds: group → owner. A RuntimeError if a
-    node exited meanwhile, or ``stop`` was set; bounded by :data:`CLUSTER_READY_TIMEOUT`."""
-    import trio
-
-    from omni.store.postgres import open_postgres_store
-
-    names = {node.name for node in nodes}
-    with trio.fail_after(CLUSTER_READY_TIMEOUT):
-        async with open_postgres_store(url) as store:
-            last: dict[int, str] | None = None
-            since = trio.current_time()
-            while not stop.is_set():
-                for node in nodes:
-                    if node.process.poll() is not None:
-                        raise RuntimeError(
-                            f"node {node.name} exited with {node.process.returncode} "
-                            f"(see {node.log_path})"
-                        )
-                alive = {n.name for n in await store.nodes(expiry) if n.alive}
-                owners = {
-                    int(lease.resource.split(":", 1)[1]): str(lease.owner)
-                    for lease in await store.leases("group:")
-                    if lease.held
-                }
-                ready = names <= alive and groups <= set(owners) and set(owners.values()) <= names
-                now = trio.current_time()
-                if not ready or owners != last:
-                    last, since = (owners if ready else None), now
-                elif now - since >= CLUSTER_STABLE:
-                    return owners
-                await trio.sleep(0.25)
-            raise RuntimeError("stopped waiting for the cluster")
+def cluster_ready(nodes: list[Node], groups: set[int]) -> dict[str, int]:
+    """Until every node answers ``/metrics`` and together they have owned every group (the sum
+    of ``omni_groups_owned``) the same way for :data:`CLUSTER_STABLE` seconds: node → groups
+    owned. Read from outside, as an operator's monitoring would; a RuntimeError if a node exited
+    meanwhile, or after :data:`CLUSTER_READY_TIMEOUT`."""
+    last: dict[str, int] | None = None
+    since = started = time.monotonic()
+    while time.monotonic() - started < CLUSTER_READY_TIMEOUT:
+        owned: dict[str, int] = {}
+        for node in nodes:
+            if node.process.poll() is not None:
+                raise RuntimeError(
+                    f"node {node.name} exited with {node.process.returncode} (see {node.log_path})"
+                )
+            try:
+                with urllib.request.urlopen(node.http.rstrip("/") + "/metrics", timeout=2) as r:
+                    text = r.read().decode()
+            except OSError:
+                break
+            found = re.search(r"^omni_groups_owned (\d+)", text, re.M)
+            if found is None:
+                break
+            owned[node.label] = int(float(found.group(1)))
+        ready = len(owned) == len(nodes) and sum(owned.values()) == len(groups)
+        now = time.monotonic()
+        if not ready or owned != last:
+            last, since = (owned if ready else None), now
+        elif now - since >= CLUSTER_STABLE:
+            return owned
+        time.sleep(0.25)
+    raise RuntimeError(f"the cluster did not settle within {CLUSTER_READY_TIMEOUT:.0f}s")
 
 
 class MetricsSampler(threading.Thread):
@@ -500,18 +442,10 @@ def main(argv: list[str] | None = None) -> int:
                     nodes += started
                     for node in started:
                         wait_started(node)
-                cluster = tomllib.loads(config.read_text(encoding="utf-8"))["server"]["cluster"]
-                owners = in_trio(
-                    cluster_ready,
-                    database_url,
-                    nodes,
-                    groups,
-                    float(cluster["node_expiry_seconds"]),
-                    timeout=CLUSTER_READY_TIMEOUT + 10,
-                )
+                owned = cluster_ready(nodes, groups)
                 print(
-                    f"smoke: {args.nodes} nodes on one PostgreSQL, group owners "
-                    + ", ".join(f"{g}: {o}" for g, o in sorted(owners.items())),
+                    f"smoke: {args.nodes} nodes on one PostgreSQL, groups owned "
+                    + ", ".join(f"{n}: {c}" for n, c in sorted(owned.items())),
                     flush=True,
                 )
         except RuntimeError as exc:
