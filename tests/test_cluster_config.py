@@ -26,15 +26,11 @@ from omni.domain.model import Directory, Role, User
 from omni.server import RunningServer, open_server
 from omni.store import CONFIG_CHANNEL, ConfigChange, Store
 from omni.store.memory import MemoryStore
-from omni.store.postgres import PostgresStore, _db_execute, _db_fetchval, open_postgres_store
+from omni.store.postgres import PostgresStore, _db_execute, _db_fetchval
+from tests.cluster_support import FAST_CLUSTER, cluster_node
 from tests.support import TOK_CARLA, Client, connect_tcp, eventually, login, make_config
 
-CLUSTER = {
-    "enabled": True,
-    "heartbeat_seconds": 0.2,
-    "node_expiry_seconds": 0.6,
-    "lease_seconds": 1.0,
-}
+CLUSTER = FAST_CLUSTER
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
@@ -58,27 +54,21 @@ async def _node(
 ) -> AsyncIterator[tuple[RunningServer, PostgresStore]]:
     """A server in cluster mode as node ``name``, on a store (pool) of its own; ``listeners``
     gets the listener of its ``omni_config`` notices (to cut its connection)."""
-    async with open_postgres_store(dsn) as store:
-        if listeners is not None:
-            listen = store.listen
 
-            @asynccontextmanager
-            async def recording(channels: Any, **options: Any) -> AsyncIterator[Any]:
-                async with listen(channels, **options) as inbox:
-                    if CONFIG_CHANNEL in channels:
-                        listeners[name] = store.listener
-                    yield inbox
+    def record(store: PostgresStore) -> None:
+        listen = store.listen
 
-            store.listen = recording  # type: ignore[method-assign]
-        async with open_server(
-            make_config(cluster=CLUSTER),
-            store=store,
-            host="127.0.0.1",
-            ws_port=0,
-            http=False,
-            node=name,
-        ) as server:
-            yield server, store
+        @asynccontextmanager
+        async def recording(channels: Any, **options: Any) -> AsyncIterator[Any]:
+            async with listen(channels, **options) as inbox:
+                if listeners is not None and CONFIG_CHANNEL in channels:
+                    listeners[name] = store.listener
+                yield inbox
+
+        store.listen = recording  # type: ignore[method-assign]
+
+    async with cluster_node(dsn, name, prepare=record) as (server, store):
+        yield server, store
 
 
 async def _nodes(

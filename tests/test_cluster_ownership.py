@@ -5,8 +5,7 @@ stale owner's writes refused."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from omni.cluster import group_resource, rendezvous
 from omni.server import RunningServer, open_server
 from omni.store import ADOPT_CHANNEL, Fence, FencedOut, Notice, Store, Write
 from omni.store.postgres import open_postgres_store
+from tests.cluster_support import FAST_CLUSTER, cluster_node
 from tests.support import (
     TOK_ALICE,
     connect_tcp,
@@ -27,33 +27,14 @@ from tests.support import (
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
-CLUSTER = {
-    "enabled": True,
-    "heartbeat_seconds": 0.2,
-    "node_expiry_seconds": 0.6,
-    "lease_seconds": 1.0,
-}
+CLUSTER = FAST_CLUSTER
 GROUPS = {1, 2, 3}
 #: Routing domains of tests.support's configuration: Alice serves groups 1 and 2, so they are
 #: placed together; group 3 alone.
 PLACEMENT = {1: "domain:1", 2: "domain:1", 3: "domain:3"}
 
 
-@asynccontextmanager
-async def _node(dsn: str, name: str) -> AsyncIterator[tuple[RunningServer, Store]]:
-    """A server in cluster mode as node ``name``, on a store (pool) of its own."""
-    async with (
-        open_postgres_store(dsn) as store,
-        open_server(
-            make_config(cluster=CLUSTER),
-            store=store,
-            host="127.0.0.1",
-            ws_port=0,
-            http=False,
-            node=name,
-        ) as server,
-    ):
-        yield server, store
+_node = cluster_node
 
 
 def _owned(server: RunningServer) -> set[int]:

@@ -66,17 +66,13 @@ from omni.domain.conversation import Status
 from omni.server import RunningServer, open_server
 from omni.store import Fence, Lease, NodeNameInUse, Store, Write
 from omni.store.postgres import open_postgres_store
+from tests.cluster_support import FAST_CLUSTER
 from tests.conftest import drop_database, fresh_database, run_leaving_nothing_behind
 from tests.support import TOK_ALICE, TOK_BRUNO, TOK_CARLA, UNLIMITED, eventually, make_config
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
-CLUSTER = {
-    "enabled": True,
-    "heartbeat_seconds": 0.2,
-    "node_expiry_seconds": 0.6,
-    "lease_seconds": 1.0,
-}
+CLUSTER = FAST_CLUSTER
 CONFIG = make_config(cluster=CLUSTER, limits=UNLIMITED)
 GROUPS = sorted(CONFIG.directory.groups)
 NAMES = ("a", "b", "c", "d")

@@ -4,8 +4,7 @@ as on one node — acks, offers, events in order, ``client_id`` dedupe, close co
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ from omni.cluster import rendezvous
 from omni.config import Config
 from omni.domain.configuration import item_of
 from omni.domain.model import Operator, Role, hash_token
-from omni.server import RunningServer, open_server
-from omni.store import Store
-from omni.store.postgres import open_postgres_store
+from omni.server import RunningServer
+from omni.store.postgres import PostgresStore
+from tests.cluster_support import FAST_CLUSTER, cluster_node
 from tests.support import (
     TOK_ALICE,
     TOK_CARLA,
@@ -38,31 +37,14 @@ from tests.webhook_receiver import open_receiver
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
-CLUSTER = {
-    "enabled": True,
-    "heartbeat_seconds": 0.2,
-    "node_expiry_seconds": 0.6,
-    "lease_seconds": 1.0,
-}
+CLUSTER = FAST_CLUSTER
 
 
-@asynccontextmanager
-async def _node(
+def _node(
     dsn: str, name: str, config: Config | None = None, data_dir: Path | None = None
-) -> AsyncIterator[tuple[RunningServer, Store]]:
-    async with (
-        open_postgres_store(dsn) as store,
-        open_server(
-            config or make_config(cluster=CLUSTER),
-            store=store,
-            host="127.0.0.1",
-            ws_port=0,
-            http=config is not None,
-            node=name,
-            data_dir=data_dir,
-        ) as server,
-    ):
-        yield server, store
+) -> AbstractAsyncContextManager[tuple[RunningServer, PostgresStore]]:
+    """Node ``name``; with its own ``config``, its HTTP side too."""
+    return cluster_node(dsn, name, config, http=config is not None, data_dir=data_dir)
 
 
 def _owned(server: RunningServer) -> set[int]:
