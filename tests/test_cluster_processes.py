@@ -24,7 +24,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 from omni.cluster import rendezvous
 from omni.store.postgres import open_postgres_store
 from tests.conftest import fresh_database
-from tests.hardening.serve import Served, serving
+from tests.hardening.serve import ALWAYS, Served, serving
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
@@ -37,7 +37,8 @@ NODES = ("a", "b", "c")
 #: Service → its one group; the groups (each its own routing domain) hash one to each node.
 SERVICES = {31: 1, 35: 5, 36: 6}
 
-CONFIG = """
+CONFIG = (
+    """
 [server]
 host = "127.0.0.1"
 ws_port = 0
@@ -60,19 +61,10 @@ handshakes_per_second = 100000
 handshake_burst = 100000
 connections_per_ip = 100000
 
-[[schedules]]
-id = "always"
-timezone = "UTC"
-[schedules.weekly]
-mon = [["00:00", "24:00"]]
-tue = [["00:00", "24:00"]]
-wed = [["00:00", "24:00"]]
-thu = [["00:00", "24:00"]]
-fri = [["00:00", "24:00"]]
-sat = [["00:00", "24:00"]]
-sun = [["00:00", "24:00"]]
-""" + "".join(
-    f"""
+"""
+    + ALWAYS
+    + "".join(
+        f"""
 [[groups]]
 id = {group}
 name = "Group {group}"
@@ -91,7 +83,8 @@ groups = [{group}]
 capacity = 50
 token = "{TOKENS[group]}"
 """
-    for service, group in SERVICES.items()
+        for service, group in SERVICES.items()
+    )
 )
 
 

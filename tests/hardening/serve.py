@@ -28,6 +28,15 @@ ALICE = "alice-console-T7vQ2mZ9xKp4Lw8RsE3n"
 BRUNO = "bruno-console-H5cJ8dN1fG6kP0yU2aW4"
 ADMIN = "admin-api-Qe4Rt7Yu1Io9Pa3Sd6Fg8Hj2"
 
+#: A schedule open around the clock, as a configuration file says it.
+ALWAYS = """[[schedules]]
+id = "always"
+timezone = "UTC"
+[schedules.weekly]
+""" + "".join(
+    f'{day} = [["00:00", "24:00"]]\n' for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+)
+
 #: One always-open service (25) and one never-open one (26), two groups, two operators, one
 #: administrator's API token; ``{server}`` takes extra lines of the ``[server]`` table,
 #: ``{service}`` extra lines (or sub-tables) of service 25's.
@@ -38,18 +47,7 @@ ws_port = 0
 http_port = 0
 {server}
 
-[[schedules]]
-id = "always"
-timezone = "UTC"
-[schedules.weekly]
-mon = [["00:00", "24:00"]]
-tue = [["00:00", "24:00"]]
-wed = [["00:00", "24:00"]]
-thu = [["00:00", "24:00"]]
-fri = [["00:00", "24:00"]]
-sat = [["00:00", "24:00"]]
-sun = [["00:00", "24:00"]]
-
+{always}
 [[schedules]]
 id = "never"
 timezone = "UTC"
@@ -104,7 +102,10 @@ def config_text(server: str = "", extra: str = "", service: str = "") -> str:
     """The base configuration with ``server`` lines added to ``[server]``, ``service`` lines to
     service 25's table and ``extra`` tables after it."""
     return (
-        BASE.format(server=server, service=service, alice=ALICE, bruno=BRUNO, admin=ADMIN) + extra
+        BASE.format(
+            server=server, service=service, alice=ALICE, bruno=BRUNO, admin=ADMIN, always=ALWAYS
+        )
+        + extra
     )
 
 
