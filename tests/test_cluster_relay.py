@@ -314,6 +314,13 @@ async def test_the_api_resumes_for_an_operator_whose_console_another_node_serves
         await visitor.send("start", service_id=26, visitor={"name": "Eva"})
         cid = (await visitor.expect("started"))["conversation_id"]
         await visitor.until("out_of_hours")
+        headers = {"Authorization": f"Bearer {TOK_BOSS}"}
+        async with httpx.AsyncClient(base_url=d.http_url) as http:
+            # Not signed in anywhere yet: refused as on one node.
+            refused = await http.post(
+                f"/api/v1/conversations/{cid}/resume", json={"operator_id": 4}, headers=headers
+            )
+        assert refused.status_code == 409, refused.text
         operator = await stack.enter_async_context(connect_tcp(f"{d.ws_url}/ws/operator"))
         await login(operator, dani)
         assert 4 in a.hub.sessions and 4 not in d.hub.sessions

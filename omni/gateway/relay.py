@@ -159,13 +159,11 @@ class RelayedSocket:
 
     def feed(self, items: list[RelayItem]) -> None:
         for item in items:
-            if item.kind == "frame":
-                self._incoming.append(item.body)
-            elif item.kind == "binary":
-                self._incoming.append(bytes.fromhex(item.body))
-            elif item.kind == "close":
+            if item.kind == "close":
                 reason = json.loads(item.body)
                 self.ended(reason["code"], reason["reason"])
+            else:
+                self._incoming.append(_message_of(item))
         self._arrived.set()
 
     def ended(self, code: int, reason: str | None) -> None:
@@ -186,10 +184,7 @@ class RelayedSocket:
     async def send_message(self, message: str | bytes) -> None:
         if self.closed is not None or self._sender.failed is not None:
             raise ConnectionClosed(self.closed or CloseReason(1006, "relay failed"))
-        if isinstance(message, str):
-            self._sender.put("frame", message)
-        else:
-            self._sender.put("binary", message.hex())
+        _put_message(self._sender, message)
 
     async def ping(self, payload: bytes | None = None) -> None:
         """The edge pings the client; between nodes the heartbeats tell who is gone."""
@@ -291,13 +286,16 @@ class Relay:
             return hub.start_home(frame.service_id)
         if isinstance(frame, p.Resume):
             conversation_id = await hub.store.find_by_token_hash(hash_token(frame.token))
-            if conversation_id is None:
-                return None
-            conv = await hub.store.load_conversation(conversation_id)
-            if conv is None or conv.status in TERMINAL_STATUSES:
-                return None  # a finished conversation is replayed from the store anywhere
-            return hub.home(conv.group_id, conv.service_id)
+            # A finished conversation is replayed from the store anywhere.
+            return None if conversation_id is None else await self._home_of(conversation_id)
         return None
+
+    async def _home_of(self, conversation_id: str) -> int | None:
+        """The group an open conversation runs under (None: unknown, or finished)."""
+        conv = await self.hub.store.load_conversation(conversation_id)
+        if conv is None or conv.status in TERMINAL_STATUSES:
+            return None
+        return self.hub.home(conv.group_id, conv.service_id)
 
     async def _operator_home(self, frame: Any) -> int | None:
         if not isinstance(frame, p.Login):
@@ -432,7 +430,7 @@ class Relay:
         handler = self._calls.get(opened["kind"].removeprefix("call:"))
         frames = [item.body for item in items if item.kind == "frame"]
         if handler is None or len(frames) != 1:
-            answer = json.dumps({"error": "unknown_call"})
+            answer = json.dumps({"error": "internal_error", "message": "no such call"})
         else:
             try:
                 answer = await handler(frames[0])
@@ -472,6 +470,37 @@ class Relay:
         finally:
             self._release(socket)
 
+    async def _call_serving(
+        self,
+        home: int | None,
+        name: str,
+        request: dict[str, Any],
+        *,
+        nobody: Rejected,
+        failed: str,
+        seconds: float = BOARD_TIMEOUT * 5,
+    ) -> dict[str, Any]:
+        """Call ``name`` on the node serving group ``home``; its answer. ``nobody`` when no
+        other live node serves it; :class:`Rejected` with code ``failed`` when that node does
+        not answer, and with the answer's own error when it refuses."""
+        node = None if home is None else await self._owner(home)
+        if node is None or node == self.me:
+            raise nobody
+        try:
+            answer: dict[str, Any] = json.loads(
+                await self.call(node, name, json.dumps(request), seconds=seconds)
+            )
+        except CallFailed as exc:
+            raise Rejected(failed, f"node {node} did not answer; try again ({exc})") from None
+        if "error" in answer:
+            code = answer["error"]
+            # A code this node does not know (another version) is not passed on as such.
+            raise Rejected(
+                code if code in p.ERROR_CODES else "internal_error",
+                answer.get("message", f"node {node} refused it"),
+            )
+        return answer
+
     def _count_call(self, name: str, outcome: str) -> None:
         calls = self.stats.calls
         calls[name, outcome] = calls.get((name, outcome), 0) + 1
@@ -481,25 +510,20 @@ class Relay:
     async def forward_channel(self, channel: Channel, message: Inbound) -> str | None:
         """Hand a channel's message to the node serving its conversation (the hub's
         ``forward_channel``); the conversation's id, as the hub's ``channel_message`` says."""
-        hub = self.hub
-        conversation_id = await hub.store.channel_conversation(channel.id, message.user)
-        home = None
-        if conversation_id is not None:
-            conv = await hub.store.load_conversation(conversation_id)
-            if conv is not None:
-                home = hub.home(conv.group_id, conv.service_id)
-        else:
-            home = hub.start_home(channel.service_id)
-        node = None if home is None else await self._owner(home)
-        if node is None or node == self.me:
-            raise Rejected("moved", "no node serves this conversation now; try again")
-        body = json.dumps({"channel": channel.id, "message": dataclasses.asdict(message)})
-        try:
-            answer = json.loads(await self.call(node, "channel", body))
-        except CallFailed as exc:
-            raise Rejected("moved", f"node {node} did not answer: {exc}") from None
-        if "error" in answer:
-            raise Rejected(answer["error"], f"node {node} refused the message")
+        conversation_id = await self.hub.store.channel_conversation(channel.id, message.user)
+        home = (
+            self.hub.start_home(channel.service_id)
+            if conversation_id is None
+            else await self._home_of(conversation_id)
+        )
+        answer = await self._call_serving(
+            home,
+            "channel",
+            {"channel": channel.id, "message": dataclasses.asdict(message)},
+            nobody=Rejected("moved", "no node serves this conversation now; try again"),
+            failed="moved",
+            seconds=CALL_TIMEOUT,
+        )
         found: str | None = answer["conversation_id"]
         return found
 
@@ -507,7 +531,8 @@ class Relay:
         request = json.loads(body)
         channel = self.hub.directory.channels.get(request["channel"])
         if channel is None:
-            return json.dumps({"error": "unknown_channel"})
+            # This node's configuration lags the caller's: the platform tries again.
+            return json.dumps({"error": "overloaded", "message": "unknown channel here"})
         fields = request["message"]
         media = fields.pop("media")
         message = Inbound(**fields, media=None if media is None else Media(**media))
@@ -550,34 +575,26 @@ class Relay:
     ) -> None:
         """A supervisor's action on a conversation another node serves: carried out there
         (the hub's ``forward_supervise``); its answer frames go to ``origin``."""
-        hub = self.hub
-        conv = await hub.store.load_conversation(conversation_id)
-        if conv is None or conv.status in TERMINAL_STATUSES:
-            raise Rejected("unknown_conversation", f"no open conversation {conversation_id}")
-        home = hub.home(conv.group_id, conv.service_id)
-        node = None if home is None else await self._owner(home)
-        if node is None or node == self.me:
-            raise Rejected(
-                "unknown_conversation", f"conversation {conversation_id} runs nowhere now"
-            )
-        kind = "assign" if isinstance(event, SupervisorAssign) else "transfer"
-        body = json.dumps(
-            {
-                "who": msgspec.to_builtins(who),
-                "conversation_id": conversation_id,
-                "kind": kind,
-                "event": dataclasses.asdict(event),
-            }
-        )
+        request = {
+            "who": msgspec.to_builtins(who),
+            "conversation_id": conversation_id,
+            "kind": "assign" if isinstance(event, SupervisorAssign) else "transfer",
+            "event": dataclasses.asdict(event),
+        }
         try:
-            answer = json.loads(await self.call(node, "supervise", body, seconds=BOARD_TIMEOUT * 5))
-        except CallFailed as exc:
-            raise Rejected("overloaded", f"node {node} did not answer; try again ({exc})") from None
-        if "error" in answer:
+            answer = await self._call_serving(
+                await self._home_of(conversation_id),
+                "supervise",
+                request,
+                nobody=Rejected("unknown_conversation", f"no open conversation {conversation_id}"),
+                failed="overloaded",
+            )
+        except Rejected as exc:
+            if exc.code != "moved":
+                raise
             # Served elsewhere again meanwhile: the supervisor tries again (their connection
             # stays: it is not the one that moved).
-            code = "overloaded" if answer["error"] == "moved" else answer["error"]
-            raise Rejected(code, answer.get("message", "refused"))
+            raise Rejected("overloaded", exc.message) from None
         for frame in answer["frames"]:
             origin.deliver(frame)
 
@@ -601,18 +618,14 @@ class Relay:
     async def forward_resume(self, conversation_id: str, operator_id: int) -> None:
         """The API's resume for an operator whose console another node serves (the hub's
         ``forward_resume``): carried out there. :class:`Rejected` as that node refuses;
-        ``not_signed_in`` when no node serves the operator's console."""
-        home = self.hub.operator_home(operator_id)
-        node = None if home is None else await self._owner(home)
-        if node is None or node == self.me:
-            raise Rejected("not_signed_in", f"operator {operator_id} is not signed in")
-        body = json.dumps({"conversation_id": conversation_id, "operator_id": operator_id})
-        try:
-            answer = json.loads(await self.call(node, "resume", body, seconds=BOARD_TIMEOUT * 5))
-        except CallFailed as exc:
-            raise Rejected("overloaded", f"node {node} did not answer; try again ({exc})") from None
-        if "error" in answer:
-            raise Rejected(answer["error"], answer["message"])
+        ``operator_unavailable`` when no node serves the operator's console."""
+        await self._call_serving(
+            self.hub.operator_home(operator_id),
+            "resume",
+            {"conversation_id": conversation_id, "operator_id": operator_id},
+            nobody=Rejected("operator_unavailable", f"operator {operator_id} is not signed in"),
+            failed="overloaded",
+        )
 
     async def _resume_call(self, body: str) -> str:
         request = json.loads(body)
@@ -620,7 +633,7 @@ class Relay:
         session = self.hub.sessions.get(operator_id)
         if session is None:
             message = f"operator {operator_id} is not signed in to the console"
-            return json.dumps({"error": "not_signed_in", "message": message})
+            return json.dumps({"error": "operator_unavailable", "message": message})
         if self.hub.roster.get(operator_id).free <= 0:
             message = f"operator {operator_id} has no free capacity"
             return json.dumps({"error": "operator_unavailable", "message": message})
@@ -709,15 +722,6 @@ class Relay:
                 self._end_held(held, "moved", MOVED)
                 return
             for item in items:
-                try:
-                    if item.kind == "frame":
-                        await ws.send_message(item.body)
-                    elif item.kind == "binary":
-                        await ws.send_message(bytes.fromhex(item.body))
-                except ConnectionClosed:
-                    # The client left as its frames came: the reader sees it too, and tells
-                    # the serving node (the relayed side closes).
-                    return
                 if item.kind == "close":
                     reason = json.loads(item.body)
                     try:
@@ -725,6 +729,12 @@ class Relay:
                     except ConnectionClosed:
                         pass
                     done.cancel()
+                    return
+                try:
+                    await ws.send_message(_message_of(item))
+                except ConnectionClosed:
+                    # The client left as its frames came: the reader sees it too, and tells
+                    # the serving node (the relayed side closes).
                     return
 
 
@@ -746,10 +756,16 @@ class _Collect:
 
 
 def _put_message(sender: _Sender, message: str | bytes) -> None:
+    """A websocket message as an item: text as it is, binary as its hex."""
     if isinstance(message, str):
         sender.put("frame", message)
     else:
         sender.put("binary", message.hex())
+
+
+def _message_of(item: RelayItem) -> str | bytes:
+    """The websocket message of a ``frame`` or ``binary`` item."""
+    return item.body if item.kind == "frame" else bytes.fromhex(item.body)
 
 
 async def _until_gone(keep_alive: Callable[[], Awaitable[None]], held: _Held) -> None:
